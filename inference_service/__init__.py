@@ -1,0 +1,1 @@
+"""The gRPC prediction service: validates, predicts, publishes one event per prediction."""

@@ -1,0 +1,3 @@
+from inference_service.server import main
+
+main()

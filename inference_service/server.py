@@ -1,0 +1,114 @@
+"""Builds and runs the gRPC server: prediction service, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from inference_service.core import PredictionCore
+from inference_service.model import load_served_model
+from inference_service.publisher import KafkaPublisher
+from inference_service.servicer import PredictionServicer
+from inference_service.settings import Settings
+from studentperf.v1 import prediction_service_pb2, prediction_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
+
+
+class RunningServer:
+    """A started server and what it needs to stop cleanly."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        publisher: KafkaPublisher,
+    ) -> None:
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.publisher = publisher
+
+    async def stop(self, grace_s: float) -> None:
+        """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.publisher.stop()
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    """Loads the model, connects to Kafka and starts serving; returns the bound port."""
+    model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
+    log.info("serving model %s from %s", model.version, settings.model_path)
+    publisher = KafkaPublisher(
+        settings.shared.kafka_bootstrap_servers,
+        settings.shared.kafka_topic,
+        publish_timeout_s=settings.publish_timeout_s,
+    )
+    await publisher.start()
+    core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        PredictionServicer(core), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(settings.listen_address)
+    if port == 0:
+        await publisher.stop()
+        raise OSError(f"cannot listen on {settings.listen_address}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer, publisher)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    log.info(
+        "starting: kafka=%s topic=%s",
+        settings.shared.kafka_bootstrap_servers,
+        settings.shared.kafka_topic,
+    )
+    running = await start_server(settings)
+    host = settings.listen_address.rsplit(":", 1)[0]
+    log.info("listening on %s:%d", host, running.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight calls (up to %.0f s)", settings.shutdown_grace_s)
+    await running.stop(settings.shutdown_grace_s)
+    log.info("stopped")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("STUDENTPERF_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(Settings.from_env(os.environ)))

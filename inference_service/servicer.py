@@ -1,0 +1,51 @@
+"""The gRPC face of the prediction core: translate the message, call the core, translate back."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from google.rpc import code_pb2
+
+from inference_service.core import PredictionCore
+from inference_service.encoding import InvalidInput
+from inference_service.status import bad_request, map_errors
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class PredictionServicer(api_grpc.PredictionServiceServicer):
+    def __init__(self, core: PredictionCore) -> None:
+        self._core = core
+
+    @map_errors
+    async def Predict(self, request: api.PredictRequest, context: Context) -> api.PredictResponse:
+        student = request.student if request.HasField("student") else None
+        return api.PredictResponse(prediction=await self._core.predict(student))
+
+    @map_errors
+    async def BatchPredict(
+        self, request: api.BatchPredictRequest, context: Context
+    ) -> api.BatchPredictResponse:
+        answers = await self._core.predict_batch(request.students)
+        return api.BatchPredictResponse(results=[_result(answer) for answer in answers])
+
+    @map_errors
+    async def GetModelInfo(
+        self, request: api.GetModelInfoRequest, context: Context
+    ) -> api.ModelInfo:
+        return self._core.model.info()
+
+
+def _result(answer: api.Prediction | InvalidInput) -> api.BatchPredictResult:
+    if isinstance(answer, InvalidInput):
+        return api.BatchPredictResult(
+            error=api.ItemError(
+                code=code_pb2.INVALID_ARGUMENT,
+                message=f"invalid student: {answer}",
+                bad_request=bad_request(answer),
+            )
+        )
+    return api.BatchPredictResult(prediction=answer)

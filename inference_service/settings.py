@@ -1,0 +1,46 @@
+"""The inference service's settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from studentperf.config import SharedSettings, env_float, env_int, env_str
+from studentperf.features import DEFAULT_PASS_MARK
+
+
+@dataclass(frozen=True)
+class Settings:
+    shared: SharedSettings = field(default_factory=SharedSettings)
+    # host:port to listen on; port 0 picks a free one (tests).
+    listen_address: str = "127.0.0.1:50051"
+    # A models folder (its `current` version is served) or one version's folder.
+    model_path: str = "models"
+    # Must equal the pass mark the served model was trained at; checked at start-up.
+    pass_mark: float = DEFAULT_PASS_MARK
+    max_batch_size: int = 10_000
+    # Largest request accepted, in bytes (10,000 students take about 1 MiB).
+    max_message_bytes: int = 16 * 1024 * 1024
+    # How long a call waits for the broker to acknowledge its events before UNAVAILABLE.
+    publish_timeout_s: float = 10.0
+    # How long in-flight calls may run on after SIGTERM.
+    shutdown_grace_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            shared=SharedSettings.from_env(env),
+            listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
+            model_path=env_str(env, "MODEL_PATH", cls.model_path),
+            pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),
+            max_batch_size=env_int(env, "MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
+            max_message_bytes=env_int(
+                env, "MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
+            ),
+            publish_timeout_s=env_float(
+                env, "PUBLISH_TIMEOUT_S", cls.publish_timeout_s, minimum=0.1, maximum=600
+            ),
+            shutdown_grace_s=env_float(
+                env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
+            ),
+        )

@@ -1,0 +1,1 @@
+"""The recorder: a Kafka consumer group writing prediction events into PostgreSQL."""

@@ -1,0 +1,3 @@
+from recorder_service.service import main
+
+main()

@@ -1,0 +1,83 @@
+"""Starting and stopping the recorder: database, migrations, consumer, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import asyncpg
+
+from recorder_service.consumer import Recorder, start_consumer
+from recorder_service.settings import Settings
+from studentperf.config import mask_dsn
+from studentperf.migrate import apply_migrations
+
+log = logging.getLogger(__name__)
+
+
+async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> asyncpg.Pool:
+    """A connection pool with the schema migrated, retrying while the database starts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after_s
+    delay = 0.5
+    while True:
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            break
+        except (OSError, asyncpg.PostgresError) as error:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("database not reachable yet (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    async with pool.acquire() as conn:
+        applied = await apply_migrations(conn)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return pool
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
+    """Records until `stop` is set; returns the recorder with its counts."""
+    log.info(
+        "starting: kafka=%s topic=%s group=%s database=%s",
+        settings.shared.kafka_bootstrap_servers,
+        settings.shared.kafka_topic,
+        settings.consumer_group,
+        mask_dsn(settings.shared.database_url),
+    )
+    pool = await connect_database(settings.shared.database_url)
+    try:
+        consumer = await start_consumer(settings)
+        try:
+            recorder = Recorder(settings, pool, consumer)
+            await recorder.run(stop)
+            return recorder
+        finally:
+            await consumer.stop()
+    finally:
+        await pool.close()
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    recorder = await run(Settings.from_env(os.environ), stop)
+    log.info(
+        "stopped: %d stored, %d already stored, %d refused",
+        recorder.stored,
+        recorder.already_stored,
+        recorder.rejected,
+    )
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("STUDENTPERF_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_main())

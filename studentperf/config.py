@@ -1,0 +1,81 @@
+"""Reading settings from environment variables, with errors that name the variable.
+
+Each service defines its own frozen `Settings` dataclass; the variables both services share
+(Kafka, topic, database) are read here once so their names and defaults cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+PREFIX = "STUDENTPERF_"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    key = PREFIX + name
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not valid: {exc}") from None
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    return _read(env, name, default, str)
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return _read(env, name, default, parse)
+
+
+def env_float(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not minimum <= value <= maximum:  # also refuses NaN
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return _read(env, name, default, parse)
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """Where the services meet: the broker, the topic and the database."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "prediction-events"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/studentperf"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SharedSettings:
+        return cls(
+            kafka_bootstrap_servers=env_str(
+                env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
+            ),
+            kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
+            database_url=env_str(env, "DATABASE_URL", cls.database_url),
+        )
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, fit for logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

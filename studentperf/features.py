@@ -1,0 +1,55 @@
+"""The model's feature schema: one definition for the trainer and the inference service.
+
+A trained pipeline takes a table whose columns are `FEATURE_COLUMNS`, in that order:
+numbers as floats (NaN when missing), booleans as 0.0/1.0 (NaN when missing) and categories as
+the lower-case names in `CATEGORIES` (None when missing). Missing values are imputed inside the
+pipeline, never before it, so training and serving impute the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+NUMERIC_FEATURES: Final = (
+    "age",
+    "attendance_percentage",
+    "study_hours_per_week",
+    "previous_gpa",
+    "assignments_completed",
+)
+
+# Category names match the proto enum value names with their prefix removed, lower-cased
+# (PARENTAL_EDUCATION_SOME_COLLEGE -> "some_college"), so the mapping is mechanical.
+CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
+    "gender": ("female", "male", "other"),
+    "parental_education": (
+        "high_school",
+        "some_college",
+        "associate",
+        "bachelor",
+        "master",
+        "doctorate",
+    ),
+    "lunch_program": ("standard", "free_or_reduced"),
+    "test_preparation": ("none", "completed"),
+}
+
+CATEGORICAL_FEATURES: Final = tuple(CATEGORIES)
+
+FEATURE_COLUMNS: Final = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+
+# What the request may carry, checked by the inference service and mirrored by CHECK
+# constraints in the SQL schema: (lowest, highest), both inclusive.
+NUMERIC_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "age": (10, 100),
+    "attendance_percentage": (0.0, 100.0),
+    "study_hours_per_week": (0.0, 100.0),
+    "previous_gpa": (0.0, 4.0),
+}
+
+TARGET_SCORE: Final = "final_score"
+SCORE_RANGE: Final = (0.0, 100.0)
+DEFAULT_PASS_MARK: Final = 50.0
+
+# One value of a feature row: a float (NaN when missing) or a category name (None when missing).
+FeatureValue = float | str | None

@@ -1,0 +1,207 @@
+"""The trained-model artifact: written by the trainer, read by the inference service.
+
+Layout of a models directory:
+
+    models/
+      20250101T120000Z-1a2b3c4d/   one directory per version, never changed once written
+        model.joblib               {"format": 1, "regressor", "classifier", "feature_columns",
+                                    "pass_mark"}
+        metadata.json              version, created_at, pass mark, library versions, metrics...
+      current -> 20250101T120000Z-1a2b3c4d   relative symlink: the version to serve
+
+A version is `<UTC time YYYYMMDDTHHMMSSZ>-<8 hex of the training data and parameters>`, so names
+sort by time and say whether two versions saw the same inputs. Publishing is atomic at each step:
+the version directory is written under a hidden temporary name and renamed into place, then
+`current` is switched by creating a new symlink under a temporary name and `os.replace`-ing it
+over the old one. A reader sees the previous version or the new one, never a partial one.
+
+`model.joblib` is a pickle: load only artifacts you produced. Unpickling needs scikit-learn,
+pandas and numpy only (no trainer code); `metadata.json` records the versions it was made with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Final
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+
+from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
+
+MODEL_FILE: Final = "model.joblib"
+METADATA_FILE: Final = "metadata.json"
+CURRENT: Final = "current"
+FORMAT: Final = 1
+_HOW_TO_FIX: Final = "run `make train` (python -m trainer) to build one"
+_BUNDLE_KEYS: Final = frozenset({"regressor", "classifier", "feature_columns", "pass_mark"})
+
+
+class ModelArtifactError(Exception):
+    """The artifact is missing, unreadable or does not fit this code's feature schema."""
+
+
+@dataclass(frozen=True)
+class StudentModel:
+    """Both fitted pipelines. Each takes a DataFrame of `feature_columns` (see features.py)."""
+
+    regressor: Any
+    classifier: Any
+    pass_mark: float
+    feature_columns: tuple[str, ...] = FEATURE_COLUMNS
+
+    def predict_scores(self, features: Any) -> npt.NDArray[np.float64]:
+        """Predicted final scores, clipped to SCORE_RANGE."""
+        scores = np.asarray(self.regressor.predict(features), dtype=np.float64)
+        low, high = SCORE_RANGE
+        return np.clip(scores, low, high)
+
+    def pass_probabilities(self, features: Any) -> npt.NDArray[np.float64]:
+        """Probability that each student's final score reaches `pass_mark`."""
+        return np.asarray(self.classifier.predict_proba(features)[:, 1], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model read from disk, with the version it came from and its metadata."""
+
+    model: StudentModel
+    version: str
+    path: Path
+    metadata: Mapping[str, Any] = field(repr=False)
+
+
+def make_version(created_at: datetime, fingerprint: str) -> str:
+    """`YYYYMMDDTHHMMSSZ-<first 8 characters of fingerprint>`, the time taken in UTC."""
+    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a pickled pipeline depends on."""
+    names = ("scikit-learn", "pandas", "numpy", "joblib")
+    return {name: package_version(name) for name in names} | {"python": platform.python_version()}
+
+
+def save_artifact(
+    models_dir: str | os.PathLike[str],
+    model: StudentModel,
+    *,
+    fingerprint: str,
+    details: Mapping[str, Any],
+    created_at: datetime | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Write a new version under `models_dir`, point `current` at it, return its directory.
+
+    `details` (data source, row counts, seed, metrics...) goes into metadata.json beside the
+    fields this module owns: version, created_at, pass_mark, feature_columns, libraries.
+    """
+    root = Path(models_dir)
+    created = (created_at or datetime.now(UTC)).astimezone(UTC)
+    version = make_version(created, fingerprint)
+    metadata = {
+        "version": version,
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+        "pass_mark": model.pass_mark,
+        "feature_columns": list(model.feature_columns),
+        "libraries": library_versions(),
+        **details,
+    }
+    bundle = {
+        "format": FORMAT,
+        "regressor": model.regressor,
+        "classifier": model.classifier,
+        "feature_columns": model.feature_columns,
+        "pass_mark": model.pass_mark,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / version
+    staging = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        joblib.dump(bundle, staging / MODEL_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        for name in (MODEL_FILE, METADATA_FILE):
+            _fsync(staging / name)
+        try:
+            staging.rename(target)  # fails rather than replace an existing version
+        except OSError as err:
+            raise ModelArtifactError(f"cannot publish {target}: {err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if make_current:
+        set_current(root, version)
+    return target
+
+
+def set_current(models_dir: str | os.PathLike[str], version: str) -> None:
+    """Atomically point `models_dir/current` at the existing version directory `version`."""
+    root = Path(models_dir)
+    if not (root / version / MODEL_FILE).is_file():
+        raise ModelArtifactError(f"no model in {root / version}")
+    link = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
+    os.symlink(version, link)  # relative, so the directory can be moved or mounted elsewhere
+    os.replace(link, root / CURRENT)
+    _fsync(root)
+
+
+def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
+    """The real version directory for a version dir, a `current` link or a models root."""
+    given = Path(path)
+    candidate = given if (given / MODEL_FILE).exists() else given / CURRENT
+    if candidate.is_symlink() and not candidate.exists():
+        raise ModelArtifactError(
+            f"{candidate} points to {os.readlink(candidate)}, which does not exist; {_HOW_TO_FIX}"
+        )
+    if not (candidate / MODEL_FILE).is_file():
+        raise ModelArtifactError(f"no trained model at {given}; {_HOW_TO_FIX}")
+    # Resolve once so both files come from one version even if `current` moves meanwhile.
+    return candidate.resolve()
+
+
+def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load a version directory, or the one `current` names under a models root.
+
+    Raises ModelArtifactError, saying to run `make train`, when nothing usable is there.
+    """
+    directory = resolve_version_dir(path)
+    try:
+        metadata = json.loads((directory / METADATA_FILE).read_text())
+        bundle = joblib.load(directory / MODEL_FILE)
+    except Exception as err:  # any failure to read or unpickle means the same to the caller
+        raise ModelArtifactError(f"unreadable model artifact in {directory}: {err!r}") from err
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT or _BUNDLE_KEYS - set(bundle):
+        raise ModelArtifactError(
+            f"{directory / MODEL_FILE} is not a format-{FORMAT} model bundle; {_HOW_TO_FIX}"
+        )
+    if not isinstance(metadata, dict):
+        raise ModelArtifactError(f"{directory / METADATA_FILE} is not a JSON object; {_HOW_TO_FIX}")
+    if tuple(bundle["feature_columns"]) != FEATURE_COLUMNS:
+        raise ModelArtifactError(
+            f"the model in {directory} was trained on columns {list(bundle['feature_columns'])}, "
+            f"not the current schema {list(FEATURE_COLUMNS)}; {_HOW_TO_FIX}"
+        )
+    model = StudentModel(
+        regressor=bundle["regressor"],
+        classifier=bundle["classifier"],
+        pass_mark=float(bundle["pass_mark"]),
+    )
+    return LoadedModel(model=model, version=directory.name, path=directory, metadata=metadata)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

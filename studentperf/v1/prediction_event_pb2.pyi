@@ -1,0 +1,25 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from studentperf.v1 import prediction_service_pb2 as _prediction_service_pb2
+from studentperf.v1 import student_pb2 as _student_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PredictionEvent(_message.Message):
+    __slots__ = ("schema_version", "event_id", "occurred_at", "input", "prediction")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    event_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    input: _student_pb2.Student
+    prediction: _prediction_service_pb2.Prediction
+    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., prediction: _Optional[_Union[_prediction_service_pb2.Prediction, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,111 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import code_pb2 as _code_pb2
+from google.rpc import error_details_pb2 as _error_details_pb2
+from studentperf.v1 import student_pb2 as _student_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PredictRequest(_message.Message):
+    __slots__ = ("student",)
+    STUDENT_FIELD_NUMBER: _ClassVar[int]
+    student: _student_pb2.Student
+    def __init__(self, student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("prediction",)
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+
+class BatchPredictRequest(_message.Message):
+    __slots__ = ("students",)
+    STUDENTS_FIELD_NUMBER: _ClassVar[int]
+    students: _containers.RepeatedCompositeFieldContainer[_student_pb2.Student]
+    def __init__(self, students: _Optional[_Iterable[_Union[_student_pb2.Student, _Mapping]]] = ...) -> None: ...
+
+class BatchPredictResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchPredictResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchPredictResult, _Mapping]]] = ...) -> None: ...
+
+class BatchPredictResult(_message.Message):
+    __slots__ = ("prediction", "error")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    error: ItemError
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("code", "message", "bad_request")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BAD_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    code: _code_pb2.Code
+    message: str
+    bad_request: _error_details_pb2.BadRequest
+    def __init__(self, code: _Optional[_Union[_code_pb2.Code, str]] = ..., message: _Optional[str] = ..., bad_request: _Optional[_Union[_error_details_pb2.BadRequest, _Mapping]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PASS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_PASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMPUTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PASS_MARK_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    predicted_final_score: float
+    pass_probability: float
+    predicted_pass: bool
+    model_version: str
+    imputed_fields: _containers.RepeatedScalarFieldContainer[str]
+    pass_mark: float
+    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BaselineMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_AT_FIELD_NUMBER: _ClassVar[int]
+    PASS_MARK_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    DATA_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TEST_ROWS_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    trained_at: _timestamp_pb2.Timestamp
+    pass_mark: float
+    metrics: _containers.ScalarMap[str, float]
+    baseline_metrics: _containers.ScalarMap[str, float]
+    data_source: str
+    training_rows: int
+    test_rows: int
+    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,154 @@
+"""The real services for integration tests, started once per test session.
+
+A Kafka broker and a PostgreSQL server run as child processes on free ports, with their data
+in temporary folders; a model is trained for the session; each test module that needs the
+application gets a fresh topic and database, so modules cannot see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from inference_service.server import RunningServer, start_server
+from inference_service.settings import Settings as InferenceSettings
+from infra.devstack import KafkaBroker, PostgresServer, free_port
+from recorder_service.consumer import Recorder
+from recorder_service.service import run as run_recorder
+from recorder_service.settings import Settings as RecorderSettings
+from studentperf.config import SharedSettings
+from studentperf.migrate import apply_migrations
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+async def kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
+    broker = KafkaBroker(
+        tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port()
+    )
+    await broker.start_and_wait(timeout=120)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"), port=free_port())
+    await server.start_and_wait(timeout=60)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained by the real `python -m trainer`, as `make train` does."""
+    models = tmp_path_factory.mktemp("models")
+    subprocess.run(
+        [sys.executable, "-m", "trainer", "--rows", "3000", "--models-dir", str(models)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    return models
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where one test module's application lives: its topic and its database."""
+
+    kafka: KafkaBroker
+    shared: SharedSettings
+    model_path: Path
+
+    @property
+    def topic(self) -> str:
+        return self.shared.kafka_topic
+
+    @property
+    def database_url(self) -> str:
+        return self.shared.database_url
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) -> Stack:
+    name = f"t{uuid.uuid4().hex[:12]}"
+    await kafka.create_topic(name, partitions=3)
+    await postgres.ensure_database(name)
+    conn = await asyncpg.connect(postgres.dsn(name))
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    shared = SharedSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        kafka_topic=name,
+        database_url=postgres.dsn(name),
+    )
+    return Stack(kafka, shared, model_path)
+
+
+@pytest.fixture(scope="module")
+async def inference(stack: Stack) -> AsyncIterator[RunningServer]:
+    settings = InferenceSettings(
+        shared=stack.shared, listen_address="127.0.0.1:0", model_path=str(stack.model_path)
+    )
+    running = await start_server(settings)
+    yield running
+    await running.stop(grace_s=5)
+
+
+@pytest.fixture(scope="module")
+async def stub(inference: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}") as channel:
+        yield api_grpc.PredictionServiceStub(channel)
+
+
+class RecorderProcess:
+    """A recorder running as a task of the test's event loop, stoppable and restartable."""
+
+    def __init__(self, settings: RecorderSettings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[Recorder] | None = None
+
+    def start(self, **changes: object) -> None:
+        self.settings = replace(self.settings, **changes)  # type: ignore[arg-type]
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(run_recorder(self.settings, self._stop))
+
+    async def stop(self) -> Recorder:
+        assert self._task is not None
+        self._stop.set()
+        return await asyncio.wait_for(self._task, 30)
+
+
+@pytest.fixture(scope="module")
+async def recorder(stack: Stack) -> AsyncIterator[RecorderProcess]:
+    process = RecorderProcess(RecorderSettings(shared=stack.shared, batch_max_wait_ms=50))
+    process.start()
+    yield process
+    await process.stop()
+
+
+@pytest.fixture(scope="module")
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()

@@ -1,0 +1,65 @@
+"""Small helpers the integration tests share: waiting for rows, counting a topic's records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[int]], expected: int, timeout: float = 20.0
+) -> int:
+    """Polls `probe` until it returns `expected` (or the time is up); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+def count_rows(db: asyncpg.Pool, sql: str, *args: object) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return int(await db.fetchval(sql, *args))
+
+    return probe
+
+
+async def topic_size(bootstrap_servers: str, topic: str) -> int:
+    """How many records the topic holds: the sum of its partitions' end offsets."""
+    # Subscribed (without a group), the consumer fetches the topic's metadata as it starts.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"no metadata for topic {topic}"
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def student(student_id: str, **academic: float | bool) -> Student:
+    return Student(
+        profile=StudentProfile(student_id=student_id, age=16),
+        academic_record=AcademicRecord(**academic),  # type: ignore[arg-type]
+    )
+
+
+async def group_lag(bootstrap_servers: str, group: str, topic: str) -> int:
+    """Records of `topic` that consumer group `group` has not committed yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
+    return await topic_size(bootstrap_servers, topic) - int(done)

@@ -1,0 +1,42 @@
+import pytest
+
+from inference_service.settings import Settings as InferenceSettings
+from recorder_service.settings import Settings as RecorderSettings
+from studentperf.config import ConfigError, mask_dsn
+
+
+def test_defaults_without_environment() -> None:
+    settings = InferenceSettings.from_env({})
+    assert settings.listen_address == "127.0.0.1:50051"
+    assert settings.pass_mark == 50.0 and settings.max_batch_size == 10_000
+    assert settings.shared.kafka_topic == "prediction-events"
+    assert RecorderSettings.from_env({}).consumer_group == "studentperf-recorder"
+
+
+def test_environment_overrides_and_both_services_read_the_same_names() -> None:
+    env = {
+        "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "STUDENTPERF_KAFKA_TOPIC": "t",
+        "STUDENTPERF_DATABASE_URL": "postgresql://u@db/x",
+        "STUDENTPERF_PASS_MARK": "60",
+        "STUDENTPERF_MAX_BATCH_SIZE": "5",
+    }
+    inference = InferenceSettings.from_env(env)
+    recorder = RecorderSettings.from_env(env)
+    assert inference.shared == recorder.shared
+    assert inference.shared.kafka_bootstrap_servers == "kafka:9092"
+    assert inference.pass_mark == 60.0 and inference.max_batch_size == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PASS_MARK", "101"), ("PASS_MARK", "nan"), ("MAX_BATCH_SIZE", "0"), ("MAX_BATCH_SIZE", "x")],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"STUDENTPERF_{name}="):
+        InferenceSettings.from_env({f"STUDENTPERF_{name}": value})
+
+
+def test_mask_dsn_hides_the_password() -> None:
+    assert mask_dsn("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert mask_dsn("postgresql://app@db/x") == "postgresql://app@db/x"

@@ -1,0 +1,112 @@
+"""The prediction core with a fake model and publisher: no network."""
+
+import uuid
+from collections.abc import Sequence
+
+import pytest
+
+from inference_service.core import PredictionCore, PublishUnavailable
+from inference_service.encoding import InvalidInput
+from studentperf import envelope
+from studentperf.envelope import KafkaRecord
+from studentperf.features import FEATURE_COLUMNS, FeatureValue
+from studentperf.v1.prediction_service_pb2 import ModelInfo
+from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
+
+AGE = FEATURE_COLUMNS.index("age")
+
+
+class AgeModel:
+    """Score = age, probability = age / 100: easy to tell which row gave which answer."""
+
+    version = "test-v1"
+    pass_mark = 50.0
+
+    def predict(
+        self, rows: Sequence[tuple[FeatureValue, ...]]
+    ) -> tuple[Sequence[float], Sequence[float]]:
+        ages = [float(row[AGE]) for row in rows]  # type: ignore[arg-type]
+        return ages, [a / 100 for a in ages]
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(model_version=self.version)
+
+
+class RecordingPublisher:
+    def __init__(self, fail: bool = False) -> None:
+        self.records: list[KafkaRecord] = []
+        self.fail = fail
+
+    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+        if self.fail:
+            raise PublishUnavailable("broker away")
+        self.records.extend(records)
+
+
+def student(sid: str, age: int) -> Student:
+    return Student(
+        profile=StudentProfile(student_id=sid, age=age),
+        academic_record=AcademicRecord(previous_gpa=3.0),
+    )
+
+
+def core(publisher: RecordingPublisher, max_batch_size: int = 10) -> PredictionCore:
+    return PredictionCore(AgeModel(), publisher, max_batch_size=max_batch_size)
+
+
+async def test_predict_answers_and_publishes_one_matching_event() -> None:
+    publisher = RecordingPublisher()
+    prediction = await core(publisher).predict(student("a", 60))
+    assert uuid.UUID(prediction.prediction_id).version == 4
+    assert prediction.predicted_final_score == 60.0
+    assert prediction.pass_probability == 0.6 and prediction.predicted_pass
+    assert prediction.model_version == "test-v1" and prediction.pass_mark == 50.0
+    assert "academic_record.attendance_percentage" in prediction.imputed_fields
+    [record] = publisher.records
+    event = envelope.decode(record.value)
+    assert record.key == b"a"
+    assert event.event_id == prediction.prediction_id
+    assert event.prediction == prediction
+    assert event.input == student("a", 60)  # as received: nothing imputed into it
+    assert event.occurred_at.seconds > 0
+
+
+async def test_rejected_input_publishes_nothing() -> None:
+    publisher = RecordingPublisher()
+    with pytest.raises(InvalidInput):
+        await core(publisher).predict(student("a", 5))
+    assert publisher.records == []
+
+
+async def test_batch_answers_in_order_and_refuses_items_alone() -> None:
+    publisher = RecordingPublisher()
+    answers = await core(publisher).predict_batch(
+        [student("a", 20), student("bad id", 30), student("c", 40), student("d", 200)]
+    )
+    assert [type(a).__name__ for a in answers] == [
+        "Prediction",
+        "InvalidInput",
+        "Prediction",
+        "InvalidInput",
+    ]
+    assert answers[0].predicted_final_score == 20.0  # type: ignore[union-attr]
+    assert answers[2].predicted_final_score == 40.0  # type: ignore[union-attr]
+    assert answers[1].violations[0].field == "students[1].profile.student_id"  # type: ignore[union-attr]
+    assert answers[3].violations[0].field == "students[3].profile.age"  # type: ignore[union-attr]
+    assert [r.key for r in publisher.records] == [b"a", b"c"]
+
+
+async def test_batch_over_the_limit_is_refused_whole() -> None:
+    publisher = RecordingPublisher()
+    with pytest.raises(InvalidInput, match="at most 2 students per call, got 3"):
+        await core(publisher, max_batch_size=2).predict_batch([student("a", 20)] * 3)
+    assert publisher.records == []
+
+
+async def test_empty_batch_answers_nothing() -> None:
+    assert await core(RecordingPublisher()).predict_batch([]) == []
+
+
+async def test_publish_failure_fails_the_call() -> None:
+    with pytest.raises(PublishUnavailable):
+        await core(RecordingPublisher(fail=True)).predict(student("a", 60))
