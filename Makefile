@@ -17,7 +17,7 @@ setup: ## install what is missing: PostgreSQL, .venv, Kafka jars, grpcurl/ghz (i
 	@bash infra/setup.sh
 
 up: setup ## run Kafka, PostgreSQL, the inference service and the recorder; Ctrl-C stops all
-	@$(PY) -m infra.devstack up
+	@$(PY) -m infra.up
 
 demo: setup ## send predictions and a batch to the running stack, then show the recorded rows
 	@$(PY) -m infra.demo

@@ -1,0 +1,195 @@
+"""`make up`: the whole stack on this machine, in the foreground, until Ctrl-C.
+
+Starts Kafka and PostgreSQL (data under .local/), creates the topic and the database, applies
+the migrations, trains a model if there is none, then runs the recorder and the inference
+service as child processes with the default settings. Ctrl-C (or SIGTERM) stops everything it
+started, in reverse order, each one gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from inference_service.settings import Settings as InferenceSettings
+from infra.devstack import (
+    DEFAULT_DATABASE,
+    KafkaBroker,
+    Service,
+    ServiceError,
+    default_kafka,
+    default_postgres,
+    port_open,
+    repo_root,
+)
+from studentperf.migrate import apply_migrations
+from studentperf.model_artifact import ModelArtifactError, resolve_version_dir
+
+TOPIC_PARTITIONS = int(os.environ.get("STUDENTPERF_TOPIC_PARTITIONS", "3"))
+
+
+def say(message: str) -> None:
+    print(f"[up] {message}", flush=True)
+
+
+class Child:
+    """A Python service run as `python -m <module>`, stopped with SIGTERM."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.module, cwd=repo_root()
+        )
+
+    @property
+    def exited(self) -> bool:
+        return self.process is not None and self.process.returncode is not None
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def wait_serving(address: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the inference service did not serve within {timeout:.0f} s")
+            await asyncio.sleep(0.3)
+
+
+def check_ports_free(services: list[Service]) -> None:
+    for service in services:
+        ports = [service.port]
+        if isinstance(service, KafkaBroker):
+            ports.append(service.controller_port)
+        for port in ports:
+            if port_open(service.host, port):
+                raise ServiceError(
+                    f"{service.host}:{port} is already taken, so {service.name} cannot start "
+                    "there: is another stack (or a system service) running? Stop it first."
+                )
+
+
+async def ensure_model(settings: InferenceSettings) -> None:
+    try:
+        version = resolve_version_dir(settings.model_path).name
+        say(f"model: {version} (make train builds a new one)")
+        return
+    except ModelArtifactError:
+        say("model: none yet, training one (make train)")
+    trainer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trainer",
+        "--models-dir",
+        settings.model_path,
+        "--pass-mark",
+        f"{settings.pass_mark:g}",
+        cwd=repo_root(),
+    )
+    if await trainer.wait() != 0:
+        raise ServiceError("training failed (see above)")
+
+
+async def run(stop: asyncio.Event) -> int:
+    settings = InferenceSettings.from_env(os.environ)
+    kafka = default_kafka()
+    postgres = default_postgres()
+    infra: list[Service] = [kafka, postgres]
+    apps = [Child("recorder_service"), Child("inference_service")]
+    started: list[Service] = []
+    try:
+        check_ports_free(infra)
+        for service in infra:
+            service.start()
+            started.append(service)
+            waited = await service.wait_ready(timeout=120)
+            say(f"{service.describe()}: ready in {waited:.1f} s")
+        await postgres.ensure_database(DEFAULT_DATABASE)
+        conn = await asyncpg.connect(postgres.dsn(DEFAULT_DATABASE))
+        try:
+            applied = await apply_migrations(conn)
+        finally:
+            await conn.close()
+        say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
+        await kafka.create_topic(settings.shared.kafka_topic, TOPIC_PARTITIONS)
+        say(f"topic {settings.shared.kafka_topic}: {TOPIC_PARTITIONS} partitions")
+        await ensure_model(settings)
+        for app in apps:
+            await app.start()
+        await wait_serving(settings.listen_address)
+        print_try_it(settings.listen_address)
+        while not stop.is_set():
+            if any(app.exited for app in apps):
+                say("a service exited; stopping everything")
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return 0
+    except ServiceError as error:
+        say(f"error: {error}")
+        return 1
+    finally:
+        say("stopping")
+        for app in reversed(apps):
+            await app.stop()
+        for service in reversed(started):
+            service.stop()
+            say(f"{service.name}: stopped")
+
+
+def print_try_it(address: str) -> None:
+    grpcurl = Path(".local/bin/grpcurl")
+    request = (
+        '{"student": {"profile": {"student_id": "s-1001", "age": 16}, '
+        '"academic_record": {"attendance_percentage": 92, "previous_gpa": 3.1}}}'
+    )
+    say("ready: the inference service listens on " + address)
+    say("try it:")
+    print(
+        f"  {grpcurl} -plaintext -d '{request}' \\\n"
+        f"    {address} studentperf.v1.PredictionService/Predict\n"
+        "  make demo        # a few predictions and a batch, then the rows that landed\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+
+
+def main() -> int:
+    async def guarded() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run(stop)
+
+    return asyncio.run(guarded())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""How the services behave at their edges: broker not taking events, shutdown, bad records."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from inference_service.server import start_server
+from inference_service.settings import Settings as InferenceSettings
+from studentperf import envelope
+from studentperf.config import SharedSettings
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from tests.integration.conftest import Stack
+from tests.integration.helpers import count_rows, eventually, student, topic_size
+
+
+def settings_for(stack: Stack, **changes: object) -> InferenceSettings:
+    shared = SharedSettings(
+        kafka_bootstrap_servers=stack.shared.kafka_bootstrap_servers,
+        kafka_topic=str(changes.pop("topic", stack.topic)),
+        database_url=stack.database_url,
+    )
+    return InferenceSettings(
+        shared=shared,
+        listen_address="127.0.0.1:0",
+        model_path=str(stack.model_path),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+async def test_unacknowledged_events_fail_the_call_with_unavailable(stack: Stack) -> None:
+    # The topic does not exist and the broker does not create topics: nothing is acknowledged.
+    running = await start_server(settings_for(stack, topic="no-such-topic", publish_timeout_s=1))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = api_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(api.PredictRequest(student=student("s1")), timeout=10)
+    finally:
+        await running.stop(grace_s=1)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "did not acknowledge" in (caught.value.details() or "")
+
+
+async def test_graceful_stop_finishes_in_flight_calls(stack: Stack) -> None:
+    running = await start_server(settings_for(stack))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = api_grpc.PredictionServiceStub(channel)
+        batch = api.BatchPredictRequest(students=[student(f"g-{i}") for i in range(2000)])
+        in_flight = [asyncio.ensure_future(stub.BatchPredict(batch, timeout=30)) for _ in range(4)]
+        await asyncio.sleep(0.05)  # the calls have reached the server
+        await running.stop(grace_s=20)
+        answers = await asyncio.gather(*in_flight, return_exceptions=True)
+        assert [type(a).__name__ for a in answers] == ["BatchPredictResponse"] * 4
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Predict(api.PredictRequest(student=student("late")), timeout=2)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.usefixtures("recorder")
+async def test_recorder_skips_records_that_are_not_events_and_keeps_going(
+    stack: Stack, db: asyncpg.Pool
+) -> None:
+    before = await topic_size(stack.shared.kafka_bootstrap_servers, stack.topic)
+    valid = []
+    for i in range(2):
+        pid = str(uuid.uuid4())
+        event = PredictionEvent(
+            schema_version=envelope.SCHEMA_VERSION,
+            event_id=pid,
+            input=student(f"poison-neighbour-{i}"),
+            prediction=api.Prediction(
+                prediction_id=pid, model_version="hand-made", pass_mark=50, pass_probability=0.5
+            ),
+        )
+        event.occurred_at.GetCurrentTime()
+        valid.append(envelope.encode(event))
+    producer = AIOKafkaProducer(bootstrap_servers=stack.shared.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value, key in [
+            (valid[0].value, b"poison-neighbour-0"),
+            (b"\x00not protobuf", b"poison-neighbour-0"),
+            (PredictionEvent(schema_version=99).SerializeToString(), b"poison-neighbour-0"),
+            (valid[1].value, b"poison-neighbour-0"),
+        ]:
+            await producer.send_and_wait(stack.topic, value=value, key=key)
+    finally:
+        await producer.stop()
+    assert await topic_size(stack.shared.kafka_bootstrap_servers, stack.topic) == before + 4
+    probe = count_rows(db, "SELECT count(*) FROM predictions WHERE model_version = 'hand-made'")
+    assert await eventually(probe, 2, timeout=15) == 2
