@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from inference_service.core import PublishUnavailable
 from studentperf.envelope import KafkaRecord
+from studentperf.retry import with_backoff
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,24 @@ class KafkaPublisher:
 
     async def start(self, *, give_up_after_s: float = 120.0) -> None:
         """Connects to the broker, retrying with backoff; raises when it never answers."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + give_up_after_s
-        delay = 0.5
-        while True:
+
+        async def attempt() -> AIOKafkaProducer:
             # A producer whose start() failed is not reused: its later sends can hang
             # (aio-libs/aiokafka#759).
             producer = AIOKafkaProducer(**self._producer_options)
             try:
                 await producer.start()
-                self._producer = producer
-                return
-            except KafkaError as exc:
+            except BaseException:
                 await producer.stop()
-                if loop.time() + delay > deadline:
-                    raise PublishUnavailable(f"Kafka broker not reachable: {exc}") from exc
-                log.warning("Kafka not reachable yet (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                raise
+            return producer
+
+        try:
+            self._producer = await with_backoff(
+                attempt, what="Kafka", retry_on=(KafkaError,), give_up_after_s=give_up_after_s
+            )
+        except KafkaError as exc:
+            raise PublishUnavailable(f"Kafka broker not reachable: {exc}") from exc
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
         producer = self._producer

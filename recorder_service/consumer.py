@@ -18,6 +18,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from recorder_service.settings import Settings
 from recorder_service.store import WriteResult, is_transient, write_events
 from studentperf import envelope
+from studentperf.retry import with_backoff
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 
 log = logging.getLogger(__name__)
@@ -116,18 +117,16 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 async def start_consumer(settings: Settings, *, give_up_after_s: float = 120.0) -> AIOKafkaConsumer:
     """Joins the group, retrying with backoff while the broker is not reachable."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + give_up_after_s
-    delay = 0.5
-    while True:
+
+    async def attempt() -> AIOKafkaConsumer:
         consumer = make_consumer(settings)
         try:
             await consumer.start()
-            return consumer
-        except KafkaError as error:
+        except BaseException:
             await consumer.stop()
-            if loop.time() + delay > deadline:
-                raise
-            log.warning("Kafka not reachable yet (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            raise
+        return consumer
+
+    return await with_backoff(
+        attempt, what="Kafka", retry_on=(KafkaError,), give_up_after_s=give_up_after_s
+    )

@@ -13,25 +13,19 @@ from recorder_service.consumer import Recorder, start_consumer
 from recorder_service.settings import Settings
 from studentperf.config import mask_dsn
 from studentperf.migrate import apply_migrations
+from studentperf.retry import with_backoff
 
 log = logging.getLogger(__name__)
 
 
 async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> asyncpg.Pool:
     """A connection pool with the schema migrated, retrying while the database starts."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + give_up_after_s
-    delay = 0.5
-    while True:
-        try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-            break
-        except (OSError, asyncpg.PostgresError) as error:
-            if loop.time() + delay > deadline:
-                raise
-            log.warning("database not reachable yet (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    pool: asyncpg.Pool = await with_backoff(
+        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=2),
+        what="the database",
+        retry_on=(OSError, asyncpg.PostgresError),
+        give_up_after_s=give_up_after_s,
+    )
     async with pool.acquire() as conn:
         applied = await apply_migrations(conn)
     if applied:

@@ -45,6 +45,7 @@ NUMERIC_RANGES: Final[dict[str, tuple[float, float]]] = {
     "attendance_percentage": (0.0, 100.0),
     "study_hours_per_week": (0.0, 100.0),
     "previous_gpa": (0.0, 4.0),
+    "assignments_completed": (0.0, 1.0),  # a bool on the wire: 0.0 or 1.0
 }
 
 TARGET_SCORE: Final = "final_score"
