@@ -1,0 +1,376 @@
+"""docker-compose.yml and infra/docker/Dockerfile, checked without a Docker engine.
+
+The compose file is parsed and interpolated the way compose does it with no variables set
+(every `${NAME:-default}` takes its default). The STUDENTPERF_* names the code reads are not
+listed here by hand: they are recorded by running each role's settings reader on an empty
+environment that notes every name asked for.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from inference_service.settings import Settings as InferenceSettings
+from recorder_service.settings import Settings as RecorderSettings
+from studentperf.config import PREFIX
+from trainer.__main__ import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
+
+# Long-running services that must report their health; the recorder has none by design (it
+# serves nothing to probe, and a failure ends its process, which `restart` handles).
+HEALTHCHECKED = {"kafka", "postgres", "inference"}
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+# What compose interpolates: `$$` (a literal `$`), `${NAME...}` and `$NAME`.
+_INTERPOLATION = re.compile(r"\$\$|\$\{(?P<braced>[^}]*)\}|\$(?P<bare>\w+)")
+_WITH_DEFAULT = re.compile(r"(?P<name>\w+):?-(?P<default>.*)", re.DOTALL)
+
+
+class RecordingEnv(Mapping[str, str]):
+    """An empty environment that records every name looked up in it."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def names_read_by(read: Callable[[Mapping[str, str]], object]) -> frozenset[str]:
+    env = RecordingEnv()
+    read(env)
+    return frozenset(env.asked)
+
+
+# The module a service runs (`python -m <module>`) -> the environment names it reads.
+NAMES_READ: dict[str, frozenset[str]] = {
+    "inference_service": names_read_by(InferenceSettings.from_env),
+    "recorder_service": names_read_by(RecorderSettings.from_env),
+    "trainer": names_read_by(lambda env: parse_args([], env)),
+}
+
+
+def interpolate(text: str, *, strict: bool = False) -> str:
+    """`text` as compose sees it with no variables set: each variable takes its default, or ""
+    (strict: a ValueError) when it has none."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        with_default = _WITH_DEFAULT.fullmatch(match.group("braced") or "")
+        if with_default is None:
+            if strict:
+                raise ValueError(f"{match.group(0)} in docker-compose.yml has no default")
+            return ""
+        return with_default.group("default")
+
+    return _INTERPOLATION.sub(replace, text)
+
+
+def _interpolate_tree(node: Any) -> Any:
+    if isinstance(node, str):
+        return interpolate(node)
+    if isinstance(node, list):
+        return [_interpolate_tree(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value) for key, value in node.items()}
+    return node
+
+
+@functools.cache
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(loaded, dict)
+    tree = _interpolate_tree(loaded)
+    assert isinstance(tree, dict)
+    return tree
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found = compose()["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def environment(service: str) -> dict[str, str]:
+    env = services()[service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def command(service: str) -> list[str]:
+    value = services()[service].get("command") or []
+    return shlex.split(value) if isinstance(value, str) else [str(part) for part in value]
+
+
+def python_module(service: str) -> str | None:
+    """The module the service runs with `python -m`, also inside an `sh -c` script."""
+    found = re.search(r"\bpython3? -m ([\w.]+)", " ".join(command(service)))
+    return found.group(1) if found else None
+
+
+def depends_on(service: str) -> dict[str, dict[str, Any]]:
+    value = services()[service].get("depends_on") or {}
+    if isinstance(value, list):  # the short form: no condition
+        return {name: {} for name in value}
+    assert isinstance(value, dict)
+    return value
+
+
+def mounts(service: str) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of each short-syntax volume."""
+    found = []
+    for volume in services()[service].get("volumes") or []:
+        source, target, *mode = str(volume).split(":")
+        found.append((source, target, mode[0] if mode else "rw"))
+    return found
+
+
+def container_ports(service: str) -> set[int]:
+    found = set()
+    for port in services()[service].get("ports") or []:
+        target = port["target"] if isinstance(port, dict) else str(port).rsplit(":", 1)[-1]
+        found.add(int(str(target).split("/")[0]))
+    return found
+
+
+def seconds(duration: str) -> float:
+    """A compose duration (`1m30s`, `15s`, `500ms`) in seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def listeners(value: str) -> dict[str, str]:
+    """`NAME://host:port,...` -> {NAME: "host:port"}."""
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    found = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, arguments = line.strip().partition(" ")
+            found.append((instruction.upper(), arguments.strip()))
+    return found
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def project_packages() -> list[str]:
+    include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    return [pattern.rstrip("*") for pattern in include]
+
+
+# --- compose: structure ---------------------------------------------------------------------
+
+
+def test_every_variable_has_a_default() -> None:
+    interpolate(COMPOSE_FILE.read_text(), strict=True)  # raises on `${NAME}`, `$NAME`
+
+
+def test_the_settings_readers_are_recorded() -> None:
+    assert "STUDENTPERF_LISTEN_ADDRESS" in NAMES_READ["inference_service"]
+    assert "STUDENTPERF_CONSUMER_GROUP" in NAMES_READ["recorder_service"]
+    assert "STUDENTPERF_MODELS_DIR" in NAMES_READ["trainer"]
+
+
+@pytest.mark.parametrize("name", sorted(services()))
+def test_every_service_has_an_image_or_build(name: str) -> None:
+    service = services()[name]
+    assert service.get("image") or service.get("build")
+
+
+def test_the_built_services_use_the_project_dockerfile() -> None:
+    for name, service in services().items():
+        if "build" in service:
+            build = service["build"]
+            assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE, name
+
+
+def test_depends_on_names_existing_services_with_a_condition() -> None:
+    for name in services():
+        for target, options in depends_on(name).items():
+            assert target in services(), f"{name} depends on unknown {target}"
+            assert options.get("condition") in CONDITIONS, f"{name} -> {target}"
+
+
+def test_services_waited_on_as_healthy_have_a_healthcheck() -> None:
+    for name in services():
+        for target, options in depends_on(name).items():
+            if options.get("condition") == "service_healthy":
+                assert "healthcheck" in services()[target], f"{name} waits on {target}"
+
+
+def test_services_waited_on_to_complete_are_one_shots() -> None:
+    for name in services():
+        for target, options in depends_on(name).items():
+            if options.get("condition") == "service_completed_successfully":
+                assert services()[target].get("restart") == "no", f"{name} waits on {target}"
+
+
+@pytest.mark.parametrize("name", sorted(HEALTHCHECKED))
+def test_long_running_services_have_a_healthcheck(name: str) -> None:
+    assert services()[name]["healthcheck"]["test"]
+
+
+# --- compose: the application's settings ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(services()))
+def test_studentperf_variables_are_ones_the_service_reads(name: str) -> None:
+    given = {key for key in environment(name) if key.startswith(PREFIX)}
+    module = python_module(name)
+    read = NAMES_READ.get(module, frozenset()) if module else frozenset()
+    assert given <= read, f"{name} ({module}) never reads {sorted(given - read)}"
+
+
+def test_inference_publishes_its_listen_port() -> None:
+    port = int(environment("inference")["STUDENTPERF_LISTEN_ADDRESS"].rsplit(":", 1)[1])
+    assert port in container_ports("inference")
+
+
+def test_inference_stop_grace_outlasts_its_shutdown_grace() -> None:
+    grace = float(environment("inference")["STUDENTPERF_SHUTDOWN_GRACE_S"])
+    assert seconds(services()["inference"]["stop_grace_period"]) > grace
+
+
+def test_database_url_points_at_the_postgres_service() -> None:
+    postgres = environment("postgres")
+    url = urlsplit(environment("recorder")["STUDENTPERF_DATABASE_URL"])
+    assert url.hostname == "postgres" and "postgres" in services()
+    assert url.port == 5432
+    assert url.path == "/" + postgres["POSTGRES_DB"]
+    assert (url.username, url.password) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+    )
+
+
+def test_kafka_clients_use_the_advertised_internal_listener() -> None:
+    kafka = environment("kafka")
+    internal = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])[
+        kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    ]
+    assert internal.split(":")[0] == "kafka"
+    init = command("kafka-init")
+    used = {init[init.index("--bootstrap-server") + 1]} | {
+        env["STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS"]
+        for env in map(environment, services())
+        if "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS" in env
+    }
+    assert used == {internal}
+
+
+def test_the_topic_created_is_the_topic_used() -> None:
+    init = command("kafka-init")
+    topics = {init[init.index("--topic") + 1]} | {
+        environment(name).get("STUDENTPERF_KAFKA_TOPIC") for name in ("inference", "recorder")
+    }
+    assert len(topics) == 1
+
+
+def test_trainer_and_inference_share_the_pass_mark() -> None:
+    trained, served = (
+        environment(name)["STUDENTPERF_PASS_MARK"] for name in ("trainer", "inference")
+    )
+    assert float(trained) == float(served)
+
+
+def test_inference_loads_the_volume_the_trainer_writes() -> None:
+    models_dir = re.search(r"--models-dir[ =]([^\s;]+)", " ".join(command("trainer")))
+    assert models_dir
+    [volume] = [
+        src for src, dst, mode in mounts("trainer") if dst == models_dir[1] and mode == "rw"
+    ]
+    [target] = [dst for src, dst, _ in mounts("inference") if src == volume]
+    assert environment("inference")["STUDENTPERF_MODEL_PATH"] == target
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"),
+    [(health_pb2.HealthCheckResponse.SERVING, 0), (health_pb2.HealthCheckResponse.NOT_SERVING, 1)],
+)
+def test_inference_healthcheck_exits_0_only_when_serving(status: int, exit_code: int) -> None:
+    kind, *argv = services()["inference"]["healthcheck"]["test"]
+    assert kind == "CMD" and argv[:2] == ["python", "-c"]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    servicer.set("", status)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        env = os.environ | {"STUDENTPERF_LISTEN_ADDRESS": f"0.0.0.0:{port}"}
+        done = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=60)
+    finally:
+        server.stop(None)
+    assert done.returncode == exit_code, done.stderr.decode()
+
+
+# --- the image ------------------------------------------------------------------------------
+
+
+def test_dockerfile_copies_every_package() -> None:
+    copied = set()
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "COPY":
+            sources = [arg for arg in arguments.split() if not arg.startswith("--")][:-1]
+            copied |= {source.rstrip("/") for source in sources}
+    assert {"pyproject.toml", *project_packages()} <= copied
+
+
+def test_dockerfile_runs_as_non_root() -> None:
+    users = [
+        arguments for instruction, arguments in dockerfile_instructions() if instruction == "USER"
+    ]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+
+
+def test_package_data_covers_every_non_python_file() -> None:
+    package_data: dict[str, list[str]] = pyproject()["tool"]["setuptools"].get("package-data", {})
+    for package in project_packages():
+        for path in (ROOT / package).rglob("*"):
+            if not path.is_file() or path.suffix in {".py", ".pyc"} or "__pycache__" in path.parts:
+                continue
+            assert any(
+                path.is_relative_to(ROOT / name.replace(".", "/"))
+                and fnmatch.fnmatchcase(
+                    path.relative_to(ROOT / name.replace(".", "/")).as_posix(), pattern
+                )
+                for name, patterns in package_data.items()
+                for pattern in patterns
+            ), f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data]"
