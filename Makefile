@@ -5,8 +5,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 ROWS ?= 5000
 SEED ?= 42
-PASS_MARK ?= 50
-export STUDENTPERF_PASS_MARK ?= $(PASS_MARK)
+PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
+export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
 .PHONY: help setup up demo train migrate test test-unit lint format proto check-proto clean
 

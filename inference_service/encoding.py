@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from studentperf.enums import CATEGORY_BY_NUMBER
-from studentperf.features import FEATURE_COLUMNS, NUMERIC_RANGES, FeatureValue
+from studentperf.features import FEATURE_COLUMNS, FEATURE_PARTS, NUMERIC_RANGES, FeatureValue
 from studentperf.v1.student_pb2 import Student
 
 _STUDENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -40,16 +40,7 @@ class EncodedStudent:
     imputed_fields: tuple[str, ...]
 
 
-# Per feature, named as its proto field: the message part that holds it.
-_ENUMS: dict[str, str] = {name: "profile" for name in CATEGORY_BY_NUMBER}
-_NUMBERS: dict[str, str] = {
-    "age": "profile",
-    "attendance_percentage": "academic_record",
-    "study_hours_per_week": "academic_record",
-    "previous_gpa": "academic_record",
-    "assignments_completed": "academic_record",
-}
-assert set(_ENUMS) | set(_NUMBERS) == set(FEATURE_COLUMNS)
+_COLUMN_INDEX = {name: index for index, name in enumerate(FEATURE_COLUMNS)}
 
 
 def _range_rule(low: float, high: float) -> str:
@@ -71,41 +62,39 @@ def encode_student(student: Student | None, path: str) -> EncodedStudent:
     if not _STUDENT_ID.fullmatch(student_id):
         violations.append(FieldViolation(f"{path}.profile.student_id", _STUDENT_ID_RULE))
 
-    values: dict[str, FeatureValue] = {}
+    features: list[FeatureValue] = [None] * len(FEATURE_COLUMNS)
     imputed: list[str] = []
-    for name, part in _NUMBERS.items():
+    for name, part in FEATURE_PARTS.items():
         message = parts[part]
-        if not message.HasField(name):
-            values[name] = math.nan
-            imputed.append(f"{part}.{name}")
-            continue
-        value = float(getattr(message, name))
-        bounds = NUMERIC_RANGES.get(name)
-        if bounds is not None and not (math.isfinite(value) and bounds[0] <= value <= bounds[1]):
-            violations.append(FieldViolation(f"{path}.{part}.{name}", _range_rule(*bounds)))
-        values[name] = value
-
-    for name, part in _ENUMS.items():
-        categories = CATEGORY_BY_NUMBER[name]
-        number = getattr(parts[part], name)
-        if number == 0:
-            values[name] = None
-            imputed.append(f"{part}.{name}")
-        elif number in categories:
-            values[name] = categories[number]
-        else:
-            known = ", ".join(str(n) for n in sorted(categories))
-            violations.append(
-                FieldViolation(
-                    f"{path}.{part}.{name}",
-                    f"unknown enum number {number}; known: {known}, or 0 when not given",
+        categories = CATEGORY_BY_NUMBER.get(name)
+        if categories is not None:
+            number = getattr(message, name)
+            if number == 0:
+                imputed.append(f"{part}.{name}")
+            elif number in categories:
+                features[_COLUMN_INDEX[name]] = categories[number]
+            else:
+                known = ", ".join(str(n) for n in sorted(categories))
+                violations.append(
+                    FieldViolation(
+                        f"{path}.{part}.{name}",
+                        f"unknown enum number {number}; known: {known}, or 0 when not given",
+                    )
                 )
-            )
+        elif not message.HasField(name):
+            features[_COLUMN_INDEX[name]] = math.nan
+            imputed.append(f"{part}.{name}")
+        else:
+            value = float(getattr(message, name))
+            low, high = NUMERIC_RANGES[name]
+            if not (math.isfinite(value) and low <= value <= high):
+                violations.append(FieldViolation(f"{path}.{part}.{name}", _range_rule(low, high)))
+            features[_COLUMN_INDEX[name]] = value
 
     if violations:
         raise InvalidInput(violations)
     return EncodedStudent(
         student_id=student_id,
-        features=tuple(values[column] for column in FEATURE_COLUMNS),
+        features=tuple(features),
         imputed_fields=tuple(imputed),
     )

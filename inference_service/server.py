@@ -11,11 +11,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from inference_service.core import PredictionCore
+from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.model import load_served_model
 from inference_service.publisher import KafkaPublisher
 from inference_service.servicer import PredictionServicer
 from inference_service.settings import Settings
+from studentperf.config import ConfigError, configure_logging
+from studentperf.model_artifact import ModelArtifactError
 from studentperf.v1 import prediction_service_pb2, prediction_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class RunningServer:
 
 
 async def start_server(settings: Settings) -> RunningServer:
-    """Loads the model, connects to Kafka and starts serving; returns the bound port."""
+    """Loads the model, binds the port, connects to Kafka and starts serving."""
     model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
     log.info("serving model %s from %s", model.version, settings.model_path)
     publisher = KafkaPublisher(
@@ -54,7 +56,6 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.shared.kafka_topic,
         publish_timeout_s=settings.publish_timeout_s,
     )
-    await publisher.start()
     core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
 
     server = grpc.aio.server(
@@ -69,17 +70,11 @@ async def start_server(settings: Settings) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    # Bound before Kafka is connected: a taken port fails fast and leaves nothing to clean up.
     port = server.add_insecure_port(settings.listen_address)
-    if port == 0:
-        await publisher.stop()
-        raise OSError(f"cannot listen on {settings.listen_address}")
+    await publisher.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -107,8 +102,10 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("STUDENTPERF_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(serve(Settings.from_env(os.environ)))
+    try:
+        configure_logging(os.environ)
+        settings = Settings.from_env(os.environ)
+        asyncio.run(serve(settings))
+    except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
+        log.error("cannot start: %s", error)
+        raise SystemExit(2) from None

@@ -22,6 +22,7 @@ class PredictionServicer(api_grpc.PredictionServiceServicer):
 
     @map_errors
     async def Predict(self, request: api.PredictRequest, context: Context) -> api.PredictResponse:
+        request.DiscardUnknownFields()  # the event carries the student as received: known fields
         student = request.student if request.HasField("student") else None
         return api.PredictResponse(prediction=await self._core.predict(student))
 
@@ -29,6 +30,7 @@ class PredictionServicer(api_grpc.PredictionServiceServicer):
     async def BatchPredict(
         self, request: api.BatchPredictRequest, context: Context
     ) -> api.BatchPredictResponse:
+        request.DiscardUnknownFields()
         answers = await self._core.predict_batch(request.students)
         return api.BatchPredictResponse(results=[_result(answer) for answer in answers])
 

@@ -65,7 +65,8 @@ def map_errors(
             log.warning("%s: %s", method.__name__, error)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"prediction not recorded, so not answered: {error}; retry later",
+                f"prediction not confirmed as recorded: {error}. It may still be recorded; "
+                "a retry makes a new prediction",
             )
         except grpc.aio.AbortError:
             raise

@@ -31,10 +31,9 @@ from infra.devstack import (
     port_open,
     repo_root,
 )
+from studentperf.config import env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError, resolve_version_dir
-
-TOPIC_PARTITIONS = int(os.environ.get("STUDENTPERF_TOPIC_PARTITIONS", "3"))
 
 
 def say(message: str) -> None:
@@ -118,6 +117,7 @@ async def ensure_model(settings: InferenceSettings) -> None:
 
 async def run(stop: asyncio.Event) -> int:
     settings = InferenceSettings.from_env(os.environ)
+    partitions = env_int(os.environ, "TOPIC_PARTITIONS", 3, minimum=1)
     kafka = default_kafka()
     postgres = default_postgres()
     infra: list[Service] = [kafka, postgres]
@@ -137,8 +137,8 @@ async def run(stop: asyncio.Event) -> int:
         finally:
             await conn.close()
         say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
-        await kafka.create_topic(settings.shared.kafka_topic, TOPIC_PARTITIONS)
-        say(f"topic {settings.shared.kafka_topic}: {TOPIC_PARTITIONS} partitions")
+        await kafka.create_topic(settings.shared.kafka_topic, partitions)
+        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions")
         await ensure_model(settings)
         for app in apps:
             await app.start()

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from recorder_service.settings import Settings
 from recorder_service.store import WriteResult, is_transient, write_events
@@ -92,13 +92,20 @@ class Recorder:
         log.debug("stored %d, already stored %d", result.stored, result.already_stored)
 
     async def _commit(self, batch: Batch) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        # Partitions revoked while the batch was written are another member's now: it reads
+        # them again from the last commit, and rewriting their events adds nothing.
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: records[-1].offset + 1
+            for tp, records in batch.items()
+            if records and tp in assigned
+        }
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as error:
-            # The group rebalanced: these events will be delivered again, and rewriting them
-            # adds nothing.
-            log.warning("offset commit refused after a rebalance (%s)", error)
+        except (CommitFailedError, IllegalStateError) as error:
+            log.warning("offset commit refused during a rebalance (%s)", error)
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

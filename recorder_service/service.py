@@ -11,7 +11,7 @@ import asyncpg
 
 from recorder_service.consumer import Recorder, start_consumer
 from recorder_service.settings import Settings
-from studentperf.config import mask_dsn
+from studentperf.config import ConfigError, configure_logging, mask_dsn
 from studentperf.migrate import apply_migrations
 from studentperf.retry import with_backoff
 
@@ -55,12 +55,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
         await pool.close()
 
 
-async def _main() -> None:
+async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    recorder = await run(Settings.from_env(os.environ), stop)
+    recorder = await run(settings, stop)
     log.info(
         "stopped: %d stored, %d already stored, %d refused",
         recorder.stored,
@@ -70,8 +70,9 @@ async def _main() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("STUDENTPERF_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(_main())
+    try:
+        configure_logging(os.environ)
+        settings = Settings.from_env(os.environ)
+    except ConfigError as error:
+        raise SystemExit(f"cannot start: {error}") from None
+    asyncio.run(_main(settings))

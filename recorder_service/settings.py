@@ -13,9 +13,9 @@ class Settings:
     shared: SharedSettings = field(default_factory=SharedSettings)
     # Recorders sharing a group id share the topic's partitions.
     consumer_group: str = "studentperf-recorder"
-    # A batch is written in one transaction once it has this many events...
+    # Most events read and written in one transaction.
     batch_max_events: int = 2_000
-    # ...or once this long has passed since its first event.
+    # How long one poll waits for events when there are none; it returns as soon as some come.
     batch_max_wait_ms: int = 200
 
     @classmethod

@@ -1,8 +1,9 @@
 """Writing batches of prediction events into PostgreSQL, idempotently.
 
-A batch is one transaction of four set-based statements. Each is keyed so that writing the
-same events again changes nothing: predictions by prediction id (DO NOTHING), academic records
-by their content-derived id (DO NOTHING), students upserted only by a newer profile.
+A batch is one transaction of five set-based statements. Each is keyed so that writing the
+same events again changes nothing: predictions by prediction id, profiles and academic records
+by their content-derived ids (all DO NOTHING), students upserted only by a profile at least as
+new as the one they hold (the later in the log wins a tie).
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ ON CONFLICT (student_id) DO UPDATE SET
     lunch_program = EXCLUDED.lunch_program,
     test_preparation = EXCLUDED.test_preparation,
     profile_as_of = EXCLUDED.profile_as_of
-WHERE s.profile_as_of < EXCLUDED.profile_as_of
+WHERE s.profile_as_of <= EXCLUDED.profile_as_of
+"""
+
+_INSERT_STUDENT_PROFILES = """
+INSERT INTO student_profiles (student_profile_id, student_id, age, gender, parental_education,
+                              lunch_program, test_preparation)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::text[], $5::text[],
+                     $6::text[], $7::text[])
+ON CONFLICT (student_profile_id) DO NOTHING
 """
 
 _INSERT_ACADEMIC_RECORDS = """
@@ -48,17 +57,20 @@ ON CONFLICT (academic_record_id) DO NOTHING
 """
 
 _INSERT_PREDICTIONS = """
-INSERT INTO predictions (prediction_id, student_id, academic_record_id, model_version,
-                         predicted_final_score, pass_probability, predicted_pass, pass_mark,
-                         imputed_fields, predicted_at, event_schema_version)
-SELECT p.prediction_id, p.student_id, p.academic_record_id, p.model_version,
-       p.predicted_final_score, p.pass_probability, p.predicted_pass, p.pass_mark,
-       string_to_array(p.imputed_fields, ','), p.predicted_at, p.event_schema_version
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::float8[], $6::float8[],
-            $7::bool[], $8::float8[], $9::text[], $10::timestamptz[], $11::smallint[])
-     AS p(prediction_id, student_id, academic_record_id, model_version, predicted_final_score,
-          pass_probability, predicted_pass, pass_mark, imputed_fields, predicted_at,
-          event_schema_version)
+INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
+                         model_version, predicted_final_score, pass_probability,
+                         predicted_pass, pass_mark, imputed_fields, predicted_at,
+                         event_schema_version)
+SELECT p.prediction_id, p.student_id, p.student_profile_id, p.academic_record_id,
+       p.model_version, p.predicted_final_score, p.pass_probability, p.predicted_pass,
+       p.pass_mark, string_to_array(p.imputed_fields, ','), p.predicted_at,
+       p.event_schema_version
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::float8[],
+            $7::float8[], $8::bool[], $9::float8[], $10::text[], $11::timestamptz[],
+            $12::smallint[])
+     AS p(prediction_id, student_id, student_profile_id, academic_record_id, model_version,
+          predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
+          predicted_at, event_schema_version)
 ON CONFLICT (prediction_id) DO NOTHING
 """
 
@@ -82,42 +94,10 @@ def is_transient(error: BaseException) -> bool:
 async def _write(conn: asyncpg.Connection, rows: BatchRows) -> int:
     async with conn.transaction():
         await conn.execute(_INSERT_MODEL_VERSIONS, rows.model_versions)
-        s = rows.students
-        await conn.execute(
-            _UPSERT_STUDENTS,
-            s.student_id,
-            s.age,
-            s.gender,
-            s.parental_education,
-            s.lunch_program,
-            s.test_preparation,
-            s.profile_as_of,
-        )
-        a = rows.academic_records
-        await conn.execute(
-            _INSERT_ACADEMIC_RECORDS,
-            a.academic_record_id,
-            a.student_id,
-            a.attendance_percentage,
-            a.study_hours_per_week,
-            a.previous_gpa,
-            a.assignments_completed,
-        )
-        p = rows.predictions
-        status = await conn.execute(
-            _INSERT_PREDICTIONS,
-            p.prediction_id,
-            p.student_id,
-            p.academic_record_id,
-            p.model_version,
-            p.predicted_final_score,
-            p.pass_probability,
-            p.predicted_pass,
-            p.pass_mark,
-            p.imputed_fields,
-            p.predicted_at,
-            p.event_schema_version,
-        )
+        await conn.execute(_UPSERT_STUDENTS, *rows.students.values)
+        await conn.execute(_INSERT_STUDENT_PROFILES, *rows.student_profiles.values)
+        await conn.execute(_INSERT_ACADEMIC_RECORDS, *rows.academic_records.values)
+        status = await conn.execute(_INSERT_PREDICTIONS, *rows.predictions.values)
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 

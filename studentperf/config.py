@@ -6,10 +6,11 @@ Each service defines its own frozen `Settings` dataclass; the variables both ser
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "STUDENTPERF_"
 
@@ -78,4 +79,23 @@ class SharedSettings:
 
 def mask_dsn(dsn: str) -> str:
     """The DSN with its password replaced, fit for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def configure_logging(env: Mapping[str, str]) -> None:
+    """Logs to stderr at STUDENTPERF_LOG_LEVEL (default INFO)."""
+
+    def parse(raw: str) -> int:
+        level = logging.getLevelNamesMapping().get(raw.upper())
+        if level is None:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    logging.basicConfig(
+        level=_read(env, "LOG_LEVEL", logging.INFO, parse),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -38,6 +38,23 @@ CATEGORICAL_FEATURES: Final = tuple(CATEGORIES)
 
 FEATURE_COLUMNS: Final = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 
+# Where each feature sits in the proto `Student` message, in the proto's own order.
+FEATURE_PARTS: Final[dict[str, str]] = {
+    "age": "profile",
+    "gender": "profile",
+    "parental_education": "profile",
+    "lunch_program": "profile",
+    "test_preparation": "profile",
+    "attendance_percentage": "academic_record",
+    "study_hours_per_week": "academic_record",
+    "previous_gpa": "academic_record",
+    "assignments_completed": "academic_record",
+}
+PROFILE_FEATURES: Final = tuple(f for f, part in FEATURE_PARTS.items() if part == "profile")
+ACADEMIC_RECORD_FEATURES: Final = tuple(
+    f for f, part in FEATURE_PARTS.items() if part == "academic_record"
+)
+
 # What the request may carry, checked by the inference service and mirrored by CHECK
 # constraints in the SQL schema: (lowest, highest), both inclusive.
 NUMERIC_RANGES: Final[dict[str, tuple[float, float]]] = {
@@ -54,3 +71,6 @@ DEFAULT_PASS_MARK: Final = 50.0
 
 # One value of a feature row: a float (NaN when missing) or a category name (None when missing).
 FeatureValue = float | str | None
+
+if set(FEATURE_PARTS) != set(FEATURE_COLUMNS):
+    raise ImportError("FEATURE_PARTS and FEATURE_COLUMNS name different features")

@@ -8,7 +8,7 @@ CREATE TABLE model_versions (
     first_seen_at timestamptz NOT NULL DEFAULT now()
 );
 
--- One row per student: the latest profile received (profile_as_of says from when).
+-- One row per student, holding the latest profile received (profile_as_of says from when).
 CREATE TABLE students (
     student_id text PRIMARY KEY
         CONSTRAINT students_student_id_check CHECK (student_id ~ '^[A-Za-z0-9_-]{1,64}$'),
@@ -27,8 +27,31 @@ CREATE TABLE students (
     first_seen_at timestamptz NOT NULL DEFAULT now()
 );
 
--- A student's academic record as sent with a prediction. Its id is derived from its content
--- (a UUID v5 of the student and the values), so the same record sent again is one row.
+-- Every distinct profile a prediction was made from, so a prediction keeps the inputs the model
+-- saw even after the student's profile changes. Its id is derived from its content (a UUID v5
+-- of the student and the values): the same profile sent again is one row.
+CREATE TABLE student_profiles (
+    student_profile_id uuid PRIMARY KEY,
+    student_id text NOT NULL
+        CONSTRAINT student_profiles_student_id_fkey REFERENCES students (student_id),
+    age smallint
+        CONSTRAINT student_profiles_age_check CHECK (age BETWEEN 10 AND 100),
+    gender text
+        CONSTRAINT student_profiles_gender_check CHECK (gender IN ('female', 'male', 'other')),
+    parental_education text
+        CONSTRAINT student_profiles_parental_education_check CHECK (parental_education IN (
+            'high_school', 'some_college', 'associate', 'bachelor', 'master', 'doctorate')),
+    lunch_program text
+        CONSTRAINT student_profiles_lunch_program_check
+            CHECK (lunch_program IN ('standard', 'free_or_reduced')),
+    test_preparation text
+        CONSTRAINT student_profiles_test_preparation_check
+            CHECK (test_preparation IN ('none', 'completed')),
+    first_seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX student_profiles_student_id_idx ON student_profiles (student_id);
+
+-- A student's academic record as sent with a prediction, content-addressed like profiles.
 CREATE TABLE academic_records (
     academic_record_id uuid PRIMARY KEY,
     student_id text NOT NULL
@@ -50,6 +73,9 @@ CREATE TABLE predictions (
     prediction_id uuid PRIMARY KEY,
     student_id text NOT NULL
         CONSTRAINT predictions_student_id_fkey REFERENCES students (student_id),
+    student_profile_id uuid NOT NULL
+        CONSTRAINT predictions_student_profile_id_fkey
+            REFERENCES student_profiles (student_profile_id),
     academic_record_id uuid NOT NULL
         CONSTRAINT predictions_academic_record_id_fkey
             REFERENCES academic_records (academic_record_id),
@@ -73,3 +99,4 @@ CREATE TABLE predictions (
 CREATE INDEX predictions_student_id_predicted_at_idx ON predictions (student_id, predicted_at);
 CREATE INDEX predictions_model_version_predicted_at_idx ON predictions (model_version, predicted_at);
 CREATE INDEX predictions_academic_record_id_idx ON predictions (academic_record_id);
+CREATE INDEX predictions_student_profile_id_idx ON predictions (student_profile_id);

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.usefixtures("recorder")
 
 JOINED_ROW = """
 SELECT p.predicted_final_score, p.pass_probability, p.predicted_pass, p.imputed_fields,
-       s.student_id, s.age, s.gender, a.attendance_percentage, a.previous_gpa, m.model_version
+       s.student_id, sp.age, sp.gender, a.attendance_percentage, a.previous_gpa, m.model_version
 FROM predictions p
 JOIN students s USING (student_id)
+JOIN student_profiles sp USING (student_profile_id)
 JOIN academic_records a USING (academic_record_id)
 JOIN model_versions m USING (model_version)
 WHERE p.prediction_id = $1
@@ -68,6 +69,39 @@ async def test_predict_answers_and_one_joined_row_lands(
     assert (row["student_id"], row["age"], row["gender"]) == ("e2e-1", 17, "female")
     assert (row["attendance_percentage"], row["previous_gpa"]) == (95, 3.6)
     assert row["model_version"] == prediction.model_version
+
+
+async def test_each_prediction_keeps_the_profile_it_was_made_from(
+    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+) -> None:
+    ids = []
+    for age in (15, 16):
+        request = api.PredictRequest(
+            student=pb.Student(profile=pb.StudentProfile(student_id="history-1", age=age))
+        )
+        ids.append(uuid.UUID((await stub.Predict(request, timeout=10)).prediction.prediction_id))
+    ids.append(
+        uuid.UUID(
+            (
+                await stub.Predict(
+                    api.PredictRequest(
+                        student=pb.Student(profile=pb.StudentProfile(student_id="history-1"))
+                    ),
+                    timeout=10,
+                )
+            ).prediction.prediction_id
+        )
+    )
+    probe = count_rows(db, "SELECT count(*) FROM predictions WHERE prediction_id = ANY($1)", ids)
+    assert await eventually(probe, 3, timeout=10) == 3
+    seen = await db.fetch(
+        "SELECT p.prediction_id, sp.age FROM predictions p"
+        " JOIN student_profiles sp USING (student_profile_id) WHERE p.prediction_id = ANY($1)",
+        ids,
+    )
+    assert [{r["prediction_id"]: r["age"] for r in seen}[i] for i in ids] == [15, 16, None]
+    # The student's own row holds the latest profile: the last call left age out.
+    assert await db.fetchval("SELECT age FROM students WHERE student_id = 'history-1'") is None
 
 
 async def test_batch_of_1000_answers_in_order_and_lands_1000_rows(

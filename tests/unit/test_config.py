@@ -2,7 +2,7 @@ import pytest
 
 from inference_service.settings import Settings as InferenceSettings
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import ConfigError, mask_dsn
+from studentperf.config import ConfigError, configure_logging, mask_dsn
 
 
 def test_defaults_without_environment() -> None:
@@ -40,3 +40,9 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 def test_mask_dsn_hides_the_password() -> None:
     assert mask_dsn("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert mask_dsn("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert mask_dsn("postgresql://app:p@ss:w@db/x") == "postgresql://app:***@db/x"
+
+
+def test_bad_log_level_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="STUDENTPERF_LOG_LEVEL='loud'"):
+        configure_logging({"STUDENTPERF_LOG_LEVEL": "loud"})

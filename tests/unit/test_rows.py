@@ -1,15 +1,10 @@
 import uuid
 from datetime import UTC, datetime
 
-from recorder_service.rows import academic_record_id, rows_for
+from recorder_service.rows import academic_record_values, content_id, profile_values, rows_for
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Prediction
-from studentperf.v1.student_pb2 import (
-    GENDER_MALE,
-    AcademicRecord,
-    Student,
-    StudentProfile,
-)
+from studentperf.v1.student_pb2 import GENDER_MALE, AcademicRecord, Student, StudentProfile
 
 
 def event(sid: str, seconds: int, gpa: float | None = 3.0, age: int | None = 16) -> PredictionEvent:
@@ -36,41 +31,60 @@ def event(sid: str, seconds: int, gpa: float | None = 3.0, age: int | None = 16)
     return made
 
 
-def test_one_prediction_and_record_per_event_but_one_student_row_each() -> None:
+def test_students_hold_the_latest_profile_and_predictions_the_one_they_saw() -> None:
     events = [event("a", 10, age=15), event("b", 11), event("a", 12, age=16), event("a", 5, age=14)]
     rows = rows_for(events)
     assert rows.model_versions == ["v1"]
-    assert len(rows.predictions.prediction_id) == 4
-    assert len(rows.academic_records.academic_record_id) == 4
-    students = dict(zip(rows.students.student_id, rows.students.age, strict=True))
-    assert students == {"a": 16, "b": 16}  # the latest profile of "a"
-    assert rows.students.gender == ["male", "male"]
-    assert rows.students.profile_as_of[0] == datetime.fromtimestamp(12, UTC)
+    assert len(rows.predictions) == len(rows.student_profiles) == len(rows.academic_records) == 4
+    latest = dict(zip(rows.students.column("student_id"), rows.students.column("age"), strict=True))
+    assert latest == {"a": 16, "b": 16}
+    assert rows.students.column("gender") == ["male", "male"]
+    assert rows.students.column("profile_as_of")[0] == datetime.fromtimestamp(12, UTC)
+    profile_age = dict(
+        zip(
+            rows.student_profiles.column("student_profile_id"),
+            rows.student_profiles.column("age"),
+            strict=True,
+        )
+    )
+    seen = [profile_age[pid] for pid in rows.predictions.column("student_profile_id")]
+    assert seen == [15, 16, 16, 14]
+
+
+def test_ties_go_to_the_later_event() -> None:
+    rows = rows_for([event("a", 10, age=15), event("a", 10, age=17)])
+    assert rows.students.column("age") == [17]
 
 
 def test_prediction_columns() -> None:
     e = event("a", 10)
     p = rows_for([e]).predictions
-    assert p.prediction_id == [uuid.UUID(e.event_id)]
-    assert p.imputed_fields == ["profile.age,academic_record.previous_gpa"]
-    assert p.predicted_final_score == [55.5] and p.predicted_pass == [True]
-    assert p.event_schema_version == [1]
+    assert p.column("prediction_id") == [uuid.UUID(e.event_id)]
+    assert p.column("imputed_fields") == ["profile.age,academic_record.previous_gpa"]
+    assert p.column("predicted_final_score") == [55.5]
+    assert p.column("predicted_pass") == [True]
+    assert p.column("event_schema_version") == [1]
 
 
 def test_missing_values_stay_missing() -> None:
     rows = rows_for([event("a", 10, gpa=None, age=None)])
-    assert rows.students.age == [None]
-    assert rows.students.parental_education == [None]
-    assert rows.academic_records.previous_gpa == [None]
-    assert rows.academic_records.assignments_completed == [None]
+    assert rows.students.column("age") == [None]
+    assert rows.students.column("parental_education") == [None]
+    assert rows.academic_records.column("previous_gpa") == [None]
+    assert rows.academic_records.column("assignments_completed") == [None]
 
 
-def test_academic_record_id_depends_on_content_only() -> None:
-    same = academic_record_id("a", AcademicRecord(previous_gpa=3.0))
-    assert same == academic_record_id("a", AcademicRecord(previous_gpa=3.0))
-    assert same != academic_record_id("b", AcademicRecord(previous_gpa=3.0))
-    assert same != academic_record_id("a", AcademicRecord(previous_gpa=3.5))
+def test_content_ids_depend_on_content_only() -> None:
+    def record_id(sid: str, record: AcademicRecord) -> uuid.UUID:
+        return content_id("academic_record", sid, academic_record_values(record))
+
+    same = record_id("a", AcademicRecord(previous_gpa=3.0))
+    assert same == record_id("a", AcademicRecord(previous_gpa=3.0))
+    assert same != record_id("b", AcademicRecord(previous_gpa=3.0))
+    assert same != record_id("a", AcademicRecord(previous_gpa=3.5))
     # "not given" differs from a given zero or false
-    assert academic_record_id("a", AcademicRecord()) != academic_record_id(
+    assert record_id("a", AcademicRecord()) != record_id(
         "a", AcademicRecord(assignments_completed=False)
     )
+    profile = profile_values(StudentProfile(student_id="a", age=16))
+    assert content_id("profile", "a", profile) != content_id("academic_record", "a", profile)
