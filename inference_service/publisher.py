@@ -1,13 +1,16 @@
-"""Publishing prediction events to Kafka with aiokafka, acknowledged by the broker.
+"""Sending prediction events to Kafka with aiokafka and waiting for the broker's acknowledgement.
 
-Delivery settings, in one place:
-- `enable_idempotence=True` (implies `acks="all"`): a record the broker acknowledged is on every
-  in-sync replica, and the producer's own retries never write it twice.
+Producer settings, in one place, and why:
+- `enable_idempotence=True` (implies `acks="all"`): an acknowledged record is on every in-sync
+  replica, and the producer's own retries never write it twice.
 - `linger_ms`: concurrent calls' records share batches, so waiting for the acknowledgement costs
   each call a little latency rather than the service its throughput.
-- Every wait is bounded by `publish_timeout_s` (aiokafka has no `max.block.ms`, and with
-  idempotence on its batches never expire): a call that cannot be acknowledged in time fails
-  with UNAVAILABLE instead of hanging.
+- `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
+  aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
+  (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
+- A producer that failed to start, or hit a non-retriable error, is replaced rather than reused:
+  its later sends can hang (aio-libs/aiokafka#759) or stay stuck on sequence errors (#1017).
+What is not acknowledged in time is not lost: `delivery.DurablePublisher` spools it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from inference_service.core import PublishUnavailable
 from studentperf.envelope import KafkaRecord
@@ -34,10 +38,11 @@ class KafkaPublisher:
         *,
         publish_timeout_s: float,
         linger_ms: int = 2,
+        extra_options: dict[str, Any] | None = None,
     ) -> None:
         self._topic = topic
         self._timeout_s = publish_timeout_s
-        self._producer_options = {
+        self._producer_options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": "studentperf-inference",
             "enable_idempotence": True,
@@ -45,34 +50,40 @@ class KafkaPublisher:
             "linger_ms": linger_ms,
             "max_batch_size": 256 * 1024,
             "request_timeout_ms": int(publish_timeout_s * 1000),
+            **(extra_options or {}),
         }
         self._producer: AIOKafkaProducer | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()
 
-    async def start(self, *, give_up_after_s: float = 120.0) -> None:
-        """Connects to the broker, retrying with backoff; raises when it never answers."""
+    async def _start_one(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._producer_options)
+        try:
+            await producer.start()
+        except BaseException:
+            await self._stop_producer(producer)
+            raise
+        return producer
 
-        async def attempt() -> AIOKafkaProducer:
-            # A producer whose start() failed is not reused: its later sends can hang
-            # (aio-libs/aiokafka#759).
-            producer = AIOKafkaProducer(**self._producer_options)
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            return producer
-
+    async def connect(self, *, give_up_after_s: float = float("inf")) -> None:
+        """Starts a producer, retrying with backoff while the broker does not answer."""
         try:
             self._producer = await with_backoff(
-                attempt, what="Kafka", retry_on=(KafkaError,), give_up_after_s=give_up_after_s
+                self._start_one,
+                what="Kafka",
+                retry_on=(KafkaError,),
+                give_up_after_s=give_up_after_s,
             )
         except KafkaError as exc:
             raise PublishUnavailable(f"Kafka broker not reachable: {exc}") from exc
+        self.connected.set()
+        log.info("connected to Kafka")
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
+        """Returns once the broker acknowledged every record; raises PublishUnavailable."""
         producer = self._producer
         if producer is None:
-            raise PublishUnavailable("the Kafka producer is not started")
+            raise PublishUnavailable("not connected to Kafka")
         try:
             async with asyncio.timeout(self._timeout_s):
                 acks = [
@@ -80,20 +91,37 @@ class KafkaPublisher:
                     for r in records
                 ]
                 await asyncio.gather(*acks)
-        except TimeoutError:
+        except (TimeoutError, KafkaTimeoutError):
             raise PublishUnavailable(
                 f"the Kafka broker did not acknowledge {len(records)} event(s) "
                 f"within {self._timeout_s:g} s"
             ) from None
         except KafkaError as exc:
+            await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Flushes what is pending and disconnects, waiting at most `timeout_s`."""
-        producer, self._producer = self._producer, None
-        if producer is None:
-            return
+    async def _replace(self, broken: AIOKafkaProducer, error: KafkaError) -> None:
+        if self._producer is not broken:
+            return  # another call replaced it already
+        log.warning("replacing the Kafka producer after %r", error)
+        self._producer = None
+        self.connected.clear()
+        self._background.add(asyncio.create_task(self._stop_producer(broken)))
+        self._background.add(asyncio.create_task(self.connect()))
+
+    async def _stop_producer(self, producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
         try:
             await asyncio.wait_for(producer.stop(), timeout_s)
         except TimeoutError:
-            log.error("Kafka producer did not flush within %.1f s; stopping anyway", timeout_s)
+            log.warning("a Kafka producer did not stop within %.1f s; dropped", timeout_s)
+        except KafkaError as exc:
+            log.warning("stopping a Kafka producer: %r", exc)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flushes what is pending and disconnects, waiting at most `timeout_s`."""
+        for task in self._background:
+            task.cancel()
+        producer, self._producer = self._producer, None
+        self.connected.clear()
+        if producer is not None:
+            await self._stop_producer(producer, timeout_s)

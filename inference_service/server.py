@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from inference_service.core import PredictionCore, PublishUnavailable
+from inference_service.delivery import DurablePublisher, open_durable_publisher
 from inference_service.model import load_served_model
 from inference_service.publisher import KafkaPublisher
 from inference_service.servicer import PredictionServicer
@@ -33,7 +35,7 @@ class RunningServer:
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
-        publisher: KafkaPublisher,
+        publisher: DurablePublisher,
     ) -> None:
         self.server = server
         self.port = port
@@ -41,7 +43,11 @@ class RunningServer:
         self.publisher = publisher
 
     async def stop(self, grace_s: float) -> None:
-        """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush."""
+        """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush.
+
+        Every call answered OK has its events acknowledged or spooled by then; what is still in
+        the spool stays on disk for the next start.
+        """
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         await self.publisher.stop()
@@ -51,10 +57,13 @@ async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
     model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
     log.info("serving model %s from %s", model.version, settings.model_path)
-    publisher = KafkaPublisher(
+    kafka = KafkaPublisher(
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
         publish_timeout_s=settings.publish_timeout_s,
+    )
+    publisher = await open_durable_publisher(
+        kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes
     )
     core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
 
@@ -72,9 +81,9 @@ async def start_server(settings: Settings) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    # Bound before Kafka is connected: a taken port fails fast and leaves nothing to clean up.
     port = server.add_insecure_port(settings.listen_address)
-    await publisher.start()
+    # Serving does not wait for Kafka: until it answers, events go to the spool.
+    publisher.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -21,8 +21,11 @@ class Settings:
     max_batch_size: int = 10_000
     # Largest request accepted, in bytes (10,000 students take about 1 MiB).
     max_message_bytes: int = 16 * 1024 * 1024
-    # How long a call waits for the broker to acknowledge its events before UNAVAILABLE.
-    publish_timeout_s: float = 10.0
+    # How long a call waits for the broker to acknowledge its events before it spools them.
+    publish_timeout_s: float = 2.0
+    # Where events wait, on disk, while Kafka does not acknowledge them; and how much may wait.
+    spool_dir: str = "spool"
+    spool_max_bytes: int = 1 << 30
     # How long in-flight calls may run on after SIGTERM.
     shutdown_grace_s: float = 10.0
 
@@ -40,6 +43,8 @@ class Settings:
             publish_timeout_s=env_float(
                 env, "PUBLISH_TIMEOUT_S", cls.publish_timeout_s, minimum=0.1, maximum=600
             ),
+            spool_dir=env_str(env, "SPOOL_DIR", cls.spool_dir),
+            spool_max_bytes=env_int(env, "SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
             shutdown_grace_s=env_float(
                 env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
             ),

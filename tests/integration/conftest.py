@@ -105,9 +105,14 @@ async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) 
 
 
 @pytest.fixture(scope="module")
-async def inference(stack: Stack) -> AsyncIterator[RunningServer]:
+async def inference(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
     settings = InferenceSettings(
-        shared=stack.shared, listen_address="127.0.0.1:0", model_path=str(stack.model_path)
+        shared=stack.shared,
+        listen_address="127.0.0.1:0",
+        model_path=str(stack.model_path),
+        spool_dir=str(tmp_path_factory.mktemp("spool")),
     )
     running = await start_server(settings)
     yield running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -21,7 +22,7 @@ from tests.integration.conftest import Stack
 from tests.integration.helpers import count_rows, eventually, student, topic_size
 
 
-def settings_for(stack: Stack, **changes: object) -> InferenceSettings:
+def settings_for(stack: Stack, spool: Path, **changes: object) -> InferenceSettings:
     shared = SharedSettings(
         kafka_bootstrap_servers=stack.shared.kafka_bootstrap_servers,
         kafka_topic=str(changes.pop("topic", stack.topic)),
@@ -31,26 +32,49 @@ def settings_for(stack: Stack, **changes: object) -> InferenceSettings:
         shared=shared,
         listen_address="127.0.0.1:0",
         model_path=str(stack.model_path),
+        spool_dir=str(spool),
         **changes,  # type: ignore[arg-type]
     )
 
 
-async def test_unacknowledged_events_fail_the_call_with_unavailable(stack: Stack) -> None:
+async def test_unacknowledged_events_are_spooled_and_the_call_answers(
+    stack: Stack, tmp_path: Path
+) -> None:
     # The topic does not exist and the broker does not create topics: nothing is acknowledged.
-    running = await start_server(settings_for(stack, topic="no-such-topic", publish_timeout_s=1))
+    settings = settings_for(stack, tmp_path, topic="no-such-topic", publish_timeout_s=0.5)
+    running = await start_server(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = api_grpc.PredictionServiceStub(channel)
+            answer = await stub.Predict(api.PredictRequest(student=student("s1")), timeout=10)
+        assert answer.prediction.prediction_id
+        assert running.publisher.spool.records == 1
+    finally:
+        await running.stop(grace_s=1)
+    assert list(tmp_path.glob("*.spool")), "the spooled event outlives the process"
+
+
+async def test_a_full_spool_refuses_predictions_with_unavailable(
+    stack: Stack, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        stack, tmp_path, topic="no-such-topic", publish_timeout_s=0.5, spool_max_bytes=4096
+    )
+    running = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = api_grpc.PredictionServiceStub(channel)
+            batch = api.BatchPredictRequest(students=[student(f"f{i}") for i in range(100)])
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Predict(api.PredictRequest(student=student("s1")), timeout=10)
+                await stub.BatchPredict(batch, timeout=10)
     finally:
         await running.stop(grace_s=1)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "did not acknowledge" in (caught.value.details() or "")
+    assert "spool is full" in (caught.value.details() or "")
 
 
-async def test_graceful_stop_finishes_in_flight_calls(stack: Stack) -> None:
-    running = await start_server(settings_for(stack))
+async def test_graceful_stop_finishes_in_flight_calls(stack: Stack, tmp_path: Path) -> None:
+    running = await start_server(settings_for(stack, tmp_path))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = api_grpc.PredictionServiceStub(channel)
         batch = api.BatchPredictRequest(students=[student(f"g-{i}") for i in range(2000)])

@@ -1,0 +1,125 @@
+"""The durability promise: a prediction is answered only once its event is safe.
+
+Safe means acknowledged by Kafka or, when Kafka does not acknowledge it in time (down,
+unreachable, slow), fsync'd to the local spool, from which a replayer sends it on once Kafka
+answers again. While anything is in the spool, new events go to the spool too, behind it, so
+one student's events reach Kafka in the order they were made. Only a full spool refuses a
+prediction (UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from inference_service.core import PublishUnavailable
+from inference_service.spool import Spool, SpoolFull
+from studentperf.envelope import KafkaRecord
+
+log = logging.getLogger(__name__)
+
+_REPLAY_CHUNK = 1000
+
+
+class Broker(Protocol):
+    """What the durable publisher needs of Kafka (publisher.KafkaPublisher in production)."""
+
+    connected: asyncio.Event
+
+    async def connect(self) -> None: ...
+
+    async def publish(self, records: Sequence[KafkaRecord]) -> None: ...
+
+    async def stop(self, timeout_s: float = 10.0) -> None: ...
+
+
+class DurablePublisher:
+    def __init__(self, kafka: Broker, spool: Spool) -> None:
+        self._kafka = kafka
+        self._spool = spool
+        self._tasks: list[asyncio.Task[None]] = []
+        # How many records of a segment Kafka already acknowledged, so a retry after a pause
+        # does not send them again.
+        self._progress: dict[Path, int] = {}
+
+    @property
+    def spool(self) -> Spool:
+        return self._spool
+
+    def start(self) -> None:
+        """Connects to Kafka and drains the spool in the background; serving need not wait."""
+        self._tasks = [
+            asyncio.create_task(self._kafka.connect(), name="kafka-connect"),
+            asyncio.create_task(self._replay_forever(), name="spool-replay"),
+        ]
+
+    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+        if self._spool.empty and self._kafka.connected.is_set():
+            try:
+                await self._kafka.publish(records)
+                return
+            except PublishUnavailable as error:
+                log.warning("%s; spooling them", error)
+        try:
+            await self._spool.append(records)
+        except SpoolFull as error:
+            raise PublishUnavailable(str(error)) from None
+
+    async def _replay_forever(self) -> None:
+        delay = 0.2
+        while True:
+            if self._spool.empty:
+                self._spool.changed.clear()
+                await self._spool.changed.wait()
+                continue
+            await self._kafka.connected.wait()
+            try:
+                await self._replay_oldest()
+                delay = 0.2
+            except PublishUnavailable as error:
+                log.warning(
+                    "spool replay paused (%s); %d event(s) waiting, retrying in %.1f s",
+                    error,
+                    self._spool.records,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _replay_oldest(self) -> None:
+        oldest = await self._spool.oldest()
+        if oldest is None:
+            return
+        path, records = oldest
+        sent = self._progress.get(path, 0)
+        while sent < len(records):
+            chunk = records[sent : sent + _REPLAY_CHUNK]
+            await self._kafka.publish(chunk)
+            sent += len(chunk)
+            self._progress[path] = sent
+        await self._spool.delete(path)
+        self._progress.pop(path, None)
+        log.info("spool: sent %d event(s) to Kafka; %d left", len(records), self._spool.records)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stops replaying (what is left stays on disk for the next start) and disconnects."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._spool.close()
+        await self._kafka.stop(timeout_s)
+        if self._spool.records:
+            log.warning("stopping with %d event(s) in the spool", self._spool.records)
+
+
+async def open_durable_publisher(
+    kafka: Broker, spool_dir: Path, *, max_bytes: int
+) -> DurablePublisher:
+    spool = await Spool.open(spool_dir, max_bytes=max_bytes)
+    return DurablePublisher(kafka, spool)

@@ -1,0 +1,95 @@
+"""The durability promise with a fake broker: acknowledged, or spooled and replayed in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from inference_service.core import PublishUnavailable
+from inference_service.delivery import DurablePublisher, open_durable_publisher
+from studentperf.envelope import KafkaRecord
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.up = True
+        self.log: list[bytes] = []
+
+    async def connect(self) -> None:
+        self.connected.set()
+
+    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+        if not self.up:
+            raise PublishUnavailable("broker down")
+        self.log += [r.value for r in records]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self.connected.clear()
+
+
+def rec(name: str) -> KafkaRecord:
+    return KafkaRecord(key=b"k", value=name.encode(), headers=[])
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (polls state that no event announces)
+            await asyncio.sleep(0.01)
+
+
+async def started(broker: FakeBroker, tmp_path: Path, max_bytes: int = 1 << 20) -> DurablePublisher:
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=max_bytes)
+    publisher.start()
+    await until(broker.connected.is_set)
+    return publisher
+
+
+async def test_acknowledged_events_skip_the_spool(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = await started(broker, tmp_path)
+    await publisher.publish([rec("a"), rec("b")])
+    assert broker.log == [b"a", b"b"] and publisher.spool.empty
+    await publisher.stop()
+
+
+async def test_outage_spools_then_replays_in_order_before_new_events(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = await started(broker, tmp_path)
+    broker.up = False
+    await publisher.publish([rec("1")])
+    await publisher.publish([rec("2"), rec("3")])
+    assert broker.log == [] and publisher.spool.records == 3
+    broker.up = True
+    await publisher.publish([rec("4")])  # the spool is not empty: this one queues behind it
+    await until(lambda: publisher.spool.empty)
+    assert broker.log == [b"1", b"2", b"3", b"4"]
+    await publisher.publish([rec("5")])
+    assert broker.log[-1] == b"5"
+    await publisher.stop()
+
+
+async def test_spooled_events_survive_a_restart(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    broker.up = False
+    publisher = await started(broker, tmp_path)
+    await publisher.publish([rec("x")])
+    await publisher.stop()
+
+    broker.up = True
+    again = await started(broker, tmp_path)
+    await until(lambda: again.spool.empty)
+    assert broker.log == [b"x"]
+    await again.stop()
+
+
+async def test_full_spool_is_unavailable(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    broker.up = False
+    publisher = await started(broker, tmp_path, max_bytes=64)
+    with pytest.raises(PublishUnavailable, match="spool is full"):
+        await publisher.publish([rec("x" * 100)])
+    await publisher.stop()
