@@ -67,6 +67,8 @@ class PredictionCore:
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
+        # Calls between their model work and their answer: what a graceful stop waits for.
+        self.in_flight = 0
 
     @property
     def model(self) -> Model:
@@ -104,6 +106,13 @@ class PredictionCore:
         return [next(predictions) if answer is None else answer for answer in answers]
 
     async def _predict_and_publish(self, items: Sequence[_Item]) -> list[Prediction]:
+        self.in_flight += 1
+        try:
+            return await self._predict_and_publish_counted(items)
+        finally:
+            self.in_flight -= 1
+
+    async def _predict_and_publish_counted(self, items: Sequence[_Item]) -> list[Prediction]:
         model = self._model
         # Model work runs off the event loop so a large batch does not stall other calls.
         scores, probabilities = await asyncio.to_thread(

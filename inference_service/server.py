@@ -36,8 +36,10 @@ class RunningServer:
         port: int,
         health_servicer: health.aio.HealthServicer,
         publisher: DurablePublisher,
+        core: PredictionCore,
     ) -> None:
         self.server = server
+        self.core = core
         self.port = port
         self.health = health_servicer
         self.publisher = publisher
@@ -87,7 +89,7 @@ async def start_server(settings: Settings) -> RunningServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, publisher)
+    return RunningServer(server, port, health_servicer, publisher, core)
 
 
 async def serve(settings: Settings) -> None:

@@ -77,9 +77,11 @@ async def test_graceful_stop_finishes_in_flight_calls(stack: Stack, tmp_path: Pa
     running = await start_server(settings_for(stack, tmp_path))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = api_grpc.PredictionServiceStub(channel)
-        batch = api.BatchPredictRequest(students=[student(f"g-{i}") for i in range(2000)])
+        batch = api.BatchPredictRequest(students=[student(f"g-{i}") for i in range(5000)])
         in_flight = [asyncio.ensure_future(stub.BatchPredict(batch, timeout=30)) for _ in range(4)]
-        await asyncio.sleep(0.05)  # the calls have reached the server
+        async with asyncio.timeout(10):
+            while running.core.in_flight < 4:  # noqa: ASYNC110 (no event marks arrivals)
+                await asyncio.sleep(0.001)
         await running.stop(grace_s=20)
         answers = await asyncio.gather(*in_flight, return_exceptions=True)
         assert [type(a).__name__ for a in answers] == ["BatchPredictResponse"] * 4
