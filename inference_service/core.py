@@ -67,8 +67,10 @@ class PredictionCore:
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
-        # Calls between their model work and their answer: what a graceful stop waits for.
+        # Calls between their model work and their answer: what a graceful stop waits for;
+        # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
         self.in_flight = 0
+        self.cut_off = 0
 
     @property
     def model(self) -> Model:
@@ -109,6 +111,9 @@ class PredictionCore:
         self.in_flight += 1
         try:
             return await self._predict_and_publish_counted(items)
+        except asyncio.CancelledError:
+            self.cut_off += 1
+            raise
         finally:
             self.in_flight -= 1
 

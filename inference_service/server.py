@@ -109,7 +109,11 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("stopping: finishing in-flight calls (up to %.0f s)", settings.shutdown_grace_s)
     await running.stop(settings.shutdown_grace_s)
-    log.info("stopped")
+    log.info(
+        "stopped: %d call(s) cut off in flight, %d event(s) left in the spool",
+        running.core.cut_off,
+        running.publisher.spool.records,
+    )
 
 
 def main() -> None:

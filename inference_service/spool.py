@@ -121,6 +121,7 @@ class Spool:
         self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._reserved = 0  # bytes accepted but not yet flushed
+        self._seal_requested = False  # the replayer wants the active segment closed
         self.changed = asyncio.Event()  # set on every append, for the replayer
 
     # -- opening -----------------------------------------------------------------------------
@@ -193,6 +194,9 @@ class Spool:
             batch, self._pending = self._pending, []
             data = b"".join(frames for frames, _, _ in batch)
             try:
+                if self._seal_requested:
+                    self._seal_requested = False
+                    self._seal_active()
                 if self._active is None or self._active.size >= self.segment_bytes:
                     fd, segment = await asyncio.to_thread(self._create_segment, self._next_seq)
                     self._next_seq += 1
@@ -233,12 +237,16 @@ class Spool:
 
     async def oldest(self) -> tuple[Path, list[KafkaRecord]] | None:
         """The oldest segment's records, sealing the active one if it is all there is."""
-        if not self._sealed:
-            if self._flusher is not None and not self._flusher.done():
-                await asyncio.shield(self._flusher)
-            if self._active is None or self._active.records == 0:
-                return None
-            self._seal_active()
+        while not self._sealed:
+            if self._flusher is None or self._flusher.done():
+                # No flush can start before the next await: the active file is ours to close.
+                if self._active is None or self._active.records == 0:
+                    return None
+                self._seal_active()
+                break
+            # A flush owns the active file: ask it to seal at its next write.
+            self._seal_requested = True
+            await asyncio.wait([self._flusher], timeout=0.05)
         segment = self._sealed[0]
         records, _ = await asyncio.to_thread(read_segment, segment.path)
         return segment.path, records
