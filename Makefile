@@ -28,11 +28,15 @@ train: setup ## train a model (ROWS, SEED, PASS_MARK; CSV=path to train on a CSV
 migrate: setup ## apply the SQL migrations to the database of STUDENTPERF_DATABASE_URL
 	@$(PY) -m studentperf.migrate
 
+# Temporary folders under .local/: pytest prunes /tmp/pytest-of-$$USER to its last three runs,
+# which pulls the data folders from under another checkout's running test session.
+PYTEST := $(PY) -m pytest --basetemp=.local/pytest-tmp
+
 test: setup ## run every test: unit, and integration against a real Kafka and PostgreSQL
-	@$(PY) -m pytest
+	@$(PYTEST)
 
 test-unit: setup ## run the fast tests only (no services)
-	@$(PY) -m pytest tests/unit
+	@$(PYTEST) tests/unit
 
 lint: setup check-proto ## ruff, ruff format --check, mypy --strict
 	@$(PY) -m ruff check .
