@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
 from inference_service.model import load_served_model
@@ -55,6 +56,27 @@ class RunningServer:
         await self.publisher.stop()
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS when a client CA is too."""
+    if not (settings.tls_cert_file or settings.tls_key_file):
+        if settings.tls_client_ca_file:
+            raise ConfigError("STUDENTPERF_TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and KEY_FILE")
+        return None
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ConfigError("set both STUDENTPERF_TLS_CERT_FILE and STUDENTPERF_TLS_KEY_FILE")
+    try:
+        cert = Path(settings.tls_cert_file).read_bytes()
+        key = Path(settings.tls_key_file).read_bytes()
+        client_ca = (
+            Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+        )
+    except OSError as error:
+        raise ConfigError(f"cannot read a TLS file: {error}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
     model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
@@ -63,17 +85,22 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
         publish_timeout_s=settings.publish_timeout_s,
+        extra_options=settings.shared.kafka_security.client_options(),
     )
     publisher = await open_durable_publisher(
         kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes
     )
     core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
 
+    interceptors = []
+    if settings.auth_tokens:
+        interceptors.append(TokenAuthInterceptor(parse_token_table(settings.auth_tokens)))
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-        ]
+        ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
         PredictionServicer(core), server
@@ -83,7 +110,11 @@ async def start_server(settings: Settings) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen_address)
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen_address)
+    else:
+        port = server.add_secure_port(settings.listen_address, credentials)
     # Serving does not wait for Kafka: until it answers, events go to the spool.
     publisher.start()
     await server.start()

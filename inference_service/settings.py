@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from studentperf.config import SharedSettings, env_float, env_int, env_str
+from studentperf.config import SharedSettings, env_float, env_int, env_secret, env_str
 from studentperf.features import DEFAULT_PASS_MARK
 
 
@@ -28,6 +28,14 @@ class Settings:
     spool_max_bytes: int = 1 << 30
     # How long in-flight calls may run on after SIGTERM.
     shutdown_grace_s: float = 10.0
+    # TLS: a certificate and its key (PEM) turn it on; a client CA also requires client
+    # certificates signed by it (mutual TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Bearer tokens, one client a line: "<name> <token> <methods|*>" (see inference_service.auth).
+    # Empty: no token needed.
+    auth_tokens: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -45,6 +53,10 @@ class Settings:
             ),
             spool_dir=env_str(env, "SPOOL_DIR", cls.spool_dir),
             spool_max_bytes=env_int(env, "SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
+            tls_cert_file=env_str(env, "TLS_CERT_FILE", ""),
+            tls_key_file=env_str(env, "TLS_KEY_FILE", ""),
+            tls_client_ca_file=env_str(env, "TLS_CLIENT_CA_FILE", ""),
+            auth_tokens=env_secret(env, "AUTH_TOKENS"),
             shutdown_grace_s=env_float(
                 env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
             ),

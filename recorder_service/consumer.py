@@ -119,6 +119,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Raw bytes: a decoding error inside aiokafka would re-read the record forever.
         key_deserializer=None,
         value_deserializer=None,
+        **settings.shared.kafka_security.client_options(),
     )
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from aiokafka.helpers import create_ssl_context
 
 PREFIX = "STUDENTPERF_"
 
@@ -36,6 +38,24 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return _read(env, name, default, str)
 
 
+def env_secret(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """A secret from STUDENTPERF_<NAME>, or from the file STUDENTPERF_<NAME>_FILE names.
+
+    Errors name the variable but never repeat its value.
+    """
+    key, file_key = PREFIX + name, PREFIX + name + "_FILE"
+    value, path = env.get(key, "").strip(), env.get(file_key, "").strip()
+    if value and path:
+        raise ConfigError(f"set {key} or {file_key}, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{file_key}: cannot read {path}: {exc.strerror}") from None
+    return value or default
+
+
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
     def parse(raw: str) -> int:
         value = int(raw)
@@ -58,13 +78,75 @@ def env_float(
     return _read(env, name, default, parse)
 
 
+_KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.upper() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw.upper()
+
+    return parse
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How the services authenticate to Kafka; passed through to aiokafka unchanged."""
+
+    protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
+        return cls(
+            protocol=_read(env, "KAFKA_SECURITY_PROTOCOL", cls.protocol, _one_of(_KAFKA_PROTOCOLS)),
+            ssl_cafile=env_str(env, "KAFKA_SSL_CAFILE", ""),
+            ssl_certfile=env_str(env, "KAFKA_SSL_CERTFILE", ""),
+            ssl_keyfile=env_str(env, "KAFKA_SSL_KEYFILE", ""),
+            sasl_mechanism=_read(
+                env, "KAFKA_SASL_MECHANISM", cls.sasl_mechanism, _one_of(_SASL_MECHANISMS)
+            ),
+            sasl_username=env_str(env, "KAFKA_SASL_USERNAME", ""),
+            sasl_password=env_secret(env, "KAFKA_SASL_PASSWORD"),
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if "SSL" in self.protocol:
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile or None,
+                certfile=self.ssl_certfile or None,
+                keyfile=self.ssl_keyfile or None,
+            )
+        if self.protocol.startswith("SASL"):
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password,
+            }
+        return options
+
+
 @dataclass(frozen=True)
 class SharedSettings:
     """Where the services meet: the broker, the topic and the database."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic: str = "prediction-events"
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/studentperf"
+    # May hold a password: kept out of repr, masked in logs (see mask_dsn). TLS to PostgreSQL
+    # goes in the URL too (e.g. ?sslmode=verify-full&sslrootcert=/path/ca.pem).
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/studentperf", repr=False
+    )
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SharedSettings:
@@ -73,7 +155,10 @@ class SharedSettings:
                 env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
             ),
             kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
-            database_url=env_str(env, "DATABASE_URL", cls.database_url),
+            database_url=env_secret(
+                env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/studentperf"
+            ),
+            kafka_security=KafkaSecurity.from_env(env),
         )
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from inference_service.settings import Settings as InferenceSettings
@@ -46,3 +48,38 @@ def test_mask_dsn_hides_the_password() -> None:
 def test_bad_log_level_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="STUDENTPERF_LOG_LEVEL='loud'"):
         configure_logging({"STUDENTPERF_LOG_LEVEL": "loud"})
+
+
+def test_secrets_come_from_a_variable_or_a_file_and_never_show(tmp_path: Path) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("postgresql://app:hunter2-hunter2@db/x\n")
+    from_file = InferenceSettings.from_env({"STUDENTPERF_DATABASE_URL_FILE": str(secret)})
+    assert from_file.shared.database_url == "postgresql://app:hunter2-hunter2@db/x"
+    assert "hunter2" not in repr(from_file)
+    tokens = InferenceSettings.from_env({"STUDENTPERF_AUTH_TOKENS": "a tttttttttttttttttttt *"})
+    assert "tttt" not in repr(tokens)
+    with pytest.raises(ConfigError, match="not both"):
+        InferenceSettings.from_env(
+            {"STUDENTPERF_DATABASE_URL": "x", "STUDENTPERF_DATABASE_URL_FILE": str(secret)}
+        )
+    with pytest.raises(ConfigError, match="cannot read"):
+        InferenceSettings.from_env({"STUDENTPERF_DATABASE_URL_FILE": str(tmp_path / "missing")})
+
+
+def test_kafka_security_passes_through_to_the_client_options() -> None:
+    env = {
+        "STUDENTPERF_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        "STUDENTPERF_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STUDENTPERF_KAFKA_SASL_USERNAME": "svc",
+        "STUDENTPERF_KAFKA_SASL_PASSWORD": "pw-pw-pw",
+    }
+    security = RecorderSettings.from_env(env).shared.kafka_security
+    assert security.client_options() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "pw-pw-pw",
+    }
+    assert "pw-pw-pw" not in repr(security)
+    with pytest.raises(ConfigError, match="STUDENTPERF_KAFKA_SECURITY_PROTOCOL"):
+        RecorderSettings.from_env({"STUDENTPERF_KAFKA_SECURITY_PROTOCOL": "TLS"})

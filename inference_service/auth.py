@@ -1,0 +1,124 @@
+"""Bearer-token authentication and per-method permission, as a gRPC server interceptor.
+
+Clients send `authorization: Bearer <token>` metadata. The token table has one client a line,
+`<name> <token> <methods>`, where methods is `*` or a comma-separated list of method names
+(`Predict,BatchPredict`); `#` starts a comment. No token, or an unknown one:
+UNAUTHENTICATED. A known client calling a method not granted to it: PERMISSION_DENIED.
+The health service stays open, so load balancers and orchestrators can probe without a token;
+reflection needs a valid token but no particular grant. Tokens are kept only as SHA-256
+digests and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from studentperf.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
+ANY_CLIENT_SERVICES = frozenset(
+    {"grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    methods: frozenset[str]  # method names, or {"*"}
+
+    def may_call(self, method: str) -> bool:
+        return "*" in self.methods or method in self.methods
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_token_table(text: str) -> dict[bytes, Client]:
+    """Token digests to clients; raises ConfigError naming the bad line (not its token)."""
+    clients: dict[bytes, Client] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 3:
+            raise ConfigError(
+                f"STUDENTPERF_AUTH_TOKENS line {number}: expected '<name> <token> <methods>'"
+            )
+        name, token, methods = parts
+        if len(token) < 16:
+            raise ConfigError(
+                f"STUDENTPERF_AUTH_TOKENS line {number} ({name}): tokens need 16+ characters"
+            )
+        digest = _digest(token)
+        if digest in clients:
+            raise ConfigError(f"STUDENTPERF_AUTH_TOKENS line {number} ({name}): duplicate token")
+        clients[digest] = Client(name, frozenset(m for m in methods.split(",") if m))
+    return clients
+
+
+Denial = tuple[grpc.StatusCode, str]
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, clients: Mapping[bytes, Client]) -> None:
+        self._clients = dict(clients)
+
+    def check(self, full_method: str, metadata: Mapping[str, str]) -> Denial | None:
+        """None when the call may go ahead, else the status to refuse it with."""
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in OPEN_SERVICES:
+            return None
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required"
+        client = self._clients.get(_digest(token.strip()))
+        if client is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "unknown bearer token"
+        if service not in ANY_CLIENT_SERVICES and not client.may_call(method):
+            log.warning("denied %s to client %s", method, client.name)
+            return grpc.StatusCode.PERMISSION_DENIED, f"client {client.name} may not call {method}"
+        return None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        metadata = {
+            k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)
+        }
+        handler = await continuation(handler_call_details)
+        denial = self.check(handler_call_details.method, metadata)
+        if denial is None or handler is None:
+            return handler
+        return _refusing(handler, *denial)
+
+
+def _refusing(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same shape as `handler` that only refuses the call."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, message)
+
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **options)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **options)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **options)
+    return grpc.unary_unary_rpc_method_handler(refuse, **options)

@@ -1,0 +1,65 @@
+import re
+
+import grpc
+import pytest
+
+from inference_service.auth import TokenAuthInterceptor, parse_token_table
+from studentperf.config import ConfigError
+
+TABLE = """
+# name        token                      methods
+school-a      aaaaaaaaaaaaaaaaaaaaaaaa   *
+dashboard     dddddddddddddddddddddddd   GetModelInfo
+"""
+PREDICT = "/studentperf.v1.PredictionService/Predict"
+INFO = "/studentperf.v1.PredictionService/GetModelInfo"
+
+
+def check(method: str, header: str | None) -> tuple[grpc.StatusCode, str] | None:
+    interceptor = TokenAuthInterceptor(parse_token_table(TABLE))
+    return interceptor.check(method, {} if header is None else {"authorization": header})
+
+
+def test_a_granted_client_passes() -> None:
+    assert check(PREDICT, "Bearer aaaaaaaaaaaaaaaaaaaaaaaa") is None
+    assert check(INFO, "bearer dddddddddddddddddddddddd") is None
+
+
+def test_no_or_unknown_token_is_unauthenticated() -> None:
+    assert check(PREDICT, None) == (grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
+    assert check(PREDICT, "Basic xyz") == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "a bearer token is required",
+    )
+    assert check(PREDICT, "Bearer nope-nope-nope-nope") == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unknown bearer token",
+    )
+
+
+def test_a_method_not_granted_is_permission_denied() -> None:
+    assert check(PREDICT, "Bearer dddddddddddddddddddddddd") == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "client dashboard may not call Predict",
+    )
+
+
+def test_health_is_open_and_reflection_needs_any_valid_token() -> None:
+    assert check("/grpc.health.v1.Health/Check", None) is None
+    reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert check(reflection, None) is not None
+    assert check(reflection, "Bearer dddddddddddddddddddddddd") is None
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("a b", "line 1: expected"),
+        ("a short *", "16+ characters"),
+        ("a xxxxxxxxxxxxxxxx *\nb xxxxxxxxxxxxxxxx *", "line 2 (b): duplicate token"),
+    ],
+)
+def test_bad_tables_name_the_line_but_never_the_token(table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        parse_token_table(table)
+    assert "xxxxxxxxxxxxxxxx" not in str(caught.value)
