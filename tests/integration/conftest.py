@@ -38,22 +38,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-async def kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
-    broker = KafkaBroker(
-        tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port()
-    )
+async def running_kafka(folder: Path) -> AsyncIterator[KafkaBroker]:
+    broker = KafkaBroker(folder, port=free_port(), controller_port=free_port())
     await broker.start_and_wait(timeout=120)
     yield broker
     broker.stop()
 
 
-@pytest.fixture(scope="session")
-async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"), port=free_port())
+async def running_postgres(folder: Path) -> AsyncIterator[PostgresServer]:
+    server = PostgresServer(folder, port=free_port())
     await server.start_and_wait(timeout=60)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+async def kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
+    async for broker in running_kafka(tmp_path_factory.mktemp("kafka")):
+        yield broker
+
+
+@pytest.fixture(scope="session")
+async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PostgresServer]:
+    async for server in running_postgres(tmp_path_factory.mktemp("postgres")):
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -20,35 +20,30 @@ import asyncpg
 import pytest
 
 from infra.devstack import KafkaBroker, PostgresServer, free_port
+from infra.up import wait_serving
 from studentperf.migrate import apply_migrations
+from tests.integration.conftest import running_kafka, running_postgres
 from tests.integration.processes import (
     Load,
     ServiceProcess,
     Tally,
     drive_load,
     tally,
-    wait_serving,
 )
 
 
 @pytest.fixture(scope="module")
 async def fault_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
-    broker = KafkaBroker(
-        tmp_path_factory.mktemp("fault-kafka"), port=free_port(), controller_port=free_port()
-    )
-    await broker.start_and_wait(timeout=120)
-    yield broker
-    broker.stop()
+    async for broker in running_kafka(tmp_path_factory.mktemp("fault-kafka")):
+        yield broker
 
 
 @pytest.fixture(scope="module")
 async def fault_postgres(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("fault-pg"), port=free_port())
-    await server.start_and_wait(timeout=60)
-    yield server
-    server.stop()
+    async for server in running_postgres(tmp_path_factory.mktemp("fault-pg")):
+        yield server
 
 
 @dataclass

@@ -14,12 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
 from infra.devstack import PostgresServer, free_port
+from infra.up import wait_serving
 from studentperf.config import SharedSettings
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import Stack
 from tests.integration.helpers import student
-from tests.integration.processes import ServiceProcess, wait_serving
+from tests.integration.processes import ServiceProcess
 
 
 def openssl(*args: str) -> None:
