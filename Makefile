@@ -22,8 +22,8 @@ up: setup ## run Kafka, PostgreSQL, the inference service and the recorder; Ctrl
 demo: setup ## send predictions and a batch to the running stack, then show the recorded rows
 	@$(PY) -m infra.demo
 
-train: setup ## train a model (ROWS, SEED, PASS_MARK; CSV=path to train on a CSV) into models/
-	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV))
+train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
+	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
 
 migrate: setup ## apply the SQL migrations to the database of STUDENTPERF_DATABASE_URL
 	@$(PY) -m studentperf.migrate
