@@ -24,14 +24,15 @@ class PredictionServicer(api_grpc.PredictionServiceServicer):
     async def Predict(self, request: api.PredictRequest, context: Context) -> api.PredictResponse:
         request.DiscardUnknownFields()  # the event carries the student as received: known fields
         student = request.student if request.HasField("student") else None
-        return api.PredictResponse(prediction=await self._core.predict(student))
+        prediction = await self._core.predict(student, top_factors=request.top_factors)
+        return api.PredictResponse(prediction=prediction)
 
     @map_errors
     async def BatchPredict(
         self, request: api.BatchPredictRequest, context: Context
     ) -> api.BatchPredictResponse:
         request.DiscardUnknownFields()
-        answers = await self._core.predict_batch(request.students)
+        answers = await self._core.predict_batch(request.students, top_factors=request.top_factors)
         return api.BatchPredictResponse(results=[_result(answer) for answer in answers])
 
     @map_errors
@@ -41,13 +42,15 @@ class PredictionServicer(api_grpc.PredictionServiceServicer):
         return self._core.model.info()
 
 
+def _item_error(what: str, error: InvalidInput) -> api.ItemError:
+    return api.ItemError(
+        code=code_pb2.INVALID_ARGUMENT,
+        message=f"invalid {what}: {error}",
+        bad_request=bad_request(error),
+    )
+
+
 def _result(answer: api.Prediction | InvalidInput) -> api.BatchPredictResult:
     if isinstance(answer, InvalidInput):
-        return api.BatchPredictResult(
-            error=api.ItemError(
-                code=code_pb2.INVALID_ARGUMENT,
-                message=f"invalid student: {answer}",
-                bad_request=bad_request(answer),
-            )
-        )
+        return api.BatchPredictResult(error=_item_error("student", answer))
     return api.BatchPredictResult(prediction=answer)

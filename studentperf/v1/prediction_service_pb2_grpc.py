@@ -73,7 +73,8 @@ class PredictionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """Which model is being served, when it was trained and how well it did on held-out data.
+        """Which model is being served, when it was trained, how well it did on held-out data and
+        which inputs matter most to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
