@@ -1,7 +1,9 @@
 """The prediction use case, free of transport: check, predict, publish, answer.
 
 Used by the gRPC servicer; the model and the event publisher come in through small
-protocols so unit tests can pass fakes and integration tests the real broker.
+protocols so unit tests can pass fakes and integration tests the real broker. The model can be
+swapped while serving (`use_model`): each call reads it once, so a call in flight finishes
+with the model it started with, and its answer and event name that model's version.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class PredictionCore:
     @property
     def model(self) -> Model:
         return self._model
+
+    def use_model(self, model: Model) -> None:
+        """Serve `model` from the next call on; calls in flight keep the one they started with."""
+        self._model = model
 
     async def predict(self, student: Student | None, *, top_factors: int = 0) -> Prediction:
         """One student; raises InvalidInput or PublishUnavailable."""

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.model import load_served_model
 from inference_service.publisher import KafkaPublisher
+from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer
 from inference_service.settings import Settings
 from studentperf.config import ConfigError, configure_logging
@@ -34,16 +35,20 @@ class RunningServer:
         port: int,
         health_servicer: health.aio.HealthServicer,
         publisher: KafkaPublisher,
+        reloader: ModelReloader | None = None,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
         self.publisher = publisher
+        self.reloader = reloader
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.publisher.stop()
 
 
@@ -57,6 +62,15 @@ async def start_server(settings: Settings) -> RunningServer:
         publish_timeout_s=settings.publish_timeout_s,
     )
     core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
+    reloader = None
+    if settings.model_poll_interval_s > 0 and watches(settings.model_path):
+        reloader = ModelReloader(
+            settings.model_path,
+            expected_pass_mark=settings.pass_mark,
+            serving=model,
+            install=core.use_model,
+            interval_s=settings.model_poll_interval_s,
+        )
 
     server = grpc.aio.server(
         options=[
@@ -78,7 +92,9 @@ async def start_server(settings: Settings) -> RunningServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, publisher)
+    if reloader is not None:
+        reloader.start()
+    return RunningServer(server, port, health_servicer, publisher, reloader)
 
 
 async def serve(settings: Settings) -> None:

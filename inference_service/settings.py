@@ -25,6 +25,9 @@ class Settings:
     publish_timeout_s: float = 10.0
     # How long in-flight calls may run on after SIGTERM.
     shutdown_grace_s: float = 10.0
+    # How often `<model_path>/current` is checked for a newly promoted version; 0 turns hot
+    # reload off.
+    model_poll_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -42,5 +45,8 @@ class Settings:
             ),
             shutdown_grace_s=env_float(
                 env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
+            ),
+            model_poll_interval_s=env_float(
+                env, "MODEL_POLL_INTERVAL_S", cls.model_poll_interval_s, minimum=0, maximum=3600
             ),
         )

@@ -74,7 +74,7 @@ class PredictionServiceServicer:
 
     def GetModelInfo(self, request, context):
         """Which model is being served, when it was trained, how well it did on held-out data and
-        which inputs matter most to it.
+        which inputs matter most to it. After a new version is promoted it answers for that one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
