@@ -1,9 +1,9 @@
 """The prediction use case, free of transport: check, predict, publish, answer.
 
-Used by the gRPC servicer; the model and the event publisher come in through small
-protocols so unit tests can pass fakes and integration tests the real broker. The model can be
-swapped while serving (`use_model`): each call reads it once, so a call in flight finishes
-with the model it started with, and its answer and event name that model's version.
+Used by the gRPC servicer; the model, the event publisher and the outcome store come in through
+small protocols so unit tests can pass fakes and integration tests the real broker. The model
+can be swapped while serving (`use_model`): each call reads it once, so a call in flight
+finishes with the model it started with, and its answer and event name that model's version.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
+from inference_service.outcomes import encode_outcomes
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
+from studentperf.outcomes import OutcomeRow, StoredOutcome
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
     FactorContribution,
     ModelInfo,
+    Outcome,
     Prediction,
     ScoreExplanation,
 )
@@ -35,6 +38,10 @@ MAX_EXPLAINED_BATCH = 1000
 
 class PublishUnavailable(Exception):
     """The events could not be handed off for recording in time; nothing is promised."""
+
+
+class OutcomesUnavailable(Exception):
+    """The outcomes could not be stored (the database is away); nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,11 @@ class Model(Protocol):
         """What GetModelInfo answers: version, training time, held-out metrics."""
 
 
+class OutcomeStore(Protocol):
+    async def store(self, rows: Sequence[OutcomeRow]) -> Sequence[StoredOutcome]:
+        """Stores rows of distinct (student, term), one result each; or OutcomesUnavailable."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     student: Student
@@ -84,11 +96,13 @@ class PredictionCore:
         *,
         max_batch_size: int,
         now: Callable[[], Timestamp] | None = None,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         self._model = model
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
+        self._outcomes = outcomes
 
     @property
     def model(self) -> Model:
@@ -140,6 +154,26 @@ class PredictionCore:
                 answers.append(None)
         predictions = iter(await self._predict_and_publish(valid, top_factors) if valid else [])
         return [next(predictions) if answer is None else answer for answer in answers]
+
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome]
+    ) -> list[StoredOutcome | InvalidInput]:
+        """One answer per outcome, in order; raises OutcomesUnavailable if none could be stored."""
+        if len(outcomes) > self._max_batch_size:
+            raise InvalidInput(
+                [
+                    FieldViolation(
+                        "outcomes",
+                        f"at most {self._max_batch_size} outcomes per call, got {len(outcomes)}",
+                    )
+                ]
+            )
+        if self._outcomes is None:
+            raise OutcomesUnavailable("this server has no database to store outcomes in")
+        answers = encode_outcomes(outcomes)
+        rows = [a for a in answers if isinstance(a, OutcomeRow)]
+        stored = iter(await self._outcomes.store(rows) if rows else [])
+        return [next(stored) if isinstance(a, OutcomeRow) else a for a in answers]
 
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.model import load_served_model
+from inference_service.outcome_store import PostgresOutcomeStore
 from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer
@@ -36,12 +37,14 @@ class RunningServer:
         health_servicer: health.aio.HealthServicer,
         publisher: KafkaPublisher,
         reloader: ModelReloader | None = None,
+        outcomes: PostgresOutcomeStore | None = None,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
         self.publisher = publisher
         self.reloader = reloader
+        self.outcomes = outcomes
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush."""
@@ -50,6 +53,8 @@ class RunningServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
+        if self.outcomes is not None:
+            await self.outcomes.close()
 
 
 async def start_server(settings: Settings) -> RunningServer:
@@ -61,7 +66,11 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.shared.kafka_topic,
         publish_timeout_s=settings.publish_timeout_s,
     )
-    core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
+    # Opened on the first RecordOutcomes call: predictions never wait for the database.
+    outcomes = PostgresOutcomeStore(settings.shared.database_url)
+    core = PredictionCore(
+        model, publisher, max_batch_size=settings.max_batch_size, outcomes=outcomes
+    )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):
         reloader = ModelReloader(
@@ -94,7 +103,7 @@ async def start_server(settings: Settings) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if reloader is not None:
         reloader.start()
-    return RunningServer(server, port, health_servicer, publisher, reloader)
+    return RunningServer(server, port, health_servicer, publisher, reloader, outcomes)
 
 
 async def serve(settings: Settings) -> None:

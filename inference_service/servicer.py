@@ -10,6 +10,7 @@ from google.rpc import code_pb2
 from inference_service.core import PredictionCore
 from inference_service.encoding import InvalidInput
 from inference_service.status import bad_request, map_errors
+from studentperf.outcomes import StoredOutcome
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
@@ -41,6 +42,13 @@ class PredictionServicer(api_grpc.PredictionServiceServicer):
     ) -> api.ModelInfo:
         return self._core.model.info()
 
+    @map_errors
+    async def RecordOutcomes(
+        self, request: api.RecordOutcomesRequest, context: Context
+    ) -> api.RecordOutcomesResponse:
+        answers = await self._core.record_outcomes(request.outcomes)
+        return api.RecordOutcomesResponse(results=[_outcome_result(a) for a in answers])
+
 
 def _item_error(what: str, error: InvalidInput) -> api.ItemError:
     return api.ItemError(
@@ -54,3 +62,11 @@ def _result(answer: api.Prediction | InvalidInput) -> api.BatchPredictResult:
     if isinstance(answer, InvalidInput):
         return api.BatchPredictResult(error=_item_error("student", answer))
     return api.BatchPredictResult(prediction=answer)
+
+
+def _outcome_result(answer: StoredOutcome | InvalidInput) -> api.RecordOutcomeResult:
+    if isinstance(answer, InvalidInput):
+        return api.RecordOutcomeResult(error=_item_error("outcome", answer))
+    return api.RecordOutcomeResult(
+        stored=api.OutcomeStored(replaced=answer.replaced, student_added=answer.student_added)
+    )

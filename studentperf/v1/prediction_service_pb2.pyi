@@ -157,3 +157,41 @@ class FeatureImportance(_message.Message):
     feature: str
     rmse_increase: float
     def __init__(self, feature: _Optional[str] = ..., rmse_increase: _Optional[float] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("student_id", "term", "final_score")
+    STUDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    student_id: str
+    term: str
+    final_score: float
+    def __init__(self, student_id: _Optional[str] = ..., term: _Optional[str] = ..., final_score: _Optional[float] = ...) -> None: ...
+
+class RecordOutcomesRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class RecordOutcomesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecordOutcomeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecordOutcomeResult, _Mapping]]] = ...) -> None: ...
+
+class RecordOutcomeResult(_message.Message):
+    __slots__ = ("stored", "error")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stored: OutcomeStored
+    error: ItemError
+    def __init__(self, stored: _Optional[_Union[OutcomeStored, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class OutcomeStored(_message.Message):
+    __slots__ = ("replaced", "student_added")
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_ADDED_FIELD_NUMBER: _ClassVar[int]
+    replaced: bool
+    student_added: bool
+    def __init__(self, replaced: _Optional[bool] = ..., student_added: _Optional[bool] = ...) -> None: ...
