@@ -24,7 +24,9 @@ SOURCE = "rpc"
 
 
 class PostgresOutcomeStore:
-    def __init__(self, database_url: str, *, timeout_s: float = 5.0, max_connections: int = 4):
+    def __init__(
+        self, database_url: str, *, timeout_s: float = 5.0, max_connections: int = 4
+    ) -> None:
         self._dsn = database_url
         self._timeout_s = timeout_s
         self._max_connections = max_connections
