@@ -8,7 +8,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup up demo train import migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,12 @@ up: setup ## run Kafka, PostgreSQL, the inference service and the recorder; Ctrl
 demo: setup ## send predictions and a batch to the running stack, then show the recorded rows
 	@$(PY) -m infra.demo
 
-train: setup ## train a model (ROWS, SEED, PASS_MARK; CSV=path to train on a CSV) into models/
-	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV))
+train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
+	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
+
+import: setup ## load a Kaggle exam CSV into the database: make import CSV=path [TERM_ID=2026-spring]
+	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }
+	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID))
 
 migrate: setup ## apply the SQL migrations to the database of STUDENTPERF_DATABASE_URL
 	@$(PY) -m studentperf.migrate

@@ -1,7 +1,9 @@
 """The prediction use case, free of transport: check, predict, publish, answer.
 
-Used by the gRPC servicer; the model and the event publisher come in through small
-protocols so unit tests can pass fakes and integration tests the real broker.
+Used by the gRPC servicer; the model, the event publisher and the outcome store come in through
+small protocols so unit tests can pass fakes and integration tests the real broker. The model
+can be swapped while serving (`use_model`): each call reads it once, so a call in flight
+finishes with the model it started with, and its answer and event name that model's version.
 """
 
 from __future__ import annotations
@@ -15,16 +17,40 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
+from inference_service.outcomes import encode_outcomes
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
-from studentperf.features import FeatureValue
+from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
+from studentperf.outcomes import OutcomeRow, StoredOutcome
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from studentperf.v1.prediction_service_pb2 import ModelInfo, Prediction
+from studentperf.v1.prediction_service_pb2 import (
+    FactorContribution,
+    ModelInfo,
+    Outcome,
+    Prediction,
+    ScoreExplanation,
+)
 from studentperf.v1.student_pb2 import Student
+
+# Explaining costs up to 512 model evaluations per student (see studentperf.explain).
+MAX_EXPLAINED_BATCH = 1000
 
 
 class PublishUnavailable(Exception):
     """The events could not be handed off for recording in time; nothing is promised."""
+
+
+class OutcomesUnavailable(Exception):
+    """The outcomes could not be stored (the database is away); nothing was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreContributions:
+    """One student's raw score taken apart: base + sum(contributions) = raw."""
+
+    base: float
+    raw: float
+    contributions: tuple[float, ...]  # one per FEATURE_COLUMNS
 
 
 class EventPublisher(Protocol):
@@ -44,8 +70,16 @@ class Model(Protocol):
     ) -> tuple[Sequence[float], Sequence[float]]:
         """Final scores (0-100) and pass probabilities (0-1), one of each per row."""
 
+    def explain(self, rows: Sequence[tuple[FeatureValue, ...]]) -> Sequence[ScoreContributions]:
+        """Each row's score taken apart by feature, in points (see studentperf.explain)."""
+
     def info(self) -> ModelInfo:
         """What GetModelInfo answers: version, training time, held-out metrics."""
+
+
+class OutcomeStore(Protocol):
+    async def store(self, rows: Sequence[OutcomeRow]) -> Sequence[StoredOutcome]:
+        """Stores rows of distinct (student, term), one result each; or OutcomesUnavailable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +96,13 @@ class PredictionCore:
         *,
         max_batch_size: int,
         now: Callable[[], Timestamp] | None = None,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         self._model = model
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
+        self._outcomes = outcomes
         # Calls between their model work and their answer: what a graceful stop waits for;
         # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
         self.in_flight = 0
@@ -76,14 +112,20 @@ class PredictionCore:
     def model(self) -> Model:
         return self._model
 
-    async def predict(self, student: Student | None) -> Prediction:
+    def use_model(self, model: Model) -> None:
+        """Serve `model` from the next call on; calls in flight keep the one they started with."""
+        self._model = model
+
+    async def predict(self, student: Student | None, *, top_factors: int = 0) -> Prediction:
         """One student; raises InvalidInput or PublishUnavailable."""
         encoded = encode_student(student, "student")
         assert student is not None  # encode_student refuses None
-        [prediction] = await self._predict_and_publish([_Item(student, encoded)])
+        [prediction] = await self._predict_and_publish([_Item(student, encoded)], top_factors)
         return prediction
 
-    async def predict_batch(self, students: Sequence[Student]) -> list[Prediction | InvalidInput]:
+    async def predict_batch(
+        self, students: Sequence[Student], *, top_factors: int = 0
+    ) -> list[Prediction | InvalidInput]:
         """One answer per student, in order: a prediction, or why that student was refused."""
         if len(students) > self._max_batch_size:
             raise InvalidInput(
@@ -91,6 +133,16 @@ class PredictionCore:
                     FieldViolation(
                         "students",
                         f"at most {self._max_batch_size} students per call, got {len(students)}",
+                    )
+                ]
+            )
+        if top_factors and len(students) > MAX_EXPLAINED_BATCH:
+            raise InvalidInput(
+                [
+                    FieldViolation(
+                        "top_factors",
+                        f"explanations are given for at most {MAX_EXPLAINED_BATCH} students per "
+                        f"call, got {len(students)}: split the batch or set top_factors to 0",
                     )
                 ]
             )
@@ -104,29 +156,59 @@ class PredictionCore:
             else:
                 valid.append(_Item(student, encoded))
                 answers.append(None)
-        predictions = iter(await self._predict_and_publish(valid) if valid else [])
+        predictions = iter(await self._predict_and_publish(valid, top_factors) if valid else [])
         return [next(predictions) if answer is None else answer for answer in answers]
 
-    async def _predict_and_publish(self, items: Sequence[_Item]) -> list[Prediction]:
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome]
+    ) -> list[StoredOutcome | InvalidInput]:
+        """One answer per outcome, in order; raises OutcomesUnavailable if none could be stored."""
+        if len(outcomes) > self._max_batch_size:
+            raise InvalidInput(
+                [
+                    FieldViolation(
+                        "outcomes",
+                        f"at most {self._max_batch_size} outcomes per call, got {len(outcomes)}",
+                    )
+                ]
+            )
+        if self._outcomes is None:
+            raise OutcomesUnavailable("this server has no database to store outcomes in")
+        answers = encode_outcomes(outcomes)
+        rows = [a for a in answers if isinstance(a, OutcomeRow)]
+        stored = iter(await self._outcomes.store(rows) if rows else [])
+        return [next(stored) if isinstance(a, OutcomeRow) else a for a in answers]
+
+    async def _predict_and_publish(
+        self, items: Sequence[_Item], top_factors: int = 0
+    ) -> list[Prediction]:
         self.in_flight += 1
         try:
-            return await self._predict_and_publish_counted(items)
+            return await self._predict_and_publish_counted(items, top_factors)
         except asyncio.CancelledError:
             self.cut_off += 1
             raise
         finally:
             self.in_flight -= 1
 
-    async def _predict_and_publish_counted(self, items: Sequence[_Item]) -> list[Prediction]:
+    async def _predict_and_publish_counted(
+        self, items: Sequence[_Item], top_factors: int
+    ) -> list[Prediction]:
         model = self._model
+        rows = [item.encoded.features for item in items]
+
+        def work() -> tuple[Sequence[float], Sequence[float], Sequence[ScoreContributions]]:
+            scores, probabilities = model.predict(rows)
+            return scores, probabilities, model.explain(rows) if top_factors else []
+
         # Model work runs off the event loop so a large batch does not stall other calls.
-        scores, probabilities = await asyncio.to_thread(
-            model.predict, [item.encoded.features for item in items]
-        )
+        scores, probabilities, explained = await asyncio.to_thread(work)
         occurred_at = self._now()
         predictions: list[Prediction] = []
         records: list[KafkaRecord] = []
-        for item, score, probability in zip(items, scores, probabilities, strict=True):
+        for index, (item, score, probability) in enumerate(
+            zip(items, scores, probabilities, strict=True)
+        ):
             prediction = Prediction(
                 prediction_id=str(uuid.uuid4()),
                 predicted_final_score=score,
@@ -136,6 +218,10 @@ class PredictionCore:
                 imputed_fields=item.encoded.imputed_fields,
                 pass_mark=model.pass_mark,
             )
+            if top_factors:
+                prediction.explanation.CopyFrom(
+                    explanation(explained[index], top_factors, item.encoded.imputed_fields)
+                )
             event = PredictionEvent(
                 schema_version=envelope.SCHEMA_VERSION,
                 event_id=prediction.prediction_id,
@@ -147,6 +233,30 @@ class PredictionCore:
             records.append(envelope.encode(event))
         await self._publisher.publish(records)
         return predictions
+
+
+def explanation(
+    found: ScoreContributions, top_factors: int, imputed_fields: Sequence[str]
+) -> ScoreExplanation:
+    """The `top_factors` largest contributions by size (ties: schema order), the rest summed."""
+    imputed = frozenset(imputed_fields)
+    ranked = sorted(
+        zip(FEATURE_COLUMNS, found.contributions, strict=True), key=lambda pair: -abs(pair[1])
+    )
+    shown, rest = ranked[:top_factors], ranked[top_factors:]
+    return ScoreExplanation(
+        base_score=found.base,
+        top_factors=[
+            FactorContribution(
+                feature=FEATURE_PATHS[name],
+                contribution=value,
+                imputed=FEATURE_PATHS[name] in imputed,
+            )
+            for name, value in shown
+        ],
+        other_factors=sum(value for _, value in rest),
+        raw_score=found.raw,
+    )
 
 
 def _utc_now() -> Timestamp:

@@ -1,7 +1,9 @@
 """The served model: the trained artifact behind the small `Model` protocol of the core.
 
 Rows are turned into the pipelines' input table column by column (numbers as float64, categories
-as objects), once per model call, so a batch pays for one table, not one per student.
+as objects), once per model call, so a batch pays for one table, not one per student. Model
+calls hold OpenMP to one thread: calls already run concurrently in worker threads, and gradient
+boosting fanning each one out over every core as well only makes them wait on each other.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn  # noqa: F401  (loads its OpenMP runtime, which the controller must see)
+from threadpoolctl import ThreadpoolController
 
+from inference_service.core import ScoreContributions
 from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, FeatureValue
 from studentperf.model_artifact import LoadedModel, ModelArtifactError, load_artifact
-from studentperf.v1.prediction_service_pb2 import ModelInfo
+from studentperf.v1.prediction_service_pb2 import FeatureImportance, ModelInfo
 
 _CATEGORICAL = frozenset(CATEGORICAL_FEATURES)
+_THREADPOOLS = ThreadpoolController()
 
 
 class ServedModel:
@@ -33,15 +39,37 @@ class ServedModel:
     def pass_mark(self) -> float:
         return self._loaded.model.pass_mark
 
+    @property
+    def path(self) -> str:
+        return str(self._loaded.path)
+
     def predict(
         self, rows: Sequence[tuple[FeatureValue, ...]]
     ) -> tuple[Sequence[float], Sequence[float]]:
         table = feature_table(rows)
         model = self._loaded.model
-        return (
-            model.predict_scores(table).tolist(),
-            model.pass_probabilities(table).tolist(),
+        with _THREADPOOLS.limit(limits=1, user_api="openmp"):
+            return (
+                model.predict_scores(table).tolist(),
+                model.pass_probabilities(table).tolist(),
+            )
+
+    def explain(self, rows: Sequence[tuple[FeatureValue, ...]]) -> Sequence[ScoreContributions]:
+        with _THREADPOOLS.limit(limits=1, user_api="openmp"):
+            found = self._loaded.model.explain_scores(feature_table(rows))
+        return [
+            ScoreContributions(base=found.base, raw=float(raw), contributions=tuple(row.tolist()))
+            for raw, row in zip(found.raw, found.contributions, strict=True)
+        ]
+
+    def warm_up(self) -> None:
+        """One prediction and explanation of an all-missing row, so that lazy set-up inside the
+        libraries happens now, not in the first call served."""
+        empty: tuple[FeatureValue, ...] = tuple(
+            None if name in _CATEGORICAL else float("nan") for name in FEATURE_COLUMNS
         )
+        self.predict([empty])
+        self.explain([empty])
 
     def info(self) -> ModelInfo:
         return self._info
@@ -86,16 +114,32 @@ def _numbers(section: object, prefix: str = "") -> dict[str, float]:
     return found
 
 
+def _importances(meta: Mapping[str, Any]) -> list[FeatureImportance]:
+    listed = meta.get("feature_importances", [])
+    return [
+        FeatureImportance(feature=str(item["feature"]), rmse_increase=float(item["rmse_increase"]))
+        for item in listed
+        if isinstance(item, Mapping)
+    ]
+
+
 def _model_info(loaded: LoadedModel) -> ModelInfo:
     meta = loaded.metadata
+    estimators = meta.get("estimators", {})
     info = ModelInfo(
         model_version=loaded.version,
         pass_mark=loaded.model.pass_mark,
         metrics=_numbers(meta.get("metrics", {})),
         baseline_metrics=_numbers(meta.get("baseline_metrics", {})),
         data_source=str(meta.get("data_source", "")),
-        training_rows=int(meta.get("train_rows", 0)),
+        training_rows=int(meta.get("fit_rows", meta.get("train_rows", 0))),
         test_rows=int(meta.get("test_rows", 0)),
+        feature_importances=_importances(meta),
+        score_estimator=str(estimators.get("score", "")),
+        pass_estimator=str(estimators.get("pass", "")),
+        explanation_method=loaded.model.explanation_method,
+        validation_rows=int(meta.get("validation_rows", 0)),
+        data_sha256=str(meta.get("data_sha256", "")),
     )
     created_at = meta.get("created_at")
     if isinstance(created_at, str):

@@ -16,7 +16,9 @@ from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
 from inference_service.model import load_served_model
+from inference_service.outcome_store import PostgresOutcomeStore
 from inference_service.publisher import KafkaPublisher
+from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer
 from inference_service.settings import Settings
 from studentperf.config import ConfigError, configure_logging
@@ -38,12 +40,16 @@ class RunningServer:
         health_servicer: health.aio.HealthServicer,
         publisher: DurablePublisher,
         core: PredictionCore,
+        reloader: ModelReloader | None = None,
+        outcomes: PostgresOutcomeStore | None = None,
     ) -> None:
         self.server = server
         self.core = core
         self.port = port
         self.health = health_servicer
         self.publisher = publisher
+        self.reloader = reloader
+        self.outcomes = outcomes
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush.
@@ -53,7 +59,11 @@ class RunningServer:
         """
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.publisher.stop()
+        if self.outcomes is not None:
+            await self.outcomes.close()
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -90,7 +100,20 @@ async def start_server(settings: Settings) -> RunningServer:
     publisher = await open_durable_publisher(
         kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes
     )
-    core = PredictionCore(model, publisher, max_batch_size=settings.max_batch_size)
+    # Opened on the first RecordOutcomes call: predictions never wait for the database.
+    outcomes = PostgresOutcomeStore(settings.shared.database_url)
+    core = PredictionCore(
+        model, publisher, max_batch_size=settings.max_batch_size, outcomes=outcomes
+    )
+    reloader = None
+    if settings.model_poll_interval_s > 0 and watches(settings.model_path):
+        reloader = ModelReloader(
+            settings.model_path,
+            expected_pass_mark=settings.pass_mark,
+            serving=model,
+            install=core.use_model,
+            interval_s=settings.model_poll_interval_s,
+        )
 
     interceptors = []
     if settings.auth_tokens:
@@ -120,7 +143,9 @@ async def start_server(settings: Settings) -> RunningServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, publisher, core)
+    if reloader is not None:
+        reloader.start()
+    return RunningServer(server, port, health_servicer, publisher, core, reloader, outcomes)
 
 
 async def serve(settings: Settings) -> None:

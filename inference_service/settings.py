@@ -36,6 +36,9 @@ class Settings:
     # Bearer tokens, one client a line: "<name> <token> <methods|*>" (see inference_service.auth).
     # Empty: no token needed.
     auth_tokens: str = field(default="", repr=False)
+    # How often `<model_path>/current` is checked for a newly promoted version; 0 turns hot
+    # reload off.
+    model_poll_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -59,5 +62,8 @@ class Settings:
             auth_tokens=env_secret(env, "AUTH_TOKENS"),
             shutdown_grace_s=env_float(
                 env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
+            ),
+            model_poll_interval_s=env_float(
+                env, "MODEL_POLL_INTERVAL_S", cls.model_poll_interval_s, minimum=0, maximum=3600
             ),
         )

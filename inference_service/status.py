@@ -1,8 +1,9 @@
 """One table from domain errors to gRPC status codes, applied to every servicer method.
 
 Invalid input -> INVALID_ARGUMENT with a google.rpc.BadRequest naming each field; events not
-handed off -> UNAVAILABLE; anything unexpected -> INTERNAL with a generic message, the
-details in the log only (they may hold internals a caller has no business seeing).
+handed off, or outcomes not stored -> UNAVAILABLE; anything unexpected -> INTERNAL with a
+generic message, the details in the log only (they may hold internals a caller has no business
+seeing).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from inference_service.core import PublishUnavailable
+from inference_service.core import OutcomesUnavailable, PublishUnavailable
 from inference_service.encoding import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def map_errors(
                 grpc.StatusCode.UNAVAILABLE,
                 f"prediction not confirmed as recorded: {error}. It may still be recorded; "
                 "a retry makes a new prediction",
+            )
+        except OutcomesUnavailable as error:
+            log.warning("%s: %s", method.__name__, error)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"outcomes not stored: {error}. Nothing was stored; retrying is safe",
             )
         except grpc.aio.AbortError:
             raise

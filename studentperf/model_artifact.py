@@ -4,8 +4,8 @@ Layout of a models directory:
 
     models/
       20250101T120000Z-1a2b3c4d/   one directory per version, never changed once written
-        model.joblib               {"format": 1, "regressor", "classifier", "feature_columns",
-                                    "pass_mark"}
+        model.joblib               {"format": 2, "regressor", "classifier", "feature_columns",
+                                    "pass_mark", "score_reference", "feature_groups"}
         metadata.json              version, created_at, pass mark, library versions, metrics...
       current -> 20250101T120000Z-1a2b3c4d   relative symlink: the version to serve
 
@@ -17,6 +17,9 @@ over the old one. A reader sees the previous version or the new one, never a par
 
 `model.joblib` is a pickle: load only artifacts you produced. Unpickling needs scikit-learn,
 pandas and numpy only (no trainer code); `metadata.json` records the versions it was made with.
+Format 2 added what explanations need (see studentperf.explain): the mean of the regressor's
+encoded training rows and which encoded columns belong to which feature. A format-1 artifact is
+refused with the advice to retrain.
 """
 
 from __future__ import annotations
@@ -37,14 +40,17 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 
+from studentperf import explain
 from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
 
 MODEL_FILE: Final = "model.joblib"
 METADATA_FILE: Final = "metadata.json"
 CURRENT: Final = "current"
-FORMAT: Final = 1
+FORMAT: Final = 2
 _HOW_TO_FIX: Final = "run `make train` (python -m trainer) to build one"
-_BUNDLE_KEYS: Final = frozenset({"regressor", "classifier", "feature_columns", "pass_mark"})
+_BUNDLE_KEYS: Final = frozenset(
+    {"regressor", "classifier", "feature_columns", "pass_mark", "score_reference", "feature_groups"}
+)
 
 
 class ModelArtifactError(Exception):
@@ -53,11 +59,18 @@ class ModelArtifactError(Exception):
 
 @dataclass(frozen=True)
 class StudentModel:
-    """Both fitted pipelines. Each takes a DataFrame of `feature_columns` (see features.py)."""
+    """Both fitted pipelines. Each takes a DataFrame of `feature_columns` (see features.py).
+
+    Both pipelines end in a step named "model" after a preprocessing step named "features".
+    `score_reference` is the mean of the regressor's encoded training rows; `feature_groups`
+    lists the encoded columns of each of `feature_columns`, in order.
+    """
 
     regressor: Any
     classifier: Any
     pass_mark: float
+    score_reference: npt.NDArray[np.float64]
+    feature_groups: tuple[tuple[int, ...], ...]
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS
 
     def predict_scores(self, features: Any) -> npt.NDArray[np.float64]:
@@ -69,6 +82,20 @@ class StudentModel:
     def pass_probabilities(self, features: Any) -> npt.NDArray[np.float64]:
         """Probability that each student's final score reaches `pass_mark`."""
         return np.asarray(self.classifier.predict_proba(features)[:, 1], dtype=np.float64)
+
+    def explain_scores(self, features: Any) -> explain.Explanations:
+        """Each feature's contribution to each raw (unclipped) score; see studentperf.explain."""
+        encoded = np.asarray(
+            self.regressor.named_steps["features"].transform(features), dtype=np.float64
+        )
+        return explain.explain(
+            self.regressor.named_steps["model"], encoded, self.score_reference, self.feature_groups
+        )
+
+    @property
+    def explanation_method(self) -> str:
+        linear = explain.is_linear(self.regressor.named_steps["model"])
+        return explain.LINEAR if linear else explain.SHAPLEY
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,8 @@ def save_artifact(
         "classifier": model.classifier,
         "feature_columns": model.feature_columns,
         "pass_mark": model.pass_mark,
+        "score_reference": model.score_reference,
+        "feature_groups": model.feature_groups,
     }
     root.mkdir(parents=True, exist_ok=True)
     target = root / version
@@ -195,6 +224,8 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
         regressor=bundle["regressor"],
         classifier=bundle["classifier"],
         pass_mark=float(bundle["pass_mark"]),
+        score_reference=np.asarray(bundle["score_reference"], dtype=np.float64),
+        feature_groups=tuple(tuple(int(i) for i in g) for g in bundle["feature_groups"]),
     )
     return LoadedModel(model=model, version=directory.name, path=directory, metadata=metadata)
 

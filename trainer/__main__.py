@@ -1,6 +1,10 @@
-"""`python -m trainer`: train on synthetic data (or a CSV) and publish a model version.
+"""`python -m trainer`: train a model version, promote it if it is not worse than the current.
 
-Defaults come from STUDENTPERF_MODELS_DIR (models) and STUDENTPERF_PASS_MARK (50).
+Data: the database's outcomes by default (STUDENTPERF_DATABASE_URL), falling back to synthetic
+data, and saying so, when the database is unreachable or has fewer than --min-db-rows labelled
+rows; --csv trains on a CSV (our columns, or the Kaggle exam format); --synthetic forces the
+generator. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50) and
+STUDENTPERF_MIN_TRAINING_ROWS (200).
 """
 
 from __future__ import annotations
@@ -11,17 +15,23 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from studentperf.config import ConfigError, SharedSettings, env_int
 from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import ModelArtifactError
 from trainer.data import TrainingDataError
+from trainer.fit import MIN_ROWS
 from trainer.train import TrainingConfig, run
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> TrainingConfig:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--csv", type=Path, help="train on this CSV instead of the database")
+    source.add_argument(
+        "--synthetic", action="store_true", help="train on synthetic data, whatever the database"
+    )
     parser.add_argument("--rows", type=int, default=5000, help="synthetic rows (default 5000)")
     parser.add_argument("--seed", type=int, default=42, help="data and split seed (default 42)")
-    parser.add_argument("--csv", type=Path, help="train on this CSV instead of synthetic data")
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -34,18 +44,50 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         default=environ.get("STUDENTPERF_PASS_MARK", str(DEFAULT_PASS_MARK)),
         help="final score that counts as a pass (env STUDENTPERF_PASS_MARK, default 50)",
     )
+    try:
+        shared = SharedSettings.from_env(environ)
+        min_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
+    except ConfigError as err:
+        parser.error(str(err))
+    parser.add_argument(
+        "--database-url",
+        default=shared.database_url,
+        help="read outcomes from and record the version in this database "
+        "(env STUDENTPERF_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--no-database",
+        action="store_true",
+        help="neither read from nor write to a database (tests, offline use)",
+    )
+    parser.add_argument(
+        "--min-db-rows",
+        type=int,
+        default=min_rows,
+        help="fewest labelled rows the database must have to be used "
+        "(env STUDENTPERF_MIN_TRAINING_ROWS, default 200)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="promote even if worse than the current version"
+    )
     args = parser.parse_args(argv)
     low, high = SCORE_RANGE
     if not low < args.pass_mark <= high:
         parser.error(f"the pass mark must be in ({low:g}, {high:g}], got {args.pass_mark}")
-    if args.rows < 10:
-        parser.error(f"--rows must be at least 10, got {args.rows}")
+    if args.rows < MIN_ROWS:
+        parser.error(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
+    if args.min_db_rows < MIN_ROWS:
+        parser.error(f"--min-db-rows must be at least {MIN_ROWS}, got {args.min_db_rows}")
     return TrainingConfig(
         rows=args.rows,
         seed=args.seed,
         csv=args.csv,
         models_dir=args.models_dir,
         pass_mark=args.pass_mark,
+        database_url=None if args.no_database else args.database_url,
+        min_database_rows=args.min_db_rows,
+        synthetic=args.synthetic,
+        force=args.force,
     )
 
 

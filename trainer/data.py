@@ -1,4 +1,10 @@
-"""Where training rows come from: the synthetic generator or a CSV file (PostgreSQL later).
+"""Where training rows come from: PostgreSQL, a CSV file, or the synthetic generator.
+
+By default the rows are the database's outcomes joined to their students (trainer.db_source). If
+the database cannot be reached, or holds fewer labelled rows than asked for, the synthetic
+generator stands in, and the returned notes say so. A CSV is read when one is given: the public
+"Students Performance in Exams" format (trainer.kaggle, bad rows reported and skipped) or our
+own columns (FEATURE_COLUMNS and TARGET_SCORE).
 
 Every source ends in `prepare`, so the pipelines always see the serving representation:
 numbers as float64 with NaN, categories as object columns of names or None.
@@ -6,9 +12,12 @@ numbers as float64 with NaN, categories as object columns of names or None.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from studentperf.features import (
@@ -19,7 +28,10 @@ from studentperf.features import (
     SCORE_RANGE,
     TARGET_SCORE,
 )
-from trainer import synthetic
+from trainer import kaggle, synthetic
+from trainer.db_source import DatabaseUnavailable, read_labelled_rows
+
+SHOWN_ROW_ERRORS = 20
 
 
 class TrainingDataError(Exception):
@@ -30,16 +42,55 @@ class TrainingDataError(Exception):
 class TrainingData:
     frame: pd.DataFrame  # FEATURE_COLUMNS + TARGET_SCORE, possibly more columns
     source: str  # a human description, stored in the artifact's metadata
-    dropped_rows: int = 0  # rows without a target, left out
+    dropped_rows: int = 0  # rows left out: no target, or a bad row of a CSV
+    notes: tuple[str, ...] = field(default=())  # what the user should know: fallbacks, bad rows
+
+    @property
+    def sha256(self) -> str:
+        """A digest of the rows as the model sees them, in order."""
+        rows = pd.util.hash_pandas_object(self.frame[[*FEATURE_COLUMNS, TARGET_SCORE]], index=False)
+        return hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()
 
 
-def load_training_data(*, csv: Path | None, rows: int, seed: int) -> TrainingData:
-    """Rows from `csv` when given, else `rows` synthetic students drawn with `seed`."""
+def load_training_data(
+    *,
+    csv: Path | None = None,
+    rows: int,
+    seed: int,
+    database_url: str | None = None,
+    min_database_rows: int = 200,
+    synthetic_only: bool = False,
+) -> TrainingData:
+    """Rows from `csv` when given; else from the database when it has at least
+    `min_database_rows`; else `rows` synthetic students drawn with `seed`."""
     if csv is not None:
-        return read_csv(csv)
+        return read_kaggle(csv) if kaggle.is_kaggle_file(csv) else read_csv(csv)
+    if synthetic_only:
+        return generate(rows, seed)
+    if database_url is None:
+        return generate(rows, seed, "no database used (--no-database): using synthetic data")
+    try:
+        found = asyncio.run(read_labelled_rows(database_url))
+    except DatabaseUnavailable as err:
+        return generate(rows, seed, f"{err}: using synthetic data instead")
+    if len(found.frame) < min_database_rows:
+        return generate(
+            rows,
+            seed,
+            f"database {found.where} has {len(found.frame)} labelled rows (outcomes), fewer "
+            f"than the {min_database_rows} needed (--min-db-rows): using synthetic data instead",
+        )
+    frame = prepare(found.frame, f"database {found.where}")
+    return TrainingData(
+        frame,
+        f"database {found.where}: outcomes joined to students and their latest academic records",
+    )
+
+
+def generate(rows: int, seed: int, note: str | None = None) -> TrainingData:
     frame = synthetic.generate(rows, seed)
     source = f"synthetic: trainer.synthetic.generate({rows}, seed={seed})"
-    return TrainingData(prepare(frame, "synthetic data"), source)
+    return TrainingData(prepare(frame, "synthetic data"), source, notes=(note,) if note else ())
 
 
 def read_csv(path: Path) -> TrainingData:
@@ -51,6 +102,32 @@ def read_csv(path: Path) -> TrainingData:
     labelled = raw[raw[TARGET_SCORE].notna()] if TARGET_SCORE in raw.columns else raw
     frame = prepare(labelled, str(path))
     return TrainingData(frame, f"csv {path.resolve()}", dropped_rows=len(raw) - len(frame))
+
+
+def read_kaggle(path: Path) -> TrainingData:
+    """The Kaggle format: good rows kept, each bad one reported in the notes and left out."""
+    try:
+        found = kaggle.read(path)
+    except kaggle.KaggleFormatError as err:
+        raise TrainingDataError(str(err)) from err
+    frame = pd.DataFrame(
+        {
+            "student_id": [r.student_id for r in found.rows],
+            **{c: np.full(len(found.rows), np.nan) for c in NUMERIC_FEATURES},
+            **{c: pd.Series([getattr(r, c) for r in found.rows], dtype=object) for c in CATEGORIES},
+            TARGET_SCORE: [r.final_score for r in found.rows],
+        }
+    )
+    notes = [f"{path}: {len(found.rows)} good rows, {len(found.errors)} bad rows left out"]
+    notes += [f"  {error}" for error in found.errors[:SHOWN_ROW_ERRORS]]
+    if len(found.errors) > SHOWN_ROW_ERRORS:
+        notes.append(f"  ... and {len(found.errors) - SHOWN_ROW_ERRORS} more bad rows")
+    return TrainingData(
+        prepare(frame, str(path)),
+        f"csv {path.resolve()} (Kaggle exam format, sha256 {found.sha256[:12]})",
+        dropped_rows=len(found.errors),
+        notes=tuple(notes),
+    )
 
 
 def prepare(frame: pd.DataFrame, origin: str) -> pd.DataFrame:

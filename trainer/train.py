@@ -1,24 +1,31 @@
-"""Load data, split, fit both pipelines, evaluate on the held-out part, publish the artifact."""
+"""One training run: load data, fit and evaluate, save the version, promote it if not worse,
+record it in `model_versions`, with progress on the way and the figures in a final table."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from studentperf.features import DEFAULT_PASS_MARK, FEATURE_COLUMNS, TARGET_SCORE
-from studentperf.model_artifact import StudentModel, save_artifact
-from trainer.data import TrainingData, TrainingDataError, load_training_data
-from trainer.evaluate import Evaluation, evaluate
-from trainer.pipeline import build_classifier, build_regressor, pass_labels
+from studentperf.model_artifact import CURRENT, save_artifact
+from trainer.data import TrainingData, load_training_data
+from trainer.db_source import DatabaseUnavailable
+from trainer.evaluate import Evaluation, Metrics
+from trainer.fit import TEST_SHARE, VALIDATION_SHARE, TrainingResult, fit_and_evaluate
+from trainer.pipeline import Candidate, pass_labels
+from trainer.promote import Decision, promote_if_not_worse
+from trainer.registry import register_version
+
+STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -28,37 +35,27 @@ class TrainingConfig:
     csv: Path | None = None
     models_dir: Path = Path("models")
     pass_mark: float = DEFAULT_PASS_MARK
-    test_size: float = 0.2
+    # None: neither read training rows from a database nor record the version in one.
+    database_url: str | None = None
+    min_database_rows: int = 200
+    synthetic: bool = False
+    force: bool = False
+    # The candidates to choose from (None: trainer.pipeline's); tests pass cheaper ones.
+    score_options: tuple[Candidate, ...] | None = None
+    pass_options: tuple[Candidate, ...] | None = None
 
 
 @dataclass(frozen=True)
-class TrainingResult:
-    model: StudentModel
-    evaluation: Evaluation
-    train_rows: int
-    test_rows: int
+class RunResult:
+    path: Path
+    decision: Decision
+    training: TrainingResult
+    data: TrainingData
+    registered: bool
 
-
-def fit_and_evaluate(
-    frame: pd.DataFrame, *, pass_mark: float, seed: int, test_size: float = 0.2
-) -> TrainingResult:
-    """Seeded split stratified on pass/fail, fit on one part, evaluate on the other."""
-    passed = pass_labels(frame[TARGET_SCORE], pass_mark)
-    if np.bincount(passed, minlength=2).min() < 2:
-        raise TrainingDataError(
-            f"with pass mark {pass_mark} the data needs at least two passes and two fails"
-        )
-    train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=passed)
-    train_scores = train[TARGET_SCORE].to_numpy(dtype=float)
-    features = train[list(FEATURE_COLUMNS)]
-    model = StudentModel(
-        regressor=build_regressor().fit(features, train_scores),
-        classifier=build_classifier().fit(features, pass_labels(train_scores, pass_mark)),
-        pass_mark=pass_mark,
-    )
-    test_scores = test[TARGET_SCORE].to_numpy(dtype=float)
-    evaluation = evaluate(model, test[list(FEATURE_COLUMNS)], test_scores, train_scores)
-    return TrainingResult(model, evaluation, train_rows=len(train), test_rows=len(test))
+    @property
+    def version(self) -> str:
+        return self.path.name
 
 
 def fingerprint(frame: pd.DataFrame, params: dict[str, Any]) -> str:
@@ -69,56 +66,179 @@ def fingerprint(frame: pd.DataFrame, params: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def format_table(evaluation: Evaluation) -> str:
-    model, baseline = evaluation.model.as_dict(), evaluation.baseline.as_dict()
-    lines = [f"{'metric':<14}{'model':>9}{'baseline':>10}"]
-    lines += [f"{name:<14}{model[name]:>9.3f}{baseline[name]:>10.3f}" for name in model]
+def format_table(evaluation: Evaluation, current: Metrics | None = None) -> str:
+    """Test-split figures of the new model beside the baseline (and the served model)."""
+    columns: list[tuple[str, Mapping[str, float]]] = [
+        ("new model", evaluation.model.as_dict()),
+        ("baseline", evaluation.baseline.as_dict()),
+    ]
+    if current is not None:
+        columns.append(("current", current.as_dict()))
+    lines = [f"{'metric':<15}" + "".join(f"{title:>12}" for title, _ in columns)]
+    for name in evaluation.model.as_dict():
+        lines.append(f"{name:<15}" + "".join(f"{values[name]:>12.4f}" for _, values in columns))
     return "\n".join(lines)
 
 
-def run(config: TrainingConfig, out: TextIO | None = None) -> Path:
-    """The whole training run, with progress on `out` (stdout); returns the new version dir."""
-    out = out or sys.stdout
-    started = time.perf_counter()
-    print(f"loading data ({config.csv or 'synthetic'})", file=out)
-    data: TrainingData = load_training_data(csv=config.csv, rows=config.rows, seed=config.seed)
-    dropped = f" ({data.dropped_rows} without {TARGET_SCORE} left out)" if data.dropped_rows else ""
-    failed = 1 - pass_labels(data.frame[TARGET_SCORE], config.pass_mark).mean()
-    print(
-        f"rows: {len(data.frame)}{dropped}, {failed:.1%} below the pass mark {config.pass_mark:g}",
-        file=out,
-    )
-    print(f"fitting on {1 - config.test_size:.0%} of the rows (seed {config.seed})", file=out)
-    result = fit_and_evaluate(
-        data.frame, pass_mark=config.pass_mark, seed=config.seed, test_size=config.test_size
-    )
-    print(f"evaluating on {result.test_rows} held-out rows", file=out)
-    print(format_table(result.evaluation), file=out)
-    params = {"seed": config.seed, "pass_mark": config.pass_mark, "test_size": config.test_size}
-    # Flat keys: the inference service reports these in GetModelInfo.
-    details = {
+def format_calibration(evaluation: Evaluation) -> str:
+    lines = [f"      {'P(pass) bin':<12}{'rows':>6}{'mean P':>9}{'observed':>10}"]
+    for b in evaluation.calibration:
+        lines.append(
+            f"      {f'{b.low:.1f}-{b.high:.1f}':<12}{b.rows:>6}{b.mean_predicted:>9.3f}"
+            f"{b.observed_rate:>10.3f}"
+        )
+    return "\n".join(lines)
+
+
+def metadata_details(data: TrainingData, training: TrainingResult, seed: int) -> dict[str, Any]:
+    """What metadata.json holds beside the artifact module's own fields. Flat keys: the
+    inference service reports them in GetModelInfo."""
+    model = training.model
+    return {
         "data_source": data.source,
+        "data_sha256": data.sha256,
         "rows": len(data.frame),
         "dropped_rows": data.dropped_rows,
-        "train_rows": result.train_rows,
-        "test_rows": result.test_rows,
-        "split": f"random {1 - config.test_size:.0%}/{config.test_size:.0%}, "
-        "stratified on pass/fail",
-        "seed": config.seed,
+        "train_rows": len(training.split.train),
+        "validation_rows": len(training.split.validation),
+        "test_rows": len(training.split.test),
+        "fit_rows": training.fit_rows,
+        "split": (
+            f"random {1 - TEST_SHARE - VALIDATION_SHARE:.0%}/{VALIDATION_SHARE:.0%}/"
+            f"{TEST_SHARE:.0%} train/validation/test, stratified on pass/fail; the chosen "
+            "candidates refitted on train + validation"
+        ),
+        "seed": seed,
         "estimators": {
-            "regressor": repr(result.model.regressor.named_steps["model"]),
-            "classifier": repr(result.model.classifier.named_steps["model"]),
+            "score": training.score.chosen.name,
+            "pass": training.passing.chosen.name,
+            "score_repr": repr(model.regressor.named_steps["model"]),
+            "pass_repr": repr(model.classifier.named_steps["model"]),
         },
-        "metrics": result.evaluation.model.as_dict(),
-        "baseline_metrics": result.evaluation.baseline.as_dict(),
-        "training_seconds": round(time.perf_counter() - started, 3),
+        "candidates": {
+            selection_name: [
+                {"name": t.name, f"validation_{selection.loss_name}": t.validation_loss}
+                for t in selection.trials
+            ]
+            for selection_name, selection in (("score", training.score), ("pass", training.passing))
+        },
+        "metrics": training.evaluation.model.as_dict(),
+        "baseline_metrics": training.evaluation.baseline.as_dict(),
+        "calibration": [vars(b) for b in training.evaluation.calibration],
+        "feature_importances": [
+            {"feature": name, "rmse_increase": value}
+            for name, value in training.importances.items()
+        ],
+        "explanation_method": model.explanation_method,
+    }
+
+
+def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
+    """The whole training run, with progress on `out` (stdout)."""
+    stream = out or sys.stdout
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(message, file=stream, flush=True)
+
+    def step(number: int, title: str) -> None:
+        say(f"[{number}/{STEPS}] {title}")
+
+    step(1, "loading data")
+    data = load_training_data(
+        csv=config.csv,
+        rows=config.rows,
+        seed=config.seed,
+        database_url=config.database_url,
+        min_database_rows=config.min_database_rows,
+        synthetic_only=config.synthetic,
+    )
+    for note in data.notes:
+        say(f"    {note}")
+    failed = 1 - pass_labels(data.frame[TARGET_SCORE], config.pass_mark).mean()
+    dropped = f", {data.dropped_rows} left out" if data.dropped_rows else ""
+    say(f"    source: {data.source}")
+    say(
+        f"    rows: {len(data.frame)}{dropped}; {failed:.1%} below the pass mark "
+        f"{config.pass_mark:g}; data sha256 {data.sha256[:16]}"
+    )
+
+    step(2, "fitting")
+    training = fit_and_evaluate(
+        data.frame,
+        pass_mark=config.pass_mark,
+        seed=config.seed,
+        score_options=config.score_options,
+        pass_options=config.pass_options,
+        progress=lambda line: say(f"    {line}"),
+    )
+    say("    calibration of P(pass) on the test split:")
+    say(format_calibration(training.evaluation))
+
+    step(3, "global feature importances (rise in the test RMSE, in points, when shuffled)")
+    for name, value in training.importances.items():
+        say(f"    {name:<40}{value:8.3f}")
+
+    step(4, "saving")
+    params = {
+        "seed": config.seed,
+        "pass_mark": config.pass_mark,
+        "score": training.score.chosen.name,
+        "pass": training.passing.chosen.name,
     }
     path = save_artifact(
         config.models_dir,
-        result.model,
+        training.model,
         fingerprint=fingerprint(data.frame, params),
-        details=details,
+        details=metadata_details(data, training, config.seed)
+        | {"training_seconds": round(time.perf_counter() - started, 3)},
+        make_current=False,
     )
-    print(f"saved model version {path.name} to {path}", file=out)
-    print(f"{config.models_dir / 'current'} -> {path.name}", file=out)
-    return path
+    say(f"    version {path.name} in {path}")
+
+    step(5, "promotion")
+    decision = promote_if_not_worse(
+        config.models_dir,
+        path.name,
+        training.evaluation.model,
+        training.split.test,
+        pass_mark=config.pass_mark,
+        force=config.force,
+    )
+    say(f"    {decision.reason}")
+    served = (config.models_dir / CURRENT).readlink()
+    say(f"    {config.models_dir / CURRENT} -> {served}")
+
+    step(6, "recording the version in model_versions")
+    registered = _register(config, path, decision, say)
+
+    say(
+        f"test figures ({len(training.split.test)} rows never used for fitting or choosing; "
+        f"score: {training.score.chosen.name}, pass: {training.passing.chosen.name}):"
+    )
+    say(format_table(training.evaluation, decision.current_metrics))
+    say(f"done in {time.perf_counter() - started:.1f} s")
+    return RunResult(path, decision, training, data, registered)
+
+
+def _register(
+    config: TrainingConfig, path: Path, decision: Decision, say: Callable[[str], None]
+) -> bool:
+    if config.database_url is None:
+        say("    skipped (--no-database)")
+        return False
+    metadata = json.loads((path / "metadata.json").read_text())
+    try:
+        asyncio.run(
+            register_version(
+                config.database_url,
+                metadata,
+                decision=decision.reason,
+                promoted=decision.promoted,
+            )
+        )
+    except DatabaseUnavailable as err:
+        say(f"    not recorded: {err}")
+        return False
+    say("    recorded")
+    return True

@@ -28,7 +28,7 @@ from google.rpc import error_details_pb2 as google_dot_rpc_dot_error__details__p
 from studentperf.v1 import student_pb2 as studentperf_dot_v1_dot_student__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'studentperf/v1/prediction_service.proto\x12\x0estudentperf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x1egoogle/rpc/error_details.proto\x1a\x1cstudentperf/v1/student.proto\":\n\x0ePredictRequest\x12(\n\x07student\x18\x01 \x01(\x0b\x32\x17.studentperf.v1.Student\"A\n\x0fPredictResponse\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\"@\n\x13\x42\x61tchPredictRequest\x12)\n\x08students\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Student\"K\n\x14\x42\x61tchPredictResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".studentperf.v1.BatchPredictResult\"|\n\x12\x42\x61tchPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.PredictionH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"i\n\tItemError\x12\x1e\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x0b\x62\x61\x64_request\x18\x03 \x01(\x0b\x32\x16.google.rpc.BadRequest\"\xb6\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x1d\n\x15predicted_final_score\x18\x02 \x01(\x01\x12\x18\n\x10pass_probability\x18\x03 \x01(\x01\x12\x16\n\x0epredicted_pass\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x16\n\x0eimputed_fields\x18\x06 \x03(\t\x12\x11\n\tpass_mark\x18\x07 \x01(\x01\"\x15\n\x13GetModelInfoRequest\"\x8f\x03\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\ntrained_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpass_mark\x18\x03 \x01(\x01\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.studentperf.v1.ModelInfo.MetricsEntry\x12H\n\x10\x62\x61seline_metrics\x18\x05 \x03(\x0b\x32..studentperf.v1.ModelInfo.BaselineMetricsEntry\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x15\n\rtraining_rows\x18\x07 \x01(\x03\x12\x11\n\ttest_rows\x18\x08 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\x8a\x02\n\x11PredictionService\x12J\n\x07Predict\x12\x1e.studentperf.v1.PredictRequest\x1a\x1f.studentperf.v1.PredictResponse\x12Y\n\x0c\x42\x61tchPredict\x12#.studentperf.v1.BatchPredictRequest\x1a$.studentperf.v1.BatchPredictResponse\x12N\n\x0cGetModelInfo\x12#.studentperf.v1.GetModelInfoRequest\x1a\x19.studentperf.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'studentperf/v1/prediction_service.proto\x12\x0estudentperf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x1egoogle/rpc/error_details.proto\x1a\x1cstudentperf/v1/student.proto\"O\n\x0ePredictRequest\x12(\n\x07student\x18\x01 \x01(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\"A\n\x0fPredictResponse\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\"U\n\x13\x42\x61tchPredictRequest\x12)\n\x08students\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\"K\n\x14\x42\x61tchPredictResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".studentperf.v1.BatchPredictResult\"|\n\x12\x42\x61tchPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.PredictionH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"i\n\tItemError\x12\x1e\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x0b\x62\x61\x64_request\x18\x03 \x01(\x0b\x32\x16.google.rpc.BadRequest\"\xed\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x1d\n\x15predicted_final_score\x18\x02 \x01(\x01\x12\x18\n\x10pass_probability\x18\x03 \x01(\x01\x12\x16\n\x0epredicted_pass\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x16\n\x0eimputed_fields\x18\x06 \x03(\t\x12\x11\n\tpass_mark\x18\x07 \x01(\x01\x12\x35\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32 .studentperf.v1.ScoreExplanation\"\x89\x01\n\x10ScoreExplanation\x12\x12\n\nbase_score\x18\x01 \x01(\x01\x12\x37\n\x0btop_factors\x18\x02 \x03(\x0b\x32\".studentperf.v1.FactorContribution\x12\x15\n\rother_factors\x18\x03 \x01(\x01\x12\x11\n\traw_score\x18\x04 \x01(\x01\"L\n\x12\x46\x61\x63torContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\x12\x0f\n\x07imputed\x18\x03 \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\xca\x04\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\ntrained_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpass_mark\x18\x03 \x01(\x01\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.studentperf.v1.ModelInfo.MetricsEntry\x12H\n\x10\x62\x61seline_metrics\x18\x05 \x03(\x0b\x32..studentperf.v1.ModelInfo.BaselineMetricsEntry\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x15\n\rtraining_rows\x18\x07 \x01(\x03\x12\x11\n\ttest_rows\x18\x08 \x01(\x03\x12>\n\x13\x66\x65\x61ture_importances\x18\t \x03(\x0b\x32!.studentperf.v1.FeatureImportance\x12\x17\n\x0fscore_estimator\x18\n \x01(\t\x12\x16\n\x0epass_estimator\x18\x0b \x01(\t\x12\x1a\n\x12\x65xplanation_method\x18\x0c \x01(\t\x12\x17\n\x0fvalidation_rows\x18\r \x01(\x03\x12\x13\n\x0b\x64\x61ta_sha256\x18\x0e \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\x11\x46\x65\x61tureImportance\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x15\n\rrmse_increase\x18\x02 \x01(\x01\"U\n\x07Outcome\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\t\x12\x18\n\x0b\x66inal_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_final_score\"B\n\x15RecordOutcomesRequest\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Outcome\"N\n\x16RecordOutcomesResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.studentperf.v1.RecordOutcomeResult\"|\n\x13RecordOutcomeResult\x12/\n\x06stored\x18\x01 \x01(\x0b\x32\x1d.studentperf.v1.OutcomeStoredH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"8\n\rOutcomeStored\x12\x10\n\x08replaced\x18\x01 \x01(\x08\x12\x15\n\rstudent_added\x18\x02 \x01(\x08\x32\xeb\x02\n\x11PredictionService\x12J\n\x07Predict\x12\x1e.studentperf.v1.PredictRequest\x1a\x1f.studentperf.v1.PredictResponse\x12Y\n\x0c\x42\x61tchPredict\x12#.studentperf.v1.BatchPredictRequest\x1a$.studentperf.v1.BatchPredictResponse\x12N\n\x0cGetModelInfo\x12#.studentperf.v1.GetModelInfoRequest\x1a\x19.studentperf.v1.ModelInfo\x12_\n\x0eRecordOutcomes\x12%.studentperf.v1.RecordOutcomesRequest\x1a&.studentperf.v1.RecordOutcomesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,27 +40,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_BASELINEMETRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTREQUEST']._serialized_start=177
-  _globals['_PREDICTREQUEST']._serialized_end=235
-  _globals['_PREDICTRESPONSE']._serialized_start=237
-  _globals['_PREDICTRESPONSE']._serialized_end=302
-  _globals['_BATCHPREDICTREQUEST']._serialized_start=304
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=368
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=370
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=445
-  _globals['_BATCHPREDICTRESULT']._serialized_start=447
-  _globals['_BATCHPREDICTRESULT']._serialized_end=571
-  _globals['_ITEMERROR']._serialized_start=573
-  _globals['_ITEMERROR']._serialized_end=678
-  _globals['_PREDICTION']._serialized_start=681
-  _globals['_PREDICTION']._serialized_end=863
-  _globals['_GETMODELINFOREQUEST']._serialized_start=865
-  _globals['_GETMODELINFOREQUEST']._serialized_end=886
-  _globals['_MODELINFO']._serialized_start=889
-  _globals['_MODELINFO']._serialized_end=1288
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1186
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1232
-  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_start=1234
-  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_end=1288
-  _globals['_PREDICTIONSERVICE']._serialized_start=1291
-  _globals['_PREDICTIONSERVICE']._serialized_end=1557
+  _globals['_PREDICTREQUEST']._serialized_end=256
+  _globals['_PREDICTRESPONSE']._serialized_start=258
+  _globals['_PREDICTRESPONSE']._serialized_end=323
+  _globals['_BATCHPREDICTREQUEST']._serialized_start=325
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=410
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=412
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=487
+  _globals['_BATCHPREDICTRESULT']._serialized_start=489
+  _globals['_BATCHPREDICTRESULT']._serialized_end=613
+  _globals['_ITEMERROR']._serialized_start=615
+  _globals['_ITEMERROR']._serialized_end=720
+  _globals['_PREDICTION']._serialized_start=723
+  _globals['_PREDICTION']._serialized_end=960
+  _globals['_SCOREEXPLANATION']._serialized_start=963
+  _globals['_SCOREEXPLANATION']._serialized_end=1100
+  _globals['_FACTORCONTRIBUTION']._serialized_start=1102
+  _globals['_FACTORCONTRIBUTION']._serialized_end=1178
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1180
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1201
+  _globals['_MODELINFO']._serialized_start=1204
+  _globals['_MODELINFO']._serialized_end=1790
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1688
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1734
+  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_start=1736
+  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_end=1790
+  _globals['_FEATUREIMPORTANCE']._serialized_start=1792
+  _globals['_FEATUREIMPORTANCE']._serialized_end=1851
+  _globals['_OUTCOME']._serialized_start=1853
+  _globals['_OUTCOME']._serialized_end=1938
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_start=1940
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_end=2006
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=2008
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=2086
+  _globals['_RECORDOUTCOMERESULT']._serialized_start=2088
+  _globals['_RECORDOUTCOMERESULT']._serialized_end=2212
+  _globals['_OUTCOMESTORED']._serialized_start=2214
+  _globals['_OUTCOMESTORED']._serialized_end=2270
+  _globals['_PREDICTIONSERVICE']._serialized_start=2273
+  _globals['_PREDICTIONSERVICE']._serialized_end=2636
 # @@protoc_insertion_point(module_scope)

@@ -13,10 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("student",)
+    __slots__ = ("student", "top_factors")
     STUDENT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FACTORS_FIELD_NUMBER: _ClassVar[int]
     student: _student_pb2.Student
-    def __init__(self, student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ...) -> None: ...
+    top_factors: int
+    def __init__(self, student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., top_factors: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -25,10 +27,12 @@ class PredictResponse(_message.Message):
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
 
 class BatchPredictRequest(_message.Message):
-    __slots__ = ("students",)
+    __slots__ = ("students", "top_factors")
     STUDENTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_FACTORS_FIELD_NUMBER: _ClassVar[int]
     students: _containers.RepeatedCompositeFieldContainer[_student_pb2.Student]
-    def __init__(self, students: _Optional[_Iterable[_Union[_student_pb2.Student, _Mapping]]] = ...) -> None: ...
+    top_factors: int
+    def __init__(self, students: _Optional[_Iterable[_Union[_student_pb2.Student, _Mapping]]] = ..., top_factors: _Optional[int] = ...) -> None: ...
 
 class BatchPredictResponse(_message.Message):
     __slots__ = ("results",)
@@ -55,7 +59,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[_Union[_code_pb2.Code, str]] = ..., message: _Optional[str] = ..., bad_request: _Optional[_Union[_error_details_pb2.BadRequest, _Mapping]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark")
+    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark", "explanation")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     PASS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +67,7 @@ class Prediction(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMPUTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PASS_MARK_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     predicted_final_score: float
     pass_probability: float
@@ -70,14 +75,37 @@ class Prediction(_message.Message):
     model_version: str
     imputed_fields: _containers.RepeatedScalarFieldContainer[str]
     pass_mark: float
-    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ...) -> None: ...
+    explanation: ScoreExplanation
+    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ..., explanation: _Optional[_Union[ScoreExplanation, _Mapping]] = ...) -> None: ...
+
+class ScoreExplanation(_message.Message):
+    __slots__ = ("base_score", "top_factors", "other_factors", "raw_score")
+    BASE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOP_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    RAW_SCORE_FIELD_NUMBER: _ClassVar[int]
+    base_score: float
+    top_factors: _containers.RepeatedCompositeFieldContainer[FactorContribution]
+    other_factors: float
+    raw_score: float
+    def __init__(self, base_score: _Optional[float] = ..., top_factors: _Optional[_Iterable[_Union[FactorContribution, _Mapping]]] = ..., other_factors: _Optional[float] = ..., raw_score: _Optional[float] = ...) -> None: ...
+
+class FactorContribution(_message.Message):
+    __slots__ = ("feature", "contribution", "imputed")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    IMPUTED_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    contribution: float
+    imputed: bool
+    def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ..., imputed: _Optional[bool] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows")
+    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows", "feature_importances", "score_estimator", "pass_estimator", "explanation_method", "validation_rows", "data_sha256")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +128,12 @@ class ModelInfo(_message.Message):
     DATA_SOURCE_FIELD_NUMBER: _ClassVar[int]
     TRAINING_ROWS_FIELD_NUMBER: _ClassVar[int]
     TEST_ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_IMPORTANCES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    PASS_ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_METHOD_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     trained_at: _timestamp_pb2.Timestamp
     pass_mark: float
@@ -108,4 +142,56 @@ class ModelInfo(_message.Message):
     data_source: str
     training_rows: int
     test_rows: int
-    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ...) -> None: ...
+    feature_importances: _containers.RepeatedCompositeFieldContainer[FeatureImportance]
+    score_estimator: str
+    pass_estimator: str
+    explanation_method: str
+    validation_rows: int
+    data_sha256: str
+    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ..., feature_importances: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., score_estimator: _Optional[str] = ..., pass_estimator: _Optional[str] = ..., explanation_method: _Optional[str] = ..., validation_rows: _Optional[int] = ..., data_sha256: _Optional[str] = ...) -> None: ...
+
+class FeatureImportance(_message.Message):
+    __slots__ = ("feature", "rmse_increase")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    RMSE_INCREASE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    rmse_increase: float
+    def __init__(self, feature: _Optional[str] = ..., rmse_increase: _Optional[float] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("student_id", "term", "final_score")
+    STUDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    student_id: str
+    term: str
+    final_score: float
+    def __init__(self, student_id: _Optional[str] = ..., term: _Optional[str] = ..., final_score: _Optional[float] = ...) -> None: ...
+
+class RecordOutcomesRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class RecordOutcomesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecordOutcomeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecordOutcomeResult, _Mapping]]] = ...) -> None: ...
+
+class RecordOutcomeResult(_message.Message):
+    __slots__ = ("stored", "error")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stored: OutcomeStored
+    error: ItemError
+    def __init__(self, stored: _Optional[_Union[OutcomeStored, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class OutcomeStored(_message.Message):
+    __slots__ = ("replaced", "student_added")
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_ADDED_FIELD_NUMBER: _ClassVar[int]
+    replaced: bool
+    student_added: bool
+    def __init__(self, replaced: _Optional[bool] = ..., student_added: _Optional[bool] = ...) -> None: ...

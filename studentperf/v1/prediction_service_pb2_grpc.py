@@ -49,6 +49,11 @@ class PredictionServiceStub:
                 request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.RecordOutcomes = channel.unary_unary(
+                '/studentperf.v1.PredictionService/RecordOutcomes',
+                request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.SerializeToString,
+                response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -73,7 +78,20 @@ class PredictionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """Which model is being served, when it was trained and how well it did on held-out data.
+        """Which model is being served, when it was trained, how well it did on held-out data and
+        which inputs matter most to it. After a new version is promoted it answers for that one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOutcomes(self, request, context):
+        """Records students' actual final scores: the ground truth that training and monitoring
+        compare predictions with. One result per outcome, in request order: an invalid outcome gets
+        its own error and the others are stored, all in one database transaction. Recording the
+        same student and term again replaces the score. A student never seen before is added
+        (without a profile). UNAVAILABLE when the database cannot be reached: nothing was stored,
+        and retrying is safe. Predictions never depend on the database.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +114,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.GetModelInfoRequest.FromString,
                     response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.ModelInfo.SerializeToString,
+            ),
+            'RecordOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOutcomes,
+                    request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.FromString,
+                    response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +202,33 @@ class PredictionService:
             '/studentperf.v1.PredictionService/GetModelInfo',
             studentperf_dot_v1_dot_prediction__service__pb2.GetModelInfoRequest.SerializeToString,
             studentperf_dot_v1_dot_prediction__service__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studentperf.v1.PredictionService/RecordOutcomes',
+            studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.SerializeToString,
+            studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,

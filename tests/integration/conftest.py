@@ -68,8 +68,10 @@ async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Po
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained by the real `python -m trainer`, as `make train` does."""
     models = tmp_path_factory.mktemp("models")
+    command = [sys.executable, "-m", "trainer", "--rows", "3000", "--models-dir", str(models)]
+    # The session's model must neither read nor write a local database.
     subprocess.run(
-        [sys.executable, "-m", "trainer", "--rows", "3000", "--models-dir", str(models)],
+        [*command, "--no-database"],
         check=True,
         cwd=REPO,
         capture_output=True,

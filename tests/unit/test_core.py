@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inference_service.core import PredictionCore, PublishUnavailable
+from inference_service.core import PredictionCore, PublishUnavailable, ScoreContributions
 from inference_service.encoding import InvalidInput
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
@@ -27,6 +27,12 @@ class AgeModel:
     ) -> tuple[Sequence[float], Sequence[float]]:
         ages = [float(row[AGE]) for row in rows]  # type: ignore[arg-type]
         return ages, [a / 100 for a in ages]
+
+    def explain(self, rows: Sequence[tuple[FeatureValue, ...]]) -> list[ScoreContributions]:
+        """All of the score is age's doing."""
+        ages, _ = self.predict(rows)
+        others = [0.0] * (len(FEATURE_COLUMNS) - 1)
+        return [ScoreContributions(0.0, a, (*others[:AGE], a, *others[AGE:])) for a in ages]
 
     def info(self) -> ModelInfo:
         return ModelInfo(model_version=self.version)

@@ -1,0 +1,140 @@
+"""Students' actual final scores (ground truth): the rules and the SQL that stores them.
+
+Shared by the inference service's RecordOutcomes and the trainer's CSV import, so both check the
+same rules and write the same way: one transaction, the missing students added first (the
+foreign key stays intact), then every outcome upserted by (student_id, term).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from studentperf.features import PROFILE_FEATURES, SCORE_RANGE, STUDENT_ID_PATTERN
+
+TERM_PATTERN: Final = re.compile(r"[0-9]{4}(-[a-z0-9]+)+")
+TERM_MAX_LENGTH: Final = 32
+TERM_RULE: Final = (
+    "required: 'YYYY-name' in lower-case letters and digits, e.g. '2026-spring' or "
+    f"'2025-term-2', at most {TERM_MAX_LENGTH} characters"
+)
+STUDENT_ID_RULE: Final = "required: 1-64 characters, each an ASCII letter, digit, '-' or '_'"
+_STUDENT_ID: Final = re.compile(STUDENT_ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    student_id: str
+    term: str
+    final_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutcome:
+    replaced: bool  # the student and term had a score already; this one replaced it
+    student_added: bool  # the student was unknown and was added without a profile
+
+
+def term_is_valid(term: str) -> bool:
+    return len(term) <= TERM_MAX_LENGTH and TERM_PATTERN.fullmatch(term) is not None
+
+
+def student_id_is_valid(student_id: str) -> bool:
+    return _STUDENT_ID.fullmatch(student_id) is not None
+
+
+def score_is_valid(score: float) -> bool:
+    low, high = SCORE_RANGE
+    return low <= score <= high  # also refuses NaN
+
+
+_ADD_MISSING_STUDENTS = """
+INSERT INTO students (student_id, profile_as_of)
+SELECT DISTINCT unnest($1::text[]), '-infinity'::timestamptz
+ON CONFLICT (student_id) DO NOTHING
+RETURNING student_id
+"""
+
+# The recorder's rule: a profile replaces the stored one only if it is at least as new.
+_UPSERT_PROFILES = f"""
+INSERT INTO students AS s (student_id, {", ".join(PROFILE_FEATURES)}, profile_as_of)
+SELECT *, now() FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[],
+                            $6::text[])
+ON CONFLICT (student_id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_FEATURES)},
+    profile_as_of = EXCLUDED.profile_as_of
+WHERE s.profile_as_of <= EXCLUDED.profile_as_of
+RETURNING student_id, xmax = 0 AS inserted
+"""
+
+# xmax is 0 on a freshly inserted row version and set on one that an update produced.
+_UPSERT_OUTCOMES = """
+INSERT INTO outcomes AS o (student_id, term, final_score, source)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[])
+ON CONFLICT (student_id, term) DO UPDATE SET
+    final_score = EXCLUDED.final_score,
+    source = EXCLUDED.source,
+    updated_at = now()
+RETURNING student_id, term, xmax <> 0 AS replaced
+"""
+
+
+async def store_outcomes(
+    conn: asyncpg.Connection, rows: Sequence[OutcomeRow], *, source: str
+) -> list[StoredOutcome]:
+    """Stores valid, distinct-keyed rows in one transaction; one result per row, in order."""
+    if not rows:
+        return []
+    if len({(r.student_id, r.term) for r in rows}) != len(rows):
+        raise ValueError("one statement cannot write a student and term twice")
+    async with conn.transaction():
+        added = {
+            r["student_id"]
+            for r in await conn.fetch(_ADD_MISSING_STUDENTS, [r.student_id for r in rows])
+        }
+        written = await conn.fetch(
+            _UPSERT_OUTCOMES,
+            [r.student_id for r in rows],
+            [r.term for r in rows],
+            [r.final_score for r in rows],
+            [source] * len(rows),
+        )
+    replaced = {(r["student_id"], r["term"]): bool(r["replaced"]) for r in written}
+    return [StoredOutcome(replaced[(r.student_id, r.term)], r.student_id in added) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """A student's profile as a CSV import knows it; None where the file says nothing."""
+
+    student_id: str
+    age: int | None
+    gender: str | None
+    parental_education: str | None
+    lunch_program: str | None
+    test_preparation: str | None
+
+
+async def store_profiles_and_outcomes(
+    conn: asyncpg.Connection,
+    profiles: Sequence[ProfileRow],
+    outcomes: Sequence[OutcomeRow],
+    *,
+    source: str,
+) -> list[StoredOutcome]:
+    """Upserts the students' profiles, then their outcomes, in one transaction."""
+    async with conn.transaction():
+        added: set[str] = set()
+        if profiles:
+            columns = [[getattr(p, c) for p in profiles] for c in ("student_id", *PROFILE_FEATURES)]
+            written = await conn.fetch(_UPSERT_PROFILES, *columns)
+            added = {r["student_id"] for r in written if r["inserted"]}
+        stored = await store_outcomes(conn, outcomes, source=source)
+    return [
+        StoredOutcome(s.replaced, s.student_added or row.student_id in added)
+        for s, row in zip(stored, outcomes, strict=True)
+    ]

@@ -1,0 +1,136 @@
+"""The served model over gRPC: explanations, model info, and hot reload under load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from inference_service.server import start_server
+from inference_service.settings import Settings as InferenceSettings
+from studentperf.model_artifact import save_artifact, set_current
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+from studentperf.v1 import student_pb2 as pb
+from tests.integration.conftest import Stack
+from trainer import synthetic
+from trainer.fit import fit_and_evaluate
+from trainer.pipeline import logistic, ridge
+
+STUDENT = pb.Student(
+    profile=pb.StudentProfile(student_id="explain-1", age=16, gender=pb.GENDER_MALE),
+    academic_record=pb.AcademicRecord(
+        attendance_percentage=97, previous_gpa=1.2, study_hours_per_week=3
+    ),
+)
+
+
+async def test_predictions_explain_themselves_exactly(
+    stub: api_grpc.PredictionServiceStub,
+) -> None:
+    answer = await stub.Predict(api.PredictRequest(student=STUDENT, top_factors=3), timeout=10)
+    found = answer.prediction.explanation
+    assert [f.feature for f in found.top_factors][:1] == ["academic_record.previous_gpa"]
+    assert found.top_factors[0].contribution < 0  # a GPA of 1.2 pulls the score down
+    total = found.base_score + sum(f.contribution for f in found.top_factors) + found.other_factors
+    assert total == pytest.approx(found.raw_score, abs=1e-9)
+    assert answer.prediction.predicted_final_score == pytest.approx(
+        min(max(found.raw_score, 0), 100)
+    )
+    plain = await stub.Predict(api.PredictRequest(student=STUDENT), timeout=10)
+    assert not plain.prediction.HasField("explanation")
+
+    too_many = api.BatchPredictRequest(students=[STUDENT] * 1001, top_factors=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.BatchPredict(too_many, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "top_factors" in (caught.value.details() or "")
+
+
+async def test_model_info_has_metrics_and_global_importances(
+    stub: api_grpc.PredictionServiceStub,
+) -> None:
+    info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
+    assert {"score_rmse", "pass_roc_auc", "pass_f1", "pass_brier", "pass_ece"} <= set(info.metrics)
+    assert set(info.metrics) == set(info.baseline_metrics)
+    ranked = [(i.feature, i.rmse_increase) for i in info.feature_importances]
+    assert len(ranked) == 9 and ranked == sorted(ranked, key=lambda p: -p[1])
+    assert ranked[0][0].startswith("academic_record.")
+    assert info.score_estimator.startswith("ridge") and info.explanation_method == "linear-exact"
+    assert info.validation_rows > 0 and len(info.data_sha256) == 64
+
+
+def _version(models: Path, seed: int, second: int) -> str:
+    fitted = fit_and_evaluate(
+        synthetic.generate(400, seed),
+        pass_mark=50.0,
+        seed=seed,
+        score_options=[ridge(1.0)],
+        pass_options=[logistic(1.0)],
+    )
+    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+    path = save_artifact(
+        models, fitted.model, fingerprint=f"{seed:08x}", details={}, created_at=when,
+        make_current=False,
+    )  # fmt: skip
+    return path.name
+
+
+async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack) -> None:
+    models = tmp_path / "models"
+    old, new = _version(models, 1, 1), _version(models, 2, 2)
+    set_current(models, old)
+    settings = InferenceSettings(
+        shared=stack.shared,
+        listen_address="127.0.0.1:0",
+        model_path=str(models),
+        model_poll_interval_s=0.1,
+    )
+    running = await start_server(settings)
+    seen: list[tuple[float, float, str]] = []  # (started, finished, version)
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def caller(stub: api_grpc.PredictionServiceStub, worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            student = pb.Student(profile=pb.StudentProfile(student_id=f"reload-{worker}-{n}"))
+            n += 1
+            started = time.monotonic()
+            try:
+                answer = await stub.Predict(api.PredictRequest(student=student), timeout=5)
+            except grpc.aio.AioRpcError as error:
+                failures.append(error)
+                continue
+            seen.append((started, time.monotonic(), answer.prediction.model_version))
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = api_grpc.PredictionServiceStub(channel)
+            callers = [asyncio.create_task(caller(stub, w)) for w in range(8)]
+            await asyncio.sleep(1.0)
+            set_current(models, new)
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if any(version == new for _, _, version in seen):
+                    break
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*callers)
+            info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
+    finally:
+        await running.stop(grace_s=5)
+
+    assert failures == []
+    versions = [version for _, _, version in seen]
+    assert {old, new} == set(versions) and len(seen) > 50
+    slowest = max(finished - started for started, finished, _ in seen)
+    assert slowest < 1.0, f"slowest call {slowest:.2f} s"
+    # Once a call has answered with the new version, no call started later gets the old one.
+    switched = min(finished for _, finished, version in seen if version == new)
+    assert all(version == new for started, _, version in seen if started > switched)
+    assert info.model_version == new

@@ -1,0 +1,86 @@
+"""Training from the database's outcomes, and the model_versions row it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from tests.integration.conftest import REPO, Stack
+from tests.kaggle_csv import kaggle_rows, write
+from trainer.db_source import read_labelled_rows
+from trainer.import_csv import import_file
+from trainer.registry import register_version
+
+
+async def train(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Runs the trainer off the event loop, which the module's servers share."""
+    return await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+async def test_training_reads_the_database_and_records_the_version(
+    tmp_path: Path, stack: Stack, db: asyncpg.Pool
+) -> None:
+    csv = write(tmp_path / "exams.csv", kaggle_rows(300, seed=8))
+    await import_file(csv, database_url=stack.database_url, term="2023-spring")
+    found = await read_labelled_rows(stack.database_url)
+    assert len(found.frame) >= 300 and found.frame["final_score"].notna().all()
+
+    models = tmp_path / "models"
+    command = [sys.executable, "-m", "trainer", "--models-dir", str(models)]
+    command += ["--database-url", stack.database_url, "--min-db-rows", "100"]
+    done = await train(command)
+    assert "source: database postgresql://" in done.stdout, done.stdout
+    assert "using synthetic data" not in done.stdout
+    assert "no current version: promoted" in done.stdout and "    recorded" in done.stdout
+    version = (models / "current").readlink().name
+    row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", version)
+    assert row["data_source"].startswith("database ") and len(row["data_sha256"]) == 64
+    assert row["promoted_at"] is not None and row["promotion_decision"].endswith("promoted")
+    assert row["train_rows"] + row["validation_rows"] + row["test_rows"] == len(found.frame)
+    metadata = json.loads((models / version / "metadata.json").read_text())
+    assert json.loads(row["metrics"]) == metadata["metrics"]
+    assert row["feature_columns"] == metadata["feature_columns"]
+
+    # With too few rows asked for, the trainer says it falls back.
+    command[-1] = str(len(found.frame) + 1)
+    done = await train(command)
+    assert "fewer than the" in done.stdout and "using synthetic data instead" in done.stdout
+
+
+async def test_the_version_row_gets_the_facts_whoever_writes_first(
+    stack: Stack, db: asyncpg.Pool
+) -> None:
+    # The recorder's own statement: a bare row, nothing on conflict.
+    bare = "INSERT INTO model_versions (model_version) VALUES ($1) ON CONFLICT DO NOTHING"
+    metadata = {
+        "version": "v-order",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "pass_mark": 50.0,
+        "data_source": "test",
+        "data_sha256": "0" * 64,
+        "train_rows": 7,
+        "validation_rows": 1,
+        "test_rows": 2,
+        "estimators": {"score": "ridge(alpha=1)", "pass": "logistic(C=1)"},
+        "feature_columns": ["age"],
+        "libraries": {},
+        "metrics": {"score_rmse": 7.0},
+        "baseline_metrics": {"score_rmse": 13.0},
+    }
+    for version, recorder_first in (("v-recorder-first", True), ("v-trainer-first", False)):
+        if recorder_first:
+            await db.execute(bare, version)
+        await register_version(
+            stack.database_url, metadata | {"version": version}, decision="d", promoted=False
+        )
+        await db.execute(bare, version)
+        row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", version)
+        assert (row["train_rows"], row["score_estimator"]) == (7, "ridge(alpha=1)"), version
+        assert row["promoted_at"] is None

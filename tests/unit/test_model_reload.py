@@ -1,0 +1,113 @@
+"""Hot reload, without a server: follows `current`, refuses what it cannot serve, keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from inference_service.model import ServedModel, load_served_model
+from inference_service.reload import ModelReloader, watches
+from studentperf.model_artifact import StudentModel, save_artifact, set_current
+from trainer import synthetic
+from trainer.fit import fit_and_evaluate
+from trainer.pipeline import logistic, ridge
+
+
+def tiny_model(seed: int, pass_mark: float = 50.0) -> StudentModel:
+    frame = synthetic.generate(300, seed)
+    return fit_and_evaluate(
+        frame, pass_mark=pass_mark, seed=seed, score_options=[ridge(1)], pass_options=[logistic(1)]
+    ).model
+
+
+def save(root: Path, model: StudentModel, second: int) -> str:
+    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+    return save_artifact(
+        root, model, fingerprint=f"{second:08x}", details={}, created_at=when, make_current=False
+    ).name
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudentModel, StudentModel]:
+    return tiny_model(1), tiny_model(2)
+
+
+class Installed:
+    def __init__(self, first: ServedModel) -> None:
+        self.versions = [first.version]
+
+    def __call__(self, model: ServedModel) -> None:
+        self.versions.append(model.version)
+
+
+def reloader_for(root: Path, interval_s: float = 1.0) -> tuple[ModelReloader, Installed]:
+    serving = load_served_model(str(root), expected_pass_mark=50.0)
+    installed = Installed(serving)
+    reloader = ModelReloader(
+        str(root),
+        expected_pass_mark=50.0,
+        serving=serving,
+        install=installed,
+        interval_s=interval_s,
+    )
+    return reloader, installed
+
+
+async def test_follows_current_and_refuses_what_it_cannot_serve(
+    tmp_path: Path,
+    models: tuple[StudentModel, StudentModel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    set_current(tmp_path, first)
+    assert watches(str(tmp_path)) and not watches(str(tmp_path / first))
+    reloader, installed = reloader_for(tmp_path)
+    assert not await reloader.check()
+
+    set_current(tmp_path, second)
+    assert await reloader.check()
+    assert installed.versions == [first, second]
+
+    broken = save(tmp_path, models[0], 3)
+    (tmp_path / broken / "model.joblib").write_bytes(b"not a pickle")
+    set_current(tmp_path, broken)
+    with caplog.at_level(logging.ERROR):
+        assert not await reloader.check()
+        assert not await reloader.check()  # not retried until the link moves
+    assert len(caplog.records) == 1 and broken in caplog.records[0].message
+    assert "still serving the current model" in caplog.records[0].message
+
+    other_mark = save(tmp_path, tiny_model(4, pass_mark=60.0), 4)
+    set_current(tmp_path, other_mark)
+    assert not await reloader.check()
+    assert installed.versions == [first, second]
+
+    os.replace(tmp_path / "current", tmp_path / "old-link")
+    (tmp_path / "current").symlink_to("gone")
+    assert not await reloader.check()
+    set_current(tmp_path, first)
+    assert await reloader.check()
+    assert installed.versions == [first, second, first]
+
+
+async def test_the_watcher_switches_on_its_own(
+    tmp_path: Path, models: tuple[StudentModel, StudentModel]
+) -> None:
+    first, second = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    set_current(tmp_path, first)
+    reloader, installed = reloader_for(tmp_path, interval_s=0.05)
+    reloader.start()
+    try:
+        set_current(tmp_path, second)
+        for _ in range(100):
+            if installed.versions[-1] == second:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await reloader.stop()
+    assert installed.versions == [first, second]

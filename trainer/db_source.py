@@ -1,0 +1,90 @@
+"""Training rows from PostgreSQL: every outcome, joined to its student and academic record.
+
+One row per (student, term) outcome: the student's profile as the `students` table holds it
+(the latest one received) and the student's most recently recorded academic record, if any
+(academic records carry no term yet, so a student with outcomes in several terms is described
+by the same latest record in each). Rows come sorted by student and term, so the same table
+gives the same frame, and the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+import numpy as np
+import pandas as pd
+
+from studentperf.config import mask_dsn
+from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, TARGET_SCORE
+
+CONNECT_TIMEOUT_S: Final = 5.0
+
+_LABELLED_ROWS = """
+SELECT o.student_id, o.term, o.final_score,
+       s.age, s.gender, s.parental_education, s.lunch_program, s.test_preparation,
+       a.attendance_percentage, a.study_hours_per_week, a.previous_gpa, a.assignments_completed
+FROM outcomes o
+JOIN students s USING (student_id)
+LEFT JOIN LATERAL (
+    SELECT r.attendance_percentage, r.study_hours_per_week, r.previous_gpa,
+           r.assignments_completed
+    FROM academic_records r
+    WHERE r.student_id = o.student_id
+    ORDER BY r.first_seen_at DESC, r.academic_record_id
+    LIMIT 1
+) a ON true
+ORDER BY o.student_id, o.term
+"""
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be read; the message says why, without the password."""
+
+
+@dataclass(frozen=True)
+class DatabaseRows:
+    frame: pd.DataFrame  # student_id, term, FEATURE_COLUMNS, TARGET_SCORE
+    where: str  # the masked DSN
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """A connection, or DatabaseUnavailable naming the (masked) database and the reason."""
+    try:
+        return await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        raise DatabaseUnavailable(
+            f"database {mask_dsn(database_url)} not reachable ({type(err).__name__}: {err})"
+        ) from err
+    except ValueError as err:  # a DSN asyncpg cannot parse
+        raise DatabaseUnavailable(f"database URL not usable: {err}") from None
+
+
+async def read_labelled_rows(database_url: str) -> DatabaseRows:
+    conn = await connect(database_url)
+    try:
+        records = await conn.fetch(_LABELLED_ROWS)
+    except asyncpg.UndefinedTableError as err:
+        raise DatabaseUnavailable(
+            f"database {mask_dsn(database_url)} is not migrated ({err}): run `make migrate`"
+        ) from err
+    except asyncpg.PostgresError as err:
+        raise DatabaseUnavailable(f"reading outcomes failed: {err}") from err
+    finally:
+        await conn.close()
+    return DatabaseRows(_frame(records), mask_dsn(database_url))
+
+
+def _frame(records: list[asyncpg.Record]) -> pd.DataFrame:
+    columns = ["student_id", "term", *FEATURE_COLUMNS, TARGET_SCORE]
+    data = {c: [r[c] for r in records] for c in columns}
+    frame = pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in columns})
+    for column in (*FEATURE_COLUMNS, TARGET_SCORE):
+        if column in CATEGORICAL_FEATURES:
+            continue
+        # booleans and smallints alike; None becomes NaN
+        frame[column] = np.array(
+            [np.nan if v is None else float(v) for v in data[column]], dtype=np.float64
+        )
+    return frame
