@@ -20,6 +20,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from inference_service.model import load_served_model
 from inference_service.settings import Settings as InferenceSettings
 from infra.devstack import (
     DEFAULT_DATABASE,
@@ -33,7 +34,7 @@ from infra.devstack import (
 )
 from studentperf.config import env_int
 from studentperf.migrate import apply_migrations
-from studentperf.model_artifact import ModelArtifactError, resolve_version_dir
+from studentperf.model_artifact import ModelArtifactError
 
 
 def say(message: str) -> None:
@@ -95,12 +96,15 @@ def check_ports_free(services: list[Service]) -> None:
 
 
 async def ensure_model(settings: InferenceSettings) -> None:
+    """Trains a model when there is none the service could serve (none, or an unusable one)."""
     try:
-        version = resolve_version_dir(settings.model_path).name
-        say(f"model: {version} (make train builds a new one)")
+        model = await asyncio.to_thread(
+            load_served_model, settings.model_path, expected_pass_mark=settings.pass_mark
+        )
+        say(f"model: {model.version} (make train builds a new one)")
         return
-    except ModelArtifactError:
-        say("model: none yet, training one (make train)")
+    except ModelArtifactError as error:
+        say(f"model: none to serve ({error}); training one")
     trainer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -109,6 +113,8 @@ async def ensure_model(settings: InferenceSettings) -> None:
         settings.model_path,
         "--pass-mark",
         f"{settings.pass_mark:g}",
+        # The current model, if any, cannot be served, so it is no bar to promotion.
+        "--force",
         cwd=repo_root(),
     )
     if await trainer.wait() != 0:
