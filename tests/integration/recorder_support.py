@@ -229,6 +229,10 @@ class Health:
         return values
 
 
+def dead_lettered(metrics: dict[str, float]) -> int:
+    return int(sum(v for k, v in metrics.items() if k.startswith("dead_lettered_total")))
+
+
 class RecorderSubprocess(Health):
     """`python -m recorder_service` with its own environment, health port and log file."""
 

@@ -19,6 +19,7 @@ from tests.integration.helpers import eventually, group_lag
 from tests.integration.recorder_support import (
     Health,
     Raw,
+    dead_lettered,
     make_event,
     produce,
     raw,
@@ -94,10 +95,6 @@ async def test_the_same_events_produced_twice_are_stored_once(
         await db.fetchval("SELECT count(*) FROM student_profiles WHERE student_id LIKE 'dup-%'")
         == 150 * 3
     )
-
-
-def dead_lettered(metrics: dict[str, float]) -> int:
-    return int(sum(v for k, v in metrics.items() if k.startswith("dead_lettered_total")))
 
 
 def _schema(version: int) -> bytes:
