@@ -8,9 +8,11 @@ sent again are one row, and a prediction always points at the inputs it was made
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 
@@ -21,6 +23,10 @@ from studentperf.v1.student_pb2 import AcademicRecord, StudentProfile
 
 # Fixed forever: the ids of stored profiles and records are derived from it.
 _NAMESPACE = uuid.UUID("6b0d6a55-58c4-4d7a-9a0b-2f1bb0c2d7e1")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The form asyncpg parses itself; any other form uuid.UUID accepts is rewritten into it.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 Value = float | bool | str | None
 StagingRow = tuple[object, ...]
@@ -45,37 +51,61 @@ STAGING_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _value(message: Message, name: str) -> Value:
-    """A field as stored: None when not given, enum numbers as their category names."""
+def _reader(name: str) -> Callable[[Message], Value]:
+    """Reads a field as stored: None when not given, enum numbers as their category names."""
     categories = CATEGORY_BY_NUMBER.get(name)
-    if categories is not None:
-        number = getattr(message, name)
+    if categories is None:
+
+        def optional(message: Message) -> Value:
+            value: Value = getattr(message, name) if message.HasField(name) else None
+            return value
+
+        return optional
+
+    def category(message: Message) -> Value:
+        number: int = getattr(message, name)
         if number == 0:
             return None
         # An unknown number stays visible rather than dropped; the CHECK constraint refuses it.
         return categories.get(number, f"unknown enum number {number}")
-    if not message.HasField(name):
-        return None
-    value: Value = getattr(message, name)
-    return value
+
+    return category
+
+
+# Read once per event for every event: resolved once here rather than per field and call.
+_PROFILE_READERS = tuple(_reader(name) for name in PROFILE_FEATURES)
+_ACADEMIC_RECORD_READERS = tuple(_reader(name) for name in ACADEMIC_RECORD_FEATURES)
 
 
 def profile_values(profile: StudentProfile) -> list[Value]:
-    return [_value(profile, name) for name in PROFILE_FEATURES]
+    return [read(profile) for read in _PROFILE_READERS]
 
 
 def academic_record_values(record: AcademicRecord) -> list[Value]:
-    return [_value(record, name) for name in ACADEMIC_RECORD_FEATURES]
+    return [read(record) for read in _ACADEMIC_RECORD_READERS]
+
+
+def content_key(kind: str, student_id: str, values: Sequence[Value]) -> str:
+    """`content_id` as 32 hex digits, which asyncpg takes for a uuid column: the same UUID v5,
+    computed without building UUID objects (this runs twice per event)."""
+    name = "\x1f".join([kind, student_id, *map(repr, values)])
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID:
     """The same kind, student and values give the same id; "not given" differs from 0."""
-    return uuid.uuid5(_NAMESPACE, "\x1f".join([kind, student_id, *map(repr, values)]))
+    return uuid.UUID(content_key(kind, student_id, values))
 
 
 def occurred_at(event: PredictionEvent) -> datetime:
     """The event's time; raises ValueError (or OverflowError) when it is not a real date."""
-    return event.occurred_at.ToDatetime(tzinfo=UTC)
+    stamp = event.occurred_at
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        raise ValueError(f"occurred_at.nanos {stamp.nanos} out of range")
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
 def staging_row(event: PredictionEvent, seq: int) -> StagingRow:
@@ -88,13 +118,14 @@ def staging_row(event: PredictionEvent, seq: int) -> StagingRow:
     profile = profile_values(event.input.profile)
     record = academic_record_values(event.input.academic_record)
     p = event.prediction
+    pid = p.prediction_id
     return (
         seq,
-        uuid.UUID(p.prediction_id),
+        pid if _CANONICAL_UUID.fullmatch(pid) else str(uuid.UUID(pid)),
         sid,
-        content_id("profile", sid, profile),
+        content_key("profile", sid, profile),
         *profile,
-        content_id("academic_record", sid, record),
+        content_key("academic_record", sid, record),
         *record,
         p.model_version,
         p.predicted_final_score,

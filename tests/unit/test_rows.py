@@ -49,7 +49,7 @@ def test_a_row_holds_the_prediction_and_the_inputs_it_was_made_from() -> None:
     e = event("a", 10)
     row = as_dict(e, seq=7)
     assert row["seq"] == 7
-    assert row["prediction_id"] == uuid.UUID(e.event_id)
+    assert row["prediction_id"] == e.event_id
     assert row["student_id"] == "a"
     assert (row["age"], row["gender"], row["previous_gpa"]) == (16, "male", 3.0)
     assert row["imputed_fields"] == ["profile.age", "academic_record.previous_gpa"]
@@ -77,11 +77,19 @@ def test_missing_values_stay_missing() -> None:
     assert row["assignments_completed"] is None
 
 
-def test_a_time_that_is_no_date_is_refused() -> None:
+@pytest.mark.parametrize("seconds, nanos", [(10**13, 0), (-(10**12), 0), (10, -1)])
+def test_a_time_that_is_no_date_is_refused(seconds: int, nanos: int) -> None:
     e = event("a", 10)
-    e.occurred_at.seconds = 10**13
+    e.occurred_at.seconds, e.occurred_at.nanos = seconds, nanos
     with pytest.raises((ValueError, OverflowError)):
         staging_row(e, 0)
+
+
+def test_ids_in_other_forms_are_written_in_the_canonical_one() -> None:
+    e = event("a", 10)
+    braced = "{" + e.event_id.upper() + "}"
+    e.event_id = e.prediction.prediction_id = braced
+    assert as_dict(e)["prediction_id"] == str(uuid.UUID(braced))
 
 
 def test_content_ids_depend_on_content_only() -> None:
@@ -92,6 +100,7 @@ def test_content_ids_depend_on_content_only() -> None:
     assert same == record_id("a", AcademicRecord(previous_gpa=3.0))
     assert same != record_id("b", AcademicRecord(previous_gpa=3.0))
     assert same != record_id("a", AcademicRecord(previous_gpa=3.5))
+    assert same == uuid.UUID(as_dict(event("a", 10, gpa=3.0))["academic_record_id"])  # type: ignore[arg-type]
     # "not given" differs from a given zero or false
     assert record_id("a", AcademicRecord()) != record_id(
         "a", AcademicRecord(assignments_completed=False)
