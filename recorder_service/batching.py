@@ -74,19 +74,21 @@ async def collect(
     max_events: int,
     max_wait_s: float,
     idle_poll_s: float = 0.5,
+    interrupted: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
 ) -> Batch | None:
-    """The next batch, or None when `stop` is set before any record came."""
+    """The next batch, or None when `stop` is set (or `interrupted()` is true) before any
+    record came. A batch that has begun is returned early when `interrupted()` turns true."""
     batch: Batch | None = None
     deadline = 0.0
     while True:
         if batch is None:
-            if stop.is_set():
+            if stop.is_set() or interrupted():
                 return None
             timeout = idle_poll_s
         else:
             timeout = deadline - clock()
-            if timeout <= 0 or batch.size >= max_events or stop.is_set():
+            if timeout <= 0 or batch.size >= max_events or stop.is_set() or interrupted():
                 return batch
         size = 0 if batch is None else batch.size
         chunk = await poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_events - size)

@@ -44,7 +44,7 @@ class Status:
     rebalances: int = 0
     outages: int = 0
     # Wall-clock times (time.time()), comparable across processes: benchmarks read them.
-    first_fetch_at: float = 0.0
+    first_assigned_at: float = 0.0
     last_commit_at: float = 0.0
 
     def running(self) -> None:
@@ -74,39 +74,35 @@ class Status:
 
     def metrics(self) -> str:
         """Prometheus text exposition format."""
-        prefix = "studentperf_recorder_"
-        lines = []
-
-        def metric(name: str, kind: str, value: float, labels: str = "") -> None:
-            if not labels:
-                lines.append(f"# TYPE {prefix}{name} {kind}")
-            lines.append(
-                f"{prefix}{name}{labels} {value:g}"
-                if isinstance(value, float)
-                else f"{prefix}{name}{labels} {value}"
-            )
-
-        for state in State:
-            if state is State.STARTING:
-                lines.append(f"# TYPE {prefix}state gauge")
-            lines.append(f'{prefix}state{{state="{state.value}"}} {int(self.state is state)}')
-        metric("degraded", "gauge", int(self.state is State.DEGRADED))
-        metric("events_stored_total", "counter", self.events_stored)
-        metric("events_already_stored_total", "counter", self.events_already_stored)
-        lines.append(f"# TYPE {prefix}dead_lettered_total counter")
-        for reason, count in sorted(self.dead_lettered.items()):
-            lines.append(f'{prefix}dead_lettered_total{{reason="{reason}"}} {count}')
-        metric("batches_total", "counter", self.batches)
-        metric("transactions_total", "counter", self.transactions)
-        metric("commits_total", "counter", self.commits)
-        metric("commits_refused_total", "counter", self.commits_refused)
-        metric("retries_total", "counter", self.retries)
-        metric("batches_abandoned_total", "counter", self.batches_abandoned)
-        metric("rebalances_total", "counter", self.rebalances)
-        metric("outages_total", "counter", self.outages)
-        metric("first_fetch_timestamp_seconds", "gauge", self.first_fetch_at)
-        metric("last_commit_timestamp_seconds", "gauge", self.last_commit_at)
+        lines = [f"# TYPE {_PREFIX}state gauge"]
+        lines += [
+            f'{_PREFIX}state{{state="{state.value}"}} {int(self.state is state)}' for state in State
+        ]
+        lines += [f"# TYPE {_PREFIX}dead_lettered_total counter"]
+        lines += [
+            f'{_PREFIX}dead_lettered_total{{reason="{reason}"}} {count}'
+            for reason, count in sorted(self.dead_lettered.items())
+        ]
+        for name, kind, value in [
+            ("degraded", "gauge", int(self.state is State.DEGRADED)),
+            ("events_stored_total", "counter", self.events_stored),
+            ("events_already_stored_total", "counter", self.events_already_stored),
+            ("batches_total", "counter", self.batches),
+            ("transactions_total", "counter", self.transactions),
+            ("commits_total", "counter", self.commits),
+            ("commits_refused_total", "counter", self.commits_refused),
+            ("retries_total", "counter", self.retries),
+            ("batches_abandoned_total", "counter", self.batches_abandoned),
+            ("rebalances_total", "counter", self.rebalances),
+            ("outages_total", "counter", self.outages),
+            ("first_assigned_timestamp_seconds", "gauge", self.first_assigned_at),
+            ("last_commit_timestamp_seconds", "gauge", self.last_commit_at),
+        ]:
+            lines += [f"# TYPE {_PREFIX}{name} {kind}", f"{_PREFIX}{name} {value!r}"]
         return "\n".join(lines) + "\n"
+
+
+_PREFIX = "studentperf_recorder_"
 
 
 async def serve(status: Status, host: str, port: int) -> asyncio.Server:

@@ -1,10 +1,11 @@
 """What the fetch loop and the rebalance listener share, and the listener itself.
 
 When partitions are revoked, the batch being written is finished and committed under the old
-generation if that takes less than `wait_s`; otherwise, or when the loop is waiting out an
+generation if that takes less than `wait_s`; otherwise, or when the writer is waiting out an
 outage, it is abandoned uncommitted, and whoever gets the partitions reads it again (writing it
 twice adds nothing). No lock is shared: aiokafka runs the listener while a rebalance holds
-`getmany()`, so a lock the loop keeps across a poll would deadlock (aio-libs/aiokafka#335).
+`getmany()`, so a lock the fetch loop keeps across a poll would deadlock (aiokafka#335); the
+writer, which the listener may wait for, never polls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -26,9 +28,8 @@ log = logging.getLogger(__name__)
 class InFlight:
     batch: Batch
     abandoned: bool = False
-    # True while the loop polls to keep its membership during an outage: it cannot finish
-    # the batch then, and its poll waits for the rebalance to end.
-    polling: bool = False
+    # True while the writer waits out an outage: the batch cannot be finished now.
+    stalled: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -53,7 +54,7 @@ class BatchGuard:
         flight = self._in_flight
         self.revoking = True
         try:
-            if flight is not None and not flight.polling:
+            if flight is not None and not flight.stalled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(flight.done.wait(), wait_s)
             if flight is not None and not flight.done.is_set():
@@ -76,6 +77,8 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._status.rebalances += 1
+        if assigned and not self._status.first_assigned_at:
+            self._status.first_assigned_at = time.time()
         log.info("partitions assigned: %s", _names(assigned))
 
 

@@ -131,7 +131,11 @@ def is_transient(error: BaseException) -> bool:
         # 08: connection exception, 53: insufficient resources, 57: operator intervention
         # (shutdown, not yet accepting connections), 40: serialization failure / deadlock.
         return str(error.sqlstate)[:2] in {"08", "53", "57", "40"}
-    return isinstance(error, (OSError, TimeoutError, asyncpg.InterfaceError))
+    # InternalClientError: a connection the server dropped mid-query, found broken when the
+    # pool resets it on release.
+    return isinstance(
+        error, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    )
 
 
 async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:

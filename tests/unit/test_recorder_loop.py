@@ -9,6 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from recorder_service import consumer as consumer_module
+from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
 from recorder_service.health import State, Status
 from recorder_service.settings import Settings
@@ -26,8 +27,9 @@ P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consumer_module, "FIRST_RETRY_S", 0.02)
-    monkeypatch.setattr(consumer_module, "MAX_RETRY_S", 0.05)
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.02)
+    monkeypatch.setattr(writer_module, "MAX_RETRY_S", 0.05)
+    monkeypatch.setattr(writer_module, "CHECK_S", 0.005)
     monkeypatch.setattr(consumer_module, "OUTAGE_POLL_S", 0.01)
     monkeypatch.setattr(consumer_module, "IDLE_POLL_S", 0.01)
 
@@ -231,3 +233,25 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
             if condition():
                 return
             await asyncio.sleep(0.005)
+
+
+async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_order() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])},
+        {P0: records(0, [event_bytes()], first_offset=1)},
+        {P0: records(0, [event_bytes()], first_offset=2)},
+    )
+    store = FakeStore(delay_s=0.1)
+    recorder = make(store, batch_max_events=1)
+    fetched_during_first_write: list[int] = []
+    write = store.write
+
+    async def watching(rows):  # type: ignore[no-untyped-def]
+        result = await write(rows)
+        fetched_during_first_write.append(len(consumer.chunks))
+        return result
+
+    store.write = watching  # type: ignore[method-assign]
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 3)
+    assert fetched_during_first_write[0] < 2  # the second chunk was taken meanwhile
+    assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
