@@ -38,6 +38,9 @@ OUTAGE_POLL_S = 0.5
 
 
 class Recorder:
+    """Reads the topic in batches and hands them to the writer; `listener` must be passed to
+    the consumer's subscribe(), `status` says what it is doing."""
+
     def __init__(
         self, settings: Settings, store: Store, dead_letters: DeadLetterSink, status: Status
     ) -> None:

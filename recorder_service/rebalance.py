@@ -35,7 +35,8 @@ class InFlight:
 
 class BatchGuard:
     def __init__(self) -> None:
-        # Bumped once per revocation: records fetched in an older epoch are not ours to commit.
+        # Bumped as each revocation starts: records fetched in an older epoch are not ours to
+        # write or commit.
         self.epoch = 0
         self.revoking = False
         self._in_flight: InFlight | None = None
@@ -51,17 +52,21 @@ class BatchGuard:
 
     async def revoke(self, wait_s: float) -> None:
         """Lets the batch in flight finish within `wait_s`, else abandons it."""
+        # First: a batch fetched but not yet handed to the writer must not be handed over
+        # while (or after) the partitions move.
+        self.epoch += 1
         flight = self._in_flight
+        if flight is None:
+            return
         self.revoking = True
         try:
-            if flight is not None and not flight.stalled:
+            if not flight.stalled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(flight.done.wait(), wait_s)
-            if flight is not None and not flight.done.is_set():
+            if not flight.done.is_set():
                 flight.abandoned = True
         finally:
             self.revoking = False
-            self.epoch += 1
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]

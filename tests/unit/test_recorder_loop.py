@@ -255,3 +255,20 @@ async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_o
     await run_until(recorder, consumer, lambda: len(consumer.commits) == 3)
     assert fetched_during_first_write[0] < 2  # the second chunk was taken meanwhile
     assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
+
+
+async def test_a_batch_waiting_behind_the_writer_is_dropped_when_partitions_are_revoked() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    store = FakeStore(delay_s=0.2)
+    recorder = make(store, batch_max_events=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: store.attempts == 1 and not consumer.chunks)  # the second is ready
+    await recorder.listener.on_partitions_revoked({P0})
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    assert consumer.commits == [{P0: 1}]  # the first finished; the second was never written
+    assert store.attempts == 1
