@@ -105,6 +105,16 @@ class Status:
 _PREFIX = "studentperf_recorder_"
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """`Status.metrics()` read back: sample name (prefix dropped, labels kept) to value."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name.removeprefix(_PREFIX)] = float(value)
+    return values
+
+
 async def serve(status: Status, host: str, port: int) -> asyncio.Server:
     """Starts the endpoint; the caller closes the returned server."""
 

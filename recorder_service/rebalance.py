@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from recorder_service.batching import Batch
 from recorder_service.health import Status
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class InFlight:
-    batch: Batch
     abandoned: bool = False
     # True while the writer waits out an outage: the batch cannot be finished now.
     stalled: bool = False
@@ -41,8 +39,8 @@ class BatchGuard:
         self.revoking = False
         self._in_flight: InFlight | None = None
 
-    def begin(self, batch: Batch) -> InFlight:
-        self._in_flight = InFlight(batch)
+    def begin(self) -> InFlight:
+        self._in_flight = InFlight()
         return self._in_flight
 
     def end(self, flight: InFlight) -> None:

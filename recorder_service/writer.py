@@ -72,7 +72,7 @@ class BatchWriter:
 
     async def finish(self, consumer: Consumer, prepared: Prepared, stop: asyncio.Event) -> None:
         batch, triaged = prepared.batch, prepared.triaged
-        flight = self._guard.begin(batch)
+        flight = self._guard.begin()
         try:
             written = await self._until_done(
                 lambda: self._store.write(triaged.rows), consumer, flight, stop, "database"

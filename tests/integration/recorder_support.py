@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,13 +12,12 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from infra.devstack import free_port
+from infra.bench.process import HealthClient, RecorderProcess
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.helpers import eventually
 
 
 def make_event(
@@ -186,12 +179,11 @@ async def stored(dsn: str, ids: Sequence[uuid.UUID]) -> Stored:
 
 
 async def wait_stored(dsn: str, ids: Sequence[uuid.UUID], timeout: float) -> Stored:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await stored(dsn, ids)
-        if found.missing == 0 or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+    async def missing() -> int:
+        return (await stored(dsn, ids)).missing
+
+    await eventually(missing, 0, timeout=timeout)
+    return await stored(dsn, ids)
 
 
 def report(test: str, *, sent: int, found: Stored, dead_lettered: int, **more: object) -> None:
@@ -203,91 +195,31 @@ def report(test: str, *, sent: int, found: Stored, dead_lettered: int, **more: o
     )
 
 
-class Health:
-    """A client of a recorder's /health and /metrics endpoint."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def _get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    async def get(self, path: str) -> tuple[int, str]:
-        return await asyncio.to_thread(self._get, path)
-
-    async def metrics(self) -> dict[str, float]:
-        _, text = await self.get("/metrics")
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name.removeprefix("studentperf_recorder_")] = float(value)
-        return values
-
-
 def dead_lettered(metrics: dict[str, float]) -> int:
     return int(sum(v for k, v in metrics.items() if k.startswith("dead_lettered_total")))
 
 
-class RecorderSubprocess(Health):
-    """`python -m recorder_service` with its own environment, health port and log file."""
+async def metrics(client: HealthClient) -> dict[str, float]:
+    return await asyncio.to_thread(client.metrics)
 
-    def __init__(self, log_dir: Path, name: str, env: dict[str, str]) -> None:
-        super().__init__(free_port())
-        self.name = name
-        self.log_path = log_dir / f"recorder-{name}.log"
-        self._env = {
-            **os.environ,
-            **env,
-            "STUDENTPERF_RECORDER_HEALTH_PORT": str(self.port),
-            "STUDENTPERF_BATCH_MAX_WAIT_MS": "50",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "recorder_service"],
-                cwd=REPO,
-                env=self._env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+async def wait_health(client: HealthClient, code: int, timeout: float) -> float:
+    """Seconds until the recorder's /health answers `code`."""
 
-    async def wait_running(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.process is not None and self.process.poll() is None, self.log_tail()
-            try:
-                if (await self.get("/health"))[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (
-                f"recorder {self.name} not running\n{self.log_tail()}"
-            )
-            await asyncio.sleep(0.1)
+    async def probe() -> int:
+        try:
+            return (await asyncio.to_thread(client.get, "/health"))[0]
+        except OSError:  # not listening yet
+            return 0
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+    started = time.monotonic()
+    if await eventually(probe, code, timeout=timeout) != code:
+        tail = client.log_tail() if isinstance(client, RecorderProcess) else ""
+        raise AssertionError(f"/health never answered {code} within {timeout} s\n{tail}")
+    return time.monotonic() - started
 
-    async def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then the exit code (SIGKILL after `timeout`)."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
 
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+def recorder_process(log_dir: Path, name: str, env: dict[str, str]) -> RecorderProcess:
+    return RecorderProcess(
+        {**env, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"}, log_dir / f"recorder-{name}.log"
+    )

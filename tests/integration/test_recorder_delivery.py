@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from infra.bench.process import HealthClient
 from infra.devstack import KafkaBroker, free_port
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from recorder_service.settings import Settings as RecorderSettings
@@ -17,10 +18,10 @@ from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import RecorderProcess, Stack
 from tests.integration.helpers import eventually, group_lag
 from tests.integration.recorder_support import (
-    Health,
     Raw,
     dead_lettered,
     make_event,
+    metrics,
     produce,
     raw,
     read_all,
@@ -32,7 +33,7 @@ GROUP = "delivery-tests"
 
 
 @pytest.fixture(scope="module")
-async def health(stack: Stack, kafka: KafkaBroker) -> AsyncIterator[Health]:
+async def health(stack: Stack, kafka: KafkaBroker) -> AsyncIterator[HealthClient]:
     await kafka.create_topic(stack.topic + DEAD_LETTER_SUFFIX, partitions=3)
     settings = RecorderSettings(
         shared=stack.shared,
@@ -42,7 +43,7 @@ async def health(stack: Stack, kafka: KafkaBroker) -> AsyncIterator[Health]:
     )
     process = RecorderProcess(settings)
     process.start()
-    yield Health(settings.health_port)
+    yield HealthClient(settings.health_port)
     await process.stop()
 
 
@@ -52,7 +53,7 @@ async def drained(stack: Stack, timeout: float = 30) -> int:
 
 
 async def test_the_same_events_produced_twice_are_stored_once(
-    stack: Stack, health: Health, db: asyncpg.Pool
+    stack: Stack, health: HealthClient, db: asyncpg.Pool
 ) -> None:
     # 150 students with 4 predictions each: profiles change over time, academic records repeat.
     now = int(time.time())
@@ -62,14 +63,14 @@ async def test_the_same_events_produced_twice_are_stored_once(
         for i in range(4)
     ]
     records = [raw(e) for e in events]
-    before = await health.metrics()
+    before = await metrics(health)
     await produce(stack.shared.kafka_bootstrap_servers, stack.topic, records)
     await produce(stack.shared.kafka_bootstrap_servers, stack.topic, records)  # the same bytes
     assert await drained(stack) == 0
 
     ids = [uuid.UUID(e.event_id) for e in events]
     found = await stored(stack.database_url, ids)
-    after = await health.metrics()
+    after = await metrics(health)
     redelivered = after["events_already_stored_total"] - before["events_already_stored_total"]
     report(
         "duplicate delivery",
@@ -110,7 +111,7 @@ def _far_future() -> PredictionEvent:
 
 
 async def test_poison_goes_to_the_dead_letter_topic_and_its_neighbours_are_stored(
-    stack: Stack, health: Health
+    stack: Stack, health: HealthClient
 ) -> None:
     key = b"poison-neighbour"  # one key: one partition, in this order
     valid = [make_event("poison-neighbour", gpa=i / 10) for i in range(7)]

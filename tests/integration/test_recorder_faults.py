@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from infra.bench.process import RecorderProcess
 from infra.devstack import KafkaBroker, PostgresServer
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, group_lag
 from tests.integration.recorder_support import (
     Load,
-    RecorderSubprocess,
     dead_lettered,
+    metrics,
+    recorder_process,
     report,
+    wait_health,
     wait_stored,
 )
 
@@ -41,33 +44,27 @@ def environment(stack: Stack, group: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def recorders(tmp_path: Path) -> AsyncIterator[list[RecorderSubprocess]]:
-    started: list[RecorderSubprocess] = []
+async def recorders() -> AsyncIterator[list[RecorderProcess]]:
+    started: list[RecorderProcess] = []
     yield started
     for recorder in started:
-        await recorder.stop(timeout=15)
+        await asyncio.to_thread(recorder.stop, 15)
 
 
-async def wait_health(recorder: RecorderSubprocess, code: int, timeout: float) -> float:
-    """Seconds until /health answers `code`."""
-    started = time.monotonic()
-    while True:
-        if (await recorder.get("/health"))[0] == code:
-            return time.monotonic() - started
-        assert time.monotonic() - started < timeout, f"/health never {code}\n{recorder.log_tail()}"
-        await asyncio.sleep(0.1)
+async def start(recorder: RecorderProcess) -> None:
+    recorder.start()
+    await wait_health(recorder, 200, timeout=30)
 
 
 async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
     stack: Stack,
     postgres: PostgresServer,
-    recorders: list[RecorderSubprocess],
+    recorders: list[RecorderProcess],
     tmp_path: Path,
 ) -> None:
-    recorder = RecorderSubprocess(tmp_path, "outage", environment(stack, "outage"))
+    recorder = recorder_process(tmp_path, "outage", environment(stack, "outage"))
     recorders.append(recorder)
-    recorder.start()
-    await recorder.wait_running()
+    await start(recorder)
     load = Load(stack.shared.kafka_bootstrap_servers, stack.topic, per_second=1000)
     load.start()
     try:
@@ -75,9 +72,9 @@ async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
         postgres.stop()
         stopped_at = time.monotonic()
         await wait_health(recorder, 503, timeout=OUTAGE_S)
-        during = await recorder.metrics()
+        during = await metrics(recorder)
         await asyncio.sleep(OUTAGE_S - (time.monotonic() - stopped_at))
-        late = await recorder.metrics()
+        late = await metrics(recorder)
         assert late["degraded"] == 1
         assert late["commits_total"] == during["commits_total"]  # nothing committed meanwhile
         postgres.start()
@@ -92,41 +89,39 @@ async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
         sent = await load.stop()
 
     found = await wait_stored(stack.database_url, sent, timeout=60)
-    metrics = await recorder.metrics()
+    after = await metrics(recorder)
     report(
         "postgres stopped",
         sent=len(sent),
         found=found,
-        dead_lettered=dead_lettered(metrics),
+        dead_lettered=dead_lettered(after),
         outage_s=f"{outage_s:.1f}",
         recovered_after_s=f"{recovery_s:.1f}",
-        retries=int(metrics["retries_total"]),
-        kafka_level_duplicates=int(metrics["events_already_stored_total"]),
+        retries=int(after["retries_total"]),
+        kafka_level_duplicates=int(after["events_already_stored_total"]),
     )
     assert (found.missing, found.duplicates) == (0, 0)
-    assert len(sent) > 5_000 and metrics["outages_total"] == 1
-    assert await recorder.stop() == 0
+    assert len(sent) > 5_000 and after["outages_total"] == 1
+    assert await asyncio.to_thread(recorder.stop) == 0
 
 
 async def test_recorders_joining_leaving_and_crashing_lose_and_duplicate_nothing(
-    stack: Stack, recorders: list[RecorderSubprocess], tmp_path: Path
+    stack: Stack, recorders: list[RecorderProcess], tmp_path: Path
 ) -> None:
     group = "rebalance"
     env = environment(stack, group)
-    a, b, c = (RecorderSubprocess(tmp_path, name, env) for name in "abc")
+    a, b, c = (recorder_process(tmp_path, name, env) for name in "abc")
     recorders += [a, b, c]
-    a.start()
-    await a.wait_running()
+    await start(a)
     load = Load(stack.shared.kafka_bootstrap_servers, stack.topic, per_second=1500)
     load.start()
     try:
         for joining in (b, c):  # each join revokes partitions mid-batch under load
             await asyncio.sleep(1.5)
-            joining.start()
-            await joining.wait_running()
+            await start(joining)
             assert await eventually(_committed(joining), 1, timeout=30) == 1
         await asyncio.sleep(1.5)
-        assert await b.stop() == 0  # leaves the group: its partitions move at once
+        assert await asyncio.to_thread(b.stop) == 0  # leaves the group: its partitions move at once
         await asyncio.sleep(1.5)
         a.kill()  # crashes mid-batch: c reads its uncommitted batch again
         await asyncio.sleep(1.5)
@@ -137,21 +132,21 @@ async def test_recorders_joining_leaving_and_crashing_lose_and_duplicate_nothing
     found = await wait_stored(stack.database_url, sent, timeout=60)
     lag = lambda: group_lag(stack.shared.kafka_bootstrap_servers, group, stack.topic)  # noqa: E731
     assert await eventually(lag, 0, timeout=30) == 0
-    metrics = await c.metrics()
+    after = await metrics(c)
     report(
         "rebalances",
         sent=len(sent),
         found=found,
-        dead_lettered=dead_lettered(metrics),
-        rebalances_seen_by_c=int(metrics["rebalances_total"]),
-        kafka_level_duplicates_seen_by_c=int(metrics["events_already_stored_total"]),
+        dead_lettered=dead_lettered(after),
+        rebalances_seen_by_c=int(after["rebalances_total"]),
+        kafka_level_duplicates_seen_by_c=int(after["events_already_stored_total"]),
     )
     assert (found.missing, found.duplicates) == (0, 0)
-    assert metrics["rebalances_total"] >= 3
+    assert after["rebalances_total"] >= 3
 
 
-def _committed(recorder: RecorderSubprocess) -> Callable[[], Awaitable[int]]:
+def _committed(recorder: RecorderProcess) -> Callable[[], Awaitable[int]]:
     async def probe() -> int:
-        return int((await recorder.metrics())["commits_total"] > 0)
+        return int((await metrics(recorder))["commits_total"] > 0)
 
     return probe
