@@ -42,6 +42,10 @@ test: setup ## run every test: unit, and integration against a real Kafka and Po
 test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
 
+.PHONY: bench
+bench: setup ## throughput figures as one table (own Kafka and PostgreSQL; BENCH_QUICK=1 smoke run)
+	@$(PY) -m infra.bench
+
 lint: setup check-proto ## ruff, ruff format --check, mypy --strict
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .

@@ -32,6 +32,7 @@ from infra.devstack import (
     port_open,
     repo_root,
 )
+from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError
@@ -145,6 +146,9 @@ async def run(stop: asyncio.Event) -> int:
         say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
         await kafka.create_topic(settings.shared.kafka_topic, partitions)
         say(f"topic {settings.shared.kafka_topic}: {partitions} partitions")
+        dead_letters = RecorderSettings.from_env(os.environ).dead_letters_to
+        await kafka.create_topic(dead_letters, partitions)
+        say(f"topic {dead_letters}: records the recorder cannot write")
         await ensure_model(settings)
         for app in apps:
             await app.start()

@@ -1,116 +1,147 @@
-"""The consumer loop: read a batch, write it, then commit its offsets. Nothing else.
+"""The fetch loop: gather a batch and decode it while the writer finishes the one before.
 
-Offsets are committed only after the batch's transaction has committed, and writes are
-idempotent, so a crash anywhere between the two only means the batch is read and written
-again, adding nothing. Auto-commit is off: it would commit on a timer, before the write.
+Two stages: this loop is the only caller of `getmany()`; a writer task (writer.py) writes a
+batch, dead-letters what cannot be written and commits the offsets, strictly one batch after
+the other. At most one decoded batch waits behind the one being written. Offsets are
+committed only after the batch's transaction has committed and its dead letters are
+acknowledged, and writes are idempotent, so a crash anywhere in between only means the batch
+is read and written again, adding nothing. Auto-commit is off: it would commit on a timer.
+
+While the writer waits out an outage, this loop takes no new records but keeps polling with
+every partition paused, so the group does not drop the member (max_poll_interval_ms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
 
-import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
+from recorder_service.batching import Chunk, collect
+from recorder_service.health import State, Status
+from recorder_service.ports import Consumer, DeadLetterSink, Store
+from recorder_service.rebalance import BatchGuard, RebalanceListener
 from recorder_service.settings import Settings
-from recorder_service.store import WriteResult, is_transient, write_events
-from studentperf import envelope
+from recorder_service.triage import triage
+from recorder_service.writer import BatchWriter, Prepared
 from studentperf.retry import with_backoff
-from studentperf.v1.prediction_event_pb2 import PredictionEvent
 
 log = logging.getLogger(__name__)
 
-Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
-
-
-def decode_batch(batch: Batch) -> list[PredictionEvent]:
-    """The batch's events; records that are not events are logged with where they sit."""
-    events: list[PredictionEvent] = []
-    for tp, records in batch.items():
-        for record in records:
-            try:
-                events.append(envelope.decode(record.value))
-            except envelope.UndecodableEvent as error:
-                log.error(
-                    "skipping record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, error
-                )
-    return events
+# How long an idle poll waits for records (it returns as soon as some come): the stop latency.
+IDLE_POLL_S = 0.5
+# How often the loop polls while the writer waits out an outage.
+OUTAGE_POLL_S = 0.5
 
 
 class Recorder:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer) -> None:
+    """Reads the topic in batches and hands them to the writer; `listener` must be passed to
+    the consumer's subscribe(), `status` says what it is doing."""
+
+    def __init__(
+        self, settings: Settings, store: Store, dead_letters: DeadLetterSink, status: Status
+    ) -> None:
         self._settings = settings
-        self._pool = pool
-        self._consumer = consumer
-        self.stored = 0
-        self.already_stored = 0
-        self.rejected = 0
+        self.status = status
+        self._guard = BatchGuard()
+        self.listener = RebalanceListener(self._guard, status, settings.revoke_wait_ms / 1000)
+        self._writer = BatchWriter(
+            store,
+            dead_letters,
+            status,
+            self._guard,
+            commit_timeout_s=max(settings.revoke_wait_ms / 1000, 1.0),
+        )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Records batches until `stop` is set; the batch in hand is finished first."""
-        while not stop.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=self._settings.batch_max_wait_ms,
-                max_records=self._settings.batch_max_events,
-            )
-            if not batch:
-                continue
-            events = decode_batch(batch)
-            if events:
-                result = await self._write_until_done(events, stop)
-                if result is None:
-                    return  # stopped while the database was away: nothing committed
-                self._account(result)
-            await self._commit(batch)
+    @property
+    def stored(self) -> int:
+        return self.status.events_stored
 
-    async def _write_until_done(
-        self, events: list[PredictionEvent], stop: asyncio.Event
-    ) -> WriteResult | None:
-        delay = 0.2
-        while True:
-            try:
-                return await write_events(self._pool, events)
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                log.warning("database unavailable (%s); retrying in %.1f s", error, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-                return None
-            except TimeoutError:
-                delay = min(delay * 2, 5.0)
+    @property
+    def already_stored(self) -> int:
+        return self.status.events_already_stored
 
-    def _account(self, result: WriteResult) -> None:
-        self.stored += result.stored
-        self.already_stored += result.already_stored
-        self.rejected += len(result.rejected)
-        for event, reason in result.rejected:
-            log.error("database refused event %s: %s", event.event_id, reason)
-        log.debug("stored %d, already stored %d", result.stored, result.already_stored)
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.status.dead_lettered.values())
 
-    async def _commit(self, batch: Batch) -> None:
-        # Partitions revoked while the batch was written are another member's now: it reads
-        # them again from the last commit, and rewriting their events adds nothing.
-        assigned = self._consumer.assignment()
-        offsets = {
-            tp: records[-1].offset + 1
-            for tp, records in batch.items()
-            if records and tp in assigned
-        }
-        if not offsets:
-            return
+    async def run(self, consumer: Consumer, stop: asyncio.Event) -> None:
+        """Records batches until `stop` is set; the batch being written is finished first,
+        unless the database is away (then it is left uncommitted)."""
+        self.status.running()
+        writing: asyncio.Task[None] | None = None
+        ready: Prepared | None = None
         try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as error:
-            log.warning("offset commit refused during a rebalance (%s)", error)
+            while True:
+                if writing is not None and writing.done():
+                    writing.result()  # what the writer could not handle ends the recorder
+                    writing = None
+                if ready is not None and (stop.is_set() or ready.batch.epoch != self._guard.epoch):
+                    # Fetched before a rebalance (or not to be written any more): uncommitted,
+                    # so whoever holds the partitions now reads it again.
+                    ready = None
+                if writing is None:
+                    if ready is not None:
+                        writing = asyncio.create_task(self._writer.finish(consumer, ready, stop))
+                        ready = None
+                    elif stop.is_set():
+                        return
+                    else:
+                        if consumer.paused():
+                            # Left paused by a batch given up during an outage: only a writer
+                            # waiting out an outage keeps partitions paused.
+                            consumer.resume(*consumer.paused())
+                        ready = await self._prepare(consumer, stop, None)
+                elif stop.is_set():
+                    await asyncio.wait({writing})
+                elif self.status.state is State.DEGRADED:
+                    await self._keep_membership(consumer)
+                elif ready is not None:
+                    # Woken regularly: the writer may fall into an outage meanwhile.
+                    await asyncio.wait({writing}, timeout=OUTAGE_POLL_S)
+                else:
+                    ready = await self._prepare(consumer, stop, writing)
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # an error here: the transaction rolls back, nothing commits
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
+
+    async def _prepare(
+        self, consumer: Consumer, stop: asyncio.Event, writing: asyncio.Task[None] | None
+    ) -> Prepared | None:
+        async def poll(*, timeout_ms: int, max_records: int) -> Chunk:
+            return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+
+        batch = await collect(
+            poll,
+            lambda: self._guard.epoch,
+            stop,
+            max_events=self._settings.batch_max_events,
+            max_wait_s=self._settings.batch_max_wait_ms / 1000,
+            idle_poll_s=IDLE_POLL_S,
+            # A writer that failed or fell into an outage needs the loop's attention.
+            interrupted=lambda: (
+                writing is not None and (writing.done() or self.status.state is State.DEGRADED)
+            ),
+        )
+        return None if batch is None else Prepared(batch, triage(batch.records()))
+
+    async def _keep_membership(self, consumer: Consumer) -> None:
+        consumer.pause(*consumer.assignment())
+        chunk = await consumer.getmany(timeout_ms=int(OUTAGE_POLL_S * 1000))
+        # Only partitions assigned during the poll can return records: put them back, the
+        # next batch reads them again.
+        for tp, records in chunk.items():
+            if records:
+                consumer.seek(tp, records[0].offset)
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        settings.shared.kafka_topic,
         bootstrap_servers=settings.shared.kafka_bootstrap_servers,
         group_id=settings.consumer_group,
         client_id="studentperf-recorder",
@@ -123,12 +154,15 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def start_consumer(settings: Settings, *, give_up_after_s: float = 120.0) -> AIOKafkaConsumer:
+async def start_consumer(
+    settings: Settings, listener: RebalanceListener, *, give_up_after_s: float = 120.0
+) -> AIOKafkaConsumer:
     """Joins the group, retrying with backoff while the broker is not reachable."""
 
     async def attempt() -> AIOKafkaConsumer:
         consumer = make_consumer(settings)
         try:
+            consumer.subscribe([settings.shared.kafka_topic], listener=listener)
             await consumer.start()
         except BaseException:
             await consumer.stop()

@@ -1,18 +1,18 @@
-"""From prediction events to the rows of the normalized tables: pure, no database.
+"""From a prediction event to its row of the staging table: pure, no database.
 
-Columns are gathered per table, ready to be passed as arrays to one `INSERT ... SELECT FROM
-unnest(...)` per table, so a batch costs the same few statements whatever its size.
-Profiles and academic records are content-addressed: their id is a UUID v5 of the student and
-the values, so the same inputs sent again are one row, and a prediction always points at the
-inputs it was made from.
+A batch is copied into one staging table, one row per event, and spread from there into the
+normalized tables by set-based statements (see store.py). Profiles and academic records are
+content-addressed: their id is a UUID v5 of the student and the values, so the same inputs
+sent again are one row, and a prediction always points at the inputs it was made from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 
@@ -23,119 +23,23 @@ from studentperf.v1.student_pb2 import AcademicRecord, StudentProfile
 
 # Fixed forever: the ids of stored profiles and records are derived from it.
 _NAMESPACE = uuid.UUID("6b0d6a55-58c4-4d7a-9a0b-2f1bb0c2d7e1")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The form asyncpg parses itself; any other form uuid.UUID accepts is rewritten into it.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 Value = float | bool | str | None
+StagingRow = tuple[object, ...]
 
-
-class Columns:
-    """One list per column, in the order of the table's INSERT statement."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        self.values: list[list[object]] = [[] for _ in names]
-
-    def add(self, *row: object) -> None:
-        for column, value in zip(self.values, row, strict=True):
-            column.append(value)
-
-    def column(self, name: str) -> list[object]:
-        return self.values[self.names.index(name)]
-
-    def __len__(self) -> int:
-        return len(self.values[0])
-
-
-@dataclass(slots=True)
-class BatchRows:
-    model_versions: list[str]
-    students: Columns
-    student_profiles: Columns
-    academic_records: Columns
-    predictions: Columns
-
-
-def _value(message: Message, name: str) -> Value:
-    """A field as stored: None when not given, enum numbers as their category names."""
-    categories = CATEGORY_BY_NUMBER.get(name)
-    if categories is not None:
-        number = getattr(message, name)
-        if number == 0:
-            return None
-        # An unknown number stays visible rather than dropped; the CHECK constraint refuses it.
-        return categories.get(number, f"unknown enum number {number}")
-    if not message.HasField(name):
-        return None
-    value: Value = getattr(message, name)
-    return value
-
-
-def profile_values(profile: StudentProfile) -> list[Value]:
-    return [_value(profile, name) for name in PROFILE_FEATURES]
-
-
-def academic_record_values(record: AcademicRecord) -> list[Value]:
-    return [_value(record, name) for name in ACADEMIC_RECORD_FEATURES]
-
-
-def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID:
-    """The same kind, student and values give the same id; "not given" differs from 0."""
-    return uuid.uuid5(_NAMESPACE, "\x1f".join([kind, student_id, *map(repr, values)]))
-
-
-def rows_for(events: Sequence[PredictionEvent]) -> BatchRows:
-    students = Columns(("student_id", *PROFILE_FEATURES, "profile_as_of"))
-    profiles = Columns(("student_profile_id", "student_id", *PROFILE_FEATURES))
-    records = Columns(("academic_record_id", "student_id", *ACADEMIC_RECORD_FEATURES))
-    predictions = Columns(PREDICTION_COLUMNS)
-    # One statement may not update a row twice: keep each student's latest profile only. Of
-    # two events at the same time, the later in the batch (the log) wins.
-    latest: dict[str, PredictionEvent] = {}
-    for event in events:
-        sid = event.input.profile.student_id
-        if sid not in latest or _when(latest[sid]) <= _when(event):
-            latest[sid] = event
-    for sid, event in latest.items():
-        students.add(sid, *profile_values(event.input.profile), _when(event))
-
-    for event in events:
-        sid = event.input.profile.student_id
-        profile = profile_values(event.input.profile)
-        profile_id = content_id("profile", sid, profile)
-        profiles.add(profile_id, sid, *profile)
-        record = academic_record_values(event.input.academic_record)
-        record_id = content_id("academic_record", sid, record)
-        records.add(record_id, sid, *record)
-        p = event.prediction
-        predictions.add(
-            uuid.UUID(p.prediction_id),
-            sid,
-            profile_id,
-            record_id,
-            p.model_version,
-            p.predicted_final_score,
-            p.pass_probability,
-            p.predicted_pass,
-            p.pass_mark,
-            # Comma-joined: arrays of arrays do not unnest row by row in PostgreSQL.
-            ",".join(p.imputed_fields),
-            _when(event),
-            event.schema_version,
-        )
-
-    return BatchRows(
-        model_versions=sorted({e.prediction.model_version for e in events}),
-        students=students,
-        student_profiles=profiles,
-        academic_records=records,
-        predictions=predictions,
-    )
-
-
-PREDICTION_COLUMNS = (
+# The staging table's columns, in the order of `staging_row`'s values.
+STAGING_COLUMNS: tuple[str, ...] = (
+    "seq",
     "prediction_id",
     "student_id",
     "student_profile_id",
+    *PROFILE_FEATURES,
     "academic_record_id",
+    *ACADEMIC_RECORD_FEATURES,
     "model_version",
     "predicted_final_score",
     "pass_probability",
@@ -147,5 +51,88 @@ PREDICTION_COLUMNS = (
 )
 
 
-def _when(event: PredictionEvent) -> datetime:
-    return event.occurred_at.ToDatetime(tzinfo=UTC)
+def _reader(name: str) -> Callable[[Message], Value]:
+    """Reads a field as stored: None when not given, enum numbers as their category names."""
+    categories = CATEGORY_BY_NUMBER.get(name)
+    if categories is None:
+
+        def optional(message: Message) -> Value:
+            value: Value = getattr(message, name) if message.HasField(name) else None
+            return value
+
+        return optional
+
+    def category(message: Message) -> Value:
+        number: int = getattr(message, name)
+        if number == 0:
+            return None
+        # An unknown number stays visible rather than dropped; the CHECK constraint refuses it.
+        return categories.get(number, f"unknown enum number {number}")
+
+    return category
+
+
+# Read once per event for every event: resolved once here rather than per field and call.
+_PROFILE_READERS = tuple(_reader(name) for name in PROFILE_FEATURES)
+_ACADEMIC_RECORD_READERS = tuple(_reader(name) for name in ACADEMIC_RECORD_FEATURES)
+
+
+def profile_values(profile: StudentProfile) -> list[Value]:
+    return [read(profile) for read in _PROFILE_READERS]
+
+
+def academic_record_values(record: AcademicRecord) -> list[Value]:
+    return [read(record) for read in _ACADEMIC_RECORD_READERS]
+
+
+def content_key(kind: str, student_id: str, values: Sequence[Value]) -> str:
+    """`content_id` as 32 hex digits, which asyncpg takes for a uuid column: the same UUID v5,
+    computed without building UUID objects (this runs twice per event)."""
+    name = "\x1f".join([kind, student_id, *map(repr, values)])
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
+
+
+def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID:
+    """The same kind, student and values give the same id; "not given" differs from 0."""
+    return uuid.UUID(content_key(kind, student_id, values))
+
+
+def occurred_at(event: PredictionEvent) -> datetime:
+    """The event's time; raises ValueError (or OverflowError) when it is not a real date."""
+    stamp = event.occurred_at
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        raise ValueError(f"occurred_at.nanos {stamp.nanos} out of range")
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+def staging_row(event: PredictionEvent, seq: int) -> StagingRow:
+    """The event as one staging row; `seq` is its place in the batch (the log's order), which
+    decides between two profiles of one student given at the same time: the later one wins.
+
+    Raises ValueError or OverflowError for an event whose time is not a real date.
+    """
+    sid = event.input.profile.student_id
+    profile = profile_values(event.input.profile)
+    record = academic_record_values(event.input.academic_record)
+    p = event.prediction
+    pid = p.prediction_id
+    return (
+        seq,
+        pid if _CANONICAL_UUID.fullmatch(pid) else str(uuid.UUID(pid)),
+        sid,
+        content_key("profile", sid, profile),
+        *profile,
+        content_key("academic_record", sid, record),
+        *record,
+        p.model_version,
+        p.predicted_final_score,
+        p.pass_probability,
+        p.predicted_pass,
+        p.pass_mark,
+        list(p.imputed_fields),
+        occurred_at(event),
+        event.schema_version,
+    )

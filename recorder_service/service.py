@@ -1,4 +1,4 @@
-"""Starting and stopping the recorder: database, migrations, consumer, signals."""
+"""Starting and stopping the recorder: database, migrations, consumer, health, signals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import signal
 import asyncpg
 
 from recorder_service.consumer import Recorder, start_consumer
+from recorder_service.dead_letters import KafkaDeadLetters, ensure_topic
+from recorder_service.health import State, Status, serve
 from recorder_service.settings import Settings
+from recorder_service.store import PostgresStore
 from studentperf.config import ConfigError, configure_logging, mask_dsn
 from studentperf.migrate import apply_migrations
 from studentperf.retry import with_backoff
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> asyncpg.Pool:
     """A connection pool with the schema migrated, retrying while the database starts."""
     pool: asyncpg.Pool = await with_backoff(
-        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=2),
+        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=60),
         what="the database",
         retry_on=(OSError, asyncpg.PostgresError),
         give_up_after_s=give_up_after_s,
@@ -36,23 +39,50 @@ async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> async
 async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
     """Records until `stop` is set; returns the recorder with its counts."""
     log.info(
-        "starting: kafka=%s topic=%s group=%s database=%s",
+        "starting: kafka=%s topic=%s group=%s dead letters=%s database=%s",
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
         settings.consumer_group,
+        settings.dead_letters_to,
         mask_dsn(settings.shared.database_url),
     )
-    pool = await connect_database(settings.shared.database_url)
+    status = Status()
+    health = (
+        await serve(status, settings.health_host, settings.health_port)
+        if settings.health_port
+        else None
+    )
     try:
-        consumer = await start_consumer(settings)
+        pool = await connect_database(settings.shared.database_url)
+        kafka_options = settings.shared.kafka_security.client_options()
+        dead_letters = KafkaDeadLetters(
+            settings.shared.kafka_bootstrap_servers,
+            settings.dead_letters_to,
+            client_options=kafka_options,
+        )
+        recorder = Recorder(settings, PostgresStore(pool), dead_letters, status)
         try:
-            recorder = Recorder(settings, pool, consumer)
-            await recorder.run(stop)
-            return recorder
+            consumer = await start_consumer(settings, recorder.listener)
+            try:
+                partitions = consumer.partitions_for_topic(settings.shared.kafka_topic) or {0}
+                await ensure_topic(
+                    settings.shared.kafka_bootstrap_servers,
+                    settings.dead_letters_to,
+                    len(partitions),
+                    kafka_options,
+                )
+                await recorder.run(consumer, stop)
+            finally:
+                await consumer.stop()
         finally:
-            await consumer.stop()
+            await dead_letters.stop()
+            await pool.close()
+        return recorder
     finally:
-        await pool.close()
+        status.state = State.STOPPED
+        if health is not None:
+            health.close()
+            await health.wait_closed()
 
 
 async def _main(settings: Settings) -> None:
@@ -62,10 +92,10 @@ async def _main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     recorder = await run(settings, stop)
     log.info(
-        "stopped: %d stored, %d already stored, %d refused",
+        "stopped: %d stored, %d already stored, %d dead-lettered",
         recorder.stored,
         recorder.already_stored,
-        recorder.rejected,
+        recorder.dead_lettered,
     )
 
 

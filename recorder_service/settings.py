@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from studentperf.config import SharedSettings, env_int, env_str
 
+DEAD_LETTER_SUFFIX = ".dead-letter"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -15,8 +17,19 @@ class Settings:
     consumer_group: str = "studentperf-recorder"
     # Most events read and written in one transaction.
     batch_max_events: int = 2_000
-    # How long one poll waits for events when there are none; it returns as soon as some come.
+    # How long a batch may keep gathering events after its first one arrived.
     batch_max_wait_ms: int = 200
+    # Where records that can never be written go; empty means "<topic>.dead-letter".
+    dead_letter_topic: str = ""
+    # Port of the HTTP /health and /metrics endpoint; 0 serves none.
+    health_port: int = 0
+    health_host: str = "127.0.0.1"
+    # How long a rebalance waits for the batch being written before abandoning it uncommitted.
+    revoke_wait_ms: int = 10_000
+
+    @property
+    def dead_letters_to(self) -> str:
+        return self.dead_letter_topic or self.shared.kafka_topic + DEAD_LETTER_SUFFIX
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -25,4 +38,10 @@ class Settings:
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),
             batch_max_events=env_int(env, "BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_int(env, "BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms, minimum=1),
+            dead_letter_topic=env_str(env, "DEAD_LETTER_TOPIC", cls.dead_letter_topic),
+            health_port=env_int(
+                env, "RECORDER_HEALTH_PORT", cls.health_port, minimum=0, maximum=65535
+            ),
+            health_host=env_str(env, "RECORDER_HEALTH_HOST", cls.health_host),
+            revoke_wait_ms=env_int(env, "REVOKE_WAIT_MS", cls.revoke_wait_ms, minimum=0),
         )

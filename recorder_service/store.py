@@ -1,35 +1,71 @@
-"""Writing batches of prediction events into PostgreSQL, idempotently.
+"""Writing batches of staging rows into PostgreSQL, idempotently, in one transaction each.
 
-A batch is one transaction of five set-based statements. Each is keyed so that writing the
-same events again changes nothing: predictions by prediction id, profiles and academic records
-by their content-derived ids (all DO NOTHING), students upserted only by a profile at least as
-new as the one they hold (the later in the log wins a tie).
+A batch is COPYed into a temporary staging table and spread from there by one
+`INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip. Each is keyed so that
+writing the same events again changes nothing: predictions by prediction id, profiles and
+academic records by their content-derived ids (DO NOTHING), students upserted only by a
+profile at least as new as the one they hold (the later in the log wins a tie).
+
+COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
+a batch the database refuses as data is split in halves until the refused events stand
+alone; every other event is still written.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
-from recorder_service.rows import BatchRows, rows_for
-from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from recorder_service.rows import STAGING_COLUMNS, StagingRow
 
 log = logging.getLogger(__name__)
 
-_INSERT_MODEL_VERSIONS = """
-INSERT INTO model_versions (model_version)
-SELECT * FROM unnest($1::text[])
-ON CONFLICT (model_version) DO NOTHING
+STAGING_TABLE = "recorder_batch"
+
+# Types are as wide as the event's: an out-of-range age is then refused by PostgreSQL as data
+# (and dead-lettered), rather than by the driver's encoder.
+_CREATE_STAGING = f"""
+CREATE TEMPORARY TABLE {STAGING_TABLE} (
+    seq integer NOT NULL,
+    prediction_id uuid,
+    student_id text,
+    student_profile_id uuid,
+    age integer,
+    gender text,
+    parental_education text,
+    lunch_program text,
+    test_preparation text,
+    academic_record_id uuid,
+    attendance_percentage double precision,
+    study_hours_per_week double precision,
+    previous_gpa double precision,
+    assignments_completed boolean,
+    model_version text,
+    predicted_final_score double precision,
+    pass_probability double precision,
+    predicted_pass boolean,
+    pass_mark double precision,
+    imputed_fields text[],
+    predicted_at timestamptz,
+    event_schema_version bigint
+) ON COMMIT DROP
 """
 
-_UPSERT_STUDENTS = """
+# One simple-protocol round trip; its status is the last statement's, the predictions insert.
+_SPREAD = f"""
+INSERT INTO model_versions (model_version)
+SELECT DISTINCT model_version FROM {STAGING_TABLE}
+ON CONFLICT (model_version) DO NOTHING;
+
 INSERT INTO students AS s (student_id, age, gender, parental_education, lunch_program,
                            test_preparation, profile_as_of)
-SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::timestamptz[])
+SELECT DISTINCT ON (student_id) student_id, age, gender, parental_education, lunch_program,
+       test_preparation, predicted_at
+FROM {STAGING_TABLE}
+ORDER BY student_id, predicted_at DESC, seq DESC
 ON CONFLICT (student_id) DO UPDATE SET
     age = EXCLUDED.age,
     gender = EXCLUDED.gender,
@@ -37,49 +73,56 @@ ON CONFLICT (student_id) DO UPDATE SET
     lunch_program = EXCLUDED.lunch_program,
     test_preparation = EXCLUDED.test_preparation,
     profile_as_of = EXCLUDED.profile_as_of
-WHERE s.profile_as_of <= EXCLUDED.profile_as_of
-"""
+WHERE s.profile_as_of <= EXCLUDED.profile_as_of;
 
-_INSERT_STUDENT_PROFILES = """
 INSERT INTO student_profiles (student_profile_id, student_id, age, gender, parental_education,
                               lunch_program, test_preparation)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::text[], $5::text[],
-                     $6::text[], $7::text[])
-ON CONFLICT (student_profile_id) DO NOTHING
-"""
+SELECT DISTINCT ON (student_profile_id) student_profile_id, student_id, age, gender,
+       parental_education, lunch_program, test_preparation
+FROM {STAGING_TABLE}
+ON CONFLICT (student_profile_id) DO NOTHING;
 
-_INSERT_ACADEMIC_RECORDS = """
 INSERT INTO academic_records (academic_record_id, student_id, attendance_percentage,
                               study_hours_per_week, previous_gpa, assignments_completed)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::float8[], $5::float8[],
-                     $6::bool[])
-ON CONFLICT (academic_record_id) DO NOTHING
-"""
+SELECT DISTINCT ON (academic_record_id) academic_record_id, student_id, attendance_percentage,
+       study_hours_per_week, previous_gpa, assignments_completed
+FROM {STAGING_TABLE}
+ON CONFLICT (academic_record_id) DO NOTHING;
 
-_INSERT_PREDICTIONS = """
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
                          event_schema_version)
-SELECT p.prediction_id, p.student_id, p.student_profile_id, p.academic_record_id,
-       p.model_version, p.predicted_final_score, p.pass_probability, p.predicted_pass,
-       p.pass_mark, string_to_array(p.imputed_fields, ','), p.predicted_at,
-       p.event_schema_version
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::float8[],
-            $7::float8[], $8::bool[], $9::float8[], $10::text[], $11::timestamptz[],
-            $12::smallint[])
-     AS p(prediction_id, student_id, student_profile_id, academic_record_id, model_version,
-          predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-          predicted_at, event_schema_version)
-ON CONFLICT (prediction_id) DO NOTHING
+SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
+       predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
+       predicted_at, event_schema_version
+FROM {STAGING_TABLE}
+ON CONFLICT (prediction_id) DO NOTHING;
 """
+
+# What the database says about the data itself: writing it again would fail again.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    index: int  # the row's place in the written sequence
+    error: str
+    attempts: int  # transactions that included it
+
+
+@dataclass(slots=True)
 class WriteResult:
-    stored: int  # predictions newly written
-    already_stored: int  # predictions that were there before: a re-delivery
-    rejected: list[tuple[PredictionEvent, str]]  # events the database refused, and why
+    stored: int = 0  # predictions newly written
+    already_stored: int = 0  # predictions that were there before: a re-delivery
+    refused: list[Refusal] = field(default_factory=list)  # rows the database refused, and why
+    transactions: int = 0
+
+    def add(self, other: WriteResult) -> None:
+        self.stored += other.stored
+        self.already_stored += other.already_stored
+        self.refused += other.refused
+        self.transactions += other.transactions
 
 
 def is_transient(error: BaseException) -> bool:
@@ -95,37 +138,46 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
-async def _write(conn: asyncpg.Connection, rows: BatchRows) -> int:
+async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
     async with conn.transaction():
-        await conn.execute(_INSERT_MODEL_VERSIONS, rows.model_versions)
-        await conn.execute(_UPSERT_STUDENTS, *rows.students.values)
-        await conn.execute(_INSERT_STUDENT_PROFILES, *rows.student_profiles.values)
-        await conn.execute(_INSERT_ACADEMIC_RECORDS, *rows.academic_records.values)
-        status = await conn.execute(_INSERT_PREDICTIONS, *rows.predictions.values)
+        await conn.execute(_CREATE_STAGING)
+        await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=STAGING_COLUMNS)
+        status: str = await conn.execute(_SPREAD)
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 
-async def write_events(pool: asyncpg.Pool, events: Sequence[PredictionEvent]) -> WriteResult:
-    """Writes the events in one transaction; if the data breaks a constraint, one by one.
+async def _write_splitting(
+    conn: asyncpg.Connection, rows: Sequence[StagingRow], first: int, attempts: int
+) -> WriteResult:
+    try:
+        stored = await _write_once(conn, rows)
+    except DATA_ERRORS as error:
+        if len(rows) == 1:
+            reason = f"{type(error).__name__}: {error}"
+            return WriteResult(refused=[Refusal(first, reason, attempts)], transactions=1)
+        log.info("batch of %d refused (%s); splitting it", len(rows), type(error).__name__)
+        result = WriteResult(transactions=1)
+        half = len(rows) // 2
+        result.add(await _write_splitting(conn, rows[:half], first, attempts + 1))
+        result.add(await _write_splitting(conn, rows[half:], first + half, attempts + 1))
+        return result
+    return WriteResult(stored, len(rows) - stored, transactions=1)
 
-    Transient errors (see `is_transient`) propagate: nothing was committed, the caller retries.
-    """
-    async with pool.acquire() as conn:
-        try:
-            stored = await _write(conn, rows_for(events))
-            return WriteResult(stored, len(events) - stored, [])
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
-            if len(events) == 1:
-                return WriteResult(0, 0, [(events[0], f"{type(error).__name__}: {error}")])
-            log.warning("batch of %d refused (%s); writing one by one", len(events), error)
-        stored = already = 0
-        rejected: list[tuple[PredictionEvent, str]] = []
-        for event in events:
-            try:
-                n = await _write(conn, rows_for([event]))
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
-                rejected.append((event, f"{type(error).__name__}: {error}"))
-            else:
-                stored += n
-                already += 1 - n
-        return WriteResult(stored, already, rejected)
+
+class PostgresStore:
+    """Writes staging rows through a connection pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def write(self, rows: Sequence[StagingRow]) -> WriteResult:
+        """Writes the rows, each batch in one transaction; rows refused as data are reported
+        (by index) and every other row is written.
+
+        Transient errors (see `is_transient`) propagate: what was committed before them is
+        committed for good, and writing the rows again adds nothing, so the caller retries.
+        """
+        if not rows:
+            return WriteResult()
+        async with self._pool.acquire() as conn:
+            return await _write_splitting(conn, rows, 0, 1)

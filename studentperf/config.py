@@ -56,11 +56,15 @@ def env_secret(env: Mapping[str, str], name: str, default: str = "") -> str:
     return value or default
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def env_int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     def parse(raw: str) -> int:
         value = int(raw)
         if value < minimum:
             raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}")
         return value
 
     return _read(env, name, default, parse)

@@ -3,12 +3,17 @@
 key: the student id (UTF-8), so all of one student's events land on one partition, in order.
 value: the serialized `PredictionEvent`.
 headers: the schema version and the content type, readable without decoding the value.
+
+Records the recorder can never write go to a dead-letter topic unchanged (key, value, headers)
+with the `dead-letter-*` headers below added, so they can be inspected and replayed.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
@@ -22,6 +27,10 @@ CONTENT_TYPE_HEADER = "content-type"
 
 class UndecodableEvent(ValueError):
     """A record that is not a prediction event this code can read; the message says why."""
+
+
+class UnknownSchemaVersion(UndecodableEvent):
+    """An event written for a schema version this code does not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +51,14 @@ def encode(event: PredictionEvent) -> KafkaRecord:
     )
 
 
-def decode(value: bytes | None) -> PredictionEvent:
+def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> PredictionEvent:
     """Parses a record's value, refusing what a recorder must not write."""
+    # The header is checked first: an event of another version may not even parse as this one.
+    for name, header in headers:
+        if name == SCHEMA_VERSION_HEADER and header != str(SCHEMA_VERSION).encode():
+            raise UnknownSchemaVersion(
+                f"unknown schema-version header {header!r} (this recorder reads {SCHEMA_VERSION})"
+            )
     if not value:
         raise UndecodableEvent("empty record value")
     event = PredictionEvent()
@@ -52,7 +67,7 @@ def decode(value: bytes | None) -> PredictionEvent:
     except DecodeError as exc:
         raise UndecodableEvent(f"not a PredictionEvent: {exc}") from None
     if event.schema_version != SCHEMA_VERSION:
-        raise UndecodableEvent(
+        raise UnknownSchemaVersion(
             f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
         )
     if not event.event_id or not event.HasField("prediction"):
@@ -64,3 +79,44 @@ def decode(value: bytes | None) -> PredictionEvent:
     except ValueError:
         raise UndecodableEvent(f"event_id {event.event_id!r} is not a UUID") from None
     return event
+
+
+DEAD_LETTER_REASON_HEADER = "dead-letter-reason"
+DEAD_LETTER_ERROR_HEADER = "dead-letter-error"
+DEAD_LETTER_SOURCE_TOPIC_HEADER = "dead-letter-source-topic"
+DEAD_LETTER_SOURCE_PARTITION_HEADER = "dead-letter-source-partition"
+DEAD_LETTER_SOURCE_OFFSET_HEADER = "dead-letter-source-offset"
+DEAD_LETTER_SOURCE_TIMESTAMP_HEADER = "dead-letter-source-timestamp-ms"
+DEAD_LETTER_FIRST_SEEN_HEADER = "dead-letter-first-seen-at"
+DEAD_LETTER_ATTEMPTS_HEADER = "dead-letter-attempts"
+# Longer error texts are cut: a header is for reading, the full error is in the recorder's log.
+_MAX_ERROR_BYTES = 2048
+
+
+def dead_letter_headers(
+    original: Sequence[tuple[str, bytes]],
+    *,
+    reason: str,
+    error: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    first_seen_at: datetime,
+    attempts: int,
+) -> list[tuple[str, bytes]]:
+    """The original record's headers (earlier dead-letter ones dropped) plus where it came
+    from and why it could not be written; (topic, partition, offset) identifies it, so a reader
+    can drop the copies a redelivery may add."""
+    kept = [(k, v) for k, v in original if not k.startswith("dead-letter-")]
+    return [
+        *kept,
+        (DEAD_LETTER_REASON_HEADER, reason.encode()),
+        (DEAD_LETTER_ERROR_HEADER, error.encode()[:_MAX_ERROR_BYTES]),
+        (DEAD_LETTER_SOURCE_TOPIC_HEADER, topic.encode()),
+        (DEAD_LETTER_SOURCE_PARTITION_HEADER, str(partition).encode()),
+        (DEAD_LETTER_SOURCE_OFFSET_HEADER, str(offset).encode()),
+        (DEAD_LETTER_SOURCE_TIMESTAMP_HEADER, str(timestamp_ms).encode()),
+        (DEAD_LETTER_FIRST_SEEN_HEADER, first_seen_at.isoformat().encode()),
+        (DEAD_LETTER_ATTEMPTS_HEADER, str(attempts).encode()),
+    ]

@@ -1,7 +1,15 @@
 import uuid
 from datetime import UTC, datetime
 
-from recorder_service.rows import academic_record_values, content_id, profile_values, rows_for
+import pytest
+
+from recorder_service.rows import (
+    STAGING_COLUMNS,
+    academic_record_values,
+    content_id,
+    profile_values,
+    staging_row,
+)
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Prediction
 from studentperf.v1.student_pb2 import GENDER_MALE, AcademicRecord, Student, StudentProfile
@@ -31,47 +39,57 @@ def event(sid: str, seconds: int, gpa: float | None = 3.0, age: int | None = 16)
     return made
 
 
-def test_students_hold_the_latest_profile_and_predictions_the_one_they_saw() -> None:
-    events = [event("a", 10, age=15), event("b", 11), event("a", 12, age=16), event("a", 5, age=14)]
-    rows = rows_for(events)
-    assert rows.model_versions == ["v1"]
-    assert len(rows.predictions) == len(rows.student_profiles) == len(rows.academic_records) == 4
-    latest = dict(zip(rows.students.column("student_id"), rows.students.column("age"), strict=True))
-    assert latest == {"a": 16, "b": 16}
-    assert rows.students.column("gender") == ["male", "male"]
-    assert rows.students.column("profile_as_of")[0] == datetime.fromtimestamp(12, UTC)
-    profile_age = dict(
-        zip(
-            rows.student_profiles.column("student_profile_id"),
-            rows.student_profiles.column("age"),
-            strict=True,
-        )
-    )
-    seen = [profile_age[pid] for pid in rows.predictions.column("student_profile_id")]
-    assert seen == [15, 16, 16, 14]
+def as_dict(e: PredictionEvent, seq: int = 0) -> dict[str, object]:
+    row = staging_row(e, seq)
+    assert len(row) == len(STAGING_COLUMNS)
+    return dict(zip(STAGING_COLUMNS, row, strict=True))
 
 
-def test_ties_go_to_the_later_event() -> None:
-    rows = rows_for([event("a", 10, age=15), event("a", 10, age=17)])
-    assert rows.students.column("age") == [17]
-
-
-def test_prediction_columns() -> None:
+def test_a_row_holds_the_prediction_and_the_inputs_it_was_made_from() -> None:
     e = event("a", 10)
-    p = rows_for([e]).predictions
-    assert p.column("prediction_id") == [uuid.UUID(e.event_id)]
-    assert p.column("imputed_fields") == ["profile.age,academic_record.previous_gpa"]
-    assert p.column("predicted_final_score") == [55.5]
-    assert p.column("predicted_pass") == [True]
-    assert p.column("event_schema_version") == [1]
+    row = as_dict(e, seq=7)
+    assert row["seq"] == 7
+    assert row["prediction_id"] == e.event_id
+    assert row["student_id"] == "a"
+    assert (row["age"], row["gender"], row["previous_gpa"]) == (16, "male", 3.0)
+    assert row["imputed_fields"] == ["profile.age", "academic_record.previous_gpa"]
+    assert row["predicted_final_score"] == 55.5
+    assert row["predicted_pass"] is True
+    assert row["event_schema_version"] == 1
+    assert row["predicted_at"] == datetime.fromtimestamp(10, UTC)
+
+
+def test_profiles_and_records_are_addressed_by_their_content() -> None:
+    first, again, older = (
+        as_dict(event("a", 10)),
+        as_dict(event("a", 11)),
+        as_dict(event("a", 12, age=15)),
+    )
+    assert first["student_profile_id"] == again["student_profile_id"] != older["student_profile_id"]
+    assert first["academic_record_id"] == again["academic_record_id"] == older["academic_record_id"]
 
 
 def test_missing_values_stay_missing() -> None:
-    rows = rows_for([event("a", 10, gpa=None, age=None)])
-    assert rows.students.column("age") == [None]
-    assert rows.students.column("parental_education") == [None]
-    assert rows.academic_records.column("previous_gpa") == [None]
-    assert rows.academic_records.column("assignments_completed") == [None]
+    row = as_dict(event("a", 10, gpa=None, age=None))
+    assert row["age"] is None
+    assert row["parental_education"] is None
+    assert row["previous_gpa"] is None
+    assert row["assignments_completed"] is None
+
+
+@pytest.mark.parametrize("seconds, nanos", [(10**13, 0), (-(10**12), 0), (10, -1)])
+def test_a_time_that_is_no_date_is_refused(seconds: int, nanos: int) -> None:
+    e = event("a", 10)
+    e.occurred_at.seconds, e.occurred_at.nanos = seconds, nanos
+    with pytest.raises((ValueError, OverflowError)):
+        staging_row(e, 0)
+
+
+def test_ids_in_other_forms_are_written_in_the_canonical_one() -> None:
+    e = event("a", 10)
+    braced = "{" + e.event_id.upper() + "}"
+    e.event_id = e.prediction.prediction_id = braced
+    assert as_dict(e)["prediction_id"] == str(uuid.UUID(braced))
 
 
 def test_content_ids_depend_on_content_only() -> None:
@@ -82,9 +100,19 @@ def test_content_ids_depend_on_content_only() -> None:
     assert same == record_id("a", AcademicRecord(previous_gpa=3.0))
     assert same != record_id("b", AcademicRecord(previous_gpa=3.0))
     assert same != record_id("a", AcademicRecord(previous_gpa=3.5))
+    assert same == uuid.UUID(as_dict(event("a", 10, gpa=3.0))["academic_record_id"])  # type: ignore[arg-type]
     # "not given" differs from a given zero or false
     assert record_id("a", AcademicRecord()) != record_id(
         "a", AcademicRecord(assignments_completed=False)
     )
     profile = profile_values(StudentProfile(student_id="a", age=16))
     assert content_id("profile", "a", profile) != content_id("academic_record", "a", profile)
+
+
+def test_content_ids_are_the_ones_already_stored() -> None:
+    # Stored rows are keyed by these ids: the derivation must never change.
+    values = profile_values(StudentProfile(student_id="s-1", age=16, gender=GENDER_MALE))
+    assert content_id("profile", "s-1", values) == uuid.uuid5(
+        uuid.UUID("6b0d6a55-58c4-4d7a-9a0b-2f1bb0c2d7e1"),
+        "\x1f".join(["profile", "s-1", "16", "'male'", "None", "None", "None"]),
+    )

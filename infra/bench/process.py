@@ -1,0 +1,90 @@
+"""A recorder as a child process (`python -m recorder_service`), watched through its /health
+and /metrics endpoint: the benchmark runs these, and so do the recorder's fault tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from infra.devstack import free_port, repo_root
+from recorder_service.health import parse_metrics
+
+
+class HealthClient:
+    """GETs a recorder's endpoint; blocking, so async callers use asyncio.to_thread."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.port = port
+        self.host = host
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status code, body); raises OSError while nothing listens."""
+        url = f"http://{self.host}:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(self.get("/metrics")[1])
+
+
+class RecorderProcess(HealthClient):
+    """`python -m recorder_service` with `env` on top of this process's environment, its
+    endpoint on a free port, and its output in `log_path`."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        super().__init__(free_port())
+        self.log_path = log_path
+        self._env = {**os.environ, **env, "STUDENTPERF_RECORDER_HEALTH_PORT": str(self.port)}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "recorder_service"],
+                cwd=repo_root(),
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def metrics(self) -> dict[str, float]:
+        if self._process is not None and not self.running:
+            raise RuntimeError(
+                f"the recorder exited ({self._process.returncode}):\n{self.log_tail()}"
+            )
+        return super().metrics()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then its exit code (SIGKILL after `timeout`); None if never started."""
+        if self._process is None:
+            return None
+        if self.running:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self._process.returncode
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no shutdown work."""
+        if self._process is not None and self.running:
+            self._process.kill()
+            self._process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])

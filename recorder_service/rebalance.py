@@ -1,0 +1,89 @@
+"""What the fetch loop and the rebalance listener share, and the listener itself.
+
+When partitions are revoked, the batch being written is finished and committed under the old
+generation if that takes less than `wait_s`; otherwise, or when the writer is waiting out an
+outage, it is abandoned uncommitted, and whoever gets the partitions reads it again (writing it
+twice adds nothing). No lock is shared: aiokafka runs the listener while a rebalance holds
+`getmany()`, so a lock the fetch loop keeps across a poll would deadlock (aiokafka#335); the
+writer, which the listener may wait for, never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from recorder_service.health import Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class InFlight:
+    abandoned: bool = False
+    # True while the writer waits out an outage: the batch cannot be finished now.
+    stalled: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BatchGuard:
+    def __init__(self) -> None:
+        # Bumped as each revocation starts: records fetched in an older epoch are not ours to
+        # write or commit.
+        self.epoch = 0
+        self.revoking = False
+        self._in_flight: InFlight | None = None
+
+    def begin(self) -> InFlight:
+        self._in_flight = InFlight()
+        return self._in_flight
+
+    def end(self, flight: InFlight) -> None:
+        flight.done.set()
+        if self._in_flight is flight:
+            self._in_flight = None
+
+    async def revoke(self, wait_s: float) -> None:
+        """Lets the batch in flight finish within `wait_s`, else abandons it."""
+        # First: a batch fetched but not yet handed to the writer must not be handed over
+        # while (or after) the partitions move.
+        self.epoch += 1
+        flight = self._in_flight
+        if flight is None:
+            return
+        self.revoking = True
+        try:
+            if not flight.stalled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flight.done.wait(), wait_s)
+            if not flight.done.is_set():
+                flight.abandoned = True
+        finally:
+            self.revoking = False
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, guard: BatchGuard, status: Status, wait_s: float) -> None:
+        self._guard = guard
+        self._status = status
+        self._wait_s = wait_s
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._guard.revoke(self._wait_s)
+        if revoked:
+            log.info("partitions revoked: %s", _names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._status.rebalances += 1
+        if assigned and not self._status.first_assigned_at:
+            self._status.first_assigned_at = time.time()
+        log.info("partitions assigned: %s", _names(assigned))
+
+
+def _names(partitions: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"

@@ -1,0 +1,176 @@
+"""Finishing one batch: its rows to the database, its dead letters to their topic, then its
+offsets, in that order, each step retried with backoff through outages.
+
+It runs as a task beside the fetch loop, so the next batch is fetched and decoded while the
+database works on this one, and so a rebalance can wait for it to finish (and commit under
+the old generation) without waiting on the fetch loop, which the rebalance itself holds.
+While the database (or the dead-letter topic) is away it pauses every assigned partition and
+commits nothing; the fetch loop keeps polling so the group keeps this member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiokafka.errors import KafkaError
+
+from recorder_service.batching import Batch
+from recorder_service.dead_letters import DeadLetterUnavailable, dead_letter
+from recorder_service.health import State, Status
+from recorder_service.ports import Consumer, DeadLetterSink, Store
+from recorder_service.rebalance import BatchGuard, InFlight
+from recorder_service.store import WriteResult, is_transient
+from recorder_service.triage import Reason, Rejected, Triaged
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_RETRY_S = 0.2
+MAX_RETRY_S = 5.0
+# How often a wait between retries looks whether the batch must be given up instead.
+CHECK_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch, decoded: ready to be written."""
+
+    batch: Batch
+    triaged: Triaged
+
+
+class GivenUp(Exception):
+    """The batch is dropped uncommitted (stopping, or its partitions revoked); its records
+    are read again by whoever holds the partitions next, and writing them again adds nothing."""
+
+
+def _is_outage(error: BaseException) -> bool:
+    return isinstance(error, DeadLetterUnavailable) or is_transient(error)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        store: Store,
+        dead_letters: DeadLetterSink,
+        status: Status,
+        guard: BatchGuard,
+        *,
+        commit_timeout_s: float,
+    ) -> None:
+        self._store = store
+        self._dead_letters = dead_letters
+        self._status = status
+        self._guard = guard
+        self._commit_timeout_s = commit_timeout_s
+
+    async def finish(self, consumer: Consumer, prepared: Prepared, stop: asyncio.Event) -> None:
+        batch, triaged = prepared.batch, prepared.triaged
+        flight = self._guard.begin()
+        try:
+            written = await self._until_done(
+                lambda: self._store.write(triaged.rows), consumer, flight, stop, "database"
+            )
+            rejected = triaged.rejected + [
+                Rejected(triaged.sources[r.index], Reason.CONSTRAINT_VIOLATION, r.error, r.attempts)
+                for r in written.refused
+            ]
+            letters = [dead_letter(r, batch.first_seen_at) for r in rejected]
+            await self._until_done(
+                lambda: self._dead_letters.send(letters),
+                consumer,
+                flight,
+                stop,
+                "dead-letter topic",
+            )
+            if flight.abandoned:
+                raise GivenUp
+            self._account(written, rejected)
+            await self._commit(consumer, batch)
+        except GivenUp:
+            if not stop.is_set():
+                self._status.batches_abandoned += 1
+                log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)
+        finally:
+            self._guard.end(flight)
+
+    async def _until_done(
+        self,
+        action: Callable[[], Awaitable[T]],
+        consumer: Consumer,
+        flight: InFlight,
+        stop: asyncio.Event,
+        what: str,
+    ) -> T:
+        delay = FIRST_RETRY_S
+        while True:
+            if flight.abandoned:
+                raise GivenUp
+            try:
+                result = await action()
+            except Exception as error:
+                if not _is_outage(error):
+                    raise
+                self._status.degraded(f"{what} unavailable: {type(error).__name__}: {error}")
+                self._status.retries += 1
+            else:
+                if self._status.state is State.DEGRADED:
+                    consumer.resume(*consumer.paused())
+                    self._status.running()
+                return result
+            consumer.pause(*consumer.assignment())
+            await self._wait(delay, flight, stop)
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    async def _wait(self, delay: float, flight: InFlight, stop: asyncio.Event) -> None:
+        """Waits `delay` before the next try; raises GivenUp when the batch cannot be kept."""
+        deadline = time.monotonic() + delay
+        # A rebalance does not wait for a batch that cannot be finished now.
+        flight.stalled = True
+        try:
+            while time.monotonic() < deadline:
+                if stop.is_set() or flight.abandoned or self._guard.revoking:
+                    flight.abandoned = True
+                    raise GivenUp
+                await asyncio.sleep(min(CHECK_S, max(0.0, deadline - time.monotonic())))
+        finally:
+            flight.stalled = False
+
+    def _account(self, written: WriteResult, rejected: list[Rejected]) -> None:
+        self._status.batches += 1
+        self._status.transactions += written.transactions
+        self._status.events_stored += written.stored
+        self._status.events_already_stored += written.already_stored
+        for r in rejected:
+            self._status.dead_lettered[r.reason.value] += 1
+            log.error(
+                "dead-lettered %s[%d]@%d (%s): %s",
+                r.record.topic,
+                r.record.partition,
+                r.record.offset,
+                r.reason.value,
+                r.error,
+            )
+
+    async def _commit(self, consumer: Consumer, batch: Batch) -> None:
+        # Partitions revoked while the batch was written are another member's now: it reads
+        # them again from the last commit, and rewriting their events adds nothing.
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in batch.next_offsets().items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), self._commit_timeout_s)
+        except (KafkaError, TimeoutError) as error:
+            # Not committing is always safe: the records come again and add nothing.
+            self._status.commits_refused += 1
+            log.warning("offset commit refused (%s: %s)", type(error).__name__, error)
+        else:
+            self._status.commits += 1
+            self._status.last_commit_at = time.time()

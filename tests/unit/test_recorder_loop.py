@@ -1,0 +1,274 @@
+"""The consumer loop's decisions, with a fake consumer, store and dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from aiokafka import TopicPartition
+
+from recorder_service import consumer as consumer_module
+from recorder_service import writer as writer_module
+from recorder_service.consumer import Recorder
+from recorder_service.health import State, Status
+from recorder_service.settings import Settings
+from tests.unit.recorder_fakes import (
+    TOPIC,
+    FakeConsumer,
+    FakeDeadLetters,
+    FakeStore,
+    event_bytes,
+    records,
+)
+
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 0.02)
+    monkeypatch.setattr(writer_module, "MAX_RETRY_S", 0.05)
+    monkeypatch.setattr(writer_module, "CHECK_S", 0.005)
+    monkeypatch.setattr(consumer_module, "OUTAGE_POLL_S", 0.01)
+    monkeypatch.setattr(consumer_module, "IDLE_POLL_S", 0.01)
+
+
+def make(store: FakeStore, dead: FakeDeadLetters | None = None, **settings: int) -> Recorder:
+    options = {"batch_max_wait_ms": 20, **settings}
+    return Recorder(Settings(**options), store, dead or FakeDeadLetters(), Status())  # type: ignore[arg-type]
+
+
+async def run_until(
+    recorder: Recorder, consumer: FakeConsumer, done: Callable[[], bool], timeout: float = 5
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    try:
+        await wait_for(done, timeout)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_batch_is_written_then_its_offsets_committed() -> None:
+    calls: list[str] = []
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes() for _ in range(3)])},
+        {P1: records(1, [event_bytes()], first_offset=7)},
+    )
+    consumer.calls = calls
+    store = FakeStore(calls=calls)
+    recorder = make(store)
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert consumer.commits == [{P0: 3, P1: 8}]
+    assert calls == ["write", "commit"]
+    assert recorder.stored == 4
+
+
+async def test_batches_are_bounded_by_count() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes() for _ in range(5)])})
+    recorder = make(FakeStore(), batch_max_events=2)
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 3)
+    assert consumer.commits == [{P0: 2}, {P0: 4}, {P0: 5}]
+
+
+async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
+    states: list[State] = []
+    consumer = FakeConsumer({P0: records(0, [event_bytes(), event_bytes()])})
+    store = FakeStore(outage=3)
+    recorder = make(store)
+    original = store.write
+
+    async def watching(rows):  # type: ignore[no-untyped-def]
+        states.append(recorder.status.state)
+        assert not consumer.commits  # nothing committed while the database is away
+        return await original(rows)
+
+    store.write = watching  # type: ignore[method-assign]
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert store.attempts == 4
+    assert states == [State.RUNNING, State.DEGRADED, State.DEGRADED, State.DEGRADED]
+    assert consumer.calls[0] == "pause" and "resume" in consumer.calls
+    assert not consumer.paused_tps
+    assert consumer.commits == [{P0: 2}]
+    assert recorder.status.outages == 1 and recorder.status.retries == 3
+
+
+async def test_records_polled_during_an_outage_are_put_back() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore(outage=2)
+    recorder = make(store)
+    pause = consumer.pause
+
+    def pause_then_assign_more(*tps: TopicPartition) -> None:
+        pause(*tps)
+        if len(consumer.calls) == 1:  # a rebalance hands over a partition the loop did not pause
+            consumer.chunks.append({TopicPartition(TOPIC, 5): records(5, [event_bytes()], 40)})
+
+    consumer.pause = pause_then_assign_more  # type: ignore[method-assign]
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert consumer.seeks == [(TopicPartition(TOPIC, 5), 40)]
+
+
+async def test_a_revocation_waits_for_the_batch_being_written_and_its_commit() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore(delay_s=0.2)
+    recorder = make(store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: store.attempts == 1)
+    await recorder.listener.on_partitions_revoked({P0})
+    assert consumer.commits == [{P0: 1}]  # committed before the rebalance went on
+    stop.set()
+    await task
+
+
+async def test_a_revocation_abandons_a_batch_that_takes_too_long() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore(delay_s=0.3)
+    recorder = make(store, revoke_wait_ms=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: store.attempts == 1)
+    await recorder.listener.on_partitions_revoked({P0})
+    await wait_for(lambda: recorder.status.batches_abandoned == 1)
+    stop.set()
+    await task
+    assert consumer.commits == []
+    assert recorder.stored == 0  # written (idempotently), but neither counted nor committed
+
+
+async def test_a_revocation_during_an_outage_abandons_the_batch_at_once() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore(outage=10**6)
+    recorder = make(store, revoke_wait_ms=60_000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: recorder.status.state is State.DEGRADED)
+    async with asyncio.timeout(1):  # it must not wait for a batch that cannot finish
+        await recorder.listener.on_partitions_revoked({P0})
+    await wait_for(lambda: recorder.status.batches_abandoned == 1)
+    stop.set()
+    await task
+    assert consumer.commits == []
+
+
+async def test_records_fetched_before_a_rebalance_are_not_committed_after_it() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    recorder = make(FakeStore(), batch_max_wait_ms=200)
+    getmany = consumer.getmany
+    calls = 0
+
+    async def rebalance_after_first(**kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        chunk = await getmany(**kwargs)
+        if calls == 2:  # while the batch gathers, the partitions move
+            await recorder.listener.on_partitions_revoked({P0})
+            consumer.chunks.append({P1: records(1, [event_bytes()])})
+        return chunk
+
+    consumer.getmany = rebalance_after_first  # type: ignore[method-assign,assignment]
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert consumer.commits == [{P1: 1}]
+
+
+async def test_poison_is_dead_lettered_before_the_commit_and_the_rest_written() -> None:
+    calls: list[str] = []
+    values = [event_bytes(), b"\x00garbage", event_bytes(), event_bytes()]
+    consumer = FakeConsumer({P0: records(0, values)})
+    consumer.calls = calls
+    store = FakeStore(refuse={1}, calls=calls)  # the database refuses the third record
+    dead = FakeDeadLetters(calls=calls)
+    recorder = make(store, dead)
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert calls == ["write", "dead-letters", "commit"]
+    assert len(store.written) == 2
+    reasons = [(dict(d.headers)["dead-letter-source-offset"], d.reason) for d in dead.sent]
+    assert reasons == [(b"1", "undecodable"), (b"2", "constraint-violation")]
+    assert dict(dead.sent[1].headers)["dead-letter-attempts"] == b"2"
+    assert recorder.status.dead_lettered == {"undecodable": 1, "constraint-violation": 1}
+    assert consumer.commits == [{P0: 4}]
+
+
+async def test_an_unreachable_dead_letter_topic_holds_the_commit_back() -> None:
+    from recorder_service.dead_letters import DeadLetterUnavailable
+
+    consumer = FakeConsumer({P0: records(0, [b"\x00garbage"])})
+    dead = FakeDeadLetters()
+    failures = 2
+    send = dead.send
+
+    async def flaky(letters):  # type: ignore[no-untyped-def]
+        nonlocal failures
+        if failures:
+            failures -= 1
+            assert not consumer.commits
+            raise DeadLetterUnavailable("broker away")
+        await send(letters)
+
+    dead.send = flaky  # type: ignore[method-assign]
+    recorder = make(FakeStore(), dead)
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert len(dead.sent) == 1 and consumer.commits == [{P0: 1}]
+
+
+async def test_an_unexpected_error_is_not_retried() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore()
+
+    async def broken(rows):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+    store.write = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await make(store).run(consumer, asyncio.Event())
+    assert consumer.commits == []
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_order() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])},
+        {P0: records(0, [event_bytes()], first_offset=1)},
+        {P0: records(0, [event_bytes()], first_offset=2)},
+    )
+    store = FakeStore(delay_s=0.1)
+    recorder = make(store, batch_max_events=1)
+    fetched_during_first_write: list[int] = []
+    write = store.write
+
+    async def watching(rows):  # type: ignore[no-untyped-def]
+        result = await write(rows)
+        fetched_during_first_write.append(len(consumer.chunks))
+        return result
+
+    store.write = watching  # type: ignore[method-assign]
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 3)
+    assert fetched_during_first_write[0] < 2  # the second chunk was taken meanwhile
+    assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
+
+
+async def test_a_batch_waiting_behind_the_writer_is_dropped_when_partitions_are_revoked() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    store = FakeStore(delay_s=0.2)
+    recorder = make(store, batch_max_events=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: store.attempts == 1 and not consumer.chunks)  # the second is ready
+    await recorder.listener.on_partitions_revoked({P0})
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    assert consumer.commits == [{P0: 1}]  # the first finished; the second was never written
+    assert store.attempts == 1

@@ -1,0 +1,79 @@
+"""Which records become rows and which go to the dead-letter topic, with what headers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from recorder_service.dead_letters import dead_letter
+from recorder_service.triage import Reason, triage
+from studentperf import envelope
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from tests.unit.recorder_fakes import TOPIC, FakeRecord, event_bytes
+
+
+def record(offset: int, value: bytes | None, **kwargs: object) -> FakeRecord:
+    return FakeRecord(TOPIC, 3, offset, value, **kwargs)  # type: ignore[arg-type]
+
+
+def far_future() -> bytes:
+    event = PredictionEvent.FromString(event_bytes())
+    event.occurred_at.seconds = 10**13
+    return event.SerializeToString()
+
+
+def test_each_kind_of_poison_gets_its_reason_and_the_events_their_rows() -> None:
+    records = [
+        record(0, event_bytes("a")),
+        record(1, b"\x00not protobuf"),
+        record(2, None),
+        record(3, PredictionEvent(schema_version=99).SerializeToString()),
+        record(4, event_bytes("b"), headers=[("schema-version", b"2")]),
+        record(5, far_future()),
+        record(6, event_bytes("c")),
+    ]
+    out = triage(records)
+    assert [r.offset for r in out.sources] == [0, 6]
+    assert [row[0] for row in out.rows] == [0, 6]  # seq: the place in the batch
+    assert [(r.record.offset, r.reason) for r in out.rejected] == [
+        (1, Reason.UNDECODABLE),
+        (2, Reason.UNDECODABLE),
+        (3, Reason.UNKNOWN_SCHEMA_VERSION),
+        (4, Reason.UNKNOWN_SCHEMA_VERSION),
+        (5, Reason.INVALID_EVENT),
+    ]
+
+
+def test_a_dead_letter_is_the_original_record_with_where_and_why() -> None:
+    original = record(41, b"\x00bad", key=b"s-9", timestamp=1234, headers=[("trace-id", b"t1")])
+    (rejected,) = triage([original]).rejected
+    seen = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    letter = dead_letter(rejected, seen)
+    assert (letter.key, letter.value) == (b"s-9", b"\x00bad")
+    headers = dict(letter.headers)
+    assert headers["trace-id"] == b"t1"
+    assert headers[envelope.DEAD_LETTER_REASON_HEADER] == b"undecodable"
+    assert b"not a PredictionEvent" in headers[envelope.DEAD_LETTER_ERROR_HEADER]
+    assert headers[envelope.DEAD_LETTER_SOURCE_TOPIC_HEADER] == TOPIC.encode()
+    assert headers[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] == b"3"
+    assert headers[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] == b"41"
+    assert headers[envelope.DEAD_LETTER_SOURCE_TIMESTAMP_HEADER] == b"1234"
+    assert headers[envelope.DEAD_LETTER_FIRST_SEEN_HEADER] == b"2026-01-02T03:04:05+00:00"
+    assert headers[envelope.DEAD_LETTER_ATTEMPTS_HEADER] == b"1"
+
+
+def test_a_replayed_dead_letter_does_not_carry_its_old_reasons() -> None:
+    old = [("dead-letter-reason", b"undecodable"), ("content-type", b"x")]
+    headers = envelope.dead_letter_headers(
+        old,
+        reason="constraint-violation",
+        error="e" * 5000,
+        topic="t",
+        partition=0,
+        offset=1,
+        timestamp_ms=2,
+        first_seen_at=datetime(2026, 1, 1, tzinfo=UTC),
+        attempts=3,
+    )
+    names = [name for name, _ in headers]
+    assert names.count("dead-letter-reason") == 1 and "content-type" in names
+    assert len(dict(headers)["dead-letter-error"]) == 2048
