@@ -18,11 +18,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.devstack import KafkaBroker, PostgresServer, free_port
 from infra.up import wait_serving
 from studentperf.migrate import apply_migrations
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import running_kafka, running_postgres
+from tests.integration.helpers import eventually, topic_size
 from tests.integration.processes import (
     Load,
     ServiceProcess,
@@ -242,3 +245,54 @@ async def test_inference_sigterm_under_load_fails_no_call_in_flight(faults: Faul
     # says whether any call it had started was cut off.
     assert set(load.failures) <= {"UNAVAILABLE", "CANCELLED"}
     assert "stopped: 0 call(s) cut off in flight" in faults.inference.log_tail()
+
+
+async def copy_topic_records(bootstrap: str, topic: str, limit: int) -> list[tuple[bytes, bytes]]:
+    """Up to `limit` (key, value) pairs already in `topic`, read from its beginning."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        found: list[tuple[bytes, bytes]] = []
+        async with asyncio.timeout(30):
+            while len(found) < limit:
+                batch = await consumer.getmany(timeout_ms=500, max_records=limit)
+                found += [(r.key, r.value) for records in batch.values() for r in records]
+        return found[:limit]
+    finally:
+        await consumer.stop()
+
+
+async def test_poison_and_duplicate_records_injected_under_load(faults: Faults) -> None:
+    await faults.start_services()
+    bootstrap = faults.kafka.bootstrap_servers
+    poison = [b"\x00not protobuf", b"", PredictionEvent(schema_version=99).SerializeToString()]
+
+    async def fault() -> None:
+        # Events the service already published, produced again (a producer retry after a lost
+        # acknowledgement looks just like this), with poison in between.
+        again = await copy_topic_records(bootstrap, faults.topic, 500)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for index, (key, value) in enumerate(again):
+                await producer.send(faults.topic, key=key, value=value)
+                if index % 200 == 0:
+                    await producer.send(faults.topic, key=key, value=poison[index // 200])
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    load = await under_load(faults, fault)
+    counts = await tally(faults.database_url, load, settle_timeout_s=60)
+    dead_letters = f"{faults.topic}.dead-letter"
+    dead = await eventually(lambda: topic_size(bootstrap, dead_letters), 3, timeout=30)
+    faults.report(
+        f"500 duplicates and 3 poison records injected; {dead} dead-lettered", load, counts
+    )
+    assert_promise_kept(counts, load)
+    assert dead == 3
+    async with asyncpg.create_pool(faults.database_url, min_size=1, max_size=1) as db:
+        rows = await db.fetchval("SELECT count(*) FROM predictions")
+    assert rows == counts.acknowledged, "no row but the acknowledged predictions' own"
