@@ -50,6 +50,10 @@ class DurablePublisher:
     def spool(self) -> Spool:
         return self._spool
 
+    @property
+    def kafka_connected(self) -> bool:
+        return self._kafka.connected.is_set()
+
     def start(self) -> None:
         """Connects to Kafka and drains the spool in the background; serving need not wait."""
         self._tasks = [

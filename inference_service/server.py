@@ -21,6 +21,7 @@ from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer
 from inference_service.settings import Settings
+from inference_service.status_endpoint import InferenceStatus
 from studentperf.config import ConfigError, configure_logging
 from studentperf.model_artifact import ModelArtifactError
 from studentperf.v1 import prediction_service_pb2, prediction_service_pb2_grpc
@@ -42,6 +43,7 @@ class RunningServer:
         core: PredictionCore,
         reloader: ModelReloader | None = None,
         outcomes: PostgresOutcomeStore | None = None,
+        status_server: asyncio.Server | None = None,
     ) -> None:
         self.server = server
         self.core = core
@@ -50,6 +52,7 @@ class RunningServer:
         self.publisher = publisher
         self.reloader = reloader
         self.outcomes = outcomes
+        self.status_server = status_server
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush.
@@ -64,6 +67,8 @@ class RunningServer:
         await self.publisher.stop()
         if self.outcomes is not None:
             await self.outcomes.close()
+        if self.status_server is not None:
+            self.status_server.close()
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -145,7 +150,13 @@ async def start_server(settings: Settings) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if reloader is not None:
         reloader.start()
-    return RunningServer(server, port, health_servicer, publisher, core, reloader, outcomes)
+    status_server = None
+    if settings.health_port:
+        status = InferenceStatus(core, publisher)
+        status_server = await status.serve(settings.health_host, settings.health_port)
+    return RunningServer(
+        server, port, health_servicer, publisher, core, reloader, outcomes, status_server
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -39,6 +39,9 @@ class Settings:
     # How often `<model_path>/current` is checked for a newly promoted version; 0 turns hot
     # reload off.
     model_poll_interval_s: float = 1.0
+    # An HTTP /health and /metrics endpoint (spool depth, Kafka connection); 0 turns it off.
+    health_port: int = 0
+    health_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -63,6 +66,8 @@ class Settings:
             shutdown_grace_s=env_float(
                 env, "SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0, maximum=600
             ),
+            health_port=env_int(env, "INFERENCE_HEALTH_PORT", 0, minimum=0, maximum=65535),
+            health_host=env_str(env, "INFERENCE_HEALTH_HOST", cls.health_host),
             model_poll_interval_s=env_float(
                 env, "MODEL_POLL_INTERVAL_S", cls.model_poll_interval_s, minimum=0, maximum=3600
             ),

@@ -2,19 +2,19 @@
 
 `Status` holds the state (starting, running, degraded, stopped) and counters. When a port is
 configured, `serve` answers `GET /health` (200 while running, 503 otherwise, with a JSON body)
-and `GET /metrics` (Prometheus text format), with nothing but asyncio streams.
+and `GET /metrics` (Prometheus text format); see studentperf.status_http.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from studentperf.status_http import serve_status
 
 log = logging.getLogger(__name__)
 
@@ -117,39 +117,6 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 async def serve(status: Status, host: str, port: int) -> asyncio.Server:
     """Starts the endpoint; the caller closes the returned server."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-                while (await reader.readline()).strip():
-                    pass  # headers: nothing in them matters here
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else ""
-            if path == "/health":
-                code = 200 if status.state is State.RUNNING else 503
-                kind, body = "application/json", json.dumps(status.health())
-            elif path == "/metrics":
-                code, kind, body = 200, "text/plain; version=0.0.4", status.metrics()
-            else:
-                code, kind, body = 404, "text/plain", "GET /health or /metrics\n"
-            payload = body.encode()
-            writer.write(
-                f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        except (OSError, TimeoutError, ValueError):
-            pass  # a client that went away or sent garbage gets nothing
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    server = await asyncio.start_server(handle, host, port)
-    log.info("health endpoint on http://%s:%d/health and /metrics", host, port)
-    return server
-
-
-_REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+    return await serve_status(
+        lambda: (status.state is State.RUNNING, status.health()), status.metrics, host, port
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from inference_service.server import start_server
 from inference_service.settings import Settings as InferenceSettings
+from infra.bench.process import HealthClient
+from infra.devstack import free_port
 from studentperf import envelope
 from studentperf.config import SharedSettings
 from studentperf.v1 import prediction_service_pb2 as api
@@ -41,14 +44,35 @@ async def test_unacknowledged_events_are_spooled_and_the_call_answers(
     stack: Stack, tmp_path: Path
 ) -> None:
     # The topic does not exist and the broker does not create topics: nothing is acknowledged.
-    settings = settings_for(stack, tmp_path, topic="no-such-topic", publish_timeout_s=0.5)
+    port = free_port()
+    settings = settings_for(
+        stack, tmp_path, topic="no-such-topic", publish_timeout_s=0.5, health_port=port
+    )
     running = await start_server(settings)
+    status = HealthClient(port)
     try:
+        assert (await asyncio.to_thread(status.get, "/health"))[0] == 200
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = api_grpc.PredictionServiceStub(channel)
             answer = await stub.Predict(api.PredictRequest(student=student("s1")), timeout=10)
         assert answer.prediction.prediction_id
         assert running.publisher.spool.records == 1
+        # The spool's depth is visible to an operator while Kafka does not take the events.
+        code, body = await asyncio.to_thread(status.get, "/health")
+        assert code == 200
+        detail = json.loads(body)
+        assert isinstance(detail["kafka_connected"], bool)
+        assert detail | {"spool_bytes": 0, "kafka_connected": None} == {
+            "state": "spooling",
+            "kafka_connected": None,
+            "spool_events": 1,
+            "spool_bytes": 0,
+            "spool_max_bytes": settings.spool_max_bytes,
+            "calls_in_flight": 0,
+            "model_version": answer.prediction.model_version,
+        }
+        metrics = (await asyncio.to_thread(status.get, "/metrics"))[1]
+        assert "studentperf_inference_spool_events 1" in metrics.splitlines()
     finally:
         await running.stop(grace_s=1)
     assert list(tmp_path.glob("*.spool")), "the spooled event outlives the process"

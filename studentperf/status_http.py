@@ -1,0 +1,60 @@
+"""A tiny HTTP endpoint for a service's state: `GET /health` and `GET /metrics`.
+
+Nothing but asyncio streams: /health answers 200 when the service says it is healthy, 503
+otherwise, with a JSON body; /metrics answers Prometheus text. Each service supplies the two
+functions that describe it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Health = Callable[[], tuple[bool, dict[str, object]]]
+
+
+async def serve_status(
+    health: Health, metrics: Callable[[], str], host: str, port: int
+) -> asyncio.Server:
+    """Starts the endpoint; the caller closes the returned server."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass  # headers: nothing in them matters here
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else ""
+            if path == "/health":
+                healthy, detail = health()
+                code, kind, body = (200 if healthy else 503), "application/json", json.dumps(detail)
+            elif path == "/metrics":
+                code, kind, body = 200, "text/plain; version=0.0.4", metrics()
+            else:
+                code, kind, body = 404, "text/plain", "GET /health or /metrics\n"
+            payload = body.encode()
+            writer.write(
+                f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, ValueError):
+            pass  # a client that went away or sent garbage gets nothing
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, host, port)
+    log.info("health endpoint on http://%s:%d/health and /metrics", host, port)
+    return server
+
+
+_REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
