@@ -10,7 +10,6 @@ prediction (UNAVAILABLE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,8 +81,12 @@ class DurablePublisher:
                 continue
             await self._kafka.connected.wait()
             try:
-                await self._replay_oldest()
-                delay = 0.2
+                if await self._replay_oldest():
+                    delay = 0.2
+                    continue
+                # Nothing readable yet (a write still in progress): let it finish.
+                await asyncio.sleep(0.05)
+                continue
             except PublishUnavailable as error:
                 log.warning(
                     "spool replay paused (%s); %d event(s) waiting, retrying in %.1f s",
@@ -91,13 +94,17 @@ class DurablePublisher:
                     self._spool.records,
                     delay,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception:
+                # Delivery must outlive any one failure, or the spool would only ever fill.
+                log.exception("spool replay failed; retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
-    async def _replay_oldest(self) -> None:
+    async def _replay_oldest(self) -> bool:
+        """Sends the oldest segment and forgets it; False when there was none to read."""
         oldest = await self._spool.oldest()
         if oldest is None:
-            return
+            return False
         path, records = oldest
         sent = self._progress.get(path, 0)
         while sent < len(records):
@@ -108,14 +115,13 @@ class DurablePublisher:
         await self._spool.delete(path)
         self._progress.pop(path, None)
         log.info("spool: sent %d event(s) to Kafka; %d left", len(records), self._spool.records)
+        return True
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stops replaying (what is left stays on disk for the next start) and disconnects."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._spool.close()
         await self._kafka.stop(timeout_s)
         if self._spool.records:

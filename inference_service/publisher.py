@@ -106,8 +106,10 @@ class KafkaPublisher:
         log.warning("replacing the Kafka producer after %r", error)
         self._producer = None
         self.connected.clear()
-        self._background.add(asyncio.create_task(self._stop_producer(broken)))
-        self._background.add(asyncio.create_task(self.connect()))
+        for work in (self._stop_producer(broken), self.connect()):
+            task = asyncio.create_task(work)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _stop_producer(self, producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
         try:
@@ -121,6 +123,7 @@ class KafkaPublisher:
         """Flushes what is pending and disconnects, waiting at most `timeout_s`."""
         for task in self._background:
             task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         producer, self._producer = self._producer, None
         self.connected.clear()
         if producer is not None:

@@ -44,6 +44,7 @@ class RunningServer:
         reloader: ModelReloader | None = None,
         outcomes: PostgresOutcomeStore | None = None,
         status_server: asyncio.Server | None = None,
+        status: InferenceStatus | None = None,
     ) -> None:
         self.server = server
         self.core = core
@@ -53,6 +54,7 @@ class RunningServer:
         self.reloader = reloader
         self.outcomes = outcomes
         self.status_server = status_server
+        self.status = status
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (so balancers stop sending), then in-flight calls, then the flush.
@@ -60,8 +62,18 @@ class RunningServer:
         Every call answered OK has its events acknowledged or spooled by then; what is still in
         the spool stays on disk for the next start.
         """
+        if self.status is not None:
+            self.status.stopping = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        # server.stop can return while handlers still run (grpc/grpc#37239): their events
+        # must reach Kafka or the spool before the spool closes.
+        try:
+            async with asyncio.timeout(grace_s + 1):
+                while self.core.in_flight:  # noqa: ASYNC110 (no event marks the last one out)
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            log.error("%d call(s) still in flight after the grace period", self.core.in_flight)
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
@@ -143,20 +155,28 @@ async def start_server(settings: Settings) -> RunningServer:
         port = server.add_insecure_port(settings.listen_address)
     else:
         port = server.add_secure_port(settings.listen_address, credentials)
-    # Serving does not wait for Kafka: until it answers, events go to the spool.
-    publisher.start()
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if reloader is not None:
-        reloader.start()
-    status_server = None
-    if settings.health_port:
-        status = InferenceStatus(core, publisher)
-        status_server = await status.serve(settings.health_host, settings.health_port)
-    return RunningServer(
-        server, port, health_servicer, publisher, core, reloader, outcomes, status_server
+    status = InferenceStatus(core, publisher)
+    # Bound before anything starts: a port already taken fails with nothing to undo.
+    status_server = (
+        await status.serve(settings.health_host, settings.health_port)
+        if settings.health_port
+        else None
     )
+    running = RunningServer(
+        server, port, health_servicer, publisher, core, reloader, outcomes, status_server, status
+    )
+    try:
+        # Serving does not wait for Kafka: until it answers, events go to the spool.
+        publisher.start()
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if reloader is not None:
+            reloader.start()
+    except BaseException:
+        await running.stop(grace_s=0)
+        raise
+    return running
 
 
 async def serve(settings: Settings) -> None:

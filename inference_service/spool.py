@@ -92,6 +92,14 @@ def _write_durably(fd: int, data: bytes) -> None:
     os.fsync(fd)
 
 
+def _truncate_quietly(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as error:  # the disk is failing already; the next open cuts the tail
+        log.error("spool: could not cut a failed write back to %d bytes: %r", size, error)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -168,7 +176,8 @@ class Spool:
 
     @property
     def empty(self) -> bool:
-        return self.records == 0 and not self._pending
+        # _reserved covers a batch being written: taken off _pending, not yet counted.
+        return self.records == 0 and not self._pending and self._reserved == 0
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -189,7 +198,20 @@ class Spool:
 
     async def _flush(self) -> None:
         # Only this task touches the active segment's file while it runs; list and counter
-        # updates stay on the event loop's thread.
+        # updates stay on the event loop's thread. A failed write fails its own batch and cuts
+        # off the torn bytes it may have left, so nothing appended later sits behind them
+        # unreadable. Should anything else fail, no append is left waiting forever.
+        try:
+            await self._flush_pending()
+        except Exception as error:
+            waiting, self._pending = self._pending, []
+            for frames, _, done in waiting:
+                self._reserved -= len(frames)
+                if not done.done():
+                    done.set_exception(error)
+            log.exception("spool flush failed")
+
+    async def _flush_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             data = b"".join(frames for frames, _, _ in batch)
@@ -208,7 +230,11 @@ class Spool:
                 for _, _, done in batch:
                     if not done.done():
                         done.set_exception(error)
-                raise
+                log.error("spool write failed: %r", error)
+                if self._active_file is not None and self._active is not None:
+                    intact = self._active.size
+                    await asyncio.to_thread(_truncate_quietly, self._active_file, intact)
+                continue  # the appends queued meanwhile get their own try
             finally:
                 self._reserved -= len(data)
             self._active.records += sum(n for _, n, _ in batch)
@@ -249,6 +275,15 @@ class Spool:
             await asyncio.wait([self._flusher], timeout=0.05)
         segment = self._sealed[0]
         records, _ = await asyncio.to_thread(read_segment, segment.path)
+        if len(records) < segment.records:
+            # Only a disk that changed bytes under us gets here: say so loudly, send what is
+            # readable rather than hold up every later event behind it.
+            log.error(
+                "spool %s: %d of %d records unreadable (corrupted on disk)",
+                segment.path.name,
+                segment.records - len(records),
+                segment.records,
+            )
         return segment.path, records
 
     async def delete(self, path: Path) -> None:

@@ -20,12 +20,20 @@ class InferenceStatus:
     def __init__(self, core: PredictionCore, publisher: DurablePublisher) -> None:
         self._core = core
         self._publisher = publisher
+        # Set when a graceful stop begins, so a balancer probing /health stops sending.
+        self.stopping = False
 
     def health(self) -> tuple[bool, dict[str, object]]:
         spool = self._publisher.spool
         full = spool.bytes >= spool.max_bytes
+        if self.stopping:
+            state = "stopping"
+        elif full:
+            state = "spool full"
+        else:
+            state = "spooling" if spool.records else "serving"
         detail: dict[str, object] = {
-            "state": "spool full" if full else ("spooling" if spool.records else "serving"),
+            "state": state,
             "kafka_connected": self._publisher.kafka_connected,
             "spool_events": spool.records,
             "spool_bytes": spool.bytes,
@@ -33,7 +41,7 @@ class InferenceStatus:
             "calls_in_flight": self._core.in_flight,
             "model_version": self._core.model.version,
         }
-        return not full, detail
+        return state in ("serving", "spooling"), detail
 
     def metrics(self) -> str:
         spool = self._publisher.spool

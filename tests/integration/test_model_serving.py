@@ -129,7 +129,9 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
     versions = [version for _, _, version in seen]
     assert {old, new} == set(versions) and len(seen) > 50
     slowest = max(finished - started for started, finished, _ in seen)
-    assert slowest < 1.0, f"slowest call {slowest:.2f} s"
+    # Well under the calls' 10 s deadline even on a loaded machine; a reload that blocked the
+    # loop would hold every call for the whole load of the new model.
+    assert slowest < 5.0, f"slowest call {slowest:.2f} s"
     # Once a call has answered with the new version, no call started later gets the old one.
     switched = min(finished for _, finished, version in seen if version == new)
     assert all(version == new for started, _, version in seen if started > switched)

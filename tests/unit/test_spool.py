@@ -91,3 +91,34 @@ async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path)
     await drain(spool)
     await spool.append([record(3)])
     assert spool.records == 1
+
+
+async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inference_service.spool as spool_module
+
+    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    await spool.append([record(1)])
+    real_write = spool_module._write_durably
+
+    def torn_write(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])  # half a frame lands, then the disk fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "_write_durably", torn_write)
+    with pytest.raises(OSError, match="No space"):
+        await spool.append([record(2)])
+    monkeypatch.setattr(spool_module, "_write_durably", real_write)
+    await spool.append([record(3)])
+    assert spool.records == 2
+    assert await drain(spool) == [record(1), record(3)]
+
+
+async def test_the_spool_is_not_empty_while_a_write_is_in_progress(tmp_path: Path) -> None:
+    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    writing = asyncio.create_task(spool.append([record(1)]))
+    await asyncio.sleep(0)  # the flush has taken the batch off the queue
+    assert not spool.empty
+    await writing
+    assert not spool.empty and spool.records == 1
