@@ -9,13 +9,16 @@ finishes with the model it started with, and its answer and event name that mode
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from inference_service.batcher import MicroBatcher
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
 from inference_service.outcomes import encode_outcomes
 from studentperf import envelope
@@ -34,6 +37,9 @@ from studentperf.v1.student_pb2 import Student
 
 # Explaining costs up to 512 model evaluations per student (see studentperf.explain).
 MAX_EXPLAINED_BATCH = 1000
+# Model work expected to take longer than this goes to a worker thread, so it does not stall
+# other calls; shorter work runs on the event loop, where it costs less than the hand-off.
+INLINE_MODEL_BUDGET_S = 0.0005
 
 
 class PublishUnavailable(Exception):
@@ -97,6 +103,8 @@ class PredictionCore:
         max_batch_size: int,
         now: Callable[[], Timestamp] | None = None,
         outcomes: OutcomeStore | None = None,
+        microbatch_wait_s: float = 0.0,
+        microbatch_max: int = 256,
     ) -> None:
         self._model = model
         self._publisher = publisher
@@ -107,6 +115,14 @@ class PredictionCore:
         # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
         self.in_flight = 0
         self.cut_off = 0
+        # Single-student calls share model calls and publishes when micro-batching is on.
+        self._batcher: MicroBatcher[_Item, Prediction] | None = None
+        if microbatch_wait_s > 0:
+            self._batcher = MicroBatcher(
+                self._predict_micro_batch, max_wait_s=microbatch_wait_s, max_items=microbatch_max
+            )
+        # The last model call's duration and row count: the estimate of the next one's cost.
+        self._last_model_call = (float("inf"), 1)
 
     @property
     def model(self) -> Model:
@@ -120,7 +136,11 @@ class PredictionCore:
         """One student; raises InvalidInput or PublishUnavailable."""
         encoded = encode_student(student, "student")
         assert student is not None  # encode_student refuses None
-        [prediction] = await self._predict_and_publish([_Item(student, encoded)], top_factors)
+        item = _Item(student, encoded)
+        if self._batcher is not None and not top_factors:
+            with self._counted():
+                return await self._batcher.submit(item)
+        [prediction] = await self._predict_and_publish([item], top_factors)
         return prediction
 
     async def predict_batch(
@@ -182,14 +202,23 @@ class PredictionCore:
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0
     ) -> list[Prediction]:
+        with self._counted():
+            return await self._predict_and_publish_counted(items, top_factors)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
         self.in_flight += 1
         try:
-            return await self._predict_and_publish_counted(items, top_factors)
+            yield
         except asyncio.CancelledError:
             self.cut_off += 1
             raise
         finally:
             self.in_flight -= 1
+
+    async def _predict_micro_batch(self, items: Sequence[_Item]) -> list[Prediction]:
+        # One publish for the batch: all its callers' events are safe, or none of them is.
+        return await self._predict_and_publish_counted(items, 0)
 
     async def _predict_and_publish_counted(
         self, items: Sequence[_Item], top_factors: int
@@ -198,11 +227,15 @@ class PredictionCore:
         rows = [item.encoded.features for item in items]
 
         def work() -> tuple[Sequence[float], Sequence[float], Sequence[ScoreContributions]]:
+            started = time.perf_counter()
             scores, probabilities = model.predict(rows)
+            self._last_model_call = (time.perf_counter() - started, len(rows))
             return scores, probabilities, model.explain(rows) if top_factors else []
 
-        # Model work runs off the event loop so a large batch does not stall other calls.
-        scores, probabilities, explained = await asyncio.to_thread(work)
+        if top_factors or self._expected_model_cost_s(len(rows)) > INLINE_MODEL_BUDGET_S:
+            scores, probabilities, explained = await asyncio.to_thread(work)
+        else:
+            scores, probabilities, explained = work()
         occurred_at = self._now()
         predictions: list[Prediction] = []
         records: list[KafkaRecord] = []
@@ -233,6 +266,17 @@ class PredictionCore:
             records.append(envelope.encode(event))
         await self._publisher.publish(records)
         return predictions
+
+    def _expected_model_cost_s(self, rows: int) -> float:
+        """The last call's cost, scaled up (never down) by rows: cautious for a slow model
+        with a fixed cost per call, and exact enough for the compiled ones."""
+        seconds, last_rows = self._last_model_call
+        return seconds * max(1.0, rows / last_rows)
+
+    async def drain(self) -> None:
+        """Finishes the micro-batches already collected (for a graceful stop)."""
+        if self._batcher is not None:
+            await self._batcher.drain()
 
 
 def explanation(

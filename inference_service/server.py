@@ -59,6 +59,7 @@ class RunningServer:
         """
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        await self.core.drain()
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
@@ -103,7 +104,12 @@ async def start_server(settings: Settings) -> RunningServer:
     # Opened on the first RecordOutcomes call: predictions never wait for the database.
     outcomes = PostgresOutcomeStore(settings.shared.database_url)
     core = PredictionCore(
-        model, publisher, max_batch_size=settings.max_batch_size, outcomes=outcomes
+        model,
+        publisher,
+        max_batch_size=settings.max_batch_size,
+        outcomes=outcomes,
+        microbatch_wait_s=settings.microbatch_wait_ms / 1000,
+        microbatch_max=settings.microbatch_max,
     )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):
