@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,9 +36,6 @@ from studentperf.v1.student_pb2 import Student
 
 # Explaining costs up to 512 model evaluations per student (see studentperf.explain).
 MAX_EXPLAINED_BATCH = 1000
-# Model work expected to take longer than this goes to a worker thread, so it does not stall
-# other calls; shorter work runs on the event loop, where it costs less than the hand-off.
-INLINE_MODEL_BUDGET_S = 0.0005
 
 
 class PublishUnavailable(Exception):
@@ -121,8 +117,6 @@ class PredictionCore:
             self._batcher = MicroBatcher(
                 self._predict_micro_batch, max_wait_s=microbatch_wait_s, max_items=microbatch_max
             )
-        # The last model call's duration and row count: the estimate of the next one's cost.
-        self._last_model_call = (float("inf"), 1)
 
     @property
     def model(self) -> Model:
@@ -227,12 +221,15 @@ class PredictionCore:
         rows = [item.encoded.features for item in items]
 
         def work() -> tuple[Sequence[float], Sequence[float], Sequence[ScoreContributions]]:
-            started = time.perf_counter()
             scores, probabilities = model.predict(rows)
-            self._last_model_call = (time.perf_counter() - started, len(rows))
             return scores, probabilities, model.explain(rows) if top_factors else []
 
-        if top_factors or self._expected_model_cost_s(len(rows)) > INLINE_MODEL_BUDGET_S:
+        # A model that says it is cheap for this many rows runs on the event loop: a thread
+        # hand-off costs more than a dot product, and the GIL serializes the work anyway.
+        # Anything else (explanations, trees, the DataFrame fallback) goes to a worker thread
+        # so that a large batch does not stall other calls.
+        inline_rows: int = getattr(model, "inline_rows", 0)
+        if top_factors or len(rows) > inline_rows:
             scores, probabilities, explained = await asyncio.to_thread(work)
         else:
             scores, probabilities, explained = work()
@@ -266,12 +263,6 @@ class PredictionCore:
             records.append(envelope.encode(event))
         await self._publisher.publish(records)
         return predictions
-
-    def _expected_model_cost_s(self, rows: int) -> float:
-        """The last call's cost, scaled up (never down) by rows: cautious for a slow model
-        with a fixed cost per call, and exact enough for the compiled ones."""
-        seconds, last_rows = self._last_model_call
-        return seconds * max(1.0, rows / last_rows)
 
     async def drain(self) -> None:
         """Finishes the micro-batches already collected (for a graceful stop)."""

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _CATEGORICAL = frozenset(CATEGORICAL_FEATURES)
 _THREADPOOLS = ThreadpoolController()
+_INLINE_ROWS = 1000
 
 
 class ServedModel:
@@ -47,6 +48,13 @@ class ServedModel:
                 loaded.version,
                 reason,
             )
+
+    @property
+    def inline_rows(self) -> int:
+        """Up to how many rows a prediction is cheap enough to run on the event loop (about a
+        millisecond): the compiled linear models only; see PredictionCore."""
+        compiled = self._compiled
+        return _INLINE_ROWS if compiled is not None and compiled.linear else 0
 
     @property
     def compiled(self) -> bool:

@@ -115,6 +115,7 @@ def test_served_model_uses_the_compiled_path_and_clips_scores(frame: pd.DataFram
     classifier = fitted(pass_candidates(SEED)[0].build, frame, "pass")
     model = served(regressor, classifier)
     assert model.compiled
+    assert model.inline_rows >= 256  # a dot product: cheap enough for the event loop
     rows = random_rows(200, seed=3)
     scores, probabilities = model.predict(rows)
     table = feature_table(rows)
@@ -136,6 +137,7 @@ def test_an_unknown_pipeline_shape_falls_back_to_the_pipeline(
     with caplog.at_level(logging.WARNING):
         model = served(regressor, classifier)
     assert not model.compiled
+    assert model.inline_rows == 0  # milliseconds per call: a worker thread's job
     assert "serving through the scikit-learn pipelines" in caplog.text
     rows = random_rows(20, seed=4)
     scores, _ = model.predict(rows)
