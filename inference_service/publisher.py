@@ -5,10 +5,12 @@ Producer settings, in one place, and why:
   replica, and the producer's own retries never write it twice.
 - `linger_ms`: concurrent calls' records share batches, so waiting for the acknowledgement costs
   each call a little latency rather than the service its throughput.
-- A call's records are appended to one producer batch per partition (`create_batch`,
-  `send_batch`) rather than sent one by one: half the CPU per record, which is what limits a
-  large BatchPredict. Partitions are chosen exactly as `send` would (the default murmur2
-  partitioner on the key), so one student's events still share a partition, in order.
+- A large publish (a BatchPredict) appends its records to producer batches of its own
+  (`create_batch`, `send_batch`) rather than sending them one by one: half the CPU per record.
+  Partitions are chosen exactly as `send` would (the default murmur2 partitioner on the key),
+  so one student's events still share a partition, in order. Small publishes (single calls,
+  micro-batches) use `send`: their records join the batch already pending for the partition,
+  shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
@@ -35,6 +37,8 @@ from studentperf.retry import with_backoff
 log = logging.getLogger(__name__)
 
 _PARTITIONER = DefaultPartitioner()
+# From how many records a publish gets producer batches of its own (see the module doc).
+_OWN_BATCHES_FROM = 64
 
 
 class KafkaPublisher:
@@ -93,7 +97,16 @@ class KafkaPublisher:
             raise PublishUnavailable("not connected to Kafka")
         try:
             async with asyncio.timeout(self._timeout_s):
-                await asyncio.gather(*await self._send_batches(producer, records))
+                if len(records) >= _OWN_BATCHES_FROM:
+                    acks = await self._send_batches(producer, records)
+                else:
+                    acks = [
+                        await producer.send(
+                            self._topic, value=r.value, key=r.key, headers=r.headers
+                        )
+                        for r in records
+                    ]
+                await asyncio.gather(*acks)
         except (TimeoutError, KafkaTimeoutError):
             raise PublishUnavailable(
                 f"the Kafka broker did not acknowledge {len(records)} event(s) "
