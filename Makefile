@@ -43,8 +43,9 @@ test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
 
 .PHONY: bench
-bench: setup ## throughput figures as one table (own Kafka and PostgreSQL; BENCH_QUICK=1 smoke run)
+bench: setup ## benchmark tables: recorder, then serving vs. a trivial server (BENCH_QUICK=1: smoke run)
 	@$(PY) -m infra.bench
+	@$(PY) -m infra.bench.serving
 
 lint: setup check-proto ## ruff, ruff format --check, mypy --strict
 	@$(PY) -m ruff check .

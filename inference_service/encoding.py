@@ -43,6 +43,33 @@ class EncodedStudent:
 _COLUMN_INDEX = {name: index for index, name in enumerate(FEATURE_COLUMNS)}
 
 
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """What encoding one feature needs, looked up once rather than per student."""
+
+    name: str
+    in_profile: bool
+    column: int
+    path: str  # inside Student: "profile.age"
+    categories: dict[int, str] | None
+    low: float
+    high: float
+
+
+_FIELDS = tuple(
+    _Field(
+        name=name,
+        in_profile=part == "profile",
+        column=_COLUMN_INDEX[name],
+        path=f"{part}.{name}",
+        categories=CATEGORY_BY_NUMBER.get(name),
+        low=NUMERIC_RANGES.get(name, (0.0, 0.0))[0],
+        high=NUMERIC_RANGES.get(name, (0.0, 0.0))[1],
+    )
+    for name, part in FEATURE_PARTS.items()
+)
+
+
 def _range_rule(low: float, high: float) -> str:
     return f"must be a number from {low:g} to {high:g}"
 
@@ -56,40 +83,41 @@ def encode_student(student: Student | None, path: str) -> EncodedStudent:
     if student is None:
         raise InvalidInput([FieldViolation(path, "required")])
     violations: list[FieldViolation] = []
-    parts = {"profile": student.profile, "academic_record": student.academic_record}
+    profile, record = student.profile, student.academic_record
 
-    student_id = student.profile.student_id
+    student_id = profile.student_id
     if not _STUDENT_ID.fullmatch(student_id):
         violations.append(FieldViolation(f"{path}.profile.student_id", _STUDENT_ID_RULE))
 
     features: list[FeatureValue] = [None] * len(FEATURE_COLUMNS)
     imputed: list[str] = []
-    for name, part in FEATURE_PARTS.items():
-        message = parts[part]
-        categories = CATEGORY_BY_NUMBER.get(name)
+    for field in _FIELDS:
+        message = profile if field.in_profile else record
+        categories = field.categories
         if categories is not None:
-            number = getattr(message, name)
+            number = getattr(message, field.name)
             if number == 0:
-                imputed.append(f"{part}.{name}")
+                imputed.append(field.path)
             elif number in categories:
-                features[_COLUMN_INDEX[name]] = categories[number]
+                features[field.column] = categories[number]
             else:
                 known = ", ".join(str(n) for n in sorted(categories))
                 violations.append(
                     FieldViolation(
-                        f"{path}.{part}.{name}",
+                        f"{path}.{field.path}",
                         f"unknown enum number {number}; known: {known}, or 0 when not given",
                     )
                 )
-        elif not message.HasField(name):
-            features[_COLUMN_INDEX[name]] = math.nan
-            imputed.append(f"{part}.{name}")
+        elif not message.HasField(field.name):
+            features[field.column] = math.nan
+            imputed.append(field.path)
         else:
-            value = float(getattr(message, name))
-            low, high = NUMERIC_RANGES[name]
-            if not (math.isfinite(value) and low <= value <= high):
-                violations.append(FieldViolation(f"{path}.{part}.{name}", _range_rule(low, high)))
-            features[_COLUMN_INDEX[name]] = value
+            value = float(getattr(message, field.name))
+            if not (math.isfinite(value) and field.low <= value <= field.high):
+                violations.append(
+                    FieldViolation(f"{path}.{field.path}", _range_rule(field.low, field.high))
+                )
+            features[field.column] = value
 
     if violations:
         raise InvalidInput(violations)

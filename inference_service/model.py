@@ -1,35 +1,65 @@
 """The served model: the trained artifact behind the small `Model` protocol of the core.
 
-Rows are turned into the pipelines' input table column by column (numbers as float64, categories
-as objects), once per model call, so a batch pays for one table, not one per student. Model
-calls hold OpenMP to one thread: calls already run concurrently in worker threads, and gradient
-boosting fanning each one out over every core as well only makes them wait on each other.
+Predictions take the compiled path of `inference_service.fast_model` (numpy arrays, no pandas)
+when the pipelines have the trainer's known shape, and the pipelines themselves otherwise.
+Explanations, and the fallback, turn rows into the pipelines' input table column by column
+(numbers as float64, categories as objects), once per model call, so a batch pays for one
+table, not one per student. Model calls hold OpenMP to one thread: calls already run
+concurrently in worker threads, and gradient boosting fanning each one out over every core as
+well only makes them wait on each other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import sklearn  # noqa: F401  (loads its OpenMP runtime, which the controller must see)
 from threadpoolctl import ThreadpoolController
 
 from inference_service.core import ScoreContributions
-from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, FeatureValue
+from inference_service.fast_model import CompiledModel, NotCompilable, compile_model
+from inference_service.fast_model import feature_table as feature_table
+from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, SCORE_RANGE, FeatureValue
 from studentperf.model_artifact import LoadedModel, ModelArtifactError, load_artifact
 from studentperf.v1.prediction_service_pb2 import FeatureImportance, ModelInfo
 
+log = logging.getLogger(__name__)
+
 _CATEGORICAL = frozenset(CATEGORICAL_FEATURES)
 _THREADPOOLS = ThreadpoolController()
+_INLINE_ROWS = 1000
 
 
 class ServedModel:
     def __init__(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
         self._info = _model_info(loaded)
+        self._compiled: CompiledModel | None = None
+        try:
+            self._compiled = compile_model(loaded.model.regressor, loaded.model.classifier)
+        except NotCompilable as reason:
+            log.warning(
+                "model %s: serving through the scikit-learn pipelines (slower): %s",
+                loaded.version,
+                reason,
+            )
+
+    @property
+    def inline_rows(self) -> int:
+        """Up to how many rows a prediction is cheap enough to run on the event loop (about a
+        millisecond): the compiled linear models only; see PredictionCore."""
+        compiled = self._compiled
+        return _INLINE_ROWS if compiled is not None and compiled.linear else 0
+
+    @property
+    def compiled(self) -> bool:
+        """True when predictions take the numpy path rather than the DataFrame pipelines."""
+        return self._compiled is not None
 
     @property
     def version(self) -> str:
@@ -46,6 +76,17 @@ class ServedModel:
     def predict(
         self, rows: Sequence[tuple[FeatureValue, ...]]
     ) -> tuple[Sequence[float], Sequence[float]]:
+        compiled = self._compiled
+        if compiled is not None:
+            # Limiting OpenMP costs tens of microseconds: only worth it when an estimator runs.
+            limit = (
+                contextlib.nullcontext()
+                if compiled.linear
+                else _THREADPOOLS.limit(limits=1, user_api="openmp")
+            )
+            with limit:
+                scores, probabilities = compiled.predict(rows)
+            return np.clip(scores, *SCORE_RANGE).tolist(), probabilities.tolist()
         table = feature_table(rows)
         model = self._loaded.model
         with _THREADPOOLS.limit(limits=1, user_api="openmp"):
@@ -73,18 +114,6 @@ class ServedModel:
 
     def info(self) -> ModelInfo:
         return self._info
-
-
-def feature_table(rows: Sequence[tuple[FeatureValue, ...]]) -> pd.DataFrame:
-    columns: dict[str, Any] = {}
-    for index, name in enumerate(FEATURE_COLUMNS):
-        values = [row[index] for row in rows]
-        columns[name] = (
-            np.array(values, dtype=object)
-            if name in _CATEGORICAL
-            else np.array(values, dtype=np.float64)
-        )
-    return pd.DataFrame(columns, columns=list(FEATURE_COLUMNS))
 
 
 def load_served_model(path: str, *, expected_pass_mark: float) -> ServedModel:

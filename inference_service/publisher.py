@@ -5,6 +5,12 @@ Producer settings, in one place, and why:
   replica, and the producer's own retries never write it twice.
 - `linger_ms`: concurrent calls' records share batches, so waiting for the acknowledgement costs
   each call a little latency rather than the service its throughput.
+- A large publish (a BatchPredict) appends its records to producer batches of its own
+  (`create_batch`, `send_batch`) rather than sending them one by one: half the CPU per record.
+  Partitions are chosen exactly as `send` would (the default murmur2 partitioner on the key),
+  so one student's events still share a partition, in order. Small publishes (single calls,
+  micro-batches) use `send`: their records join the batch already pending for the partition,
+  shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
@@ -22,12 +28,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from inference_service.core import PublishUnavailable
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
 log = logging.getLogger(__name__)
+
+_PARTITIONER = DefaultPartitioner()
+# From how many records a publish gets producer batches of its own (see the module doc).
+_OWN_BATCHES_FROM = 64
 
 
 class KafkaPublisher:
@@ -86,10 +97,15 @@ class KafkaPublisher:
             raise PublishUnavailable("not connected to Kafka")
         try:
             async with asyncio.timeout(self._timeout_s):
-                acks = [
-                    await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
-                    for r in records
-                ]
+                if len(records) >= _OWN_BATCHES_FROM:
+                    acks = await self._send_batches(producer, records)
+                else:
+                    acks = [
+                        await producer.send(
+                            self._topic, value=r.value, key=r.key, headers=r.headers
+                        )
+                        for r in records
+                    ]
                 await asyncio.gather(*acks)
         except (TimeoutError, KafkaTimeoutError):
             raise PublishUnavailable(
@@ -99,6 +115,27 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
+
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """Hands the records to the producer in per-partition batches; returns their acks."""
+        partitions = sorted(await producer.partitions_for(self._topic))
+        acks: list[asyncio.Future[Any]] = []
+        open_batches: dict[int, Any] = {}
+        for record in records:
+            partition = _PARTITIONER(record.key, partitions, partitions)
+            batch = open_batches.get(partition)
+            if batch is None:
+                batch = open_batches[partition] = producer.create_batch()
+            if not _append(batch, record):  # the batch is full: send it and start the next one
+                acks.append(await producer.send_batch(batch, self._topic, partition=partition))
+                batch = open_batches[partition] = producer.create_batch()
+                if not _append(batch, record):
+                    raise PublishUnavailable(f"an event of {len(record.value)} B is too large")
+        for partition, batch in open_batches.items():
+            acks.append(await producer.send_batch(batch, self._topic, partition=partition))
+        return acks
 
     async def _replace(self, broken: AIOKafkaProducer, error: KafkaError) -> None:
         if self._producer is not broken:
@@ -128,3 +165,10 @@ class KafkaPublisher:
         self.connected.clear()
         if producer is not None:
             await self._stop_producer(producer, timeout_s)
+
+
+def _append(batch: Any, record: KafkaRecord) -> bool:
+    appended = batch.append(
+        key=record.key, value=record.value, timestamp=None, headers=record.headers
+    )
+    return appended is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -66,6 +67,7 @@ class RunningServer:
             self.status.stopping = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        await self.core.drain()
         # server.stop can return while handlers still run (grpc/grpc#37239): their events
         # must reach Kafka or the spool before the spool closes.
         try:
@@ -120,7 +122,12 @@ async def start_server(settings: Settings) -> RunningServer:
     # Opened on the first RecordOutcomes call: predictions never wait for the database.
     outcomes = PostgresOutcomeStore(settings.shared.database_url)
     core = PredictionCore(
-        model, publisher, max_batch_size=settings.max_batch_size, outcomes=outcomes
+        model,
+        publisher,
+        max_batch_size=settings.max_batch_size,
+        outcomes=outcomes,
+        microbatch_wait_s=settings.microbatch_wait_ms / 1000,
+        microbatch_max=settings.microbatch_max,
     )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):
@@ -176,6 +183,10 @@ async def start_server(settings: Settings) -> RunningServer:
     except BaseException:
         await running.stop(grace_s=0)
         raise
+    # Everything loaded so far (libraries, the model) lives as long as the process. Frozen, it
+    # is left out of the collector's full passes, which otherwise walk its ~140,000 objects
+    # and stop every call for about 100 ms now and then: most of Predict's p99 at load.
+    gc.freeze()
     return running
 
 

@@ -42,6 +42,11 @@ class Settings:
     # An HTTP /health and /metrics endpoint (spool depth, Kafka connection); 0 turns it off.
     health_port: int = 0
     health_host: str = "127.0.0.1"
+    # Micro-batching of concurrent single-student Predict calls (see inference_service.batcher):
+    # the longest a call waits for others to share its model call and publish, in milliseconds
+    # (0 turns it off), and the most students in one batch.
+    microbatch_wait_ms: float = 2.0
+    microbatch_max: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -71,4 +76,8 @@ class Settings:
             model_poll_interval_s=env_float(
                 env, "MODEL_POLL_INTERVAL_S", cls.model_poll_interval_s, minimum=0, maximum=3600
             ),
+            microbatch_wait_ms=env_float(
+                env, "MICROBATCH_WAIT_MS", cls.microbatch_wait_ms, minimum=0, maximum=1000
+            ),
+            microbatch_max=env_int(env, "MICROBATCH_MAX", cls.microbatch_max, minimum=1),
         )

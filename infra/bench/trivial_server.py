@@ -1,0 +1,63 @@
+"""The ceiling for the serving benchmark: PredictionService.Predict answering a constant.
+
+The same proto, the same grpc.aio runtime and the same reflection as the real service, but no
+work at all in the handler: the most calls per second Python gRPC manages on this machine.
+
+    python -m infra.bench.trivial_server --port 50061
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+
+SERVICE_NAME = api.DESCRIPTOR.services_by_name["PredictionService"].full_name
+
+_ANSWER = api.PredictResponse(
+    prediction=api.Prediction(
+        prediction_id="00000000-0000-4000-8000-000000000000",
+        predicted_final_score=71.5,
+        pass_probability=0.82,
+        predicted_pass=True,
+        model_version="constant",
+        pass_mark=50.0,
+    )
+)
+
+
+class ConstantServicer(api_grpc.PredictionServiceServicer):
+    async def Predict(
+        self, request: api.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.PredictResponse:
+        return _ANSWER
+
+
+async def serve(port: int) -> None:
+    server = grpc.aio.server()
+    api_grpc.add_PredictionServiceServicer_to_server(ConstantServicer(), server)  # type: ignore[no-untyped-call]
+    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Batched publishing keeps Kafka's keyed order: one student's events, one partition, in order."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
+
+from inference_service.publisher import KafkaPublisher
+from infra.devstack import KafkaBroker
+from studentperf.envelope import KafkaRecord
+
+
+async def test_batched_records_land_where_send_would_put_them_in_order(
+    kafka: KafkaBroker,
+) -> None:
+    topic = f"batches-{uuid.uuid4().hex[:8]}"
+    await kafka.create_topic(topic, partitions=3)
+    # Small producer batches, so one call's records span several of them per partition.
+    publisher = KafkaPublisher(
+        kafka.bootstrap_servers,
+        topic,
+        publish_timeout_s=10,
+        extra_options={"max_batch_size": 4096},
+    )
+    await publisher.connect(give_up_after_s=30)
+    sent = [
+        KafkaRecord(key=f"s{i % 37}".encode(), value=f"{i}".encode() * 20, headers=[("n", b"1")])
+        for i in range(1500)
+    ]
+    try:
+        await publisher.publish(sent[:700])
+        await publisher.publish(sent[700:])
+    finally:
+        await publisher.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    received: list[tuple[int, bytes, bytes]] = []
+    try:
+        while len(received) < len(sent):
+            batches = await consumer.getmany(timeout_ms=5000)
+            assert batches, f"only {len(received)} of {len(sent)} records arrived"
+            for part, messages in batches.items():
+                received += [(part.partition, m.key or b"", m.value or b"") for m in messages]
+    finally:
+        await consumer.stop()
+
+    assert len(received) == len(sent)
+    for key in {r.key for r in sent}:
+        want = [r.value for r in sent if r.key == key]
+        got = [(p, value) for p, k, value in received if k == key]
+        assert [value for _, value in got] == want  # every one, in the order sent
+        assert {p for p, _ in got} == {DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2])}
