@@ -42,6 +42,7 @@ PREDICT = "studentperf.v1.PredictionService/Predict"
 BATCH_PREDICT = "studentperf.v1.PredictionService/BatchPredict"
 TOPIC = "bench-predictions"
 DOC = repo_root() / "docs" / "benchmarks.md"
+TARGET_RSS_MB = 400
 _CUT_OFF = "use of closed network connection"
 
 # The issue's targets, checked in the notes under the table.
@@ -168,13 +169,15 @@ def run_ghz(address: str, case: Case, seconds: float, folder: Path) -> Result:
 
 
 @contextmanager
-def process(command: Sequence[str], env: Mapping[str, str], log: Path) -> Iterator[None]:
+def process(
+    command: Sequence[str], env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         child = subprocess.Popen(
             command, cwd=repo_root(), env=dict(env), stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        yield
+        yield child
     finally:
         child.terminate()
         try:
@@ -249,8 +252,17 @@ def service_env(folder: Path, address: str, bootstrap_servers: str) -> dict[str,
     }
 
 
-def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int]:
-    """Runs every case; returns the results, events answered OK and events in the topic."""
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int, float]:
+    """Runs every case; returns the results, events answered OK, events in the topic and the
+    service's peak RSS in MiB."""
     say("training a small model")
     train_model(folder / "models")
     say("starting Kafka")
@@ -264,7 +276,7 @@ def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int]:
         trivial_port = addresses["trivial"].rsplit(":", 1)[1]
         env = service_env(folder, addresses["service"], broker.bootstrap_servers)
         with (
-            process(service, env, folder / "service.log"),
+            process(service, env, folder / "service.log") as service_process,
             process([*trivial, "--port", trivial_port], os.environ, folder / "trivial.log"),
         ):
             wait_serving(addresses["service"])
@@ -281,7 +293,8 @@ def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int]:
                 if case.server == "service":
                     answered += result.ok * case.students
             published = published_events(broker.bootstrap_servers, answered)
-        return results, answered, published
+            peak_mb = peak_rss_mb(service_process.pid)
+        return results, answered, published, peak_mb
     finally:
         broker.stop()
 
@@ -308,7 +321,7 @@ def table(results: Sequence[Result]) -> list[str]:
     return lines
 
 
-def notes(results: Sequence[Result], answered: int, published: int) -> list[str]:
+def notes(results: Sequence[Result], answered: int, published: int, peak_mb: float) -> list[str]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
@@ -337,6 +350,10 @@ def notes(results: Sequence[Result], answered: int, published: int) -> list[str]
         f"- Events: {answered:,} predictions answered OK, {published:,} events in the topic "
         f"({verdict(published >= answered)}: every answered prediction published; the topic may "
         "hold a few more, from calls ghz cut off at the end of a case after their publish)."
+    )
+    found.append(
+        f"- Inference service peak RSS over the whole run: {peak_mb:.0f} MiB (target < "
+        f"{TARGET_RSS_MB} MiB: {verdict(peak_mb < TARGET_RSS_MB)})."
     )
     return found
 
@@ -388,8 +405,8 @@ def main() -> None:
     if not (local_dir() / "bin" / "ghz").exists():
         raise SystemExit("ghz is missing: run `bash infra/setup.sh` (SETUP_GHZ=1)")
     with tempfile.TemporaryDirectory(prefix="studentperf-bench-") as folder:
-        results, answered, published = measure(Path(folder), seconds)
-    lines = [*table(results), "", *notes(results, answered, published)]
+        results, answered, published, peak_mb = measure(Path(folder), seconds)
+    lines = [*table(results), "", *notes(results, answered, published, peak_mb)]
     print("\n".join(lines))
     if quick:
         # A smoke run's figures are not the ones to publish.
