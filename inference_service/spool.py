@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from studentperf.durable import fsync_path
 from studentperf.envelope import KafkaRecord
 
 log = logging.getLogger(__name__)
@@ -98,14 +99,6 @@ def _truncate_quietly(fd: int, size: int) -> None:
         os.fsync(fd)
     except OSError as error:  # the disk is failing already; the next open cuts the tail
         log.error("spool: could not cut a failed write back to %d bytes: %r", size, error)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -248,7 +241,7 @@ class Spool:
         path = self.directory / f"{seq:012d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _write_durably(fd, MAGIC)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         return fd, _Segment(path, 0, len(MAGIC))
 
     def _seal_active(self) -> None:

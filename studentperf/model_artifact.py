@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from studentperf import explain
+from studentperf.durable import fsync_path
 from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
 
 MODEL_FILE: Final = "model.joblib"
@@ -161,7 +162,7 @@ def save_artifact(
         joblib.dump(bundle, staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         for name in (MODEL_FILE, METADATA_FILE):
-            _fsync(staging / name)
+            fsync_path(staging / name)
         try:
             staging.rename(target)  # fails rather than replace an existing version
         except OSError as err:
@@ -181,7 +182,7 @@ def set_current(models_dir: str | os.PathLike[str], version: str) -> None:
     link = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
     os.symlink(version, link)  # relative, so the directory can be moved or mounted elsewhere
     os.replace(link, root / CURRENT)
-    _fsync(root)
+    fsync_path(root)
 
 
 def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
@@ -228,11 +229,3 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
         feature_groups=tuple(tuple(int(i) for i in g) for g in bundle["feature_groups"]),
     )
     return LoadedModel(model=model, version=directory.name, path=directory, metadata=metadata)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -96,9 +96,11 @@ class Stack:
         return self.shared.database_url
 
 
-@pytest.fixture(scope="module")
-async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) -> Stack:
-    name = f"t{uuid.uuid4().hex[:12]}"
+async def fresh_topic_and_database(
+    kafka: KafkaBroker, postgres: PostgresServer, prefix: str
+) -> str:
+    """A new topic and a migrated database, both under the returned name."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     await kafka.create_topic(name, partitions=3)
     await postgres.ensure_database(name)
     conn = await asyncpg.connect(postgres.dsn(name))
@@ -106,6 +108,12 @@ async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) 
         await apply_migrations(conn)
     finally:
         await conn.close()
+    return name
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) -> Stack:
+    name = await fresh_topic_and_database(kafka, postgres, "t")
     shared = SharedSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         kafka_topic=name,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.devstack import KafkaBroker, PostgresServer, free_port
 from infra.up import wait_serving
-from studentperf.migrate import apply_migrations
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from tests.integration.conftest import running_kafka, running_postgres
+from tests.integration.conftest import (
+    fresh_topic_and_database,
+    running_kafka,
+    running_postgres,
+)
 from tests.integration.helpers import eventually, topic_size
 from tests.integration.processes import (
     Load,
@@ -91,14 +93,7 @@ async def faults(
     model_path: Path,
     tmp_path: Path,
 ) -> AsyncIterator[Faults]:
-    name = f"f{uuid.uuid4().hex[:12]}"
-    await fault_kafka.create_topic(name, partitions=3)
-    await fault_postgres.ensure_database(name)
-    conn = await asyncpg.connect(fault_postgres.dsn(name))
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
+    name = await fresh_topic_and_database(fault_kafka, fault_postgres, "f")
     address = f"127.0.0.1:{free_port()}"
     shared = {
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": fault_kafka.bootstrap_servers,
