@@ -38,8 +38,10 @@ class ServiceError(Exception):
         self.field_violations = field_violations
         self.attempts = attempts
         text = f"{code.name}: {message}"
-        if field_violations:
-            text += "; " + "; ".join(f"{v.field}: {v.description}" for v in field_violations)
+        unsaid = [f"{v.field}: {v.description}" for v in field_violations]
+        unsaid = [violation for violation in unsaid if violation not in message]
+        if unsaid:
+            text += "; " + "; ".join(unsaid)
         super().__init__(text)
 
     @classmethod
