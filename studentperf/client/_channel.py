@@ -8,15 +8,15 @@ from typing import Any
 
 import grpc
 
-Pem = bytes | str | Path  # PEM bytes, or the path of a PEM file
+Pem = bytes | str | Path  # PEM bytes or text, or the path of a PEM file
 
 Metadata = tuple[tuple[str, str], ...]
 
 # gRPC's own reconnect backoff grows to 120 s by default; while it waits, calls fail at once with
-# UNAVAILABLE, so a server back after a restart would stay out of reach of our retries.
+# UNAVAILABLE, so a server back after a restart would stay out of reach of our retries. (The
+# minimum, which is also the connect timeout, keeps its default of 20 s.)
 _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
@@ -34,6 +34,8 @@ class ChannelPlan:
 def _pem(value: Pem | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return value.encode()
     return Path(value).read_bytes()
 
 

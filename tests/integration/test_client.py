@@ -216,7 +216,7 @@ async def test_retrying_stops_at_the_deadline() -> None:
     elapsed = time.monotonic() - started
     assert failed.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert failed.value.attempts > 1
-    assert elapsed < 1.5 + 0.5
+    assert elapsed < 1.5 + 1.0  # the deadline, and a busy machine's scheduling slack
 
 
 async def test_the_blocking_client_predicts_and_splits_in_order(

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from studentperf.client import RetryPolicy, ServiceError, StudentInput
 from studentperf.client._base import shift_item_paths
-from studentperf.client._channel import is_local, plan_channel
+from studentperf.client._channel import _pem, is_local, plan_channel
 from studentperf.client.chunking import batch_limit, chunks
 from studentperf.client.inputs import enum_number
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
@@ -215,3 +215,12 @@ def test_the_client_imports_none_of_the_services_or_the_data_stack() -> None:
     for heavy in ("inference_service", "recorder_service", "trainer", "pandas", "sklearn",
                   "numpy", "aiokafka", "asyncpg"):  # fmt: skip
         assert heavy not in loaded, heavy
+
+
+def test_certificates_as_bytes_text_or_file(tmp_path: Path) -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "ca.pem").write_text(pem)
+    for given in (pem.encode(), pem, tmp_path / "ca.pem", str(tmp_path / "ca.pem")):
+        assert _pem(given) == pem.encode()
+    with pytest.raises(FileNotFoundError):
+        _pem(tmp_path / "missing.pem")
