@@ -7,7 +7,10 @@
         print(answer.prediction.predicted_final_score)
 
 Two flavours with the same methods: `connect` (blocking, grpc) and `studentperf.client.aio.connect`
-(asyncio, grpc.aio). Both take the proto messages or `StudentInput`, return the proto responses,
+(asyncio, grpc.aio): schools' backends are threaded web apps as often as asyncio services, and
+wrapping one flavour in the other costs a thread or an event loop per call. Every rule lives in
+shared modules (retry policy, chunking, request building, errors); the flavours differ only in
+how they wait. Both take the proto messages or `StudentInput`, return the proto responses,
 bound every call by a deadline (retries included), retry UNAVAILABLE only, with exponential
 backoff and jitter, and raise `ServiceError` carrying the status code and the server's field
 violations. `predict_many` splits any number of students over the server's batch limit.

@@ -5,6 +5,7 @@ away, TLS with a client certificate and a bearer token."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -270,5 +271,35 @@ async def test_tls_client_certificate_and_token(
             with pytest.raises(ServiceError) as unauthenticated:
                 await client.model_info()
             assert unauthenticated.value.code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await running.stop(grace_s=1)
+
+
+async def test_the_blocking_client_retries_until_the_server_is_up(
+    stack: Stack, tmp_path: Path
+) -> None:
+    port = free_port()
+    first_retry = threading.Event()
+    policy = RetryPolicy(max_attempts=200, initial_backoff_s=0.05, max_backoff_s=0.5)
+
+    def call() -> tuple[str, int]:
+        retries: list[RetryEvent] = []
+
+        def seen(event: RetryEvent) -> None:
+            retries.append(event)
+            first_retry.set()
+
+        with connect(f"127.0.0.1:{port}", retry=policy, on_retry=seen) as client:
+            answer = client.predict(StudentInput("late-sync", age=16), timeout=60)
+        return answer.prediction.prediction_id, len(retries)
+
+    # In a thread: the server it waits for is started on this event loop.
+    worker = asyncio.create_task(asyncio.to_thread(call))
+    assert await asyncio.to_thread(first_retry.wait, 30)
+    running = await serve(stack, tmp_path / "spool", port)
+    try:
+        prediction_id, retried = await asyncio.wait_for(worker, 60)
+        uuid.UUID(prediction_id)
+        assert retried >= 1
     finally:
         await running.stop(grace_s=1)
