@@ -27,7 +27,7 @@ from studentperf.client import (
     connect,
     outcome,
 )
-from studentperf.limits import MAX_EXPLAINED_BATCH
+from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
 from tests.integration.conftest import Stack
 from tests.integration.test_security import Certs, certs  # noqa: F401 (a fixture)
 
@@ -303,3 +303,22 @@ async def test_the_blocking_client_retries_until_the_server_is_up(
         assert retried >= 1
     finally:
         await running.stop(grace_s=1)
+
+
+async def test_predict_many_splits_at_the_default_limit(inference: RunningServer) -> None:
+    """10,001 students, only their ids (the largest answers: every field imputed), against a
+    server with the default limit: two calls, the second of one student."""
+    refused = {0, 4_999, DEFAULT_MAX_BATCH_SIZE - 1, DEFAULT_MAX_BATCH_SIZE}
+    many = [
+        StudentInput(f"big-{i}", age=5 if i in refused else None)
+        for i in range(DEFAULT_MAX_BATCH_SIZE + 1)
+    ]
+    async with aio.connect(f"127.0.0.1:{inference.port}", default_deadline_s=120) as client:
+        results = await client.predict_many(many)
+    assert len(results) == len(many)
+    errors = {i for i, r in enumerate(results) if r.HasField("error")}
+    assert errors == refused
+    for i in refused:
+        [violation] = results[i].error.bad_request.field_violations
+        assert violation.field == f"students[{i}].profile.age"
+    assert len(results[1].prediction.imputed_fields) == 9
