@@ -23,6 +23,7 @@ from inference_service.outcomes import encode_outcomes
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
+from studentperf.limits import MAX_EXPLAINED_BATCH
 from studentperf.outcomes import OutcomeRow, StoredOutcome
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
@@ -33,9 +34,6 @@ from studentperf.v1.prediction_service_pb2 import (
     ScoreExplanation,
 )
 from studentperf.v1.student_pb2 import Student
-
-# Explaining costs up to 512 model evaluations per student (see studentperf.explain).
-MAX_EXPLAINED_BATCH = 1000
 
 
 class PublishUnavailable(Exception):

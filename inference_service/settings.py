@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from studentperf.config import SharedSettings, env_float, env_int, env_secret, env_str
 from studentperf.features import DEFAULT_PASS_MARK
+from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,9 @@ class Settings:
     model_path: str = "models"
     # Must equal the pass mark the served model was trained at; checked at start-up.
     pass_mark: float = DEFAULT_PASS_MARK
-    max_batch_size: int = 10_000
-    # Largest request accepted, in bytes (10,000 students take about 1 MiB).
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    # Largest request accepted, in bytes.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # How long a call waits for the broker to acknowledge its events before it spools them.
     publish_timeout_s: float = 2.0
     # Where events wait, on disk, while Kafka does not acknowledge them; and how much may wait.

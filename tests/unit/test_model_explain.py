@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from inference_service.core import (
-    MAX_EXPLAINED_BATCH,
     PredictionCore,
     ScoreContributions,
     explanation,
@@ -21,6 +20,7 @@ from inference_service.model import ServedModel, feature_table
 from studentperf import envelope, explain
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
+from studentperf.limits import MAX_EXPLAINED_BATCH
 from studentperf.model_artifact import LoadedModel, StudentModel
 from studentperf.v1.prediction_service_pb2 import ModelInfo, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile

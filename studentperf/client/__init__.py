@@ -1,0 +1,46 @@
+"""A typed client of the prediction service, for schools' backend services.
+
+    from studentperf.client import StudentInput, connect
+
+    with connect("127.0.0.1:50051") as client:
+        answer = client.predict(StudentInput("s-1001", age=16, previous_gpa=3.1))
+        print(answer.prediction.predicted_final_score)
+
+Two flavours with the same methods: `connect` (blocking, grpc) and `studentperf.client.aio.connect`
+(asyncio, grpc.aio): schools' backends are threaded web apps as often as asyncio services, and
+wrapping one flavour in the other costs a thread or an event loop per call. Every rule lives in
+shared modules (retry policy, chunking, request building, errors); the flavours differ only in
+how they wait. Both take the proto messages or `StudentInput`, return the proto responses,
+bound every call by a deadline (retries included), retry UNAVAILABLE only, with exponential
+backoff and jitter, and raise `ServiceError` carrying the status code and the server's field
+violations. `predict_many` splits any number of students over the server's batch limit.
+
+Retrying and idempotency: GetModelInfo reads, and RecordOutcomes replaces a student's score for
+a term, so retrying them is harmless. Predict and BatchPredict are not idempotent: the server
+gives every prediction a fresh id and there is no request id to deduplicate by. UNAVAILABLE
+mostly means the call never reached a handler (server not up, restarting, stopping) and the
+retry is the first prediction made; but a call refused because its events could not be made
+safe ("prediction not confirmed as recorded") may still have been recorded, so its retry can
+leave two recorded predictions for the student, with different ids (the README's
+"Not promised"). The answer the caller gets is still one correct prediction. Pass
+`retry=RetryPolicy.none()` where a second recorded prediction matters more than availability.
+
+This package imports only grpc, protobuf and `studentperf`'s shared modules: not the services.
+"""
+
+from studentperf.client._base import RetryEvent
+from studentperf.client.errors import FieldViolation, ServiceError
+from studentperf.client.inputs import StudentInput, outcome
+from studentperf.client.retry import RetryPolicy
+from studentperf.client.sync import PredictionClient, connect
+
+__all__ = [
+    "FieldViolation",
+    "PredictionClient",
+    "RetryEvent",
+    "RetryPolicy",
+    "ServiceError",
+    "StudentInput",
+    "connect",
+    "outcome",
+]

@@ -1,0 +1,118 @@
+"""What both client flavours share: request building, deadlines, the retry bookkeeping and
+putting chunked batch results back together."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from studentperf.client.errors import ServiceError
+from studentperf.client.inputs import StudentLike, as_student
+from studentperf.client.retry import RetryPolicy
+from studentperf.v1 import prediction_service_pb2 as api
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """Passed to `on_retry` before each pause: which call failed how, and how long we wait."""
+
+    method: str
+    attempts_made: int
+    code: grpc.StatusCode
+    message: str
+    pause_s: float
+
+
+OnRetry = Callable[[RetryEvent], None]
+
+
+class Deadline:
+    """One call's time budget, shared by all its attempts and the pauses between them."""
+
+    def __init__(self, timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"a deadline must be positive, got {timeout_s}")
+        self._end = time.monotonic() + timeout_s
+
+    def remaining_s(self) -> float:
+        return self._end - time.monotonic()
+
+
+def predict_request(
+    student: StudentLike | api.PredictRequest, top_factors: int
+) -> api.PredictRequest:
+    if isinstance(student, api.PredictRequest):
+        return student
+    return api.PredictRequest(student=as_student(student), top_factors=top_factors)
+
+
+def batch_request(
+    students: Sequence[StudentLike] | api.BatchPredictRequest, top_factors: int
+) -> api.BatchPredictRequest:
+    if isinstance(students, api.BatchPredictRequest):
+        return students
+    return api.BatchPredictRequest(
+        students=[as_student(s) for s in students], top_factors=top_factors
+    )
+
+
+def outcomes_request(
+    outcomes: Sequence[api.Outcome] | api.RecordOutcomesRequest,
+) -> api.RecordOutcomesRequest:
+    if isinstance(outcomes, api.RecordOutcomesRequest):
+        return outcomes
+    return api.RecordOutcomesRequest(outcomes=outcomes)
+
+
+class RetryState:
+    """The attempts of one call: decides, after a failure, whether and how long to pause."""
+
+    def __init__(
+        self, method: str, policy: RetryPolicy, deadline: Deadline, on_retry: OnRetry | None
+    ) -> None:
+        self.method = method
+        self.attempts = 0
+        self._policy = policy
+        self._deadline = deadline
+        self._on_retry = on_retry
+
+    def next_timeout_s(self) -> float:
+        """The time left for the attempt about to start."""
+        self.attempts += 1
+        return max(self._deadline.remaining_s(), 0.001)
+
+    def pause_or_raise(self, error: grpc.RpcError) -> float:
+        """The pause before the next attempt; raises ServiceError when there is to be none."""
+        code: grpc.StatusCode = error.code()
+        pause = self._policy.pause_before_retry(code, self.attempts, self._deadline.remaining_s())
+        if pause is None:
+            raise ServiceError.from_rpc_error(error, self.attempts) from None
+        if self._on_retry is not None:
+            message: str = error.details() or ""
+            self._on_retry(RetryEvent(self.method, self.attempts, code, message, pause))
+        return pause
+
+
+_STUDENT_INDEX = re.compile(r"\bstudents\[(\d+)\]")
+
+
+def shift_item_paths(
+    results: Sequence[api.BatchPredictResult], offset: int
+) -> list[api.BatchPredictResult]:
+    """A chunk's results with `students[i]` in its errors renamed to `students[offset + i]`, so
+    paths name the student's place in the caller's whole list, not in its chunk."""
+    if offset:
+
+        def shift(text: str) -> str:
+            return _STUDENT_INDEX.sub(lambda m: f"students[{int(m.group(1)) + offset}]", text)
+
+        for result in results:
+            if result.HasField("error"):
+                result.error.message = shift(result.error.message)
+                for violation in result.error.bad_request.field_violations:
+                    violation.field = shift(violation.field)
+    return list(results)

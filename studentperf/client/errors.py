@@ -1,0 +1,69 @@
+"""The one exception the client raises for a failed call, with the server's field violations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+# Where gRPC carries a google.rpc.Status with typed details (grpcio-status reads the same key).
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field, by its path in the request (e.g. "student.profile.age"), and its rule."""
+
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """A call that failed: its status code, the server's message and the bad fields, if any.
+
+    `attempts` counts the tries made (more than 1 when UNAVAILABLE was retried).
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        field_violations: tuple[FieldViolation, ...] = (),
+        attempts: int = 1,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.field_violations = field_violations
+        self.attempts = attempts
+        text = f"{code.name}: {message}"
+        unsaid = [f"{v.field}: {v.description}" for v in field_violations]
+        unsaid = [violation for violation in unsaid if violation not in message]
+        if unsaid:
+            text += "; " + "; ".join(unsaid)
+        super().__init__(text)
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError, attempts: int = 1) -> ServiceError:
+        """Reads code, message and google.rpc.BadRequest details from a sync or aio error."""
+        code: grpc.StatusCode = error.code()
+        message: str = error.details() or ""
+        trailing = error.trailing_metadata() or ()
+        return cls(code, message, _field_violations(trailing), attempts)
+
+
+def _field_violations(trailing: Iterable[tuple[str, str | bytes]]) -> tuple[FieldViolation, ...]:
+    raw = next(
+        (value for key, value in trailing if key == _STATUS_DETAILS_KEY),
+        None,
+    )
+    if not isinstance(raw, bytes):
+        return ()
+    status = status_pb2.Status.FromString(raw)
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    return tuple(violations)

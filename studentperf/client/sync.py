@@ -1,0 +1,201 @@
+"""The blocking client, on a grpc (sync) channel: for scripts, web handlers and worker threads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from studentperf.client import _base
+from studentperf.client._base import Deadline, OnRetry, RetryState
+from studentperf.client._channel import Pem, plan_channel
+from studentperf.client.chunking import batch_limit, chunks
+from studentperf.client.inputs import StudentLike
+from studentperf.client.retry import RetryPolicy
+from studentperf.limits import DEFAULT_MAX_MESSAGE_BYTES
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+
+R = TypeVar("R")
+
+
+def connect(
+    target: str,
+    *,
+    tls: bool = False,
+    root_certificates: Pem | None = None,
+    client_certificate: Pem | None = None,
+    client_key: Pem | None = None,
+    token: str | None = None,
+    server_name: str | None = None,
+    default_deadline_s: float = 10.0,
+    retry: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> PredictionClient:
+    """A client of the prediction service at `target` (host:port).
+
+    `tls=True` verifies the server against `root_certificates` (PEM bytes or a file; None: the
+    system's roots); `client_certificate` + `client_key` add a client certificate (mutual TLS).
+    `token` is sent as `authorization: Bearer <token>`: as call credentials over TLS, or as
+    plain metadata to this machine only. `default_deadline_s` bounds each call, retries
+    included, unless the call passes its own `timeout`. `retry` defaults to `RetryPolicy()`:
+    UNAVAILABLE only, 5 attempts.
+    """
+    plan = plan_channel(
+        target,
+        tls=tls,
+        root_certificates=root_certificates,
+        client_certificate=client_certificate,
+        client_key=client_key,
+        token=token,
+        server_name=server_name,
+        max_message_bytes=max_message_bytes,
+    )
+    if plan.credentials is None:
+        channel = grpc.insecure_channel(plan.target, options=plan.options)
+    else:
+        channel = grpc.secure_channel(plan.target, plan.credentials, options=plan.options)
+    return PredictionClient(
+        channel,
+        metadata=plan.metadata,
+        default_deadline_s=default_deadline_s,
+        retry=retry or RetryPolicy(),
+        on_retry=on_retry,
+    )
+
+
+class PredictionClient:
+    """Typed calls to PredictionService; every failure is a `ServiceError`."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        *,
+        metadata: tuple[tuple[str, str], ...] = (),
+        default_deadline_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
+        Deadline(default_deadline_s)  # refuses a non-positive one now, not at the first call
+        self._channel = channel
+        self._stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._metadata = metadata
+        self._default_deadline_s = default_deadline_s
+        self._retry = retry or RetryPolicy()
+        self._on_retry = on_retry
+
+    def __enter__(self) -> PredictionClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def predict(
+        self,
+        student: StudentLike | api.PredictRequest,
+        *,
+        top_factors: int = 0,
+        timeout: float | None = None,
+    ) -> api.PredictResponse:
+        request = _base.predict_request(student, top_factors)
+        return self._call("Predict", self._stub.Predict, request, timeout, api.PredictResponse)
+
+    def batch_predict(
+        self,
+        students: Sequence[StudentLike] | api.BatchPredictRequest,
+        *,
+        top_factors: int = 0,
+        timeout: float | None = None,
+    ) -> api.BatchPredictResponse:
+        """One call: the server refuses more students than its batch limit (see predict_many)."""
+        request = _base.batch_request(students, top_factors)
+        return self._call(
+            "BatchPredict", self._stub.BatchPredict, request, timeout, api.BatchPredictResponse
+        )
+
+    def model_info(self, *, timeout: float | None = None) -> api.ModelInfo:
+        request = api.GetModelInfoRequest()
+        return self._call("GetModelInfo", self._stub.GetModelInfo, request, timeout, api.ModelInfo)
+
+    def record_outcomes(
+        self,
+        outcomes: Sequence[api.Outcome] | api.RecordOutcomesRequest,
+        *,
+        timeout: float | None = None,
+    ) -> api.RecordOutcomesResponse:
+        request = _base.outcomes_request(outcomes)
+        return self._call(
+            "RecordOutcomes",
+            self._stub.RecordOutcomes,
+            request,
+            timeout,
+            api.RecordOutcomesResponse,
+        )
+
+    def predict_many(
+        self,
+        students: Sequence[StudentLike],
+        *,
+        top_factors: int = 0,
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        timeout: float | None = None,
+    ) -> list[api.BatchPredictResult]:
+        """Any number of students: BatchPredict calls of at most `batch_size` (default: the
+        server's default limit), `concurrency` at a time; one result per student, in input
+        order, error paths numbered as in `students`. `timeout` bounds each call. The first
+        call that fails raises its ServiceError; calls not started by then are not made."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        size = batch_limit(top_factors, batch_size)
+        parts = chunks(students, size)
+
+        def run(index: int) -> list[api.BatchPredictResult]:
+            answer = self.batch_predict(parts[index], top_factors=top_factors, timeout=timeout)
+            return _base.shift_item_paths(answer.results, index * size)
+
+        results: list[api.BatchPredictResult] = []
+        with ThreadPoolExecutor(max_workers=min(concurrency, max(len(parts), 1))) as pool:
+            futures = [pool.submit(run, index) for index in range(len(parts))]
+            try:
+                for future in futures:
+                    results.extend(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
+
+    def _call(
+        self,
+        method: str,
+        multicallable: Callable[..., Any],
+        request: Any,
+        timeout: float | None,
+        kind: type[R],
+    ) -> R:
+        deadline = Deadline(self._default_deadline_s if timeout is None else timeout)
+        state = RetryState(method, self._retry, deadline, self._on_retry)
+        while True:
+            try:
+                answer = multicallable(
+                    request, timeout=state.next_timeout_s(), metadata=self._metadata or None
+                )
+            except grpc.RpcError as error:
+                time.sleep(state.pause_or_raise(error))
+            else:
+                assert isinstance(answer, kind)
+                return answer
