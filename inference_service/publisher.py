@@ -22,6 +22,7 @@ What is not acknowledged in time is not lost: `delivery.DurablePublisher` spools
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -159,7 +160,7 @@ class KafkaPublisher:
         self._producer = None
         self.connected.clear()
         for work in (self._stop_producer(broken), self.connect()):
-            task = asyncio.create_task(work)
+            task = asyncio.create_task(work, context=contextvars.Context())  # not the call's ids
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import io
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from inference_service.core import PredictionCore
 from inference_service.spool import Spool
 from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.triage import triage
 from studentperf import envelope, tracing
 from studentperf.config import ConfigError, configure_logging
+from studentperf.envelope import KafkaRecord
 from studentperf.log_format import JsonFormatter, TextFormatter
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Prediction
 from studentperf.v1.student_pb2 import Student, StudentProfile
+from tests.unit.test_core import AgeModel, RecordingPublisher
+from tests.unit.test_core import student as unit_student
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -169,3 +175,45 @@ def test_text_lines_name_the_ids_too() -> None:
 def test_bad_log_format_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="STUDENTPERF_LOG_FORMAT='xml'"):
         configure_logging({"STUDENTPERF_LOG_FORMAT": "xml"})
+
+
+class TracePublisher(RecordingPublisher):
+    """Records what it publishes, and the trace id of the context it publishes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_in: list[str | None] = []
+
+    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+        self.seen_in.append(tracing.trace_id.get())
+        await super().publish(records)
+
+
+async def test_micro_batched_calls_keep_their_own_trace_ids() -> None:
+    publisher = TracePublisher()
+    core = PredictionCore(
+        AgeModel(), publisher, max_batch_size=10, microbatch_wait_s=0.05, microbatch_max=64
+    )
+    traces = [tracing.new_id() for _ in range(5)]
+
+    async def call(number: int) -> str:
+        tracing.trace_id.set(traces[number])  # each task has a context of its own
+        return (await core.predict(unit_student(f"s{number}", 20))).prediction_id
+
+    ids = await asyncio.gather(*(asyncio.create_task(call(n)) for n in range(5)))
+    assert publisher.seen_in == [None]  # one shared publish, in no call's context
+    by_prediction = {
+        envelope.decode(r.value).event_id: envelope.trace_id(r.headers) for r in publisher.records
+    }
+    assert [by_prediction[pid] for pid in ids] == traces
+
+
+async def test_a_batch_has_one_trace_id_for_all_its_events() -> None:
+    publisher = RecordingPublisher()
+    core = PredictionCore(AgeModel(), publisher, max_batch_size=10)
+    tracing.trace_id.set(TRACE)
+    try:
+        await core.predict_batch([unit_student(f"b{n}", 20) for n in range(3)])
+    finally:
+        tracing.trace_id.set(None)
+    assert [envelope.trace_id(r.headers) for r in publisher.records] == [TRACE] * 3
