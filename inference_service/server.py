@@ -149,7 +149,9 @@ async def start_server(settings: Settings) -> RunningServer:
 
     interceptors = []
     if settings.auth_tokens:
-        interceptors.append(TokenAuthInterceptor(parse_token_table(settings.auth_tokens)))
+        interceptors.append(
+            TokenAuthInterceptor(parse_token_table(settings.auth_tokens), metrics=metrics)
+        )
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
