@@ -6,19 +6,22 @@ Clients send `authorization: Bearer <token>` metadata. The token table has one c
 UNAUTHENTICATED. A known client calling a method not granted to it: PERMISSION_DENIED.
 The health service stays open, so load balancers and orchestrators can probe without a token;
 reflection needs a valid token but no particular grant. Tokens are kept only as SHA-256
-digests and never logged.
+digests and never logged. Refused calls are counted in the service's metrics with their code
+(they never reach the servicer, which counts the others).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from inference_service.metrics import InferenceMetrics
 from studentperf.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,11 @@ Denial = tuple[grpc.StatusCode, str]
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, clients: Mapping[bytes, Client]) -> None:
+    def __init__(
+        self, clients: Mapping[bytes, Client], metrics: InferenceMetrics | None = None
+    ) -> None:
         self._clients = dict(clients)
+        self._metrics = metrics
 
     def check(self, full_method: str, metadata: Mapping[str, str]) -> Denial | None:
         """None when the call may go ahead, else the status to refuse it with."""
@@ -95,6 +101,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[Any], Awaitable[Any]],
         handler_call_details: Any,
     ) -> Any:
+        started = time.perf_counter()
         metadata = {
             k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)
         }
@@ -102,13 +109,24 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         denial = self.check(handler_call_details.method, metadata)
         if denial is None or handler is None:
             return handler
-        return _refusing(handler, *denial)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return _refusing(handler, *denial, method, self._metrics, started)
 
 
-def _refusing(handler: Any, code: grpc.StatusCode, message: str) -> Any:
-    """A handler of the same shape as `handler` that only refuses the call."""
+def _refusing(
+    handler: Any,
+    code: grpc.StatusCode,
+    message: str,
+    method: str,
+    metrics: InferenceMetrics | None,
+    started: float,
+) -> Any:
+    """A handler of the same shape as `handler` that only refuses the call (and counts it,
+    timed from when the call came in)."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if metrics is not None:
+            metrics.rpc(method, code.name, time.perf_counter() - started)
         await context.abort(code, message)
 
     options = {

@@ -16,6 +16,7 @@ exception; a result that is an exception goes to its caller alone.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -62,7 +63,10 @@ class MicroBatcher(Generic[T, R]):
             return
         items, futures = self._items, self._futures
         self._items, self._futures = [], []
-        task = asyncio.get_running_loop().create_task(self._run(items, futures))
+        # In a context of its own: the batch serves several calls, its log lines none's ids.
+        task = asyncio.get_running_loop().create_task(
+            self._run(items, futures), context=contextvars.Context()
+        )
         self._running.add(task)
         task.add_done_callback(self._finished)
 

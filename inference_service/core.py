@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from inference_service.batcher import MicroBatcher
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
 from inference_service.outcomes import encode_outcomes
-from studentperf import envelope
+from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.limits import MAX_EXPLAINED_BATCH
@@ -77,6 +77,11 @@ class Model(Protocol):
         """What GetModelInfo answers: version, training time, held-out metrics."""
 
 
+class PredictionMetrics(Protocol):
+    def predicted(self, model_version: str, count: int, passes: int) -> None:
+        """Counts `count` predictions by `model_version`, `passes` of them a pass."""
+
+
 class OutcomeStore(Protocol):
     async def store(self, rows: Sequence[OutcomeRow]) -> Sequence[StoredOutcome]:
         """Stores rows of distinct (student, term), one result each; or OutcomesUnavailable."""
@@ -86,6 +91,8 @@ class OutcomeStore(Protocol):
 class _Item:
     student: Student
     encoded: EncodedStudent
+    # The calling request's (studentperf.tracing): a micro-batch mixes several calls' items.
+    trace_id: str | None
 
 
 class PredictionCore:
@@ -99,12 +106,14 @@ class PredictionCore:
         outcomes: OutcomeStore | None = None,
         microbatch_wait_s: float = 0.0,
         microbatch_max: int = 256,
+        metrics: PredictionMetrics | None = None,
     ) -> None:
         self._model = model
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
         self._outcomes = outcomes
+        self._metrics = metrics
         # Calls between their model work and their answer: what a graceful stop waits for;
         # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
         self.in_flight = 0
@@ -128,7 +137,7 @@ class PredictionCore:
         """One student; raises InvalidInput or PublishUnavailable."""
         encoded = encode_student(student, "student")
         assert student is not None  # encode_student refuses None
-        item = _Item(student, encoded)
+        item = _Item(student, encoded, tracing.trace_id.get())
         if self._batcher is not None and not top_factors:
             with self._counted():
                 return await self._batcher.submit(item)
@@ -160,13 +169,14 @@ class PredictionCore:
             )
         answers: list[Prediction | InvalidInput | None] = []  # None: the model's to answer
         valid: list[_Item] = []
+        trace_id = tracing.trace_id.get()  # one for the whole batch
         for index, student in enumerate(students):
             try:
                 encoded = encode_student(student, f"students[{index}]")
             except InvalidInput as refused:
                 answers.append(refused)
             else:
-                valid.append(_Item(student, encoded))
+                valid.append(_Item(student, encoded, trace_id))
                 answers.append(None)
         predictions = iter(await self._predict_and_publish(valid, top_factors) if valid else [])
         return [next(predictions) if answer is None else answer for answer in answers]
@@ -235,6 +245,7 @@ class PredictionCore:
         version, pass_mark = model.version, model.pass_mark
         predictions: list[Prediction] = []
         records: list[KafkaRecord] = []
+        passes = 0
         for index, (item, score, probability, prediction_id) in enumerate(
             zip(items, scores, probabilities, new_uuid4s(len(items)), strict=True)
         ):
@@ -258,8 +269,11 @@ class PredictionCore:
                 input=item.student,
                 prediction=prediction,
             )
+            passes += prediction.predicted_pass
             predictions.append(prediction)
-            records.append(envelope.encode(event))
+            records.append(envelope.encode(event, trace_id=item.trace_id))
+        if self._metrics is not None:
+            self._metrics.predicted(version, len(predictions), passes)
         await self._publisher.publish(records)
         return predictions
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from inference_service.core import PublishUnavailable
+from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Spool, SpoolFull
 from studentperf.envelope import KafkaRecord
 
@@ -37,9 +38,12 @@ class Broker(Protocol):
 
 
 class DurablePublisher:
-    def __init__(self, kafka: Broker, spool: Spool) -> None:
+    def __init__(
+        self, kafka: Broker, spool: Spool, metrics: InferenceMetrics | None = None
+    ) -> None:
         self._kafka = kafka
         self._spool = spool
+        self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         # How many records of a segment Kafka already acknowledged, so a retry after a pause
         # does not send them again.
@@ -71,6 +75,8 @@ class DurablePublisher:
             await self._spool.append(records)
         except SpoolFull as error:
             raise PublishUnavailable(str(error)) from None
+        if self._metrics is not None:
+            self._metrics.spooled(len(records))
 
     async def _replay_forever(self) -> None:
         delay = 0.2
@@ -129,7 +135,7 @@ class DurablePublisher:
 
 
 async def open_durable_publisher(
-    kafka: Broker, spool_dir: Path, *, max_bytes: int
+    kafka: Broker, spool_dir: Path, *, max_bytes: int, metrics: InferenceMetrics | None = None
 ) -> DurablePublisher:
     spool = await Spool.open(spool_dir, max_bytes=max_bytes)
-    return DurablePublisher(kafka, spool)
+    return DurablePublisher(kafka, spool, metrics)

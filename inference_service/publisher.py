@@ -22,7 +22,9 @@ What is not acknowledged in time is not lost: `delivery.DurablePublisher` spools
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from inference_service.core import PublishUnavailable
+from inference_service.metrics import InferenceMetrics
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
@@ -50,8 +53,10 @@ class KafkaPublisher:
         publish_timeout_s: float,
         linger_ms: int = 2,
         extra_options: dict[str, Any] | None = None,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self._topic = topic
+        self._metrics = metrics
         self._timeout_s = publish_timeout_s
         self._producer_options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -95,6 +100,17 @@ class KafkaPublisher:
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("not connected to Kafka")
+        started = time.perf_counter()
+        try:
+            await self._publish(producer, records)
+        except PublishUnavailable:
+            if self._metrics is not None:
+                self._metrics.publish_failed()
+            raise
+        if self._metrics is not None:
+            self._metrics.published(time.perf_counter() - started)
+
+    async def _publish(self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if len(records) >= _OWN_BATCHES_FROM:
@@ -144,7 +160,7 @@ class KafkaPublisher:
         self._producer = None
         self.connected.clear()
         for work in (self._stop_producer(broken), self.connect()):
-            task = asyncio.create_task(work)
+            task = asyncio.create_task(work, context=contextvars.Context())  # not the call's ids
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.metrics import InferenceMetrics
 from inference_service.model import load_served_model
 from inference_service.outcome_store import PostgresOutcomeStore
 from inference_service.publisher import KafkaPublisher
@@ -46,8 +48,10 @@ class RunningServer:
         outcomes: PostgresOutcomeStore | None = None,
         status_server: asyncio.Server | None = None,
         status: InferenceStatus | None = None,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self.server = server
+        self.metrics = metrics
         self.core = core
         self.port = port
         self.health = health_servicer
@@ -110,14 +114,17 @@ async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
     model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
     log.info("serving model %s from %s", model.version, settings.model_path)
+    # This server's own registry: several servers in one process (tests) never collide.
+    metrics = InferenceMetrics(CollectorRegistry())
     kafka = KafkaPublisher(
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
         publish_timeout_s=settings.publish_timeout_s,
         extra_options=settings.shared.kafka_security.client_options(),
+        metrics=metrics,
     )
     publisher = await open_durable_publisher(
-        kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes
+        kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, metrics=metrics
     )
     # Opened on the first RecordOutcomes call: predictions never wait for the database.
     outcomes = PostgresOutcomeStore(settings.shared.database_url)
@@ -128,6 +135,7 @@ async def start_server(settings: Settings) -> RunningServer:
         outcomes=outcomes,
         microbatch_wait_s=settings.microbatch_wait_ms / 1000,
         microbatch_max=settings.microbatch_max,
+        metrics=metrics,
     )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):
@@ -141,7 +149,9 @@ async def start_server(settings: Settings) -> RunningServer:
 
     interceptors = []
     if settings.auth_tokens:
-        interceptors.append(TokenAuthInterceptor(parse_token_table(settings.auth_tokens)))
+        interceptors.append(
+            TokenAuthInterceptor(parse_token_table(settings.auth_tokens), metrics=metrics)
+        )
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -150,7 +160,7 @@ async def start_server(settings: Settings) -> RunningServer:
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        PredictionServicer(core), server
+        PredictionServicer(core, metrics), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -162,7 +172,7 @@ async def start_server(settings: Settings) -> RunningServer:
         port = server.add_insecure_port(settings.listen_address)
     else:
         port = server.add_secure_port(settings.listen_address, credentials)
-    status = InferenceStatus(core, publisher)
+    status = InferenceStatus(core, publisher, metrics.registry)
     # Bound before anything starts: a port already taken fails with nothing to undo.
     status_server = (
         await status.serve(settings.health_host, settings.health_port)
@@ -170,7 +180,16 @@ async def start_server(settings: Settings) -> RunningServer:
         else None
     )
     running = RunningServer(
-        server, port, health_servicer, publisher, core, reloader, outcomes, status_server, status
+        server,
+        port,
+        health_servicer,
+        publisher,
+        core,
+        reloader,
+        outcomes,
+        status_server,
+        status,
+        metrics,
     )
     try:
         # Serving does not wait for Kafka: until it answers, events go to the spool.

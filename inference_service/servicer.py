@@ -9,6 +9,7 @@ from google.rpc import code_pb2
 
 from inference_service.core import PredictionCore
 from inference_service.encoding import InvalidInput
+from inference_service.metrics import InferenceMetrics
 from inference_service.status import bad_request, map_errors
 from studentperf.outcomes import StoredOutcome
 from studentperf.v1 import prediction_service_pb2 as api
@@ -18,8 +19,13 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class PredictionServicer(api_grpc.PredictionServiceServicer):
-    def __init__(self, core: PredictionCore) -> None:
+    def __init__(self, core: PredictionCore, metrics: InferenceMetrics | None = None) -> None:
         self._core = core
+        self._metrics = metrics
+
+    @property
+    def metrics(self) -> InferenceMetrics | None:
+        return self._metrics
 
     @map_errors
     async def Predict(self, request: api.PredictRequest, context: Context) -> api.PredictResponse:

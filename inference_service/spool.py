@@ -17,6 +17,7 @@ segment (a crash mid-write, before its call was answered) is cut off when the sp
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import struct
@@ -186,7 +187,8 @@ class Spool:
         self._pending.append((frames, len(records), done))
         self._reserved += len(frames)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # Flushes serve every appender: not the first one's request and trace ids.
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         await asyncio.shield(done)
 
     async def _flush(self) -> None:

@@ -4,14 +4,23 @@ Invalid input -> INVALID_ARGUMENT with a google.rpc.BadRequest naming each field
 handed off, or outcomes not stored -> UNAVAILABLE; anything unexpected -> INTERNAL with a
 generic message, the details in the log only (they may hold internals a caller has no business
 seeing).
+
+The same wrapper gives each call its request id and trace id (studentperf.tracing: in the
+log lines of the call, in its events' headers, echoed in the trailing metadata) and records
+its duration and status code in the service's metrics. It is done here rather than in a
+`grpc.aio.ServerInterceptor` because this wrapper already runs around every call and already
+knows the status code each error becomes: an interceptor would add a coroutine hop per call and
+have to recover the code from the context afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,13 +29,24 @@ from grpc_status import rpc_status
 
 from inference_service.core import OutcomesUnavailable, PublishUnavailable
 from inference_service.encoding import InvalidInput
+from inference_service.metrics import InferenceMetrics
+from studentperf import tracing
 
 log = logging.getLogger(__name__)
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 P = ParamSpec("P")
 R = TypeVar("R")
-S = TypeVar("S")
+
+
+class Observed(Protocol):
+    """A servicer whose calls are counted: its metrics, or None for none."""
+
+    @property
+    def metrics(self) -> InferenceMetrics | None: ...
+
+
+S = TypeVar("S", bound=Observed)
 
 
 def bad_request(error: InvalidInput) -> error_details_pb2.BadRequest:
@@ -46,8 +66,11 @@ async def _abort_invalid(
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {error}", details=[detail]
     )
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("unreachable: abort_with_status raises")
+    found = rpc_status.to_status(status)
+    # Passed explicitly: an abort with trailing metadata replaces what the call had set.
+    trailing = (*found.trailing_metadata, *(context.trailing_metadata() or ()))
+    await context.abort(found.code, found.details, trailing)
+    raise AssertionError("unreachable: abort raises")
 
 
 def map_errors(
@@ -55,31 +78,61 @@ def map_errors(
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """Turns the domain errors a servicer method raises into their gRPC status."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         context: Context = args[-1]
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        request_id = tracing.new_id()
+        trace_id, problem = tracing.trace_id_from_metadata(context.invocation_metadata() or ())
+        # Each call runs in a task of its own, so these are the call's alone.
+        tracing.request_id.set(request_id)
+        tracing.trace_id.set(trace_id)
+        context.set_trailing_metadata(
+            ((tracing.REQUEST_ID_KEY, request_id), (tracing.TRACE_ID_KEY, trace_id))
+        )
+        if problem:
+            log.warning("%s: %s; using a new trace id", name, problem)
         try:
-            return await method(self, *args, **kwargs)
+            answer = await method(self, *args, **kwargs)
+            code = "OK"
+            return answer
         except InvalidInput as error:
+            code = "INVALID_ARGUMENT"
             await _abort_invalid(context, error)
         except PublishUnavailable as error:
-            log.warning("%s: %s", method.__name__, error)
+            code = "UNAVAILABLE"
+            log.warning("%s: %s", name, error)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"prediction not confirmed as recorded: {error}. It may still be recorded; "
                 "a retry makes a new prediction",
             )
         except OutcomesUnavailable as error:
-            log.warning("%s: %s", method.__name__, error)
+            code = "UNAVAILABLE"
+            log.warning("%s: %s", name, error)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"outcomes not stored: {error}. Nothing was stored; retrying is safe",
             )
         except grpc.aio.AbortError:
+            if code == "UNKNOWN":  # aborted by the method itself
+                found = context.code()
+                code = found.name if isinstance(found, grpc.StatusCode) else code
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # a deadline, a client gone, a stop out of grace
             raise
         except Exception:
-            log.exception("%s failed", method.__name__)
+            code = "INTERNAL"
+            log.exception("%s failed", name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        finally:
+            metrics = self.metrics
+            if metrics is not None:
+                metrics.rpc(name, code, time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper

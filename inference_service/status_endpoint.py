@@ -2,24 +2,33 @@
 
 /health is 200 while the service can take predictions (the spool is not full), with the
 detail an operator wants during an outage: whether Kafka is connected and how many events
-wait in the spool. /metrics has the same as Prometheus gauges and counters.
+wait in the spool. /metrics is the service's Prometheus registry (inference_service.metrics):
+the counters and histograms updated as calls are served, and these gauges, read at scrape time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher
+from inference_service.metrics import PREFIX
 from studentperf.status_http import serve_status
 
-_PREFIX = "studentperf_inference_"
 
-
-class InferenceStatus:
-    def __init__(self, core: PredictionCore, publisher: DurablePublisher) -> None:
+class InferenceStatus(Collector):
+    def __init__(
+        self, core: PredictionCore, publisher: DurablePublisher, registry: CollectorRegistry
+    ) -> None:
         self._core = core
         self._publisher = publisher
+        self._registry = registry
+        registry.register(self)
         # Set when a graceful stop begins, so a balancer probing /health stops sending.
         self.stopping = False
 
@@ -43,19 +52,28 @@ class InferenceStatus:
         }
         return state in ("serving", "spooling"), detail
 
-    def metrics(self) -> str:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         spool = self._publisher.spool
-        lines: list[str] = []
-        for name, kind, value in [
-            ("kafka_connected", "gauge", int(self._publisher.kafka_connected)),
-            ("spool_events", "gauge", spool.records),
-            ("spool_bytes", "gauge", spool.bytes),
-            ("spool_max_bytes", "gauge", spool.max_bytes),
-            ("calls_in_flight", "gauge", self._core.in_flight),
-            ("calls_cut_off_total", "counter", self._core.cut_off),
+        for name, help_text, value in [
+            (
+                "kafka_connected",
+                "1 while a Kafka producer is connected.",
+                1 if self._publisher.kafka_connected else 0,
+            ),
+            ("spool_events", "Events waiting in the local spool for Kafka.", spool.records),
+            ("spool_bytes", "Bytes the local spool holds.", spool.bytes),
+            ("spool_max_bytes", "Bytes the local spool may hold.", spool.max_bytes),
+            ("calls_in_flight", "Calls between their model work and answer.", self._core.in_flight),
         ]:
-            lines += [f"# TYPE {_PREFIX}{name} {kind}", f"{_PREFIX}{name} {value}"]
-        return "\n".join(lines) + "\n"
+            yield GaugeMetricFamily(PREFIX + name, help_text, value=value)
+        yield CounterMetricFamily(
+            PREFIX + "calls_cut_off",
+            "Calls cancelled between their model work and answer (deadline, client gone, stop).",
+            value=self._core.cut_off,
+        )
+
+    def metrics(self) -> str:
+        return generate_latest(self._registry).decode()
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         return await serve_status(self.health, self.metrics, host, port)

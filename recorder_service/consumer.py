@@ -128,7 +128,12 @@ class Recorder:
                 writing is not None and (writing.done() or self.status.state is State.DEGRADED)
             ),
         )
-        return None if batch is None else Prepared(batch, triage(batch.records()))
+        if batch is None:
+            return None
+        for tp, records in batch.parts.items():
+            if records:
+                self.status.read_from(tp, records[0].offset)
+        return Prepared(batch, triage(batch.records()))
 
     async def _keep_membership(self, consumer: Consumer) -> None:
         consumer.pause(*consumer.assignment())

@@ -3,6 +3,13 @@
 `Status` holds the state (starting, running, degraded, stopped) and counters. When a port is
 configured, `serve` answers `GET /health` (200 while running, 503 otherwise, with a JSON body)
 and `GET /metrics` (Prometheus text format); see studentperf.status_http.
+
+The metrics are a Prometheus registry of the Status's own (never the process-wide default, so
+several recorders in one process, as in tests, do not collide): the counters and gauges are
+read from the Status when scraped; batch sizes and write times are histograms observed by the
+writer; the consumer lag of each assigned partition is its high watermark (from the consumer's
+last fetch) minus the offset this member last committed there (or, before its first commit,
+the first offset it read, which was the group's committed offset then).
 """
 
 from __future__ import annotations
@@ -11,12 +18,31 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
+
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from studentperf.status_http import serve_status
 
 log = logging.getLogger(__name__)
+
+
+class Offsets(Protocol):
+    """What the lag gauge reads of the consumer (aiokafka's AIOKafkaConsumer has it)."""
+
+    def assignment(self) -> set[TopicPartition]: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+
+# Batches hold up to STUDENTPERF_BATCH_MAX_EVENTS (2,000 by default) events.
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class State(StrEnum):
@@ -46,6 +72,48 @@ class Status:
     # Wall-clock times (time.time()), comparable across processes: benchmarks read them.
     first_assigned_at: float = 0.0
     last_commit_at: float = 0.0
+    # Per assigned partition: the offset this member last committed, else the first it read.
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    consumer: Offsets | None = None  # set once the consumer has started
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batch_size = Histogram(
+            _PREFIX + "batch_size",
+            "Events per batch written (one transaction unless split), rejected ones included.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.write_seconds = Histogram(
+            _PREFIX + "write_duration_seconds",
+            "Time to write one batch's rows to the database (COPY, spread, commit).",
+            buckets=WRITE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StatusCollector(self))
+
+    def read_from(self, partition: TopicPartition, offset: int) -> None:
+        """Notes the first offset read from a partition, the lag's base until a commit."""
+        self.committed.setdefault(partition, offset)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Partitions (re)assigned or revoked: what was known of their offsets is stale."""
+        for partition in partitions:
+            self.committed.pop(partition, None)
+
+    def lags(self) -> dict[TopicPartition, int]:
+        """Records not yet committed, per assigned partition whose high watermark is known."""
+        if self.consumer is None:
+            return {}
+        found = {}
+        for partition in self.consumer.assignment():
+            highwater = self.consumer.highwater(partition)
+            if highwater is None:
+                continue  # nothing fetched from it yet
+            # Nothing read and nothing committed since assignment: the fetch found it caught up.
+            base = self.committed.get(partition, highwater)
+            found[partition] = max(highwater - base, 0)
+        return found
 
     def running(self) -> None:
         if self.state is State.DEGRADED:
@@ -74,39 +142,84 @@ class Status:
 
     def metrics(self) -> str:
         """Prometheus text exposition format."""
-        lines = [f"# TYPE {_PREFIX}state gauge"]
-        lines += [
-            f'{_PREFIX}state{{state="{state.value}"}} {int(self.state is state)}' for state in State
-        ]
-        lines += [f"# TYPE {_PREFIX}dead_lettered_total counter"]
-        lines += [
-            f'{_PREFIX}dead_lettered_total{{reason="{reason}"}} {count}'
-            for reason, count in sorted(self.dead_lettered.items())
-        ]
-        for name, kind, value in [
-            ("degraded", "gauge", int(self.state is State.DEGRADED)),
-            ("events_stored_total", "counter", self.events_stored),
-            ("events_already_stored_total", "counter", self.events_already_stored),
-            ("batches_total", "counter", self.batches),
-            ("transactions_total", "counter", self.transactions),
-            ("commits_total", "counter", self.commits),
-            ("commits_refused_total", "counter", self.commits_refused),
-            ("retries_total", "counter", self.retries),
-            ("batches_abandoned_total", "counter", self.batches_abandoned),
-            ("rebalances_total", "counter", self.rebalances),
-            ("outages_total", "counter", self.outages),
-            ("first_assigned_timestamp_seconds", "gauge", self.first_assigned_at),
-            ("last_commit_timestamp_seconds", "gauge", self.last_commit_at),
+        return generate_latest(self.registry).decode()
+
+
+class _StatusCollector(Collector):
+    """The Status's counters and gauges, read at scrape time."""
+
+    def __init__(self, status: Status) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status
+        state = GaugeMetricFamily(
+            _PREFIX + "state", "1 for the state the recorder is in.", labels=["state"]
+        )
+        for each in State:
+            state.add_metric([each.value], int(status.state is each))
+        yield state
+        dead_lettered = CounterMetricFamily(
+            _PREFIX + "dead_lettered",
+            "Records sent to the dead-letter topic, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(status.dead_lettered.items()):
+            dead_lettered.add_metric([reason], count)
+        yield dead_lettered
+        lag = GaugeMetricFamily(
+            _PREFIX + "consumer_lag",
+            "Records of an assigned partition not yet committed: high watermark - committed.",
+            labels=["topic", "partition"],
+        )
+        for tp, records in sorted(status.lags().items()):
+            lag.add_metric([tp.topic, str(tp.partition)], records)
+        yield lag
+        yield GaugeMetricFamily(
+            _PREFIX + "degraded", "1 while degraded.", value=int(status.state is State.DEGRADED)
+        )
+        for name, help_text, value in [
+            ("events_stored", "Predictions newly written.", status.events_stored),
+            (
+                "events_already_stored",
+                "Predictions found already written (redeliveries).",
+                status.events_already_stored,
+            ),
+            ("batches", "Batches written and accounted.", status.batches),
+            ("transactions", "Database transactions run, splits included.", status.transactions),
+            ("commits", "Offset commits that succeeded.", status.commits),
+            ("commits_refused", "Offset commits refused or timed out.", status.commits_refused),
+            ("retries", "Retries of a write or dead-lettering during outages.", status.retries),
+            (
+                "batches_abandoned",
+                "Batches left uncommitted (partitions revoked mid-write).",
+                status.batches_abandoned,
+            ),
+            ("rebalances", "Partition assignments received.", status.rebalances),
+            ("outages", "Times the recorder became degraded.", status.outages),
         ]:
-            lines += [f"# TYPE {_PREFIX}{name} {kind}", f"{_PREFIX}{name} {value!r}"]
-        return "\n".join(lines) + "\n"
+            yield CounterMetricFamily(_PREFIX + name, help_text, value=value)
+        for name, help_text, stamp in [
+            (
+                "first_assigned_timestamp_seconds",
+                "When partitions were first assigned (Unix time).",
+                status.first_assigned_at,
+            ),
+            (
+                "last_commit_timestamp_seconds",
+                "When offsets were last committed (Unix time).",
+                status.last_commit_at,
+            ),
+        ]:
+            yield GaugeMetricFamily(_PREFIX + name, help_text, value=stamp)
 
 
 _PREFIX = "studentperf_recorder_"
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """`Status.metrics()` read back: sample name (prefix dropped, labels kept) to value."""
+    """`Status.metrics()` read back: sample name (prefix dropped, labels kept, as Prometheus
+    writes them: `name{label="value",...}`) to value."""
     values: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

@@ -75,11 +75,13 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._guard.revoke(self._wait_s)
+        self._status.forget(revoked)
         if revoked:
             log.info("partitions revoked: %s", _names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._status.rebalances += 1
+        self._status.forget(assigned)
         if assigned and not self._status.first_assigned_at:
             self._status.first_assigned_at = time.time()
         log.info("partitions assigned: %s", _names(assigned))

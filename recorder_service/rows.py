@@ -48,6 +48,7 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "imputed_fields",
     "predicted_at",
     "event_schema_version",
+    "trace_id",
 )
 
 
@@ -108,9 +109,10 @@ def occurred_at(event: PredictionEvent) -> datetime:
     return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
-def staging_row(event: PredictionEvent, seq: int) -> StagingRow:
+def staging_row(event: PredictionEvent, seq: int, trace_id: str | None = None) -> StagingRow:
     """The event as one staging row; `seq` is its place in the batch (the log's order), which
     decides between two profiles of one student given at the same time: the later one wins.
+    `trace_id` is the record's (envelope.trace_id), stored with the prediction.
 
     Raises ValueError or OverflowError for an event whose time is not a real date.
     """
@@ -135,4 +137,5 @@ def staging_row(event: PredictionEvent, seq: int) -> StagingRow:
         list(p.imputed_fields),
         occurred_at(event),
         event.schema_version,
+        trace_id,
     )

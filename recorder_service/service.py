@@ -63,6 +63,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
         recorder = Recorder(settings, PostgresStore(pool), dead_letters, status)
         try:
             consumer = await start_consumer(settings, recorder.listener)
+            status.consumer = consumer
             try:
                 partitions = consumer.partitions_for_topic(settings.shared.kafka_topic) or {0}
                 await ensure_topic(
@@ -73,6 +74,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
                 )
                 await recorder.run(consumer, stop)
             finally:
+                status.consumer = None
                 await consumer.stop()
         finally:
             await dead_letters.stop()

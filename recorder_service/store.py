@@ -50,7 +50,8 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     pass_mark double precision,
     imputed_fields text[],
     predicted_at timestamptz,
-    event_schema_version bigint
+    event_schema_version bigint,
+    trace_id text
 ) ON COMMIT DROP
 """
 
@@ -92,10 +93,10 @@ ON CONFLICT (academic_record_id) DO NOTHING;
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version)
+                         event_schema_version, trace_id)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version
+       predicted_at, event_schema_version, trace_id
 FROM {STAGING_TABLE}
 ON CONFLICT (prediction_id) DO NOTHING;
 """

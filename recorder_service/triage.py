@@ -46,7 +46,7 @@ def triage(records: Iterable[Record]) -> Triaged:
     for seq, record in enumerate(records):
         try:
             event = envelope.decode(record.value, record.headers)
-            row = staging_row(event, seq)
+            row = staging_row(event, seq, envelope.trace_id(record.headers))
         except envelope.UnknownSchemaVersion as error:
             out.rejected.append(Rejected(record, Reason.UNKNOWN_SCHEMA_VERSION, str(error)))
         except envelope.UndecodableEvent as error:

@@ -75,7 +75,7 @@ class BatchWriter:
         flight = self._guard.begin()
         try:
             written = await self._until_done(
-                lambda: self._store.write(triaged.rows), consumer, flight, stop, "database"
+                lambda: self._write(triaged), consumer, flight, stop, "database"
             )
             rejected = triaged.rejected + [
                 Rejected(triaged.sources[r.index], Reason.CONSTRAINT_VIOLATION, r.error, r.attempts)
@@ -91,7 +91,7 @@ class BatchWriter:
             )
             if flight.abandoned:
                 raise GivenUp
-            self._account(written, rejected)
+            self._account(batch, written, rejected)
             await self._commit(consumer, batch)
         except GivenUp:
             if not stop.is_set():
@@ -99,6 +99,13 @@ class BatchWriter:
                 log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)
         finally:
             self._guard.end(flight)
+
+    async def _write(self, triaged: Triaged) -> WriteResult:
+        started = time.perf_counter()
+        written = await self._store.write(triaged.rows)
+        if triaged.rows:  # an all-rejected batch touches no database
+            self._status.write_seconds.observe(time.perf_counter() - started)
+        return written
 
     async def _until_done(
         self,
@@ -142,8 +149,9 @@ class BatchWriter:
         finally:
             flight.stalled = False
 
-    def _account(self, written: WriteResult, rejected: list[Rejected]) -> None:
+    def _account(self, batch: Batch, written: WriteResult, rejected: list[Rejected]) -> None:
         self._status.batches += 1
+        self._status.batch_size.observe(batch.size)
         self._status.transactions += written.transactions
         self._status.events_stored += written.stored
         self._status.events_already_stored += written.already_stored
@@ -174,3 +182,4 @@ class BatchWriter:
         else:
             self._status.commits += 1
             self._status.last_commit_at = time.time()
+            self._status.committed.update(offsets)

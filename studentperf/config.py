@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka.helpers import create_ssl_context
 
+from studentperf.log_format import JsonFormatter, TextFormatter
+
 PREFIX = "STUDENTPERF_"
 
 T = TypeVar("T")
@@ -175,8 +177,12 @@ def mask_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def configure_logging(env: Mapping[str, str]) -> None:
-    """Logs to stderr at STUDENTPERF_LOG_LEVEL (default INFO)."""
+LOG_FORMATS = ("json", "text")
+
+
+def configure_logging(env: Mapping[str, str], *, default_format: str = "json") -> None:
+    """Logs to stderr at STUDENTPERF_LOG_LEVEL (default INFO), one JSON object a line or
+    text as STUDENTPERF_LOG_FORMAT says (json|text; services default to JSON)."""
 
     def parse(raw: str) -> int:
         level = logging.getLevelNamesMapping().get(raw.upper())
@@ -184,7 +190,13 @@ def configure_logging(env: Mapping[str, str]) -> None:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    logging.basicConfig(
-        level=_read(env, "LOG_LEVEL", logging.INFO, parse),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    def parse_format(raw: str) -> str:
+        if raw.lower() not in LOG_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+        return raw.lower()
+
+    level = _read(env, "LOG_LEVEL", logging.INFO, parse)
+    chosen = _read(env, "LOG_FORMAT", default_format, parse_format)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    logging.basicConfig(level=level, handlers=[handler])

@@ -2,7 +2,9 @@
 
 key: the student id (UTF-8), so all of one student's events land on one partition, in order.
 value: the serialized `PredictionEvent`.
-headers: the schema version and the content type, readable without decoding the value.
+headers: the schema version and the content type, readable without decoding the value; and
+the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
+studentperf.tracing), when there was one, which the recorder stores with the row.
 
 Records the recorder can never write go to a dead-letter topic unchanged (key, value, headers)
 with the `dead-letter-*` headers below added, so they can be inspected and replayed.
@@ -17,12 +19,14 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
+from studentperf.tracing import valid_trace_id
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
+TRACE_ID_HEADER = "trace-id"
 
 
 class UndecodableEvent(ValueError):
@@ -40,15 +44,28 @@ class KafkaRecord:
     headers: list[tuple[str, bytes]]
 
 
-def encode(event: PredictionEvent) -> KafkaRecord:
+def encode(event: PredictionEvent, *, trace_id: str | None = None) -> KafkaRecord:
+    headers = [
+        (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
+        (CONTENT_TYPE_HEADER, CONTENT_TYPE),
+    ]
+    if trace_id is not None:
+        headers.append((TRACE_ID_HEADER, trace_id.encode()))
     return KafkaRecord(
         key=event.input.profile.student_id.encode(),
         value=event.SerializeToString(),
-        headers=[
-            (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
-            (CONTENT_TYPE_HEADER, CONTENT_TYPE),
-        ],
+        headers=headers,
     )
+
+
+def trace_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The record's trace id; None when it has none, or one that is not a valid trace id (an
+    event is recorded all the same: the trace is lost, not the prediction)."""
+    for name, value in headers:
+        if name == TRACE_ID_HEADER:
+            text = value.decode("ascii", errors="replace")
+            return text if valid_trace_id(text) else None
+    return None
 
 
 def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> PredictionEvent:

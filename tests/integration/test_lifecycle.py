@@ -72,7 +72,7 @@ async def test_unacknowledged_events_are_spooled_and_the_call_answers(
             "model_version": answer.prediction.model_version,
         }
         metrics = (await asyncio.to_thread(status.get, "/metrics"))[1]
-        assert "studentperf_inference_spool_events 1" in metrics.splitlines()
+        assert "studentperf_inference_spool_events 1.0" in metrics.splitlines()
     finally:
         await running.stop(grace_s=1)
     assert list(tmp_path.glob("*.spool")), "the spooled event outlives the process"

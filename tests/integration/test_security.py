@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
@@ -157,6 +158,20 @@ async def test_bearer_tokens_authenticate_and_grant_methods(stack: Stack, tmp_pa
                 health_pb2.HealthCheckRequest(), timeout=5
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # Refused calls never reach the servicer; they are counted all the same.
+        assert running.status is not None
+        calls = {
+            (s.labels["method"], s.labels["code"]): s.value
+            for family in text_string_to_metric_families(running.status.metrics())
+            for s in family.samples
+            if s.name == "studentperf_inference_rpc_duration_seconds_count"
+        }
+        assert calls == {
+            ("Predict", "UNAUTHENTICATED"): 2,
+            ("Predict", "PERMISSION_DENIED"): 1,
+            ("Predict", "OK"): 1,
+            ("GetModelInfo", "OK"): 1,
+        }
     finally:
         await running.stop(1)
 

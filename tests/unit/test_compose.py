@@ -34,6 +34,12 @@ from trainer.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+PROMETHEUS_CONFIG = ROOT / "infra" / "prometheus" / "prometheus.yml"
+# The services Prometheus scrapes, and the variables naming their metrics port and host.
+SCRAPED = {
+    "inference": ("STUDENTPERF_INFERENCE_HEALTH_PORT", "STUDENTPERF_INFERENCE_HEALTH_HOST"),
+    "recorder": ("STUDENTPERF_RECORDER_HEALTH_PORT", "STUDENTPERF_RECORDER_HEALTH_HOST"),
+}
 DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 
 # Long-running services that must report their health; the recorder has none by design (it
@@ -339,6 +345,66 @@ def test_inference_healthcheck_exits_0_only_when_serving(status: int, exit_code:
     finally:
         server.stop(None)
     assert done.returncode == exit_code, done.stderr.decode()
+
+
+# --- compose: the monitoring profile -------------------------------------------------------
+
+
+def prometheus_config() -> dict[str, Any]:
+    loaded = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def scrape_targets() -> dict[str, list[str]]:
+    """job name -> its static targets."""
+    return {
+        job["job_name"]: [t for config in job["static_configs"] for t in config["targets"]]
+        for job in prometheus_config()["scrape_configs"]
+    }
+
+
+def test_only_prometheus_is_in_the_monitoring_profile() -> None:
+    profiled = {name: s.get("profiles") for name, s in services().items() if s.get("profiles")}
+    assert profiled == {"prometheus": ["monitoring"]}  # a plain `up` starts what it did before
+
+
+def test_prometheus_image_is_pinned_and_loads_the_project_config() -> None:
+    prometheus = services()["prometheus"]
+    image, _, tag = prometheus["image"].partition(":")
+    assert image == "prom/prometheus" and re.fullmatch(r"v\d+\.\d+\.\d+", tag)
+    config_flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    [mounted] = [
+        src for src, dst, mode in mounts("prometheus") if dst == config_flag.split("=", 1)[1]
+    ]
+    assert (ROOT / mounted).resolve() == PROMETHEUS_CONFIG
+
+
+def test_prometheus_config_parses() -> None:
+    config = prometheus_config()
+    assert seconds(config["global"]["scrape_interval"]) > 0
+    names = [job["job_name"] for job in config["scrape_configs"]]
+    assert len(names) == len(set(names))
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+@pytest.mark.parametrize("name", sorted(SCRAPED))
+def test_prometheus_scrapes_each_service_on_its_configured_port(name: str) -> None:
+    port_variable, host_variable = SCRAPED[name]
+    env = environment(name)
+    module = python_module(name)
+    assert module and {port_variable, host_variable} <= NAMES_READ[module]
+    # Listening on every interface: Prometheus reaches it from another container.
+    assert env[host_variable] == "0.0.0.0"
+    assert scrape_targets()[name] == [f"{name}:{int(env[port_variable])}"]
+
+
+def test_every_scrape_target_is_a_service() -> None:
+    for targets in scrape_targets().values():
+        for target in targets:
+            host, _, port = target.rpartition(":")
+            assert host in services() and port.isdigit(), target
 
 
 # --- the image ------------------------------------------------------------------------------

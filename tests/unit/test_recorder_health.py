@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka import TopicPartition
 
-from recorder_service.health import State, Status
+from recorder_service.health import State, Status, parse_metrics
 from recorder_service.settings import Settings
 from studentperf.config import ConfigError
 
@@ -25,12 +26,53 @@ def test_metrics_are_prometheus_text() -> None:
     status.dead_lettered["undecodable"] += 2
     status.degraded("db")
     text = status.metrics()
-    assert "studentperf_recorder_events_stored_total 12\n" in text
-    assert 'studentperf_recorder_dead_lettered_total{reason="undecodable"} 2\n' in text
-    assert 'studentperf_recorder_state{state="degraded"} 1\n' in text
-    assert "studentperf_recorder_degraded 1\n" in text
+    assert "studentperf_recorder_events_stored_total 12.0\n" in text
+    assert 'studentperf_recorder_dead_lettered_total{reason="undecodable"} 2.0\n' in text
+    assert 'studentperf_recorder_state{state="degraded"} 1.0\n' in text
+    assert "studentperf_recorder_degraded 1.0\n" in text
     for line in text.splitlines():
-        assert line.startswith(("# TYPE studentperf_recorder_", "studentperf_recorder_"))
+        assert line.startswith(
+            (
+                "# HELP studentperf_recorder_",
+                "# TYPE studentperf_recorder_",
+                "studentperf_recorder_",
+            )
+        )
+    values = parse_metrics(text)
+    assert values["events_stored_total"] == 12
+    assert values['dead_lettered_total{reason="undecodable"}'] == 2
+
+
+def test_two_statuses_have_registries_of_their_own() -> None:
+    first, second = Status(), Status()
+    first.batch_size.observe(10)
+    assert parse_metrics(first.metrics())["batch_size_count"] == 1
+    assert parse_metrics(second.metrics())["batch_size_count"] == 0
+
+
+class FakeOffsets:
+    def __init__(self, highwater: dict[TopicPartition, int | None]) -> None:
+        self._highwater = highwater
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._highwater)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self._highwater[partition]
+
+
+def test_lag_is_highwater_minus_committed_per_partition() -> None:
+    read, committed, caught_up, unfetched = (TopicPartition("t", n) for n in range(4))
+    status = Status()
+    status.consumer = FakeOffsets({read: 50, committed: 70, caught_up: 9, unfetched: None})
+    status.read_from(read, 40)  # read from 40, nothing committed yet
+    status.read_from(committed, 10)
+    status.committed[committed] = 65  # then committed up to 65
+    assert status.lags() == {read: 10, committed: 5, caught_up: 0}
+    text = status.metrics()
+    assert 'studentperf_recorder_consumer_lag{partition="0",topic="t"} 10.0' in text
+    status.forget({read})
+    assert status.lags()[read] == 0
 
 
 def test_settings_from_the_environment() -> None:
