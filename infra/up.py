@@ -50,8 +50,10 @@ class Child:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        # A person reads this terminal: text logs unless they asked for a format.
+        env = {"STUDENTPERF_LOG_FORMAT": "text", **os.environ}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, cwd=repo_root()
+            sys.executable, "-m", self.module, cwd=repo_root(), env=env
         )
 
     @property
