@@ -80,7 +80,7 @@ def test_repeated_quantiles_collapse_into_one_edge() -> None:
     drift = feature_drift("assignments_completed", flags, pd.Series([0.0] * 60 + [1.0] * 40))
     assert [(b.label, b.reference_share, b.recent_share) for b in drift.bins] == [
         ("≤ 0", 0.3, 0.6),
-        ("0-1", 0.7, 0.4),
+        ("(0, 1]", 0.7, 0.4),
         ("> 1", 0.0, 0.0),
     ]
 

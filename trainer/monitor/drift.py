@@ -5,7 +5,7 @@ Population stability index (PSI) over bins fixed by the training data:
 - numbers: the deciles of the training values (`NUMERIC_BINS` = 10 quantile bins, each edge a
   training value: numpy's "inverted_cdf" quantiles, no interpolation); repeated
   quantiles (ages in whole years, a 0/1 flag) collapse into one edge, so a feature gets fewer,
-  never empty-by-construction, bins. Bins are closed on the right: "≤ e1", "e1-e2", ..., and a
+  never empty-by-construction, bins. Bins are closed on the right: "≤ e1", "(e1, e2]", ..., and a
   last "> max" bin holds values above every training value, which is itself a warning sign;
 - categories: one bin per level in studentperf.features.CATEGORIES;
 - either: a "(missing)" bin when either side has missing values, so a form that stops sending
@@ -89,7 +89,7 @@ def _numeric_labels(edges: npt.NDArray[np.float64]) -> list[str]:
     if edges.size == 0:
         return ["any value"]
     labels = [f"≤ {_format(edges[0])}"]
-    labels += [f"{_format(low)}-{_format(high)}" for low, high in itertools.pairwise(edges)]
+    labels += [f"({_format(low)}, {_format(high)}]" for low, high in itertools.pairwise(edges)]
     return [*labels, f"> {_format(edges[-1])}"]
 
 

@@ -121,8 +121,9 @@ def calibration_curve(version: str, quality: LiveQuality) -> tuple[str, str]:
             xytext=(4, -10),
             fontsize=7,
         )
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
+    # A little room around the unit square, so points (and their counts) at 0 or 1 show whole.
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.08)
     axes.set_xlabel("mean predicted P(pass) in the bin (rows beside each point)", fontsize=8)
     axes.set_ylabel("observed pass rate", fontsize=8)
     axes.legend(fontsize=8, loc="upper left")
@@ -144,6 +145,17 @@ td:first-child, th:first-child { text-align: left; }
 figure { margin: 0; } figcaption { font-size: 0.8rem; color: #555; max-width: 420px; }
 pre { background: #f6f6f6; padding: 0.6rem; white-space: pre-wrap; }
 """
+
+
+_READING_DRIFT = (
+    '<p class="note">Each feature\'s values are put in bins fixed by the training sample (its '
+    "deciles for numbers, so each training bar is about 10 %; one bin per category; a bin for "
+    "missing values). The population stability index sums, over the bins, (recent share - "
+    "training share) x ln(recent share / training share): below 0.1 no real change, 0.1 to 0.2 "
+    "a moderate shift, above 0.2 inputs the model has seen little of. For numbers the "
+    "Kolmogorov-Smirnov p-value is the chance of a gap this large between the two samples if "
+    "nothing had changed.</p>"
+)
 
 
 def _figure(title: str, uri: str) -> str:
@@ -215,6 +227,7 @@ def _version_section(version: VersionReport, thresholds: Thresholds) -> str:
     parts += [f'<p class="note">{escape(n)}</p>' for n in version.notes]
     if version.drift:
         parts.append("<h3>Input drift (recent inputs vs the version's training inputs)</h3>")
+        parts.append(_READING_DRIFT)
         parts.append(_drift_table(version, thresholds))
         plots = [psi_bars(version, thresholds), *(histogram(d, thresholds) for d in version.drift)]
         parts.append(_plots(plots))
