@@ -202,6 +202,14 @@ async def test_inputs_like_the_training_data_cross_no_threshold(
     assert "no outcomes recorded for these predictions yet" in done.stdout
     assert f"report: {report}" in done.stdout and report.stat().st_size > 10_000
 
+    capped = await monitor(
+        stack, models, tmp_path / "capped.html", "--since", calm_since.isoformat(),
+        "--max-rows", "100",
+    )  # fmt: skip
+    assert capped.returncode == 0, capped.stdout + capped.stderr
+    assert "capped at the newest 100 (--max-rows)" in capped.stdout
+    assert f"version {version}: 100 predictions" in capped.stdout
+
 
 async def test_planted_drift_alerts_on_exactly_the_shifted_features(
     stack: Stack, models: Path, drift_frame: pd.DataFrame, tmp_path: Path

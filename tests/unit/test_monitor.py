@@ -15,6 +15,7 @@ import pytest
 
 from studentperf.features import FEATURE_COLUMNS, NUMERIC_FEATURES
 from trainer import synthetic
+from trainer.evaluate import CalibrationBin
 from trainer.monitor.__main__ import parse_args, parse_since
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
 from trainer.monitor.drift import EPSILON, MISSING, feature_drift, numeric_edges
@@ -252,7 +253,10 @@ def test_the_html_report_is_self_contained_with_one_png_per_plot() -> None:
         reference=reference,
         held_out=HELD_OUT,
         thresholds=Thresholds(),
+        held_out_calibration=(CalibrationBin(0.1, 0.2, 40, 0.15, 0.1),),
     )
+    assert with_outcomes.quality is not None
+    assert with_outcomes.quality.held_out_calibration[0].rows == 40
     unreferenced = assess_version(
         "v<0>",
         recent_frame(synthetic.generate(60, 3)),
@@ -292,6 +296,7 @@ def test_thresholds_come_from_flags_else_the_environment() -> None:
     config = parse_args(["--psi", "0.15", "--last", "500", "--retrain-on-alert"], env, NOW)
     assert config.thresholds.psi == 0.15 and (config.last, config.since) == (500, None)
     assert config.retrain_on_alert and config.window == "the last 500 predictions"
+    assert parse_args([], {"STUDENTPERF_MONITOR_MAX_ROWS": "20"}, NOW).max_rows == 20
 
 
 @pytest.mark.parametrize(
@@ -299,6 +304,7 @@ def test_thresholds_come_from_flags_else_the_environment() -> None:
     [
         (["--since", "yesterday"], {}),
         (["--last", "0"], {}),
+        (["--max-rows", "0"], {}),
         (["--since", "1d", "--last", "5"], {}),
         (["--ks-pvalue", "2"], {}),
         ([], {"STUDENTPERF_MONITOR_PSI": "high"}),

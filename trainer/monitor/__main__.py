@@ -35,6 +35,7 @@ from studentperf.model_artifact import METADATA_FILE, ModelArtifactError
 from trainer import reference
 from trainer.data import TrainingDataError
 from trainer.db_source import DatabaseUnavailable
+from trainer.evaluate import CalibrationBin
 from trainer.fit import MIN_ROWS
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
 from trainer.monitor.data import read_held_out, read_recent
@@ -45,6 +46,7 @@ from trainer.train import run as train
 EXIT_OK: Final = 0
 EXIT_ALERT: Final = 1
 EXIT_ERROR: Final = 2
+MAX_ROWS: Final = 100_000
 _DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -55,6 +57,8 @@ class MonitorConfig:
     models_dir: Path
     since: datetime | None  # None with `last`
     last: int | None
+    # With --since: read at most this many (the newest), so a busy week cannot exhaust memory.
+    max_rows: int
     window: str  # how the window was asked for, for the report
     thresholds: Thresholds
     report: Path | None  # None: the default path under .local/reports
@@ -109,6 +113,7 @@ def parse_args(
             environ, "PASS_MARK", DEFAULT_PASS_MARK, minimum=sys.float_info.min, maximum=100
         )
         min_training_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
+        max_rows = env_int(environ, "MONITOR_MAX_ROWS", MAX_ROWS, minimum=1)
     except ConfigError as err:
         parser.error(str(err))
     window = parser.add_mutually_exclusive_group()
@@ -119,6 +124,13 @@ def parse_args(
         "time (env STUDENTPERF_MONITOR_SINCE, default 7d)",
     )
     window.add_argument("--last", type=int, help="the last N predictions instead of --since")
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=max_rows,
+        help="with --since, read at most the newest N predictions "
+        f"(env STUDENTPERF_MONITOR_MAX_ROWS, default {MAX_ROWS:,})",
+    )
     parser.add_argument(
         "--database-url", default=shared.database_url, help="env STUDENTPERF_DATABASE_URL"
     )
@@ -192,8 +204,8 @@ def parse_args(
         parser.error(
             "thresholds: --psi >= 0, 0 <= --ks-pvalue <= 1, --rmse-ratio >= 1, --auc-drop >= 0"
         )
-    if args.min_rows < 1 or args.min_outcomes < 1:
-        parser.error("--min-rows and --min-outcomes must be at least 1")
+    if args.min_rows < 1 or args.min_outcomes < 1 or args.max_rows < 1:
+        parser.error("--min-rows, --min-outcomes and --max-rows must be at least 1")
     if args.min_db_rows < MIN_ROWS:
         parser.error(f"--min-db-rows must be at least {MIN_ROWS}, got {args.min_db_rows}")
     since = None
@@ -210,6 +222,7 @@ def parse_args(
         models_dir=args.models_dir,
         since=since,
         last=args.last,
+        max_rows=args.max_rows,
         window=window_text,
         thresholds=Thresholds(
             psi=args.psi,
@@ -226,13 +239,21 @@ def parse_args(
     )
 
 
-def _version_files(
-    models_dir: Path, version: str
-) -> tuple[pd.DataFrame | None, dict[str, float] | None, tuple[str, ...]]:
-    """The version's reference inputs and held-out metrics from disk, and what was missing."""
+@dataclass(frozen=True)
+class VersionFiles:
+    """What a version's folder tells the monitor, and what it lacked."""
+
+    reference: pd.DataFrame | None = None
+    held_out: dict[str, float] | None = None
+    calibration: tuple[CalibrationBin, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _version_files(models_dir: Path, version: str) -> VersionFiles:
+    """The version's reference inputs, held-out metrics and calibration from disk."""
     directory = models_dir / version
     if not directory.is_dir():
-        return None, None, (f"version {version} is not in {models_dir}",)
+        return VersionFiles(notes=(f"version {version} is not in {models_dir}",))
     notes: list[str] = []
     try:
         inputs = reference.read(directory)
@@ -240,16 +261,19 @@ def _version_files(
         inputs = None
         notes.append(str(err))
     held_out = None
+    calibration: tuple[CalibrationBin, ...] = ()
     try:
         metadata = json.loads((directory / METADATA_FILE).read_text())
         held_out = {k: float(v) for k, v in metadata["metrics"].items()}
+        calibration = tuple(CalibrationBin(**b) for b in metadata.get("calibration", []))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         notes.append(f"no held-out metrics in {directory / METADATA_FILE} ({err!r})")
-    return inputs, held_out, tuple(notes)
+    return VersionFiles(inputs, held_out, calibration, tuple(notes))
 
 
 async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
-    recent = await read_recent(config.database_url, since=config.since, last=config.last)
+    limit = config.last if config.last is not None else config.max_rows
+    recent = await read_recent(config.database_url, since=config.since, last=limit)
     versions = sorted(set(recent["model_version"]))
     stored = await read_held_out(config.database_url, versions) if versions else {}
     return recent, stored
@@ -258,21 +282,25 @@ async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, dict[str, dict[str
 def build_report(config: MonitorConfig, now: datetime) -> MonitorReport:
     """Reads the window and assesses every version in it (raises DatabaseUnavailable)."""
     recent, stored_metrics = asyncio.run(_read(config))
+    window = config.window
+    if config.last is None and len(recent) >= config.max_rows:
+        window += f", capped at the newest {config.max_rows:,} (--max-rows)"
     versions = []
     for version, rows in recent.groupby("model_version", sort=True):
         name = str(version)
-        inputs, held_out, notes = _version_files(config.models_dir, name)
+        found = _version_files(config.models_dir, name)
         versions.append(
             assess_version(
                 name,
                 rows.reset_index(drop=True),
-                reference=inputs,
-                held_out=held_out or stored_metrics.get(name),
+                reference=found.reference,
+                held_out=found.held_out or stored_metrics.get(name),
                 thresholds=config.thresholds,
-                notes=notes,
+                notes=found.notes,
+                held_out_calibration=found.calibration,
             )
         )
-    return MonitorReport(now, config.window, config.thresholds, tuple(versions))
+    return MonitorReport(now, window, config.thresholds, tuple(versions))
 
 
 def _retrain(config: MonitorConfig) -> bool:

@@ -19,6 +19,7 @@ from datetime import datetime
 import pandas as pd
 
 from studentperf.features import FEATURE_COLUMNS
+from trainer.evaluate import CalibrationBin
 from trainer.monitor.drift import FeatureDrift, feature_drift
 from trainer.monitor.quality import LiveQuality, live_quality
 
@@ -124,6 +125,7 @@ def assess_version(
     held_out: Mapping[str, float] | None,
     thresholds: Thresholds,
     notes: tuple[str, ...] = (),
+    held_out_calibration: tuple[CalibrationBin, ...] = (),
 ) -> VersionReport:
     """`recent`: one row per prediction of `version`, with FEATURE_COLUMNS, predicted_at,
     predicted_final_score, pass_probability, pass_mark and final_score (NaN: no outcome)."""
@@ -156,6 +158,7 @@ def assess_version(
             labelled["pass_probability"],
             labelled["pass_mark"],
             held_out,
+            held_out_calibration,
         )
         if held_out is None:
             said.append(f"no held-out metrics for version {version}: live quality not compared")

@@ -30,6 +30,8 @@ class LiveQuality:
     calibration: tuple[CalibrationBin, ...]
     # The version's figures on its own test split at training time (metadata.json `metrics`).
     held_out: Mapping[str, float] | None = None
+    # Its calibration bins on that split (metadata.json `calibration`), drawn beside the live ones.
+    held_out_calibration: tuple[CalibrationBin, ...] = ()
 
     @property
     def rmse_ratio(self) -> float | None:
@@ -52,6 +54,7 @@ def live_quality(
     probabilities: npt.ArrayLike,
     pass_marks: npt.ArrayLike,
     held_out: Mapping[str, float] | None = None,
+    held_out_calibration: tuple[CalibrationBin, ...] = (),
 ) -> LiveQuality:
     """Figures over aligned arrays, one entry per prediction with an outcome (at least one)."""
     scores = np.asarray(actual, dtype=np.float64)
@@ -69,4 +72,5 @@ def live_quality(
         pass_ece=float(expected_calibration_error(passed, chances)),
         calibration=tuple(calibration_table(passed, chances)),
         held_out=held_out,
+        held_out_calibration=held_out_calibration,
     )

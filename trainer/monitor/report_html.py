@@ -113,6 +113,18 @@ def calibration_curve(version: str, quality: LiveQuality) -> tuple[str, str]:
         color=RECENT_COLOUR,
         label=f"live (ECE {quality.pass_ece:.3f})",
     )
+    if quality.held_out_calibration:
+        held = quality.held_out_calibration
+        ece = (quality.held_out or {}).get("pass_ece")
+        axes.plot(
+            [b.mean_predicted for b in held],
+            [b.observed_rate for b in held],
+            marker="s",
+            markersize=4,
+            color=TRAINING_COLOUR,
+            alpha=0.8,
+            label="held-out test split" + (f" (ECE {ece:.3f})" if ece is not None else ""),
+        )
     for b in bins:
         axes.annotate(
             str(b.rows),
@@ -124,7 +136,7 @@ def calibration_curve(version: str, quality: LiveQuality) -> tuple[str, str]:
     # A little room around the unit square, so points (and their counts) at 0 or 1 show whole.
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.08)
-    axes.set_xlabel("mean predicted P(pass) in the bin (rows beside each point)", fontsize=8)
+    axes.set_xlabel("mean predicted P(pass) in the bin (live rows beside each point)", fontsize=8)
     axes.set_ylabel("observed pass rate", fontsize=8)
     axes.legend(fontsize=8, loc="upper left")
     axes.set_title(f"Calibration of P(pass), {quality.rows} outcomes", fontsize=9)
