@@ -210,6 +210,14 @@ async def test_inputs_like_the_training_data_cross_no_threshold(
     assert "capped at the newest 100 (--max-rows)" in capped.stdout
     assert f"version {version}: 100 predictions" in capped.stdout
 
+    # A version trained before reference inputs were kept: said, not a crash.
+    older = tmp_path / "older-models"
+    shutil.copytree(models, older, symlinks=True)
+    (older / version / "reference_inputs.csv").unlink()
+    done = await monitor(stack, older, tmp_path / "older.html", "--since", calm_since.isoformat())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"note: no reference data for version {version}: input drift not measured" in done.stdout
+
 
 async def test_planted_drift_alerts_on_exactly_the_shifted_features(
     stack: Stack, models: Path, drift_frame: pd.DataFrame, tmp_path: Path
