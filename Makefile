@@ -8,7 +8,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train import migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup up demo train retrain monitor import migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,12 @@ demo: setup ## send predictions and a batch to the running stack, then show the 
 
 train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
 	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
+
+retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
+	@$(PY) -m trainer --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
+
+monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1); exit 1 on alert
+	@$(PY) -m trainer.monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
 
 import: setup ## load a Kaggle exam CSV into the database: make import CSV=path [TERM_ID=2026-spring]
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }

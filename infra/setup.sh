@@ -6,10 +6,12 @@
 #   kafka     the Kafka broker jars (infra/kafka/pom.xml) in .local/kafka/libs
 #   grpcurl   pinned Go tools in .local/bin (ghz is skipped with SETUP_GHZ=0)
 #   ghz
+#   chromium  the Debian chromium and chromium-driver packages: the monitoring report's test
+#             renders it headless (SETUP_CHROMIUM=0 skips them)
 # Idempotent: each step is skipped when already done, so a second run takes a second or two.
 #
 # Environment: PYTHON (default python3.11, else python3), SETUP_GHZ=0 to skip ghz,
-# SETUP_POSTGRES=0 to skip the PostgreSQL package check.
+# SETUP_POSTGRES=0 to skip the PostgreSQL package check, SETUP_CHROMIUM=0 to skip Chromium.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -153,4 +155,19 @@ if [ "${SETUP_GHZ:-1}" = "0" ]; then
     say ghz "skipped (SETUP_GHZ=0)"
 else
     go_tool ghz "$GHZ_MODULE" "$GHZ_VERSION" cmd/ghz
+fi
+
+# --- 5. Headless Chromium ------------------------------------------------------------------------
+# The Debian driver matches the Debian browser, so Selenium never has to download either.
+if [ "${SETUP_CHROMIUM:-1}" = "0" ]; then
+    say chromium "skipped (SETUP_CHROMIUM=0)"
+elif [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say chromium "ok: $(/usr/bin/chromedriver --version | awk '{print $1, $2}') in /usr/bin"
+else
+    start_step
+    quietly chromium as_root apt-get update
+    quietly chromium as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends chromium chromium-driver
+    [ -x /usr/bin/chromedriver ] || { echo "chromium: /usr/bin/chromedriver still missing" >&2; exit 1; }
+    done_step chromium "installed $(/usr/bin/chromedriver --version | awk '{print $1, $2}')"
 fi

@@ -7,6 +7,8 @@ Layout of a models directory:
         model.joblib               {"format": 2, "regressor", "classifier", "feature_columns",
                                     "pass_mark", "score_reference", "feature_groups"}
         metadata.json              version, created_at, pass mark, library versions, metrics...
+        reference_inputs.csv       a sample of the training inputs (trainer.reference), for
+                                   drift monitoring; older versions lack it
       current -> 20250101T120000Z-1a2b3c4d   relative symlink: the version to serve
 
 A version is `<UTC time YYYYMMDDTHHMMSSZ>-<8 hex of the training data and parameters>`, so names
@@ -128,12 +130,18 @@ def save_artifact(
     details: Mapping[str, Any],
     created_at: datetime | None = None,
     make_current: bool = True,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write a new version under `models_dir`, point `current` at it, return its directory.
 
     `details` (data source, row counts, seed, metrics...) goes into metadata.json beside the
     fields this module owns: version, created_at, pass_mark, feature_columns, libraries.
+    `extra_files` (plain names to contents) are written beside them, published with the rest.
     """
+    extras = dict(extra_files or {})
+    for name in extras:
+        if name in (MODEL_FILE, METADATA_FILE) or Path(name).name != name or name.startswith("."):
+            raise ModelArtifactError(f"{name!r} cannot be an extra file of a version")
     root = Path(models_dir)
     created = (created_at or datetime.now(UTC)).astimezone(UTC)
     version = make_version(created, fingerprint)
@@ -161,7 +169,9 @@ def save_artifact(
     try:
         joblib.dump(bundle, staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        for name in (MODEL_FILE, METADATA_FILE):
+        for name, content in extras.items():
+            (staging / name).write_bytes(content)
+        for name in (MODEL_FILE, METADATA_FILE, *extras):
             fsync_path(staging / name)
         try:
             staging.rename(target)  # fails rather than replace an existing version

@@ -3,7 +3,8 @@
 Data: the database's outcomes by default (STUDENTPERF_DATABASE_URL), falling back to synthetic
 data, and saying so, when the database is unreachable or has fewer than --min-db-rows labelled
 rows; --csv trains on a CSV (our columns, or the Kaggle exam format); --synthetic forces the
-generator. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50) and
+generator; --database-only (`make retrain`) trains on the database's rows or fails, never on
+synthetic data. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50) and
 STUDENTPERF_MIN_TRAINING_ROWS (200).
 """
 
@@ -29,6 +30,11 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     source.add_argument("--csv", type=Path, help="train on this CSV instead of the database")
     source.add_argument(
         "--synthetic", action="store_true", help="train on synthetic data, whatever the database"
+    )
+    source.add_argument(
+        "--database-only",
+        action="store_true",
+        help="retrain on the database's recorded rows; fail rather than fall back to synthetic",
     )
     parser.add_argument("--rows", type=int, default=5000, help="synthetic rows (default 5000)")
     parser.add_argument("--seed", type=int, default=42, help="data and split seed (default 42)")
@@ -76,6 +82,8 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         parser.error(f"the pass mark must be in ({low:g}, {high:g}], got {args.pass_mark}")
     if args.rows < MIN_ROWS:
         parser.error(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
+    if args.database_only and args.no_database:
+        parser.error("--database-only and --no-database contradict each other")
     if args.min_db_rows < MIN_ROWS:
         parser.error(f"--min-db-rows must be at least {MIN_ROWS}, got {args.min_db_rows}")
     return TrainingConfig(
@@ -87,6 +95,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         database_url=None if args.no_database else args.database_url,
         min_database_rows=args.min_db_rows,
         synthetic=args.synthetic,
+        database_only=args.database_only,
         force=args.force,
     )
 

@@ -60,26 +60,36 @@ def load_training_data(
     database_url: str | None = None,
     min_database_rows: int = 200,
     synthetic_only: bool = False,
+    database_only: bool = False,
 ) -> TrainingData:
     """Rows from `csv` when given; else from the database when it has at least
-    `min_database_rows`; else `rows` synthetic students drawn with `seed`."""
+    `min_database_rows`; else `rows` synthetic students drawn with `seed`. With
+    `database_only` (retraining on recorded data) the fallback is a TrainingDataError instead."""
     if csv is not None:
         return read_kaggle(csv) if kaggle.is_kaggle_file(csv) else read_csv(csv)
     if synthetic_only:
         return generate(rows, seed)
     if database_url is None:
+        if database_only:
+            raise TrainingDataError("retraining needs a database, and none was given")
         return generate(rows, seed, "no database used (--no-database): using synthetic data")
     try:
         found = asyncio.run(read_labelled_rows(database_url))
     except DatabaseUnavailable as err:
+        if database_only:
+            raise TrainingDataError(f"{err}: retraining uses recorded data only") from err
         return generate(rows, seed, f"{err}: using synthetic data instead")
     if len(found.frame) < min_database_rows:
-        return generate(
-            rows,
-            seed,
+        shortfall = (
             f"database {found.where} has {len(found.frame)} labelled rows (outcomes), fewer "
-            f"than the {min_database_rows} needed (--min-db-rows): using synthetic data instead",
+            f"than the {min_database_rows} needed (--min-db-rows)"
         )
+        if database_only:
+            raise TrainingDataError(
+                f"{shortfall}; retraining uses recorded data only, never synthetic: record "
+                "more outcomes (RecordOutcomes, make import) or lower --min-db-rows"
+            )
+        return generate(rows, seed, f"{shortfall}: using synthetic data instead")
     frame = prepare(found.frame, f"database {found.where}")
     return TrainingData(
         frame,

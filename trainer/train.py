@@ -17,6 +17,7 @@ import pandas as pd
 
 from studentperf.features import DEFAULT_PASS_MARK, FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.model_artifact import CURRENT, save_artifact
+from trainer import reference
 from trainer.data import TrainingData, load_training_data
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import Evaluation, Metrics
@@ -39,6 +40,8 @@ class TrainingConfig:
     database_url: str | None = None
     min_database_rows: int = 200
     synthetic: bool = False
+    # Retraining: the database's rows or an error, never the synthetic fallback.
+    database_only: bool = False
     force: bool = False
     # The candidates to choose from (None: trainer.pipeline's); tests pass cheaper ones.
     score_options: tuple[Candidate, ...] | None = None
@@ -152,6 +155,7 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         database_url=config.database_url,
         min_database_rows=config.min_database_rows,
         synthetic_only=config.synthetic,
+        database_only=config.database_only,
     )
     for note in data.notes:
         say(f"    {note}")
@@ -186,15 +190,26 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         "score": training.score.chosen.name,
         "pass": training.passing.chosen.name,
     }
+    fitted_on = pd.concat([training.split.train, training.split.validation])
+    sample = reference.sample(fitted_on, config.seed)
     path = save_artifact(
         config.models_dir,
         training.model,
         fingerprint=fingerprint(data.frame, params),
         details=metadata_details(data, training, config.seed)
-        | {"training_seconds": round(time.perf_counter() - started, 3)},
+        | {
+            "training_seconds": round(time.perf_counter() - started, 3),
+            "reference_inputs": {
+                "file": reference.REFERENCE_FILE,
+                "rows": len(sample),
+                "sampled_from": "train + validation rows",
+                "of_rows": len(fitted_on),
+            },
+        },
         make_current=False,
+        extra_files={reference.REFERENCE_FILE: reference.to_csv_bytes(sample)},
     )
-    say(f"    version {path.name} in {path}")
+    say(f"    version {path.name} in {path} ({len(sample)} reference input rows for monitoring)")
 
     step(5, "promotion")
     decision = promote_if_not_worse(

@@ -13,7 +13,7 @@ import pytest
 
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.model_artifact import load_artifact
-from trainer import synthetic
+from trainer import reference, synthetic
 from trainer.__main__ import parse_args
 from trainer.data import TrainingDataError
 from trainer.evaluate import Metrics
@@ -170,3 +170,51 @@ def test_an_empty_column_stays_in_the_schema() -> None:
     row = frame[list(FEATURE_COLUMNS)].head(1).assign(previous_gpa=3.9)
     assert model.explain_scores(row).contributions[0][FEATURE_COLUMNS.index("previous_gpa")] == 0
     assert isinstance(model.predict_scores(pd.concat([row, row])).tolist(), list)
+
+
+def test_a_version_keeps_a_sample_of_its_training_inputs_for_monitoring(tmp_path: Path) -> None:
+    result = run(config(tmp_path), io.StringIO())
+    kept = reference.read(result.path)
+    assert kept is not None and list(kept.columns) == list(FEATURE_COLUMNS)
+    fitted_on = pd.concat([result.training.split.train, result.training.split.validation])
+    assert len(kept) == len(fitted_on) == 640  # fewer than REFERENCE_ROWS: all of them
+    # The same values as the fitted rows, missing ones included (NaN / None).
+    expected = reference.sample(fitted_on, CHEAP.seed)
+    pd.testing.assert_frame_equal(kept, expected, check_dtype=False)
+    assert kept["gender"].isna().any() and kept["previous_gpa"].isna().any()
+    meta = json.loads((result.path / "metadata.json").read_text())
+    assert meta["reference_inputs"] == {
+        "file": reference.REFERENCE_FILE,
+        "rows": 640,
+        "sampled_from": "train + validation rows",
+        "of_rows": 640,
+    }
+
+
+def test_the_reference_sample_is_bounded_and_seeded() -> None:
+    frame = synthetic.generate(3000, 2)
+    first = reference.sample(frame, 1, rows=500)
+    assert len(first) == 500 and list(first.columns) == list(FEATURE_COLUMNS)
+    pd.testing.assert_frame_equal(first, reference.sample(frame, 1, rows=500))
+    assert not first.equals(reference.sample(frame, 2, rows=500))
+    back = reference.from_csv_bytes(reference.to_csv_bytes(first), "test")
+    pd.testing.assert_frame_equal(back, first, check_dtype=False)
+
+
+def test_a_bad_reference_file_is_named(tmp_path: Path) -> None:
+    assert reference.read(tmp_path) is None  # an older version: no file at all
+    (tmp_path / reference.REFERENCE_FILE).write_text("age,gender\n16,female\n")
+    with pytest.raises(reference.ReferenceError, match="lacks the column"):
+        reference.read(tmp_path)
+
+
+def test_retraining_never_falls_back_to_synthetic_data(tmp_path: Path) -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    with pytest.raises(TrainingDataError, match=r"not reachable.*recorded data only"):
+        run(config(tmp_path, database_url=unreachable, database_only=True), io.StringIO())
+    with pytest.raises(TrainingDataError, match="needs a database"):
+        run(config(tmp_path, database_only=True), io.StringIO())
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing saved
+    assert parse_args(["--database-only"], {}).database_only
+    with pytest.raises(SystemExit):
+        parse_args(["--database-only", "--no-database"], {})
