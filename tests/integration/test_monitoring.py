@@ -206,9 +206,11 @@ async def test_inputs_like_the_training_data_cross_no_threshold(
         stack, models, tmp_path / "capped.html", "--since", calm_since.isoformat(),
         "--max-rows", "100",
     )  # fmt: skip
+    # 100 inputs are below the default --min-rows: shown, not judged, so chance cannot alert.
     assert capped.returncode == 0, capped.stdout + capped.stderr
     assert "capped at the newest 100 (--max-rows)" in capped.stdout
     assert f"version {version}: 100 predictions" in capped.stdout
+    assert "only 100 recent inputs, fewer than 200" in capped.stdout
 
     # A version trained before reference inputs were kept: said, not a crash.
     older = tmp_path / "older-models"
