@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +35,22 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from inference_service.encoding import encode_student
+from infra.bench.mlserver_peer import (
+    BATCHED,
+    MODEL_INFER,
+    UNBATCHED,
+    MLServerPeer,
+    MLServerUnavailable,
+    ensure_venv,
+    prepare,
+    same_score,
+)
 from infra.devstack import KafkaBroker, free_port, local_dir, repo_root
+from studentperf.features import FEATURE_COLUMNS
 from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+from studentperf.v1.student_pb2 import Student
 
 PREDICT = "studentperf.v1.PredictionService/Predict"
 BATCH_PREDICT = "studentperf.v1.PredictionService/BatchPredict"
@@ -48,12 +62,13 @@ _CUT_OFF = "use of closed network connection"
 # The issue's targets, checked in the notes under the table.
 TARGET_RATIO_AT_64 = 0.6
 TARGET_P99_MS_AT_64 = 50.0
+TARGET_MLSERVER_RATIO_AT_64 = 5.0
 TARGET_BATCH_STUDENTS_PER_S = 30_000
 
 
 @dataclass(frozen=True)
 class Case:
-    server: str  # "service" or "trivial"
+    server: str  # "service", "trivial", or an MLServer model (mlserver_peer.UNBATCHED, BATCHED)
     call: str
     concurrency: int
     students: int = 1  # per call
@@ -62,6 +77,10 @@ class Case:
     def label(self) -> str:
         if self.call == BATCH_PREDICT:
             return f"{self.server} BatchPredict x{self.students}"
+        if self.server == UNBATCHED:
+            return "MLServer ModelInfer, batching off"
+        if self.server == BATCHED:
+            return "MLServer ModelInfer, adaptive batching"
         return f"{self.server} Predict"
 
 
@@ -80,11 +99,12 @@ class Result:
         return self.calls_per_s * self.case.students
 
 
-def cases() -> list[Case]:
+def cases(with_mlserver: bool) -> list[Case]:
+    servers = ("trivial", "service", *((UNBATCHED, BATCHED) if with_mlserver else ()))
     predict = [
-        Case(server, PREDICT, concurrency)
+        Case(server, MODEL_INFER if server in (UNBATCHED, BATCHED) else PREDICT, concurrency)
         for concurrency in (1, 16, 64)
-        for server in ("trivial", "service")
+        for server in servers
     ]
     batches = [Case("service", BATCH_PREDICT, 8, 100), Case("service", BATCH_PREDICT, 4, 1000)]
     return predict + batches
@@ -99,6 +119,10 @@ def student(number: int | str) -> dict[str, Any]:
             "age": 14 + index % 6,
             "gender": "GENDER_FEMALE" if index % 2 else "GENDER_MALE",
             "parental_education": "PARENTAL_EDUCATION_BACHELOR",
+            "lunch_program": "LUNCH_PROGRAM_STANDARD",
+            "test_preparation": "TEST_PREPARATION_COMPLETED"
+            if index % 2
+            else "TEST_PREPARATION_NONE",
         },
         "academic_record": {
             "attendance_percentage": 60 + index % 40,
@@ -128,15 +152,28 @@ def data_option(case: Case, folder: Path) -> str:
     return f"--binary-file={data}"
 
 
-def run_ghz(address: str, case: Case, seconds: float, folder: Path) -> Result:
-    command = [
-        str(local_dir() / "bin" / "ghz"),
-        "--insecure",
+def schema_options(case: Case, folder: Path, peer: MLServerPeer | None) -> list[str]:
+    if case.call == MODEL_INFER:
+        assert peer is not None
+        # One fixed student per call: the V2 request carries it as tensors, not JSON ghz could
+        # number; the model's work per row does not depend on the values.
+        return [f"--protoset={peer.protoset}", f"--binary-file={peer.requests[case.server]}"]
+    return [
         # The proto, not reflection: ghz's reflection client cannot resolve this service.
         f"--proto={repo_root() / 'proto' / 'studentperf' / 'v1' / 'prediction_service.proto'}",
         f"--import-paths={repo_root() / 'proto'},{Path(code_pb2.__file__).parents[2]}",
-        f"--call={case.call}",
         data_option(case, folder),
+    ]
+
+
+def run_ghz(
+    address: str, case: Case, seconds: float, folder: Path, peer: MLServerPeer | None = None
+) -> Result:
+    command = [
+        str(local_dir() / "bin" / "ghz"),
+        "--insecure",
+        *schema_options(case, folder, peer),
+        f"--call={case.call}",
         f"--concurrency={case.concurrency}",
         f"--duration={seconds}s",
         "--timeout=20s",
@@ -260,11 +297,58 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int, float]:
-    """Runs every case; returns the results, events answered OK, events in the topic and the
-    service's peak RSS in MiB."""
+@dataclass
+class Measured:
+    results: list[Result]
+    answered: int  # predictions the service answered OK: each must have its event in the topic
+    published: int
+    peak_mb: float  # the inference service's
+    mlserver: str  # "" when measured, else why not
+
+
+def full_student_row(number: int) -> dict[str, Any]:
+    """`student(number)` as the model's feature row, encoded the way the service does."""
+    message = json_format.ParseDict(student(number), Student())
+    return dict(zip(FEATURE_COLUMNS, encode_student(message, "student").features, strict=True))
+
+
+def service_score(address: str, number: int) -> float:
+    with grpc.insecure_channel(address) as channel:
+        stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = json_format.ParseDict({"student": student(number)}, api.PredictRequest())
+        return float(stub.Predict(request, timeout=30).prediction.predicted_final_score)
+
+
+def check_mlserver(peer: MLServerPeer, service_address: str, number: int) -> None:
+    """Before any timing: MLServer answers real predictions, the service's own for the student."""
+    ours = service_score(service_address, number)
+    for model in (UNBATCHED, BATCHED):
+        theirs = peer.predict(model)
+        if not same_score(ours, theirs):
+            raise RuntimeError(
+                f"MLServer's {model} answered {theirs!r} for the student the service scores "
+                f"{ours!r}: not the same pipeline, so not a comparison"
+            )
+    say(f"MLServer answers {ours:.3f} for bench-{number}, as the service does")
+
+
+def setup_mlserver(folder: Path) -> MLServerPeer | str:
+    """The prepared peer, or why it cannot run here (the table says so instead of a figure)."""
+    try:
+        python = ensure_venv(say)
+        return prepare(python, folder / "models", folder, full_student_row(MLSERVER_STUDENT))
+    except MLServerUnavailable as why:
+        say(f"MLServer not measured: {why}")
+        return str(why)
+
+
+MLSERVER_STUDENT = 7
+
+
+def measure(folder: Path, seconds: float) -> Measured:
     say("training a small model")
     train_model(folder / "models")
+    peer = setup_mlserver(folder)
     say("starting Kafka")
     broker = KafkaBroker(folder / "kafka", port=free_port(), controller_port=free_port())
     asyncio.run(broker.start_and_wait(timeout=120))
@@ -275,28 +359,42 @@ def measure(folder: Path, seconds: float) -> tuple[list[Result], int, int, float
         trivial = [sys.executable, "-m", "infra.bench.trivial_server"]
         trivial_port = addresses["trivial"].rsplit(":", 1)[1]
         env = service_env(folder, addresses["service"], broker.bootstrap_servers)
-        with (
-            process(service, env, folder / "service.log") as service_process,
-            process([*trivial, "--port", trivial_port], os.environ, folder / "trivial.log"),
-        ):
+        with ExitStack() as running:
+            service_process = running.enter_context(process(service, env, folder / "service.log"))
+            running.enter_context(
+                process([*trivial, "--port", trivial_port], os.environ, folder / "trivial.log")
+            )
+            if isinstance(peer, MLServerPeer):
+                running.enter_context(process(peer.command, os.environ, folder / "mlserver.log"))
+                addresses |= {UNBATCHED: peer.address, BATCHED: peer.address}
             wait_serving(addresses["service"])
             wait_port(addresses["trivial"])
             answered = 0
-            for server in ("service", "trivial"):  # warm-up: connections, caches, the JIT-less
-                warm = run_ghz(addresses[server], Case(server, PREDICT, 16), 1.0, folder)
+            if isinstance(peer, MLServerPeer):
+                check_mlserver(peer, addresses["service"], MLSERVER_STUDENT)
+                answered += 1
+            todo = cases(with_mlserver=isinstance(peer, MLServerPeer))
+            warm_ups = {case.server: case for case in todo if case.concurrency == 16}
+            for server, case in warm_ups.items():  # connections, caches, worker pools
+                warm = run_ghz(addresses[server], case, 1.0, folder, peer_or_none(peer))
                 answered += warm.ok if server == "service" else 0
             results = []
-            for case in cases():
+            for case in todo:
                 say(f"{case.label} at concurrency {case.concurrency} for {seconds:g} s")
-                result = run_ghz(addresses[case.server], case, seconds, folder)
+                result = run_ghz(addresses[case.server], case, seconds, folder, peer_or_none(peer))
                 results.append(result)
                 if case.server == "service":
                     answered += result.ok * case.students
             published = published_events(broker.bootstrap_servers, answered)
             peak_mb = peak_rss_mb(service_process.pid)
-        return results, answered, published, peak_mb
+        why_not = "" if isinstance(peer, MLServerPeer) else peer
+        return Measured(results, answered, published, peak_mb, why_not)
     finally:
         broker.stop()
+
+
+def peer_or_none(peer: MLServerPeer | str) -> MLServerPeer | None:
+    return peer if isinstance(peer, MLServerPeer) else None
 
 
 def table(results: Sequence[Result]) -> list[str]:
@@ -321,7 +419,10 @@ def table(results: Sequence[Result]) -> list[str]:
     return lines
 
 
-def notes(results: Sequence[Result], answered: int, published: int, peak_mb: float) -> list[str]:
+def notes(measured: Measured) -> list[str]:
+    results, answered, published = measured.results, measured.answered, measured.published
+    peak_mb = measured.peak_mb
+
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
@@ -340,6 +441,19 @@ def notes(results: Sequence[Result], answered: int, published: int, peak_mb: flo
             f"(target >= {TARGET_RATIO_AT_64}x: {verdict(ratio >= TARGET_RATIO_AT_64)}); "
             f"p99 {p99:.1f} ms (target < {TARGET_P99_MS_AT_64:g} ms: "
             f"{verdict(p99 < TARGET_P99_MS_AT_64)})."
+        )
+    mlserver_best = max(
+        (r.calls_per_s for r in results if r.case.call == MODEL_INFER and r.case.concurrency == 64),
+        default=0.0,
+    )
+    if measured.mlserver:
+        found.append(f"- MLServer: not measured here: {measured.mlserver}")
+    elif "service" in at_64 and mlserver_best:
+        ratio = at_64["service"].calls_per_s / mlserver_best
+        found.append(
+            f"- Predict at concurrency 64: {ratio:.1f}x MLServer's best configuration "
+            f"(target >= {TARGET_MLSERVER_RATIO_AT_64:g}x: "
+            f"{verdict(ratio >= TARGET_MLSERVER_RATIO_AT_64)})."
         )
     batch = max((r.students_per_s for r in results if r.case.call == BATCH_PREDICT), default=0.0)
     found.append(
@@ -405,8 +519,8 @@ def main() -> None:
     if not (local_dir() / "bin" / "ghz").exists():
         raise SystemExit("ghz is missing: run `bash infra/setup.sh` (SETUP_GHZ=1)")
     with tempfile.TemporaryDirectory(prefix="studentperf-bench-") as folder:
-        results, answered, published, peak_mb = measure(Path(folder), seconds)
-    lines = [*table(results), "", *notes(results, answered, published, peak_mb)]
+        measured = measure(Path(folder), seconds)
+    lines = [*table(measured.results), "", *notes(measured)]
     print("\n".join(lines))
     if quick:
         # A smoke run's figures are not the ones to publish.
