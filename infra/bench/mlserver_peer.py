@@ -34,7 +34,12 @@ VENV: Final = local_dir() / "mlserver-venv"
 _STAMP: Final = "bench-requirements.txt"
 # uvloop 0.22 made get_event_loop() raise without a running loop, which MLServer 1.7.1's
 # inference workers call at start: they die in a loop. 0.21.0 is the release it shipped with.
-_MLSERVER: Final = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
+MLSERVER_VERSION: Final = "1.7.1"
+_MLSERVER: Final = (
+    f"mlserver=={MLSERVER_VERSION}",
+    f"mlserver-sklearn=={MLSERVER_VERSION}",
+    "uvloop==0.21.0",
+)
 CLIENT: Final = Path(__file__).with_name("mlserver_client.py")
 MODEL_INFER: Final = "inference.GRPCInferenceService/ModelInfer"
 
