@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,9 @@ class Result:
     p99_ms: float
     ok: int
     errors: int
+    # The server's own CPU time (its process and children) over the case, per OK call: unlike
+    # calls/s, hardly moved by other work on the machine.
+    cpu_ms_per_call: float = float("nan")
 
     @property
     def students_per_s(self) -> float:
@@ -301,6 +304,25 @@ def service_env(folder: Path, address: str, bootstrap_servers: str) -> dict[str,
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its living descendants (MLServer's inference
+    workers are child processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            # After the ")" that ends the command name: utime and stime are fields 14 and 15.
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # it ended meanwhile
+            continue
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set so far (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -374,12 +396,16 @@ def measure(folder: Path, seconds: float) -> Measured:
         env = service_env(folder, addresses["service"], broker.bootstrap_servers)
         with ExitStack() as running:
             service_process = running.enter_context(process(service, env, folder / "service.log"))
-            running.enter_context(
+            trivial_process = running.enter_context(
                 process([*trivial, "--port", trivial_port], os.environ, folder / "trivial.log")
             )
+            pids = {"service": service_process.pid, "trivial": trivial_process.pid}
             if isinstance(peer, MLServerPeer):
-                running.enter_context(process(peer.command, os.environ, folder / "mlserver.log"))
+                mlserver = running.enter_context(
+                    process(peer.command, os.environ, folder / "mlserver.log")
+                )
                 addresses |= {UNBATCHED: peer.address, BATCHED: peer.address}
+                pids |= {UNBATCHED: mlserver.pid, BATCHED: mlserver.pid}
             wait_serving(addresses["service"])
             wait_port(addresses["trivial"])
             answered = 0
@@ -394,7 +420,10 @@ def measure(folder: Path, seconds: float) -> Measured:
             results = []
             for case in todo:
                 say(f"{case.label} at concurrency {case.concurrency} for {seconds:g} s")
+                cpu_before = cpu_seconds(pids[case.server])
                 result = run_ghz(addresses[case.server], case, seconds, folder, peer_or_none(peer))
+                cpu = cpu_seconds(pids[case.server]) - cpu_before
+                result = replace(result, cpu_ms_per_call=cpu * 1000 / max(result.ok, 1))
                 results.append(result)
                 if case.server == "service":
                     answered += result.ok * case.students
@@ -457,8 +486,8 @@ def table(results: Sequence[Result]) -> list[str]:
     mlserver = _best_by_concurrency(results, (UNBATCHED, BATCHED))
     lines = [
         "| case | concurrency | calls/s | students/s | p50 ms | p95 ms | p99 ms | errors "
-        "| x trivial | service x MLServer best |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| x trivial | service x MLServer best | server CPU ms/call |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         single = r.case.call != BATCH_PREDICT
@@ -468,7 +497,8 @@ def table(results: Sequence[Result]) -> list[str]:
             f"| {r.case.label} | {r.case.concurrency} | {r.calls_per_s:,.0f} | "
             f"{r.students_per_s:,.0f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} | "
             f"{r.errors} | {f'{r.calls_per_s / base:.2f}x' if base else '-'} | "
-            f"{f'**{r.calls_per_s / peer:.1f}x**' if peer else '-'} |"
+            f"{f'**{r.calls_per_s / peer:.1f}x**' if peer else '-'} | "
+            f"{r.cpu_ms_per_call:.3f} |"
         )
     return lines
 
@@ -496,7 +526,8 @@ def targets(measured: Measured) -> list[Target]:
             Target(
                 f"Predict at concurrency 64 >= {TARGET_RATIO_AT_64}x the trivial server",
                 f"{ratio:.2f}x ({service.calls_per_s:,.0f} / {at_64['trivial'].calls_per_s:,.0f}"
-                " calls/s)",
+                f" calls/s); server CPU per call {service.cpu_ms_per_call:.3f} vs "
+                f"{at_64['trivial'].cpu_ms_per_call:.3f} ms",
                 ratio >= TARGET_RATIO_AT_64,
             )
         )
@@ -601,6 +632,9 @@ NOTES = [
     "the end of a case; calls/s counts answers that were OK.",
     "- the topic may hold a few more events than answers: calls ghz cut off at the end of a case "
     "after their publish.",
+    "- server CPU ms/call: the server process's (and its children's) CPU time over the case per "
+    "OK call, from /proc; steadier than calls/s when other work shares the machine. Kafka's "
+    "broker CPU for the service's events is not in it.",
 ]
 
 

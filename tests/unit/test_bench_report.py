@@ -69,7 +69,7 @@ def test_each_single_student_row_has_its_ratio_to_trivial_and_the_service_to_mls
     assert "| 0.60x |" in service_64  # 3000 / 5000
     assert "**7.5x**" in service_64  # 3000 / 400, the better MLServer configuration at 64
     assert "| 0.03x | - |" in rows["MLServer ModelInfer, batching off64"]  # 140 / 5000
-    assert rows["service BatchPredict x10004"].endswith("| - | - |")
+    assert "| - | - |" in rows["service BatchPredict x10004"]
 
 
 def test_targets_compare_with_mlservers_best_at_any_concurrency() -> None:
