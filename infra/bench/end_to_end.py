@@ -34,7 +34,7 @@ from pathlib import Path
 import asyncpg
 
 from infra.bench import Bench
-from infra.bench.process import RecorderProcess
+from infra.bench.process import RecorderProcess, peak_rss_mb
 from infra.bench.recorder import fresh_stack
 from infra.devstack import KafkaBroker, PostgresServer, free_port, repo_root
 
@@ -113,13 +113,6 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def backlog(seen: dict[str, tuple[float, float, float]], moment: float) -> int:
     return sum(1 for s, p, _ in seen.values() if p <= moment < s)
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 async def run(

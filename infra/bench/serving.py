@@ -57,6 +57,7 @@ from infra.bench.mlserver_peer import (
     same_score,
 )
 from infra.bench.plot import Point, plot
+from infra.bench.process import peak_rss_mb
 from infra.devstack import KafkaBroker, free_port, local_dir, repo_root
 from studentperf.features import FEATURE_COLUMNS
 from studentperf.v1 import prediction_service_pb2 as api
@@ -321,14 +322,6 @@ def cpu_seconds(pid: int) -> float:
         except FileNotFoundError:  # it ended meanwhile
             continue
     return total
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set so far (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @dataclass
