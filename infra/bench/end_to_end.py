@@ -79,7 +79,7 @@ class Poller:
         self.dsn = dsn
         self.seen: dict[str, tuple[float, float, float]] = {}  # id -> (seen, predicted, recorded)
         self.stop = asyncio.Event()
-        self.want = 0  # rows to wait for; caught_up is set once that many are seen
+        self.want: set[str] = set()  # ids to wait for; caught_up is set once all are seen
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
@@ -98,7 +98,7 @@ class Poller:
                 for row in rows:
                     if row["id"] not in self.seen:
                         self.seen[row["id"]] = (seen_at, float(row["p"]), float(row["r"]))
-                if self.want and len(self.seen) >= self.want:
+                if self.want and self.want.issubset(self.seen):
                     self.caught_up.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), POLL_S)
@@ -195,15 +195,17 @@ async def _measure(
     summary = json.loads(out)
     load_started = summary["started_at"]
     load_ended = load_started + summary["seconds"]
-    poller.want = summary["ok"]
+    answered = set(summary["answered"])
+    poller.want = answered
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(poller.caught_up.wait(), DRAIN_TIMEOUT_S)
     poller.stop.set()
     await polling
-    seen = poller.seen
+    # Only the predictions answered OK: a call the client saw fail may still have its row.
+    seen = {pid: times for pid, times in poller.seen.items() if pid in answered}
     # Predictions whose rows were never seen count as lagging past the end of the wait.
     lags = [s - p for s, p, _ in seen.values()]
-    lags += [DRAIN_TIMEOUT_S + seconds] * max(0, summary["ok"] - len(seen))
+    lags += [DRAIN_TIMEOUT_S + seconds] * (len(answered) - len(seen))
     recorded = [r - p for _, p, r in seen.values()]
     last_seen = max((s for s, _, _ in seen.values()), default=load_ended)
     return EndToEnd(

@@ -4,9 +4,9 @@ hide a backlog). Runs as its own process, so its CPU is not the benchmark's even
 
     python -m infra.bench.steady_load ADDRESS --rate 1000 --seconds 30
 
-Prints one JSON object: calls started, answered OK, failed (by status), the achieved rate of OK
-answers over the schedule, and how late the generator itself started calls (its p99 slip, to
-tell a slow generator from a slow server).
+Prints one JSON object: calls started, answered OK (and their prediction ids), failed (by
+status), the achieved rate of OK answers over the schedule, and how late the generator itself
+started calls (its p99 slip, to tell a slow generator from a slow server).
 """
 
 from __future__ import annotations
@@ -58,14 +58,16 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, Any]:
     total = int(rate * seconds)
     statuses: Counter[str] = Counter()
     slips: list[float] = []
+    answered: list[str] = []  # prediction ids of the OK answers: the rows to wait for
     first_errors: dict[str, str] = {}  # status -> the first failure's details, to say why
     async with grpc.aio.insecure_channel(address) as channel:
         stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
 
         async def call(number: int) -> None:
             try:
-                await stub.Predict(request(number), timeout=30)
+                answer = await stub.Predict(request(number), timeout=30)
                 statuses["OK"] += 1
+                answered.append(answer.prediction.prediction_id)
             except grpc.aio.AioRpcError as error:
                 statuses[error.code().name] += 1
                 first_errors.setdefault(error.code().name, str(error.details()))
@@ -86,6 +88,7 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, Any]:
     return {
         "started": total,
         "ok": statuses["OK"],
+        "answered": answered,
         "failed": {k: v for k, v in statuses.items() if k != "OK"},
         "first_errors": first_errors,
         "rate": statuses["OK"] / (scheduled_end - started),
