@@ -16,6 +16,14 @@ from infra.devstack import free_port, repo_root
 from recorder_service.health import parse_metrics
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 class HealthClient:
     """GETs a recorder's endpoint; blocking, so async callers use asyncio.to_thread."""
 
@@ -55,6 +63,12 @@ class RecorderProcess(HealthClient):
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the recorder has not been started")
+        return self._process.pid
 
     @property
     def running(self) -> bool:

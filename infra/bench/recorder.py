@@ -25,7 +25,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.bench import Bench, Row
-from infra.bench.process import RecorderProcess
+from infra.bench.process import RecorderProcess, peak_rss_mb
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from recorder_service.triage import triage
 from studentperf import envelope
@@ -167,6 +167,7 @@ class Run:
     batch: float  # mean events per batch
     reread: int  # events written again (after a rebalance); 0 when all members joined at once
     rebalances: int  # assignments beyond each member's first
+    peak_mb: float = 0.0  # the largest recorder's peak RSS
 
 
 async def recorders(bench: Bench, topic: str, dsn: str, count: int, instances: int) -> Run:
@@ -193,6 +194,7 @@ async def recorders(bench: Bench, topic: str, dsn: str, count: int, instances: i
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # the last commit follows the last write
         metrics = [await asyncio.to_thread(_metrics, r) for r in running]
+        peak_mb = max(peak_rss_mb(r.pid) for r in running)
     finally:
         for r in running:
             r.stop()
@@ -214,6 +216,7 @@ async def recorders(bench: Bench, topic: str, dsn: str, count: int, instances: i
         count / max(total["batches_total"], 1),
         total["events_already_stored_total"],
         total["rebalances_total"] - instances,
+        peak_mb,
     )
 
 
@@ -241,7 +244,10 @@ async def run(bench: Bench) -> list[Row]:
             await produce(bench, topic, records)
             runs.append(await recorders(bench, topic, dsn, count, instances))
         best = min(runs)
-        note = f"{PARTITIONS} partitions, {best.batch:,.0f} events per batch"
+        note = (
+            f"{PARTITIONS} partitions, {best.batch:,.0f} events per batch, "
+            f"peak RSS {max(r.peak_mb for r in runs):.0f} MiB (target < 200 MB)"
+        )
         if best.reread or best.rebalances:
             note += f", {best.rebalances} rebalances, {best.reread:,} events re-read"
         if len(runs) > 1:
