@@ -125,7 +125,7 @@ def test_an_interaction_is_split_evenly_between_its_inputs() -> None:
     found = explain.shapley(
         lambda z: z[:, 0] * z[:, 1], np.array([[2.0, 3.0, 9.0]]), np.zeros(3), groups
     )
-    np.testing.assert_allclose(found.contributions, [[3.0, 3.0, 0.0]])
+    np.testing.assert_allclose(found.contributions, [[3.0, 3.0, 0.0]], atol=1e-12)
     assert (found.base, found.raw[0]) == (0.0, 6.0)
 
 
