@@ -9,6 +9,9 @@ delete predictions, write what another process owns, any write as the analyst, a
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -308,3 +311,40 @@ async def test_databases_of_a_new_cluster_migrated_at_once_all_get_the_roles(
             )
         finally:
             await conn.close()
+
+
+async def test_make_migrate_sets_the_passwords_it_is_given(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    (tmp_path / "analyst").write_text("from-a-file\n")
+    env = {
+        **os.environ,
+        "STUDENTPERF_DB_PASSWORD_TRAINER": "pw-trainer-1",
+        "STUDENTPERF_DB_PASSWORD_ANALYST_FILE": str(tmp_path / "analyst"),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "studentperf.migrate", "--database-url", postgres.dsn(database)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert "password set for studentperf_analyst, studentperf_trainer" in done.stdout
+    assert "pw-trainer-1" not in done.stdout + done.stderr
+    conn = await asyncpg.connect(postgres.dsn(database))
+    try:
+        verifiers = {
+            r["rolname"]: r["rolpassword"]
+            for r in await conn.fetch(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[])",
+                [DatabaseRole.TRAINER.value, DatabaseRole.ANALYST.value],
+            )
+        }
+    finally:
+        await conn.close()
+    # Stored as SCRAM verifiers, never as the text given.
+    assert all(v and v.startswith("SCRAM-SHA-256$") for v in verifiers.values()), verifiers
