@@ -35,7 +35,7 @@ import: setup ## load a Kaggle exam CSV into the database: make import CSV=path 
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }
 	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID))
 
-migrate: setup ## apply the SQL migrations to the database of STUDENTPERF_DATABASE_URL
+migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(PY) -m studentperf.migrate
 
 # Temporary folders under .local/: pytest prunes /tmp/pytest-of-$$USER to its last three runs,
