@@ -290,26 +290,47 @@ async def fresh_cluster(tmp_path: Path) -> AsyncIterator[PostgresServer]:
     server.stop()
 
 
-async def test_databases_of_a_new_cluster_migrated_at_once_all_get_the_roles(
+async def test_two_databases_creating_the_roles_at_once_both_succeed(
     fresh_cluster: PostgresServer,
 ) -> None:
-    names = [f"c{i}" for i in range(4)]
-    for name in names:
+    """The race, made certain: b's migration waits on the roles a's has created but not yet
+    committed; once a commits, b's finds them taken and goes on."""
+    *earlier, (last, roles_sql) = migration_files()
+    assert last == "0004_roles"
+    conns = {}
+    for name in ("a", "b"):
         await fresh_cluster.ensure_database(name)
-    conns = [await asyncpg.connect(fresh_cluster.dsn(name)) for name in names]
+        conns[name] = await asyncpg.connect(fresh_cluster.dsn(name))
+        await conns[name].execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+        for _, sql in earlier:
+            await conns[name].execute(sql)
+    a, b = conns["a"], conns["b"]
+    watcher = await asyncpg.connect(fresh_cluster.dsn("postgres"))
     try:
-        applied = await asyncio.gather(*(apply_migrations(c) for c in conns))
+        async with a.transaction():
+            await a.execute(roles_sql)
+            b_migrates = asyncio.create_task(b.execute(roles_sql))
+            async with asyncio.timeout(60):
+                while not await watcher.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    b.get_server_pid(),
+                ):
+                    assert not b_migrates.done(), b_migrates
+                    await asyncio.sleep(0.05)
+        await b_migrates  # raised unique_violation before the fix
+        roles = await watcher.fetchval(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])",
+            [role.value for role in PROCESS_ROLES],
+        )
+        assert roles == len(PROCESS_ROLES)
+        for name in ("a", "b"):
+            conn = await connect_as(fresh_cluster, name, DatabaseRole.ANALYST)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0
+            finally:
+                await conn.close()
     finally:
-        for conn in conns:
-            await conn.close()
-    assert applied == [[version for version, _ in migration_files()]] * len(names)
-    for name in names:
-        conn = await connect_as(fresh_cluster, name, DatabaseRole.ANALYST)
-        try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(
-                migration_files()
-            )
-        finally:
+        for conn in (watcher, a, b):
             await conn.close()
 
 
