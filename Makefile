@@ -35,7 +35,7 @@ import: setup ## load a Kaggle exam CSV into the database: make import CSV=path 
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }
 	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID))
 
-migrate: setup ## apply the SQL migrations to the database of STUDENTPERF_DATABASE_URL
+migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(PY) -m studentperf.migrate
 
 # Temporary folders under .local/: pytest prunes /tmp/pytest-of-$$USER to its last three runs,
@@ -70,5 +70,25 @@ check-proto: setup ## fail when studentperf/v1 is stale against proto/
 	  diff -r -q "$$tmp/studentperf/v1" studentperf/v1 -x __pycache__ && rm -rf "$$tmp" || \
 	  { echo "studentperf/v1 is stale: run make proto"; exit 1; }
 
-clean: ## remove the local services' data (.local/run); installed tools stay
-	rm -rf .local/run
+# What the dev stack writes (make up, python -m infra.devstack): the broker's and the database's
+# data, and the inference service's spool. Tools (.venv, .local/kafka/libs, .local/bin) and
+# make train's models/ stay. A running broker or database names its folder on its command line,
+# which is how a running stack is recognised (pgrep never matches itself).
+STATE_DIRS := .local/kafka/state .local/postgres .local/spool
+
+clean: ## remove the dev stack's data (Kafka, PostgreSQL, spool); refused while it runs; tools stay
+	@running=$$(for dir in $(STATE_DIRS); do pgrep -f -- "$(CURDIR)/$$dir"; done | sort -u); \
+	if [ -n "$$running" ]; then \
+	  echo "make clean: refused, the dev stack is running on this data (pid $$(echo $$running)):" \
+	    "stop it first (Ctrl-C where make up runs)" >&2; \
+	  exit 1; \
+	fi; \
+	removed=0; \
+	for dir in $(STATE_DIRS); do \
+	  if [ -e "$$dir" ]; then \
+	    size=$$(du -sh -- "$$dir" | cut -f1); \
+	    rm -rf -- "$$dir" && echo "removed $$dir ($$size)"; \
+	    removed=1; \
+	  fi; \
+	done; \
+	if [ $$removed = 0 ]; then echo "nothing to remove: none of $(STATE_DIRS) exists"; fi

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from studentperf.config import SharedSettings, env_float, env_int, env_secret, env_str
+from studentperf.config import (
+    DatabaseRole,
+    SharedSettings,
+    env_float,
+    env_int,
+    env_secret,
+    env_str,
+)
 from studentperf.features import DEFAULT_PASS_MARK
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
@@ -52,7 +59,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
-            shared=SharedSettings.from_env(env),
+            shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
             model_path=env_str(env, "MODEL_PATH", cls.model_path),
             pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),

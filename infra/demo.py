@@ -17,6 +17,7 @@ import asyncpg
 import grpc
 
 from inference_service.settings import Settings
+from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
@@ -113,7 +114,10 @@ async def main() -> int:
         print(f"  {len(ids) - len(STUDENTS)} predicted")
 
     print(f"rows recorded in PostgreSQL ({len(ids)} expected):")
-    conn = await asyncpg.connect(settings.shared.database_url)
+    # Reading is all the demo does with the database: as the read-only role.
+    conn = await asyncpg.connect(
+        SharedSettings.from_env(os.environ, DatabaseRole.ANALYST).database_url
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

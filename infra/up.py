@@ -1,9 +1,10 @@
 """`make up`: the whole stack on this machine, in the foreground, until Ctrl-C.
 
 Starts Kafka and PostgreSQL (data under .local/), creates the topic and the database, applies
-the migrations, trains a model if there is none, then runs the recorder and the inference
-service as child processes with the default settings. Ctrl-C (or SIGTERM) stops everything it
-started, in reverse order, each one gracefully.
+the migrations as the owner, trains a model if there is none, then runs the recorder and the
+inference service as child processes with the default settings, each connected to the database
+as its own role (migration 0004), the inference service spooling to .local/spool. Ctrl-C (or
+SIGTERM) stops everything it started, in reverse order, each one gracefully.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from infra.devstack import (
     ServiceError,
     default_kafka,
     default_postgres,
+    local_dir,
     port_open,
     repo_root,
 )
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import env_int
+from studentperf.config import DatabaseRole, env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError
 
@@ -45,13 +47,20 @@ def say(message: str) -> None:
 class Child:
     """A Python service run as `python -m <module>`, stopped with SIGTERM."""
 
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, database_url: str) -> None:
         self.module = module
+        self.database_url = database_url
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        # A person reads this terminal: text logs unless they asked for a format.
-        env = {"STUDENTPERF_LOG_FORMAT": "text", **os.environ}
+        # A person reads this terminal: text logs unless they asked for a format. The stack's
+        # state stays under .local/ (make clean removes it); the database is the one started here.
+        env = {
+            "STUDENTPERF_LOG_FORMAT": "text",
+            "STUDENTPERF_SPOOL_DIR": str(local_dir() / "spool"),
+            **os.environ,
+            "STUDENTPERF_DATABASE_URL": self.database_url,
+        }
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, cwd=repo_root(), env=env
         )
@@ -98,7 +107,7 @@ def check_ports_free(services: list[Service]) -> None:
                 )
 
 
-async def ensure_model(settings: InferenceSettings) -> None:
+async def ensure_model(settings: InferenceSettings, database_url: str) -> None:
     """Trains a model when there is none the service could serve (none, or an unusable one)."""
     try:
         model = await asyncio.to_thread(
@@ -119,6 +128,7 @@ async def ensure_model(settings: InferenceSettings) -> None:
         # The current model, if any, cannot be served, so it is no bar to promotion.
         "--force",
         cwd=repo_root(),
+        env={**os.environ, "STUDENTPERF_DATABASE_URL": database_url},
     )
     if await trainer.wait() != 0:
         raise ServiceError("training failed (see above)")
@@ -130,7 +140,11 @@ async def run(stop: asyncio.Event) -> int:
     kafka = default_kafka()
     postgres = default_postgres()
     infra: list[Service] = [kafka, postgres]
-    apps = [Child("recorder_service"), Child("inference_service")]
+    as_role = {role: postgres.dsn(DEFAULT_DATABASE, user=role) for role in DatabaseRole}
+    apps = [
+        Child("recorder_service", as_role[DatabaseRole.RECORDER]),
+        Child("inference_service", as_role[DatabaseRole.INFERENCE]),
+    ]
     started: list[Service] = []
     try:
         check_ports_free(infra)
@@ -140,7 +154,7 @@ async def run(stop: asyncio.Event) -> int:
             waited = await service.wait_ready(timeout=120)
             say(f"{service.describe()}: ready in {waited:.1f} s")
         await postgres.ensure_database(DEFAULT_DATABASE)
-        conn = await asyncpg.connect(postgres.dsn(DEFAULT_DATABASE))
+        conn = await asyncpg.connect(as_role[DatabaseRole.OWNER])
         try:
             applied = await apply_migrations(conn)
         finally:
@@ -151,7 +165,7 @@ async def run(stop: asyncio.Event) -> int:
         dead_letters = RecorderSettings.from_env(os.environ).dead_letters_to
         await kafka.create_topic(dead_letters, partitions)
         say(f"topic {dead_letters}: records the recorder cannot write")
-        await ensure_model(settings)
+        await ensure_model(settings, as_role[DatabaseRole.TRAINER])
         for app in apps:
             await app.start()
         await wait_serving(settings.listen_address)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from studentperf.config import SharedSettings, env_int, env_str
+from studentperf.config import DatabaseRole, SharedSettings, env_int, env_str
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 
@@ -34,7 +34,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
-            shared=SharedSettings.from_env(env),
+            shared=SharedSettings.from_env(env, DatabaseRole.RECORDER),
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),
             batch_max_events=env_int(env, "BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_int(env, "BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms, minimum=1),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -141,6 +142,23 @@ class KafkaSecurity:
         return options
 
 
+class DatabaseRole(StrEnum):
+    """Who a process is to PostgreSQL: the login roles of migration 0004, one per process, each
+    granted only what that process does, and the owner, the one role that runs migrations."""
+
+    OWNER = "postgres"
+    RECORDER = "studentperf_recorder"
+    INFERENCE = "studentperf_inference"  # RecordOutcomes
+    TRAINER = "studentperf_trainer"  # training, and `make monitor`
+    IMPORTER = "studentperf_importer"  # `make import`
+    ANALYST = "studentperf_analyst"  # read-only: `make demo`, people
+
+
+def default_database_url(role: DatabaseRole) -> str:
+    """The development database (`make up`), connected to as `role`."""
+    return f"postgresql://{role}@127.0.0.1:5432/studentperf"
+
+
 @dataclass(frozen=True)
 class SharedSettings:
     """Where the services meet: the broker, the topic and the database."""
@@ -148,22 +166,21 @@ class SharedSettings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic: str = "prediction-events"
     # May hold a password: kept out of repr, masked in logs (see mask_dsn). TLS to PostgreSQL
-    # goes in the URL too (e.g. ?sslmode=verify-full&sslrootcert=/path/ca.pem).
-    database_url: str = field(
-        default="postgresql://postgres@127.0.0.1:5432/studentperf", repr=False
-    )
+    # goes in the URL too (e.g. ?sslmode=verify-full&sslrootcert=/path/ca.pem). Settings built
+    # without saying whose they are may only read.
+    database_url: str = field(default=default_database_url(DatabaseRole.ANALYST), repr=False)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> SharedSettings:
+    def from_env(cls, env: Mapping[str, str], role: DatabaseRole) -> SharedSettings:
+        """The settings of a process that connects to PostgreSQL as `role` unless
+        STUDENTPERF_DATABASE_URL names another."""
         return cls(
             kafka_bootstrap_servers=env_str(
                 env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
             ),
             kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
-            database_url=env_secret(
-                env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/studentperf"
-            ),
+            database_url=env_secret(env, "DATABASE_URL", default_database_url(role)),
             kafka_security=KafkaSecurity.from_env(env),
         )
 

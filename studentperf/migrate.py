@@ -1,7 +1,14 @@
 """Versioned SQL migrations: numbered files in `migrations/`, each applied once, in order.
 
-`python -m studentperf.migrate` applies what is missing; the recorder does the same at start-up.
-An advisory lock serializes concurrent runners, so several processes starting at once is safe.
+`python -m studentperf.migrate` applies what is missing, connected as the database owner (the
+only role allowed DDL). The recorder calls the same at start-up: with the schema current it only
+reads `schema_migrations`, so its own role (which may not do DDL) suffices; with migrations
+pending, that role gets a MigrationError saying to run the migrations as the owner. An
+advisory lock serializes concurrent runners, so several processes starting at once is safe.
+
+Migrations hold no passwords. The command line also sets the password of each process role
+whose STUDENTPERF_DB_PASSWORD_<ROLE> (or STUDENTPERF_DB_PASSWORD_<ROLE>_FILE) is given, e.g.
+STUDENTPERF_DB_PASSWORD_RECORDER; roles without one are left as they are.
 """
 
 from __future__ import annotations
@@ -9,11 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Mapping
 from importlib import resources
 
 import asyncpg
 
-from studentperf.config import SharedSettings, mask_dsn
+from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_secret, mask_dsn
 
 # Any constant works; it only has to be the same for every runner of this schema.
 _LOCK_KEY = 0x5354_5544  # "STUD"
@@ -30,8 +38,38 @@ def migration_files() -> list[tuple[str, str]]:
     return found
 
 
+class MigrationError(RuntimeError):
+    """Migrations are pending and the connected role may not apply them."""
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
+    """The versions not applied yet, found without DDL and without the lock."""
+    versions = [version for version, _ in migration_files()]
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return versions
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [version for version in versions if version not in applied]
+
+
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
-    """Applies the migrations not yet applied, each in its own transaction; returns them."""
+    """Applies the migrations not yet applied, each in its own transaction; returns them.
+
+    Raises MigrationError when some are pending and the connected role lacks the privileges.
+    """
+    pending = await pending_migrations(conn)
+    if not pending:
+        return []
+    try:
+        return await _apply(conn)
+    except asyncpg.InsufficientPrivilegeError as err:
+        user = await conn.fetchval("SELECT current_user")
+        raise MigrationError(
+            f"migrations {', '.join(pending)} are pending and role {user} may not apply them "
+            f"({err}): run `make migrate` (python -m studentperf.migrate) as the database owner"
+        ) from err
+
+
+async def _apply(conn: asyncpg.Connection) -> list[str]:
     applied_now: list[str] = []
     for version, sql in migration_files():
         async with conn.transaction():
@@ -52,10 +90,31 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def _main(database_url: str) -> None:
+def role_passwords(env: Mapping[str, str]) -> dict[DatabaseRole, str]:
+    """The passwords STUDENTPERF_DB_PASSWORD_<ROLE> (or its _FILE) gives, by role."""
+    found: dict[DatabaseRole, str] = {}
+    for role in DatabaseRole:
+        if role is not DatabaseRole.OWNER:
+            password = env_secret(env, f"DB_PASSWORD_{role.name}")
+            if password:
+                found[role] = password
+    return found
+
+
+async def set_passwords(conn: asyncpg.Connection, passwords: Mapping[DatabaseRole, str]) -> None:
+    """Gives each role its password (the statement is built server-side: %L quotes it)."""
+    for role, password in passwords.items():
+        statement = await conn.fetchval(
+            "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", role.value, password
+        )
+        await conn.execute(statement)
+
+
+async def _main(database_url: str, passwords: Mapping[DatabaseRole, str]) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         applied = await apply_migrations(conn)
+        await set_passwords(conn, passwords)
     finally:
         await conn.close()
     where = mask_dsn(database_url)
@@ -63,16 +122,23 @@ async def _main(database_url: str) -> None:
         print(f"applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
     else:
         print(f"schema of {where} is up to date")
+    if passwords:
+        print(f"password set for {', '.join(sorted(passwords))}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--database-url",
-        default=SharedSettings.from_env(os.environ).database_url,
-        help="PostgreSQL DSN (default: $STUDENTPERF_DATABASE_URL)",
+        default=SharedSettings.from_env(os.environ, DatabaseRole.OWNER).database_url,
+        help="PostgreSQL DSN of the database owner (default: $STUDENTPERF_DATABASE_URL)",
     )
-    asyncio.run(_main(parser.parse_args().database_url))
+    args = parser.parse_args()
+    try:
+        passwords = role_passwords(os.environ)
+    except ConfigError as err:
+        parser.error(str(err))
+    asyncio.run(_main(args.database_url, passwords))
 
 
 if __name__ == "__main__":

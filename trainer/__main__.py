@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from studentperf.config import ConfigError, SharedSettings, env_int
+from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_int
 from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import ModelArtifactError
 from trainer.data import TrainingDataError
@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         help="final score that counts as a pass (env STUDENTPERF_PASS_MARK, default 50)",
     )
     try:
-        shared = SharedSettings.from_env(environ)
+        shared = SharedSettings.from_env(environ, DatabaseRole.TRAINER)
         min_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
     except ConfigError as err:
         parser.error(str(err))

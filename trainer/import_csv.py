@@ -22,7 +22,7 @@ from typing import TextIO
 
 import asyncpg
 
-from studentperf.config import ConfigError, SharedSettings, mask_dsn
+from studentperf.config import ConfigError, DatabaseRole, SharedSettings, mask_dsn
 from studentperf.outcomes import (
     TERM_RULE,
     OutcomeRow,
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the term the scores are for (default {default_term}); {TERM_RULE}",
     )
     try:
-        database_url = SharedSettings.from_env(os.environ).database_url
+        database_url = SharedSettings.from_env(os.environ, DatabaseRole.IMPORTER).database_url
     except ConfigError as err:
         parser.error(str(err))
     parser.add_argument("--database-url", default=database_url, help="env STUDENTPERF_DATABASE_URL")

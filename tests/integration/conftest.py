@@ -25,7 +25,7 @@ from infra.devstack import KafkaBroker, PostgresServer, free_port
 from recorder_service.consumer import Recorder
 from recorder_service.service import run as run_recorder
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import SharedSettings
+from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.migrate import apply_migrations
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
@@ -93,7 +93,15 @@ class Stack:
 
     @property
     def database_url(self) -> str:
+        """As the owner: for the tests' own checks and clean-ups."""
         return self.shared.database_url
+
+    def database_url_as(self, role: DatabaseRole) -> str:
+        """As one process's role (migration 0004): what that process may do, and no more."""
+        return self.database_url.replace(f"//{DatabaseRole.OWNER}@", f"//{role}@", 1)
+
+    def shared_as(self, role: DatabaseRole) -> SharedSettings:
+        return replace(self.shared, database_url=self.database_url_as(role))
 
 
 async def fresh_topic_and_database(
@@ -127,7 +135,7 @@ async def inference(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningServer]:
     settings = InferenceSettings(
-        shared=stack.shared,
+        shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
         model_path=str(stack.model_path),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
@@ -164,7 +172,9 @@ class RecorderProcess:
 
 @pytest.fixture(scope="module")
 async def recorder(stack: Stack) -> AsyncIterator[RecorderProcess]:
-    process = RecorderProcess(RecorderSettings(shared=stack.shared, batch_max_wait_ms=50))
+    process = RecorderProcess(
+        RecorderSettings(shared=stack.shared_as(DatabaseRole.RECORDER), batch_max_wait_ms=50)
+    )
     process.start()
     yield process
     await process.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
+from studentperf.config import DatabaseRole
 from tests.integration.conftest import REPO, Stack
 from tests.kaggle_csv import kaggle_rows, write
 from trainer.db_source import read_labelled_rows
@@ -28,13 +29,20 @@ async def test_training_reads_the_database_and_records_the_version(
     tmp_path: Path, stack: Stack, db: asyncpg.Pool
 ) -> None:
     csv = write(tmp_path / "exams.csv", kaggle_rows(300, seed=8))
-    await import_file(csv, database_url=stack.database_url, term="2023-spring")
-    found = await read_labelled_rows(stack.database_url)
+    await import_file(
+        csv, database_url=stack.database_url_as(DatabaseRole.IMPORTER), term="2023-spring"
+    )
+    found = await read_labelled_rows(stack.database_url_as(DatabaseRole.TRAINER))
     assert len(found.frame) >= 300 and found.frame["final_score"].notna().all()
 
     models = tmp_path / "models"
     command = [sys.executable, "-m", "trainer", "--models-dir", str(models)]
-    command += ["--database-url", stack.database_url, "--min-db-rows", "100"]
+    command += [
+        "--database-url",
+        stack.database_url_as(DatabaseRole.TRAINER),
+        "--min-db-rows",
+        "100",
+    ]
     done = await train(command)
     assert "source: database postgresql://" in done.stdout, done.stdout
     assert "using synthetic data" not in done.stdout
@@ -78,7 +86,10 @@ async def test_the_version_row_gets_the_facts_whoever_writes_first(
         if recorder_first:
             await db.execute(bare, version)
         await register_version(
-            stack.database_url, metadata | {"version": version}, decision="d", promoted=False
+            stack.database_url_as(DatabaseRole.TRAINER),
+            metadata | {"version": version},
+            decision="d",
+            promoted=False,
         )
         await db.execute(bare, version)
         row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", version)

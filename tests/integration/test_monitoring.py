@@ -29,6 +29,7 @@ import pytest
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from studentperf.config import DatabaseRole
 from studentperf.features import CATEGORIES, FEATURE_COLUMNS
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
@@ -59,7 +60,7 @@ async def inference(
 ) -> AsyncIterator[RunningServer]:
     """The service watching this module's models folder, as `make up` watches models/."""
     settings = InferenceSettings(
-        shared=stack.shared,
+        shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
         model_path=str(models),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
@@ -166,7 +167,7 @@ async def monitor(
         "-m",
         "trainer.monitor",
         "--database-url",
-        stack.database_url,
+        stack.database_url_as(DatabaseRole.TRAINER),
         "--models-dir",
         str(models),
         "--report",
@@ -233,7 +234,7 @@ async def test_planted_drift_alerts_on_exactly_the_shifted_features(
         "-m", "trainer.monitor", "--last", str(ROWS), "--models-dir", str(models),
         "--report", str(tmp_path / "strict.html"),
         env={
-            "STUDENTPERF_DATABASE_URL": stack.database_url,
+            "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.TRAINER),
             "STUDENTPERF_MONITOR_PSI": "50",
             "STUDENTPERF_MONITOR_KS_PVALUE": "0",
         },
@@ -278,7 +279,8 @@ async def test_retraining_refuses_too_few_recorded_rows(
 ) -> None:
     before = sorted(p.name for p in models.iterdir())
     done = await run(
-        "-m", "trainer", "--database-only", "--database-url", stack.database_url,
+        "-m", "trainer", "--database-only",
+        "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
         "--models-dir", str(models), "--min-db-rows", str(drift_outcomes + 1),
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
@@ -296,7 +298,8 @@ async def test_retraining_on_recorded_outcomes_is_promoted_and_served(
 ) -> None:
     old = (models / "current").readlink().name
     done = await run(
-        "-m", "trainer", "--database-only", "--database-url", stack.database_url,
+        "-m", "trainer", "--database-only",
+        "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
         "--models-dir", str(models), "--min-db-rows", "100",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
+from studentperf.config import DatabaseRole
 from tests.integration.conftest import REPO, Stack
 from tests.kaggle_csv import kaggle_rows, write
 from trainer.import_csv import import_file
@@ -23,7 +24,9 @@ async def test_csv_import_round_trip_keeps_good_rows_and_reports_bad_ones(
     tmp_path: Path, stack: Stack, db: asyncpg.Pool
 ) -> None:
     csv = write(tmp_path / "exams.csv", [*kaggle_rows(30, seed=3), *BAD_ROWS])
-    report = await import_file(csv, database_url=stack.database_url, term="2024-spring")
+    report = await import_file(
+        csv, database_url=stack.database_url_as(DatabaseRole.IMPORTER), term="2024-spring"
+    )
     assert len(report.file.rows) == 30 and report.students_added == 30
     assert [e.line for e in report.file.errors] == [32, 33]
     prefix = f"csv-{report.file.sha256[:12]}-%"
@@ -44,7 +47,9 @@ async def test_csv_import_round_trip_keeps_good_rows_and_reports_bad_ones(
         None,
     )
     # The same file again: the same students, every outcome replaced by itself.
-    again = await import_file(csv, database_url=stack.database_url, term="2024-spring")
+    again = await import_file(
+        csv, database_url=stack.database_url_as(DatabaseRole.IMPORTER), term="2024-spring"
+    )
     assert (again.students_added, again.replaced) == (0, 30)
     assert await db.fetchval("SELECT count(*) FROM outcomes WHERE student_id LIKE $1", prefix) == 30
 
@@ -56,7 +61,7 @@ async def test_import_command_prints_each_bad_row_and_the_counts(
     command = [sys.executable, "-m", "trainer.import_csv", str(csv), "--term", "2024-fall"]
     done = await asyncio.to_thread(
         subprocess.run,
-        [*command, "--database-url", stack.database_url],
+        [*command, "--database-url", stack.database_url_as(DatabaseRole.IMPORTER)],
         cwd=REPO,
         capture_output=True,
         text=True,

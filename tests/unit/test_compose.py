@@ -29,7 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inference_service.settings import Settings as InferenceSettings
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import PREFIX
+from studentperf.config import PREFIX, DatabaseRole, SharedSettings
+from studentperf.migrate import role_passwords
 from trainer.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,9 @@ NAMES_READ: dict[str, frozenset[str]] = {
     "inference_service": names_read_by(InferenceSettings.from_env),
     "recorder_service": names_read_by(RecorderSettings.from_env),
     "trainer": names_read_by(lambda env: parse_args([], env)),
+    "studentperf.migrate": names_read_by(
+        lambda env: (SharedSettings.from_env(env, DatabaseRole.OWNER), role_passwords(env))
+    ),
 }
 
 
@@ -276,14 +280,68 @@ def test_inference_stop_grace_outlasts_its_shutdown_grace() -> None:
 
 def test_database_url_points_at_the_postgres_service() -> None:
     postgres = environment("postgres")
-    url = urlsplit(environment("recorder")["STUDENTPERF_DATABASE_URL"])
-    assert url.hostname == "postgres" and "postgres" in services()
-    assert url.port == 5432
-    assert url.path == "/" + postgres["POSTGRES_DB"]
-    assert (url.username, url.password) == (
+    for name in DATABASE_USERS:
+        url = urlsplit(environment(name)["STUDENTPERF_DATABASE_URL"])
+        assert url.hostname == "postgres" and "postgres" in services()
+        assert url.port == 5432
+        assert url.path == "/" + postgres["POSTGRES_DB"]
+    owner = urlsplit(environment("migrate")["STUDENTPERF_DATABASE_URL"])
+    assert (owner.username, owner.password) == (
         postgres["POSTGRES_USER"],
         postgres["POSTGRES_PASSWORD"],
     )
+
+
+# --- compose: least privilege (issue 14) ----------------------------------------------------
+
+# The module each service runs -> the role it connects as, and how its settings are read.
+ROLE_OF_MODULE = {
+    "inference_service": DatabaseRole.INFERENCE,
+    "recorder_service": DatabaseRole.RECORDER,
+    "trainer": DatabaseRole.TRAINER,
+}
+DATABASE_USERS = ("migrate", "trainer", "recorder", "inference")
+
+
+def test_each_process_connects_as_its_own_role_by_default() -> None:
+    defaults = {
+        "inference_service": InferenceSettings.from_env({}).shared.database_url,
+        "recorder_service": RecorderSettings.from_env({}).shared.database_url,
+        "trainer": parse_args([], {}).database_url,
+    }
+    assert {module: urlsplit(url).username for module, url in defaults.items()} == {
+        module: role.value for module, role in ROLE_OF_MODULE.items()
+    }
+
+
+def test_only_the_migration_step_connects_as_the_owner() -> None:
+    users = {}
+    for name in services():
+        url = environment(name).get("STUDENTPERF_DATABASE_URL")
+        if url is not None:
+            users[name] = urlsplit(url).username
+    assert set(users) == set(DATABASE_USERS)
+    assert users.pop("migrate") == environment("postgres")["POSTGRES_USER"]
+    for name, user in users.items():
+        module = python_module(name)
+        assert module is not None
+        assert user == ROLE_OF_MODULE[module].value, name
+
+
+def test_the_migration_step_sets_the_password_each_service_connects_with() -> None:
+    passwords = role_passwords(environment("migrate"))
+    for name in DATABASE_USERS[1:]:
+        url = urlsplit(environment(name)["STUDENTPERF_DATABASE_URL"])
+        assert url.username and url.password, name
+        assert passwords[DatabaseRole(url.username)] == url.password, name
+
+
+def test_migrations_run_once_before_every_service_that_uses_the_database() -> None:
+    assert python_module("migrate") == "studentperf.migrate"
+    assert services()["migrate"]["restart"] == "no"
+    assert depends_on("migrate")["postgres"]["condition"] == "service_healthy"
+    for name in DATABASE_USERS[1:]:
+        assert depends_on(name)["migrate"] == {"condition": "service_completed_successfully"}
 
 
 def test_kafka_clients_use_the_advertised_internal_listener() -> None:

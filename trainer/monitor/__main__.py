@@ -29,7 +29,14 @@ from typing import Final
 
 import pandas as pd
 
-from studentperf.config import ConfigError, SharedSettings, env_float, env_int, env_str
+from studentperf.config import (
+    ConfigError,
+    DatabaseRole,
+    SharedSettings,
+    env_float,
+    env_int,
+    env_str,
+)
 from studentperf.features import DEFAULT_PASS_MARK
 from studentperf.model_artifact import METADATA_FILE, ModelArtifactError
 from trainer import reference
@@ -91,7 +98,7 @@ def parse_args(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     try:
-        shared = SharedSettings.from_env(environ)
+        shared = SharedSettings.from_env(environ, DatabaseRole.TRAINER)
         default_since = env_str(environ, "MONITOR_SINCE", "7d")
         defaults = Thresholds(
             psi=env_float(environ, "MONITOR_PSI", Thresholds.psi, minimum=0, maximum=100),

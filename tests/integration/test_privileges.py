@@ -1,0 +1,371 @@
+"""Least privilege: each process's PostgreSQL role does what its code does, and nothing else.
+
+The roles come from migration 0004. Each is exercised through the project's own code (the
+recorder's store, RecordOutcomes' SQL, the CSV import, the trainer's reads and registry, the
+monitor's reads), then refused, with insufficient_privilege, what it must never do: change or
+delete predictions, write what another process owns, any write as the analyst, any DDL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from infra.devstack import PostgresServer, free_port
+from recorder_service.rows import staging_row
+from recorder_service.store import PostgresStore
+from studentperf.config import DatabaseRole
+from studentperf.migrate import MigrationError, apply_migrations, migration_files
+from studentperf.outcomes import (
+    OutcomeRow,
+    ProfileRow,
+    store_outcomes,
+    store_profiles_and_outcomes,
+)
+from tests.integration.recorder_support import make_event
+from trainer.db_source import read_labelled_rows
+from trainer.monitor.data import read_held_out, read_recent
+from trainer.registry import register_version
+
+PROCESS_ROLES = [role for role in DatabaseRole if role is not DatabaseRole.OWNER]
+TABLES = [
+    "model_versions",
+    "students",
+    "student_profiles",
+    "academic_records",
+    "predictions",
+    "outcomes",
+    "schema_migrations",
+]
+
+# A bare prediction row: what a role may not add is refused before any constraint is checked.
+INSERT_PREDICTION = """
+INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
+    model_version, predicted_final_score, pass_probability, predicted_pass, pass_mark,
+    predicted_at, event_schema_version)
+VALUES (gen_random_uuid(), 's', gen_random_uuid(), gen_random_uuid(), 'v', 50, 0.5, true, 50,
+        now(), 1)
+"""
+
+INSERT_OUTCOME = (
+    "INSERT INTO outcomes (student_id, term, final_score, source) VALUES ('s', '2026-x', 1, 't')"
+)
+
+DDL = [
+    "CREATE TABLE scratch (id int)",
+    "ALTER TABLE predictions ADD COLUMN scratch int",
+    "CREATE INDEX scratch_idx ON outcomes (final_score)",
+    "DROP TABLE outcomes",
+    "TRUNCATE predictions",
+]
+TEMP_TABLE = "CREATE TEMPORARY TABLE scratch (id int)"
+
+# A column of each table, for an UPDATE that would change nothing if it were allowed.
+SOME_COLUMN = {table: "student_id" for table in TABLES} | {
+    "model_versions": "model_version",
+    "schema_migrations": "version",
+}
+
+# (role, statement): what each role must not do.
+FORBIDDEN: list[tuple[DatabaseRole, str]] = [
+    *[
+        (DatabaseRole.INFERENCE, sql)
+        for sql in (
+            "DELETE FROM predictions",
+            "UPDATE predictions SET pass_mark = 0",
+            "SELECT count(*) FROM predictions",
+            INSERT_PREDICTION,
+            "UPDATE students SET gender = 'other'",
+            "SELECT gender FROM students",
+            "DELETE FROM outcomes",
+            "UPDATE outcomes SET student_id = 'other'",
+            "INSERT INTO model_versions (model_version) VALUES ('v')",
+        )
+    ],
+    *[
+        (DatabaseRole.TRAINER, sql)
+        for sql in (
+            INSERT_PREDICTION,
+            "UPDATE predictions SET pass_mark = 0",
+            "DELETE FROM predictions",
+            "DELETE FROM model_versions",
+            INSERT_OUTCOME,
+            "UPDATE outcomes SET final_score = 0",
+            "UPDATE students SET gender = 'other'",
+        )
+    ],
+    *[
+        (DatabaseRole.RECORDER, sql)
+        for sql in (
+            "DELETE FROM predictions",
+            "UPDATE predictions SET pass_mark = 0",
+            "DELETE FROM students",
+            "UPDATE students SET student_id = 'other'",
+            "SELECT * FROM predictions",
+            "UPDATE model_versions SET promoted_at = now()",
+            INSERT_OUTCOME,
+            "SELECT count(*) FROM outcomes",
+        )
+    ],
+    *[
+        (DatabaseRole.IMPORTER, sql)
+        for sql in (
+            INSERT_PREDICTION,
+            "SELECT count(*) FROM predictions",
+            "DELETE FROM outcomes",
+            "DELETE FROM students",
+            "UPDATE students SET student_id = 'other'",
+            "UPDATE outcomes SET term = '2020-x'",
+            "INSERT INTO model_versions (model_version) VALUES ('v')",
+        )
+    ],
+    *[(DatabaseRole.ANALYST, f"DELETE FROM {table}") for table in TABLES],
+    *[
+        (DatabaseRole.ANALYST, f"UPDATE {table} SET {column} = {column}")
+        for table, column in SOME_COLUMN.items()
+    ],
+    (DatabaseRole.ANALYST, INSERT_PREDICTION),
+    (DatabaseRole.ANALYST, INSERT_OUTCOME),
+    (DatabaseRole.ANALYST, "INSERT INTO schema_migrations (version) VALUES ('9999')"),
+    *[(role, sql) for role in PROCESS_ROLES for sql in DDL],
+    # Only the recorder stages its batches in a temporary table.
+    *[(role, TEMP_TABLE) for role in PROCESS_ROLES if role is not DatabaseRole.RECORDER],
+]
+
+
+@pytest.fixture(scope="module")
+async def database(postgres: PostgresServer) -> str:
+    name = f"p{uuid.uuid4().hex[:12]}"
+    await postgres.ensure_database(name)
+    conn = await asyncpg.connect(postgres.dsn(name))
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    return name
+
+
+async def connect_as(postgres: PostgresServer, database: str, role: DatabaseRole) -> Any:
+    return await asyncpg.connect(postgres.dsn(database, user=role))
+
+
+def model_metadata(version: str) -> dict[str, Any]:
+    """The metadata.json fields trainer/registry.py stores."""
+    return {
+        "version": version,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "pass_mark": 50.0,
+        "data_source": "test",
+        "data_sha256": "0" * 64,
+        "train_rows": 1,
+        "validation_rows": 1,
+        "test_rows": 1,
+        "estimators": {"score": "s", "pass": "p"},
+        "feature_columns": ["age"],
+        "libraries": {},
+        "metrics": {"score_r2": 0.5},
+        "baseline_metrics": {},
+    }
+
+
+async def test_the_roles_the_code_names_are_the_roles_the_migration_creates(
+    postgres: PostgresServer, database: str
+) -> None:
+    conn = await asyncpg.connect(postgres.dsn(database))
+    try:
+        found = {
+            r["rolname"]: r
+            for r in await conn.fetch("SELECT * FROM pg_roles WHERE rolname LIKE 'studentperf_%'")
+        }
+    finally:
+        await conn.close()
+    assert set(found) == {str(role) for role in PROCESS_ROLES}
+    for name, role in found.items():
+        assert role["rolcanlogin"], name
+        assert not (role["rolsuper"] or role["rolcreaterole"] or role["rolcreatedb"]), name
+        assert not role["rolbypassrls"], name
+
+
+async def test_each_role_does_what_its_process_does(
+    postgres: PostgresServer, database: str
+) -> None:
+    url = {role: postgres.dsn(database, user=role) for role in PROCESS_ROLES}
+    # The recorder: two events of one student; the newer profile replaces the older.
+    first, second = (
+        make_event("priv-1", age=15, seconds=1_700_000_000),
+        make_event("priv-1", age=16, seconds=1_700_000_100),
+    )
+    async with asyncpg.create_pool(url[DatabaseRole.RECORDER], min_size=1, max_size=1) as pool:
+        # At start-up the recorder checks the schema; current, it needs no DDL.
+        async with pool.acquire() as conn:
+            assert await apply_migrations(conn) == []
+        result = await PostgresStore(pool).write([staging_row(first, 0), staging_row(second, 1)])
+    assert (result.stored, result.refused) == (2, [])
+
+    # RecordOutcomes: an outcome for a known student, one for a new student, then replaced.
+    conn = await connect_as(postgres, database, DatabaseRole.INFERENCE)
+    try:
+        rows = [OutcomeRow("priv-1", "2026-spring", 70.0), OutcomeRow("priv-2", "2026-spring", 40)]
+        stored = await store_outcomes(conn, rows, source="rpc")
+        assert [(s.replaced, s.student_added) for s in stored] == [(False, False), (False, True)]
+        again = await store_outcomes(conn, rows[:1], source="rpc")
+        assert again[0].replaced
+    finally:
+        await conn.close()
+
+    # `make import`: profiles and outcomes.
+    conn = await connect_as(postgres, database, DatabaseRole.IMPORTER)
+    try:
+        profile = ProfileRow("priv-3", None, "female", "bachelor", "standard", "none")
+        stored = await store_profiles_and_outcomes(
+            conn, [profile], [OutcomeRow("priv-3", "2025-fall", 88.0)], source="csv:x"
+        )
+        assert stored[0].student_added
+    finally:
+        await conn.close()
+
+    # The trainer reads its rows and registers a version; the monitor reads predictions.
+    trainer = url[DatabaseRole.TRAINER]
+    assert len((await read_labelled_rows(trainer)).frame) == 3
+    await register_version(trainer, model_metadata("test-model"), decision="d", promoted=True)
+    recent = await read_recent(trainer, since=None, last=10)
+    assert len(recent) == 2 and recent["final_score"].notna().sum() == 2
+    assert await read_held_out(trainer, ["test-model"]) == {"test-model": {"score_r2": 0.5}}
+
+    # The analyst reads every table.
+    conn = await connect_as(postgres, database, DatabaseRole.ANALYST)
+    try:
+        counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+    finally:
+        await conn.close()
+    print(f"rows the roles wrote, as the analyst reads them: {counts}")
+    assert counts["predictions"] == 2 and counts["outcomes"] == 3 and counts["students"] == 3
+
+
+@pytest.mark.parametrize(
+    ("role", "sql"),
+    [
+        pytest.param(role, sql, id=f"{role.name}: {' '.join(sql.split())[:48]}")
+        for role, sql in FORBIDDEN
+    ],
+)
+async def test_each_role_is_refused_what_it_must_not_do(
+    postgres: PostgresServer, database: str, role: DatabaseRole, sql: str
+) -> None:
+    conn = await connect_as(postgres, database, role)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_role_cannot_migrate_and_says_who_can(postgres: PostgresServer) -> None:
+    name = f"p{uuid.uuid4().hex[:12]}"
+    await postgres.ensure_database(name)  # empty: every migration pending
+    conn = await connect_as(postgres, name, DatabaseRole.RECORDER)
+    try:
+        with pytest.raises(MigrationError, match="as the database owner") as caught:
+            await apply_migrations(conn)
+        assert "studentperf_recorder" in str(caught.value)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def fresh_cluster(tmp_path: Path) -> AsyncIterator[PostgresServer]:
+    """A cluster of its own: the session's already has the roles."""
+    server = PostgresServer(tmp_path / "postgres", port=free_port())
+    await server.start_and_wait(timeout=60)
+    yield server
+    server.stop()
+
+
+async def test_two_databases_creating_the_roles_at_once_both_succeed(
+    fresh_cluster: PostgresServer,
+) -> None:
+    """The race, made certain: b's migration waits on the roles a's has created but not yet
+    committed; once a commits, b's finds them taken and goes on."""
+    *earlier, (last, roles_sql) = migration_files()
+    assert last == "0004_roles"
+    conns = {}
+    for name in ("a", "b"):
+        await fresh_cluster.ensure_database(name)
+        conns[name] = await asyncpg.connect(fresh_cluster.dsn(name))
+        await conns[name].execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+        for _, sql in earlier:
+            await conns[name].execute(sql)
+    a, b = conns["a"], conns["b"]
+    watcher = await asyncpg.connect(fresh_cluster.dsn("postgres"))
+    try:
+        async with a.transaction():
+            await a.execute(roles_sql)
+            b_migrates = asyncio.create_task(b.execute(roles_sql))
+            async with asyncio.timeout(60):
+                while not await watcher.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    b.get_server_pid(),
+                ):
+                    assert not b_migrates.done(), b_migrates
+                    await asyncio.sleep(0.05)
+        await b_migrates  # raised unique_violation before the fix
+        roles = await watcher.fetchval(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])",
+            [role.value for role in PROCESS_ROLES],
+        )
+        assert roles == len(PROCESS_ROLES)
+        for name in ("a", "b"):
+            conn = await connect_as(fresh_cluster, name, DatabaseRole.ANALYST)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0
+            finally:
+                await conn.close()
+    finally:
+        for conn in (watcher, a, b):
+            await conn.close()
+
+
+async def test_make_migrate_sets_the_passwords_it_is_given(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    (tmp_path / "analyst").write_text("from-a-file\n")
+    env = {
+        **os.environ,
+        "STUDENTPERF_DB_PASSWORD_TRAINER": "pw-trainer-1",
+        "STUDENTPERF_DB_PASSWORD_ANALYST_FILE": str(tmp_path / "analyst"),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "studentperf.migrate", "--database-url", postgres.dsn(database)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert "password set for studentperf_analyst, studentperf_trainer" in done.stdout
+    assert "pw-trainer-1" not in done.stdout + done.stderr
+    conn = await asyncpg.connect(postgres.dsn(database))
+    try:
+        verifiers = {
+            r["rolname"]: r["rolpassword"]
+            for r in await conn.fetch(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[])",
+                [DatabaseRole.TRAINER.value, DatabaseRole.ANALYST.value],
+            )
+        }
+    finally:
+        await conn.close()
+    # Stored as SCRAM verifiers, never as the text given.
+    assert all(v and v.startswith("SCRAM-SHA-256$") for v in verifiers.values()), verifiers
