@@ -4,6 +4,10 @@ Starts Kafka and PostgreSQL (data under .local/), creates the topic and the data
 the migrations, trains a model if there is none, then runs the recorder and the inference
 service as child processes with the default settings. Ctrl-C (or SIGTERM) stops everything it
 started, in reverse order, each one gracefully.
+
+Kafka is one broker; with STUDENTPERF_KAFKA_BROKERS=3 (`make up KAFKA_BROKERS=3`) it is a
+three-node cluster, replication factor 3 and min.insync.replicas 2 (infra.kafka_cluster). That
+is three JVMs, too heavy a default for a laptop.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +30,7 @@ from inference_service.settings import Settings as InferenceSettings
 from infra.devstack import (
     DEFAULT_DATABASE,
     KafkaBroker,
+    PostgresServer,
     Service,
     ServiceError,
     default_kafka,
@@ -32,8 +38,9 @@ from infra.devstack import (
     port_open,
     repo_root,
 )
+from infra.kafka_cluster import KafkaCluster, default_kafka_cluster
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import env_int
+from studentperf.config import ConfigError, env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError
 
@@ -45,13 +52,14 @@ def say(message: str) -> None:
 class Child:
     """A Python service run as `python -m <module>`, stopped with SIGTERM."""
 
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, env: dict[str, str] | None = None) -> None:
         self.module = module
+        self.env = env or {}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         # A person reads this terminal: text logs unless they asked for a format.
-        env = {"STUDENTPERF_LOG_FORMAT": "text", **os.environ}
+        env = {"STUDENTPERF_LOG_FORMAT": "text", **os.environ, **self.env}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, cwd=repo_root(), env=env
         )
@@ -124,19 +132,33 @@ async def ensure_model(settings: InferenceSettings) -> None:
         raise ServiceError("training failed (see above)")
 
 
+def chosen_kafka(env: Mapping[str, str]) -> KafkaBroker | KafkaCluster:
+    """One broker (the default), or the three-node cluster for STUDENTPERF_KAFKA_BROKERS=3."""
+    brokers = env_int(env, "KAFKA_BROKERS", 1, minimum=1)
+    if brokers == 1:
+        return default_kafka()
+    if brokers == 3:
+        return default_kafka_cluster()
+    raise ConfigError(f"STUDENTPERF_KAFKA_BROKERS: 1 or 3, not {brokers}")
+
+
 async def run(stop: asyncio.Event) -> int:
     settings = InferenceSettings.from_env(os.environ)
     partitions = env_int(os.environ, "TOPIC_PARTITIONS", 3, minimum=1)
-    kafka = default_kafka()
+    kafka = chosen_kafka(os.environ)
     postgres = default_postgres()
-    infra: list[Service] = [kafka, postgres]
-    apps = [Child("recorder_service"), Child("inference_service")]
-    started: list[Service] = []
+    infra: list[KafkaBroker | KafkaCluster | PostgresServer] = [kafka, postgres]
+    # The services reach Kafka through every node, so any one of them may be down.
+    bootstrap = {"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    apps = [Child("recorder_service", bootstrap), Child("inference_service", bootstrap)]
+    started: list[KafkaBroker | KafkaCluster | PostgresServer] = []
     try:
-        check_ports_free(infra)
+        nodes = kafka.nodes if isinstance(kafka, KafkaCluster) else [kafka]
+        check_ports_free([*nodes, postgres])
         for service in infra:
             service.start()
             started.append(service)
+        for service in infra:
             waited = await service.wait_ready(timeout=120)
             say(f"{service.describe()}: ready in {waited:.1f} s")
         await postgres.ensure_database(DEFAULT_DATABASE)
@@ -147,7 +169,7 @@ async def run(stop: asyncio.Event) -> int:
             await conn.close()
         say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
         await kafka.create_topic(settings.shared.kafka_topic, partitions)
-        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions")
+        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions, {replicas(kafka)}")
         dead_letters = RecorderSettings.from_env(os.environ).dead_letters_to
         await kafka.create_topic(dead_letters, partitions)
         say(f"topic {dead_letters}: records the recorder cannot write")
@@ -175,6 +197,14 @@ async def run(stop: asyncio.Event) -> int:
             say(f"{service.name}: stopped")
 
 
+def replicas(kafka: KafkaBroker | KafkaCluster) -> str:
+    if isinstance(kafka, KafkaCluster):
+        return (
+            f"{len(kafka.nodes)} replicas, min.insync.replicas {kafka.nodes[0].min_insync_replicas}"
+        )
+    return "1 replica"
+
+
 def print_try_it(address: str) -> None:
     grpcurl = Path(".local/bin/grpcurl")
     request = (
@@ -200,7 +230,11 @@ def main() -> int:
             loop.add_signal_handler(sig, stop.set)
         return await run(stop)
 
-    return asyncio.run(guarded())
+    try:
+        return asyncio.run(guarded())
+    except ConfigError as error:
+        say(f"error: {error}")
+        return 2
 
 
 if __name__ == "__main__":
