@@ -17,6 +17,7 @@ prediction was never acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -38,12 +39,11 @@ from infra.up import wait_serving
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.migrate import apply_migrations
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from tests.integration.helpers import eventually
 from tests.integration.processes import Load, ServiceProcess, drive_load
 
-# Longer than a leader's failover (the dead node's session expires after 3 s, then the
-# controller moves leadership): a call waits through it instead of spooling.
-PUBLISH_TIMEOUT_S = 8.0
+# Far longer than a leader's failover (the dead node's session expires after 3 s, then the
+# controller moves leadership; 3 to 5 s seen here): a call waits through it instead of spooling.
+FAILOVER_PUBLISH_TIMEOUT_S = 30.0
 SPOOLED = "studentperf_inference_spooled_events_total"
 SPOOL_DEPTH = "studentperf_inference_spool_events"
 
@@ -76,20 +76,16 @@ class Replicated:
     async def spooled(self) -> int:
         return int(await self.metric(SPOOLED))
 
-    async def spool_drained(self, timeout: float) -> bool:
+    async def spool_drained(self) -> bool:
         async def depth() -> int:
             return int(await self.metric(SPOOL_DEPTH))
 
-        return await eventually(depth, 0, timeout=timeout) == 0
+        return await until_stalled(depth, 0) == 0
 
 
 @pytest.fixture(scope="module")
-async def replicated(
-    cluster: KafkaCluster,
-    postgres: PostgresServer,
-    model_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[Replicated]:
+async def target(cluster: KafkaCluster, postgres: PostgresServer) -> dict[str, str]:
+    """The module's topic (and its dead-letter topic) on the cluster, and its database."""
     name = f"r{uuid.uuid4().hex[:12]}"
     await cluster.create_topic(name, partitions=3)
     await cluster.create_topic(name + DEAD_LETTER_SUFFIX, partitions=3)
@@ -99,34 +95,49 @@ async def replicated(
         await apply_migrations(conn)
     finally:
         await conn.close()
-    logs = tmp_path_factory.mktemp("replicated-services")
-    address, health_port = f"127.0.0.1:{free_port()}", free_port()
-    shared = {
+    return {
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
         "STUDENTPERF_KAFKA_TOPIC": name,
         "STUDENTPERF_DATABASE_URL": postgres.dsn(name),
     }
+
+
+@contextlib.asynccontextmanager
+async def services(
+    cluster: KafkaCluster,
+    target: dict[str, str],
+    model_path: Path,
+    folder: Path,
+    publish_timeout_s: float | None = None,
+) -> AsyncIterator[Replicated]:
+    """The inference service and the recorder as processes, for one test."""
+    address, health_port = f"127.0.0.1:{free_port()}", free_port()
+    timeout = (
+        {}
+        if publish_timeout_s is None
+        else {"STUDENTPERF_PUBLISH_TIMEOUT_S": str(publish_timeout_s)}
+    )
     inference = ServiceProcess(
         "inference_service",
         {
-            **shared,
+            **target,
+            **timeout,
             "STUDENTPERF_LISTEN_ADDRESS": address,
             "STUDENTPERF_MODEL_PATH": str(model_path),
-            "STUDENTPERF_SPOOL_DIR": str(logs / "spool"),
-            "STUDENTPERF_PUBLISH_TIMEOUT_S": str(PUBLISH_TIMEOUT_S),
+            "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
             "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health_port),
         },
-        logs / "inference.log",
+        folder / "inference.log",
     )
     recorder = ServiceProcess(
         "recorder_service",
-        {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-        logs / "recorder.log",
+        {**target, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
+        folder / "recorder.log",
     )
     stack = Replicated(
         cluster,
-        name,
-        postgres.dsn(name),
+        target["STUDENTPERF_KAFKA_TOPIC"],
+        target["STUDENTPERF_DATABASE_URL"],
         address,
         HealthClient(health_port),
         inference,
@@ -143,11 +154,14 @@ async def replicated(
 
 
 async def under_load(
-    stack: Replicated, fault: Callable[[], Awaitable[None]], *, before_s: float = 2.0
+    stack: Replicated, fault: Callable[[], Awaitable[None]], prefix: str, before_s: float = 2.0
 ) -> Load:
-    """Predict callers run from `before_s` before the fault until 2 s after it returned."""
+    """8 Predict callers (students `<prefix>-...`) run from `before_s` before the fault until
+    2 s after it returned."""
     stop = asyncio.Event()
-    running = asyncio.create_task(drive_load(stack.address, stop, workers=8, batch=1))
+    running = asyncio.create_task(
+        drive_load(stack.address, stop, workers=8, batch=1, prefix=prefix, call_timeout_s=60)
+    )
     try:
         await asyncio.sleep(before_s)
         await fault()
@@ -204,6 +218,24 @@ async def events_per_id(bootstrap_servers: str, topic: str) -> Counter[uuid.UUID
         await consumer.stop()
 
 
+async def until_stalled(
+    probe: Callable[[], Awaitable[int]], expected: int, stall_s: float = 30.0
+) -> int:
+    """Polls `probe` until it returns `expected`, or until its value has not changed for
+    `stall_s` seconds: how fast rows land or the spool drains depends on the machine; progress
+    stopping does not."""
+    last, progressed = -1, time.monotonic()
+    while True:
+        value = await probe()
+        if value == expected:
+            return value
+        if value != last:
+            last, progressed = value, time.monotonic()
+        elif time.monotonic() - progressed > stall_s:
+            return value
+        await asyncio.sleep(0.25)
+
+
 async def figures(stack: Replicated, load: Load, prefix: str, spooled: int) -> Figures:
     """Waits (bounded) until every acknowledged prediction is stored, then counts."""
     ids = list(load.acknowledged)
@@ -217,7 +249,7 @@ async def figures(stack: Replicated, load: Load, prefix: str, spooled: int) -> F
                 )
             )
 
-        stored = await eventually(stored_now, len(ids), timeout=90)
+        stored = await until_stalled(stored_now, len(ids))
         # Every caller's student is new, so each has exactly one profile and one academic
         # record; a redelivered event must not add a second of either.
         extra_children = await conn.fetchval(
@@ -277,70 +309,77 @@ async def wait_for(probe: Callable[[], Awaitable[bool]], timeout: float) -> floa
     return time.monotonic() - started
 
 
-async def test_partition_leader_killed_under_load_nothing_spooled(replicated: Replicated) -> None:
-    stack = replicated
-    spooled_before = await stack.spooled()
-    failover: list[str] = []
+async def test_partition_leader_killed_under_load_nothing_spooled(
+    cluster: KafkaCluster, target: dict[str, str], model_path: Path, tmp_path: Path
+) -> None:
+    async with services(cluster, target, model_path, tmp_path, FAILOVER_PUBLISH_TIMEOUT_S) as stack:
+        spooled_before = await stack.spooled()
+        failover: list[str] = []
 
-    async def fault() -> None:
-        leader, in_sync = (await stack.cluster.partitions(stack.topic))[0]
-        assert len(in_sync) == 3
-        stack.cluster.node(leader).kill()
+        async def fault() -> None:
+            leader, in_sync = (await stack.cluster.partitions(stack.topic))[0]
+            assert len(in_sync) == 3
+            stack.cluster.node(leader).kill()
 
-        async def moved() -> bool:
-            return (await stack.cluster.partitions(stack.topic))[0][0] not in (leader, -1)
+            async def moved() -> bool:
+                return (await stack.cluster.partitions(stack.topic))[0][0] not in (leader, -1)
 
-        failover.append(f"node {leader} (leader of partition 0) killed; ")
-        failover.append(f"a new leader after {await wait_for(moved, 60):.1f} s; ")
-        await asyncio.sleep(5)  # calls go on through the other two replicas
-        failover.append(f"back and registered in {await stack.cluster.restart(leader):.1f} s")
+            failover.append(f"node {leader} (leader of partition 0) killed; ")
+            failover.append(f"a new leader after {await wait_for(moved, 60):.1f} s; ")
+            await asyncio.sleep(5)  # calls go on through the other two replicas
+            failover.append(f"back and registered in {await stack.cluster.restart(leader):.1f} s")
 
-    load = await under_load(stack, fault)
-    spooled = await stack.spooled() - spooled_before
-    found = await figures(stack, load, "load", spooled)
-    report(stack, "3 nodes, partition leader SIGKILL", load, found)
-    print("  " + "".join(failover))
-    assert found.acknowledged > 0
-    assert not load.failures, "the other replicas answer while a node is down"
-    assert spooled == 0, "Kafka acknowledged every event: nothing waited in the spool"
-    assert found.lost == 0
-    assert found.duplicate_rows == 0
-    # An idempotent producer's retries to the new leader are not written twice.
-    assert found.duplicate_events == 0
+        load = await under_load(stack, fault, "leader")
+        spooled = await stack.spooled() - spooled_before
+        found = await figures(stack, load, "leader", spooled)
+        report(stack, "3 nodes, partition leader SIGKILL", load, found)
+        print("  " + "".join(failover))
+        assert found.acknowledged > 0
+        assert not load.failures, "the other replicas answer while a node is down"
+        assert spooled == 0, "Kafka acknowledged every event: nothing waited in the spool"
+        assert found.lost == 0
+        assert found.duplicate_rows == 0
+        # An idempotent producer's retries to the new leader are not written twice.
+        assert found.duplicate_events == 0
 
 
-async def test_two_nodes_killed_at_once_calls_spool_then_drain(replicated: Replicated) -> None:
-    stack = replicated
-    await stack.cluster.wait_in_sync(stack.topic)
-    spooled_before = await stack.spooled()
-    outage: list[str] = []
+async def test_two_nodes_killed_at_once_calls_spool_then_drain(
+    cluster: KafkaCluster, target: dict[str, str], model_path: Path, tmp_path: Path
+) -> None:
+    await cluster.wait_in_sync(target["STUDENTPERF_KAFKA_TOPIC"])
+    # The service's default publish timeout: how soon calls spool is what it says.
+    async with services(cluster, target, model_path, tmp_path) as stack:
+        spooled_before = await stack.spooled()
+        outage: list[str] = []
 
-    async def fault() -> None:
-        leader = (await stack.cluster.partitions(stack.topic))[0][0]
-        killed = [leader, next(n for n in (1, 2, 3) if n != leader)]
-        for process in [stack.cluster.node(n) for n in killed]:
-            os.kill(process.pid or 0, signal.SIGKILL)
-        for node_id in killed:
-            stack.cluster.node(node_id).kill()  # reaps it
+        async def fault() -> None:
+            leader = (await stack.cluster.partitions(stack.topic))[0][0]
+            killed = [leader, next(n for n in (1, 2, 3) if n != leader)]
+            pids = [stack.cluster.node(n).pid for n in killed]
+            for pid in pids:  # both signals first, so neither node outlives the other
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+            for node_id in killed:
+                stack.cluster.node(node_id).kill()  # reaps it
 
-        async def spooling() -> bool:
-            return await stack.spooled() > spooled_before
+            async def spooling() -> bool:
+                return await stack.spooled() > spooled_before
 
-        waited = await wait_for(spooling, PUBLISH_TIMEOUT_S + 30)
-        outage.append(f"nodes {killed} killed; calls spooling after {waited:.1f} s; ")
-        await asyncio.sleep(3)
-        outage.append(f"both back in {await stack.cluster.restart(*killed):.1f} s; ")
-        drained = await stack.spool_drained(timeout=120)
-        outage.append(f"spool drained: {drained}")
+            waited = await wait_for(spooling, 60)
+            outage.append(f"nodes {killed} killed; calls spooling after {waited:.1f} s; ")
+            await asyncio.sleep(3)
+            outage.append(f"both back in {await stack.cluster.restart(*killed):.1f} s; ")
+            drained = await stack.spool_drained()
+            outage.append(f"spool drained: {drained}")
 
-    load = await under_load(stack, fault)
-    spooled = await stack.spooled() - spooled_before
-    found = await figures(stack, load, "outage", spooled)
-    report(stack, "3 nodes, 2 SIGKILLed at once, back after the spool filled", load, found)
-    print("  " + "".join(outage))
-    assert found.acknowledged > 0
-    assert not load.failures, "the spool answers while Kafka cannot acknowledge"
-    assert spooled > 0, "with one in-sync replica left, Kafka acknowledges nothing"
-    assert await stack.metric(SPOOL_DEPTH) == 0
-    assert found.lost == 0
-    assert found.duplicate_rows == 0
+        load = await under_load(stack, fault, "outage")
+        spooled = await stack.spooled() - spooled_before
+        found = await figures(stack, load, "outage", spooled)
+        report(stack, "3 nodes, 2 SIGKILLed at once, back after the spool filled", load, found)
+        print("  " + "".join(outage))
+        assert found.acknowledged > 0
+        assert not load.failures, "the spool answers while Kafka cannot acknowledge"
+        assert spooled > 0, "with one in-sync replica left, Kafka acknowledges nothing"
+        assert await stack.metric(SPOOL_DEPTH) == 0
+        assert found.lost == 0
+        assert found.duplicate_rows == 0
