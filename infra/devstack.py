@@ -3,7 +3,8 @@
 Both services run from project-local files only (see ``infra/setup.sh``):
 
 * Kafka: the broker jars resolved by ``infra/kafka/pom.xml`` into ``.local/kafka/libs``, started
-  as a single KRaft node (broker + controller in one JVM).
+  as a single KRaft node (broker + controller in one JVM); ``infra/kafka_cluster.py`` runs three
+  of them as one replicated cluster.
 * PostgreSQL: the server programs of the Debian package, running a *private* cluster (own data
   folder, own port, own socket folder); the system cluster is never used.
 
