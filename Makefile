@@ -16,8 +16,11 @@ help: ## list the targets
 setup: ## install what is missing: PostgreSQL, .venv, Kafka jars, grpcurl/ghz (idempotent)
 	@bash infra/setup.sh
 
-up: setup ## run Kafka, PostgreSQL, the inference service and the recorder; Ctrl-C stops all
-	@$(PY) -m infra.up
+# 1: one broker; 3: a three-node cluster, replication factor 3 (three JVMs, heavier).
+KAFKA_BROKERS ?= $(or $(STUDENTPERF_KAFKA_BROKERS),1)
+
+up: setup ## run Kafka, PostgreSQL, the inference service and the recorder (KAFKA_BROKERS=1|3)
+	@STUDENTPERF_KAFKA_BROKERS=$(KAFKA_BROKERS) $(PY) -m infra.up
 
 demo: setup ## send predictions and a batch to the running stack, then show the recorded rows
 	@$(PY) -m infra.demo

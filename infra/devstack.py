@@ -3,7 +3,8 @@
 Both services run from project-local files only (see ``infra/setup.sh``):
 
 * Kafka: the broker jars resolved by ``infra/kafka/pom.xml`` into ``.local/kafka/libs``, started
-  as a single KRaft node (broker + controller in one JVM).
+  as a single KRaft node (broker + controller in one JVM); ``infra/kafka_cluster.py`` runs three
+  of them as one replicated cluster.
 * PostgreSQL: the server programs of the Debian package, running a *private* cluster (own data
   folder, own port, own socket folder); the system cluster is never used.
 
@@ -302,7 +303,7 @@ def _as_user(user: str | None, cmd: Sequence[str]) -> list[str]:
 # Kafka
 
 
-def _kafka_uuid() -> str:
+def new_cluster_id() -> str:
     """A Kafka cluster id, as ``kafka-storage random-uuid`` makes (URL-safe base64, 16 bytes)."""
     while True:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -311,7 +312,8 @@ def _kafka_uuid() -> str:
 
 
 class KafkaBroker(Service):
-    """A single-node KRaft Kafka (broker and controller in one JVM).
+    """A KRaft Kafka node (broker and controller in one JVM): alone by default, or one of the
+    nodes of an ``infra.kafka_cluster.KafkaCluster``.
 
     State folder layout: ``server.properties``, ``data/`` (the log dir), ``logs/server.log``
     (log4j2) and ``kafka.out`` (the JVM's stdout and stderr). Restarting on the same folder and
@@ -333,9 +335,21 @@ class KafkaBroker(Service):
         log4j_config: Path | None = None,
         java: str = "java",
         extra_properties: Mapping[str, str] | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
     ) -> None:
         super().__init__(state_dir, host=host, port=port)
         self.controller_port = controller_port
+        # One node of a cluster (infra.kafka_cluster) names every voter and shares the
+        # cluster's id; alone, it is the only voter and formats with an id of its own.
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters or f"{node_id}@{host}:{controller_port}"
+        self.cluster_id = cluster_id
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.num_partitions = num_partitions
         self.heap = heap
         self.libs_dir = (libs_dir or kafka_libs_dir()).resolve()
@@ -370,10 +384,11 @@ class KafkaBroker(Service):
         return f"kafka on {self.bootstrap_servers} (controller :{self.controller_port})"
 
     def server_properties(self) -> dict[str, str]:
+        replicas, min_isr = str(self.replication_factor), str(self.min_insync_replicas)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters,
             "listeners": (
                 f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
             ),
@@ -383,15 +398,15 @@ class KafkaBroker(Service):
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.data_dir),
             "num.partitions": str(self.num_partitions),
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             # After a crash (kill()) the restarted broker can only register once the session of
@@ -438,7 +453,7 @@ class KafkaBroker(Service):
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            _kafka_uuid(),
+            self.cluster_id or new_cluster_id(),
             "--config",
             str(self.properties_path),
         )
@@ -487,55 +502,79 @@ class KafkaBroker(Service):
         configs: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> bool:
-        """Create a topic (replication factor 1); no-op when it already exists.
+        """Create a topic (this node's replication factor); no-op when it already exists.
 
         Returns True when this call created it. Waits until every partition has a leader, so
         producers can use the topic right away.
         """
-        count = partitions if partitions is not None else self.num_partitions
-        topic = NewTopic(
-            name=name,
-            num_partitions=count,
-            replication_factor=1,
-            topic_configs=dict(configs or {}),
+        return await create_topic(
+            self.bootstrap_servers,
+            name,
+            partitions if partitions is not None else self.num_partitions,
+            replication_factor=self.replication_factor,
+            min_insync_replicas=self.min_insync_replicas,
+            configs=configs,
+            timeout=timeout,
         )
-        admin = self.admin_client()
-        created = False
-        try:
-            await admin.start()
-            response = await admin.create_topics([topic], timeout_ms=int(timeout * 1000))
-            for entry in response.to_object()["topic_errors"]:
-                code = int(entry["error_code"])
-                if code == TopicAlreadyExistsError.errno:
-                    continue
-                if code != 0:
-                    message = entry.get("error_message") or ""
-                    raise for_code(code)(f"creating topic {name!r}: {message}")
-                created = True
-            await self._wait_leaders(admin, name, count, timeout)
-        finally:
-            await admin.close()
-        return created
 
-    @staticmethod
-    async def _wait_leaders(
-        admin: AIOKafkaAdminClient, topic: str, partitions: int, timeout: float
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            described = await admin.describe_topics([topic])
-            ready = [
-                p
-                for t in described
-                if t["topic"] == topic and t["error_code"] == 0
-                for p in t["partitions"]
-                if p["error_code"] == 0 and p["leader"] >= 0
-            ]
-            if len(ready) >= partitions:
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError(f"topic {topic!r}: partitions without leader after {timeout} s")
-            await asyncio.sleep(0.1)
+
+async def create_topic(
+    bootstrap_servers: str,
+    name: str,
+    partitions: int,
+    *,
+    replication_factor: int,
+    min_insync_replicas: int,
+    configs: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> bool:
+    """Create a topic with ``min.insync.replicas`` set on it; no-op when it already exists.
+
+    Returns True when this call created it. Waits until every partition has a leader.
+    """
+    topic = NewTopic(
+        name=name,
+        num_partitions=partitions,
+        replication_factor=replication_factor,
+        topic_configs={"min.insync.replicas": str(min_insync_replicas), **(configs or {})},
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    created = False
+    try:
+        await admin.start()
+        response = await admin.create_topics([topic], timeout_ms=int(timeout * 1000))
+        for entry in response.to_object()["topic_errors"]:
+            code = int(entry["error_code"])
+            if code == TopicAlreadyExistsError.errno:
+                continue
+            if code != 0:
+                message = entry.get("error_message") or ""
+                raise for_code(code)(f"creating topic {name!r}: {message}")
+            created = True
+        await _wait_leaders(admin, name, partitions, timeout)
+    finally:
+        await admin.close()
+    return created
+
+
+async def _wait_leaders(
+    admin: AIOKafkaAdminClient, topic: str, partitions: int, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = await admin.describe_topics([topic])
+        ready = [
+            p
+            for t in described
+            if t["topic"] == topic and t["error_code"] == 0
+            for p in t["partitions"]
+            if p["error_code"] == 0 and p["leader"] >= 0
+        ]
+        if len(ready) >= partitions:
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"topic {topic!r}: partitions without leader after {timeout} s")
+        await asyncio.sleep(0.1)
 
 
 # ----------------------------------------------------------------------------------------------

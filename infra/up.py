@@ -5,6 +5,10 @@ the migrations as the owner, trains a model if there is none, then runs the reco
 inference service as child processes with the default settings, each connected to the database
 as its own role (migration 0004), the inference service spooling to .local/spool. Ctrl-C (or
 SIGTERM) stops everything it started, in reverse order, each one gracefully.
+
+Kafka is one broker; with STUDENTPERF_KAFKA_BROKERS=3 (`make up KAFKA_BROKERS=3`) it is a
+three-node cluster, replication factor 3 and min.insync.replicas 2 (infra.kafka_cluster). That
+is three JVMs, too heavy a default for a laptop.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +31,7 @@ from inference_service.settings import Settings as InferenceSettings
 from infra.devstack import (
     DEFAULT_DATABASE,
     KafkaBroker,
+    PostgresServer,
     Service,
     ServiceError,
     default_kafka,
@@ -34,8 +40,9 @@ from infra.devstack import (
     port_open,
     repo_root,
 )
+from infra.kafka_cluster import KafkaCluster, default_kafka_cluster
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import DatabaseRole, env_int
+from studentperf.config import ConfigError, DatabaseRole, env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError
 
@@ -47,9 +54,10 @@ def say(message: str) -> None:
 class Child:
     """A Python service run as `python -m <module>`, stopped with SIGTERM."""
 
-    def __init__(self, module: str, database_url: str) -> None:
+    def __init__(self, module: str, database_url: str, env: dict[str, str]) -> None:
         self.module = module
         self.database_url = database_url
+        self.env = env
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -59,6 +67,7 @@ class Child:
             "STUDENTPERF_LOG_FORMAT": "text",
             "STUDENTPERF_SPOOL_DIR": str(local_dir() / "spool"),
             **os.environ,
+            **self.env,
             "STUDENTPERF_DATABASE_URL": self.database_url,
         }
         self.process = await asyncio.create_subprocess_exec(
@@ -134,23 +143,37 @@ async def ensure_model(settings: InferenceSettings, database_url: str) -> None:
         raise ServiceError("training failed (see above)")
 
 
+def chosen_kafka(env: Mapping[str, str]) -> KafkaBroker | KafkaCluster:
+    """One broker (the default), or the three-node cluster for STUDENTPERF_KAFKA_BROKERS=3."""
+    brokers = env_int(env, "KAFKA_BROKERS", 1, minimum=1)
+    if brokers == 1:
+        return default_kafka()
+    if brokers == 3:
+        return default_kafka_cluster()
+    raise ConfigError(f"STUDENTPERF_KAFKA_BROKERS: 1 or 3, not {brokers}")
+
+
 async def run(stop: asyncio.Event) -> int:
     settings = InferenceSettings.from_env(os.environ)
     partitions = env_int(os.environ, "TOPIC_PARTITIONS", 3, minimum=1)
-    kafka = default_kafka()
+    kafka = chosen_kafka(os.environ)
     postgres = default_postgres()
-    infra: list[Service] = [kafka, postgres]
+    infra: list[KafkaBroker | KafkaCluster | PostgresServer] = [kafka, postgres]
     as_role = {role: postgres.dsn(DEFAULT_DATABASE, user=role) for role in DatabaseRole}
+    # The services reach Kafka through every node, so any one of them may be down.
+    bootstrap = {"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     apps = [
-        Child("recorder_service", as_role[DatabaseRole.RECORDER]),
-        Child("inference_service", as_role[DatabaseRole.INFERENCE]),
+        Child("recorder_service", as_role[DatabaseRole.RECORDER], bootstrap),
+        Child("inference_service", as_role[DatabaseRole.INFERENCE], bootstrap),
     ]
-    started: list[Service] = []
+    started: list[KafkaBroker | KafkaCluster | PostgresServer] = []
     try:
-        check_ports_free(infra)
+        nodes = kafka.nodes if isinstance(kafka, KafkaCluster) else [kafka]
+        check_ports_free([*nodes, postgres])
         for service in infra:
             service.start()
             started.append(service)
+        for service in infra:
             waited = await service.wait_ready(timeout=120)
             say(f"{service.describe()}: ready in {waited:.1f} s")
         await postgres.ensure_database(DEFAULT_DATABASE)
@@ -161,7 +184,7 @@ async def run(stop: asyncio.Event) -> int:
             await conn.close()
         say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
         await kafka.create_topic(settings.shared.kafka_topic, partitions)
-        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions")
+        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions, {replicas(kafka)}")
         dead_letters = RecorderSettings.from_env(os.environ).dead_letters_to
         await kafka.create_topic(dead_letters, partitions)
         say(f"topic {dead_letters}: records the recorder cannot write")
@@ -189,6 +212,14 @@ async def run(stop: asyncio.Event) -> int:
             say(f"{service.name}: stopped")
 
 
+def replicas(kafka: KafkaBroker | KafkaCluster) -> str:
+    if isinstance(kafka, KafkaCluster):
+        return (
+            f"{len(kafka.nodes)} replicas, min.insync.replicas {kafka.nodes[0].min_insync_replicas}"
+        )
+    return "1 replica"
+
+
 def print_try_it(address: str) -> None:
     grpcurl = Path(".local/bin/grpcurl")
     request = (
@@ -214,7 +245,11 @@ def main() -> int:
             loop.add_signal_handler(sig, stop.set)
         return await run(stop)
 
-    return asyncio.run(guarded())
+    try:
+        return asyncio.run(guarded())
+    except ConfigError as error:
+        say(f"error: {error}")
+        return 2
 
 
 if __name__ == "__main__":

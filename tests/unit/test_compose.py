@@ -45,7 +45,9 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 
 # Long-running services that must report their health; the recorder has none by design (it
 # serves nothing to probe, and a failure ends its process, which `restart` handles).
-HEALTHCHECKED = {"kafka", "postgres", "inference"}
+HEALTHCHECKED = {"kafka-1", "kafka-2", "kafka-3", "postgres", "inference"}
+# The Kafka nodes: replication factor 3, min.insync.replicas 2.
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 # What compose interpolates: `$$` (a literal `$`), `${NAME...}` and `$NAME`.
@@ -344,19 +346,22 @@ def test_migrations_run_once_before_every_service_that_uses_the_database() -> No
         assert depends_on(name)["migrate"] == {"condition": "service_completed_successfully"}
 
 
-def test_kafka_clients_use_the_advertised_internal_listener() -> None:
-    kafka = environment("kafka")
-    internal = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])[
-        kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]
-    ]
-    assert internal.split(":")[0] == "kafka"
+def internal_listener(node: str) -> str:
+    kafka = environment(node)
+    return listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])[kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]]
+
+
+def test_kafka_clients_use_the_advertised_internal_listeners() -> None:
+    internal = [internal_listener(node) for node in KAFKA_NODES]
+    assert [address.split(":")[0] for address in internal] == list(KAFKA_NODES)
     init = command("kafka-init")
     used = {init[init.index("--bootstrap-server") + 1]} | {
         env["STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS"]
         for env in map(environment, services())
         if "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS" in env
     }
-    assert used == {internal}
+    # Every node, so a client starts while any one of them is down.
+    assert used == {",".join(internal)}
 
 
 def test_the_topic_created_is_the_topic_used() -> None:
@@ -365,6 +370,68 @@ def test_the_topic_created_is_the_topic_used() -> None:
         environment(name).get("STUDENTPERF_KAFKA_TOPIC") for name in ("inference", "recorder")
     }
     assert len(topics) == 1
+
+
+def test_kafka_services_are_exactly_the_nodes() -> None:
+    kafka = {
+        name for name, s in services().items() if s.get("image", "").startswith("apache/kafka")
+    }
+    assert kafka == {*KAFKA_NODES, "kafka-init"}
+
+
+def test_kafka_nodes_form_one_controller_quorum() -> None:
+    nodes = {name: environment(name) for name in KAFKA_NODES}
+    assert len({env["CLUSTER_ID"] for env in nodes.values()}) == 1
+    [voters] = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in nodes.values()}
+    expected = []
+    for name, env in nodes.items():
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        controller = listeners(env["KAFKA_LISTENERS"])[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+        expected.append(f"{env['KAFKA_NODE_ID']}@{name}:{controller.rsplit(':', 1)[1]}")
+    assert sorted(voters.split(",")) == sorted(expected)
+    assert len({env["KAFKA_NODE_ID"] for env in nodes.values()}) == len(KAFKA_NODES)
+
+
+@pytest.mark.parametrize("name", KAFKA_NODES)
+def test_kafka_node_replicates_every_topic_three_ways(name: str) -> None:
+    env = environment(name)
+    replicated = [
+        "KAFKA_DEFAULT_REPLICATION_FACTOR",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+    ]
+    min_isr = [
+        "KAFKA_MIN_INSYNC_REPLICAS",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+    ]
+    assert {int(env[key]) for key in replicated} == {len(KAFKA_NODES)}
+    # An acknowledged record is on two nodes, and one node may be down without stopping writes.
+    assert {int(env[key]) for key in min_isr} == {2}
+
+
+def test_the_topic_is_created_replicated_once_every_node_is_healthy() -> None:
+    init = command("kafka-init")
+    assert int(init[init.index("--replication-factor") + 1]) == len(KAFKA_NODES)
+    assert init[init.index("--config") + 1] == "min.insync.replicas=2"
+    waits = {target: o.get("condition") for target, o in depends_on("kafka-init").items()}
+    assert waits == dict.fromkeys(KAFKA_NODES, "service_healthy")
+
+
+def test_kafka_nodes_have_their_own_volume_and_host_port() -> None:
+    volumes, ports = [], []
+    for name in KAFKA_NODES:
+        env = environment(name)
+        [data] = [src for src, dst, _ in mounts(name) if dst == env["KAFKA_LOG_DIRS"]]
+        volumes.append(data)
+        external = listeners(env["KAFKA_ADVERTISED_LISTENERS"])["EXTERNAL"]
+        host, port = external.rsplit(":", 1)
+        assert host == "localhost" and int(port) in container_ports(name)
+        assert listeners(env["KAFKA_LISTENERS"])["EXTERNAL"] == f":{port}"
+        ports.append(port)
+    assert len(set(volumes)) == len(set(ports)) == len(KAFKA_NODES)
+    assert set(volumes) <= set(compose()["volumes"])
 
 
 def test_trainer_and_inference_share_the_pass_mark() -> None:
