@@ -5,6 +5,10 @@ unreachable, slow), fsync'd to the local spool, from which a replayer sends it o
 answers again. While anything is in the spool, new events go to the spool too, behind it, so
 one student's events reach Kafka in the order they were made. Only a full spool refuses a
 prediction (UNAVAILABLE).
+
+A spooled segment goes only to the cluster and topic it was written for (spool.refusal): one
+written for another destination is set aside, its file kept and the reason logged, and the
+segments after it drain as usual, so the service keeps serving.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Protocol
 
 from inference_service.core import PublishUnavailable
 from inference_service.metrics import InferenceMetrics
-from inference_service.spool import Spool, SpoolFull
+from inference_service.spool import Destination, Spool, SpoolFull, refusal
 from studentperf.envelope import KafkaRecord
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,11 @@ class Broker(Protocol):
     """What the durable publisher needs of Kafka (publisher.KafkaPublisher in production)."""
 
     connected: asyncio.Event
+
+    @property
+    def destination(self) -> Destination:
+        """The topic, and the cluster's id once connected (kept after a disconnect)."""
+        ...
 
     async def connect(self) -> None: ...
 
@@ -60,9 +69,14 @@ class DurablePublisher:
     def start(self) -> None:
         """Connects to Kafka and drains the spool in the background; serving need not wait."""
         self._tasks = [
-            asyncio.create_task(self._kafka.connect(), name="kafka-connect"),
+            asyncio.create_task(self._connect(), name="kafka-connect"),
             asyncio.create_task(self._replay_forever(), name="spool-replay"),
         ]
+
+    async def _connect(self) -> None:
+        await self._kafka.connect()
+        # New segments name the cluster from now on.
+        self._spool.destination = self._kafka.destination
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
         if self._spool.empty and self._kafka.connected.is_set():
@@ -111,7 +125,14 @@ class DurablePublisher:
         oldest = await self._spool.oldest()
         if oldest is None:
             return False
-        path, records = oldest
+        path, written_for, records = oldest
+        sending_to = self._kafka.destination
+        if not sending_to.cluster_id:
+            raise PublishUnavailable("the Kafka cluster's id is not known yet")
+        why = refusal(written_for, sending_to)
+        if why is not None:
+            self._spool.set_aside(path, why)
+            return True
         sent = self._progress.get(path, 0)
         while sent < len(records):
             chunk = records[sent : sent + _REPLAY_CHUNK]
@@ -137,5 +158,5 @@ class DurablePublisher:
 async def open_durable_publisher(
     kafka: Broker, spool_dir: Path, *, max_bytes: int, metrics: InferenceMetrics | None = None
 ) -> DurablePublisher:
-    spool = await Spool.open(spool_dir, max_bytes=max_bytes)
+    spool = await Spool.open(spool_dir, max_bytes=max_bytes, destination=kafka.destination)
     return DurablePublisher(kafka, spool, metrics)

@@ -17,6 +17,8 @@ Producer settings, in one place, and why:
 - A producer that failed to start, or hit a non-retriable error, is replaced rather than reused:
   its later sends can hang (aio-libs/aiokafka#759) or stay stuck on sequence errors (#1017).
 What is not acknowledged in time is not lost: `delivery.DurablePublisher` spools it.
+Each connection also asks the cluster for its id (a metadata request: aiokafka reads it from
+metadata responses but does not keep it), so the spool can say which cluster its events are for.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable
 from inference_service.metrics import InferenceMetrics
+from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
@@ -56,6 +60,8 @@ class KafkaPublisher:
         metrics: InferenceMetrics | None = None,
     ) -> None:
         self._topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._cluster_id = ""  # the last connected cluster's; kept while disconnected
         self._metrics = metrics
         self._timeout_s = publish_timeout_s
         self._producer_options: dict[str, Any] = {
@@ -72,14 +78,34 @@ class KafkaPublisher:
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
+    @property
+    def destination(self) -> Destination:
+        """The topic, and the cluster once connected (its id stays known after a disconnect)."""
+        return Destination(self._topic, self._bootstrap_servers, self._cluster_id)
+
     async def _start_one(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**self._producer_options)
         try:
             await producer.start()
+            self._cluster_id = await self._ask_cluster_id(producer)
         except BaseException:
             await self._stop_producer(producer)
             raise
         return producer
+
+    async def _ask_cluster_id(self, producer: AIOKafkaProducer) -> str:
+        client = producer.client
+        node = client.get_random_node()
+        if node is None:
+            raise KafkaError("no broker known to ask for the cluster id")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await client.send(node, MetadataRequest([]))
+        except TimeoutError:
+            raise KafkaTimeoutError("no answer to a metadata request") from None
+        found = getattr(response, "cluster_id", None)  # metadata v2 on (Kafka 0.10.1)
+        # A cluster too old to name itself is known by the addresses that lead to it.
+        return str(found) if found else f"unnamed at {self._bootstrap_servers}"
 
     async def connect(self, *, give_up_after_s: float = float("inf")) -> None:
         """Starts a producer, retrying with backoff while the broker does not answer."""
