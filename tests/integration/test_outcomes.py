@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import grpc
 import pytest
@@ -89,14 +91,17 @@ async def test_bad_outcomes_are_refused_alone_naming_the_field(
     assert stored == 2  # out-1 and out-2 from the first test; none of 4, 5, 6
 
 
-async def test_predictions_do_not_need_the_database(stack: Stack) -> None:
+async def test_predictions_do_not_need_the_database(stack: Stack, tmp_path: Path) -> None:
     nowhere = SharedSettings(
         kafka_bootstrap_servers=stack.shared.kafka_bootstrap_servers,
         kafka_topic=stack.topic,
         database_url="postgresql://postgres@127.0.0.1:1/none",
     )
     settings = InferenceSettings(
-        shared=nowhere, listen_address="127.0.0.1:0", model_path=str(stack.model_path)
+        shared=nowhere,
+        listen_address="127.0.0.1:0",
+        model_path=str(stack.model_path),
+        spool_dir=str(tmp_path / "spool"),
     )
     running = await start_server(settings)
     try:
