@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from inference_service.core import PublishUnavailable
 from inference_service.metrics import InferenceMetrics
@@ -27,6 +27,30 @@ from studentperf.envelope import KafkaRecord
 log = logging.getLogger(__name__)
 
 _REPLAY_CHUNK = 1000
+
+
+class PendingSends:
+    """A replay chunk's sends, kept across a timeout so the retry waits for them.
+
+    A send the broker has not acknowledged in time is still in the producer and will be stored
+    when the broker answers; sending the chunk again on every retry would put one more copy in
+    the topic per retry for as long as a stall lasts.
+    """
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[Any]] = []
+        self._producer: object = None
+
+    def keep(self, producer: object, acks: list[asyncio.Future[Any]]) -> None:
+        self._producer, self.acks = producer, acks
+
+    def waitable(self, producer: object) -> bool:
+        """True while the kept sends may still be acknowledged by this producer."""
+        return (
+            bool(self.acks)
+            and self._producer is producer
+            and not any(a.done() and (a.cancelled() or a.exception()) for a in self.acks)
+        )
 
 
 class Broker(Protocol):
@@ -41,7 +65,9 @@ class Broker(Protocol):
 
     async def connect(self) -> None: ...
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None: ...
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None: ...
 
     async def stop(self, timeout_s: float = 10.0) -> None: ...
 
@@ -55,8 +81,9 @@ class DurablePublisher:
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         # How many records of a segment Kafka already acknowledged, so a retry after a pause
-        # does not send them again.
+        # does not send them again; and the sends of the chunk being replayed.
         self._progress: dict[Path, int] = {}
+        self._chunk: tuple[Path, int, PendingSends] | None = None
 
     @property
     def spool(self) -> Spool:
@@ -136,9 +163,12 @@ class DurablePublisher:
         sent = self._progress.get(path, 0)
         while sent < len(records):
             chunk = records[sent : sent + _REPLAY_CHUNK]
-            await self._kafka.publish(chunk)
+            if self._chunk is None or self._chunk[:2] != (path, sent):
+                self._chunk = (path, sent, PendingSends())
+            await self._kafka.publish(chunk, self._chunk[2])
             sent += len(chunk)
             self._progress[path] = sent
+            self._chunk = None
         await self._spool.delete(path)
         self._progress.pop(path, None)
         log.info("spool: sent %d event(s) to Kafka; %d left", len(records), self._spool.records)

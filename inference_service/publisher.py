@@ -11,6 +11,10 @@ Producer settings, in one place, and why:
   so one student's events still share a partition, in order. Small publishes (single calls,
   micro-batches) use `send`: their records join the batch already pending for the partition,
   shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
+- A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
+  the replay of the spooled copy makes a second one (the recorder writes each prediction once).
+  A replay that times out is not sent again on retry: the retry waits for the same sends
+  (`delivery.PendingSends`), so a stall of any length adds at most that one extra copy.
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
@@ -36,6 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable
+from inference_service.delivery import PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
@@ -121,14 +126,20 @@ class KafkaPublisher:
         self.connected.set()
         log.info("connected to Kafka")
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        """Returns once the broker acknowledged every record; raises PublishUnavailable."""
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
+        """Returns once the broker acknowledged every record; raises PublishUnavailable.
+
+        With `pending` (the spool's replayer), a retry of the same records after a timeout waits
+        for the sends already handed to the producer instead of sending them again.
+        """
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("not connected to Kafka")
         started = time.perf_counter()
         try:
-            await self._publish(producer, records)
+            await self._publish(producer, records, pending)
         except PublishUnavailable:
             if self._metrics is not None:
                 self._metrics.publish_failed()
@@ -136,20 +147,28 @@ class KafkaPublisher:
         if self._metrics is not None:
             self._metrics.published(time.perf_counter() - started)
 
-    async def _publish(self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]) -> None:
+    async def _publish(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[KafkaRecord],
+        pending: PendingSends | None,
+    ) -> None:
+        acks: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._timeout_s):
-                if len(records) >= _OWN_BATCHES_FROM:
-                    acks = await self._send_batches(producer, records)
+                if pending is not None and pending.waitable(producer):
+                    acks = pending.acks
                 else:
-                    acks = [
-                        await producer.send(
-                            self._topic, value=r.value, key=r.key, headers=r.headers
-                        )
-                        for r in records
-                    ]
-                await asyncio.gather(*acks)
+                    acks = await self._hand_over(producer, records)
+                    if pending is not None:
+                        pending.keep(producer, acks)
+                if acks:  # not gather: a timeout must leave them alone, for a retry to wait on
+                    await asyncio.wait(acks)
+            for ack in acks:
+                ack.result()  # raises what the broker answered, if not an acknowledgement
         except (TimeoutError, KafkaTimeoutError):
+            for ack in acks:
+                ack.add_done_callback(_retrieve)
             raise PublishUnavailable(
                 f"the Kafka broker did not acknowledge {len(records)} event(s) "
                 f"within {self._timeout_s:g} s"
@@ -157,6 +176,16 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
+
+    async def _hand_over(
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
+    ) -> list[asyncio.Future[Any]]:
+        if len(records) >= _OWN_BATCHES_FROM:
+            return await self._send_batches(producer, records)
+        return [
+            await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
+            for r in records
+        ]
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
@@ -207,6 +236,12 @@ class KafkaPublisher:
         self.connected.clear()
         if producer is not None:
             await self._stop_producer(producer, timeout_s)
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    """Marks a late send's outcome as seen: its records are in the spool either way."""
+    if not ack.cancelled():
+        ack.exception()
 
 
 def _append(batch: Any, record: KafkaRecord) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inference_service.core import PublishUnavailable
-from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.delivery import DurablePublisher, PendingSends, open_durable_publisher
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 
@@ -29,7 +29,9 @@ class FakeBroker:
         self._known_cluster = self._cluster_id
         self.connected.set()
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
         if not self.up:
             raise PublishUnavailable("broker down")
         self.log += [r.value for r in records]
