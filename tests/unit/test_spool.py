@@ -19,6 +19,7 @@ from inference_service.spool import (
     read_segment,
     refusal,
 )
+from inference_service.spool import main as spool_main
 from studentperf.durable import FolderInUse
 from studentperf.envelope import KafkaRecord
 
@@ -230,3 +231,22 @@ async def test_a_set_aside_segment_keeps_its_file_and_lets_the_rest_drain(tmp_pa
     assert (spool.records, spool.set_aside_records) == (1, 1)
     assert await drain(spool) == [record(2)]
     assert spool.empty and oldest[0].exists()
+
+
+async def test_adopt_labels_a_refused_segment_for_a_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies = [encode_frame(record(i))[12:] for i in range(2)]
+    frames = [struct.pack(">II", len(body), zlib.crc32(body)) + body for body in bodies]
+    segment = tmp_path / "000000000003.spool"
+    segment.write_bytes(MAGIC_V1 + b"".join(frames))  # an old segment: no destination
+    arguments = ["adopt", str(segment), "--topic", HERE.topic]
+    arguments += ["--bootstrap-servers", HERE.bootstrap_servers, "--cluster-id", HERE.cluster_id]
+    holder = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert spool_main(arguments) == 1  # not while a service holds the folder
+    assert "in use by another process" in capsys.readouterr().out
+    await holder.close()
+    assert spool_main(arguments) == 0
+    contents = read_segment(segment)
+    assert (contents.destination, contents.records) == (HERE, [record(0), record(1)])
+    assert refusal(contents.destination, HERE) is None

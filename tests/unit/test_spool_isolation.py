@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from inference_service.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*ROOT.glob("tests/**/*.py"), *ROOT.glob("infra/**/*.py")])
 
@@ -42,3 +44,9 @@ def test_every_inference_service_started_by_a_test_or_tool_has_its_own_spool() -
         for line in _settings_without_a_spool(tree) + _environments_without_a_spool(tree):
             found.append(f"{path.relative_to(ROOT)}:{line}")
     assert SOURCES and not found, f"inference services on the default spool folder: {found}"
+
+
+def test_the_default_spool_folder_is_the_development_state_not_the_repository_root() -> None:
+    default = Path(Settings().spool_dir)
+    assert not default.is_absolute() and default.parts[0] == ".local"  # git-ignored state
+    assert Settings.from_env({}).spool_dir == Settings().spool_dir
