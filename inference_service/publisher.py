@@ -14,7 +14,8 @@ Producer settings, in one place, and why:
 - A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
   the replay of the spooled copy makes a second one (the recorder writes each prediction once).
   A replay that times out is not sent again on retry: the retry waits for the same sends
-  (`delivery.PendingSends`), so a stall of any length adds at most that one extra copy.
+  (`delivery.PendingSends`), so a stall of any length adds at most that one extra copy (one
+  more if the producer is replaced meanwhile: the replay then sends on the new one).
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
