@@ -156,6 +156,7 @@ class DurablePublisher:
         sending_to = self._kafka.destination
         if not sending_to.cluster_id:
             raise PublishUnavailable("the Kafka cluster's id is not known yet")
+        self._spool.destination = sending_to  # a reconnect may have reached another cluster
         why = refusal(written_for, sending_to)
         if why is not None:
             self._spool.set_aside(path, why)

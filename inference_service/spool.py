@@ -261,8 +261,7 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        # Written into every new segment; the publisher adds the cluster id once it knows it.
-        self.destination = destination
+        self._destination = destination
         self._sealed: list[_Segment] = []
         self._set_aside: list[_Segment] = []  # refused for this destination; files kept
         self._active: _Segment | None = None
@@ -339,6 +338,18 @@ class Spool:
             damaged_bytes,
             regions,
         )
+
+    @property
+    def destination(self) -> Destination:
+        """Written into every new segment; the publisher adds the cluster id once it knows it."""
+        return self._destination
+
+    @destination.setter
+    def destination(self, destination: Destination) -> None:
+        if destination != self._destination:
+            # What is appended from now on must not sit under the old label.
+            self._seal_requested = True
+            self._destination = destination
 
     # -- depth -------------------------------------------------------------------------------
 

@@ -176,10 +176,10 @@ async def test_damage_mid_segment_loses_only_the_damaged_frame(tmp_path: Path, d
 
 async def test_each_segment_records_the_destination_it_was_written_for(tmp_path: Path) -> None:
     before = Destination(topic="predictions", bootstrap_servers="127.0.0.1:9092")
-    spool = await Spool.open(tmp_path, destination=before, max_bytes=1 << 20, segment_bytes=64)
+    spool = await Spool.open(tmp_path, destination=before, max_bytes=1 << 20)
     await spool.append([record(1)])
     spool.destination = HERE  # the publisher learnt the cluster's id
-    await spool.append([record(2)])  # the first segment is full (64 B): a new one
+    await spool.append([record(2)])  # not under the first segment's label: a new segment
     await spool.close()
     first, second = sorted(tmp_path.glob("*.spool"))
     assert read_segment(first).destination == before
