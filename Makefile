@@ -77,7 +77,7 @@ check-proto: setup ## fail when studentperf/v1 is stale against proto/
 # data, and the inference service's spool. Tools (.venv, .local/kafka/libs, .local/bin) and
 # make train's models/ stay. A running broker or database names its folder on its command line,
 # which is how a running stack is recognised (pgrep never matches itself).
-STATE_DIRS := .local/kafka/state .local/postgres .local/spool
+STATE_DIRS := .local/kafka/state .local/kafka/cluster .local/postgres .local/inference
 
 clean: ## remove the dev stack's data (Kafka, PostgreSQL, spool); refused while it runs; tools stay
 	@running=$$(for dir in $(STATE_DIRS); do pgrep -f -- "$(CURDIR)/$$dir"; done | sort -u); \

@@ -5,6 +5,10 @@ unreachable, slow), fsync'd to the local spool, from which a replayer sends it o
 answers again. While anything is in the spool, new events go to the spool too, behind it, so
 one student's events reach Kafka in the order they were made. Only a full spool refuses a
 prediction (UNAVAILABLE).
+
+A spooled segment goes only to the cluster and topic it was written for (spool.refusal): one
+written for another destination is set aside, its file kept and the reason logged, and the
+segments after it drain as usual, so the service keeps serving.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from inference_service.core import PublishUnavailable
 from inference_service.metrics import InferenceMetrics
-from inference_service.spool import Spool, SpoolFull
+from inference_service.spool import Destination, Spool, SpoolFull, refusal
 from studentperf.envelope import KafkaRecord
 
 log = logging.getLogger(__name__)
@@ -25,14 +29,45 @@ log = logging.getLogger(__name__)
 _REPLAY_CHUNK = 1000
 
 
+class PendingSends:
+    """A replay chunk's sends, kept across a timeout so the retry waits for them.
+
+    A send the broker has not acknowledged in time is still in the producer and will be stored
+    when the broker answers; sending the chunk again on every retry would put one more copy in
+    the topic per retry for as long as a stall lasts.
+    """
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[Any]] = []
+        self._producer: object = None
+
+    def keep(self, producer: object, acks: list[asyncio.Future[Any]]) -> None:
+        self._producer, self.acks = producer, acks
+
+    def waitable(self, producer: object) -> bool:
+        """True while the kept sends may still be acknowledged by this producer."""
+        return (
+            bool(self.acks)
+            and self._producer is producer
+            and not any(a.done() and (a.cancelled() or a.exception()) for a in self.acks)
+        )
+
+
 class Broker(Protocol):
     """What the durable publisher needs of Kafka (publisher.KafkaPublisher in production)."""
 
     connected: asyncio.Event
 
+    @property
+    def destination(self) -> Destination:
+        """The topic, and the cluster's id once connected (kept after a disconnect)."""
+        ...
+
     async def connect(self) -> None: ...
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None: ...
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None: ...
 
     async def stop(self, timeout_s: float = 10.0) -> None: ...
 
@@ -46,8 +81,9 @@ class DurablePublisher:
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         # How many records of a segment Kafka already acknowledged, so a retry after a pause
-        # does not send them again.
+        # does not send them again; and the sends of the chunk being replayed.
         self._progress: dict[Path, int] = {}
+        self._chunk: tuple[Path, int, PendingSends] | None = None
 
     @property
     def spool(self) -> Spool:
@@ -60,9 +96,14 @@ class DurablePublisher:
     def start(self) -> None:
         """Connects to Kafka and drains the spool in the background; serving need not wait."""
         self._tasks = [
-            asyncio.create_task(self._kafka.connect(), name="kafka-connect"),
+            asyncio.create_task(self._connect(), name="kafka-connect"),
             asyncio.create_task(self._replay_forever(), name="spool-replay"),
         ]
+
+    async def _connect(self) -> None:
+        await self._kafka.connect()
+        # New segments name the cluster from now on.
+        self._spool.destination = self._kafka.destination
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
         if self._spool.empty and self._kafka.connected.is_set():
@@ -111,13 +152,24 @@ class DurablePublisher:
         oldest = await self._spool.oldest()
         if oldest is None:
             return False
-        path, records = oldest
+        path, written_for, records = oldest
+        sending_to = self._kafka.destination
+        if not sending_to.cluster_id:
+            raise PublishUnavailable("the Kafka cluster's id is not known yet")
+        self._spool.destination = sending_to  # a reconnect may have reached another cluster
+        why = refusal(written_for, sending_to)
+        if why is not None:
+            self._spool.set_aside(path, why)
+            return True
         sent = self._progress.get(path, 0)
         while sent < len(records):
             chunk = records[sent : sent + _REPLAY_CHUNK]
-            await self._kafka.publish(chunk)
+            if self._chunk is None or self._chunk[:2] != (path, sent):
+                self._chunk = (path, sent, PendingSends())
+            await self._kafka.publish(chunk, self._chunk[2])
             sent += len(chunk)
             self._progress[path] = sent
+            self._chunk = None
         await self._spool.delete(path)
         self._progress.pop(path, None)
         log.info("spool: sent %d event(s) to Kafka; %d left", len(records), self._spool.records)
@@ -137,5 +189,5 @@ class DurablePublisher:
 async def open_durable_publisher(
     kafka: Broker, spool_dir: Path, *, max_bytes: int, metrics: InferenceMetrics | None = None
 ) -> DurablePublisher:
-    spool = await Spool.open(spool_dir, max_bytes=max_bytes)
+    spool = await Spool.open(spool_dir, max_bytes=max_bytes, destination=kafka.destination)
     return DurablePublisher(kafka, spool, metrics)

@@ -11,12 +11,19 @@ Producer settings, in one place, and why:
   so one student's events still share a partition, in order. Small publishes (single calls,
   micro-batches) use `send`: their records join the batch already pending for the partition,
   shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
+- A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
+  the replay of the spooled copy makes a second one (the recorder writes each prediction once).
+  A replay that times out is not sent again on retry: the retry waits for the same sends
+  (`delivery.PendingSends`), so a stall of any length adds at most that one extra copy (one
+  more if the producer is replaced meanwhile: the replay then sends on the new one).
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
 - A producer that failed to start, or hit a non-retriable error, is replaced rather than reused:
   its later sends can hang (aio-libs/aiokafka#759) or stay stuck on sequence errors (#1017).
 What is not acknowledged in time is not lost: `delivery.DurablePublisher` spools it.
+Each connection also asks the cluster for its id (a metadata request: aiokafka reads it from
+metadata responses but does not keep it), so the spool can say which cluster its events are for.
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable
+from inference_service.delivery import PendingSends
 from inference_service.metrics import InferenceMetrics
+from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
@@ -56,6 +66,8 @@ class KafkaPublisher:
         metrics: InferenceMetrics | None = None,
     ) -> None:
         self._topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._cluster_id = ""  # the last connected cluster's; kept while disconnected
         self._metrics = metrics
         self._timeout_s = publish_timeout_s
         self._producer_options: dict[str, Any] = {
@@ -72,14 +84,34 @@ class KafkaPublisher:
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
+    @property
+    def destination(self) -> Destination:
+        """The topic, and the cluster once connected (its id stays known after a disconnect)."""
+        return Destination(self._topic, self._bootstrap_servers, self._cluster_id)
+
     async def _start_one(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**self._producer_options)
         try:
             await producer.start()
+            self._cluster_id = await self._ask_cluster_id(producer)
         except BaseException:
             await self._stop_producer(producer)
             raise
         return producer
+
+    async def _ask_cluster_id(self, producer: AIOKafkaProducer) -> str:
+        client = producer.client
+        node = client.get_random_node()
+        if node is None:
+            raise KafkaError("no broker known to ask for the cluster id")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await client.send(node, MetadataRequest([]))
+        except TimeoutError:
+            raise KafkaTimeoutError("no answer to a metadata request") from None
+        found = getattr(response, "cluster_id", None)  # metadata v2 on (Kafka 0.10.1)
+        # A cluster too old to name itself is known by the addresses that lead to it.
+        return str(found) if found else f"unnamed at {self._bootstrap_servers}"
 
     async def connect(self, *, give_up_after_s: float = float("inf")) -> None:
         """Starts a producer, retrying with backoff while the broker does not answer."""
@@ -95,14 +127,20 @@ class KafkaPublisher:
         self.connected.set()
         log.info("connected to Kafka")
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        """Returns once the broker acknowledged every record; raises PublishUnavailable."""
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
+        """Returns once the broker acknowledged every record; raises PublishUnavailable.
+
+        With `pending` (the spool's replayer), a retry of the same records after a timeout waits
+        for the sends already handed to the producer instead of sending them again.
+        """
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("not connected to Kafka")
         started = time.perf_counter()
         try:
-            await self._publish(producer, records)
+            await self._publish(producer, records, pending)
         except PublishUnavailable:
             if self._metrics is not None:
                 self._metrics.publish_failed()
@@ -110,20 +148,28 @@ class KafkaPublisher:
         if self._metrics is not None:
             self._metrics.published(time.perf_counter() - started)
 
-    async def _publish(self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]) -> None:
+    async def _publish(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[KafkaRecord],
+        pending: PendingSends | None,
+    ) -> None:
+        acks: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._timeout_s):
-                if len(records) >= _OWN_BATCHES_FROM:
-                    acks = await self._send_batches(producer, records)
+                if pending is not None and pending.waitable(producer):
+                    acks = pending.acks
                 else:
-                    acks = [
-                        await producer.send(
-                            self._topic, value=r.value, key=r.key, headers=r.headers
-                        )
-                        for r in records
-                    ]
-                await asyncio.gather(*acks)
+                    acks = await self._hand_over(producer, records)
+                    if pending is not None:
+                        pending.keep(producer, acks)
+                if acks:  # not gather: a timeout must leave them alone, for a retry to wait on
+                    await asyncio.wait(acks)
+            for ack in acks:
+                ack.result()  # raises what the broker answered, if not an acknowledgement
         except (TimeoutError, KafkaTimeoutError):
+            for ack in acks:
+                ack.add_done_callback(_retrieve)
             raise PublishUnavailable(
                 f"the Kafka broker did not acknowledge {len(records)} event(s) "
                 f"within {self._timeout_s:g} s"
@@ -131,6 +177,16 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
+
+    async def _hand_over(
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
+    ) -> list[asyncio.Future[Any]]:
+        if len(records) >= _OWN_BATCHES_FROM:
+            return await self._send_batches(producer, records)
+        return [
+            await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
+            for r in records
+        ]
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
@@ -181,6 +237,12 @@ class KafkaPublisher:
         self.connected.clear()
         if producer is not None:
             await self._stop_producer(producer, timeout_s)
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    """Marks a late send's outcome as seen: its records are in the spool either way."""
+    if not ack.cancelled():
+        ack.exception()
 
 
 def _append(batch: Any, record: KafkaRecord) -> bool:

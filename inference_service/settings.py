@@ -32,7 +32,9 @@ class Settings:
     # How long a call waits for the broker to acknowledge its events before it spools them.
     publish_timeout_s: float = 2.0
     # Where events wait, on disk, while Kafka does not acknowledge them; and how much may wait.
-    spool_dir: str = "spool"
+    # One process owns the folder (locked); the default is the development state under
+    # `.local/` (next to Kafka's and PostgreSQL's), so a test or tool must always pass its own.
+    spool_dir: str = ".local/inference/spool"
     spool_max_bytes: int = 1 << 30
     # How long in-flight calls may run on after SIGTERM.
     shutdown_grace_s: float = 10.0

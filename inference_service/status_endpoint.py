@@ -47,6 +47,8 @@ class InferenceStatus(Collector):
             "spool_events": spool.records,
             "spool_bytes": spool.bytes,
             "spool_max_bytes": spool.max_bytes,
+            "spool_set_aside_events": spool.set_aside_records,
+            "spool_damaged_bytes": spool.damaged_bytes,
             "calls_in_flight": self._core.in_flight,
             "model_version": self._core.model.version,
         }
@@ -63,6 +65,11 @@ class InferenceStatus(Collector):
             ("spool_events", "Events waiting in the local spool for Kafka.", spool.records),
             ("spool_bytes", "Bytes the local spool holds.", spool.bytes),
             ("spool_max_bytes", "Bytes the local spool may hold.", spool.max_bytes),
+            (
+                "spool_set_aside_events",
+                "Spooled events kept on disk, not sent: written for another cluster or topic.",
+                spool.set_aside_records,
+            ),
             ("calls_in_flight", "Calls between their model work and answer.", self._core.in_flight),
         ]:
             yield GaugeMetricFamily(PREFIX + name, help_text, value=value)
@@ -70,6 +77,16 @@ class InferenceStatus(Collector):
             PREFIX + "calls_cut_off",
             "Calls cancelled between their model work and answer (deadline, client gone, stop).",
             value=self._core.cut_off,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "spool_damaged_bytes",
+            "Bytes of the spool skipped as damaged on disk (the readable frames around kept).",
+            value=spool.damaged_bytes,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "spool_damaged_regions",
+            "Places in the spool where damaged bytes were skipped.",
+            value=spool.damaged_regions,
         )
 
     def metrics(self) -> str:

@@ -3,8 +3,8 @@
 Starts Kafka and PostgreSQL (data under .local/), creates the topic and the database, applies
 the migrations as the owner, trains a model if there is none, then runs the recorder and the
 inference service as child processes with the default settings, each connected to the database
-as its own role (migration 0004), the inference service spooling to .local/spool. Ctrl-C (or
-SIGTERM) stops everything it started, in reverse order, each one gracefully.
+as its own role (migration 0004), the inference service spooling to .local/inference/spool.
+Ctrl-C (or SIGTERM) stops everything it started, in reverse order, each one gracefully.
 
 Kafka is one broker; with STUDENTPERF_KAFKA_BROKERS=3 (`make up KAFKA_BROKERS=3`) it is a
 three-node cluster, replication factor 3 and min.insync.replicas 2 (infra.kafka_cluster). That
@@ -65,7 +65,7 @@ class Child:
         # state stays under .local/ (make clean removes it); the database is the one started here.
         env = {
             "STUDENTPERF_LOG_FORMAT": "text",
-            "STUDENTPERF_SPOOL_DIR": str(local_dir() / "spool"),
+            "STUDENTPERF_SPOOL_DIR": str(local_dir() / "inference" / "spool"),
             **os.environ,
             **self.env,
             "STUDENTPERF_DATABASE_URL": self.database_url,

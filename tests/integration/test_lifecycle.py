@@ -68,6 +68,8 @@ async def test_unacknowledged_events_are_spooled_and_the_call_answers(
             "spool_events": 1,
             "spool_bytes": 0,
             "spool_max_bytes": settings.spool_max_bytes,
+            "spool_set_aside_events": 0,
+            "spool_damaged_bytes": 0,
             "calls_in_flight": 0,
             "model_version": answer.prediction.model_version,
         }

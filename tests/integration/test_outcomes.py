@@ -101,7 +101,7 @@ async def test_predictions_do_not_need_the_database(stack: Stack, tmp_path: Path
         shared=nowhere,
         listen_address="127.0.0.1:0",
         model_path=str(stack.model_path),
-        spool_dir=str(tmp_path / "spool"),  # not the default, ./spool in the checkout
+        spool_dir=str(tmp_path / "spool"),
     )
     running = await start_server(settings)
     try:

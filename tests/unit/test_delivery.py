@@ -9,20 +9,29 @@ from pathlib import Path
 import pytest
 
 from inference_service.core import PublishUnavailable
-from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.delivery import DurablePublisher, PendingSends, open_durable_publisher
+from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 
 
 class FakeBroker:
-    def __init__(self) -> None:
+    def __init__(self, topic: str = "predictions", cluster_id: str = "c-1") -> None:
         self.connected = asyncio.Event()
         self.up = True
         self.log: list[bytes] = []
+        self._topic, self._cluster_id, self._known_cluster = topic, cluster_id, ""
+
+    @property
+    def destination(self) -> Destination:
+        return Destination(self._topic, "127.0.0.1:9092", self._known_cluster)
 
     async def connect(self) -> None:
+        self._known_cluster = self._cluster_id
         self.connected.set()
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
         if not self.up:
             raise PublishUnavailable("broker down")
         self.log += [r.value for r in records]
@@ -92,4 +101,42 @@ async def test_full_spool_is_unavailable(tmp_path: Path) -> None:
     publisher = await started(broker, tmp_path, max_bytes=64)
     with pytest.raises(PublishUnavailable, match="spool is full"):
         await publisher.publish([rec("x" * 100)])
+    await publisher.stop()
+
+
+async def test_a_spool_written_for_another_destination_is_kept_not_sent(tmp_path: Path) -> None:
+    tests = FakeBroker(topic="test-topic", cluster_id="test-cluster")
+    tests.up = False
+    publisher = await started(tests, tmp_path)
+    await publisher.publish([rec("a test's event")])
+    await publisher.stop()
+    [foreign] = tmp_path.glob("*.spool")
+
+    development = FakeBroker()
+    publisher = await started(development, tmp_path)
+    await until(lambda: publisher.spool.set_aside_records == 1)
+    await publisher.publish([rec("mine")])  # set aside, the spool is empty: straight to Kafka
+    assert development.log == [b"mine"]
+    assert foreign.exists() and publisher.spool.empty
+    await publisher.stop()
+
+    # Its own destination still takes it.
+    tests.up = True
+    publisher = await started(tests, tmp_path)
+    await until(lambda: publisher.spool.empty)
+    assert tests.log == [b"a test's event"] and not foreign.exists()
+    await publisher.stop()
+
+
+async def test_segments_spooled_before_connecting_name_the_cluster_after(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    broker.up = False
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
+    await publisher.publish([rec("before")])  # not connected yet: no cluster id to write
+    publisher.start()
+    await until(broker.connected.is_set)
+    await until(lambda: publisher.spool.destination.cluster_id == "c-1")
+    broker.up = True
+    await until(lambda: publisher.spool.empty)
+    assert broker.log == [b"before"]
     await publisher.stop()

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
-from inference_service.spool import Spool, SpoolFull, read_segment
+from inference_service.spool import (
+    MAGIC_V1,
+    Destination,
+    Spool,
+    SpoolFull,
+    encode_frame,
+    read_segment,
+    refusal,
+)
+from inference_service.spool import main as spool_main
+from studentperf.durable import FolderInUse
 from studentperf.envelope import KafkaRecord
+
+HERE = Destination(topic="predictions", bootstrap_servers="127.0.0.1:9092", cluster_id="c-1")
 
 
 def record(i: int) -> KafkaRecord:
@@ -21,14 +35,14 @@ def record(i: int) -> KafkaRecord:
 async def drain(spool: Spool) -> list[KafkaRecord]:
     out: list[KafkaRecord] = []
     while (oldest := await spool.oldest()) is not None:
-        path, records = oldest
+        path, _, records = oldest
         out += records
         await spool.delete(path)
     return out
 
 
 async def test_appends_come_back_in_order_across_segments(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20, segment_bytes=2048)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20, segment_bytes=2048)
     for i in range(100):
         await spool.append([record(2 * i), record(2 * i + 1)])
     assert spool.records == 200 and not spool.empty
@@ -39,7 +53,7 @@ async def test_appends_come_back_in_order_across_segments(tmp_path: Path) -> Non
 
 
 async def test_concurrent_appends_share_one_write_and_fsync(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await asyncio.gather(*(spool.append([record(i)]) for i in range(100)))
     assert spool.records == 100
     assert len(list(tmp_path.glob("*.spool"))) == 1
@@ -47,17 +61,19 @@ async def test_concurrent_appends_share_one_write_and_fsync(tmp_path: Path) -> N
 
 
 async def test_a_new_process_finds_what_the_last_one_spooled(tmp_path: Path) -> None:
-    first = await Spool.open(tmp_path, max_bytes=1 << 20)
+    first = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await first.append([record(1), record(2)])
-    # No close(): as after a crash. What append returned for is on disk.
-    second = await Spool.open(tmp_path, max_bytes=1 << 20)
+    # No close(): as after a crash. What append returned for is on disk; the kernel drops a
+    # dead process's lock, as this does.
+    first._release()
+    second = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     assert second.records == 2
     await second.append([record(3)])
     assert await drain(second) == [record(1), record(2), record(3)]
 
 
 async def test_a_torn_tail_is_cut_and_the_intact_records_kept(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1), record(2)])
     await spool.close()
     [segment] = tmp_path.glob("*.spool")
@@ -65,25 +81,25 @@ async def test_a_torn_tail_is_cut_and_the_intact_records_kept(tmp_path: Path) ->
     with segment.open("ab") as file:
         file.write(b"\x00\x00\x01\x00garbage")  # a frame header promising more than is there
         os.fsync(file.fileno())
-    reopened = await Spool.open(tmp_path, max_bytes=1 << 20)
+    reopened = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     assert reopened.records == 2
     assert segment.stat().st_size == intact
-    assert read_segment(segment)[0] == [record(1), record(2)]
+    assert read_segment(segment).records == [record(1), record(2)]
 
 
-async def test_a_corrupted_frame_ends_the_segment_there(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+async def test_a_corrupted_last_frame_is_cut_like_a_torn_tail(tmp_path: Path) -> None:
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1), record(2)])
     await spool.close()
     [segment] = tmp_path.glob("*.spool")
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0xFF  # flips a byte inside the second frame: its checksum no longer matches
     segment.write_bytes(bytes(data))
-    assert read_segment(segment)[0] == [record(1)]
+    assert read_segment(segment).records == [record(1)]
 
 
 async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=300)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=300)
     await spool.append([record(1), record(2)])
     with pytest.raises(SpoolFull, match="spool is full"):
         await spool.append([record(i) for i in range(3, 10)])
@@ -98,7 +114,7 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
 ) -> None:
     import inference_service.spool as spool_module
 
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1)])
     real_write = spool_module._write_durably
 
@@ -116,9 +132,121 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
 
 
 async def test_the_spool_is_not_empty_while_a_write_is_in_progress(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     writing = asyncio.create_task(spool.append([record(1)]))
     await asyncio.sleep(0)  # the flush has taken the batch off the queue
     assert not spool.empty
     await writing
     assert not spool.empty and spool.records == 1
+
+
+async def test_a_corrupt_first_frame_is_skipped_and_the_frames_after_it_kept(
+    tmp_path: Path,
+) -> None:
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await spool.append([record(1), record(2), record(3)])
+    await spool.close()
+    [segment] = tmp_path.glob("*.spool")
+    data = bytearray(segment.read_bytes())
+    first_frame_body = data.index(b"event-1")
+    data[first_frame_body] ^= 0xFF  # the first frame's checksum no longer matches
+    segment.write_bytes(bytes(data))
+    reopened = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert reopened.records == 2
+    assert (reopened.damaged_regions, reopened.damaged_bytes) == (1, len(encode_frame(record(1))))
+    assert segment.stat().st_size == len(data)  # nothing cut: the damage stays for a look
+    assert await drain(reopened) == [record(2), record(3)]
+
+
+@pytest.mark.parametrize("damage", ["mark", "length", "body"])
+async def test_damage_mid_segment_loses_only_the_damaged_frame(tmp_path: Path, damage: str) -> None:
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await spool.append([record(i) for i in range(5)])
+    await spool.close()
+    [segment] = tmp_path.glob("*.spool")
+    data = bytearray(segment.read_bytes())
+    third = data.index(encode_frame(record(2)))
+    data[third + {"mark": 1, "length": 6, "body": 20}[damage]] ^= 0x5A
+    segment.write_bytes(bytes(data))
+    contents = read_segment(segment)
+    assert contents.records == [record(0), record(1), record(3), record(4)]
+    assert contents.damaged_regions == 1
+    assert contents.destination == HERE
+
+
+async def test_each_segment_records_the_destination_it_was_written_for(tmp_path: Path) -> None:
+    before = Destination(topic="predictions", bootstrap_servers="127.0.0.1:9092")
+    spool = await Spool.open(tmp_path, destination=before, max_bytes=1 << 20)
+    await spool.append([record(1)])
+    spool.destination = HERE  # the publisher learnt the cluster's id
+    await spool.append([record(2)])  # not under the first segment's label: a new segment
+    await spool.close()
+    first, second = sorted(tmp_path.glob("*.spool"))
+    assert read_segment(first).destination == before
+    assert read_segment(second).destination == HERE
+
+
+def test_refusal_names_the_destination_a_segment_was_written_for() -> None:
+    unnamed = Destination(topic="predictions", bootstrap_servers="127.0.0.1:9092")
+    assert refusal(HERE, HERE) is None
+    assert refusal(unnamed, HERE) is None  # written before connecting, same addresses
+    other_topic = Destination("test-topic", "127.0.0.1:9092", "c-1")
+    assert "'test-topic'" in (refusal(other_topic, HERE) or "")
+    other_cluster = Destination("predictions", "127.0.0.1:9092", "c-2")
+    assert "cluster c-2" in (refusal(other_cluster, HERE) or "")
+    elsewhere = Destination("predictions", "10.0.0.9:9092")
+    assert "10.0.0.9:9092" in (refusal(elsewhere, HERE) or "")
+    assert "does not say" in (refusal(None, HERE) or "")
+
+
+async def test_a_first_format_segment_is_read_as_of_no_known_destination(tmp_path: Path) -> None:
+    bodies = [encode_frame(record(i))[12:] for i in range(2)]  # after mark, length and crc
+    frames = [struct.pack(">II", len(body), zlib.crc32(body)) + body for body in bodies]
+    (tmp_path / "000000000007.spool").write_bytes(MAGIC_V1 + b"".join(frames))
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert spool.records == 2
+    oldest = await spool.oldest()
+    assert oldest is not None and oldest[1:] == (None, [record(0), record(1)])
+
+
+async def test_a_second_owner_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    first = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    with pytest.raises(FolderInUse, match=rf"in use by another process \(pid {os.getpid()} on "):
+        await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await first.close()
+    second = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await second.close()
+
+
+async def test_a_set_aside_segment_keeps_its_file_and_lets_the_rest_drain(tmp_path: Path) -> None:
+    elsewhere = Destination("test-topic", "127.0.0.1:9092", "c-9")
+    foreign = await Spool.open(tmp_path, destination=elsewhere, max_bytes=1 << 20)
+    await foreign.append([record(1)])
+    await foreign.close()
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await spool.append([record(2)])
+    oldest = await spool.oldest()
+    assert oldest is not None and oldest[1] == elsewhere
+    spool.set_aside(oldest[0], "another destination")
+    assert (spool.records, spool.set_aside_records) == (1, 1)
+    assert await drain(spool) == [record(2)]
+    assert spool.empty and oldest[0].exists()
+
+
+async def test_adopt_labels_a_refused_segment_for_a_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies = [encode_frame(record(i))[12:] for i in range(2)]
+    frames = [struct.pack(">II", len(body), zlib.crc32(body)) + body for body in bodies]
+    segment = tmp_path / "000000000003.spool"
+    segment.write_bytes(MAGIC_V1 + b"".join(frames))  # an old segment: no destination
+    arguments = ["adopt", str(segment), "--topic", HERE.topic]
+    arguments += ["--bootstrap-servers", HERE.bootstrap_servers, "--cluster-id", HERE.cluster_id]
+    holder = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert spool_main(arguments) == 1  # not while a service holds the folder
+    assert "in use by another process" in capsys.readouterr().out
+    await holder.close()
+    assert spool_main(arguments) == 0
+    contents = read_segment(segment)
+    assert (contents.destination, contents.records) == (HERE, [record(0), record(1)])
+    assert refusal(contents.destination, HERE) is None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from inference_service.core import PredictionCore
-from inference_service.spool import Spool
+from inference_service.spool import Destination, Spool
 from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.triage import triage
 from studentperf import envelope, tracing
@@ -95,13 +95,14 @@ def test_the_trace_id_travels_in_the_headers() -> None:
 
 
 async def test_the_trace_id_survives_the_spool(tmp_path: Path) -> None:
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20)
+    here = Destination(topic="t", bootstrap_servers="127.0.0.1:9092")
+    spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=here)
     await spool.append([envelope.encode(event(), trace_id=TRACE)])
     await spool.close()
-    reopened = await Spool.open(tmp_path, max_bytes=1 << 20)
+    reopened = await Spool.open(tmp_path, max_bytes=1 << 20, destination=here)
     oldest = await reopened.oldest()
     assert oldest is not None
-    [record] = oldest[1]
+    [record] = oldest[2]
     assert envelope.trace_id(record.headers) == TRACE
 
 
