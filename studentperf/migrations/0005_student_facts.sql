@@ -121,3 +121,23 @@ WHERE l.student_id = s.student_id;
 
 COMMENT ON COLUMN students.profile_as_of IS
     'the newest time any of the student''s facts was given; -infinity: none yet';
+
+-- Where the least-privilege roles exist (migration 0004_roles, granted per column), the writers
+-- of students (the recorder, the CSV import) may update the new columns too.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'studentperf_recorder')
+       AND EXISTS (SELECT FROM pg_roles WHERE rolname = 'studentperf_importer') THEN
+        GRANT UPDATE (
+            attendance_percentage, study_hours_per_week, previous_gpa, assignments_completed,
+            age_as_of, age_log_offset, gender_as_of, gender_log_offset,
+            parental_education_as_of, parental_education_log_offset, lunch_program_as_of,
+            lunch_program_log_offset, test_preparation_as_of, test_preparation_log_offset,
+            attendance_percentage_as_of, attendance_percentage_log_offset,
+            study_hours_per_week_as_of, study_hours_per_week_log_offset, previous_gpa_as_of,
+            previous_gpa_log_offset, assignments_completed_as_of,
+            assignments_completed_log_offset
+        ) ON students TO studentperf_recorder, studentperf_importer;
+    END IF;
+END
+$$;
