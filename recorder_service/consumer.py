@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -133,7 +134,8 @@ class Recorder:
         for tp, records in batch.parts.items():
             if records:
                 self.status.read_from(tp, records[0].offset)
-        return Prepared(batch, triage(batch.records()))
+        skew = timedelta(seconds=self._settings.max_future_skew_s)
+        return Prepared(batch, triage(batch.records(), max_future_skew=skew))
 
     async def _keep_membership(self, consumer: Consumer) -> None:
         consumer.pause(*consumer.assignment())

@@ -33,7 +33,7 @@ StagingRow = tuple[object, ...]
 
 # The staging table's columns, in the order of `staging_row`'s values.
 STAGING_COLUMNS: tuple[str, ...] = (
-    "seq",
+    "log_offset",
     "prediction_id",
     "student_id",
     "student_profile_id",
@@ -109,10 +109,11 @@ def occurred_at(event: PredictionEvent) -> datetime:
     return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
-def staging_row(event: PredictionEvent, seq: int, trace_id: str | None = None) -> StagingRow:
-    """The event as one staging row; `seq` is its place in the batch (the log's order), which
-    decides between two profiles of one student given at the same time: the later one wins.
-    `trace_id` is the record's (envelope.trace_id), stored with the prediction.
+def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = None) -> StagingRow:
+    """The event as one staging row. `log_offset` is the record's offset in its partition,
+    which orders two facts of one student given at the same time (all its events are on one
+    partition): the later one wins (studentperf.student_facts). `trace_id` is the record's
+    (envelope.trace_id), stored with the prediction.
 
     Raises ValueError or OverflowError for an event whose time is not a real date.
     """
@@ -122,7 +123,7 @@ def staging_row(event: PredictionEvent, seq: int, trace_id: str | None = None) -
     p = event.prediction
     pid = p.prediction_id
     return (
-        seq,
+        log_offset,
         pid if _CANONICAL_UUID.fullmatch(pid) else str(uuid.UUID(pid)),
         sid,
         content_key("profile", sid, profile),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from studentperf.config import DatabaseRole, SharedSettings, env_int, env_str
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
+DEFAULT_MAX_FUTURE_SKEW_S = 300
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class Settings:
     health_host: str = "127.0.0.1"
     # How long a rebalance waits for the batch being written before abandoning it uncommitted.
     revoke_wait_ms: int = 10_000
+    # How far an event's occurred_at may be ahead of this recorder's clock (the services'
+    # clocks differ a little); an event further ahead is dead-lettered, not stored.
+    max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S
 
     @property
     def dead_letters_to(self) -> str:
@@ -44,4 +48,5 @@ class Settings:
             ),
             health_host=env_str(env, "RECORDER_HEALTH_HOST", cls.health_host),
             revoke_wait_ms=env_int(env, "REVOKE_WAIT_MS", cls.revoke_wait_ms, minimum=0),
+            max_future_skew_s=env_int(env, "MAX_FUTURE_SKEW_S", cls.max_future_skew_s, minimum=0),
         )

@@ -3,8 +3,8 @@
 A batch is COPYed into a temporary staging table and spread from there by one
 `INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip. Each is keyed so that
 writing the same events again changes nothing: predictions by prediction id, profiles and
-academic records by their content-derived ids (DO NOTHING), students upserted only by a
-profile at least as new as the one they hold (the later in the log wins a tie).
+academic records by their content-derived ids (DO NOTHING), and each student's current facts
+merged fact by fact, a fact replaced only by one given later (studentperf.student_facts).
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
 a batch the database refuses as data is split in halves until the refused events stand
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from studentperf.student_facts import FACTS, merge_statement
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ STAGING_TABLE = "recorder_batch"
 # (and dead-lettered), rather than by the driver's encoder.
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE {STAGING_TABLE} (
-    seq integer NOT NULL,
+    log_offset bigint NOT NULL,
     prediction_id uuid,
     student_id text,
     student_profile_id uuid,
@@ -55,26 +56,17 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
 ) ON COMMIT DROP
 """
 
+# Each event gives the facts its request carried, as of the event's time and offset.
+_GIVEN_FACTS = f"""(SELECT student_id, {", ".join(FACTS)}, predicted_at AS given_at, log_offset
+      FROM {STAGING_TABLE}) AS given"""
+
 # One simple-protocol round trip; its status is the last statement's, the predictions insert.
 _SPREAD = f"""
 INSERT INTO model_versions (model_version)
 SELECT DISTINCT model_version FROM {STAGING_TABLE}
 ON CONFLICT (model_version) DO NOTHING;
 
-INSERT INTO students AS s (student_id, age, gender, parental_education, lunch_program,
-                           test_preparation, profile_as_of)
-SELECT DISTINCT ON (student_id) student_id, age, gender, parental_education, lunch_program,
-       test_preparation, predicted_at
-FROM {STAGING_TABLE}
-ORDER BY student_id, predicted_at DESC, seq DESC
-ON CONFLICT (student_id) DO UPDATE SET
-    age = EXCLUDED.age,
-    gender = EXCLUDED.gender,
-    parental_education = EXCLUDED.parental_education,
-    lunch_program = EXCLUDED.lunch_program,
-    test_preparation = EXCLUDED.test_preparation,
-    profile_as_of = EXCLUDED.profile_as_of
-WHERE s.profile_as_of <= EXCLUDED.profile_as_of;
+{merge_statement(_GIVEN_FACTS)};
 
 INSERT INTO student_profiles (student_profile_id, student_id, age, gender, parental_education,
                               lunch_program, test_preparation)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record
-from recorder_service.rows import StagingRow, staging_row
+from recorder_service.rows import StagingRow, occurred_at, staging_row
+from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
 
 
@@ -23,6 +25,9 @@ class Reason(StrEnum):
     UNKNOWN_SCHEMA_VERSION = "unknown-schema-version"
     INVALID_EVENT = "invalid-event"
     CONSTRAINT_VIOLATION = "constraint-violation"
+    # Stamped further ahead of the recorder's clock than the allowed skew: stored, it would
+    # outrank every real event about the student until that time came.
+    FUTURE_EVENT = "future-event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +45,22 @@ class Triaged:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def triage(records: Iterable[Record]) -> Triaged:
-    """Rows for the records that are events (in the given order), and the rest, rejected."""
+def triage(
+    records: Iterable[Record],
+    *,
+    max_future_skew: timedelta = timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S),
+    now: datetime | None = None,
+) -> Triaged:
+    """Rows for the records that are events (in the given order), and the rest, rejected.
+
+    An event whose occurred_at is more than `max_future_skew` after `now` (default: this
+    recorder's clock) is rejected as a future event."""
     out = Triaged()
-    for seq, record in enumerate(records):
+    latest = (now or datetime.now(UTC)) + max_future_skew
+    for record in records:
         try:
             event = envelope.decode(record.value, record.headers)
-            row = staging_row(event, seq, envelope.trace_id(record.headers))
+            row = staging_row(event, record.offset, envelope.trace_id(record.headers))
         except envelope.UnknownSchemaVersion as error:
             out.rejected.append(Rejected(record, Reason.UNKNOWN_SCHEMA_VERSION, str(error)))
         except envelope.UndecodableEvent as error:
@@ -54,6 +68,16 @@ def triage(records: Iterable[Record]) -> Triaged:
         except (ValueError, OverflowError) as error:
             out.rejected.append(Rejected(record, Reason.INVALID_EVENT, f"not storable: {error}"))
         else:
+            when = occurred_at(event)  # a date: staging_row read it already
+            if when > latest:
+                ahead = (
+                    f"occurred_at is {(when - latest + max_future_skew).total_seconds():.0f} s"
+                    " ahead of the recorder's clock, more than the"
+                    f" {max_future_skew.total_seconds():.0f} s allowed"
+                    " (STUDENTPERF_MAX_FUTURE_SKEW_S)"
+                )
+                out.rejected.append(Rejected(record, Reason.FUTURE_EVENT, ahead))
+                continue
             out.rows.append(row)
             out.sources.append(record)
     return out

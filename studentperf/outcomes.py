@@ -2,7 +2,9 @@
 
 Shared by the inference service's RecordOutcomes and the trainer's CSV import, so both check the
 same rules and write the same way: one transaction, the missing students added first (the
-foreign key stays intact), then every outcome upserted by (student_id, term).
+foreign key stays intact), then every outcome upserted by (student_id, term). A CSV import's
+profiles merge into `students` by the recorder's rule (studentperf.student_facts), as of the
+import.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Final
 import asyncpg
 
 from studentperf.features import PROFILE_FEATURES, SCORE_RANGE, STUDENT_ID_PATTERN
+from studentperf.student_facts import ADD_STUDENTS, OUTSIDE_THE_LOG, merge_statement
 
 TERM_PATTERN: Final = re.compile(r"[0-9]{4}(-[a-z0-9]+)+")
 TERM_MAX_LENGTH: Final = 32
@@ -52,24 +55,16 @@ def score_is_valid(score: float) -> bool:
     return low <= score <= high  # also refuses NaN
 
 
-_ADD_MISSING_STUDENTS = """
-INSERT INTO students (student_id, profile_as_of)
-SELECT DISTINCT unnest($1::text[]), '-infinity'::timestamptz
-ON CONFLICT (student_id) DO NOTHING
-RETURNING student_id
-"""
-
-# The recorder's rule: a profile replaces the stored one only if it is at least as new.
-_UPSERT_PROFILES = f"""
-INSERT INTO students AS s (student_id, {", ".join(PROFILE_FEATURES)}, profile_as_of)
-SELECT *, now() FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[],
-                            $6::text[])
-ON CONFLICT (student_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_FEATURES)},
-    profile_as_of = EXCLUDED.profile_as_of
-WHERE s.profile_as_of <= EXCLUDED.profile_as_of
-RETURNING student_id, xmax = 0 AS inserted
-"""
+# A file's facts are given as of its import, outside the event log.
+_IMPORTED_FACTS = f"""(
+    SELECT g.*, NULL::double precision AS attendance_percentage,
+           NULL::double precision AS study_hours_per_week, NULL::double precision AS previous_gpa,
+           NULL::boolean AS assignments_completed,
+           now() AS given_at, {OUTSIDE_THE_LOG}::bigint AS log_offset
+    FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[])
+        AS g(student_id, {", ".join(PROFILE_FEATURES)})
+) AS given"""
+_MERGE_PROFILES = merge_statement(_IMPORTED_FACTS, returning="student_id, xmax = 0 AS inserted")
 
 # xmax is 0 on a freshly inserted row version and set on one that an update produced.
 _UPSERT_OUTCOMES = """
@@ -93,8 +88,7 @@ async def store_outcomes(
         raise ValueError("one statement cannot write a student and term twice")
     async with conn.transaction():
         added = {
-            r["student_id"]
-            for r in await conn.fetch(_ADD_MISSING_STUDENTS, [r.student_id for r in rows])
+            r["student_id"] for r in await conn.fetch(ADD_STUDENTS, [r.student_id for r in rows])
         }
         written = await conn.fetch(
             _UPSERT_OUTCOMES,
@@ -126,12 +120,13 @@ async def store_profiles_and_outcomes(
     *,
     source: str,
 ) -> list[StoredOutcome]:
-    """Upserts the students' profiles, then their outcomes, in one transaction."""
+    """Merges the students' profiles into their facts (a fact the file leaves out keeps its
+    stored value), then upserts their outcomes, in one transaction."""
     async with conn.transaction():
         added: set[str] = set()
         if profiles:
             columns = [[getattr(p, c) for p in profiles] for c in ("student_id", *PROFILE_FEATURES)]
-            written = await conn.fetch(_UPSERT_PROFILES, *columns)
+            written = await conn.fetch(_MERGE_PROFILES, *columns)
             added = {r["student_id"] for r in written if r["inserted"]}
         stored = await store_outcomes(conn, outcomes, source=source)
     return [

@@ -93,7 +93,7 @@ def load_training_data(
     frame = prepare(found.frame, f"database {found.where}")
     return TrainingData(
         frame,
-        f"database {found.where}: outcomes joined to students and their latest academic records",
+        f"database {found.where}: outcomes joined to their students' current facts",
     )
 
 

@@ -1,10 +1,10 @@
-"""Training rows from PostgreSQL: every outcome, joined to its student and academic record.
+"""Training rows from PostgreSQL: every outcome, joined to its student's current facts.
 
-One row per (student, term) outcome: the student's profile as the `students` table holds it
-(the latest one received) and the student's most recently recorded academic record, if any
-(academic records carry no term yet, so a student with outcomes in several terms is described
-by the same latest record in each). Rows come sorted by student and term, so the same table
-gives the same frame, and the same model.
+One row per (student, term) outcome, described by the student's facts as `students` holds them:
+each the latest given, by the rule in studentperf.student_facts (event time, then log order),
+profile and academic record alike. Academic records carry no term yet, so a student with
+outcomes in several terms is described by the same facts in each. Rows come sorted by student
+and term, so the same table gives the same frame, and the same model.
 """
 
 from __future__ import annotations
@@ -18,23 +18,14 @@ import pandas as pd
 
 from studentperf.config import mask_dsn
 from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, TARGET_SCORE
+from studentperf.student_facts import FACTS
 
 CONNECT_TIMEOUT_S: Final = 5.0
 
-_LABELLED_ROWS = """
-SELECT o.student_id, o.term, o.final_score,
-       s.age, s.gender, s.parental_education, s.lunch_program, s.test_preparation,
-       a.attendance_percentage, a.study_hours_per_week, a.previous_gpa, a.assignments_completed
+_LABELLED_ROWS = f"""
+SELECT o.student_id, o.term, o.final_score, {", ".join(f"s.{c}" for c in FACTS)}
 FROM outcomes o
 JOIN students s USING (student_id)
-LEFT JOIN LATERAL (
-    SELECT r.attendance_percentage, r.study_hours_per_week, r.previous_gpa,
-           r.assignments_completed
-    FROM academic_records r
-    WHERE r.student_id = o.student_id
-    ORDER BY r.first_seen_at DESC, r.academic_record_id
-    LIMIT 1
-) a ON true
 ORDER BY o.student_id, o.term
 """
 

@@ -100,8 +100,9 @@ async def test_each_prediction_keeps_the_profile_it_was_made_from(
         ids,
     )
     assert [{r["prediction_id"]: r["age"] for r in seen}[i] for i in ids] == [15, 16, None]
-    # The student's own row holds the latest profile: the last call left age out.
-    assert await db.fetchval("SELECT age FROM students WHERE student_id = 'history-1'") is None
+    # The student's own row holds the latest age given: the last call left age out, which
+    # erases nothing (issue 15).
+    assert await db.fetchval("SELECT age FROM students WHERE student_id = 'history-1'") == 16
 
 
 async def test_batch_of_1000_answers_in_order_and_lands_1000_rows(

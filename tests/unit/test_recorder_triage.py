@@ -33,7 +33,7 @@ def test_each_kind_of_poison_gets_its_reason_and_the_events_their_rows() -> None
     ]
     out = triage(records)
     assert [r.offset for r in out.sources] == [0, 6]
-    assert [row[0] for row in out.rows] == [0, 6]  # seq: the place in the batch
+    assert [row[0] for row in out.rows] == [0, 6]  # the records' offsets
     assert [(r.record.offset, r.reason) for r in out.rejected] == [
         (1, Reason.UNDECODABLE),
         (2, Reason.UNDECODABLE),

@@ -39,16 +39,16 @@ def event(sid: str, seconds: int, gpa: float | None = 3.0, age: int | None = 16)
     return made
 
 
-def as_dict(e: PredictionEvent, seq: int = 0) -> dict[str, object]:
-    row = staging_row(e, seq)
+def as_dict(e: PredictionEvent, log_offset: int = 0) -> dict[str, object]:
+    row = staging_row(e, log_offset)
     assert len(row) == len(STAGING_COLUMNS)
     return dict(zip(STAGING_COLUMNS, row, strict=True))
 
 
 def test_a_row_holds_the_prediction_and_the_inputs_it_was_made_from() -> None:
     e = event("a", 10)
-    row = as_dict(e, seq=7)
-    assert row["seq"] == 7
+    row = as_dict(e, log_offset=7)
+    assert row["log_offset"] == 7
     assert row["prediction_id"] == e.event_id
     assert row["student_id"] == "a"
     assert (row["age"], row["gender"], row["previous_gpa"]) == (16, "male", 3.0)
