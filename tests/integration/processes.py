@@ -154,24 +154,27 @@ class Tally:
         )
 
 
-async def tally(db_url: str, load: Load, *, settle_timeout_s: float = 60.0) -> Tally:
-    """Waits (bounded) until every acknowledged prediction is stored, then counts."""
+async def tally(db_url: str, load: Load, *, stall_timeout_s: float = 60.0) -> Tally:
+    """Waits until every acknowledged prediction is stored, or until no new row has come for
+    `stall_timeout_s` (a loaded machine makes the recorder slow, not stuck), then counts."""
     ids = list(load.acknowledged)
     conn = await asyncpg.connect(db_url)
     try:
-        deadline = time.monotonic() + settle_timeout_s
+        stored = distinct = -1
+        last_progress = time.monotonic()
         while True:
-            stored = await conn.fetchval(
-                "SELECT count(*) FROM predictions WHERE prediction_id = ANY($1)", ids
+            # One statement, so the two counts are of the same rows.
+            row = await conn.fetchrow(
+                "SELECT count(*) AS stored, count(DISTINCT prediction_id) AS distinct_ids"
+                " FROM predictions WHERE prediction_id = ANY($1)",
+                ids,
             )
-            if stored == len(ids) or time.monotonic() > deadline:
+            if row["stored"] != stored:
+                last_progress = time.monotonic()
+            stored, distinct = row["stored"], row["distinct_ids"]
+            if stored == len(ids) or time.monotonic() - last_progress > stall_timeout_s:
                 break
             await asyncio.sleep(0.25)
-        # The primary key forbids a second row per prediction; this checks it is really so.
-        distinct = await conn.fetchval(
-            "SELECT count(DISTINCT prediction_id) FROM predictions WHERE prediction_id = ANY($1)",
-            ids,
-        )
     finally:
         await conn.close()
     return Tally(

@@ -157,7 +157,7 @@ async def test_kafka_killed_under_load_and_back_10_s_later(faults: Faults) -> No
         await faults.kafka_back()
 
     load = await under_load(faults, fault)
-    counts = await tally(faults.database_url, load, settle_timeout_s=90)
+    counts = await tally(faults.database_url, load)
     faults.report("kafka SIGKILL, 10 s down", load, counts)
     assert_promise_kept(counts, load)
     assert not load.failures, "the spool answers while Kafka is away"
@@ -171,7 +171,7 @@ async def test_kafka_down_when_the_service_starts(faults: Faults) -> None:
         await faults.kafka_back()
 
     load = await under_load(faults, fault, before_s=5)
-    counts = await tally(faults.database_url, load, settle_timeout_s=120)
+    counts = await tally(faults.database_url, load)
     faults.report("kafka down at start, up after 5 s", load, counts)
     assert_promise_kept(counts, load)
     assert not load.failures
@@ -186,7 +186,7 @@ async def test_postgres_stopped_10_s_under_load(faults: Faults) -> None:
         await faults.postgres_back()
 
     load = await under_load(faults, fault)
-    counts = await tally(faults.database_url, load, settle_timeout_s=90)
+    counts = await tally(faults.database_url, load)
     faults.report("postgres stopped 10 s", load, counts)
     assert_promise_kept(counts, load)
     assert not load.failures, "predictions do not depend on the database"
@@ -201,7 +201,7 @@ async def test_recorder_killed_mid_batch_and_restarted(faults: Faults) -> None:
         faults.recorder.start()
 
     load = await under_load(faults, fault)
-    counts = await tally(faults.database_url, load, settle_timeout_s=60)
+    counts = await tally(faults.database_url, load)
     faults.report("recorder SIGKILL", load, counts)
     assert_promise_kept(counts, load)
 
@@ -219,7 +219,7 @@ async def test_inference_killed_with_events_in_its_spool(faults: Faults) -> None
     await faults.kafka_back()
     faults.inference.start()  # replays what the killed process had spooled
     await wait_serving(faults.address)
-    counts = await tally(faults.database_url, load, settle_timeout_s=90)
+    counts = await tally(faults.database_url, load)
     faults.report("inference SIGKILL with a spool", load, counts)
     assert_promise_kept(counts, load)
 
@@ -232,7 +232,7 @@ async def test_inference_sigterm_under_load_fails_no_call_in_flight(faults: Faul
         assert await faults.inference.wait(30) == 0
 
     load = await under_load(faults, fault, after_s=1)
-    counts = await tally(faults.database_url, load, settle_timeout_s=60)
+    counts = await tally(faults.database_url, load)
     faults.report("inference SIGTERM", load, counts)
     assert_promise_kept(counts, load)
     # Calls that arrive once shutdown began are refused: UNAVAILABLE, or CANCELLED for those
@@ -280,7 +280,7 @@ async def test_poison_and_duplicate_records_injected_under_load(faults: Faults) 
             await producer.stop()
 
     load = await under_load(faults, fault)
-    counts = await tally(faults.database_url, load, settle_timeout_s=60)
+    counts = await tally(faults.database_url, load)
     dead_letters = f"{faults.topic}.dead-letter"
     dead = await eventually(lambda: topic_size(bootstrap, dead_letters), 3, timeout=30)
     faults.report(
