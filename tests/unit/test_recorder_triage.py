@@ -77,3 +77,19 @@ def test_a_replayed_dead_letter_does_not_carry_its_old_reasons() -> None:
     names = [name for name, _ in headers]
     assert names.count("dead-letter-reason") == 1 and "content-type" in names
     assert len(dict(headers)["dead-letter-error"]) == 2048
+
+
+def test_a_header_without_a_value_does_not_stop_triage() -> None:
+    # Kafka allows a null header value; any producer can write one.
+    out = triage(
+        [
+            record(0, event_bytes("a"), headers=[("trace-id", None)]),
+            record(1, event_bytes("b"), headers=[("schema-version", None)]),
+            record(2, event_bytes("c"), headers=[("content-type", None), ("trace-id", b"x")]),
+        ]
+    )
+    assert [r.offset for r in out.sources] == [0, 2]
+    assert [row[-1] for row in out.rows] == [None, None]  # no trace id, the event all the same
+    assert [(r.record.offset, r.reason) for r in out.rejected] == [
+        (1, Reason.UNKNOWN_SCHEMA_VERSION)
+    ]
