@@ -52,7 +52,7 @@ def test_a_dead_letter_is_the_original_record_with_where_and_why() -> None:
     headers = dict(letter.headers)
     assert headers["trace-id"] == b"t1"
     assert headers[envelope.DEAD_LETTER_REASON_HEADER] == b"undecodable"
-    assert b"not a PredictionEvent" in headers[envelope.DEAD_LETTER_ERROR_HEADER]
+    assert b"not a PredictionEvent" in (headers[envelope.DEAD_LETTER_ERROR_HEADER] or b"")
     assert headers[envelope.DEAD_LETTER_SOURCE_TOPIC_HEADER] == TOPIC.encode()
     assert headers[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] == b"3"
     assert headers[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] == b"41"
@@ -76,7 +76,7 @@ def test_a_replayed_dead_letter_does_not_carry_its_old_reasons() -> None:
     )
     names = [name for name, _ in headers]
     assert names.count("dead-letter-reason") == 1 and "content-type" in names
-    assert len(dict(headers)["dead-letter-error"]) == 2048
+    assert len(dict(headers)["dead-letter-error"] or b"") == 2048
 
 
 def test_a_header_without_a_value_does_not_stop_triage() -> None:

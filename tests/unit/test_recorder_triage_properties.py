@@ -50,8 +50,9 @@ def forged_events(draw: st.DrawFn) -> bytes:
     profile.student_id = draw(forged_text)
     if draw(st.booleans()):
         profile.age = draw(int32)
-    profile.gender = draw(st.one_of(st.integers(0, 4), int32))
-    profile.lunch_program = draw(st.one_of(st.integers(0, 3), int32))
+    # Enum fields take any number on the wire; unknown ones must be refused, not crash.
+    profile.gender = draw(st.one_of(st.integers(0, 4), int32))  # type: ignore[assignment]
+    profile.lunch_program = draw(st.one_of(st.integers(0, 3), int32))  # type: ignore[assignment]
     record = event.input.academic_record
     for name in ("attendance_percentage", "study_hours_per_week", "previous_gpa"):
         if draw(st.booleans()):
