@@ -78,7 +78,10 @@ class Recorder:
         try:
             while True:
                 if writing is not None and writing.done():
-                    writing.result()  # what the writer could not handle ends the recorder
+                    # No record gets here (triage and the writer turn each one's errors into
+                    # its dead letter, and wait out outages): only a bug in the writer, which
+                    # must end the recorder, for the next batch would commit past this one.
+                    writing.result()
                     writing = None
                 if ready is not None and (stop.is_set() or ready.batch.epoch != self._guard.epoch):
                     # Fetched before a rebalance (or not to be written any more): uncommitted,

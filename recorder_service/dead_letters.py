@@ -4,6 +4,11 @@ A dead letter is the original record (key, value, headers) plus `dead-letter-*` 
 the reason and where the record came from (see studentperf.envelope). They are sent, and their
 acknowledgement awaited, before the batch's offsets are committed: a crash in between sends
 them again, and (source topic, partition, offset) tells the copies apart.
+
+Nothing in a record can stop its dead letter: one the topic cannot take whole (too large, or
+a header the client refuses) is sent without its value, then, if that is still not enough,
+with only the `dead-letter-*` headers, which say where the original still is; the
+`dead-letter-omitted` header says what was left out. Only an unreachable topic is retried.
 """
 
 from __future__ import annotations
@@ -18,14 +23,31 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from recorder_service.triage import Rejected
 from studentperf import envelope
 
 log = logging.getLogger(__name__)
 
-VALUE_OMITTED_HEADER = "dead-letter-value-omitted"
+OMITTED_HEADER = "dead-letter-omitted"
+_VALUE_OMITTED = b"value"
+_ALL_OMITTED = b"key, value and original headers"
+# What a letter cannot be sent with: refused by the client before sending (too large, a header
+# it cannot encode), or by the broker (larger than the topic's max.message.bytes).
+_UNSENDABLE = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TypeError,
+    ValueError,
+)
 
 
 class DeadLetterUnavailable(RuntimeError):
@@ -36,8 +58,29 @@ class DeadLetterUnavailable(RuntimeError):
 class DeadLetter:
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[envelope.Header]
     reason: str
+    source: str = ""  # topic[partition]@offset of the original, for log lines
+
+    @property
+    def size(self) -> int:
+        """Its bytes, near enough to compare with a size the topic refused."""
+        headers = sum(len(k) + len(v or b"") for k, v in self.headers)
+        return len(self.key or b"") + len(self.value or b"") + headers
+
+    def smaller(self) -> DeadLetter | None:
+        """The next smaller form to try when this one cannot be sent; None after the last."""
+        ours = [(k, v) for k, v in self.headers if k.startswith("dead-letter-")]
+        if any(k == OMITTED_HEADER and v == _ALL_OMITTED for k, v in ours):
+            return None
+        # An empty value, not a null one: the client refuses a record with neither key nor value.
+        if self.value and not any(k == OMITTED_HEADER for k, _ in ours):
+            omitted = [*self.headers, (OMITTED_HEADER, _VALUE_OMITTED)]
+            return DeadLetter(self.key, b"", omitted, self.reason, self.source)
+        kept = [(k, v) for k, v in ours if k != OMITTED_HEADER]
+        return DeadLetter(
+            None, b"", [*kept, (OMITTED_HEADER, _ALL_OMITTED)], self.reason, self.source
+        )
 
 
 def dead_letter(rejected: Rejected, first_seen_at: datetime) -> DeadLetter:
@@ -53,7 +96,8 @@ def dead_letter(rejected: Rejected, first_seen_at: datetime) -> DeadLetter:
         first_seen_at=first_seen_at,
         attempts=rejected.attempts,
     )
-    return DeadLetter(record.key, record.value, headers, rejected.reason.value)
+    source = f"{record.topic}[{record.partition}]@{record.offset}"
+    return DeadLetter(record.key, record.value, headers, rejected.reason.value, source)
 
 
 class KafkaDeadLetters:
@@ -72,41 +116,70 @@ class KafkaDeadLetters:
         self._timeout_s = timeout_s
         self._client_options = dict(client_options or {})
         self._producer: AIOKafkaProducer | None = None
+        # The smallest letter the topic refused as too large: letters as large are sent smaller
+        # at once, for a refusal by the broker also breaks the idempotent producer's sequence.
+        self._refused_bytes: int | None = None
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        """Returns once the broker has acknowledged every letter; raises DeadLetterUnavailable
-        when it does not within the timeout (the caller retries the whole batch)."""
+        """Returns once the broker has acknowledged every letter (some perhaps in a smaller
+        form, see the module); raises DeadLetterUnavailable when it does not within the
+        timeout (the caller retries the whole batch)."""
         if not letters:
             return
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._started()
-                acks = [await self._send_one(producer, letter) for letter in letters]
-                for ack in acks:
-                    await ack
-        except (KafkaError, TimeoutError) as error:
+                sent: list[tuple[DeadLetter, asyncio.Future[object]]] = []
+                for original in letters:
+                    letter = self._fitting(original)
+                    try:
+                        sent.append((letter, await self._send(producer, letter)))
+                    except _UNSENDABLE:  # refused by the client
+                        await self._send_alone(producer, letter)
+                for letter, ack in sent:
+                    try:
+                        await ack
+                    except _UNSENDABLE:  # the broker refused its batch, maybe for another letter
+                        await self._send_alone(producer, letter)
+        except Exception as error:
             # A producer that failed is not reused: later sends can hang (aiokafka#759, #1017).
+            # Whatever it raised, the letters are sent again, by a new one.
             await self.stop()
             raise DeadLetterUnavailable(f"{self.topic}: {type(error).__name__}: {error}") from error
 
-    async def _send_one(
-        self, producer: AIOKafkaProducer, letter: DeadLetter
-    ) -> asyncio.Future[object]:
-        try:
-            ack: asyncio.Future[object] = await producer.send(
-                self.topic, key=letter.key, value=letter.value, headers=letter.headers
-            )
-        except MessageSizeTooLargeError:
-            # The headers pushed a record at the size limit over it: keep the headers, which say
-            # where the original still is, rather than block the partition forever.
-            log.error("dead letter too large; sending it without its value: %s", letter.headers)
-            ack = await producer.send(
-                self.topic,
-                key=letter.key,
-                value=None,
-                headers=[*letter.headers, (VALUE_OMITTED_HEADER, b"too large")],
-            )
+    async def _send(self, producer: AIOKafkaProducer, letter: DeadLetter) -> asyncio.Future[object]:
+        ack: asyncio.Future[object] = await producer.send(
+            self.topic, key=letter.key, value=letter.value, headers=letter.headers
+        )
         return ack
+
+    async def _send_alone(self, producer: AIOKafkaProducer, letter: DeadLetter) -> None:
+        """Sends the letter by itself and awaits it, smaller each time it is refused."""
+        while True:
+            try:
+                await (await self._send(producer, letter))
+                return
+            except _UNSENDABLE as error:
+                if isinstance(error, KafkaError):
+                    self._refused_bytes = min(self._refused_bytes or letter.size, letter.size)
+                letter = self._smaller(letter, type(error).__name__)
+
+    def _fitting(self, letter: DeadLetter) -> DeadLetter:
+        while self._refused_bytes is not None and letter.size >= self._refused_bytes:
+            letter = self._smaller(letter, f"not below {self._refused_bytes} bytes")
+        return letter
+
+    def _smaller(self, letter: DeadLetter, why: str) -> DeadLetter:
+        smaller = letter.smaller()
+        if smaller is None:  # only our own few headers left: only a bug gets here
+            raise DeadLetterUnavailable(f"{self.topic}: the letter of {letter.source} is refused")
+        log.error(
+            "dead letter of %s refused (%s); sending it without its %s",
+            letter.source,
+            why,
+            (dict(smaller.headers)[OMITTED_HEADER] or b"").decode(),
+        )
+        return smaller
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:

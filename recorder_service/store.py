@@ -7,8 +7,10 @@ academic records by their content-derived ids (DO NOTHING), and each student's c
 merged fact by fact, a fact replaced only by one given later (studentperf.student_facts).
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
-a batch the database refuses as data is split in halves until the refused events stand
-alone; every other event is still written.
+a batch the database refuses (or the driver cannot encode) is split in halves until the
+refused events stand alone; every other event is still written. A refusal is described by
+the rule it broke (SQLSTATE, constraint, table, column), never by PostgreSQL's message or
+detail: they quote the row ("Failing row contains (...)"), a student's data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from recorder_service.triage import Reason
 from studentperf.student_facts import FACTS, merge_statement
 
 log = logging.getLogger(__name__)
@@ -93,15 +96,18 @@ FROM {STAGING_TABLE}
 ON CONFLICT (prediction_id) DO NOTHING;
 """
 
-# What the database says about the data itself: writing it again would fail again.
-DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+class DatabaseUnusable(RuntimeError):
+    """The database refuses even an empty batch (a missing table, a revoked privilege): the
+    fault is the database's, not any record's, so the batch waits for it like an outage."""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     index: int  # the row's place in the written sequence
-    error: str
+    error: str  # the rule it broke (see `describe`), never its values
     attempts: int  # transactions that included it
+    reason: Reason = Reason.CONSTRAINT_VIOLATION
 
 
 @dataclass(slots=True)
@@ -124,11 +130,50 @@ def is_transient(error: BaseException) -> bool:
         # 08: connection exception, 53: insufficient resources, 57: operator intervention
         # (shutdown, not yet accepting connections), 40: serialization failure / deadlock.
         return str(error.sqlstate)[:2] in {"08", "53", "57", "40"}
+    if isinstance(error, ValueError):
+        # asyncpg's client-side DataError ("invalid input for query argument") is an
+        # InterfaceError too, but it is about a value, not the connection.
+        return False
     # InternalClientError: a connection the server dropped mid-query, found broken when the
     # pool resets it on release.
     return isinstance(
         error, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
     )
+
+
+def refusal_reason(error: BaseException) -> Reason:
+    """Why a row that fails on its own is refused: the reason of its dead letter."""
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = str(error.sqlstate)
+        if sqlstate.startswith("23"):  # integrity: CHECK, NOT NULL, foreign key
+            return Reason.CONSTRAINT_VIOLATION
+        if sqlstate[:2] in {"22", "54"}:  # data exception; program limit (a row too large)
+            return Reason.INVALID_DATA
+        return Reason.UNEXPECTED_ERROR
+    # What asyncpg's encoders raise for a value its column cannot hold, before sending it: an
+    # int out of the column's range (OverflowError), a bad uuid or text (ValueError).
+    if isinstance(error, (ValueError, TypeError, OverflowError)):
+        return Reason.INVALID_DATA
+    return Reason.UNEXPECTED_ERROR
+
+
+def describe(error: BaseException) -> str:
+    """The error as logs and dead-letter headers may show it: its class and the rule it names
+    (SQLSTATE, constraint, table, column), never the values of the row it is about."""
+    parts = [type(error).__name__]
+    if isinstance(error, asyncpg.PostgresError):
+        parts.append(f"sqlstate {error.sqlstate}")
+        for label, attribute in (
+            ("constraint", "constraint_name"),
+            ("table", "table_name"),
+            ("column", "column_name"),
+        ):
+            name = getattr(error, attribute, None)
+            if name:
+                parts.append(f"{label} {name}")
+    elif is_transient(error):
+        return f"{type(error).__name__}: {error}"  # about the connection, not the data
+    return ", ".join(parts)
 
 
 async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
@@ -144,17 +189,32 @@ async def _write_splitting(
 ) -> WriteResult:
     try:
         stored = await _write_once(conn, rows)
-    except DATA_ERRORS as error:
+    except Exception as error:
+        if is_transient(error):
+            raise
+        if refusal_reason(error) is Reason.UNEXPECTED_ERROR:
+            await _check_usable(conn)
         if len(rows) == 1:
-            reason = f"{type(error).__name__}: {error}"
-            return WriteResult(refused=[Refusal(first, reason, attempts)], transactions=1)
-        log.info("batch of %d refused (%s); splitting it", len(rows), type(error).__name__)
+            refusal = Refusal(first, describe(error), attempts, refusal_reason(error))
+            return WriteResult(refused=[refusal], transactions=1)
+        log.info("batch of %d refused (%s); splitting it", len(rows), describe(error))
         result = WriteResult(transactions=1)
         half = len(rows) // 2
         result.add(await _write_splitting(conn, rows[:half], first, attempts + 1))
         result.add(await _write_splitting(conn, rows[half:], first + half, attempts + 1))
         return result
     return WriteResult(stored, len(rows) - stored, transactions=1)
+
+
+async def _check_usable(conn: asyncpg.Connection) -> None:
+    """Raises DatabaseUnusable when an empty batch fails too: then the error that led here
+    was the database's, and no row may be dead-lettered for it."""
+    try:
+        await _write_once(conn, ())
+    except Exception as error:
+        if is_transient(error):
+            raise
+        raise DatabaseUnusable(describe(error)) from error
 
 
 class PostgresStore:
@@ -164,11 +224,12 @@ class PostgresStore:
         self._pool = pool
 
     async def write(self, rows: Sequence[StagingRow]) -> WriteResult:
-        """Writes the rows, each batch in one transaction; rows refused as data are reported
-        (by index) and every other row is written.
+        """Writes the rows, each batch in one transaction; rows refused on their own (as data,
+        or by any error only they cause) are reported by index, and every other row is written.
 
-        Transient errors (see `is_transient`) propagate: what was committed before them is
-        committed for good, and writing the rows again adds nothing, so the caller retries.
+        Transient errors (see `is_transient`) and DatabaseUnusable propagate: what was
+        committed before them is committed for good, and writing the rows again adds nothing,
+        so the caller retries.
         """
         if not rows:
             return WriteResult()

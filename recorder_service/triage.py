@@ -3,6 +3,10 @@
 A record that is not a readable event, is of a schema version this recorder does not read, or
 cannot be turned into a row is rejected here, with the reason, and goes to the dead-letter
 topic; the database may still refuse a row later (store.py), which rejects it the same way.
+
+Whatever a record holds, triage does not raise: an error nobody foresaw while reading one
+record is that record's problem (`unexpected-error`), never a reason to stop recording. Error
+texts name the rule a record broke and never quote its values, which can be a student's data.
 """
 
 from __future__ import annotations
@@ -24,10 +28,15 @@ class Reason(StrEnum):
     UNDECODABLE = "undecodable"
     UNKNOWN_SCHEMA_VERSION = "unknown-schema-version"
     INVALID_EVENT = "invalid-event"
+    # Refused by the database (store.py): a constraint (SQLSTATE class 23), or a value the
+    # column cannot hold (class 22, or the driver could not encode it).
     CONSTRAINT_VIOLATION = "constraint-violation"
+    INVALID_DATA = "invalid-data"
     # Stamped further ahead of the recorder's clock than the allowed skew: stored, it would
     # outrank every real event about the student until that time came.
     FUTURE_EVENT = "future-event"
+    # Anything else that one record alone caused; the error names the exception's class only.
+    UNEXPECTED_ERROR = "unexpected-error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +68,43 @@ def triage(
     latest = (now or datetime.now(UTC)) + max_future_skew
     for record in records:
         try:
-            event = envelope.decode(record.value, record.headers)
-            row = staging_row(event, record.offset, envelope.trace_id(record.headers))
-        except envelope.UnknownSchemaVersion as error:
-            out.rejected.append(Rejected(record, Reason.UNKNOWN_SCHEMA_VERSION, str(error)))
-        except envelope.UndecodableEvent as error:
-            out.rejected.append(Rejected(record, Reason.UNDECODABLE, str(error)))
-        except (ValueError, OverflowError) as error:
-            out.rejected.append(Rejected(record, Reason.INVALID_EVENT, f"not storable: {error}"))
+            row = _row(record, latest, max_future_skew)
+        except _Refused as refused:
+            out.rejected.append(Rejected(record, refused.reason, refused.error))
+        except Exception as error:  # one record's problem, not the recorder's
+            error_text = f"{type(error).__name__} while reading the record"
+            out.rejected.append(Rejected(record, Reason.UNEXPECTED_ERROR, error_text))
         else:
-            when = occurred_at(event)  # a date: staging_row read it already
-            if when > latest:
-                ahead = (
-                    f"occurred_at is {(when - latest + max_future_skew).total_seconds():.0f} s"
-                    " ahead of the recorder's clock, more than the"
-                    f" {max_future_skew.total_seconds():.0f} s allowed"
-                    " (STUDENTPERF_MAX_FUTURE_SKEW_S)"
-                )
-                out.rejected.append(Rejected(record, Reason.FUTURE_EVENT, ahead))
-                continue
             out.rows.append(row)
             out.sources.append(record)
     return out
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, error: str) -> None:
+        self.reason = reason
+        self.error = error
+
+
+def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow:
+    headers = record.headers or ()
+    try:
+        event = envelope.decode(record.value, headers)
+    except envelope.UnknownSchemaVersion as error:
+        raise _Refused(Reason.UNKNOWN_SCHEMA_VERSION, str(error)) from None
+    except envelope.UndecodableEvent as error:
+        raise _Refused(Reason.UNDECODABLE, str(error)) from None
+    try:
+        when = occurred_at(event)
+    except (ValueError, OverflowError):
+        raise _Refused(
+            Reason.INVALID_EVENT, "not storable: occurred_at is not a date between years 1-9999"
+        ) from None
+    if when > latest:
+        ahead = (
+            f"occurred_at is {(when - latest + max_future_skew).total_seconds():.0f} s"
+            " ahead of the recorder's clock, more than the"
+            f" {max_future_skew.total_seconds():.0f} s allowed (STUDENTPERF_MAX_FUTURE_SKEW_S)"
+        )
+        raise _Refused(Reason.FUTURE_EVENT, ahead)
+    return staging_row(event, record.offset, envelope.trace_id(headers))

@@ -6,6 +6,10 @@ database works on this one, and so a rebalance can wait for it to finish (and co
 the old generation) without waiting on the fetch loop, which the rebalance itself holds.
 While the database (or the dead-letter topic) is away it pauses every assigned partition and
 commits nothing; the fetch loop keeps polling so the group keeps this member.
+
+No record can stop it: the store reports the rows it refuses (whatever the error), the
+dead-letter sink sends any letter in some form, and what either of them raises is therefore
+the infrastructure's failure, waited out like an outage, never a reason to exit.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from recorder_service.dead_letters import DeadLetterUnavailable, dead_letter
 from recorder_service.health import State, Status
 from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.rebalance import BatchGuard, InFlight
-from recorder_service.store import WriteResult, is_transient
-from recorder_service.triage import Reason, Rejected, Triaged
+from recorder_service.store import DatabaseUnusable, WriteResult, describe
+from recorder_service.triage import Rejected, Triaged
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,10 @@ class GivenUp(Exception):
     are read again by whoever holds the partitions next, and writing them again adds nothing."""
 
 
-def _is_outage(error: BaseException) -> bool:
-    return isinstance(error, DeadLetterUnavailable) or is_transient(error)
+def _outage_text(error: Exception) -> str:
+    if isinstance(error, (DeadLetterUnavailable, DatabaseUnusable)):
+        return f"{type(error).__name__}: {error}"  # our own texts, which hold no values
+    return describe(error)
 
 
 class BatchWriter:
@@ -78,7 +84,7 @@ class BatchWriter:
                 lambda: self._write(triaged), consumer, flight, stop, "database"
             )
             rejected = triaged.rejected + [
-                Rejected(triaged.sources[r.index], Reason.CONSTRAINT_VIOLATION, r.error, r.attempts)
+                Rejected(triaged.sources[r.index], r.reason, r.error, r.attempts)
                 for r in written.refused
             ]
             letters = [dead_letter(r, batch.first_seen_at) for r in rejected]
@@ -121,10 +127,8 @@ class BatchWriter:
                 raise GivenUp
             try:
                 result = await action()
-            except Exception as error:
-                if not _is_outage(error):
-                    raise
-                self._status.degraded(f"{what} unavailable: {type(error).__name__}: {error}")
+            except Exception as error:  # see the module: no record gets here
+                self._status.degraded(f"{what} unavailable: {_outage_text(error)}")
                 self._status.retries += 1
             else:
                 if self._status.state is State.DEGRADED:

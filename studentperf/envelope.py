@@ -6,6 +6,10 @@ headers: the schema version and the content type, readable without decoding the 
 the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
 studentperf.tracing), when there was one, which the recorder stores with the row.
 
+What is read back may have been written by anyone: a header value may be null (Kafka allows it),
+any size, not text, or repeated. Reading never fails on that, and an error names the rule a
+record broke, never the values it holds (they can be a student's data).
+
 Records the recorder can never write go to a dead-letter topic unchanged (key, value, headers)
 with the `dead-letter-*` headers below added, so they can be inspected and replayed.
 """
@@ -27,6 +31,8 @@ CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEv
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
 TRACE_ID_HEADER = "trace-id"
+_VERSION = str(SCHEMA_VERSION).encode()
+_TRACE_ID_BYTES = 32
 
 
 class UndecodableEvent(ValueError):
@@ -35,6 +41,10 @@ class UndecodableEvent(ValueError):
 
 class UnknownSchemaVersion(UndecodableEvent):
     """An event written for a schema version this code does not read."""
+
+
+# A header as read from the topic: Kafka allows a null value.
+Header = tuple[str, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +68,45 @@ def encode(event: PredictionEvent, *, trace_id: str | None = None) -> KafkaRecor
     )
 
 
-def trace_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
-    """The record's trace id; None when it has none, or one that is not a valid trace id (an
-    event is recorded all the same: the trace is lost, not the prediction)."""
+def trace_id(headers: Sequence[Header]) -> str | None:
+    """The record's trace id (the first `trace-id` header); None when it has none, or one that
+    is null or not a valid trace id (an event is recorded all the same: the trace is lost, not
+    the prediction)."""
     for name, value in headers:
         if name == TRACE_ID_HEADER:
+            if not isinstance(value, bytes) or len(value) != _TRACE_ID_BYTES:
+                return None
             text = value.decode("ascii", errors="replace")
             return text if valid_trace_id(text) else None
     return None
 
 
-def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> PredictionEvent:
+def _shown_version(header: bytes | None) -> str:
+    """A schema-version header as an error may show it: a short number, or what it is not."""
+    if header is None:
+        return "without a value"
+    if 0 < len(header) <= 10 and header.isdigit():
+        return header.decode()
+    return "that is not a version number"
+
+
+def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEvent:
     """Parses a record's value, refusing what a recorder must not write."""
     # The header is checked first: an event of another version may not even parse as this one.
+    # Every copy of it is: a record that claims two versions is not one this code reads.
     for name, header in headers:
-        if name == SCHEMA_VERSION_HEADER and header != str(SCHEMA_VERSION).encode():
+        if name == SCHEMA_VERSION_HEADER and header != _VERSION:
             raise UnknownSchemaVersion(
-                f"unknown schema-version header {header!r} (this recorder reads {SCHEMA_VERSION})"
+                f"unknown schema-version header {_shown_version(header)}"
+                f" (this recorder reads {SCHEMA_VERSION})"
             )
     if not value:
         raise UndecodableEvent("empty record value")
     event = PredictionEvent()
     try:
         event.ParseFromString(value)
-    except DecodeError as exc:
-        raise UndecodableEvent(f"not a PredictionEvent: {exc}") from None
+    except DecodeError:
+        raise UndecodableEvent("not a PredictionEvent: protobuf cannot parse it") from None
     if event.schema_version != SCHEMA_VERSION:
         raise UnknownSchemaVersion(
             f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
@@ -94,7 +118,7 @@ def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> Pr
     try:
         uuid.UUID(event.event_id)
     except ValueError:
-        raise UndecodableEvent(f"event_id {event.event_id!r} is not a UUID") from None
+        raise UndecodableEvent("event_id is not a UUID") from None
     return event
 
 
@@ -111,7 +135,7 @@ _MAX_ERROR_BYTES = 2048
 
 
 def dead_letter_headers(
-    original: Sequence[tuple[str, bytes]],
+    original: Sequence[Header],
     *,
     reason: str,
     error: str,
@@ -121,10 +145,11 @@ def dead_letter_headers(
     timestamp_ms: int,
     first_seen_at: datetime,
     attempts: int,
-) -> list[tuple[str, bytes]]:
-    """The original record's headers (earlier dead-letter ones dropped) plus where it came
-    from and why it could not be written; (topic, partition, offset) identifies it, so a reader
-    can drop the copies a redelivery may add."""
+) -> list[Header]:
+    """The original record's headers (earlier dead-letter ones dropped, null values kept) plus
+    where it came from and why it could not be written; (topic, partition, offset) identifies
+    it, so a reader can drop the copies a redelivery may add. `error` must name the rule the
+    record broke, not quote its values."""
     kept = [(k, v) for k, v in original if not k.startswith("dead-letter-")]
     return [
         *kept,

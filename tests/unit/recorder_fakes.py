@@ -28,7 +28,7 @@ class FakeRecord:
     value: bytes | None
     key: bytes | None = b"k"
     timestamp: int = 1_700_000_000_000
-    headers: Sequence[tuple[str, bytes]] = ()
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 def event_bytes(student_id: str = "s-1") -> bytes:

@@ -49,3 +49,38 @@ def test_refuses_non_uuid_ids() -> None:
     bad.event_id = bad.prediction.prediction_id = "not-a-uuid"
     with pytest.raises(envelope.UndecodableEvent, match="not a UUID"):
         envelope.decode(bad.SerializeToString())
+
+
+def test_a_forged_event_id_is_refused_without_being_quoted() -> None:
+    bad = event()
+    bad.event_id = bad.prediction.prediction_id = "Jane Roe, 2011-04-02"
+    with pytest.raises(envelope.UndecodableEvent) as refused:
+        envelope.decode(bad.SerializeToString())
+    assert "Jane" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [(None, "without a value"), (b"2", "2"), (b"\xff" * 10_000, "not a version number")],
+)
+def test_every_schema_version_header_is_checked_and_shown_safely(
+    header: bytes | None, shown: str
+) -> None:
+    headers = [("schema-version", b"1"), ("schema-version", header)]
+    with pytest.raises(envelope.UnknownSchemaVersion, match=shown) as refused:
+        envelope.decode(event().SerializeToString(), headers)
+    assert len(str(refused.value)) < 100
+
+
+@pytest.mark.parametrize(
+    "value", [None, b"", b"\xff" * 32, b"A" * 32, b"0" * 32, b"4bf92f3577b34da6" * 10**4]
+)
+def test_a_trace_id_header_that_is_null_or_not_a_trace_id_is_no_trace_id(
+    value: bytes | None,
+) -> None:
+    assert envelope.trace_id([("trace-id", value)]) is None
+
+
+def test_the_first_trace_id_header_is_the_one() -> None:
+    first, second = b"4bf92f3577b34da6a3ce929d0e0e4736", b"00f067aa0ba902b700f067aa0ba902b7"
+    assert envelope.trace_id([("trace-id", first), ("trace-id", second)]) == first.decode()

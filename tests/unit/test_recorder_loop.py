@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -214,17 +215,32 @@ async def test_an_unreachable_dead_letter_topic_holds_the_commit_back() -> None:
     assert len(dead.sent) == 1 and consumer.commits == [{P0: 1}]
 
 
-async def test_an_unexpected_error_is_not_retried() -> None:
+async def test_an_error_of_the_whole_store_is_waited_out_not_the_end_of_the_recorder() -> None:
+    # The store reports each row it refuses; what it raises is the database's failure.
     consumer = FakeConsumer({P0: records(0, [event_bytes()])})
     store = FakeStore()
+    write = store.write
+    failures = 2
 
-    async def broken(rows):  # type: ignore[no-untyped-def]
-        raise RuntimeError("bug")
+    async def broken_twice(rows):  # type: ignore[no-untyped-def]
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("bug")
+        return await write(rows)
 
-    store.write = broken  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        await make(store).run(consumer, asyncio.Event())
-    assert consumer.commits == []
+    store.write = broken_twice  # type: ignore[method-assign]
+    recorder = make(store)
+    states: list[State] = []
+
+    def committed() -> bool:
+        states.append(recorder.status.state)
+        return bool(consumer.commits)
+
+    await run_until(recorder, consumer, committed)
+    assert State.DEGRADED in states
+    assert consumer.commits == [{P0: 1}] and recorder.stored == 1
+    assert recorder.status.retries == 2 and recorder.dead_lettered == 0
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
@@ -272,3 +288,14 @@ async def test_a_batch_waiting_behind_the_writer_is_dropped_when_partitions_are_
     await task
     assert consumer.commits == [{P0: 1}]  # the first finished; the second was never written
     assert store.attempts == 1
+
+
+async def test_a_record_with_a_null_header_value_does_not_stop_the_recorder() -> None:
+    poisoned = records(0, [event_bytes(), event_bytes(), event_bytes()])
+    poisoned[1] = dataclasses.replace(poisoned[1], headers=[("trace-id", None)])
+    consumer = FakeConsumer({P0: poisoned}, {P0: records(0, [event_bytes()], first_offset=3)})
+    store = FakeStore()
+    recorder = make(store, batch_max_events=3)
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 2)
+    assert consumer.commits == [{P0: 3}, {P0: 4}]
+    assert recorder.stored == 4

@@ -52,7 +52,7 @@ def test_a_dead_letter_is_the_original_record_with_where_and_why() -> None:
     headers = dict(letter.headers)
     assert headers["trace-id"] == b"t1"
     assert headers[envelope.DEAD_LETTER_REASON_HEADER] == b"undecodable"
-    assert b"not a PredictionEvent" in headers[envelope.DEAD_LETTER_ERROR_HEADER]
+    assert b"not a PredictionEvent" in (headers[envelope.DEAD_LETTER_ERROR_HEADER] or b"")
     assert headers[envelope.DEAD_LETTER_SOURCE_TOPIC_HEADER] == TOPIC.encode()
     assert headers[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] == b"3"
     assert headers[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] == b"41"
@@ -76,4 +76,20 @@ def test_a_replayed_dead_letter_does_not_carry_its_old_reasons() -> None:
     )
     names = [name for name, _ in headers]
     assert names.count("dead-letter-reason") == 1 and "content-type" in names
-    assert len(dict(headers)["dead-letter-error"]) == 2048
+    assert len(dict(headers)["dead-letter-error"] or b"") == 2048
+
+
+def test_a_header_without_a_value_does_not_stop_triage() -> None:
+    # Kafka allows a null header value; any producer can write one.
+    out = triage(
+        [
+            record(0, event_bytes("a"), headers=[("trace-id", None)]),
+            record(1, event_bytes("b"), headers=[("schema-version", None)]),
+            record(2, event_bytes("c"), headers=[("content-type", None), ("trace-id", b"x")]),
+        ]
+    )
+    assert [r.offset for r in out.sources] == [0, 2]
+    assert [row[-1] for row in out.rows] == [None, None]  # no trace id, the event all the same
+    assert [(r.record.offset, r.reason) for r in out.rejected] == [
+        (1, Reason.UNKNOWN_SCHEMA_VERSION)
+    ]
