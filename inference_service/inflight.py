@@ -16,6 +16,9 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
+# What a small request holds: nothing (one instance serves every call).
+_FREE: contextlib.nullcontext[None] = contextlib.nullcontext()
+
 
 class InFlightBytes:
     def __init__(self, limit: int, small: int = 0) -> None:
@@ -33,15 +36,15 @@ class InFlightBytes:
     def waiting(self) -> int:
         return sum(1 for _, future in self._waiting if not future.done())
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
+    def hold(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
         """Holds `size` bytes of the budget (all of it, if larger) for the block's duration,
-        waiting until they are free."""
-        size = max(size, 0)
+        waiting until they are free; a small request goes ahead at once."""
         if size <= self._small:
-            yield
-            return
-        size = min(size, self.limit)
+            return _FREE
+        return self._hold(min(size, self.limit))
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, size: int) -> AsyncIterator[None]:
         if self._waiting or self.used + size > self.limit:
             await self._wait(size)
         else:

@@ -45,7 +45,7 @@ class PredictionServicer:
     ) -> None:
         self._core = core
         self._metrics = metrics
-        # No budget: every request is decoded at once (tests of the servicer alone).
+        # None: no budget, every request is decoded at once.
         self._in_flight = in_flight or InFlightBytes(1 << 62)
 
     @property
