@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # Bytes of large requests decoded or served at once: one maximum-size request's worth (or ten
 # batches of 1,000 students); more wait their turn. Decoded, a maximum-size request costs up to
 # about 33 MB (nothing but empty batch items); served, a valid one costs more. Under a flood of
-# them `make bench` (infra/bench/flood.py) measured a peak of 314 MiB with one, 360 with two.
+# them, with and without a token, `make bench` (infra/bench/flood.py) measured peaks of 305 and
+# 357 MiB in two runs (178 MiB at rest); allowing two at once, 360 MiB in a short run.
 REQUESTS_IN_FLIGHT = 1
 # Requests this small are never queued (inference_service.inflight): a Predict takes at most
 # 117 bytes, a batch of 100 full students 11,100.
