@@ -52,7 +52,7 @@ test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
 
 .PHONY: bench
-bench: setup ## benchmark tables: recorder, then serving vs. a trivial server (BENCH_QUICK=1: smoke run)
+bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, then serving vs. a trivial server (BENCH_QUICK=1: smoke run)
 	@$(PY) -m infra.bench
 	@$(PY) -m infra.bench.serving
 

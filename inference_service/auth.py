@@ -7,7 +7,8 @@ UNAUTHENTICATED. A known client calling a method not granted to it: PERMISSION_D
 The health service stays open, so load balancers and orchestrators can probe without a token;
 reflection needs a valid token but no particular grant. Tokens are kept only as SHA-256
 digests and never logged. Refused calls are counted in the service's metrics with their code
-(they never reach the servicer, which counts the others).
+(they never reach the servicer, which counts the others). The check reads only the call's
+metadata: a refused call's request is never decoded, nor waited for.
 """
 
 from __future__ import annotations
@@ -121,22 +122,20 @@ def _refusing(
     metrics: InferenceMetrics | None,
     started: float,
 ) -> Any:
-    """A handler of the same shape as `handler` that only refuses the call (and counts it,
-    timed from when the call came in)."""
+    """A handler that refuses the call (and counts it, timed from when the call came in)
+    without reading its request: a caller without a token costs no decoding, and its request's
+    bytes are not even waited for. Registered as request-streaming whatever the method is (the
+    wire does not tell the two apart), so gRPC hands the call over before any message."""
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if metrics is not None:
             metrics.rpc(method, code.name, time.perf_counter() - started)
         await context.abort(code, message)
 
-    options = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **options)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **options)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **options)
-    return grpc.unary_unary_rpc_method_handler(refuse, **options)
+        return grpc.stream_stream_rpc_method_handler(
+            refuse, response_serializer=handler.response_serializer
+        )
+    return grpc.stream_unary_rpc_method_handler(
+        refuse, response_serializer=handler.response_serializer
+    )

@@ -17,19 +17,30 @@ from prometheus_client import CollectorRegistry
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
 from inference_service.model import load_served_model
 from inference_service.outcome_store import PostgresOutcomeStore
 from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
-from inference_service.servicer import PredictionServicer
+from inference_service.servicer import PredictionServicer, add_to_server
 from inference_service.settings import Settings
 from inference_service.status_endpoint import InferenceStatus
 from studentperf.config import ConfigError, configure_logging
 from studentperf.model_artifact import ModelArtifactError
-from studentperf.v1 import prediction_service_pb2, prediction_service_pb2_grpc
+from studentperf.v1 import prediction_service_pb2
 
 log = logging.getLogger(__name__)
+
+# Bytes of large requests decoded or served at once: one maximum-size request's worth (or ten
+# batches of 1,000 students); more wait their turn. Decoded, a maximum-size request costs up to
+# about 33 MB (nothing but empty batch items); served, a valid one costs more. Under a flood of
+# them, with and without a token, `make bench` (infra/bench/flood.py) measured peaks of 305 and
+# 357 MiB in two runs (178 MiB at rest); allowing two at once, 360 MiB in a short run.
+REQUESTS_IN_FLIGHT = 1
+# Requests this small are never queued (inference_service.inflight): a Predict takes at most
+# 117 bytes, a batch of 100 full students 11,100.
+SMALL_REQUEST_BYTES = 16 * 1024
 
 SERVICE_NAME = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 
@@ -155,13 +166,14 @@ async def start_server(settings: Settings) -> RunningServer:
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        PredictionServicer(core, metrics), server
+    in_flight = InFlightBytes(
+        REQUESTS_IN_FLIGHT * settings.max_request_bytes, small=SMALL_REQUEST_BYTES
     )
+    add_to_server(PredictionServicer(core, metrics, in_flight), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

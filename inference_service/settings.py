@@ -14,7 +14,12 @@ from studentperf.config import (
     env_str,
 )
 from studentperf.features import DEFAULT_PASS_MARK
-from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
+from studentperf.limits import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    max_request_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,10 @@ class Settings:
     # Must equal the pass mark the served model was trained at; checked at start-up.
     pass_mark: float = DEFAULT_PASS_MARK
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    # Largest request accepted, in bytes.
+    # Largest request accepted, in bytes (from the environment: by default, what the largest
+    # valid request of max_batch_size items takes, see studentperf.limits).
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Largest response sent, in bytes.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # How long a call waits for the broker to acknowledge its events before it spools them.
     publish_timeout_s: float = 2.0
@@ -60,12 +68,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        max_batch_size = env_int(env, "MAX_BATCH_SIZE", cls.max_batch_size, minimum=1)
         return cls(
             shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
             model_path=env_str(env, "MODEL_PATH", cls.model_path),
             pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),
-            max_batch_size=env_int(env, "MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
+            max_batch_size=max_batch_size,
+            max_request_bytes=env_int(
+                env, "MAX_REQUEST_BYTES", max_request_bytes(max_batch_size), minimum=1024
+            ),
             max_message_bytes=env_int(
                 env, "MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
             ),

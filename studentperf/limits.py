@@ -16,6 +16,33 @@ DEFAULT_MAX_BATCH_SIZE: Final = 10_000
 # model evaluations per student (see studentperf.explain). Not configurable.
 MAX_EXPLAINED_BATCH: Final = 1_000
 
-# Largest request or response, in bytes, unless the server's STUDENTPERF_MAX_MESSAGE_BYTES says
-# otherwise (10,000 students take about 1 MiB).
+# Largest response, in bytes, unless the server's STUDENTPERF_MAX_MESSAGE_BYTES says otherwise:
+# 10,000 answers, each with its imputed fields or its errors, stay well under it. Clients accept
+# responses this large.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+# The largest valid item of a batch on the wire, its tag and length included: a student with every
+# field set at its longest (64-character id, age 100, all four enums, all three numbers, the
+# flag) takes 111 bytes, and so does an outcome (64-character id, 32-character term, score).
+# tests/unit/test_limits.py builds both.
+LARGEST_ITEM_BYTES: Final = 111
+# A request's other fields at their longest: top_factors, a uint32 (tag and 5-byte varint).
+REQUEST_FIELDS_BYTES: Final = 6
+
+
+def max_request_bytes(max_batch_size: int) -> int:
+    """The largest request the server accepts: the largest valid one (a full batch of the
+    largest items) and 1/16 more, room for a newer client's few extra bytes per item.
+
+    Anything larger is refused with RESOURCE_EXHAUSTED before it is read into a message: what a
+    request may cost the server (parsing many tiny items costs about 25 times their bytes) is
+    bounded by this figure.
+    """
+    largest = max_batch_size * LARGEST_ITEM_BYTES + REQUEST_FIELDS_BYTES
+    return max(4096, largest + largest // 16)
+
+
+# Largest request, in bytes, unless the server's STUDENTPERF_MAX_REQUEST_BYTES says otherwise
+# (or STUDENTPERF_MAX_BATCH_SIZE, which it follows): 1,179,381 bytes, for a largest valid
+# request of 1,110,006 (10,000 students).
+DEFAULT_MAX_REQUEST_BYTES: Final = max_request_bytes(DEFAULT_MAX_BATCH_SIZE)

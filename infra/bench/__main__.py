@@ -20,12 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from infra.bench import Bench, Case, Row, recorder, table
+from infra.bench import Bench, Case, Row, flood, recorder, table
 from infra.devstack import KafkaBroker, PostgresServer, free_port
 
 # Every case, in the order the table shows them.
 CASES: dict[str, Case] = {
     "recorder": recorder.run,
+    "flood": flood.run,
 }
 
 

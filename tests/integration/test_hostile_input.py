@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from studentperf.limits import DEFAULT_MAX_BATCH_SIZE
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from studentperf.v1.student_pb2 import Student
+from studentperf.v1.student_pb2 import (
+    AcademicRecord,
+    Gender,
+    LunchProgram,
+    ParentalEducation,
+    Student,
+    StudentProfile,
+    TestPreparation,
+)
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, student, topic_size
 from tests.unit.test_encoding_properties import students
@@ -102,7 +115,7 @@ async def small_server(
         model_path=str(stack.model_path),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         max_batch_size=50,
-        max_message_bytes=64 * 1024,
+        max_request_bytes=64 * 1024,
     )
     running = await start_server(settings)
     async with grpc.aio.insecure_channel(
@@ -139,3 +152,204 @@ async def test_messages_over_the_size_limit_are_resource_exhausted(
     assert time.monotonic() - started < 5
     still = await small_server.Predict(api.PredictRequest(student=student("y")), timeout=10)
     assert still.prediction.prediction_id
+
+
+# Requests that are not the message they claim to be: bytes the client sends as they are.
+SERVICE = "/studentperf.v1.PredictionService/"
+UNDECODABLE_METHODS = ("Predict", "BatchPredict", "RecordOutcomes")
+# A string field that is not UTF-8: student_id (Predict: student.profile.student_id; a batch:
+# students[0].profile.student_id; outcomes: outcomes[0].student_id).
+NOT_UTF8 = {
+    "Predict": b"\x0a\x06\x0a\x04\x0a\x02\xff\xfe",
+    "BatchPredict": b"\x0a\x06\x0a\x04\x0a\x02\xff\xfe",
+    "RecordOutcomes": b"\x0a\x04\x0a\x02\xff\xfe",
+}
+# A length-delimited field that claims 100 bytes and has 10.
+TRUNCATED = b"\x0a\x64" + b"x" * 10
+MESSAGES: dict[str, type[Message]] = {
+    "Predict": api.PredictRequest,
+    "BatchPredict": api.BatchPredictRequest,
+    "RecordOutcomes": api.RecordOutcomesRequest,
+}
+TOKEN = "hostile-test-token-0123456789"
+UNDECODABLE = "it could not be decoded (malformed protobuf, or a string that is not UTF-8)"
+
+
+def random_garbage() -> bytes:
+    """Random bytes that none of the three requests decodes from (checked here)."""
+    rng = random.Random(14)
+    while True:
+        candidate = rng.randbytes(64)
+        if all(_undecodable(message, candidate) for message in MESSAGES.values()):
+            return candidate
+
+
+def _undecodable(message: type[Message], data: bytes) -> bool:
+    try:
+        message.FromString(data)
+    except DecodeError:
+        return True
+    return False
+
+
+async def call_raw(
+    channel: grpc.aio.Channel, method: str, payload: bytes, token: str | None = None
+) -> grpc.aio.AioRpcError:
+    """Sends `payload` as the request of `method`; returns the error it is refused with."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    call = channel.unary_unary(SERVICE + method)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(payload, timeout=10, metadata=metadata)
+    return caught.value
+
+
+def rpc_counts(running: RunningServer) -> dict[tuple[str, str], float]:
+    assert running.status is not None
+    return {
+        (sample.labels["method"], sample.labels["code"]): sample.value
+        for family in text_string_to_metric_families(running.status.metrics())
+        for sample in family.samples
+        if sample.name == "studentperf_inference_rpc_duration_seconds_count"
+    }
+
+
+async def test_undecodable_requests_are_invalid_argument_and_counted(
+    inference: RunningServer,
+) -> None:
+    garbage = random_garbage()
+    before = rpc_counts(inference)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}") as channel:
+        for method in UNDECODABLE_METHODS:
+            for payload in (NOT_UTF8[method], TRUNCATED, garbage):
+                error = await call_raw(channel, method, payload)
+                print(f"{method} {payload[:8]!r}...: {error.code().name}: {error.details()}")
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                name = MESSAGES[method].DESCRIPTOR.full_name
+                assert error.details() == f"the request is not a valid {name}: {UNDECODABLE}"
+    after = rpc_counts(inference)
+    for method in UNDECODABLE_METHODS:
+        key = (method, "INVALID_ARGUMENT")
+        assert after.get(key, 0) - before.get(key, 0) == 3
+
+
+async def test_with_tokens_on_undecodable_requests_are_refused_before_any_parsing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    running = await start_server(
+        InferenceSettings(
+            shared=stack.shared,
+            listen_address="127.0.0.1:0",
+            model_path=str(stack.model_path),
+            spool_dir=str(tmp_path / "spool"),
+            auth_tokens=f"school {TOKEN} *\n",
+        )
+    )
+    garbage = random_garbage()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            for method in UNDECODABLE_METHODS:
+                for payload in (NOT_UTF8[method], garbage):
+                    refused = await call_raw(channel, method, payload)
+                    assert (refused.code(), refused.details()) == (
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "a bearer token is required",
+                    )
+                    invalid = await call_raw(channel, method, payload, TOKEN)
+                    assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert UNDECODABLE in (invalid.details() or "")
+        counts = rpc_counts(running)
+        print(counts)
+        assert counts == {
+            **{(method, "UNAUTHENTICATED"): 2 for method in UNDECODABLE_METHODS},
+            **{(method, "INVALID_ARGUMENT"): 2 for method in UNDECODABLE_METHODS},
+        }
+    finally:
+        await running.stop(1)
+
+
+def largest_student(number: int) -> Student:
+    """A valid student with every field set at its longest on the wire."""
+    return Student(
+        profile=StudentProfile(
+            student_id=f"{number:064d}",
+            age=100,
+            gender=Gender.GENDER_OTHER,
+            parental_education=ParentalEducation.PARENTAL_EDUCATION_DOCTORATE,
+            lunch_program=LunchProgram.LUNCH_PROGRAM_FREE_OR_REDUCED,
+            test_preparation=TestPreparation.TEST_PREPARATION_COMPLETED,
+        ),
+        academic_record=AcademicRecord(
+            attendance_percentage=99.5,
+            study_hours_per_week=99.5,
+            previous_gpa=3.9,
+            assignments_completed=True,
+        ),
+    )
+
+
+def padded(message: Message, total: int) -> bytes:
+    """`message` serialized, with an unknown bytes field (number 15) making it `total` bytes."""
+    data = message.SerializeToString()
+    room = total - len(data) - 1  # the field's tag is one byte
+    for length_bytes in (1, 2, 3):
+        payload = room - length_bytes
+        if payload < 128 ** (length_bytes - 1) or payload >= 128**length_bytes:
+            continue
+        padding = bytes([(15 << 3) | 2]) + _varint(payload) + b"p" * payload
+        if len(data) + len(padding) == total:
+            return data + padding
+    raise ValueError(f"cannot pad {len(data)} bytes to {total}")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+async def test_the_largest_valid_batch_fits_the_size_limit_and_a_byte_more_does_not(
+    inference: RunningServer,
+) -> None:
+    largest = api.BatchPredictRequest(
+        students=[largest_student(i) for i in range(DEFAULT_MAX_BATCH_SIZE)]
+    )
+    outcomes = api.RecordOutcomesRequest(
+        outcomes=[
+            api.Outcome(student_id=f"{i:064d}", term="2026-" + "t" * 27, final_score=99.5)
+            for i in range(DEFAULT_MAX_BATCH_SIZE)
+        ]
+    )
+    limit = InferenceSettings().max_request_bytes
+    print(
+        f"largest valid BatchPredict: {largest.ByteSize():,} bytes, RecordOutcomes: "
+        f"{outcomes.ByteSize():,} bytes; limit {limit:,} bytes"
+    )
+    assert outcomes.ByteSize() <= largest.ByteSize() < limit < largest.ByteSize() * 1.07
+    # Exactly at the limit (the rest an unknown field, which the service drops): served.
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{inference.port}",
+        options=[("grpc.max_receive_message_length", 64 << 20)],
+    ) as channel:
+        call = channel.unary_unary(
+            SERVICE + "BatchPredict", response_deserializer=api.BatchPredictResponse.FromString
+        )
+        reply = await call(padded(largest, limit), timeout=120)
+        assert len(reply.results) == DEFAULT_MAX_BATCH_SIZE
+        assert all(r.WhichOneof("result") == "prediction" for r in reply.results)
+        error = await call_raw(channel, "BatchPredict", padded(largest, limit + 1))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        print(f"{limit + 1:,} bytes: {error.code().name}: {error.details()}")
+
+
+async def test_millions_of_empty_students_are_refused_before_they_are_parsed(
+    inference: RunningServer,
+) -> None:
+    # 8 million students of nothing, 16 MB: once parsed before any check, 400 MB of memory.
+    empty_students = b"\x0a\x00" * 8_000_000
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}") as channel:
+        error = await call_raw(channel, "BatchPredict", empty_students)
+    print(f"{len(empty_students):,} bytes: {error.code().name}: {error.details()}")
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

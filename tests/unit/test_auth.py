@@ -63,3 +63,54 @@ def test_bad_tables_name_the_line_but_never_the_token(table: str, message: str) 
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         parse_token_table(table)
     assert "xxxxxxxxxxxxxxxx" not in str(caught.value)
+
+
+class Details:
+    def __init__(self, method: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.method = method
+        self.invocation_metadata = metadata
+
+
+class AbortingContext:
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")
+
+
+class Unreadable:
+    """A request stream that fails the test if anything reads it."""
+
+    def __aiter__(self) -> "Unreadable":
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise AssertionError("the refused call's request was read")
+
+
+def undecodable(data: bytes) -> object:
+    raise AssertionError("the refused call's request was decoded")
+
+
+async def test_a_refused_call_is_answered_without_reading_or_decoding_its_request() -> None:
+    served = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: request, request_deserializer=undecodable
+    )
+
+    async def continuation(details: Details) -> grpc.RpcMethodHandler:
+        return served
+
+    interceptor = TokenAuthInterceptor(parse_token_table(TABLE))
+    refused = await interceptor.intercept_service(continuation, Details(PREDICT))
+    assert refused.request_deserializer is None
+    assert refused.request_streaming  # handed over before the request's message came
+    context = AbortingContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        await refused.stream_unary(Unreadable(), context)
+    assert context.aborted == (grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
+    granted = await interceptor.intercept_service(
+        continuation, Details(PREDICT, (("authorization", "Bearer aaaaaaaaaaaaaaaaaaaaaaaa"),))
+    )
+    assert granted is served

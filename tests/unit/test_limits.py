@@ -1,0 +1,83 @@
+"""The request-size limit fits the largest valid request, measured, with little room beyond."""
+
+from __future__ import annotations
+
+from inference_service.settings import Settings
+from studentperf.limits import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_REQUEST_BYTES,
+    LARGEST_ITEM_BYTES,
+    MAX_EXPLAINED_BATCH,
+    REQUEST_FIELDS_BYTES,
+    max_request_bytes,
+)
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1.student_pb2 import (
+    AcademicRecord,
+    Gender,
+    LunchProgram,
+    ParentalEducation,
+    Student,
+    StudentProfile,
+    TestPreparation,
+)
+
+LONGEST_ID = "x" * 64
+LONGEST_TOP_FACTORS = 2**32 - 1
+
+
+def largest_student() -> Student:
+    return Student(
+        profile=StudentProfile(
+            student_id=LONGEST_ID,
+            age=100,
+            gender=Gender.GENDER_OTHER,
+            parental_education=ParentalEducation.PARENTAL_EDUCATION_DOCTORATE,
+            lunch_program=LunchProgram.LUNCH_PROGRAM_FREE_OR_REDUCED,
+            test_preparation=TestPreparation.TEST_PREPARATION_COMPLETED,
+        ),
+        academic_record=AcademicRecord(
+            attendance_percentage=99.5,
+            study_hours_per_week=99.5,
+            previous_gpa=3.9,
+            assignments_completed=True,
+        ),
+    )
+
+
+def largest_outcome() -> api.Outcome:
+    return api.Outcome(student_id=LONGEST_ID, term="2026-" + "a" * 27, final_score=99.5)
+
+
+def test_the_largest_items_and_fields_take_what_the_limits_say() -> None:
+    one_student = api.BatchPredictRequest(students=[largest_student()])
+    one_outcome = api.RecordOutcomesRequest(outcomes=[largest_outcome()])
+    assert len(one_outcome.outcomes[0].term) == 32
+    assert one_student.ByteSize() == one_outcome.ByteSize() == LARGEST_ITEM_BYTES
+    one_student.top_factors = LONGEST_TOP_FACTORS
+    assert one_student.ByteSize() == LARGEST_ITEM_BYTES + REQUEST_FIELDS_BYTES
+
+
+def test_the_default_limit_fits_the_largest_valid_request_with_little_room() -> None:
+    students = [largest_student()] * DEFAULT_MAX_BATCH_SIZE
+    batch = api.BatchPredictRequest(students=students, top_factors=LONGEST_TOP_FACTORS)
+    explained = api.BatchPredictRequest(
+        students=students[:MAX_EXPLAINED_BATCH], top_factors=LONGEST_TOP_FACTORS
+    )
+    outcomes = api.RecordOutcomesRequest(outcomes=[largest_outcome()] * DEFAULT_MAX_BATCH_SIZE)
+    single = api.PredictRequest(student=largest_student(), top_factors=LONGEST_TOP_FACTORS)
+    largest = max(r.ByteSize() for r in (batch, explained, outcomes, single))
+    print(f"largest valid request: {largest:,} bytes; limit {DEFAULT_MAX_REQUEST_BYTES:,}")
+    assert largest == batch.ByteSize() == 1_110_006
+    assert largest < DEFAULT_MAX_REQUEST_BYTES <= largest * 1.0625
+
+
+def test_the_limit_follows_the_batch_size_unless_set() -> None:
+    assert Settings.from_env({}).max_request_bytes == DEFAULT_MAX_REQUEST_BYTES
+    doubled = Settings.from_env({"STUDENTPERF_MAX_BATCH_SIZE": "20000"})
+    assert doubled.max_request_bytes == max_request_bytes(20_000) > 2 * 1_110_000
+    assert max_request_bytes(1) == 4096
+    chosen = Settings.from_env(
+        {"STUDENTPERF_MAX_BATCH_SIZE": "20000", "STUDENTPERF_MAX_REQUEST_BYTES": "65536"}
+    )
+    assert chosen.max_request_bytes == 65536
