@@ -24,7 +24,7 @@ from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.limits import MAX_EXPLAINED_BATCH
-from studentperf.outcomes import OutcomeRow, StoredOutcome
+from studentperf.outcomes import TERM_FORMAT, OutcomeRow, StoredOutcome, term_is_valid
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
     FactorContribution,
@@ -93,6 +93,7 @@ class _Item:
     encoded: EncodedStudent
     # The calling request's (studentperf.tracing): a micro-batch mixes several calls' items.
     trace_id: str | None
+    term: str  # the term predicted for; "" for none
 
 
 class PredictionCore:
@@ -107,8 +108,11 @@ class PredictionCore:
         microbatch_wait_s: float = 0.0,
         microbatch_max: int = 256,
         metrics: PredictionMetrics | None = None,
+        current_term: str = "",
     ) -> None:
+        """`current_term`: the term of a prediction whose request names none ("" for none)."""
         self._model = model
+        self._current_term = current_term
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
@@ -133,11 +137,15 @@ class PredictionCore:
         """Serve `model` from the next call on; calls in flight keep the one they started with."""
         self._model = model
 
-    async def predict(self, student: Student | None, *, top_factors: int = 0) -> Prediction:
-        """One student; raises InvalidInput or PublishUnavailable."""
+    async def predict(
+        self, student: Student | None, *, top_factors: int = 0, term: str = ""
+    ) -> Prediction:
+        """One student, for `term` ("" for the current term); raises InvalidInput or
+        PublishUnavailable."""
+        term = self._term(term)
         encoded = encode_student(student, "student")
         assert student is not None  # encode_student refuses None
-        item = _Item(student, encoded, tracing.trace_id.get())
+        item = _Item(student, encoded, tracing.trace_id.get(), term)
         if self._batcher is not None and not top_factors:
             with self._counted():
                 return await self._batcher.submit(item)
@@ -145,9 +153,12 @@ class PredictionCore:
         return prediction
 
     async def predict_batch(
-        self, students: Sequence[Student], *, top_factors: int = 0
+        self, students: Sequence[Student], *, top_factors: int = 0, term: str = ""
     ) -> list[Prediction | InvalidInput]:
-        """One answer per student, in order: a prediction, or why that student was refused."""
+        """One answer per student, in order: a prediction, or why that student was refused.
+        Every student is predicted for `term` ("" for the current term); a bad term refuses the
+        call (InvalidInput)."""
+        term = self._term(term)
         if len(students) > self._max_batch_size:
             raise InvalidInput(
                 [
@@ -176,10 +187,20 @@ class PredictionCore:
             except InvalidInput as refused:
                 answers.append(refused)
             else:
-                valid.append(_Item(student, encoded, trace_id))
+                valid.append(_Item(student, encoded, trace_id, term))
                 answers.append(None)
         predictions = iter(await self._predict_and_publish(valid, top_factors) if valid else [])
         return [next(predictions) if answer is None else answer for answer in answers]
+
+    def _term(self, given: str) -> str:
+        """The term a request's predictions are for: the one it names, else the current one."""
+        if not given:
+            return self._current_term
+        if not term_is_valid(given):
+            raise InvalidInput(
+                [FieldViolation("term", f"{TERM_FORMAT}; or empty for the server's current term")]
+            )
+        return given
 
     async def record_outcomes(
         self, outcomes: Sequence[Outcome]
@@ -257,6 +278,7 @@ class PredictionCore:
                 model_version=version,
                 imputed_fields=item.encoded.imputed_fields,
                 pass_mark=pass_mark,
+                term=item.term,
             )
             if top_factors:
                 prediction.explanation.CopyFrom(

@@ -147,6 +147,7 @@ async def start_server(settings: Settings) -> RunningServer:
         microbatch_wait_s=settings.microbatch_wait_ms / 1000,
         microbatch_max=settings.microbatch_max,
         metrics=metrics,
+        current_term=settings.current_term,
     )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):

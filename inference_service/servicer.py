@@ -76,13 +76,17 @@ class PredictionServicer:
         message = await _decode(api.PredictRequest, request, context)
         message.DiscardUnknownFields()  # the event carries the student as received: known fields
         student = message.student if message.HasField("student") else None
-        prediction = await self._core.predict(student, top_factors=message.top_factors)
+        prediction = await self._core.predict(
+            student, top_factors=message.top_factors, term=message.term
+        )
         return api.PredictResponse(prediction=prediction)
 
     async def _batch_predict(self, request: bytes, context: Context) -> api.BatchPredictResponse:
         message = await _decode(api.BatchPredictRequest, request, context)
         message.DiscardUnknownFields()
-        answers = await self._core.predict_batch(message.students, top_factors=message.top_factors)
+        answers = await self._core.predict_batch(
+            message.students, top_factors=message.top_factors, term=message.term
+        )
         return api.BatchPredictResponse(results=[_result(answer) for answer in answers])
 
     async def _record_outcomes(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from studentperf.config import (
+    ConfigError,
     DatabaseRole,
     SharedSettings,
     env_float,
@@ -20,6 +21,7 @@ from studentperf.limits import (
     DEFAULT_MAX_REQUEST_BYTES,
     max_request_bytes,
 )
+from studentperf.outcomes import TERM_FORMAT, term_is_valid
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,16 @@ class Settings:
     # (0 turns it off), and the most students in one batch.
     microbatch_wait_ms: float = 2.0
     microbatch_max: int = 256
+    # The term a prediction is for when its request names none (PredictRequest.term). Empty:
+    # such predictions name no term, and monitoring pairs them with outcomes by time alone.
+    current_term: str = ""
+
+    def __post_init__(self) -> None:
+        if self.current_term and not term_is_valid(self.current_term):
+            raise ConfigError(
+                f"STUDENTPERF_CURRENT_TERM={self.current_term!r} is not valid: must be "
+                f"{TERM_FORMAT}, or unset"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -102,4 +114,5 @@ class Settings:
                 env, "MICROBATCH_WAIT_MS", cls.microbatch_wait_ms, minimum=0, maximum=1000
             ),
             microbatch_max=env_int(env, "MICROBATCH_MAX", cls.microbatch_max, minimum=1),
+            current_term=env_str(env, "CURRENT_TERM", cls.current_term),
         )

@@ -26,8 +26,9 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 # flag) takes 111 bytes, and so does an outcome (64-character id, 32-character term, score).
 # tests/unit/test_limits.py builds both.
 LARGEST_ITEM_BYTES: Final = 111
-# A request's other fields at their longest: top_factors, a uint32 (tag and 5-byte varint).
-REQUEST_FIELDS_BYTES: Final = 6
+# A request's other fields at their longest: top_factors, a uint32 (tag and 5-byte varint: 6),
+# and term (tag, length and 32 characters: 34).
+REQUEST_FIELDS_BYTES: Final = 40
 
 
 def max_request_bytes(max_batch_size: int) -> int:
@@ -43,6 +44,6 @@ def max_request_bytes(max_batch_size: int) -> int:
 
 
 # Largest request, in bytes, unless the server's STUDENTPERF_MAX_REQUEST_BYTES says otherwise
-# (or STUDENTPERF_MAX_BATCH_SIZE, which it follows): 1,179,381 bytes, for a largest valid
-# request of 1,110,006 (10,000 students).
+# (or STUDENTPERF_MAX_BATCH_SIZE, which it follows): 1,179,417 bytes, for a largest valid
+# request of 1,110,040 (10,000 students).
 DEFAULT_MAX_REQUEST_BYTES: Final = max_request_bytes(DEFAULT_MAX_BATCH_SIZE)

@@ -21,10 +21,13 @@ from studentperf.student_facts import ADD_STUDENTS, OUTSIDE_THE_LOG, merge_state
 
 TERM_PATTERN: Final = re.compile(r"[0-9]{4}(-[a-z0-9]+)+")
 TERM_MAX_LENGTH: Final = 32
-TERM_RULE: Final = (
-    "required: 'YYYY-name' in lower-case letters and digits, e.g. '2026-spring' or "
+# The one rule of a term, for outcomes (required) and predictions (optional) alike; the
+# migrations' CHECK constraints on outcomes.term and predictions.term say the same.
+TERM_FORMAT: Final = (
+    "'YYYY-name' in lower-case letters and digits, e.g. '2026-spring' or "
     f"'2025-term-2', at most {TERM_MAX_LENGTH} characters"
 )
+TERM_RULE: Final = f"required: {TERM_FORMAT}"
 STUDENT_ID_RULE: Final = "required: 1-64 characters, each an ASCII letter, digit, '-' or '_'"
 _STUDENT_ID: Final = re.compile(STUDENT_ID_PATTERN)
 

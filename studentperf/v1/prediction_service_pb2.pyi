@@ -13,12 +13,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("student", "top_factors")
+    __slots__ = ("student", "top_factors", "term")
     STUDENT_FIELD_NUMBER: _ClassVar[int]
     TOP_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     student: _student_pb2.Student
     top_factors: int
-    def __init__(self, student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., top_factors: _Optional[int] = ...) -> None: ...
+    term: str
+    def __init__(self, student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., top_factors: _Optional[int] = ..., term: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -27,12 +29,14 @@ class PredictResponse(_message.Message):
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
 
 class BatchPredictRequest(_message.Message):
-    __slots__ = ("students", "top_factors")
+    __slots__ = ("students", "top_factors", "term")
     STUDENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     students: _containers.RepeatedCompositeFieldContainer[_student_pb2.Student]
     top_factors: int
-    def __init__(self, students: _Optional[_Iterable[_Union[_student_pb2.Student, _Mapping]]] = ..., top_factors: _Optional[int] = ...) -> None: ...
+    term: str
+    def __init__(self, students: _Optional[_Iterable[_Union[_student_pb2.Student, _Mapping]]] = ..., top_factors: _Optional[int] = ..., term: _Optional[str] = ...) -> None: ...
 
 class BatchPredictResponse(_message.Message):
     __slots__ = ("results",)
@@ -59,7 +63,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[_Union[_code_pb2.Code, str]] = ..., message: _Optional[str] = ..., bad_request: _Optional[_Union[_error_details_pb2.BadRequest, _Mapping]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark", "explanation")
+    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark", "explanation", "term")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     PASS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +72,7 @@ class Prediction(_message.Message):
     IMPUTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PASS_MARK_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     predicted_final_score: float
     pass_probability: float
@@ -76,7 +81,8 @@ class Prediction(_message.Message):
     imputed_fields: _containers.RepeatedScalarFieldContainer[str]
     pass_mark: float
     explanation: ScoreExplanation
-    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ..., explanation: _Optional[_Union[ScoreExplanation, _Mapping]] = ...) -> None: ...
+    term: str
+    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ..., explanation: _Optional[_Union[ScoreExplanation, _Mapping]] = ..., term: _Optional[str] = ...) -> None: ...
 
 class ScoreExplanation(_message.Message):
     __slots__ = ("base_score", "top_factors", "other_factors", "raw_score")

@@ -32,11 +32,28 @@ def test_environment_overrides_and_both_services_read_the_same_names() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("PASS_MARK", "101"), ("PASS_MARK", "nan"), ("MAX_BATCH_SIZE", "0"), ("MAX_BATCH_SIZE", "x")],
+    [
+        ("PASS_MARK", "101"),
+        ("PASS_MARK", "nan"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("MAX_BATCH_SIZE", "x"),
+        ("CURRENT_TERM", "spring"),
+        ("CURRENT_TERM", "2026-Spring"),
+        ("CURRENT_TERM", "2026-" + "a" * 28),
+    ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"STUDENTPERF_{name}="):
         InferenceSettings.from_env({f"STUDENTPERF_{name}": value})
+
+
+def test_the_current_term_is_read_and_checked_by_the_outcomes_term_rule() -> None:
+    assert InferenceSettings.from_env({}).current_term == ""
+    env = {"STUDENTPERF_CURRENT_TERM": "2026-spring"}
+    assert InferenceSettings.from_env(env).current_term == "2026-spring"
+    assert InferenceSettings(current_term="2025-term-2").current_term == "2025-term-2"
+    with pytest.raises(ConfigError, match="'YYYY-name' in lower-case letters and digits"):
+        InferenceSettings(current_term="26-spring")
 
 
 def test_mask_dsn_hides_the_password() -> None:

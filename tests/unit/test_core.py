@@ -116,3 +116,52 @@ async def test_empty_batch_answers_nothing() -> None:
 async def test_publish_failure_fails_the_call() -> None:
     with pytest.raises(PublishUnavailable):
         await core(RecordingPublisher(fail=True)).predict(student("a", 60))
+
+
+def core_with_term(publisher: RecordingPublisher, current_term: str) -> PredictionCore:
+    return PredictionCore(AgeModel(), publisher, max_batch_size=10, current_term=current_term)
+
+
+async def test_a_prediction_names_the_requested_term_else_the_current_one() -> None:
+    publisher = RecordingPublisher()
+    service = core_with_term(publisher, "2026-spring")
+    named = await service.predict(student("a", 60), term="2025-term-2")
+    defaulted = await service.predict(student("b", 60))
+    batch = await service.predict_batch([student("c", 20), student("d", 30)], term="2026-fall")
+    default_batch = await service.predict_batch([student("e", 20)])
+    assert named.term == "2025-term-2" and defaulted.term == "2026-spring"
+    assert [a.term for a in batch] == ["2026-fall", "2026-fall"]  # type: ignore[union-attr]
+    assert [a.term for a in default_batch] == ["2026-spring"]  # type: ignore[union-attr]
+    events = [envelope.decode(r.value) for r in publisher.records]
+    assert [e.prediction.term for e in events] == [
+        "2025-term-2",
+        "2026-spring",
+        "2026-fall",
+        "2026-fall",
+        "2026-spring",
+    ]
+
+
+async def test_without_a_current_term_a_prediction_names_none() -> None:
+    publisher = RecordingPublisher()
+    prediction = await core(publisher).predict(student("a", 60))
+    assert prediction.term == ""
+    assert envelope.decode(publisher.records[0].value).prediction.term == ""
+
+
+@pytest.mark.parametrize(
+    "term", ["spring", "2026", "2026-Spring", "2026_spring", "2026-", "2026-" + "a" * 28, " "]
+)
+async def test_a_bad_term_refuses_the_call_naming_the_field_and_the_rule(term: str) -> None:
+    publisher = RecordingPublisher()
+    service = core_with_term(publisher, "2026-spring")
+    for call in (
+        service.predict(student("a", 60), term=term),
+        service.predict_batch([student("a", 60), student("b", 60)], term=term),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            await call
+        [violation] = refused.value.violations
+        assert violation.field == "term"
+        assert "'YYYY-name' in lower-case letters and digits" in violation.description
+    assert publisher.records == []

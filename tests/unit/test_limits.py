@@ -24,6 +24,7 @@ from studentperf.v1.student_pb2 import (
 
 LONGEST_ID = "x" * 64
 LONGEST_TOP_FACTORS = 2**32 - 1
+LONGEST_TERM = "2026-" + "a" * 27
 
 
 def largest_student() -> Student:
@@ -46,7 +47,7 @@ def largest_student() -> Student:
 
 
 def largest_outcome() -> api.Outcome:
-    return api.Outcome(student_id=LONGEST_ID, term="2026-" + "a" * 27, final_score=99.5)
+    return api.Outcome(student_id=LONGEST_ID, term=LONGEST_TERM, final_score=99.5)
 
 
 def test_the_largest_items_and_fields_take_what_the_limits_say() -> None:
@@ -55,20 +56,25 @@ def test_the_largest_items_and_fields_take_what_the_limits_say() -> None:
     assert len(one_outcome.outcomes[0].term) == 32
     assert one_student.ByteSize() == one_outcome.ByteSize() == LARGEST_ITEM_BYTES
     one_student.top_factors = LONGEST_TOP_FACTORS
+    one_student.term = LONGEST_TERM
     assert one_student.ByteSize() == LARGEST_ITEM_BYTES + REQUEST_FIELDS_BYTES
 
 
 def test_the_default_limit_fits_the_largest_valid_request_with_little_room() -> None:
     students = [largest_student()] * DEFAULT_MAX_BATCH_SIZE
-    batch = api.BatchPredictRequest(students=students, top_factors=LONGEST_TOP_FACTORS)
+    batch = api.BatchPredictRequest(
+        students=students, top_factors=LONGEST_TOP_FACTORS, term=LONGEST_TERM
+    )
     explained = api.BatchPredictRequest(
-        students=students[:MAX_EXPLAINED_BATCH], top_factors=LONGEST_TOP_FACTORS
+        students=students[:MAX_EXPLAINED_BATCH], top_factors=LONGEST_TOP_FACTORS, term=LONGEST_TERM
     )
     outcomes = api.RecordOutcomesRequest(outcomes=[largest_outcome()] * DEFAULT_MAX_BATCH_SIZE)
-    single = api.PredictRequest(student=largest_student(), top_factors=LONGEST_TOP_FACTORS)
+    single = api.PredictRequest(
+        student=largest_student(), top_factors=LONGEST_TOP_FACTORS, term=LONGEST_TERM
+    )
     largest = max(r.ByteSize() for r in (batch, explained, outcomes, single))
     print(f"largest valid request: {largest:,} bytes; limit {DEFAULT_MAX_REQUEST_BYTES:,}")
-    assert largest == batch.ByteSize() == 1_110_006
+    assert largest == batch.ByteSize() == 1_110_040
     assert largest < DEFAULT_MAX_REQUEST_BYTES <= largest * 1.0625
 
 
