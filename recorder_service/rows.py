@@ -49,6 +49,7 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "predicted_at",
     "event_schema_version",
     "trace_id",
+    "term",
 )
 
 
@@ -139,4 +140,5 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
         occurred_at(event),
         event.schema_version,
         trace_id,
+        p.term or None,  # empty: the prediction names no term
     )

@@ -55,7 +55,8 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     imputed_fields text[],
     predicted_at timestamptz,
     event_schema_version bigint,
-    trace_id text
+    trace_id text,
+    term text
 ) ON COMMIT DROP
 """
 
@@ -88,10 +89,10 @@ ON CONFLICT (academic_record_id) DO NOTHING;
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version, trace_id)
+                         event_schema_version, trace_id, term)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version, trace_id
+       predicted_at, event_schema_version, trace_id, term
 FROM {STAGING_TABLE}
 ON CONFLICT (prediction_id) DO NOTHING;
 """

@@ -59,6 +59,13 @@ def test_a_row_holds_the_prediction_and_the_inputs_it_was_made_from() -> None:
     assert row["predicted_at"] == datetime.fromtimestamp(10, UTC)
 
 
+def test_a_row_carries_the_predicted_term_and_none_for_no_term() -> None:
+    e = event("a", 10)
+    assert as_dict(e)["term"] is None  # an event from before terms, or one that names none
+    e.prediction.term = "2026-spring"
+    assert as_dict(e)["term"] == "2026-spring"
+
+
 def test_profiles_and_records_are_addressed_by_their_content() -> None:
     first, again, older = (
         as_dict(event("a", 10)),
