@@ -43,20 +43,21 @@ class Deadline:
 
 
 def predict_request(
-    student: StudentLike | api.PredictRequest, top_factors: int
+    student: StudentLike | api.PredictRequest, top_factors: int, term: str = ""
 ) -> api.PredictRequest:
+    """`term` "" leaves the choice to the server (its current term)."""
     if isinstance(student, api.PredictRequest):
         return student
-    return api.PredictRequest(student=as_student(student), top_factors=top_factors)
+    return api.PredictRequest(student=as_student(student), top_factors=top_factors, term=term)
 
 
 def batch_request(
-    students: Sequence[StudentLike] | api.BatchPredictRequest, top_factors: int
+    students: Sequence[StudentLike] | api.BatchPredictRequest, top_factors: int, term: str = ""
 ) -> api.BatchPredictRequest:
     if isinstance(students, api.BatchPredictRequest):
         return students
     return api.BatchPredictRequest(
-        students=[as_student(s) for s in students], top_factors=top_factors
+        students=[as_student(s) for s in students], top_factors=top_factors, term=term
     )
 
 

@@ -100,9 +100,10 @@ class AsyncPredictionClient:
         student: StudentLike | api.PredictRequest,
         *,
         top_factors: int = 0,
+        term: str = "",
         timeout: float | None = None,
     ) -> api.PredictResponse:
-        request = _base.predict_request(student, top_factors)
+        request = _base.predict_request(student, top_factors, term)
         return await self._call(
             "Predict", self._stub.Predict, request, timeout, api.PredictResponse
         )
@@ -112,10 +113,11 @@ class AsyncPredictionClient:
         students: Sequence[StudentLike] | api.BatchPredictRequest,
         *,
         top_factors: int = 0,
+        term: str = "",
         timeout: float | None = None,
     ) -> api.BatchPredictResponse:
         """One call: the server refuses more students than its batch limit (see predict_many)."""
-        request = _base.batch_request(students, top_factors)
+        request = _base.batch_request(students, top_factors, term)
         return await self._call(
             "BatchPredict", self._stub.BatchPredict, request, timeout, api.BatchPredictResponse
         )
@@ -146,6 +148,7 @@ class AsyncPredictionClient:
         students: Sequence[StudentLike],
         *,
         top_factors: int = 0,
+        term: str = "",
         batch_size: int | None = None,
         concurrency: int = 4,
         timeout: float | None = None,
@@ -161,7 +164,7 @@ class AsyncPredictionClient:
         async def run(index: int) -> list[api.BatchPredictResult]:
             async with gate:
                 answer = await self.batch_predict(
-                    parts[index], top_factors=top_factors, timeout=timeout
+                    parts[index], top_factors=top_factors, term=term, timeout=timeout
                 )
             return _base.shift_item_paths(answer.results, index * size)
 

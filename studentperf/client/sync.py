@@ -108,9 +108,10 @@ class PredictionClient:
         student: StudentLike | api.PredictRequest,
         *,
         top_factors: int = 0,
+        term: str = "",
         timeout: float | None = None,
     ) -> api.PredictResponse:
-        request = _base.predict_request(student, top_factors)
+        request = _base.predict_request(student, top_factors, term)
         return self._call("Predict", self._stub.Predict, request, timeout, api.PredictResponse)
 
     def batch_predict(
@@ -118,10 +119,11 @@ class PredictionClient:
         students: Sequence[StudentLike] | api.BatchPredictRequest,
         *,
         top_factors: int = 0,
+        term: str = "",
         timeout: float | None = None,
     ) -> api.BatchPredictResponse:
         """One call: the server refuses more students than its batch limit (see predict_many)."""
-        request = _base.batch_request(students, top_factors)
+        request = _base.batch_request(students, top_factors, term)
         return self._call(
             "BatchPredict", self._stub.BatchPredict, request, timeout, api.BatchPredictResponse
         )
@@ -150,6 +152,7 @@ class PredictionClient:
         students: Sequence[StudentLike],
         *,
         top_factors: int = 0,
+        term: str = "",
         batch_size: int | None = None,
         concurrency: int = 4,
         timeout: float | None = None,
@@ -164,7 +167,9 @@ class PredictionClient:
         parts = chunks(students, size)
 
         def run(index: int) -> list[api.BatchPredictResult]:
-            answer = self.batch_predict(parts[index], top_factors=top_factors, timeout=timeout)
+            answer = self.batch_predict(
+                parts[index], top_factors=top_factors, term=term, timeout=timeout
+            )
             return _base.shift_item_paths(answer.results, index * size)
 
         results: list[api.BatchPredictResult] = []

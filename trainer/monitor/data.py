@@ -1,10 +1,12 @@
 """What the monitor reads from PostgreSQL: recent predictions with their inputs and outcomes.
 
 Each prediction comes with the inputs the model saw (its student profile and academic record
-rows, not the student's latest ones) and, when one has been recorded since, an outcome: the
-student's first outcome recorded at or after the prediction was made (earlier ones were known
-before it, so the prediction did not forecast them). Every prediction counts, so a student
-predicted twice weighs twice, as the service's answers did.
+rows, not the student's latest ones) and, when one is recorded, its outcome: the outcome of the
+student and the term the prediction names (predictions.term), whenever it was recorded. A
+prediction that names no term (recorded before terms were, or by a service with no current term
+configured) gets the student's first outcome recorded at or after it was made, as before terms
+existed: earlier ones were known before it, so it did not forecast them. Every prediction
+counts, so a student predicted twice weighs twice, as the service's answers did.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ JOIN student_profiles sp USING (student_profile_id)
 JOIN academic_records ar USING (academic_record_id)
 LEFT JOIN LATERAL (
     SELECT final_score FROM outcomes
-    WHERE outcomes.student_id = p.student_id AND outcomes.recorded_at >= p.predicted_at
+    WHERE outcomes.student_id = p.student_id
+      AND (outcomes.term = p.term OR (p.term IS NULL AND outcomes.recorded_at >= p.predicted_at))
     ORDER BY outcomes.recorded_at, outcomes.term
     LIMIT 1
 ) o ON true
