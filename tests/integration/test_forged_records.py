@@ -131,6 +131,13 @@ def forged_records() -> list[Forged]:
             error_names="_age_check",
         ),
         Forged(
+            "a term that breaks the term rule",
+            secret,
+            event("bad-term", _set("prediction.term", f"2026-{SECRET}")),
+            reason="constraint-violation",
+            error_names="predictions_term_check",
+        ),
+        Forged(
             "unknown gender number",
             secret,
             event("gender-99", _set("input.profile.gender", 99)),
