@@ -20,6 +20,8 @@ from grpc_status import rpc_status
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from studentperf.client import StudentInput
+from studentperf.client import aio as aio_client
 from studentperf.config import DatabaseRole
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
@@ -210,3 +212,17 @@ async def test_without_a_current_term_a_prediction_names_none_and_pairs_by_time(
     assert await stored_terms(db, [pid]) == {pid: None}
     recent = await read_recent(stack.database_url_as(DatabaseRole.TRAINER), since=since, last=None)
     assert recent["final_score"].tolist() == [80.0]
+
+
+async def test_the_client_passes_a_term_for_one_student_and_for_many(
+    inference: RunningServer,
+) -> None:
+    async with aio_client.connect(f"127.0.0.1:{inference.port}") as client:
+        one = await client.predict(StudentInput("client-1"), term="2025-term-2")
+        many = await client.predict_many(
+            [StudentInput(f"client-{i}") for i in range(5)], term="2026-fall", batch_size=2
+        )
+        default = await client.predict(StudentInput("client-2"))
+    assert one.prediction.term == "2025-term-2"
+    assert [r.prediction.term for r in many] == ["2026-fall"] * 5
+    assert default.prediction.term == CURRENT_TERM
