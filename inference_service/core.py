@@ -142,8 +142,17 @@ class PredictionCore:
     ) -> Prediction:
         """One student, for `term` ("" for the current term); raises InvalidInput or
         PublishUnavailable."""
-        term = self._term(term)
-        encoded = encode_student(student, "student")
+        violations: list[FieldViolation] = []  # the term's and the student's, all at once
+        try:
+            term = self._term(term)
+        except InvalidInput as refused:
+            violations += refused.violations
+        try:
+            encoded = encode_student(student, "student")
+        except InvalidInput as refused:
+            violations += refused.violations
+        if violations:
+            raise InvalidInput(violations)
         assert student is not None  # encode_student refuses None
         item = _Item(student, encoded, tracing.trace_id.get(), term)
         if self._batcher is not None and not top_factors:

@@ -165,3 +165,9 @@ async def test_a_bad_term_refuses_the_call_naming_the_field_and_the_rule(term: s
         assert violation.field == "term"
         assert "'YYYY-name' in lower-case letters and digits" in violation.description
     assert publisher.records == []
+
+
+async def test_a_bad_term_and_a_bad_student_are_named_together() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await core(RecordingPublisher()).predict(student("a", 5), term="spring")
+    assert [v.field for v in refused.value.violations] == ["term", "student.profile.age"]
