@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBatchBuilderPy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,3 +176,26 @@ def test_every_record_is_handed_on_once_in_order_and_only_the_bad_are_unreadable
     for tp, placed in consumer.batches.items():
         expected = [(base + i, bad) for base, batch in placed for i, bad in enumerate(batch)]
         assert handed[tp] == expected, tp
+
+
+def test_a_broker_away_during_the_raw_read_loses_nothing_and_is_tried_again() -> None:
+    consumer = AiokafkaLike({TopicPartition(TOPIC, 0): [[False], [False, True, False]]})
+    failures = [KafkaConnectionError("broker away")]
+
+    async def flaky_fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        if failures:
+            raise failures.pop()
+        return await consumer.raw_fetch(tp, offset, wait_ms)
+
+    poller = Poller(consumer, lambda: 0, flaky_fetch)
+
+    async def polls() -> list[list[tuple[int, bool]]]:
+        return [
+            [(r.offset, isinstance(r, UnreadableRecord)) for rs in chunk.values() for r in rs]
+            for chunk in [await poller(timeout_ms=0, max_records=10) for _ in range(3)]
+        ]
+
+    # The first poll raises inside aiokafka after handing out nothing; the raw read fails, the
+    # second poll reads raw from offset 0 again, the third finds the partition at its end.
+    assert asyncio.run(polls()) == [[], [(0, False), (1, False), (2, True), (3, False)], []]
+    assert consumer.position[TopicPartition(TOPIC, 0)] == 4
