@@ -71,7 +71,9 @@ class Poller:
         try:
             ends = await self._seek_back()
             chunk = await self._read_raw(ends, max_records or DEFAULT_MAX_RECORDS)
-        except KafkaError as error:  # the broker is away: the next poll tries again
+        except KafkaError as error:
+            # The broker is away, or a rebalance took a partition meanwhile (IllegalStateError
+            # on seek): the next poll tries again, from where the recorder is.
             log.warning("cannot read raw yet (%s: %s)", type(error).__name__, error)
             await asyncio.sleep(timeout_ms / 1000)
             return {}
@@ -111,14 +113,16 @@ class Poller:
     async def _read_raw(self, ends: dict[TopicPartition, int], budget: int) -> Chunk:
         """Each partition's next batches, read raw; nothing if a rebalance comes meanwhile
         (the new assignment starts from the committed offsets)."""
-        epoch = self._epoch()
         chunk: dict[TopicPartition, list[Record]] = {}
         for tp in sorted(self._consumer.assignment() - self._consumer.paused()):
-            start = self._next[tp]
+            start = self._next.get(tp)
+            if self._epoch() != self._tracked_epoch or start is None:
+                self._forget_if_reassigned()
+                return {}
             if budget <= 0 or start >= ends.get(tp, 0):
                 continue  # what comes later comes with getmany()
             data = await self._raw_fetch(tp, start, RAW_WAIT_MS)
-            if self._epoch() != epoch:
+            if self._epoch() != self._tracked_epoch:
                 self._forget_if_reassigned()
                 return {}
             records, after = parse(data, tp, start, budget)

@@ -199,3 +199,27 @@ def test_a_broker_away_during_the_raw_read_loses_nothing_and_is_tried_again() ->
     # second poll reads raw from offset 0 again, the third finds the partition at its end.
     assert asyncio.run(polls()) == [[], [(0, False), (1, False), (2, True), (3, False)], []]
     assert consumer.position[TopicPartition(TOPIC, 0)] == 4
+
+
+def test_a_rebalance_during_the_raw_read_hands_on_nothing_read_under_the_old_one() -> None:
+    tp = TopicPartition(TOPIC, 0)
+    consumer = AiokafkaLike({tp: [[False, True]]})
+    epoch = [0]
+
+    async def fetch_during_a_rebalance(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        data = await consumer.raw_fetch(tp, offset, wait_ms)
+        if epoch[0] == 0:
+            epoch[0] = 1  # reassigned meanwhile: the new assignment starts at the committed 0
+            consumer.position[tp] = 0
+        return data
+
+    poller = Poller(consumer, lambda: epoch[0], fetch_during_a_rebalance)
+
+    async def polls() -> list[list[tuple[int, bool]]]:
+        return [
+            [(r.offset, isinstance(r, UnreadableRecord)) for rs in chunk.values() for r in rs]
+            for chunk in [await poller(timeout_ms=0, max_records=10) for _ in range(2)]
+        ]
+
+    assert asyncio.run(polls()) == [[], [(0, False), (1, True)]]
+    assert consumer.position[tp] == 2
