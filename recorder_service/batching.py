@@ -37,6 +37,21 @@ class Record(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A record aiokafka cannot read (a header name that is not UTF-8), as read raw (see
+    polling.py): the names that are not UTF-8 have their bytes escaped (\\xNN)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str  # why it could not be read; names no value
+    timestamp: int = -1
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+
 Chunk = Mapping[TopicPartition, Sequence[Record]]
 
 

@@ -9,6 +9,10 @@ is read and written again, adding nothing. Auto-commit is off: it would commit o
 
 While the writer waits out an outage, this loop takes no new records but keeps polling with
 every partition paused, so the group does not drop the member (max_poll_interval_ms).
+
+It polls through polling.Poller: a record aiokafka cannot read (a header name that is not
+UTF-8) makes getmany() raise; the poller reads its batch raw instead and hands it on as
+unreadable, to be dead-lettered, with the good records around it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from datetime import timedelta
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from recorder_service.batching import Chunk, collect
+from recorder_service.batching import collect
 from recorder_service.health import State, Status
+from recorder_service.polling import Poller
 from recorder_service.ports import Consumer, DeadLetterSink, Store
+from recorder_service.raw_records import RawFetcher
 from recorder_service.rebalance import BatchGuard, RebalanceListener
 from recorder_service.settings import Settings
 from recorder_service.triage import triage
@@ -56,6 +62,10 @@ class Recorder:
             self._guard,
             commit_timeout_s=max(settings.revoke_wait_ms / 1000, 1.0),
         )
+        self._raw_fetch = RawFetcher(
+            settings.shared.kafka_bootstrap_servers,
+            settings.shared.kafka_security.client_options(),
+        )
 
     @property
     def stored(self) -> int:
@@ -73,6 +83,7 @@ class Recorder:
         """Records batches until `stop` is set; the batch being written is finished first,
         unless the database is away (then it is left uncommitted)."""
         self.status.running()
+        poller = Poller(consumer, lambda: self._guard.epoch, self._raw_fetch)
         writing: asyncio.Task[None] | None = None
         ready: Prepared | None = None
         try:
@@ -98,30 +109,28 @@ class Recorder:
                             # Left paused by a batch given up during an outage: only a writer
                             # waiting out an outage keeps partitions paused.
                             consumer.resume(*consumer.paused())
-                        ready = await self._prepare(consumer, stop, None)
+                        ready = await self._prepare(poller, stop, None)
                 elif stop.is_set():
                     await asyncio.wait({writing})
                 elif self.status.state is State.DEGRADED:
-                    await self._keep_membership(consumer)
+                    await self._keep_membership(consumer, poller)
                 elif ready is not None:
                     # Woken regularly: the writer may fall into an outage meanwhile.
                     await asyncio.wait({writing}, timeout=OUTAGE_POLL_S)
                 else:
-                    ready = await self._prepare(consumer, stop, writing)
+                    ready = await self._prepare(poller, stop, writing)
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()  # an error here: the transaction rolls back, nothing commits
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
+            await self._raw_fetch.close()
 
     async def _prepare(
-        self, consumer: Consumer, stop: asyncio.Event, writing: asyncio.Task[None] | None
+        self, poller: Poller, stop: asyncio.Event, writing: asyncio.Task[None] | None
     ) -> Prepared | None:
-        async def poll(*, timeout_ms: int, max_records: int) -> Chunk:
-            return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-
         batch = await collect(
-            poll,
+            poller,
             lambda: self._guard.epoch,
             stop,
             max_events=self._settings.batch_max_events,
@@ -140,14 +149,14 @@ class Recorder:
         skew = timedelta(seconds=self._settings.max_future_skew_s)
         return Prepared(batch, triage(batch.records(), max_future_skew=skew))
 
-    async def _keep_membership(self, consumer: Consumer) -> None:
+    async def _keep_membership(self, consumer: Consumer, poller: Poller) -> None:
         consumer.pause(*consumer.assignment())
-        chunk = await consumer.getmany(timeout_ms=int(OUTAGE_POLL_S * 1000))
+        chunk = await poller.poll(timeout_ms=int(OUTAGE_POLL_S * 1000))
         # Only partitions assigned during the poll can return records: put them back, the
         # next batch reads them again.
         for tp, records in chunk.items():
             if records:
-                consumer.seek(tp, records[0].offset)
+                poller.seek(tp, records[0].offset)
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from recorder_service.batching import Record
+from recorder_service.batching import Record, UnreadableRecord
 from recorder_service.rows import StagingRow, occurred_at, staging_row
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
@@ -67,6 +67,9 @@ def triage(
     out = Triaged()
     latest = (now or datetime.now(UTC)) + max_future_skew
     for record in records:
+        if isinstance(record, UnreadableRecord):
+            out.rejected.append(Rejected(record, Reason.UNDECODABLE, record.error))
+            continue
         try:
             row = _row(record, latest, max_future_skew)
         except _Refused as refused:

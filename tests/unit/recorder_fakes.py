@@ -59,8 +59,10 @@ class FakeConsumer:
         self.seeks: list[tuple[TopicPartition, int]] = []
 
     async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[FakeRecord]]:
+        # Only the recovery from an unreadable record (polling.py) names partitions.
+        assert not partitions, "FakeConsumer hands out whole chunks"
         if self.chunks and not (set(self.chunks[0]) & self.paused_tps):
             chunk, limit = self.chunks.pop(0), max_records or 10**9
             given: dict[TopicPartition, list[FakeRecord]] = {}
@@ -94,6 +96,17 @@ class FakeConsumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.calls.append("commit")
         self.commits.append(dict(offsets))
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return None
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
 
 
 @dataclass

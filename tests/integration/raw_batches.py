@@ -1,0 +1,75 @@
+"""Producing record batches by hand: records no Kafka client would write.
+
+aiokafka's producer takes header names as `str` and encodes them as UTF-8, so it cannot write
+a name that is not UTF-8; other clients (or a hostile one) can. This builds the batch with
+aiokafka's pure-Python batch builder, giving it header names that encode to any bytes, and
+sends it with a plain ProduceRequest to the partition's leader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka.errors import for_code
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+
+class RawName(str):
+    """A header name whose bytes are given, UTF-8 or not (the builder asks for .encode())."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawName:
+        name = super().__new__(cls, raw.decode("utf-8", "replace"))
+        name.raw = raw
+        return name
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+
+
+async def produce_batch(
+    bootstrap: str, topic: str, partition: int, records: Sequence[RawRecord]
+) -> list[int]:
+    """Appends the records to the partition as one batch; the offset of each."""
+    builder = _DefaultRecordBatchBuilderPy(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=16 * 1024 * 1024,
+    )
+    for delta, record in enumerate(records):
+        headers: list[tuple[str, bytes | None]] = [(RawName(k), v) for k, v in record.headers]
+        builder.append(delta, timestamp=None, key=record.key, value=record.value, headers=headers)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        # No public way to learn the leader; the producer asks the same.
+        await client._wait_on_metadata(topic)
+        leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+        request = ProduceRequest(
+            transactional_id=None,
+            required_acks=-1,
+            timeout=30_000,
+            topics=[(topic, [(partition, bytes(builder.build()))])],
+        )
+        response = await client.send(leader, request)
+    finally:
+        await client.close()
+    [(_, [(_, error_code, base_offset, *_)])] = response.topics
+    if error_code:
+        raise for_code(error_code)(f"{topic}[{partition}]")
+    return [base_offset + i for i in range(len(records))]

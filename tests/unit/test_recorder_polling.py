@@ -1,0 +1,225 @@
+"""The poller and the raw reader: a header name that is not UTF-8 skips and stops nothing.
+
+The fake consumer below does what aiokafka 0.14's getmany() does with such a record (see
+recorder_service/polling.py): it raises whenever it reaches the batch holding it, losing the
+records of that call, and the positions of partitions drained before it in the same call stay
+moved past records never handed on. The raw fetches get real record batches, built with
+aiokafka's own batch builder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBatchBuilderPy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder_service.batching import UnreadableRecord
+from recorder_service.polling import Poller
+from recorder_service.raw_records import FetchedRecord, parse
+from tests.integration.raw_batches import RawName
+from tests.unit.recorder_fakes import TOPIC
+
+TP = TopicPartition(TOPIC, 0)
+BAD_NAME = b"n\xff\xfe"
+Header = tuple[bytes, bytes | None]
+
+
+def build(base: int, records: list[tuple[bytes | None, list[Header]]], codec: int = 0) -> bytes:
+    builder = _DefaultRecordBatchBuilderPy(2, codec, 0, -1, -1, -1, 1 << 24)
+    for delta, (value, headers) in enumerate(records):
+        named: list[tuple[str, bytes | None]] = [(RawName(k), v) for k, v in headers]
+        builder.append(delta, timestamp=1_000 + delta, key=b"k", value=value, headers=named)
+    batch = bytearray(builder.build())
+    batch[0:8] = base.to_bytes(8, "big")  # the broker assigns the base offset
+    return bytes(batch)
+
+
+def test_parse_reads_what_aiokafka_reads_and_the_record_it_cannot() -> None:
+    good: list[Header] = [(b"schema-version", b"1"), (b"", b"empty"), (b"h" * 70_000, None)]
+    data = build(10, [(b"v0", good), (None, [(b"ok", b"1"), (BAD_NAME, b"x")]), (b"v2", [])])
+    records, after = parse(data, TP, 10, budget=100)
+    assert after == 13
+    assert [type(r) for r in records] == [FetchedRecord, UnreadableRecord, FetchedRecord]
+    theirs = list(DefaultRecordBatch(build(10, [(b"v0", good)])))
+    assert (records[0].offset, records[0].timestamp) == (10, theirs[0].timestamp)
+    assert (records[0].key, records[0].value) == (theirs[0].key, theirs[0].value)
+    assert list(records[0].headers) == list(theirs[0].headers)
+    bad = records[1]
+    assert (bad.offset, bad.key, bad.value) == (11, b"k", None)
+    assert list(bad.headers) == [("ok", b"1"), ("n\\xff\\xfe", b"x")]
+    assert parse(data, TP, 12, budget=100)[0][0].offset == 12  # earlier ones are dropped
+
+
+def test_parse_reads_compressed_batches_and_stops_at_whole_batches() -> None:
+    plain = build(0, [(b"a", []), (b"b", [(BAD_NAME, None)])])
+    packed = build(2, [(b"c", []), (b"d", [])], codec=1)
+    records, after = parse(plain + packed + packed[:20], TP, 0, budget=100)
+    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    assert after == 4
+    assert parse(plain + packed, TP, 0, budget=1) == (records[:2], 2)  # whole batches only
+
+
+class AiokafkaLike:
+    """getmany() as aiokafka 0.14 behaves with unreadable header names (see the module)."""
+
+    def __init__(self, logs: dict[TopicPartition, list[list[bool]]]) -> None:
+        # Per partition, its batches; each record True when its header name is not UTF-8.
+        self.batches: dict[TopicPartition, list[tuple[int, list[bool]]]] = {}
+        for tp, batches in logs.items():
+            base, placed = 0, []
+            for batch in batches:
+                placed.append((base, batch))
+                base += len(batch)
+            self.batches[tp] = placed
+        self.position = dict.fromkeys(logs, 0)
+        self.raised = 0
+
+    def end(self, tp: TopicPartition) -> int:
+        return sum(len(b) for _, b in self.batches[tp])
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[FetchedRecord]]:
+        limit = max_records or 500
+        out: dict[TopicPartition, list[FetchedRecord]] = {}
+        for tp in partitions or sorted(self.batches):
+            got: list[FetchedRecord] = []
+            for base, batch in self.batches[tp]:
+                if base + len(batch) <= self.position[tp]:
+                    continue
+                for i, bad in enumerate(batch):
+                    if bad:  # the whole batch is decoded, from its first record
+                        self.raised += 1
+                        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+                    offset = base + i
+                    if offset >= self.position[tp] and len(got) < limit:
+                        got.append(record(tp, offset))
+            if got:
+                self.position[tp] = got[-1].offset + 1  # drained: lost if a later one raises
+                out[tp] = got
+                limit -= len(got)
+            if limit == 0:
+                break
+        await asyncio.sleep(0)
+        return out
+
+    async def raw_fetch(self, tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        data = b""
+        for base, batch in self.batches[tp]:
+            if base + len(batch) > offset:
+                headers: list[list[Header]] = [[(BAD_NAME, b"x")] if b else [] for b in batch]
+                data += build(base, [(b"v%d" % (base + i), h) for i, h in enumerate(headers)])
+        return data
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.batches)
+
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
+    def pause(self, *tps: TopicPartition) -> None:
+        raise AssertionError("not used")
+
+    def resume(self, *tps: TopicPartition) -> None:
+        raise AssertionError("not used")
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise AssertionError("not used")
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return None  # nothing committed: the group starts at the earliest offset
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.end(tp) for tp in partitions}
+
+
+def record(tp: TopicPartition, offset: int) -> FetchedRecord:
+    return FetchedRecord(tp.topic, tp.partition, offset, 0, b"k", b"v%d" % offset, ())
+
+
+batches = st.lists(st.lists(st.booleans(), min_size=1, max_size=4), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logs=st.lists(batches, min_size=1, max_size=3),
+    max_records=st.integers(1, 6),
+)
+def test_every_record_is_handed_on_once_in_order_and_only_the_bad_are_unreadable(
+    logs: list[list[list[bool]]], max_records: int
+) -> None:
+    consumer = AiokafkaLike({TopicPartition(TOPIC, p): b for p, b in enumerate(logs)})
+    poller = Poller(consumer, lambda: 0, consumer.raw_fetch)
+    handed: dict[TopicPartition, list[tuple[int, bool]]] = {tp: [] for tp in consumer.batches}
+
+    async def drain() -> None:
+        for _ in range(200):
+            chunk = await poller(timeout_ms=0, max_records=max_records)
+            for tp, records in chunk.items():
+                handed[tp] += [(r.offset, isinstance(r, UnreadableRecord)) for r in records]
+            if all(consumer.position[tp] == consumer.end(tp) for tp in handed):
+                return
+
+    asyncio.run(drain())
+    for tp, placed in consumer.batches.items():
+        expected = [(base + i, bad) for base, batch in placed for i, bad in enumerate(batch)]
+        assert handed[tp] == expected, tp
+
+
+def test_a_broker_away_during_the_raw_read_loses_nothing_and_is_tried_again() -> None:
+    consumer = AiokafkaLike({TopicPartition(TOPIC, 0): [[False], [False, True, False]]})
+    failures = [KafkaConnectionError("broker away")]
+
+    async def flaky_fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        if failures:
+            raise failures.pop()
+        return await consumer.raw_fetch(tp, offset, wait_ms)
+
+    poller = Poller(consumer, lambda: 0, flaky_fetch)
+
+    async def polls() -> list[list[tuple[int, bool]]]:
+        return [
+            [(r.offset, isinstance(r, UnreadableRecord)) for rs in chunk.values() for r in rs]
+            for chunk in [await poller(timeout_ms=0, max_records=10) for _ in range(3)]
+        ]
+
+    # The first poll raises inside aiokafka after handing out nothing; the raw read fails, the
+    # second poll reads raw from offset 0 again, the third finds the partition at its end.
+    assert asyncio.run(polls()) == [[], [(0, False), (1, False), (2, True), (3, False)], []]
+    assert consumer.position[TopicPartition(TOPIC, 0)] == 4
+
+
+def test_a_rebalance_during_the_raw_read_hands_on_nothing_read_under_the_old_one() -> None:
+    tp = TopicPartition(TOPIC, 0)
+    consumer = AiokafkaLike({tp: [[False, True]]})
+    epoch = [0]
+
+    async def fetch_during_a_rebalance(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        data = await consumer.raw_fetch(tp, offset, wait_ms)
+        if epoch[0] == 0:
+            epoch[0] = 1  # reassigned meanwhile: the new assignment starts at the committed 0
+            consumer.position[tp] = 0
+        return data
+
+    poller = Poller(consumer, lambda: epoch[0], fetch_during_a_rebalance)
+
+    async def polls() -> list[list[tuple[int, bool]]]:
+        return [
+            [(r.offset, isinstance(r, UnreadableRecord)) for rs in chunk.values() for r in rs]
+            for chunk in [await poller(timeout_ms=0, max_records=10) for _ in range(2)]
+        ]
+
+    assert asyncio.run(polls()) == [[], [(0, False), (1, True)]]
+    assert consumer.position[tp] == 2
