@@ -243,14 +243,16 @@ class PostgresStore:
 # what the ones before it deleted, which one statement of data-modifying CTEs would not.
 RETENTION_ROLE = "studentperf_retention"
 
-# The oldest first, by predictions_predicted_at_idx: a batch touches only the rows it deletes.
+# The oldest first, by predictions_predicted_at_idx, then each by its primary key: a batch
+# touches only the rows it deletes. (With `IN (SELECT ...)` the planner may hash-join against
+# a scan of the whole table; `= ANY(ARRAY(...))` is an index condition.)
 _REMOVE_PREDICTIONS = """
 DELETE FROM predictions
-WHERE prediction_id IN (
+WHERE prediction_id = ANY(ARRAY(
     SELECT prediction_id FROM predictions
     WHERE predicted_at < $1
     ORDER BY predicted_at
-    LIMIT $2)
+    LIMIT $2))
 RETURNING student_id, student_profile_id, academic_record_id
 """
 
