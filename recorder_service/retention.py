@@ -28,6 +28,8 @@ from studentperf.config import ConfigError, configure_logging, mask_dsn
 log = logging.getLogger(__name__)
 
 TABLES = ("predictions", "student_profiles", "academic_records", "students")
+# Foreign-key conflicts in a row after which a run gives up (and the next one tries again).
+MAX_CONFLICTS = 5
 
 
 def cutoff_for(days: int, now: datetime | None = None) -> datetime:
@@ -40,6 +42,7 @@ async def remove_expired(
 ) -> Removed:
     """Deletes batch after batch until none is left before `cutoff` (or `stop` is set)."""
     removed = Removed()
+    conflicts = 0
     while stop is None or not stop.is_set():
         async with pool.acquire() as conn:
             try:
@@ -47,8 +50,13 @@ async def remove_expired(
             except asyncpg.ForeignKeyViolationError:
                 # The recorder has just stored a prediction that uses a profile, record or
                 # student this batch found unused: the batch is undone whole, and tried again.
+                # Again and again means a reference retention does not know: give up the run.
+                conflicts += 1
+                if conflicts >= MAX_CONFLICTS:
+                    raise
                 log.info("retention: a batch met a concurrent write; trying it again")
                 continue
+        conflicts = 0
         removed.add(done)
         if done.predictions < batch:
             break
