@@ -8,7 +8,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train retrain monitor import migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup up demo train retrain monitor import retention migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|
 import: setup ## load a Kaggle exam CSV into the database: make import CSV=path [TERM_ID=2026-spring]
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }
 	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID))
+
+retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
+	@$(PY) -m recorder_service.retention $(if $(DAYS),--days $(DAYS))
 
 migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(PY) -m studentperf.migrate

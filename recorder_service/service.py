@@ -12,6 +12,7 @@ import asyncpg
 from recorder_service.consumer import Recorder, start_consumer
 from recorder_service.dead_letters import KafkaDeadLetters, ensure_topic
 from recorder_service.health import State, Status, serve
+from recorder_service.retention import run_schedule
 from recorder_service.settings import Settings
 from recorder_service.store import PostgresStore
 from studentperf.config import ConfigError, configure_logging, mask_dsn
@@ -34,6 +35,27 @@ async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> async
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     return pool
+
+
+class RetentionTask:
+    """The retention job as a task of the recorder's loop (none when retention is off)."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if settings.retention_days > 0:
+            log.info(
+                "retention: predictions older than %d days are removed every %d s",
+                settings.retention_days,
+                settings.retention_interval_s,
+            )
+            self._task = asyncio.create_task(run_schedule(pool, settings, self._stop))
+
+    async def stop(self) -> None:
+        """Lets the batch under way finish (a short transaction), then ends the job."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
@@ -61,6 +83,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
             client_options=kafka_options,
         )
         recorder = Recorder(settings, PostgresStore(pool), dead_letters, status)
+        retention = RetentionTask(pool, settings)
         try:
             consumer = await start_consumer(settings, recorder.listener)
             status.consumer = consumer
@@ -77,6 +100,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
                 status.consumer = None
                 await consumer.stop()
         finally:
+            await retention.stop()
             await dead_letters.stop()
             await pool.close()
         return recorder

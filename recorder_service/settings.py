@@ -30,6 +30,13 @@ class Settings:
     # How far an event's occurred_at may be ahead of this recorder's clock (the services'
     # clocks differ a little); an event further ahead is dead-lettered, not stored.
     max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S
+    # Predictions older than this many days are deleted (recorder_service/retention.py);
+    # 0 keeps everything.
+    retention_days: int = 0
+    # How often the recorder runs retention, and how many predictions each transaction deletes
+    # (docs/recorder.md, "Retention", measured the size).
+    retention_interval_s: int = 3_600
+    retention_batch: int = 5_000
 
     @property
     def dead_letters_to(self) -> str:
@@ -49,4 +56,9 @@ class Settings:
             health_host=env_str(env, "RECORDER_HEALTH_HOST", cls.health_host),
             revoke_wait_ms=env_int(env, "REVOKE_WAIT_MS", cls.revoke_wait_ms, minimum=0),
             max_future_skew_s=env_int(env, "MAX_FUTURE_SKEW_S", cls.max_future_skew_s, minimum=0),
+            retention_days=env_int(env, "RETENTION_DAYS", cls.retention_days, minimum=0),
+            retention_interval_s=env_int(
+                env, "RETENTION_INTERVAL_S", cls.retention_interval_s, minimum=1
+            ),
+            retention_batch=env_int(env, "RETENTION_BATCH", cls.retention_batch, minimum=1),
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
@@ -236,3 +237,86 @@ class PostgresStore:
             return WriteResult()
         async with self._pool.acquire() as conn:
             return await _write_splitting(conn, rows, 0, 1)
+
+
+# Retention (recorder_service/retention.py). Each batch is one short transaction under the
+# role that may delete (migration 0007); its statements run one after another, each seeing
+# what the ones before it deleted, which one statement of data-modifying CTEs would not.
+RETENTION_ROLE = "studentperf_retention"
+
+# The oldest first, by predictions_predicted_at_idx, then each by its primary key: a batch
+# touches only the rows it deletes. (With `IN (SELECT ...)` the planner may hash-join against
+# a scan of the whole table; `= ANY(ARRAY(...))` is an index condition.)
+_REMOVE_PREDICTIONS = """
+DELETE FROM predictions
+WHERE prediction_id = ANY(ARRAY(
+    SELECT prediction_id FROM predictions
+    WHERE predicted_at < $1
+    ORDER BY predicted_at
+    LIMIT $2))
+RETURNING student_id, student_profile_id, academic_record_id
+"""
+
+# Of the profiles and records the batch's predictions used, those no prediction uses any more.
+_REMOVE_PROFILES = """
+DELETE FROM student_profiles sp
+WHERE sp.student_profile_id = ANY($1::uuid[])
+  AND NOT EXISTS (SELECT FROM predictions p WHERE p.student_profile_id = sp.student_profile_id)
+"""
+
+_REMOVE_RECORDS = """
+DELETE FROM academic_records ar
+WHERE ar.academic_record_id = ANY($1::uuid[])
+  AND NOT EXISTS (SELECT FROM predictions p WHERE p.academic_record_id = ar.academic_record_id)
+"""
+
+# A student's current facts go only when nothing refers to the student any more and none of
+# the facts was given since the cutoff: a student with outcomes, or newer predictions, stays.
+_REMOVE_STUDENTS = """
+DELETE FROM students s
+WHERE s.student_id = ANY($1::text[])
+  AND s.profile_as_of < $2
+  AND NOT EXISTS (SELECT FROM predictions p WHERE p.student_id = s.student_id)
+  AND NOT EXISTS (SELECT FROM student_profiles sp WHERE sp.student_id = s.student_id)
+  AND NOT EXISTS (SELECT FROM academic_records ar WHERE ar.student_id = s.student_id)
+  AND NOT EXISTS (SELECT FROM outcomes o WHERE o.student_id = s.student_id)
+"""
+
+
+@dataclass(slots=True)
+class Removed:
+    """Rows one retention run deleted, by table."""
+
+    predictions: int = 0
+    student_profiles: int = 0
+    academic_records: int = 0
+    students: int = 0
+
+    def add(self, other: Removed) -> None:
+        self.predictions += other.predictions
+        self.student_profiles += other.student_profiles
+        self.academic_records += other.academic_records
+        self.students += other.students
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])  # "DELETE <rows>"
+
+
+async def remove_batch(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> Removed:
+    """Deletes at most `limit` predictions made before `cutoff`, the oldest first, and what
+    only they referred to, in one transaction."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {RETENTION_ROLE}")
+        gone = await conn.fetch(_REMOVE_PREDICTIONS, cutoff, limit)
+        if not gone:
+            return Removed()
+        profiles = list({r["student_profile_id"] for r in gone})
+        records = list({r["academic_record_id"] for r in gone})
+        students = list({r["student_id"] for r in gone})
+        return Removed(
+            predictions=len(gone),
+            student_profiles=_count(await conn.execute(_REMOVE_PROFILES, profiles)),
+            academic_records=_count(await conn.execute(_REMOVE_RECORDS, records)),
+            students=_count(await conn.execute(_REMOVE_STUDENTS, students, cutoff)),
+        )

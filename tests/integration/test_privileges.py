@@ -4,6 +4,8 @@ The roles come from migration 0004. Each is exercised through the project's own 
 recorder's store, RecordOutcomes' SQL, the CSV import, the trainer's reads and registry, the
 monitor's reads), then refused, with insufficient_privilege, what it must never do: change or
 delete predictions, write what another process owns, any write as the analyst, any DDL.
+Retention's role (migration 0007), taken by the recorder only, deletes what retention removes
+and nothing more.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import pytest
 
 from infra.devstack import PostgresServer, free_port
 from recorder_service.rows import staging_row
-from recorder_service.store import PostgresStore
+from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
 from studentperf.outcomes import (
@@ -142,6 +145,24 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
 ]
 
 
+# What the retention role (migration 0007), taken by the recorder, still may not do: it deletes
+# predictions, profiles, records and students, and nothing else; it changes and adds nothing.
+FORBIDDEN_TO_RETENTION = [
+    "DELETE FROM outcomes",
+    "DELETE FROM model_versions",
+    "DELETE FROM schema_migrations",
+    "UPDATE predictions SET pass_mark = 0",
+    "UPDATE students SET gender = 'other'",
+    INSERT_PREDICTION,
+    INSERT_OUTCOME,
+    "SELECT pass_mark FROM predictions",
+    "SELECT gender FROM students",
+    "SELECT final_score FROM outcomes",
+    *DDL,
+    TEMP_TABLE,
+]
+
+
 @pytest.fixture(scope="module")
 async def database(postgres: PostgresServer) -> str:
     name = f"p{uuid.uuid4().hex[:12]}"
@@ -188,9 +209,13 @@ async def test_the_roles_the_code_names_are_the_roles_the_migration_creates(
         }
     finally:
         await conn.close()
+    # The one role that may delete cannot log in: processes take it with SET ROLE (0007).
+    retention = found.pop(RETENTION_ROLE)
     assert set(found) == {str(role) for role in PROCESS_ROLES}
-    for name, role in found.items():
-        assert role["rolcanlogin"], name
+    # The recorder holds it without inheriting it: its ordinary writes cannot delete.
+    assert not found[DatabaseRole.RECORDER]["rolinherit"]
+    for name, role in (*found.items(), (RETENTION_ROLE, retention)):
+        assert role["rolcanlogin"] == (name != RETENTION_ROLE), name
         assert not (role["rolsuper"] or role["rolcreaterole"] or role["rolcreatedb"]), name
         assert not role["rolbypassrls"], name
 
@@ -267,6 +292,47 @@ async def test_each_role_is_refused_what_it_must_not_do(
             await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(
+    "sql", [pytest.param(sql, id=" ".join(sql.split())[:48]) for sql in FORBIDDEN_TO_RETENTION]
+)
+async def test_the_retention_role_may_delete_only_what_retention_removes(
+    postgres: PostgresServer, database: str, sql: str
+) -> None:
+    conn = await connect_as(postgres, database, DatabaseRole.RECORDER)
+    try:
+        await conn.execute(f"SET ROLE {RETENTION_ROLE}")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_the_recorder_deletes_only_as_the_retention_role(
+    postgres: PostgresServer, database: str
+) -> None:
+    """Retention's own statements run as the recorder; other process roles cannot take the
+    role that makes them possible."""
+    event = make_event("priv-expired", seconds=1_500_000_000)
+    async with asyncpg.create_pool(
+        postgres.dsn(database, user=DatabaseRole.RECORDER), min_size=1, max_size=1
+    ) as pool:
+        assert (await PostgresStore(pool).write([staging_row(event, 0)])).stored == 1
+        async with pool.acquire() as conn:
+            removed = await remove_batch(conn, datetime(2020, 1, 1, tzinfo=UTC), 10)
+    print(f"retention as the recorder removed: {removed}")
+    assert (removed.predictions, removed.student_profiles, removed.academic_records) == (1, 1, 1)
+    assert removed.students == 1
+    for role in PROCESS_ROLES:
+        if role is DatabaseRole.RECORDER:
+            continue
+        conn = await connect_as(postgres, database, role)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(f"SET ROLE {RETENTION_ROLE}")
+        finally:
+            await conn.close()
 
 
 async def test_a_role_cannot_migrate_and_says_who_can(postgres: PostgresServer) -> None:
