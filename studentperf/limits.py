@@ -24,7 +24,7 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 # The largest valid item of a batch on the wire, its tag and length included: a student with every
 # field set at its longest (64-character id, age 100, all four enums, all three numbers, the
 # flag) takes 111 bytes, and so does an outcome (64-character id, 32-character term, score).
-# tests/unit/test_limits.py builds both.
+# studentperf.largest_items builds both; tests/unit/test_limits.py measures them.
 LARGEST_ITEM_BYTES: Final = 111
 # A request's other fields at their longest: top_factors, a uint32 (tag and 5-byte varint: 6),
 # and term (tag, length and 32 characters: 34).

@@ -26,17 +26,9 @@ from infra.bench import Bench, Row
 from infra.bench.process import peak_rss_mb
 from infra.bench.serving import process, service_env, train_model, wait_serving
 from infra.devstack import free_port
+from studentperf.largest_items import largest_student
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_REQUEST_BYTES
 from studentperf.v1 import prediction_service_pb2 as api
-from studentperf.v1.student_pb2 import (
-    AcademicRecord,
-    Gender,
-    LunchProgram,
-    ParentalEducation,
-    Student,
-    StudentProfile,
-    TestPreparation,
-)
 
 CASE = "flood"
 TARGET_RSS_MB = 400
@@ -55,25 +47,7 @@ def empty_students() -> bytes:
 
 
 def largest_valid() -> bytes:
-    students = [
-        Student(
-            profile=StudentProfile(
-                student_id=f"{number:064d}",
-                age=17,
-                gender=Gender.GENDER_OTHER,
-                parental_education=ParentalEducation.PARENTAL_EDUCATION_DOCTORATE,
-                lunch_program=LunchProgram.LUNCH_PROGRAM_FREE_OR_REDUCED,
-                test_preparation=TestPreparation.TEST_PREPARATION_COMPLETED,
-            ),
-            academic_record=AcademicRecord(
-                attendance_percentage=91.5,
-                study_hours_per_week=12.5,
-                previous_gpa=3.25,
-                assignments_completed=True,
-            ),
-        )
-        for number in range(DEFAULT_MAX_BATCH_SIZE)
-    ]
+    students = [largest_student(f"{number:064d}") for number in range(DEFAULT_MAX_BATCH_SIZE)]
     return api.BatchPredictRequest(students=students).SerializeToString()
 
 

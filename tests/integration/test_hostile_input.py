@@ -17,18 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from studentperf.largest_items import largest_student
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from studentperf.v1.student_pb2 import (
-    AcademicRecord,
-    Gender,
-    LunchProgram,
-    ParentalEducation,
-    Student,
-    StudentProfile,
-    TestPreparation,
-)
+from studentperf.v1.student_pb2 import Student
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, student, topic_size
 from tests.unit.test_encoding_properties import students
@@ -267,26 +260,6 @@ async def test_with_tokens_on_undecodable_requests_are_refused_before_any_parsin
         await running.stop(1)
 
 
-def largest_student(number: int) -> Student:
-    """A valid student with every field set at its longest on the wire."""
-    return Student(
-        profile=StudentProfile(
-            student_id=f"{number:064d}",
-            age=100,
-            gender=Gender.GENDER_OTHER,
-            parental_education=ParentalEducation.PARENTAL_EDUCATION_DOCTORATE,
-            lunch_program=LunchProgram.LUNCH_PROGRAM_FREE_OR_REDUCED,
-            test_preparation=TestPreparation.TEST_PREPARATION_COMPLETED,
-        ),
-        academic_record=AcademicRecord(
-            attendance_percentage=99.5,
-            study_hours_per_week=99.5,
-            previous_gpa=3.9,
-            assignments_completed=True,
-        ),
-    )
-
-
 def padded(message: Message, total: int) -> bytes:
     """`message` serialized, with an unknown bytes field (number 15) making it `total` bytes."""
     data = message.SerializeToString()
@@ -314,7 +287,7 @@ async def test_the_largest_valid_batch_fits_the_size_limit_and_a_byte_more_does_
     inference: RunningServer,
 ) -> None:
     largest = api.BatchPredictRequest(
-        students=[largest_student(i) for i in range(DEFAULT_MAX_BATCH_SIZE)]
+        students=[largest_student(f"{i:064d}") for i in range(DEFAULT_MAX_BATCH_SIZE)]
     )
     outcomes = api.RecordOutcomesRequest(
         outcomes=[

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from inference_service.settings import Settings
+from studentperf.largest_items import (
+    LONGEST_TERM,
+    LONGEST_TOP_FACTORS,
+    largest_outcome,
+    largest_student,
+)
 from studentperf.limits import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -12,42 +18,6 @@ from studentperf.limits import (
     max_request_bytes,
 )
 from studentperf.v1 import prediction_service_pb2 as api
-from studentperf.v1.student_pb2 import (
-    AcademicRecord,
-    Gender,
-    LunchProgram,
-    ParentalEducation,
-    Student,
-    StudentProfile,
-    TestPreparation,
-)
-
-LONGEST_ID = "x" * 64
-LONGEST_TOP_FACTORS = 2**32 - 1
-LONGEST_TERM = "2026-" + "a" * 27
-
-
-def largest_student() -> Student:
-    return Student(
-        profile=StudentProfile(
-            student_id=LONGEST_ID,
-            age=100,
-            gender=Gender.GENDER_OTHER,
-            parental_education=ParentalEducation.PARENTAL_EDUCATION_DOCTORATE,
-            lunch_program=LunchProgram.LUNCH_PROGRAM_FREE_OR_REDUCED,
-            test_preparation=TestPreparation.TEST_PREPARATION_COMPLETED,
-        ),
-        academic_record=AcademicRecord(
-            attendance_percentage=99.5,
-            study_hours_per_week=99.5,
-            previous_gpa=3.9,
-            assignments_completed=True,
-        ),
-    )
-
-
-def largest_outcome() -> api.Outcome:
-    return api.Outcome(student_id=LONGEST_ID, term=LONGEST_TERM, final_score=99.5)
 
 
 def test_the_largest_items_and_fields_take_what_the_limits_say() -> None:
