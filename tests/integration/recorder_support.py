@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from infra.bench.process import HealthClient, RecorderProcess
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from studentperf.v1.prediction_service_pb2 import Prediction
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
+from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from tests.integration.helpers import eventually
 
@@ -53,6 +54,16 @@ def make_event(
         event.occurred_at.GetCurrentTime()
     else:
         event.occurred_at.seconds = seconds
+    return event
+
+
+def make_outcome_event(student_id: str, term: str, score: float, *, seconds: int) -> OutcomeEvent:
+    event = OutcomeEvent(
+        schema_version=envelope.SCHEMA_VERSION,
+        event_id=str(uuid.uuid4()),
+        outcome=Outcome(student_id=student_id, term=term, final_score=score),
+    )
+    event.occurred_at.seconds = seconds
     return event
 
 
