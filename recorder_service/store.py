@@ -101,7 +101,10 @@ ORDER BY student_id, term, predicted_at DESC, log_offset DESC
 ON CONFLICT (student_id, term) DO UPDATE SET
     final_score = EXCLUDED.final_score,
     source = EXCLUDED.source,
-    updated_at = now(),
+    -- When the score last changed: an event that repeats it (a duplicate a spool replay may
+    -- publish, at a later offset) moves only its order.
+    updated_at = CASE WHEN o.final_score = EXCLUDED.final_score AND o.source = EXCLUDED.source
+                      THEN o.updated_at ELSE now() END,
     recorded_as_of = EXCLUDED.recorded_as_of,
     log_offset = EXCLUDED.log_offset
 WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)

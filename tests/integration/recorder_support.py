@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from infra.bench.process import HealthClient, RecorderProcess
 from studentperf import envelope
-from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from tests.integration.helpers import eventually
@@ -78,6 +78,11 @@ class Raw:
 
 def raw(event: PredictionEvent) -> Raw:
     record = envelope.encode(event)
+    return Raw(record.key, record.value, record.headers)
+
+
+def raw_outcome(event: OutcomeEvent) -> Raw:
+    record = envelope.encode_outcome(event)
     return Raw(record.key, record.value, record.headers)
 
 

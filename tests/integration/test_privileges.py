@@ -2,9 +2,10 @@
 
 The roles come from migration 0004. Each is exercised through the project's own code (the
 recorder's store, predictions and, since migration 0009, outcomes; the CSV import, the
-trainer's reads and registry, the monitor's reads), then refused, with insufficient_privilege, what it must never do: change or
-delete predictions, write what another process owns, any write as the analyst, any DDL.
-The inference service writes nothing (0009: RecordOutcomes publishes events the recorder writes).
+trainer's reads and registry, the monitor's reads), then refused, with insufficient_privilege,
+what it must never do: change or delete predictions, write what another process owns, any
+write as the analyst, any DDL. The inference service writes nothing (0009: RecordOutcomes
+publishes events the recorder writes).
 Retention's role (migration 0007), taken by the recorder only, deletes what retention removes
 and nothing more.
 """
