@@ -7,7 +7,10 @@ academic records by their content-derived ids (DO NOTHING), each student's curre
 merged fact by fact, a fact replaced only by one given later (studentperf.student_facts), and
 outcomes by (student_id, term), a score replaced only by one recorded later: ordered by the
 event's time, then its offset, as the facts are (an outcome event gives no fact, so its
-student gets a bare row when unknown, as migration 0002 describes).
+student gets a bare row when unknown, as migration 0002 describes). A new outcome's
+recorded_at is its event's time, when RecordOutcomes accepted it, not when the recorder got to
+it: the monitor pairs a prediction that names no term with the first outcome recorded after
+it (trainer/monitor/data.py), by the service's clock on both sides.
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
 a batch the database refuses (or the driver cannot encode) is split in halves until the
@@ -93,9 +96,10 @@ SELECT DISTINCT ON (academic_record_id) academic_record_id, student_id, attendan
 FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (academic_record_id) DO NOTHING;
 
-INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_as_of, log_offset)
+INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_at, recorded_as_of,
+                          log_offset)
 SELECT DISTINCT ON (student_id, term) student_id, term, final_score, '{OUTCOME_SOURCE}',
-       predicted_at, log_offset
+       predicted_at, predicted_at, log_offset
 FROM {STAGING_TABLE} WHERE prediction_id IS NULL
 ORDER BY student_id, term, predicted_at DESC, log_offset DESC
 ON CONFLICT (student_id, term) DO UPDATE SET

@@ -5,7 +5,8 @@
 -- offset, as a student's facts are ordered (0005). A later event for the same student and term
 -- replaces the score, a late replay of an older one does not. A CSV import's scores are as of
 -- the import, outside the log (log_offset -1, studentperf/student_facts.py OUTSIDE_THE_LOG).
--- NULL (outcomes stored before this migration): older than any event.
+-- NULL (outcomes stored before this migration): older than any event. (recorded_at of an
+-- outcome the recorder adds is its event's time too: when RecordOutcomes accepted it.)
 ALTER TABLE outcomes
     ADD COLUMN recorded_as_of timestamptz,
     ADD COLUMN log_offset bigint;
