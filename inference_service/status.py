@@ -106,14 +106,13 @@ def map_errors(
             code = "UNAVAILABLE"
             log.warning("%s: %s", name, error)
             # A retry of outcomes records the same scores again, later: the same result.
-            retry = (
-                "a retry records the same scores again"
-                if name == "RecordOutcomes"
-                else "a retry makes a new prediction"
-            )
+            if name == "RecordOutcomes":
+                what, retry = "outcomes", "a retry records the same scores again"
+            else:
+                what, retry = "prediction", "a retry makes a new prediction"
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"not confirmed as recorded: {error}. It may still be recorded; {retry}",
+                f"{what} not confirmed as recorded: {error}. It may still be recorded; {retry}",
             )
         except grpc.aio.AbortError:
             if code == "UNKNOWN":  # aborted by the method itself
