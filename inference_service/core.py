@@ -1,9 +1,10 @@
 """The prediction use case, free of transport: check, predict, publish, answer.
 
-Used by the gRPC servicer; the model, the event publisher and the outcome store come in through
-small protocols so unit tests can pass fakes and integration tests the real broker. The model
-can be swapped while serving (`use_model`): each call reads it once, so a call in flight
-finishes with the model it started with, and its answer and event name that model's version.
+Used by the gRPC servicer; the model and the event publisher come in through small protocols
+so unit tests can pass fakes and integration tests the real broker. Outcomes are checked and
+published as events too, with the same promise as predictions. The model can be swapped while
+serving (`use_model`): each call reads it once, so a call in flight finishes with the model it
+started with, and its answer and event name that model's version.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.limits import MAX_EXPLAINED_BATCH
-from studentperf.outcomes import TERM_FORMAT, OutcomeRow, StoredOutcome, term_is_valid
+from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
     FactorContribution,
@@ -40,8 +42,11 @@ class PublishUnavailable(Exception):
     """The events could not be handed off for recording in time; nothing is promised."""
 
 
-class OutcomesUnavailable(Exception):
-    """The outcomes could not be stored (the database is away); nothing was stored."""
+@dataclass(frozen=True, slots=True)
+class AcceptedOutcome:
+    """An outcome handed off for recording (acknowledged by Kafka or spooled)."""
+
+    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +87,6 @@ class PredictionMetrics(Protocol):
         """Counts `count` predictions by `model_version`, `passes` of them a pass."""
 
 
-class OutcomeStore(Protocol):
-    async def store(self, rows: Sequence[OutcomeRow]) -> Sequence[StoredOutcome]:
-        """Stores rows of distinct (student, term), one result each; or OutcomesUnavailable."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Item:
     student: Student
@@ -104,7 +104,6 @@ class PredictionCore:
         *,
         max_batch_size: int,
         now: Callable[[], Timestamp] | None = None,
-        outcomes: OutcomeStore | None = None,
         microbatch_wait_s: float = 0.0,
         microbatch_max: int = 256,
         metrics: PredictionMetrics | None = None,
@@ -116,7 +115,6 @@ class PredictionCore:
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
-        self._outcomes = outcomes
         self._metrics = metrics
         # Calls between their model work and their answer: what a graceful stop waits for;
         # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
@@ -213,8 +211,10 @@ class PredictionCore:
 
     async def record_outcomes(
         self, outcomes: Sequence[Outcome]
-    ) -> list[StoredOutcome | InvalidInput]:
-        """One answer per outcome, in order; raises OutcomesUnavailable if none could be stored."""
+    ) -> list[AcceptedOutcome | InvalidInput]:
+        """One answer per outcome, in order. The valid ones are published as OutcomeEvents, in
+        one publish with the same promise as a prediction's (acknowledged or spooled); raises
+        PublishUnavailable when they could not be, and then none was accepted."""
         if len(outcomes) > self._max_batch_size:
             raise InvalidInput(
                 [
@@ -224,12 +224,32 @@ class PredictionCore:
                     )
                 ]
             )
-        if self._outcomes is None:
-            raise OutcomesUnavailable("this server has no database to store outcomes in")
         answers = encode_outcomes(outcomes)
         rows = [a for a in answers if isinstance(a, OutcomeRow)]
-        stored = iter(await self._outcomes.store(rows) if rows else [])
-        return [next(stored) if isinstance(a, OutcomeRow) else a for a in answers]
+        if not rows:
+            return list(answers)  # type: ignore[arg-type]  # every one is an InvalidInput
+        occurred_at = self._now()
+        trace_id = tracing.trace_id.get()
+        ids = iter(new_uuid4s(len(rows)))
+        accepted: list[AcceptedOutcome | InvalidInput] = []
+        records: list[KafkaRecord] = []
+        for answer in answers:
+            if isinstance(answer, InvalidInput):
+                accepted.append(answer)
+                continue
+            event = OutcomeEvent(
+                schema_version=envelope.SCHEMA_VERSION,
+                event_id=next(ids),
+                occurred_at=occurred_at,
+                outcome=Outcome(
+                    student_id=answer.student_id, term=answer.term, final_score=answer.final_score
+                ),
+            )
+            records.append(envelope.encode_outcome(event, trace_id=trace_id))
+            accepted.append(AcceptedOutcome(event.event_id))
+        with self._counted():
+            await self._publisher.publish(records)
+        return accepted
 
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0

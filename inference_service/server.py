@@ -20,7 +20,6 @@ from inference_service.delivery import DurablePublisher, open_durable_publisher
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
 from inference_service.model import load_served_model
-from inference_service.outcome_store import PostgresOutcomeStore
 from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer, add_to_server
@@ -56,7 +55,6 @@ class RunningServer:
         publisher: DurablePublisher,
         core: PredictionCore,
         reloader: ModelReloader | None = None,
-        outcomes: PostgresOutcomeStore | None = None,
         status_server: asyncio.Server | None = None,
         status: InferenceStatus | None = None,
         metrics: InferenceMetrics | None = None,
@@ -68,7 +66,6 @@ class RunningServer:
         self.health = health_servicer
         self.publisher = publisher
         self.reloader = reloader
-        self.outcomes = outcomes
         self.status_server = status_server
         self.status = status
 
@@ -94,8 +91,6 @@ class RunningServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
-        if self.outcomes is not None:
-            await self.outcomes.close()
         if self.status_server is not None:
             self.status_server.close()
 
@@ -137,13 +132,10 @@ async def start_server(settings: Settings) -> RunningServer:
     publisher = await open_durable_publisher(
         kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, metrics=metrics
     )
-    # Opened on the first RecordOutcomes call: predictions never wait for the database.
-    outcomes = PostgresOutcomeStore(settings.shared.database_url)
     core = PredictionCore(
         model,
         publisher,
         max_batch_size=settings.max_batch_size,
-        outcomes=outcomes,
         microbatch_wait_s=settings.microbatch_wait_ms / 1000,
         microbatch_max=settings.microbatch_max,
         metrics=metrics,
@@ -199,7 +191,6 @@ async def start_server(settings: Settings) -> RunningServer:
         publisher,
         core,
         reloader,
-        outcomes,
         status_server,
         status,
         metrics,

@@ -20,12 +20,11 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
-from inference_service.core import OutcomesUnavailable, PredictionCore, PublishUnavailable
+from inference_service.core import AcceptedOutcome, PredictionCore, PublishUnavailable
 from inference_service.encoding import InvalidInput
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
 from inference_service.status import bad_request, map_errors
-from studentperf.outcomes import StoredOutcome
 from studentperf.v1 import prediction_service_pb2 as api
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -101,7 +100,6 @@ class PredictionServicer:
 _EXPECTED = (
     InvalidInput,
     PublishUnavailable,
-    OutcomesUnavailable,
     asyncio.CancelledError,
     grpc.aio.AbortError,
 )
@@ -182,9 +180,8 @@ def _result(answer: api.Prediction | InvalidInput) -> api.BatchPredictResult:
     return api.BatchPredictResult(prediction=answer)
 
 
-def _outcome_result(answer: StoredOutcome | InvalidInput) -> api.RecordOutcomeResult:
+def _outcome_result(answer: AcceptedOutcome | InvalidInput) -> api.RecordOutcomeResult:
     if isinstance(answer, InvalidInput):
         return api.RecordOutcomeResult(error=_item_error("outcome", answer))
-    return api.RecordOutcomeResult(
-        stored=api.OutcomeStored(replaced=answer.replaced, student_added=answer.student_added)
-    )
+    # replaced and student_added are deprecated and left false: not known until recorded.
+    return api.RecordOutcomeResult(stored=api.OutcomeStored(event_id=answer.event_id))

@@ -27,7 +27,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from inference_service.core import OutcomesUnavailable, PublishUnavailable
+from inference_service.core import PublishUnavailable
 from inference_service.encoding import InvalidInput
 from inference_service.metrics import InferenceMetrics
 from studentperf import tracing
@@ -105,17 +105,14 @@ def map_errors(
         except PublishUnavailable as error:
             code = "UNAVAILABLE"
             log.warning("%s: %s", name, error)
+            # A retry of outcomes records the same scores again, later: the same result.
+            if name == "RecordOutcomes":
+                what, retry = "outcomes", "a retry records the same scores again"
+            else:
+                what, retry = "prediction", "a retry makes a new prediction"
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"prediction not confirmed as recorded: {error}. It may still be recorded; "
-                "a retry makes a new prediction",
-            )
-        except OutcomesUnavailable as error:
-            code = "UNAVAILABLE"
-            log.warning("%s: %s", name, error)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"outcomes not stored: {error}. Nothing was stored; retrying is safe",
+                f"{what} not confirmed as recorded: {error}. It may still be recorded; {retry}",
             )
         except grpc.aio.AbortError:
             if code == "UNKNOWN":  # aborted by the method itself

@@ -1,6 +1,7 @@
-"""From a prediction event to its row of the staging table: pure, no database.
+"""From an event to its row of the staging table: pure, no database.
 
-A batch is copied into one staging table, one row per event, and spread from there into the
+A batch is copied into one staging table, one row per event (a prediction's or an outcome's:
+an outcome's row has no prediction_id, and its final_score set), and spread from there into the
 normalized tables by set-based statements (see store.py). Profiles and academic records are
 content-addressed: their id is a UUID v5 of the student and the values, so the same inputs
 sent again are one row, and a prediction always points at the inputs it was made from.
@@ -18,6 +19,7 @@ from google.protobuf.message import Message
 
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import ACADEMIC_RECORD_FEATURES, PROFILE_FEATURES
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.student_pb2 import AcademicRecord, StudentProfile
 
@@ -50,6 +52,7 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "event_schema_version",
     "trace_id",
     "term",
+    "final_score",
 )
 
 
@@ -102,7 +105,7 @@ def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID
     return uuid.UUID(content_key(kind, student_id, values))
 
 
-def occurred_at(event: PredictionEvent) -> datetime:
+def occurred_at(event: PredictionEvent | OutcomeEvent) -> datetime:
     """The event's time; raises ValueError (or OverflowError) when it is not a real date."""
     stamp = event.occurred_at
     if not 0 <= stamp.nanos < 1_000_000_000:
@@ -141,4 +144,29 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
         event.schema_version,
         trace_id,
         p.term or None,  # empty: the prediction names no term
+        None,
+    )
+
+
+# The columns of a prediction's inputs and answer, between student_id and predicted_at.
+_NO_PREDICTION: tuple[None, ...] = (None,) * (STAGING_COLUMNS.index("predicted_at") - 3)
+
+
+def outcome_staging_row(
+    event: OutcomeEvent, log_offset: int, trace_id: str | None = None
+) -> StagingRow:
+    """An outcome event as one staging row: the student, the term and the score, stamped with
+    the event's time and offset, which order two outcomes of one student and term (the later
+    one replaces the score). Raises like staging_row for a time that is not a real date."""
+    o = event.outcome
+    return (
+        log_offset,
+        None,
+        o.student_id,
+        *_NO_PREDICTION,
+        occurred_at(event),
+        event.schema_version,
+        trace_id,
+        o.term,
+        o.final_score,
     )

@@ -3,8 +3,14 @@
 A batch is COPYed into a temporary staging table and spread from there by one
 `INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip. Each is keyed so that
 writing the same events again changes nothing: predictions by prediction id, profiles and
-academic records by their content-derived ids (DO NOTHING), and each student's current facts
-merged fact by fact, a fact replaced only by one given later (studentperf.student_facts).
+academic records by their content-derived ids (DO NOTHING), each student's current facts
+merged fact by fact, a fact replaced only by one given later (studentperf.student_facts), and
+outcomes by (student_id, term), a score replaced only by one recorded later: ordered by the
+event's time, then its offset, as the facts are (an outcome event gives no fact, so its
+student gets a bare row when unknown, as migration 0002 describes). A new outcome's
+recorded_at is its event's time, when RecordOutcomes accepted it, not when the recorder got to
+it: the monitor pairs a prediction that names no term with the first outcome recorded after
+it (trainer/monitor/data.py), by the service's clock on both sides.
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
 a batch the database refuses (or the driver cannot encode) is split in halves until the
@@ -29,6 +35,8 @@ from studentperf.student_facts import FACTS, merge_statement
 log = logging.getLogger(__name__)
 
 STAGING_TABLE = "recorder_batch"
+# outcomes.source of an outcome recorded through RecordOutcomes (and so its event).
+OUTCOME_SOURCE = "rpc"
 
 # Types are as wide as the event's: an out-of-range age is then refused by PostgreSQL as data
 # (and dead-lettered), rather than by the driver's encoder.
@@ -57,7 +65,8 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     predicted_at timestamptz,
     event_schema_version bigint,
     trace_id text,
-    term text
+    term text,
+    final_score double precision
 ) ON COMMIT DROP
 """
 
@@ -68,7 +77,7 @@ _GIVEN_FACTS = f"""(SELECT student_id, {", ".join(FACTS)}, predicted_at AS given
 # One simple-protocol round trip; its status is the last statement's, the predictions insert.
 _SPREAD = f"""
 INSERT INTO model_versions (model_version)
-SELECT DISTINCT model_version FROM {STAGING_TABLE}
+SELECT DISTINCT model_version FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (model_version) DO NOTHING;
 
 {merge_statement(_GIVEN_FACTS)};
@@ -77,15 +86,33 @@ INSERT INTO student_profiles (student_profile_id, student_id, age, gender, paren
                               lunch_program, test_preparation)
 SELECT DISTINCT ON (student_profile_id) student_profile_id, student_id, age, gender,
        parental_education, lunch_program, test_preparation
-FROM {STAGING_TABLE}
+FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (student_profile_id) DO NOTHING;
 
 INSERT INTO academic_records (academic_record_id, student_id, attendance_percentage,
                               study_hours_per_week, previous_gpa, assignments_completed)
 SELECT DISTINCT ON (academic_record_id) academic_record_id, student_id, attendance_percentage,
        study_hours_per_week, previous_gpa, assignments_completed
-FROM {STAGING_TABLE}
+FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (academic_record_id) DO NOTHING;
+
+INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_at, recorded_as_of,
+                          log_offset)
+SELECT DISTINCT ON (student_id, term) student_id, term, final_score, '{OUTCOME_SOURCE}',
+       predicted_at, predicted_at, log_offset
+FROM {STAGING_TABLE} WHERE prediction_id IS NULL
+ORDER BY student_id, term, predicted_at DESC, log_offset DESC
+ON CONFLICT (student_id, term) DO UPDATE SET
+    final_score = EXCLUDED.final_score,
+    source = EXCLUDED.source,
+    -- When the score last changed: an event that repeats it (a duplicate a spool replay may
+    -- publish, at a later offset) moves only its order.
+    updated_at = CASE WHEN o.final_score = EXCLUDED.final_score AND o.source = EXCLUDED.source
+                      THEN o.updated_at ELSE now() END,
+    recorded_as_of = EXCLUDED.recorded_as_of,
+    log_offset = EXCLUDED.log_offset
+WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
+    > (COALESCE(o.recorded_as_of, '-infinity'), COALESCE(o.log_offset, -1));
 
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
@@ -94,7 +121,7 @@ INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
        predicted_at, event_schema_version, trace_id, term
-FROM {STAGING_TABLE}
+FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (prediction_id) DO NOTHING;
 """
 
@@ -205,7 +232,8 @@ async def _write_splitting(
         result.add(await _write_splitting(conn, rows[:half], first, attempts + 1))
         result.add(await _write_splitting(conn, rows[half:], first + half, attempts + 1))
         return result
-    return WriteResult(stored, len(rows) - stored, transactions=1)
+    predictions = sum(1 for row in rows if row[1] is not None)  # row[1]: prediction_id
+    return WriteResult(stored, predictions - stored, transactions=1)
 
 
 async def _check_usable(conn: asyncpg.Connection) -> None:

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record, UnreadableRecord
-from recorder_service.rows import StagingRow, occurred_at, staging_row
+from recorder_service.rows import StagingRow, occurred_at, outcome_staging_row, staging_row
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 
 
 class Reason(StrEnum):
@@ -92,9 +93,12 @@ class _Refused(Exception):
 def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow:
     headers = record.headers or ()
     try:
-        event = envelope.decode(record.value, headers)
+        # The content type says which event it is (studentperf.envelope): no guessing.
+        event = envelope.decode_any(record.value, headers)
     except envelope.UnknownSchemaVersion as error:
         raise _Refused(Reason.UNKNOWN_SCHEMA_VERSION, str(error)) from None
+    except envelope.InvalidOutcome as error:
+        raise _Refused(Reason.INVALID_EVENT, str(error)) from None
     except envelope.UndecodableEvent as error:
         raise _Refused(Reason.UNDECODABLE, str(error)) from None
     try:
@@ -110,4 +114,6 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
             f" {max_future_skew.total_seconds():.0f} s allowed (STUDENTPERF_MAX_FUTURE_SKEW_S)"
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
+    if isinstance(event, OutcomeEvent):
+        return outcome_staging_row(event, record.offset, envelope.trace_id(headers))
     return staging_row(event, record.offset, envelope.trace_id(headers))

@@ -148,7 +148,9 @@ class DatabaseRole(StrEnum):
 
     OWNER = "postgres"
     RECORDER = "studentperf_recorder"
-    INFERENCE = "studentperf_inference"  # RecordOutcomes
+    # Writes nothing since migration 0009 (RecordOutcomes publishes events); kept so existing
+    # deployments' DSNs and grants stay valid.
+    INFERENCE = "studentperf_inference"
     TRAINER = "studentperf_trainer"  # training, and `make monitor`
     IMPORTER = "studentperf_importer"  # `make import`
     ANALYST = "studentperf_analyst"  # read-only: `make demo`, people

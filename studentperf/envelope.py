@@ -1,8 +1,13 @@
-"""The Kafka wire envelope of a prediction event, used by the producer and the consumer alike.
+"""The Kafka wire envelope of the events, used by the producer and the consumer alike.
 
+One topic carries two kinds of event: a `PredictionEvent` per prediction and an `OutcomeEvent`
+per outcome RecordOutcomes accepted (issue 15).
 key: the student id (UTF-8), so all of one student's events land on one partition, in order.
-value: the serialized `PredictionEvent`.
-headers: the schema version and the content type, readable without decoding the value; and
+value: the serialized event.
+headers: the schema version and the content type, readable without decoding the value. The
+content type names the event's message; a record whose content type is not OUTCOME_CONTENT_TYPE
+(or that has none: every event written before outcomes went through Kafka) is read as a
+PredictionEvent, as it always was. Then
 the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
 studentperf.tracing), when there was one, which the recorder stores with the row.
 
@@ -23,11 +28,14 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
+from studentperf.outcomes import score_is_valid, student_id_is_valid, term_is_valid
 from studentperf.tracing import valid_trace_id
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
+OUTCOME_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.OutcomeEvent"
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
 TRACE_ID_HEADER = "trace-id"
@@ -36,7 +44,11 @@ _TRACE_ID_BYTES = 32
 
 
 class UndecodableEvent(ValueError):
-    """A record that is not a prediction event this code can read; the message says why."""
+    """A record that is not an event this code can read; the message says why."""
+
+
+class InvalidOutcome(UndecodableEvent):
+    """An outcome event that parses but whose outcome breaks a rule of RecordOutcomes."""
 
 
 class UnknownSchemaVersion(UndecodableEvent):
@@ -68,6 +80,28 @@ def encode(event: PredictionEvent, *, trace_id: str | None = None) -> KafkaRecor
     )
 
 
+def encode_outcome(event: OutcomeEvent, *, trace_id: str | None = None) -> KafkaRecord:
+    headers = [
+        (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
+        (CONTENT_TYPE_HEADER, OUTCOME_CONTENT_TYPE),
+    ]
+    if trace_id is not None:
+        headers.append((TRACE_ID_HEADER, trace_id.encode()))
+    return KafkaRecord(
+        key=event.outcome.student_id.encode(),
+        value=event.SerializeToString(),
+        headers=headers,
+    )
+
+
+def is_outcome(headers: Sequence[Header]) -> bool:
+    """Whether the record says it holds an OutcomeEvent (its first content-type header)."""
+    for name, value in headers:
+        if name == CONTENT_TYPE_HEADER:
+            return value == OUTCOME_CONTENT_TYPE
+    return False
+
+
 def trace_id(headers: Sequence[Header]) -> str | None:
     """The record's trace id (the first `trace-id` header); None when it has none, or one that
     is null or not a valid trace id (an event is recorded all the same: the trace is lost, not
@@ -90,8 +124,7 @@ def _shown_version(header: bytes | None) -> str:
     return "that is not a version number"
 
 
-def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEvent:
-    """Parses a record's value, refusing what a recorder must not write."""
+def _check_version(headers: Sequence[Header]) -> None:
     # The header is checked first: an event of another version may not even parse as this one.
     # Every copy of it is: a record that claims two versions is not one this code reads.
     for name, header in headers:
@@ -100,6 +133,51 @@ def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEve
                 f"unknown schema-version header {_shown_version(header)}"
                 f" (this recorder reads {SCHEMA_VERSION})"
             )
+
+
+def decode_any(
+    value: bytes | None, headers: Sequence[Header] = ()
+) -> PredictionEvent | OutcomeEvent:
+    """Parses a record's value as the event its content type names (see the module's doc)."""
+    if is_outcome(headers):
+        return decode_outcome(value, headers)
+    return decode(value, headers)
+
+
+def decode_outcome(value: bytes | None, headers: Sequence[Header] = ()) -> OutcomeEvent:
+    """Parses an outcome event, refusing what a recorder must not write: an outcome that breaks
+    a rule of RecordOutcomes (studentperf.outcomes) is refused like an undecodable record."""
+    _check_version(headers)
+    if not value:
+        raise UndecodableEvent("empty record value")
+    event = OutcomeEvent()
+    try:
+        event.ParseFromString(value)
+    except DecodeError:
+        raise UndecodableEvent("not an OutcomeEvent: protobuf cannot parse it") from None
+    if event.schema_version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(
+            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
+        )
+    if not event.event_id or not event.HasField("outcome"):
+        raise UndecodableEvent("event_id or outcome missing")
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError:
+        raise UndecodableEvent("event_id is not a UUID") from None
+    outcome = event.outcome
+    if not student_id_is_valid(outcome.student_id):
+        raise InvalidOutcome("outcome.student_id breaks the student id rule")
+    if not term_is_valid(outcome.term):
+        raise InvalidOutcome("outcome.term breaks the term rule")
+    if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
+        raise InvalidOutcome("outcome.final_score is missing or not a number from 0 to 100")
+    return event
+
+
+def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEvent:
+    """Parses a record's value as a prediction event, refusing what a recorder must not write."""
+    _check_version(headers)
     if not value:
         raise UndecodableEvent("empty record value")
     event = PredictionEvent()

@@ -1,7 +1,8 @@
 """Students' actual final scores (ground truth): the rules and the SQL that stores them.
 
-Shared by the inference service's RecordOutcomes and the trainer's CSV import, so both check the
-same rules and write the same way: one transaction, the missing students added first (the
+The rules are shared by the inference service's RecordOutcomes (which publishes an outcome
+event the recorder writes, recorder_service/store.py) and the trainer's CSV import, which
+writes here: one transaction, the missing students added first (the
 foreign key stays intact), then every outcome upserted by (student_id, term). A CSV import's
 profiles merge into `students` by the recorder's rule (studentperf.student_facts), as of the
 import.
@@ -70,13 +71,18 @@ _IMPORTED_FACTS = f"""(
 _MERGE_PROFILES = merge_statement(_IMPORTED_FACTS, returning="student_id, xmax = 0 AS inserted")
 
 # xmax is 0 on a freshly inserted row version and set on one that an update produced.
-_UPSERT_OUTCOMES = """
-INSERT INTO outcomes AS o (student_id, term, final_score, source)
-SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[])
+# A score written here is as of now, outside the event log (as the facts are): an outcome event
+# recorded later replaces it, a late replay of an older one does not (migration 0009).
+_UPSERT_OUTCOMES = f"""
+INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_as_of, log_offset)
+SELECT *, now(), {OUTSIDE_THE_LOG}::bigint
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[])
 ON CONFLICT (student_id, term) DO UPDATE SET
     final_score = EXCLUDED.final_score,
     source = EXCLUDED.source,
-    updated_at = now()
+    updated_at = now(),
+    recorded_as_of = EXCLUDED.recorded_as_of,
+    log_offset = EXCLUDED.log_offset
 RETURNING student_id, term, xmax <> 0 AS replaced
 """
 

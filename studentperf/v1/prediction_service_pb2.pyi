@@ -195,9 +195,11 @@ class RecordOutcomeResult(_message.Message):
     def __init__(self, stored: _Optional[_Union[OutcomeStored, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class OutcomeStored(_message.Message):
-    __slots__ = ("replaced", "student_added")
+    __slots__ = ("replaced", "student_added", "event_id")
     REPLACED_FIELD_NUMBER: _ClassVar[int]
     STUDENT_ADDED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     replaced: bool
     student_added: bool
-    def __init__(self, replaced: _Optional[bool] = ..., student_added: _Optional[bool] = ...) -> None: ...
+    event_id: str
+    def __init__(self, replaced: _Optional[bool] = ..., student_added: _Optional[bool] = ..., event_id: _Optional[str] = ...) -> None: ...

@@ -88,10 +88,12 @@ class PredictionServiceServicer:
     def RecordOutcomes(self, request, context):
         """Records students' actual final scores: the ground truth that training and monitoring
         compare predictions with. One result per outcome, in request order: an invalid outcome gets
-        its own error and the others are stored, all in one database transaction. Recording the
-        same student and term again replaces the score. A student never seen before is added
-        (without a profile). UNAVAILABLE when the database cannot be reached: nothing was stored,
-        and retrying is safe. Predictions never depend on the database.
+        its own error and the others are accepted. An accepted outcome has been handed to Kafka (or
+        the service's spool, as a prediction's event is) and will be written to PostgreSQL by the
+        recorder, so this call, like Predict, works while the database is down. Recording the same
+        student and term again replaces the score (the later recording counts); a student never
+        seen before is added (without a profile). UNAVAILABLE when the outcomes cannot be handed
+        off for recording: nothing was accepted, and retrying is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from infra.bench.process import HealthClient, RecorderProcess
 from studentperf import envelope
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from studentperf.v1.prediction_service_pb2 import Prediction
+from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from tests.integration.helpers import eventually
 
@@ -56,6 +57,16 @@ def make_event(
     return event
 
 
+def make_outcome_event(student_id: str, term: str, score: float, *, seconds: int) -> OutcomeEvent:
+    event = OutcomeEvent(
+        schema_version=envelope.SCHEMA_VERSION,
+        event_id=str(uuid.uuid4()),
+        outcome=Outcome(student_id=student_id, term=term, final_score=score),
+    )
+    event.occurred_at.seconds = seconds
+    return event
+
+
 @dataclass(frozen=True)
 class Raw:
     """A record as produced: anything, including what is not an event."""
@@ -67,6 +78,11 @@ class Raw:
 
 def raw(event: PredictionEvent) -> Raw:
     record = envelope.encode(event)
+    return Raw(record.key, record.value, record.headers)
+
+
+def raw_outcome(event: OutcomeEvent) -> Raw:
+    record = envelope.encode_outcome(event)
     return Raw(record.key, record.value, record.headers)
 
 

@@ -130,8 +130,11 @@ async def drift_frame(
 
 
 @pytest.fixture(scope="module")
-async def drift_outcomes(stub: api_grpc.PredictionServiceStub, drift_frame: pd.DataFrame) -> int:
-    """Outcomes for the drifted students, 15 points above the training relation."""
+async def drift_outcomes(
+    stub: api_grpc.PredictionServiceStub, drift_frame: pd.DataFrame, db: asyncpg.Pool
+) -> int:
+    """Outcomes for the drifted students, 15 points above the training relation, once the
+    recorder has written them (RecordOutcomes publishes them, issue 15)."""
     outcomes = [
         api.Outcome(
             student_id=f"drift-{i}",
@@ -142,6 +145,8 @@ async def drift_outcomes(stub: api_grpc.PredictionServiceStub, drift_frame: pd.D
     ]
     answer = await stub.RecordOutcomes(api.RecordOutcomesRequest(outcomes=outcomes), timeout=30)
     assert all(r.HasField("stored") for r in answer.results)
+    written = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id LIKE 'drift-%'")
+    assert await eventually(written, len(outcomes), timeout=60) == len(outcomes)
     return len(outcomes)
 
 

@@ -8,7 +8,7 @@ recorded first were never paired, and a later term's outcome was taken instead (
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from inference_service.spool import Spool
 from studentperf.client import StudentInput
 from studentperf.client import aio as aio_client
 from studentperf.config import DatabaseRole
@@ -63,6 +64,13 @@ async def record(
     assert all(r.HasField("stored") for r in answer.results)
 
 
+def _spooled_count(spool: Spool) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return spool.records
+
+    return probe
+
+
 async def stored_terms(db: asyncpg.Pool, ids: Sequence[str]) -> dict[str, str | None]:
     rows = await db.fetch(
         "SELECT prediction_id::text, term FROM predictions WHERE prediction_id = ANY($1::uuid[])",
@@ -95,6 +103,9 @@ async def test_outcomes_recorded_before_the_predictions_pair_with_them_by_term(
         count_rows(db, "SELECT count(*) FROM predictions WHERE term = $1", CURRENT_TERM), STUDENTS
     )
     assert stored == STUDENTS
+    # Outcomes are written by the recorder (issue 15): the later term's must be there to tempt.
+    fall = count_rows(db, "SELECT count(*) FROM outcomes WHERE term = '2026-fall'")
+    assert await eventually(fall, STUDENTS) == STUDENTS
 
     recent = await read_recent(stack.database_url_as(DatabaseRole.TRAINER), since=since, last=None)
     assert len(recent) == STUDENTS
@@ -199,6 +210,9 @@ async def test_without_a_current_term_a_prediction_names_none_and_pairs_by_time(
             since = datetime.now(UTC)
             answer = await stub.Predict(api.PredictRequest(student=student("untermed")), timeout=10)
             await record(stub, ["untermed"], "2026-fall", [80.0])  # after: the one forecast
+        # Calls before the service reached Kafka were spooled: outcomes too since issue 15.
+        spooled = running.publisher.spool
+        assert await eventually(_spooled_count(spooled), 0, timeout=30) == 0
     finally:
         await running.stop(grace_s=5)
     pid = answer.prediction.prediction_id

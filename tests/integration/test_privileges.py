@@ -1,9 +1,11 @@
 """Least privilege: each process's PostgreSQL role does what its code does, and nothing else.
 
 The roles come from migration 0004. Each is exercised through the project's own code (the
-recorder's store, RecordOutcomes' SQL, the CSV import, the trainer's reads and registry, the
-monitor's reads), then refused, with insufficient_privilege, what it must never do: change or
-delete predictions, write what another process owns, any write as the analyst, any DDL.
+recorder's store, predictions and, since migration 0009, outcomes; the CSV import, the
+trainer's reads and registry, the monitor's reads), then refused, with insufficient_privilege,
+what it must never do: change or delete predictions, write what another process owns, any
+write as the analyst, any DDL. The inference service writes nothing (0009: RecordOutcomes
+publishes events the recorder writes).
 Retention's role (migration 0007), taken by the recorder only, deletes what retention removes
 and nothing more.
 """
@@ -24,17 +26,12 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer, free_port
-from recorder_service.rows import staging_row
+from recorder_service.rows import outcome_staging_row, staging_row
 from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
-from studentperf.outcomes import (
-    OutcomeRow,
-    ProfileRow,
-    store_outcomes,
-    store_profiles_and_outcomes,
-)
-from tests.integration.recorder_support import make_event
+from studentperf.outcomes import OutcomeRow, ProfileRow, store_profiles_and_outcomes
+from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.db_source import read_labelled_rows
 from trainer.monitor.data import read_held_out, read_recent
 from trainer.registry import register_version
@@ -92,6 +89,12 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "DELETE FROM outcomes",
             "UPDATE outcomes SET student_id = 'other'",
             "INSERT INTO model_versions (model_version) VALUES ('v')",
+            # What RecordOutcomes wrote before migration 0009: now the recorder's.
+            INSERT_OUTCOME,
+            "UPDATE outcomes SET final_score = 0",
+            "SELECT count(*) FROM outcomes",
+            "INSERT INTO students (student_id, profile_as_of) VALUES ('s', now())",
+            "SELECT student_id FROM students",
         )
     ],
     *[
@@ -115,8 +118,9 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "UPDATE students SET student_id = 'other'",
             "SELECT * FROM predictions",
             "UPDATE model_versions SET promoted_at = now()",
-            INSERT_OUTCOME,
-            "SELECT count(*) FROM outcomes",
+            "DELETE FROM outcomes",
+            "UPDATE outcomes SET term = '2020-x'",
+            "UPDATE outcomes SET student_id = 'other'",
         )
     ],
     *[
@@ -229,23 +233,22 @@ async def test_each_role_does_what_its_process_does(
         make_event("priv-1", age=15, seconds=1_700_000_000),
         make_event("priv-1", age=16, seconds=1_700_000_100),
     )
+    # RecordOutcomes' events, written by the recorder: an outcome for a known student, one for
+    # a new student (added bare), then the first one replaced by a later event.
+    outcomes = [
+        make_outcome_event("priv-1", "2026-spring", 60.0, seconds=1_700_000_200),
+        make_outcome_event("priv-2", "2026-spring", 40.0, seconds=1_700_000_200),
+        make_outcome_event("priv-1", "2026-spring", 70.0, seconds=1_700_000_300),
+    ]
     async with asyncpg.create_pool(url[DatabaseRole.RECORDER], min_size=1, max_size=1) as pool:
         # At start-up the recorder checks the schema; current, it needs no DDL.
         async with pool.acquire() as conn:
             assert await apply_migrations(conn) == []
-        result = await PostgresStore(pool).write([staging_row(first, 0), staging_row(second, 1)])
-    assert (result.stored, result.refused) == (2, [])
-
-    # RecordOutcomes: an outcome for a known student, one for a new student, then replaced.
-    conn = await connect_as(postgres, database, DatabaseRole.INFERENCE)
-    try:
-        rows = [OutcomeRow("priv-1", "2026-spring", 70.0), OutcomeRow("priv-2", "2026-spring", 40)]
-        stored = await store_outcomes(conn, rows, source="rpc")
-        assert [(s.replaced, s.student_added) for s in stored] == [(False, False), (False, True)]
-        again = await store_outcomes(conn, rows[:1], source="rpc")
-        assert again[0].replaced
-    finally:
-        await conn.close()
+        store = PostgresStore(pool)
+        result = await store.write([staging_row(first, 0), staging_row(second, 1)])
+        assert (result.stored, result.refused) == (2, [])
+        result = await store.write([outcome_staging_row(e, 2 + i) for i, e in enumerate(outcomes)])
+        assert (result.stored, result.already_stored, result.refused) == (0, 0, [])
 
     # `make import`: profiles and outcomes.
     conn = await connect_as(postgres, database, DatabaseRole.IMPORTER)
@@ -270,10 +273,16 @@ async def test_each_role_does_what_its_process_does(
     conn = await connect_as(postgres, database, DatabaseRole.ANALYST)
     try:
         counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+        scores = await conn.fetch(
+            "SELECT student_id, final_score, source FROM outcomes WHERE term = '2026-spring'"
+            " ORDER BY student_id"
+        )
     finally:
         await conn.close()
     print(f"rows the roles wrote, as the analyst reads them: {counts}")
     assert counts["predictions"] == 2 and counts["outcomes"] == 3 and counts["students"] == 3
+    # The later of priv-1's two outcome events counts.
+    assert [tuple(r) for r in scores] == [("priv-1", 70.0, "rpc"), ("priv-2", 40.0, "rpc")]
 
 
 @pytest.mark.parametrize(

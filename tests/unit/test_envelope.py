@@ -3,8 +3,9 @@ import uuid
 import pytest
 
 from studentperf import envelope
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from studentperf.v1.prediction_service_pb2 import Prediction
+from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import Student, StudentProfile
 
 
@@ -84,3 +85,44 @@ def test_a_trace_id_header_that_is_null_or_not_a_trace_id_is_no_trace_id(
 def test_the_first_trace_id_header_is_the_one() -> None:
     first, second = b"4bf92f3577b34da6a3ce929d0e0e4736", b"00f067aa0ba902b700f067aa0ba902b7"
     assert envelope.trace_id([("trace-id", first), ("trace-id", second)]) == first.decode()
+
+
+def outcome_event(score: float | None = 71.5, term: str = "2026-spring") -> OutcomeEvent:
+    made = OutcomeEvent(
+        schema_version=envelope.SCHEMA_VERSION,
+        event_id=str(uuid.uuid4()),
+        outcome=Outcome(student_id="stu-8", term=term),
+    )
+    if score is not None:
+        made.outcome.final_score = score
+    return made
+
+
+def test_an_outcome_event_round_trips_under_its_own_content_type() -> None:
+    original = outcome_event()
+    record = envelope.encode_outcome(original, trace_id="a" * 32)
+    assert record.key == b"stu-8"
+    headers = dict(record.headers)
+    assert headers["content-type"] == envelope.OUTCOME_CONTENT_TYPE
+    assert headers["schema-version"] == b"1"
+    assert envelope.decode_any(record.value, record.headers) == original
+    # A prediction's record, with its header or with none (as before issue 15), is a prediction.
+    prediction = envelope.encode(event())
+    assert isinstance(envelope.decode_any(prediction.value, prediction.headers), PredictionEvent)
+    assert isinstance(envelope.decode_any(prediction.value), PredictionEvent)
+
+
+@pytest.mark.parametrize(
+    ("made", "reason"),
+    [
+        (outcome_event(score=None), "final_score"),
+        (outcome_event(score=100.5), "final_score"),
+        (outcome_event(term="spring"), "term"),
+        (OutcomeEvent(schema_version=1, event_id=str(uuid.uuid4())), "outcome missing"),
+        (OutcomeEvent(schema_version=1, event_id="x", outcome=Outcome()), "not a UUID"),
+    ],
+)
+def test_an_outcome_that_breaks_a_rule_is_refused(made: OutcomeEvent, reason: str) -> None:
+    headers = envelope.encode_outcome(made).headers
+    with pytest.raises(envelope.UndecodableEvent, match=reason):
+        envelope.decode_any(made.SerializeToString(), headers)

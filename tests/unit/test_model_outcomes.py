@@ -1,39 +1,34 @@
-"""RecordOutcomes in the core, with a fake store: validation, duplicates, no database."""
+"""RecordOutcomes in the core, with a recording publisher: validation, duplicates, one
+published outcome event per valid outcome (issue 15: no database any more)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import uuid
 
 import pytest
 
-from inference_service.core import OutcomesUnavailable, PredictionCore
+from inference_service.core import AcceptedOutcome, PredictionCore, PublishUnavailable
 from inference_service.encoding import InvalidInput
-from studentperf.outcomes import OutcomeRow, StoredOutcome, term_is_valid
+from studentperf import envelope
+from studentperf.outcomes import term_is_valid
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_service_pb2 import Outcome
 from tests.unit.test_core import AgeModel, RecordingPublisher
 
 
-class FakeStore:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], float] = {}
-        self.calls: list[list[OutcomeRow]] = []
-
-    async def store(self, rows: Sequence[OutcomeRow]) -> list[StoredOutcome]:
-        self.calls.append(list(rows))
-        known = {student for student, _ in self.rows}
-        answers = []
-        for row in rows:
-            key = (row.student_id, row.term)
-            answers.append(StoredOutcome(key in self.rows, row.student_id not in known))
-            self.rows[key] = row.final_score
-        return answers
+def core(publisher: RecordingPublisher, max_batch_size: int = 10) -> PredictionCore:
+    return PredictionCore(AgeModel(), publisher, max_batch_size=max_batch_size)
 
 
-def core(store: FakeStore | None, max_batch_size: int = 10) -> PredictionCore:
-    return PredictionCore(
-        AgeModel(), RecordingPublisher(), max_batch_size=max_batch_size, outcomes=store
-    )
+def published(publisher: RecordingPublisher) -> list[OutcomeEvent]:
+    events = []
+    for record in publisher.records:
+        assert envelope.is_outcome(record.headers)
+        event = envelope.decode_outcome(record.value, record.headers)
+        assert record.key == event.outcome.student_id.encode()
+        events.append(event)
+    return events
 
 
 def outcome(
@@ -65,19 +60,22 @@ def test_term_rule(term: str, valid: bool) -> None:
     assert term_is_valid(term) is valid
 
 
-async def test_good_outcomes_are_stored_and_answered_in_order() -> None:
-    store = FakeStore()
-    answers = await core(store).record_outcomes([outcome("a"), outcome("b", score=0.0)])
-    assert answers == [StoredOutcome(False, True), StoredOutcome(False, True)]
-    assert store.rows == {("a", "2026-spring"): 71.5, ("b", "2026-spring"): 0.0}
-    again = await core(store).record_outcomes([outcome("a", score=80.0)])
-    assert again == [StoredOutcome(replaced=True, student_added=False)]
-    assert store.rows[("a", "2026-spring")] == 80.0
+async def test_good_outcomes_are_published_and_answered_in_order() -> None:
+    publisher = RecordingPublisher()
+    answers = await core(publisher).record_outcomes([outcome("a"), outcome("b", score=0.0)])
+    events = published(publisher)
+    assert answers == [AcceptedOutcome(e.event_id) for e in events]
+    assert all(uuid.UUID(e.event_id).version == 4 for e in events)
+    assert [(e.outcome.student_id, e.outcome.term, e.outcome.final_score) for e in events] == [
+        ("a", "2026-spring", 71.5),
+        ("b", "2026-spring", 0.0),
+    ]
+    assert events[0].occurred_at.seconds > 0
 
 
 async def test_each_bad_outcome_is_refused_alone_naming_its_fields() -> None:
-    store = FakeStore()
-    answers = await core(store).record_outcomes(
+    publisher = RecordingPublisher()
+    answers = await core(publisher).record_outcomes(
         [
             outcome("ok"),
             outcome("bad id!", term="spring"),
@@ -86,7 +84,7 @@ async def test_each_bad_outcome_is_refused_alone_naming_its_fields() -> None:
             outcome("e", score=math.nan),
         ]
     )
-    assert answers[0] == StoredOutcome(False, True)
+    assert isinstance(answers[0], AcceptedOutcome)
     fields = [[v.field for v in a.violations] for a in answers[1:] if isinstance(a, InvalidInput)]
     assert fields == [
         ["outcomes[1].student_id", "outcomes[1].term"],
@@ -94,28 +92,30 @@ async def test_each_bad_outcome_is_refused_alone_naming_its_fields() -> None:
         ["outcomes[3].final_score"],
         ["outcomes[4].final_score"],
     ]
-    assert [r.student_id for r in store.calls[0]] == ["ok"]
+    assert [e.outcome.student_id for e in published(publisher)] == ["ok"]
 
 
 async def test_the_same_student_and_term_twice_is_refused_both_times() -> None:
-    store = FakeStore()
-    answers = await core(store).record_outcomes(
+    publisher = RecordingPublisher()
+    answers = await core(publisher).record_outcomes(
         [outcome("a"), outcome("a", term="2026-fall"), outcome("a", score=60.0)]
     )
     assert isinstance(answers[0], InvalidInput) and isinstance(answers[2], InvalidInput)
     assert "outcomes[2]" in str(answers[0]) and "outcomes[0]" in str(answers[2])
-    assert answers[1] == StoredOutcome(False, True)
-    assert store.rows == {("a", "2026-fall"): 71.5}
+    assert isinstance(answers[1], AcceptedOutcome)
+    assert [(e.outcome.term, e.outcome.final_score) for e in published(publisher)] == [
+        ("2026-fall", 71.5)
+    ]
 
 
-async def test_all_bad_touches_no_store_and_too_many_is_refused_whole() -> None:
-    store = FakeStore()
-    [answer] = await core(store).record_outcomes([outcome(term="bad")])
-    assert isinstance(answer, InvalidInput) and store.calls == []
+async def test_all_bad_publishes_nothing_and_too_many_is_refused_whole() -> None:
+    publisher = RecordingPublisher()
+    [answer] = await core(publisher).record_outcomes([outcome(term="bad")])
+    assert isinstance(answer, InvalidInput) and publisher.records == []
     with pytest.raises(InvalidInput, match="at most 2 outcomes per call, got 3"):
-        await core(store, max_batch_size=2).record_outcomes([outcome()] * 3)
+        await core(publisher, max_batch_size=2).record_outcomes([outcome()] * 3)
 
 
-async def test_without_a_store_the_call_is_unavailable() -> None:
-    with pytest.raises(OutcomesUnavailable):
-        await core(None).record_outcomes([outcome()])
+async def test_when_nothing_can_be_handed_off_the_call_is_unavailable() -> None:
+    with pytest.raises(PublishUnavailable):
+        await core(RecordingPublisher(fail=True)).record_outcomes([outcome()])

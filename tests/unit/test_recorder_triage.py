@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from recorder_service.dead_letters import dead_letter
+from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.triage import Reason, triage
 from studentperf import envelope
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.unit.recorder_fakes import TOPIC, FakeRecord, event_bytes
 
@@ -93,3 +96,45 @@ def test_a_header_without_a_value_does_not_stop_triage() -> None:
     assert [(r.record.offset, r.reason) for r in out.rejected] == [
         (1, Reason.UNKNOWN_SCHEMA_VERSION)
     ]
+
+
+def outcome_record(offset: int, student_id: str, term: str, score: float | None) -> FakeRecord:
+    event = OutcomeEvent(schema_version=1, event_id=str(uuid.uuid4()))
+    event.occurred_at.seconds = 1_780_000_000
+    event.outcome.student_id, event.outcome.term = student_id, term
+    if score is not None:
+        event.outcome.final_score = score
+    encoded = envelope.encode_outcome(event)
+    return record(offset, encoded.value, key=encoded.key, headers=encoded.headers)
+
+
+def test_the_content_type_routes_outcomes_and_old_records_stay_predictions() -> None:
+    """An outcome event becomes an outcome row (no prediction_id, the score set); a record with
+    no content-type header, as every event before issue 15, is still a prediction."""
+    records = [
+        outcome_record(0, "o-1", "2026-spring", 64.5),
+        record(1, event_bytes("p-1")),  # no headers at all
+        outcome_record(2, "o-2", "2026-spring", None),
+        outcome_record(3, "o-3", "spring", 50.0),
+        # An outcome event labelled as a prediction is read as one, and refused as not one.
+        record(4, outcome_record(9, "o-4", "2026-fall", 1.0).value),
+    ]
+    out = triage(records)
+    columns = [dict(zip(STAGING_COLUMNS, row, strict=True)) for row in out.rows]
+    assert [(c["log_offset"], c["prediction_id"] is None) for c in columns] == [
+        (0, True),
+        (1, False),
+    ]
+    assert (columns[0]["student_id"], columns[0]["term"], columns[0]["final_score"]) == (
+        "o-1",
+        "2026-spring",
+        64.5,
+    )
+    assert columns[1]["final_score"] is None
+    assert [(r.record.offset, r.reason) for r in out.rejected] == [
+        (2, Reason.INVALID_EVENT),
+        (3, Reason.INVALID_EVENT),
+        (4, Reason.UNDECODABLE),
+    ]
+    assert "final_score" in out.rejected[0].error and "o-2" not in out.rejected[0].error
+    assert "term" in out.rejected[1].error and "spring" not in out.rejected[1].error.split()
