@@ -250,9 +250,15 @@ async def test_record_outcomes_works_while_postgres_is_down(
     running = await start_server(settings)
     sent = [outcome(f"down-{i}", score=float(i)) for i in range(20)]
     try:
-        own_postgres.stop()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = api_grpc.PredictionServiceStub(channel)
+            # The recorder is consuming and writing before the database goes: one stored
+            # outcome shows it (else a recorder still starting up is what the test measures).
+            await record(stub, outcome("up-0", score=50.0))
+            async with asyncpg.create_pool(owner_url, min_size=1, max_size=1) as db:
+                up = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id = 'up-0'")
+                assert await eventually(up, 1, timeout=60) == 1
+            own_postgres.stop()
             results = await record(stub, *sent[:10])
             results += await record(stub, *sent[10:])
             student = pb.Student(profile=pb.StudentProfile(student_id="down-0"))
@@ -263,7 +269,9 @@ async def test_record_outcomes_works_while_postgres_is_down(
         async with asyncpg.create_pool(owner_url, min_size=1, max_size=1) as db:
             probe = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id LIKE 'down-%'")
             stored = await eventually(probe, len(sent), timeout=60)
-            scores = await db.fetch("SELECT student_id, final_score FROM outcomes")
+            scores = await db.fetch(
+                "SELECT student_id, final_score FROM outcomes WHERE student_id LIKE 'down-%'"
+            )
         print(
             f"\npostgres down: sent {len(sent)}, answered OK {accepted}, stored once back {stored}"
         )
