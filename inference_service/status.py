@@ -27,7 +27,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from inference_service.core import OutcomesUnavailable, PublishUnavailable
+from inference_service.core import (
+    HistoryUnavailable,
+    OutcomesUnavailable,
+    PublishUnavailable,
+    StudentNotFound,
+)
 from inference_service.encoding import InvalidInput
 from inference_service.metrics import InferenceMetrics
 from studentperf import tracing
@@ -117,6 +122,15 @@ def map_errors(
                 grpc.StatusCode.UNAVAILABLE,
                 f"outcomes not stored: {error}. Nothing was stored; retrying is safe",
             )
+        except HistoryUnavailable as error:
+            code = "UNAVAILABLE"
+            log.warning("%s: %s", name, error)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"history not read: {error}. Retrying is safe"
+            )
+        except StudentNotFound as error:
+            code = "NOT_FOUND"
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except grpc.aio.AbortError:
             if code == "UNKNOWN":  # aborted by the method itself
                 found = context.code()

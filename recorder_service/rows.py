@@ -50,6 +50,7 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "event_schema_version",
     "trace_id",
     "term",
+    "explanation",
 )
 
 
@@ -141,4 +142,6 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
         event.schema_version,
         trace_id,
         p.term or None,  # empty: the prediction names no term
+        # Stored as the message it was answered with: the history returns it as it is.
+        p.explanation.SerializeToString() if p.HasField("explanation") else None,
     )

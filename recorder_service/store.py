@@ -57,7 +57,8 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     predicted_at timestamptz,
     event_schema_version bigint,
     trace_id text,
-    term text
+    term text,
+    explanation bytea
 ) ON COMMIT DROP
 """
 
@@ -90,10 +91,10 @@ ON CONFLICT (academic_record_id) DO NOTHING;
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version, trace_id, term)
+                         event_schema_version, trace_id, term, explanation)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version, trace_id, term
+       predicted_at, event_schema_version, trace_id, term, explanation
 FROM {STAGING_TABLE}
 ON CONFLICT (prediction_id) DO NOTHING;
 """
