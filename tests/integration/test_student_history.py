@@ -304,3 +304,35 @@ async def _code(
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+async def test_tokens_grant_the_history_like_any_other_method(
+    stack: Stack,
+    tmp_path: Path,
+    history: tuple[list[pb.Student], list[api.Prediction]],
+) -> None:
+    reader, predictor = "history-token-0123456789", "predict-token-0123456789"
+    settings = InferenceSettings(
+        shared=stack.shared_as(DatabaseRole.INFERENCE),
+        listen_address="127.0.0.1:0",
+        model_path=str(stack.model_path),
+        spool_dir=str(tmp_path / "spool"),
+        history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
+        auth_tokens=f"reader {reader} ListStudentPredictions\npredictor {predictor} Predict",
+    )
+    running = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = api_grpc.PredictionServiceStub(channel)
+            request = api.ListStudentPredictionsRequest(student_id="hist-1", page_size=3)
+            page = await stub.ListStudentPredictions(
+                request, metadata=(("authorization", f"Bearer {reader}"),), timeout=10
+            )
+            assert len(page.predictions) == 3
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListStudentPredictions(
+                    request, metadata=(("authorization", f"Bearer {predictor}"),), timeout=10
+                )
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await running.stop(grace_s=1)
