@@ -1,10 +1,10 @@
 """The prediction use case, free of transport: check, predict, publish, answer.
 
-Used by the gRPC servicer; the model and the event publisher come in through small protocols
-so unit tests can pass fakes and integration tests the real broker. Outcomes are checked and
-published as events too, with the same promise as predictions. The model can be swapped while
-serving (`use_model`): each call reads it once, so a call in flight finishes with the model it
-started with, and its answer and event name that model's version.
+Used by the gRPC servicer; the model, the event publisher and the history store come in
+through small protocols so unit tests can pass fakes and integration tests the real broker.
+Outcomes are checked and published as events too, with the same promise as predictions. The
+model can be swapped while serving (`use_model`): each call reads it once, so a call in flight
+finishes with the model it started with, and its answer and event name that model's version.
 """
 
 from __future__ import annotations
@@ -12,24 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from inference_service import history
 from inference_service.batcher import MicroBatcher
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
 from inference_service.outcomes import encode_outcomes
 from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
+from studentperf.history import PageQuery
 from studentperf.limits import MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
     FactorContribution,
+    ListStudentPredictionsRequest,
+    ListStudentPredictionsResponse,
     ModelInfo,
     Outcome,
     Prediction,
@@ -47,6 +51,14 @@ class AcceptedOutcome:
     """An outcome handed off for recording (acknowledged by Kafka or spooled)."""
 
     event_id: str
+
+
+class HistoryUnavailable(Exception):
+    """A student's history could not be read (the database is away)."""
+
+
+class StudentNotFound(Exception):
+    """The database knows no student of this id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,11 @@ class PredictionMetrics(Protocol):
         """Counts `count` predictions by `model_version`, `passes` of them a pass."""
 
 
+class HistoryStore(Protocol):
+    async def page(self, query: PageQuery) -> Sequence[Mapping[str, Any]] | None:
+        """The page's rows, newest first (None: unknown student); or HistoryUnavailable."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     student: Student
@@ -108,6 +125,7 @@ class PredictionCore:
         microbatch_max: int = 256,
         metrics: PredictionMetrics | None = None,
         current_term: str = "",
+        history: HistoryStore | None = None,
     ) -> None:
         """`current_term`: the term of a prediction whose request names none ("" for none)."""
         self._model = model
@@ -115,6 +133,7 @@ class PredictionCore:
         self._publisher = publisher
         self._max_batch_size = max_batch_size
         self._now = now or _utc_now
+        self._history = history
         self._metrics = metrics
         # Calls between their model work and their answer: what a graceful stop waits for;
         # and those cancelled there (a deadline, a client gone, a stop that ran out of grace).
@@ -208,6 +227,27 @@ class PredictionCore:
                 [FieldViolation("term", f"{TERM_FORMAT}; or empty for the server's current term")]
             )
         return given
+
+    async def list_student_predictions(
+        self, request: ListStudentPredictionsRequest
+    ) -> ListStudentPredictionsResponse:
+        """One page of the student's recorded predictions, newest first; raises InvalidInput,
+        StudentNotFound or HistoryUnavailable."""
+        page = history.page_query(request)
+        if self._history is None:
+            raise HistoryUnavailable("this server has no database to read histories from")
+        # One row more than the page tells whether another page follows.
+        limit = page.query.limit
+        rows = await self._history.page(replace(page.query, limit=limit + 1))
+        if rows is None:
+            raise StudentNotFound(f"no student {request.student_id!r} is known")
+        response = ListStudentPredictionsResponse(
+            predictions=[history.student_prediction(r, request.student_id) for r in rows[:limit]]
+        )
+        if len(rows) > limit:
+            last = history.next_cursor(rows[limit - 1])
+            response.next_page_token = history.page_token(request.student_id, page.bounds, last)
+        return response
 
     async def record_outcomes(
         self, outcomes: Sequence[Outcome]

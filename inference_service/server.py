@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.history_store import PostgresHistoryStore
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
 from inference_service.model import load_served_model
@@ -58,8 +59,10 @@ class RunningServer:
         status_server: asyncio.Server | None = None,
         status: InferenceStatus | None = None,
         metrics: InferenceMetrics | None = None,
+        history: PostgresHistoryStore | None = None,
     ) -> None:
         self.server = server
+        self.history = history
         self.metrics = metrics
         self.core = core
         self.port = port
@@ -91,6 +94,8 @@ class RunningServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
+        if self.history is not None:
+            await self.history.close()
         if self.status_server is not None:
             self.status_server.close()
 
@@ -132,10 +137,13 @@ async def start_server(settings: Settings) -> RunningServer:
     publisher = await open_durable_publisher(
         kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, metrics=metrics
     )
+    # Opened on the first history call: predictions never wait for the database.
+    history = PostgresHistoryStore(settings.history_database_url)
     core = PredictionCore(
         model,
         publisher,
         max_batch_size=settings.max_batch_size,
+        history=history,
         microbatch_wait_s=settings.microbatch_wait_ms / 1000,
         microbatch_max=settings.microbatch_max,
         metrics=metrics,
@@ -194,6 +202,7 @@ async def start_server(settings: Settings) -> RunningServer:
         status_server,
         status,
         metrics,
+        history,
     )
     try:
         # Serving does not wait for Kafka: until it answers, events go to the spool.

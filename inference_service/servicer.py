@@ -20,7 +20,13 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
-from inference_service.core import AcceptedOutcome, PredictionCore, PublishUnavailable
+from inference_service.core import (
+    AcceptedOutcome,
+    HistoryUnavailable,
+    PredictionCore,
+    PublishUnavailable,
+    StudentNotFound,
+)
 from inference_service.encoding import InvalidInput
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
@@ -71,6 +77,13 @@ class PredictionServicer:
         async with self._in_flight.hold(len(request)):
             return await _forgetting_frames(self._record_outcomes(request, context))
 
+    @map_errors
+    async def ListStudentPredictions(
+        self, request: bytes, context: Context
+    ) -> api.ListStudentPredictionsResponse:
+        message = await _decode(api.ListStudentPredictionsRequest, request, context)
+        return await _forgetting_frames(self._core.list_student_predictions(message))
+
     async def _predict(self, request: bytes, context: Context) -> api.PredictResponse:
         message = await _decode(api.PredictRequest, request, context)
         message.DiscardUnknownFields()  # the event carries the student as received: known fields
@@ -100,6 +113,8 @@ class PredictionServicer:
 _EXPECTED = (
     InvalidInput,
     PublishUnavailable,
+    HistoryUnavailable,
+    StudentNotFound,
     asyncio.CancelledError,
     grpc.aio.AbortError,
 )
@@ -135,6 +150,10 @@ def add_to_server(servicer: PredictionServicer, server: grpc.aio.Server) -> None
         "BatchPredict": (servicer.BatchPredict, api.BatchPredictResponse),
         "GetModelInfo": (servicer.GetModelInfo, api.ModelInfo),
         "RecordOutcomes": (servicer.RecordOutcomes, api.RecordOutcomesResponse),
+        "ListStudentPredictions": (
+            servicer.ListStudentPredictions,
+            api.ListStudentPredictionsResponse,
+        ),
     }
     missing = set(SERVICE.methods_by_name) - set(responses)
     if missing:

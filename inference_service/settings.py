@@ -9,6 +9,7 @@ from studentperf.config import (
     ConfigError,
     DatabaseRole,
     SharedSettings,
+    default_database_url,
     env_float,
     env_int,
     env_secret,
@@ -70,6 +71,12 @@ class Settings:
     # The term a prediction is for when its request names none (PredictRequest.term). Empty:
     # such predictions name no term, and monitoring pairs them with outcomes by time alone.
     current_term: str = ""
+    # Where ListStudentPredictions reads histories: a read-only role of its own DSN, so the
+    # service's own role (shared.database_url) never needs to read predictions (see
+    # inference_service/history_store.py). May hold a password: kept out of repr.
+    history_database_url: str = field(
+        default=default_database_url(DatabaseRole.ANALYST), repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.current_term and not term_is_valid(self.current_term):
@@ -115,4 +122,7 @@ class Settings:
             ),
             microbatch_max=env_int(env, "MICROBATCH_MAX", cls.microbatch_max, minimum=1),
             current_term=env_str(env, "CURRENT_TERM", cls.current_term),
+            history_database_url=env_secret(
+                env, "HISTORY_DATABASE_URL", default_database_url(DatabaseRole.ANALYST)
+            ),
         )

@@ -1,9 +1,9 @@
 """One table from domain errors to gRPC status codes, applied to every servicer method.
 
 Invalid input -> INVALID_ARGUMENT with a google.rpc.BadRequest naming each field; events not
-handed off, or outcomes not stored -> UNAVAILABLE; anything unexpected -> INTERNAL with a
-generic message, the details in the log only (they may hold internals a caller has no business
-seeing).
+handed off, or a history not read -> UNAVAILABLE; an unknown student -> NOT_FOUND; anything
+unexpected -> INTERNAL with a generic message, the details in the log only (they may hold
+internals a caller has no business seeing).
 
 The same wrapper gives each call its request id and trace id (studentperf.tracing: in the
 log lines of the call, in its events' headers, echoed in the trailing metadata) and records
@@ -27,7 +27,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from inference_service.core import PublishUnavailable
+from inference_service.core import HistoryUnavailable, PublishUnavailable, StudentNotFound
 from inference_service.encoding import InvalidInput
 from inference_service.metrics import InferenceMetrics
 from studentperf import tracing
@@ -114,6 +114,15 @@ def map_errors(
                 grpc.StatusCode.UNAVAILABLE,
                 f"{what} not confirmed as recorded: {error}. It may still be recorded; {retry}",
             )
+        except HistoryUnavailable as error:
+            code = "UNAVAILABLE"
+            log.warning("%s: %s", name, error)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"history not read: {error}. Retrying is safe"
+            )
+        except StudentNotFound as error:
+            code = "NOT_FOUND"
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except grpc.aio.AbortError:
             if code == "UNKNOWN":  # aborted by the method itself
                 found = context.code()

@@ -53,6 +53,7 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "trace_id",
     "term",
     "final_score",
+    "explanation",
 )
 
 
@@ -144,7 +145,9 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
         event.schema_version,
         trace_id,
         p.term or None,  # empty: the prediction names no term
-        None,
+        None,  # final_score: an outcome's
+        # Stored as the message it was answered with: the history returns it as it is.
+        p.explanation.SerializeToString() if p.HasField("explanation") else None,
     )
 
 
@@ -169,4 +172,5 @@ def outcome_staging_row(
         trace_id,
         o.term,
         o.final_score,
+        None,  # explanation: a prediction's
     )

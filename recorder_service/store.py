@@ -66,7 +66,8 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     event_schema_version bigint,
     trace_id text,
     term text,
-    final_score double precision
+    final_score double precision,
+    explanation bytea
 ) ON COMMIT DROP
 """
 
@@ -117,10 +118,10 @@ WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version, trace_id, term)
+                         event_schema_version, trace_id, term, explanation)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version, trace_id, term
+       predicted_at, event_schema_version, trace_id, term, explanation
 FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (prediction_id) DO NOTHING;
 """

@@ -203,3 +203,37 @@ class OutcomeStored(_message.Message):
     student_added: bool
     event_id: str
     def __init__(self, replaced: _Optional[bool] = ..., student_added: _Optional[bool] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class ListStudentPredictionsRequest(_message.Message):
+    __slots__ = ("student_id", "page_size", "page_token", "start_time", "end_time")
+    STUDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    student_id: str
+    page_size: int
+    page_token: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, student_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListStudentPredictionsResponse(_message.Message):
+    __slots__ = ("predictions", "next_page_token")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[StudentPrediction]
+    next_page_token: str
+    def __init__(self, predictions: _Optional[_Iterable[_Union[StudentPrediction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StudentPrediction(_message.Message):
+    __slots__ = ("prediction", "student", "predicted_at", "outcome_final_score")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_AT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    student: _student_pb2.Student
+    predicted_at: _timestamp_pb2.Timestamp
+    outcome_final_score: float
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., predicted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome_final_score: _Optional[float] = ...) -> None: ...

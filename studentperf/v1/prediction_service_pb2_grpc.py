@@ -54,6 +54,11 @@ class PredictionServiceStub:
                 request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.SerializeToString,
                 response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.FromString,
                 _registered_method=True)
+        self.ListStudentPredictions = channel.unary_unary(
+                '/studentperf.v1.PredictionService/ListStudentPredictions',
+                request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.SerializeToString,
+                response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -99,6 +104,18 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStudentPredictions(self, request, context):
+        """One student's recorded predictions, newest first, a page at a time (AIP-158): each with
+        the inputs it was made from, its explanation when one was asked for, and the outcome of its
+        term when one is known. Recorded means written by the recorder, so a prediction answered a
+        moment ago may not be listed yet. NOT_FOUND for a student the database does not know;
+        INVALID_ARGUMENT naming the field for a bad student_id, page_size, page_token or time
+        range; UNAVAILABLE while the database cannot be reached (retrying is safe).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +138,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.RecordOutcomes,
                     request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.FromString,
                     response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.SerializeToString,
+            ),
+            'ListStudentPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudentPredictions,
+                    request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.FromString,
+                    response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +253,33 @@ class PredictionService:
             '/studentperf.v1.PredictionService/RecordOutcomes',
             studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesRequest.SerializeToString,
             studentperf_dot_v1_dot_prediction__service__pb2.RecordOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudentPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studentperf.v1.PredictionService/ListStudentPredictions',
+            studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.SerializeToString,
+            studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

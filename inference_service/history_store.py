@@ -1,0 +1,77 @@
+"""Students' prediction histories read from PostgreSQL, over a pool opened on first use.
+
+Read through its own DSN (Settings.history_database_url), by default as the read-only analyst
+role: the inference service's own role may write outcomes but reads no prediction, and a read
+that can write nothing cannot damage anything. As with outcomes, the pool is opened lazily and
+every failure to reach the database becomes HistoryUnavailable: the service starts, and
+predicts, without the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from inference_service.core import HistoryUnavailable
+from studentperf.config import mask_dsn
+from studentperf.history import PageQuery, fetch_page
+
+log = logging.getLogger(__name__)
+
+
+class PostgresHistoryStore:
+    def __init__(
+        self, database_url: str, *, timeout_s: float = 5.0, max_connections: int = 4
+    ) -> None:
+        self._dsn = database_url
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._max_connections,
+                    timeout=self._timeout_s,
+                    command_timeout=self._timeout_s,
+                    # Reads only, whatever the role may do.
+                    server_settings={"default_transaction_read_only": "on"},
+                )
+                log.info("history: connected to %s", mask_dsn(self._dsn))
+            return self._pool
+
+    async def page(self, query: PageQuery) -> Sequence[Mapping[str, Any]] | None:
+        try:
+            async with asyncio.timeout(self._timeout_s * 2):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    return await fetch_page(conn, query)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as err:
+            raise HistoryUnavailable(f"the database is not migrated: {err}") from err
+        except asyncpg.InsufficientPrivilegeError as err:
+            raise HistoryUnavailable(f"the history's role may not read it: {err}") from err
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+        ) as err:
+            raise HistoryUnavailable(
+                f"database {mask_dsn(self._dsn)} not reachable ({type(err).__name__})"
+            ) from err
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
