@@ -139,6 +139,7 @@ async def inference(
         listen_address="127.0.0.1:0",
         model_path=str(stack.model_path),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
+        history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
     )
     running = await start_server(settings)
     yield running

@@ -7,6 +7,7 @@ history is read as the read-only analyst role (Settings.history_database_url).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -185,9 +186,17 @@ async def test_unknown_students_are_not_found_and_known_ones_without_predictions
     assert "hist-nobody" in (caught.value.details() or "")
     outcome = api.Outcome(student_id="hist-quiet", term=TERM, final_score=50.0)
     await stub.RecordOutcomes(api.RecordOutcomesRequest(outcomes=[outcome]), timeout=10)
-    page = await stub.ListStudentPredictions(
-        api.ListStudentPredictionsRequest(student_id="hist-quiet"), timeout=10
-    )
+    # The outcome reaches the database through Kafka and the recorder: known once it is there.
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                page = await stub.ListStudentPredictions(
+                    api.ListStudentPredictionsRequest(student_id="hist-quiet"), timeout=10
+                )
+                break
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND, error
+                await asyncio.sleep(0.2)
     assert list(page.predictions) == [] and page.next_page_token == ""
 
 
