@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -130,20 +131,30 @@ async def stack(kafka: KafkaBroker, postgres: PostgresServer, model_path: Path) 
     return Stack(kafka, shared, model_path)
 
 
-@pytest.fixture(scope="module")
-async def inference(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningServer]:
+def inference_settings(stack: Stack, spool_dir: Path, **changes: Any) -> InferenceSettings:
+    """A module's inference service: its own role, spool folder and history reader."""
     settings = InferenceSettings(
         shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
         model_path=str(stack.model_path),
-        spool_dir=str(tmp_path_factory.mktemp("spool")),
+        spool_dir=str(spool_dir),
         history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
     )
+    return replace(settings, **changes)
+
+
+async def serving(settings: InferenceSettings) -> AsyncIterator[RunningServer]:
     running = await start_server(settings)
     yield running
     await running.stop(grace_s=5)
+
+
+@pytest.fixture(scope="module")
+async def inference(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    async for running in serving(inference_settings(stack, tmp_path_factory.mktemp("spool"))):
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from studentperf.client import aio as aio_client
 from studentperf.config import DatabaseRole
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, inference_settings, serving
 from tests.integration.helpers import count_rows, eventually, student, topic_size
 from trainer.monitor.assess import Thresholds, assess_version
 from trainer.monitor.data import read_recent
@@ -41,16 +41,9 @@ STUDENTS = 1_000
 async def inference(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningServer]:
-    settings = InferenceSettings(
-        shared=stack.shared_as(DatabaseRole.INFERENCE),
-        listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
-        spool_dir=str(tmp_path_factory.mktemp("spool")),
-        current_term=CURRENT_TERM,
-    )
-    running = await start_server(settings)
-    yield running
-    await running.stop(grace_s=5)
+    spool = tmp_path_factory.mktemp("spool")
+    async for running in serving(inference_settings(stack, spool, current_term=CURRENT_TERM)):
+        yield running
 
 
 async def record(

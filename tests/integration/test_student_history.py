@@ -8,7 +8,6 @@ history is read as the read-only analyst role (Settings.history_database_url).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from inference_service.history import DEFAULT_PAGE_SIZE
-from inference_service.server import RunningServer, start_server
+from inference_service.server import start_server
 from inference_service.settings import Settings as InferenceSettings
 from studentperf.config import DatabaseRole
 from studentperf.migrate import apply_migrations
@@ -35,22 +34,6 @@ pytestmark = pytest.mark.usefixtures("recorder")
 TERM = "2026-spring"
 OTHER_TERM = "2025-fall"
 PREDICTIONS = 30
-
-
-@pytest.fixture(scope="module")
-async def inference(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningServer]:
-    settings = InferenceSettings(
-        shared=stack.shared_as(DatabaseRole.INFERENCE),
-        listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
-        spool_dir=str(tmp_path_factory.mktemp("spool")),
-        history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
-    )
-    running = await start_server(settings)
-    yield running
-    await running.stop(grace_s=5)
 
 
 def student_input(student_id: str, index: int) -> pb.Student:
