@@ -94,6 +94,9 @@ async def history(
     await stub.RecordOutcomes(api.RecordOutcomesRequest(outcomes=[outcome]), timeout=10)
     probe = count_rows(db, "SELECT count(*) FROM predictions WHERE student_id = 'hist-1'")
     assert await eventually(probe, PREDICTIONS, timeout=30) == PREDICTIONS
+    # The outcome is its own event, stored after the predictions only by chance of the batches.
+    stored = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id = 'hist-1'")
+    assert await eventually(stored, 1, timeout=30) == 1
     return sent, answered
 
 
