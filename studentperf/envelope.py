@@ -1,13 +1,14 @@
 """The Kafka wire envelope of the events, used by the producer and the consumer alike.
 
-One topic carries two kinds of event: a `PredictionEvent` per prediction and an `OutcomeEvent`
-per outcome RecordOutcomes accepted (issue 15).
+One topic carries three kinds of event: a `PredictionEvent` per prediction, an `OutcomeEvent`
+per outcome RecordOutcomes accepted, and an `ImportEvent` per good row of a CSV import
+(issue 15).
 key: the student id (UTF-8), so all of one student's events land on one partition, in order.
 value: the serialized event.
 headers: the schema version and the content type, readable without decoding the value. The
-content type names the event's message; a record whose content type is not OUTCOME_CONTENT_TYPE
-(or that has none: every event written before outcomes went through Kafka) is read as a
-PredictionEvent, as it always was. Then
+content type names the event's message; a record whose content type is neither
+OUTCOME_CONTENT_TYPE nor IMPORT_CONTENT_TYPE (or that has none: every event written before
+outcomes went through Kafka) is read as a PredictionEvent, as it always was. Then
 the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
 studentperf.tracing), when there was one, which the recorder stores with the row.
 
@@ -21,6 +22,7 @@ with the `dead-letter-*` headers below added, so they can be inspected and repla
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,14 +30,17 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
+from studentperf.features import NUMERIC_RANGES
 from studentperf.outcomes import score_is_valid, student_id_is_valid, term_is_valid
 from studentperf.tracing import valid_trace_id
+from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
 OUTCOME_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.OutcomeEvent"
+IMPORT_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.ImportEvent"
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
 TRACE_ID_HEADER = "trace-id"
@@ -49,6 +54,11 @@ class UndecodableEvent(ValueError):
 
 class InvalidOutcome(UndecodableEvent):
     """An outcome event that parses but whose outcome breaks a rule of RecordOutcomes."""
+
+
+class InvalidImport(InvalidOutcome):
+    """An import event that parses but breaks a rule of its row: its outcome's (as an outcome
+    event's), or its profile's or source's; refused the same way."""
 
 
 class UnknownSchemaVersion(UndecodableEvent):
@@ -94,11 +104,30 @@ def encode_outcome(event: OutcomeEvent, *, trace_id: str | None = None) -> Kafka
     )
 
 
+def encode_import(event: ImportEvent) -> KafkaRecord:
+    return KafkaRecord(
+        key=event.outcome.student_id.encode(),
+        value=event.SerializeToString(),
+        headers=[
+            (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
+            (CONTENT_TYPE_HEADER, IMPORT_CONTENT_TYPE),
+        ],
+    )
+
+
 def is_outcome(headers: Sequence[Header]) -> bool:
     """Whether the record says it holds an OutcomeEvent (its first content-type header)."""
     for name, value in headers:
         if name == CONTENT_TYPE_HEADER:
             return value == OUTCOME_CONTENT_TYPE
+    return False
+
+
+def is_import(headers: Sequence[Header]) -> bool:
+    """Whether the record says it holds an ImportEvent (its first content-type header)."""
+    for name, value in headers:
+        if name == CONTENT_TYPE_HEADER:
+            return value == IMPORT_CONTENT_TYPE
     return False
 
 
@@ -137,10 +166,12 @@ def _check_version(headers: Sequence[Header]) -> None:
 
 def decode_any(
     value: bytes | None, headers: Sequence[Header] = ()
-) -> PredictionEvent | OutcomeEvent:
+) -> PredictionEvent | OutcomeEvent | ImportEvent:
     """Parses a record's value as the event its content type names (see the module's doc)."""
     if is_outcome(headers):
         return decode_outcome(value, headers)
+    if is_import(headers):
+        return decode_import(value, headers)
     return decode(value, headers)
 
 
@@ -172,6 +203,49 @@ def decode_outcome(value: bytes | None, headers: Sequence[Header] = ()) -> Outco
         raise InvalidOutcome("outcome.term breaks the term rule")
     if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
         raise InvalidOutcome("outcome.final_score is missing or not a number from 0 to 100")
+    return event
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def decode_import(value: bytes | None, headers: Sequence[Header] = ()) -> ImportEvent:
+    """Parses an import event, refusing what a recorder must not write: an outcome that breaks
+    a rule of RecordOutcomes, a profile of another student, an age out of its range, or no
+    source. (A category number the schema does not know is refused by the database's CHECK.)"""
+    _check_version(headers)
+    if not value:
+        raise UndecodableEvent("empty record value")
+    event = ImportEvent()
+    try:
+        event.ParseFromString(value)
+    except DecodeError:
+        raise UndecodableEvent("not an ImportEvent: protobuf cannot parse it") from None
+    if event.schema_version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(
+            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
+        )
+    if not event.event_id or not event.HasField("outcome"):
+        raise UndecodableEvent("event_id or outcome missing")
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError:
+        raise UndecodableEvent("event_id is not a UUID") from None
+    outcome = event.outcome
+    if not student_id_is_valid(outcome.student_id):
+        raise InvalidImport("outcome.student_id breaks the student id rule")
+    if not term_is_valid(outcome.term):
+        raise InvalidImport("outcome.term breaks the term rule")
+    if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
+        raise InvalidImport("outcome.final_score is missing or not a number from 0 to 100")
+    if event.profile.student_id != event.outcome.student_id:
+        raise InvalidImport("profile.student_id differs from outcome.student_id")
+    low, high = NUMERIC_RANGES["age"]
+    if event.profile.HasField("age") and not low <= event.profile.age <= high:
+        raise InvalidImport(f"profile.age is not a whole number from {low:.0f} to {high:.0f}")
+    source = event.source
+    if _SHA256.fullmatch(source.file_sha256) is None or source.line < 1:
+        raise InvalidImport("source needs the file's SHA-256 (64 lower-case hex) and a line >= 1")
     return event
 
 
