@@ -1,10 +1,11 @@
 """From an event to its row of the staging table: pure, no database.
 
-A batch is copied into one staging table, one row per event (a prediction's or an outcome's:
-an outcome's row has no prediction_id, and its final_score set), and spread from there into the
-normalized tables by set-based statements (see store.py). Profiles and academic records are
-content-addressed: their id is a UUID v5 of the student and the values, so the same inputs
-sent again are one row, and a prediction always points at the inputs it was made from.
+A batch is copied into one staging table, one row per event (a prediction's, an outcome's or
+an imported CSV row's: the last two have no prediction_id and their final_score set; an
+import's also has its profile facts, its event id and its outcome's source), and spread from
+there into the normalized tables by set-based statements (see store.py). Profiles and academic
+records are content-addressed: their id is a UUID v5 of the student and the values, so the
+same inputs sent again are one row, and a prediction always points at the inputs it was made from.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.message import Message
 
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import ACADEMIC_RECORD_FEATURES, PROFILE_FEATURES
+from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.student_pb2 import AcademicRecord, StudentProfile
@@ -54,6 +56,8 @@ STAGING_COLUMNS: tuple[str, ...] = (
     "term",
     "final_score",
     "explanation",
+    "import_event_id",
+    "outcome_source",
 )
 
 
@@ -106,7 +110,7 @@ def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID
     return uuid.UUID(content_key(kind, student_id, values))
 
 
-def occurred_at(event: PredictionEvent | OutcomeEvent) -> datetime:
+def occurred_at(event: PredictionEvent | OutcomeEvent | ImportEvent) -> datetime:
     """The event's time; raises ValueError (or OverflowError) when it is not a real date."""
     stamp = event.occurred_at
     if not 0 <= stamp.nanos < 1_000_000_000:
@@ -148,6 +152,8 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
         None,  # final_score: an outcome's
         # Stored as the message it was answered with: the history returns it as it is.
         p.explanation.SerializeToString() if p.HasField("explanation") else None,
+        None,  # import_event_id, outcome_source: an import's
+        None,
     )
 
 
@@ -173,4 +179,44 @@ def outcome_staging_row(
         o.term,
         o.final_score,
         None,  # explanation: a prediction's
+        None,  # import_event_id, outcome_source: an import's (store.py names an outcome's)
+        None,
+    )
+
+
+# The columns of a prediction's answer, between the profile and predicted_at.
+_NO_ANSWER: tuple[None, ...] = (None,) * (
+    STAGING_COLUMNS.index("predicted_at") - STAGING_COLUMNS.index("academic_record_id")
+)
+
+
+def import_outcome_source(file_sha256: str) -> str:
+    """outcomes.source of a score a CSV file gave."""
+    return f"csv:{file_sha256}"
+
+
+def import_staging_row(event: ImportEvent, log_offset: int) -> StagingRow:
+    """An imported row as one staging row: the profile facts the file gives and the outcome,
+    both stamped with the event's time and offset, so they merge and replace by the same rule
+    as a prediction's facts and an outcome event's score. The event id makes a second import
+    of the same row store nothing (store.py). Raises like staging_row for a time that is not
+    a real date."""
+    o = event.outcome
+    return (
+        log_offset,
+        None,  # prediction_id
+        o.student_id,
+        None,  # student_profile_id: only a prediction's inputs are kept as a profile row
+        *profile_values(event.profile),
+        *_NO_ANSWER,
+        occurred_at(event),
+        event.schema_version,
+        None,  # trace_id: an import answers no request
+        o.term,
+        o.final_score,
+        None,  # explanation
+        event.event_id
+        if _CANONICAL_UUID.fullmatch(event.event_id)
+        else str(uuid.UUID(event.event_id)),
+        import_outcome_source(event.source.file_sha256),
     )

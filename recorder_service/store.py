@@ -7,7 +7,9 @@ academic records by their content-derived ids (DO NOTHING), each student's curre
 merged fact by fact, a fact replaced only by one given later (studentperf.student_facts), and
 outcomes by (student_id, term), a score replaced only by one recorded later: ordered by the
 event's time, then its offset, as the facts are (an outcome event gives no fact, so its
-student gets a bare row when unknown, as migration 0002 describes). A new outcome's
+student gets a bare row when unknown, as migration 0002 describes). An imported CSV row is
+both: its profile facts merge and its outcome is upserted by those same rules, and its event
+id is noted, so the same row imported again is skipped. A new outcome's
 recorded_at is its event's time, when RecordOutcomes accepted it, not when the recorder got to
 it: the monitor pairs a prediction that names no term with the first outcome recorded after
 it (trainer/monitor/data.py), by the service's clock on both sides.
@@ -67,7 +69,9 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     trace_id text,
     term text,
     final_score double precision,
-    explanation bytea
+    explanation bytea,
+    import_event_id uuid,
+    outcome_source text
 ) ON COMMIT DROP
 """
 
@@ -75,8 +79,19 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
 _GIVEN_FACTS = f"""(SELECT student_id, {", ".join(FACTS)}, predicted_at AS given_at, log_offset
       FROM {STAGING_TABLE}) AS given"""
 
+# An imported CSV row is stored once per event id (migration 0011): a row imported before is
+# dropped from the batch before anything is spread, so importing a file again stores nothing.
+_SKIP_IMPORTED = f"""
+DELETE FROM {STAGING_TABLE} b USING imported_rows i WHERE b.import_event_id = i.event_id"""
+_NOTE_IMPORTED = f"""
+INSERT INTO imported_rows (event_id, student_id)
+SELECT DISTINCT import_event_id, student_id FROM {STAGING_TABLE}
+WHERE import_event_id IS NOT NULL
+ON CONFLICT (event_id) DO NOTHING"""
+
 # One simple-protocol round trip; its status is the last statement's, the predictions insert.
-_SPREAD = f"""
+_SPREAD = f"""{_SKIP_IMPORTED};
+
 INSERT INTO model_versions (model_version)
 SELECT DISTINCT model_version FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (model_version) DO NOTHING;
@@ -99,8 +114,8 @@ ON CONFLICT (academic_record_id) DO NOTHING;
 
 INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_at, recorded_as_of,
                           log_offset)
-SELECT DISTINCT ON (student_id, term) student_id, term, final_score, '{OUTCOME_SOURCE}',
-       predicted_at, predicted_at, log_offset
+SELECT DISTINCT ON (student_id, term) student_id, term, final_score,
+       COALESCE(outcome_source, '{OUTCOME_SOURCE}'), predicted_at, predicted_at, log_offset
 FROM {STAGING_TABLE} WHERE prediction_id IS NULL
 ORDER BY student_id, term, predicted_at DESC, log_offset DESC
 ON CONFLICT (student_id, term) DO UPDATE SET
@@ -114,6 +129,7 @@ ON CONFLICT (student_id, term) DO UPDATE SET
     log_offset = EXCLUDED.log_offset
 WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
     > (COALESCE(o.recorded_as_of, '-infinity'), COALESCE(o.log_offset, -1));
+{_NOTE_IMPORTED};
 
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,

@@ -17,9 +17,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record, UnreadableRecord
-from recorder_service.rows import StagingRow, occurred_at, outcome_staging_row, staging_row
+from recorder_service.rows import (
+    StagingRow,
+    import_staging_row,
+    occurred_at,
+    outcome_staging_row,
+    staging_row,
+)
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
+from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 
 
@@ -114,6 +121,8 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
             f" {max_future_skew.total_seconds():.0f} s allowed (STUDENTPERF_MAX_FUTURE_SKEW_S)"
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
+    if isinstance(event, ImportEvent):
+        return import_staging_row(event, record.offset)
     if isinstance(event, OutcomeEvent):
         return outcome_staging_row(event, record.offset, envelope.trace_id(headers))
     return staging_row(event, record.offset, envelope.trace_id(headers))
