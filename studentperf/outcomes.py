@@ -1,11 +1,11 @@
 """Students' actual final scores (ground truth): the rules and the SQL that stores them.
 
 The rules are shared by the inference service's RecordOutcomes (which publishes an outcome
-event the recorder writes, recorder_service/store.py) and the trainer's CSV import, which
-writes here: one transaction, the missing students added first (the
-foreign key stays intact), then every outcome upserted by (student_id, term). A CSV import's
-profiles merge into `students` by the recorder's rule (studentperf.student_facts), as of the
-import.
+event) and the trainer's CSV import (which publishes an import event), both written by the
+recorder (recorder_service/store.py), and by the envelope's decoders. `store_outcomes` writes
+outcomes directly, as of now and outside the event log: no process does any more (the tests
+use it to lay out a database); one transaction, the missing students added first (the
+foreign key stays intact), then every outcome upserted by (student_id, term).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Final
 
 import asyncpg
 
-from studentperf.features import PROFILE_FEATURES, SCORE_RANGE, STUDENT_ID_PATTERN
-from studentperf.student_facts import ADD_STUDENTS, OUTSIDE_THE_LOG, merge_statement
+from studentperf.features import SCORE_RANGE, STUDENT_ID_PATTERN
+from studentperf.student_facts import ADD_STUDENTS, OUTSIDE_THE_LOG
 
 TERM_PATTERN: Final = re.compile(r"[0-9]{4}(-[a-z0-9]+)+")
 TERM_MAX_LENGTH: Final = 32
@@ -59,17 +59,6 @@ def score_is_valid(score: float) -> bool:
     return low <= score <= high  # also refuses NaN
 
 
-# A file's facts are given as of its import, outside the event log.
-_IMPORTED_FACTS = f"""(
-    SELECT g.*, NULL::double precision AS attendance_percentage,
-           NULL::double precision AS study_hours_per_week, NULL::double precision AS previous_gpa,
-           NULL::boolean AS assignments_completed,
-           now() AS given_at, {OUTSIDE_THE_LOG}::bigint AS log_offset
-    FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[])
-        AS g(student_id, {", ".join(PROFILE_FEATURES)})
-) AS given"""
-_MERGE_PROFILES = merge_statement(_IMPORTED_FACTS, returning="student_id, xmax = 0 AS inserted")
-
 # xmax is 0 on a freshly inserted row version and set on one that an update produced.
 # A score written here is as of now, outside the event log (as the facts are): an outcome event
 # recorded later replaces it, a late replay of an older one does not (migration 0009).
@@ -108,37 +97,3 @@ async def store_outcomes(
         )
     replaced = {(r["student_id"], r["term"]): bool(r["replaced"]) for r in written}
     return [StoredOutcome(replaced[(r.student_id, r.term)], r.student_id in added) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileRow:
-    """A student's profile as a CSV import knows it; None where the file says nothing."""
-
-    student_id: str
-    age: int | None
-    gender: str | None
-    parental_education: str | None
-    lunch_program: str | None
-    test_preparation: str | None
-
-
-async def store_profiles_and_outcomes(
-    conn: asyncpg.Connection,
-    profiles: Sequence[ProfileRow],
-    outcomes: Sequence[OutcomeRow],
-    *,
-    source: str,
-) -> list[StoredOutcome]:
-    """Merges the students' profiles into their facts (a fact the file leaves out keeps its
-    stored value), then upserts their outcomes, in one transaction."""
-    async with conn.transaction():
-        added: set[str] = set()
-        if profiles:
-            columns = [[getattr(p, c) for p in profiles] for c in ("student_id", *PROFILE_FEATURES)]
-            written = await conn.fetch(_MERGE_PROFILES, *columns)
-            added = {r["student_id"] for r in written if r["inserted"]}
-        stored = await store_outcomes(conn, outcomes, source=source)
-    return [
-        StoredOutcome(s.replaced, s.student_added or row.student_id in added)
-        for s, row in zip(stored, outcomes, strict=True)
-    ]
