@@ -1,11 +1,12 @@
 """Least privilege: each process's PostgreSQL role does what its code does, and nothing else.
 
 The roles come from migration 0004. Each is exercised through the project's own code (the
-recorder's store, predictions and, since migration 0009, outcomes; the CSV import, the
-trainer's reads and registry, the monitor's reads), then refused, with insufficient_privilege,
-what it must never do: change or delete predictions, write what another process owns, any
-write as the analyst, any DDL. The inference service writes nothing (0009: RecordOutcomes
-publishes events the recorder writes).
+recorder's store, predictions and, since migration 0009, outcomes, since 0011 imported CSV
+rows; the CSV import's wait, the trainer's reads and registry, the monitor's reads), then
+refused, with insufficient_privilege, what it must never do: change or delete predictions,
+write what another process owns, any write as the analyst, any DDL. The inference service
+writes nothing (0009: RecordOutcomes publishes events the recorder writes), nor does the CSV
+import (0011: it publishes events too, and reads only which of them were stored).
 Retention's role (migration 0007), taken by the recorder only, deletes what retention removes
 and nothing more.
 """
@@ -26,13 +27,15 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer, free_port
-from recorder_service.rows import outcome_staging_row, staging_row
+from recorder_service.rows import import_staging_row, outcome_staging_row, staging_row
 from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
-from studentperf.outcomes import OutcomeRow, ProfileRow, store_profiles_and_outcomes
 from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.db_source import read_labelled_rows
+from trainer.import_events import import_event
+from trainer.import_wait import wait_until_stored
+from trainer.kaggle import KaggleRow
 from trainer.monitor.data import read_held_out, read_recent
 from trainer.registry import register_version
 
@@ -44,6 +47,7 @@ TABLES = [
     "academic_records",
     "predictions",
     "outcomes",
+    "imported_rows",
     "schema_migrations",
 ]
 
@@ -59,6 +63,7 @@ VALUES (gen_random_uuid(), 's', gen_random_uuid(), gen_random_uuid(), 'v', 50, 0
 INSERT_OUTCOME = (
     "INSERT INTO outcomes (student_id, term, final_score, source) VALUES ('s', '2026-x', 1, 't')"
 )
+INSERT_IMPORTED = "INSERT INTO imported_rows (event_id, student_id) VALUES (gen_random_uuid(), 's')"
 
 DDL = [
     "CREATE TABLE scratch (id int)",
@@ -121,6 +126,8 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "DELETE FROM outcomes",
             "UPDATE outcomes SET term = '2020-x'",
             "UPDATE outcomes SET student_id = 'other'",
+            "DELETE FROM imported_rows",
+            "UPDATE imported_rows SET student_id = 'other'",
         )
     ],
     *[
@@ -133,6 +140,15 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "UPDATE students SET student_id = 'other'",
             "UPDATE outcomes SET term = '2020-x'",
             "INSERT INTO model_versions (model_version) VALUES ('v')",
+            # What `make import` wrote before migration 0011: now the recorder's.
+            "INSERT INTO students (student_id, profile_as_of) VALUES ('s', now())",
+            "UPDATE students SET gender = 'other'",
+            INSERT_OUTCOME,
+            "UPDATE outcomes SET final_score = 0",
+            "SELECT gender FROM students",
+            "SELECT count(*) FROM outcomes",
+            INSERT_IMPORTED,
+            "DELETE FROM imported_rows",
         )
     ],
     *[(DatabaseRole.ANALYST, f"DELETE FROM {table}") for table in TABLES],
@@ -142,6 +158,7 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
     ],
     (DatabaseRole.ANALYST, INSERT_PREDICTION),
     (DatabaseRole.ANALYST, INSERT_OUTCOME),
+    (DatabaseRole.ANALYST, INSERT_IMPORTED),
     (DatabaseRole.ANALYST, "INSERT INTO schema_migrations (version) VALUES ('9999')"),
     *[(role, sql) for role in PROCESS_ROLES for sql in DDL],
     # Only the recorder stages its batches in a temporary table.
@@ -250,16 +267,20 @@ async def test_each_role_does_what_its_process_does(
         result = await store.write([outcome_staging_row(e, 2 + i) for i, e in enumerate(outcomes)])
         assert (result.stored, result.already_stored, result.refused) == (0, 0, [])
 
-    # `make import`: profiles and outcomes.
-    conn = await connect_as(postgres, database, DatabaseRole.IMPORTER)
-    try:
-        profile = ProfileRow("priv-3", None, "female", "bachelor", "standard", "none")
-        stored = await store_profiles_and_outcomes(
-            conn, [profile], [OutcomeRow("priv-3", "2025-fall", 88.0)], source="csv:x"
-        )
-        assert stored[0].student_added
-    finally:
-        await conn.close()
+    # `make import`'s events, written by the recorder; the importer reads that they were.
+    imported = import_event(
+        KaggleRow(3, "priv-3", "female", "bachelor", "standard", "none", 88.0),
+        file_sha256="0" * 64,
+        term="2025-fall",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    async with asyncpg.create_pool(url[DatabaseRole.RECORDER], min_size=1, max_size=1) as pool:
+        result = await PostgresStore(pool).write([import_staging_row(imported, 4)])
+        assert result.refused == []
+    stored = await wait_until_stored(
+        url[DatabaseRole.IMPORTER], [imported.event_id], stall_timeout_s=5
+    )
+    assert stored == 1
 
     # The trainer reads its rows and registers a version; the monitor reads predictions.
     trainer = url[DatabaseRole.TRAINER]
@@ -281,6 +302,7 @@ async def test_each_role_does_what_its_process_does(
         await conn.close()
     print(f"rows the roles wrote, as the analyst reads them: {counts}")
     assert counts["predictions"] == 2 and counts["outcomes"] == 3 and counts["students"] == 3
+    assert counts["imported_rows"] == 1
     # The later of priv-1's two outcome events counts.
     assert [tuple(r) for r in scores] == [("priv-1", 70.0, "rpc"), ("priv-2", 40.0, "rpc")]
 
