@@ -9,13 +9,25 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from infra.devstack import KafkaBroker
+from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import REPO, Stack
 from tests.kaggle_csv import kaggle_rows, write
 from trainer.db_source import read_labelled_rows
 from trainer.import_csv import import_file
 from trainer.registry import register_version
+
+# The CSV import goes through Kafka to the recorder (and its dead-letter topic before it: the
+# broker creates no topic by itself).
+pytestmark = pytest.mark.usefixtures("dead_letter_topic", "recorder")
+
+
+@pytest.fixture(scope="module")
+async def dead_letter_topic(stack: Stack, kafka: KafkaBroker) -> None:
+    await kafka.create_topic(stack.topic + DEAD_LETTER_SUFFIX, partitions=3)
 
 
 async def train(command: list[str]) -> subprocess.CompletedProcess[str]:
@@ -29,9 +41,10 @@ async def test_training_reads_the_database_and_records_the_version(
     tmp_path: Path, stack: Stack, db: asyncpg.Pool
 ) -> None:
     csv = write(tmp_path / "exams.csv", kaggle_rows(300, seed=8))
-    await import_file(
-        csv, database_url=stack.database_url_as(DatabaseRole.IMPORTER), term="2023-spring"
+    imported = await import_file(
+        csv, shared=stack.shared_as(DatabaseRole.IMPORTER), term="2023-spring"
     )
+    assert imported.stored == 300
     found = await read_labelled_rows(stack.database_url_as(DatabaseRole.TRAINER))
     assert len(found.frame) >= 300 and found.frame["final_score"].notna().all()
 

@@ -16,16 +16,27 @@ from infra.devstack import KafkaBroker, PostgresServer
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.migrate import migration_files
-from studentperf.outcomes import OutcomeRow, ProfileRow, store_outcomes, store_profiles_and_outcomes
+from studentperf.outcomes import OutcomeRow, store_outcomes
 from studentperf.student_facts import OUTSIDE_THE_LOG, merge_statement
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
+from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import count_rows, eventually
-from tests.integration.recorder_support import make_event, produce, raw, read_all
+from tests.integration.recorder_support import (
+    Raw,
+    make_event,
+    make_outcome_event,
+    produce,
+    raw,
+    raw_outcome,
+    read_all,
+)
 from trainer.db_source import read_labelled_rows
+from trainer.import_events import import_event
+from trainer.kaggle import KaggleRow
 
 # The dead-letter topic before the recorder: the broker creates no topic by itself.
 pytestmark = pytest.mark.usefixtures("dead_letter_topic", "recorder")
@@ -213,15 +224,33 @@ async def test_a_far_future_event_is_dead_lettered_and_pins_nothing(
     assert (await db.fetchrow(FACTS, "future-1"))["age"] == 16
 
 
+def imported(student_id: str, seconds: int, line: int, score: float) -> ImportEvent:
+    """A CSV row's event (female, master's parents, nothing else, no age), at `seconds`."""
+    row = KaggleRow(line, student_id, "female", "master", None, None, score)
+    when = datetime.fromtimestamp(seconds, UTC)
+    return import_event(row, file_sha256="f" * 64, term="2026-spring", occurred_at=when)
+
+
+async def send_import(stack: Stack, db: asyncpg.Pool, made: ImportEvent) -> int:
+    """Produces one import event, waits until the recorder stored it; its offset."""
+    record = envelope.encode_import(made)
+    [(_, offset)] = await produce(
+        stack.shared.kafka_bootstrap_servers,
+        stack.topic,
+        [Raw(record.key, record.value, record.headers)],
+    )
+    probe = count_rows(
+        db, "SELECT count(*) FROM imported_rows WHERE event_id = $1", uuid.UUID(made.event_id)
+    )
+    assert await eventually(probe, 1, timeout=20) == 1
+    return offset
+
+
 async def test_an_import_merges_by_the_same_rule(stack: Stack, db: asyncpg.Pool) -> None:
     now = int(time.time())
     await send(stack, db, event("csv-1", now - 60, age=16, gender=2, previous_gpa=2.5))
-    # A file with no age: as of its import, newer than the event; what it leaves out stays.
-    profile = ProfileRow("csv-1", None, "female", "master", None, None)
-    async with db.acquire() as conn:
-        await store_profiles_and_outcomes(
-            conn, [profile], [OutcomeRow("csv-1", "2026-spring", 64.0)], source="csv:test"
-        )
+    # A file with no age, imported after the event: newer; what it leaves out stays.
+    offset = await send_import(stack, db, imported("csv-1", now - 30, line=2, score=64.0))
     facts = await db.fetchrow(
         "SELECT age, gender, parental_education, previous_gpa, gender_log_offset"
         " FROM students WHERE student_id = 'csv-1'"
@@ -232,7 +261,27 @@ async def test_an_import_merges_by_the_same_rule(stack: Stack, db: asyncpg.Pool)
         "gender": "female",
         "parental_education": "master",
         "previous_gpa": 2.5,
-        "gender_log_offset": OUTSIDE_THE_LOG,
+        "gender_log_offset": offset,
+    }
+
+    # An import older than what is stored (a file imported while the recorder was behind):
+    # it fills what nothing newer gave, and replaces neither a newer fact nor a newer score.
+    await send(stack, db, event("csv-2", now - 60, gender=2))
+    outcome = make_outcome_event("csv-2", "2026-spring", 70.0, seconds=now - 50)
+    await produce(stack.shared.kafka_bootstrap_servers, stack.topic, [raw_outcome(outcome)])
+    probe = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id = 'csv-2'")
+    assert await eventually(probe, 1) == 1
+    await send_import(stack, db, imported("csv-2", now - 120, line=3, score=20.0))
+    late = await db.fetchrow(
+        "SELECT s.gender, s.parental_education, o.final_score, o.source"
+        " FROM students s JOIN outcomes o USING (student_id) WHERE student_id = 'csv-2'"
+    )
+    print(f"[a late import] {dict(late)}")
+    assert dict(late) == {
+        "gender": "male",
+        "parental_education": "master",
+        "final_score": 70.0,
+        "source": "rpc",
     }
 
 
