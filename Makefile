@@ -34,9 +34,9 @@ retrain: setup ## train on the database's recorded outcomes only (never syntheti
 monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1); exit 1 on alert
 	@$(PY) -m trainer.monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
 
-import: setup ## load a Kaggle exam CSV into the database: make import CSV=path [TERM_ID=2026-spring]
-	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring]"; exit 2; }
-	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID))
+import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: make import CSV=path [TERM_ID=2026-spring] [WAIT=0]
+	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring] [WAIT=0]"; exit 2; }
+	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID)) $(if $(filter 0,$(WAIT)),--no-wait)
 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
 	@$(PY) -m recorder_service.retention $(if $(DAYS),--days $(DAYS))
