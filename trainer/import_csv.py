@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from studentperf import envelope
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, mask_dsn
@@ -67,10 +67,19 @@ class _Progress:
             print(f"{self._what} {done:,} of {total:,} rows", file=self._out, flush=True)
 
 
-async def import_file(path: Path, **options: Any) -> ImportReport:
+async def import_file(
+    path: Path,
+    *,
+    shared: SharedSettings,
+    term: str,
+    wait: bool = True,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+) -> ImportReport:
     """Reads `path` and imports its good rows (see import_rows); raises KaggleFormatError,
     PublishFailed or WaitGaveUp."""
-    return await import_rows(kaggle.read(path), **options)
+    return await import_rows(
+        kaggle.read(path), shared=shared, term=term, wait=wait, stall_timeout_s=stall_timeout_s
+    )
 
 
 async def import_rows(
@@ -92,13 +101,15 @@ async def import_rows(
         for r in found.rows
     ]
     total = len(events)
-    published_progress = _Progress(progress if total else None, "published")
-    published = await publish_all(
-        shared,
-        [envelope.encode_import(e) for e in events],
-        timeout_s=publish_timeout_s,
-        progress=lambda done: published_progress(done, total),
-    )
+    published_progress = _Progress(progress, "published")
+    published = 0
+    if events:  # a file of bad rows only needs no broker
+        published = await publish_all(
+            shared,
+            [envelope.encode_import(e) for e in events],
+            timeout_s=publish_timeout_s,
+            progress=lambda done: published_progress(done, total),
+        )
     ids = tuple(e.event_id for e in events)
     stored = None
     if wait:

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from infra.devstack import KafkaBroker
+from infra.devstack import KafkaBroker, free_port
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.config import DatabaseRole
@@ -23,7 +24,8 @@ from tests.integration.helpers import count_rows, eventually, group_lag
 from tests.integration.recorder_support import read_all
 from tests.kaggle_csv import kaggle_rows, write
 from trainer import kaggle
-from trainer.import_csv import import_file
+from trainer.import_csv import import_file, import_rows
+from trainer.import_publisher import PublishFailed
 from trainer.import_wait import WaitGaveUp
 
 # The dead-letter topic before the recorder: the broker creates no topic by itself.
@@ -183,3 +185,16 @@ async def test_with_the_recorder_stopped_the_import_succeeds_and_the_rows_come_l
         )
         == 40
     )
+
+
+async def test_without_a_broker_the_import_fails_and_says_how_far_it_got(
+    tmp_path: Path, stack: Stack
+) -> None:
+    csv = write(tmp_path / "exams.csv", kaggle_rows(3, seed=6))
+    nowhere = replace(
+        stack.shared_as(DatabaseRole.IMPORTER), kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"
+    )
+    with pytest.raises(PublishFailed) as failed:
+        await import_rows(kaggle.read(csv), shared=nowhere, term="2025-fall", publish_timeout_s=5)
+    print(f"\n[no broker] {failed.value}")
+    assert "acknowledged 0 of 3 events" in str(failed.value)
