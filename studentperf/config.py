@@ -152,7 +152,9 @@ class DatabaseRole(StrEnum):
     # deployments' DSNs and grants stay valid.
     INFERENCE = "studentperf_inference"
     TRAINER = "studentperf_trainer"  # training, and `make monitor`
-    IMPORTER = "studentperf_importer"  # `make import`
+    # `make import`: reads only which of its events were stored since migration 0011 (it
+    # publishes events the recorder writes).
+    IMPORTER = "studentperf_importer"
     ANALYST = "studentperf_analyst"  # read-only: `make demo`, people
 
 
