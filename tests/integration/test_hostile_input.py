@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
-from studentperf.features import FEATURE_COLUMNS
+from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
 from studentperf.largest_items import largest_student
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_MAX_LENGTH
@@ -32,9 +32,11 @@ from tests.integration.helpers import eventually, student, topic_size
 from tests.unit.test_encoding_properties import (
     ID_CHARACTERS,
     Case,
+    bad_ids,
     cases,
     imputed_fields,
     invalid_students,
+    outside_range,
     valid_ids,
     valid_students,
 )
@@ -247,6 +249,107 @@ async def test_each_request_gets_the_verdict_its_fields_call_for_and_only_answer
     after = lambda: published(stack)  # noqa: E731
     expected = before + tally.valid_students
     assert await eventually(after, expected, timeout=10) == expected
+
+
+@dataclass(frozen=True)
+class OutcomeCase:
+    """An outcome and its verdict: None when valid, else the one field that breaks its rule."""
+
+    outcome: api.Outcome
+    broken: str | None
+
+
+@st.composite
+def outcome_cases(draw: st.DrawFn) -> OutcomeCase:
+    """An outcome valid in every field, or with exactly one field breaking its rule."""
+    outcome = api.Outcome(
+        student_id=draw(valid_ids()), term=draw(valid_terms()), final_score=draw(st.floats(0, 100))
+    )
+    broken = draw(st.sampled_from([None, "student_id", "term", "final_score"]))
+    if broken == "student_id":
+        outcome.student_id = draw(bad_ids())
+    elif broken == "term":
+        outcome.term = draw(st.one_of(st.just(""), bad_terms()))  # required here
+    elif broken == "final_score":
+        if draw(st.booleans()):
+            outcome.ClearField("final_score")
+        else:
+            outcome.final_score = draw(outside_range(*SCORE_RANGE))
+    return OutcomeCase(outcome, broken)
+
+
+@st.composite
+def outcome_calls(draw: st.DrawFn) -> list[OutcomeCase]:
+    """A RecordOutcomes batch; sometimes one valid outcome is sent twice (another score)."""
+    batch = draw(st.lists(outcome_cases(), max_size=12))
+    valid = [case.outcome for case in batch if case.broken is None]
+    if draw(st.booleans()) and valid:
+        again = api.Outcome()
+        again.CopyFrom(draw(st.sampled_from(valid)))
+        again.final_score = draw(st.floats(0, 100))
+        batch.insert(draw(st.integers(0, len(batch))), OutcomeCase(again, None))
+    return batch
+
+
+def expected_outcome_fields(batch: list[OutcomeCase]) -> list[str | None]:
+    """Per outcome, the field its refusal names (None: stored). A student and term sent more
+    than once is refused every time, named by the outcome itself."""
+    keys = [(c.outcome.student_id, c.outcome.term) for c in batch if c.broken is None]
+    return [
+        f"outcomes[{index}].{case.broken}"
+        if case.broken is not None
+        else f"outcomes[{index}]"
+        if keys.count((case.outcome.student_id, case.outcome.term)) > 1
+        else None
+        for index, case in enumerate(batch)
+    ]
+
+
+def record_outcomes(address: str, examples: int) -> tuple[int, int, int]:
+    """Runs the property on a plain (blocking) channel; returns (stored, refused by field,
+    refused as the same student and term)."""
+    stored = refused = repeated = 0
+    with grpc.insecure_channel(address) as channel:
+        stub = api_grpc.PredictionServiceStub(channel)
+
+        @settings(max_examples=examples, deadline=None)
+        @given(outcome_calls())
+        def call(batch: list[OutcomeCase]) -> None:
+            nonlocal stored, refused, repeated
+            request = api.RecordOutcomesRequest(outcomes=[case.outcome for case in batch])
+            reply = stub.RecordOutcomes(request, timeout=60)
+            assert len(reply.results) == len(batch)
+            for result, field in zip(reply.results, expected_outcome_fields(batch), strict=True):
+                if field is None:
+                    assert result.WhichOneof("result") == "stored", result.error.message
+                    stored += 1
+                    continue
+                assert result.WhichOneof("result") == "error", f"stored a bad {field}"
+                assert [v.field for v in result.error.bad_request.field_violations] == [field]
+                if field.endswith("]"):
+                    repeated += 1
+                else:
+                    refused += 1
+
+        call()
+    return stored, refused, repeated
+
+
+@pytest.mark.usefixtures("recorder")
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+async def test_each_outcome_gets_the_verdict_its_fields_call_for_and_only_stored_ones_publish(
+    inference: RunningServer, stack: Stack
+) -> None:
+    before = await published(stack)
+    address = f"127.0.0.1:{inference.port}"
+    stored, refused, repeated = await asyncio.to_thread(record_outcomes, address, 100)
+    print(
+        f"outcomes: {stored} valid stored, {refused} invalid refused by field, "
+        f"{repeated} refused as the same student and term"
+    )
+    assert stored > 0 and refused > 0 and repeated > 0
+    expected = before + stored
+    assert await eventually(lambda: published(stack), expected, timeout=10) == expected
 
 
 async def test_a_deadline_stops_the_work_of_its_call(

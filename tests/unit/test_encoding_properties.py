@@ -84,7 +84,7 @@ def bad_ids(draw: st.DrawFn) -> str:
     return valid[:at] + draw(_outside_id_characters()) + valid[at:]
 
 
-def _outside(low: float, high: float) -> st.SearchStrategy[float]:
+def outside_range(low: float, high: float) -> st.SearchStrategy[float]:
     # Hypothesis counts -0.0 below 0.0; the rule does not.
     return st.one_of(
         st.floats(max_value=low, exclude_max=True).filter(lambda v: v < low),
@@ -115,7 +115,7 @@ def invalid_students(draw: st.DrawFn) -> Case:
     elif name in ENUMS:
         setattr(student.profile, name, draw(_unknown_enum_numbers(name)))
     else:
-        setattr(student.academic_record, name, draw(_outside(*NUMERIC_RANGES[name])))
+        setattr(student.academic_record, name, draw(outside_range(*NUMERIC_RANGES[name])))
     return Case(student, broken)
 
 
