@@ -82,8 +82,8 @@ def _version(models: Path, seed: int, second: int) -> str:
 
 
 # What the README promises of a promotion under load: no call fails and none takes longer than
-# this. Measured on 2 shared cores: slowest 50-110 ms at load average 5, 320 ms with three more
-# busy processes (load 12); the bound leaves room for a busier machine, and still catches a
+# this. Measured on 2 shared cores: slowest 50-200 ms at load averages 5-14, 320 ms with three
+# busy loops beside the test; the bound leaves room for a busier machine, and still catches a
 # reload that holds the event loop for seconds (a model that is slow to load, loaded on it).
 # Each call's deadline is far longer, so a slow call is counted against the bound rather than cut
 # off by its deadline first.
