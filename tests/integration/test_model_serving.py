@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from inference_service.model import load_served_model
 from inference_service.server import start_server
 from inference_service.settings import Settings as InferenceSettings
 from studentperf.model_artifact import save_artifact, set_current
@@ -80,10 +81,31 @@ def _version(models: Path, seed: int, second: int) -> str:
     return path.name
 
 
+# What the README promises of a promotion under load: no call fails and none takes longer than
+# this. Measured on 2 shared cores: slowest 50-200 ms at load averages 5-14, 320 ms with three
+# busy loops beside the test; the bound leaves room for a busier machine, and still catches a
+# reload that holds the event loop for seconds (a model that is slow to load, loaded on it).
+# Each call's deadline is far longer, so a slow call is counted against the bound rather than cut
+# off by its deadline first.
+PROMISED_SLOWEST_S = 2.0
+CALL_DEADLINE_S = 60.0
+
+
+def _ms(ordered: list[float], q: float) -> str:
+    """The `q` quantile of sorted durations, in milliseconds."""
+    if not ordered:
+        return "-"
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f} ms"
+
+
 async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack) -> None:
     models = tmp_path / "models"
     old, new = _version(models, 1, 1), _version(models, 2, 2)
     set_current(models, old)
+    # What a reload that blocked the event loop would add to the calls waiting on it.
+    loading = time.monotonic()
+    load_served_model(str(models / new), expected_pass_mark=50.0).warm_up()
+    load_s = time.monotonic() - loading
     settings = InferenceSettings(
         shared=stack.shared,
         listen_address="127.0.0.1:0",
@@ -103,7 +125,9 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
             n += 1
             started = time.monotonic()
             try:
-                answer = await stub.Predict(api.PredictRequest(student=student), timeout=5)
+                answer = await stub.Predict(
+                    api.PredictRequest(student=student), timeout=CALL_DEADLINE_S
+                )
             except grpc.aio.AioRpcError as error:
                 failures.append(error)
                 continue
@@ -114,6 +138,7 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
             stub = api_grpc.PredictionServiceStub(channel)
             callers = [asyncio.create_task(caller(stub, w)) for w in range(8)]
             await asyncio.sleep(1.0)
+            promoted = time.monotonic()
             set_current(models, new)
             for _ in range(100):
                 await asyncio.sleep(0.1)
@@ -126,14 +151,21 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
     finally:
         await running.stop(grace_s=5)
 
-    assert failures == []
     versions = [version for _, _, version in seen]
+    durations = sorted(finished - started for started, finished, _ in seen)
+    slow = [d for d in durations if d > PROMISED_SLOWEST_S]
+    switched = min((finished for _, finished, version in seen if version == new), default=0.0)
+    around = [f - s for s, f, _ in seen if f >= promoted and s <= switched]
+    print(
+        f"{len(seen)} calls ({versions.count(old)} old, {versions.count(new)} new), "
+        f"{len(failures)} failed; p50 {_ms(durations, 0.5)}, p90 {_ms(durations, 0.9)}, "
+        f"p99 {_ms(durations, 0.99)}, slowest {_ms(durations, 1)}; {len(slow)} slower than "
+        f"{PROMISED_SLOWEST_S:g} s; {len(around)} calls during the reload, slowest "
+        f"{_ms(sorted(around), 1)}; loading the new version alone: {load_s * 1000:.0f} ms"
+    )
+    assert failures == []
     assert {old, new} == set(versions) and len(seen) > 50
-    slowest = max(finished - started for started, finished, _ in seen)
-    # Well under the calls' 10 s deadline even on a loaded machine; a reload that blocked the
-    # loop would hold every call for the whole load of the new model.
-    assert slowest < 5.0, f"slowest call {slowest:.2f} s"
+    assert slow == [], f"{len(slow)} calls slower than {PROMISED_SLOWEST_S:g} s: {slow[-5:]}"
     # Once a call has answered with the new version, no call started later gets the old one.
-    switched = min(finished for _, finished, version in seen if version == new)
     assert all(version == new for started, _, version in seen if started > switched)
     assert info.model_version == new
