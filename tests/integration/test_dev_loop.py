@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -36,12 +36,22 @@ from tests.integration.helpers import student
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIRS = (".local/kafka/state", ".local/kafka/cluster", ".local/postgres", ".local/inference")
 # What the user may have set for their own stack, or make for its caller; none of it may leak in.
+STAMPS = (
+    (".venv/.installed", "pyproject.toml"),
+    (".local/kafka/libs/.installed", "infra/kafka/pom.xml"),
+)
 LEFT_OUT = ("PASS_MARK", "CSV", "FORCE", "ROWS", "SEED", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def copy_of_repository(dest: Path) -> Path:
     """The tracked files as they are on disk (with their times, which `make setup`'s stamps are
     compared with), and links to the installed tools."""
+    # Were a stamp older than its file, make setup in the copy would reinstall into the shared
+    # .venv (pointing it at the copy) or replace the shared jars.
+    for stamp, stamped in STAMPS:
+        assert (ROOT / stamp).stat().st_mtime > (ROOT / stamped).stat().st_mtime, (
+            f"{stamp} is older than {stamped}: run make setup first"
+        )
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout
@@ -126,8 +136,7 @@ def query(dsn: str, sql: str, *args: object) -> object:
     return asyncio.run(fetch())
 
 
-def eventually(probe: object, expected: object, timeout: float) -> object:
-    assert callable(probe)
+def eventually(probe: Callable[[], object], expected: object, timeout: float) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -147,9 +156,17 @@ def current(repo: Path) -> str:
     return (repo / "models" / "current").readlink().name
 
 
+def users_state() -> dict[str, int | None]:
+    """When the repository's own state folders and models/current last changed."""
+    paths = [ROOT / d for d in STATE_DIRS] + [ROOT / "models" / "current"]
+    return {str(p): p.lstat().st_mtime_ns if p.is_symlink() or p.exists() else None for p in paths}
+
+
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return copy_of_repository(tmp_path / "repo")
+def repo(tmp_path: Path) -> Iterator[Path]:
+    before = users_state()
+    yield copy_of_repository(tmp_path / "repo")
+    assert users_state() == before
 
 
 @pytest.fixture
