@@ -10,6 +10,7 @@ from studentperf.config import (
     DatabaseRole,
     SharedSettings,
     default_database_url,
+    dev_postgres_port,
     env_float,
     env_int,
     env_secret,
@@ -123,6 +124,8 @@ class Settings:
             microbatch_max=env_int(env, "MICROBATCH_MAX", cls.microbatch_max, minimum=1),
             current_term=env_str(env, "CURRENT_TERM", cls.current_term),
             history_database_url=env_secret(
-                env, "HISTORY_DATABASE_URL", default_database_url(DatabaseRole.ANALYST)
+                env,
+                "HISTORY_DATABASE_URL",
+                default_database_url(DatabaseRole.ANALYST, dev_postgres_port(env)),
             ),
         )

@@ -882,18 +882,21 @@ async def run_foreground(
     return code
 
 
-def default_kafka(state_dir: Path | None = None) -> KafkaBroker:
-    """The development broker: ``.local/kafka/state``, ports 9092 (client) and 9093."""
+def default_kafka(state_dir: Path | None = None, port: int = DEFAULT_KAFKA_PORT) -> KafkaBroker:
+    """The development broker: ``.local/kafka/state``, ports 9092 (client) and 9093 by default;
+    the controller listens on the port after the client's."""
     return KafkaBroker(
         state_dir or local_dir() / "kafka" / "state",
-        port=DEFAULT_KAFKA_PORT,
-        controller_port=DEFAULT_KAFKA_CONTROLLER_PORT,
+        port=port,
+        controller_port=port + DEFAULT_KAFKA_CONTROLLER_PORT - DEFAULT_KAFKA_PORT,
     )
 
 
-def default_postgres(state_dir: Path | None = None) -> PostgresServer:
-    """The development PostgreSQL: ``.local/postgres``, port 5432."""
-    return PostgresServer(state_dir or local_dir() / "postgres", port=DEFAULT_POSTGRES_PORT)
+def default_postgres(
+    state_dir: Path | None = None, port: int = DEFAULT_POSTGRES_PORT
+) -> PostgresServer:
+    """The development PostgreSQL: ``.local/postgres``, port 5432 by default."""
+    return PostgresServer(state_dir or local_dir() / "postgres", port=port)
 
 
 SERVICES: dict[str, Callable[[Path | None], Service]] = {

@@ -6,6 +6,10 @@ inference service as child processes with the default settings, each connected t
 as its own role (migration 0004), the inference service spooling to .local/inference/spool.
 Ctrl-C (or SIGTERM) stops everything it started, in reverse order, each one gracefully.
 
+Ports: the broker's is the one STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS names (default 9092, the
+controller on the next), PostgreSQL's is STUDENTPERF_POSTGRES_PORT (default 5432), the service's
+STUDENTPERF_LISTEN_ADDRESS; `make demo` and the other targets follow the same variables.
+
 Kafka is one broker; with STUDENTPERF_KAFKA_BROKERS=3 (`make up KAFKA_BROKERS=3`) it is a
 three-node cluster, replication factor 3 and min.insync.replicas 2 (infra.kafka_cluster). That
 is three JVMs, too heavy a default for a laptop.
@@ -30,6 +34,7 @@ from inference_service.model import load_served_model
 from inference_service.settings import Settings as InferenceSettings
 from infra.devstack import (
     DEFAULT_DATABASE,
+    DEFAULT_KAFKA_PORT,
     KafkaBroker,
     PostgresServer,
     Service,
@@ -42,7 +47,7 @@ from infra.devstack import (
 )
 from infra.kafka_cluster import KafkaCluster, default_kafka_cluster
 from recorder_service.settings import Settings as RecorderSettings
-from studentperf.config import ConfigError, DatabaseRole, env_int
+from studentperf.config import ConfigError, DatabaseRole, dev_postgres_port, env_int
 from studentperf.migrate import apply_migrations
 from studentperf.model_artifact import ModelArtifactError
 
@@ -147,17 +152,32 @@ def chosen_kafka(env: Mapping[str, str]) -> KafkaBroker | KafkaCluster:
     """One broker (the default), or the three-node cluster for STUDENTPERF_KAFKA_BROKERS=3."""
     brokers = env_int(env, "KAFKA_BROKERS", 1, minimum=1)
     if brokers == 1:
-        return default_kafka()
+        return default_kafka(port=broker_port(env))
     if brokers == 3:
         return default_kafka_cluster()
     raise ConfigError(f"STUDENTPERF_KAFKA_BROKERS: 1 or 3, not {brokers}")
+
+
+def broker_port(env: Mapping[str, str]) -> int:
+    """The one broker runs where the services are told to look: the port of
+    STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS, which must then be an address on this machine."""
+    address = env.get("STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS")
+    if address is None:
+        return DEFAULT_KAFKA_PORT
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        raise ConfigError(
+            "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS: make up runs its broker on this machine, "
+            f"so it must be 127.0.0.1:<port>, not {address!r}"
+        )
+    return int(port)
 
 
 async def run(stop: asyncio.Event) -> int:
     settings = InferenceSettings.from_env(os.environ)
     partitions = env_int(os.environ, "TOPIC_PARTITIONS", 3, minimum=1)
     kafka = chosen_kafka(os.environ)
-    postgres = default_postgres()
+    postgres = default_postgres(port=dev_postgres_port(os.environ))
     infra: list[KafkaBroker | KafkaCluster | PostgresServer] = [kafka, postgres]
     as_role = {role: postgres.dsn(DEFAULT_DATABASE, user=role) for role in DatabaseRole}
     # The services reach Kafka through every node, so any one of them may be down.

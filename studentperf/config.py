@@ -158,9 +158,18 @@ class DatabaseRole(StrEnum):
     ANALYST = "studentperf_analyst"  # read-only: `make demo`, people
 
 
-def default_database_url(role: DatabaseRole) -> str:
+DEV_POSTGRES_PORT = 5432
+
+
+def dev_postgres_port(env: Mapping[str, str]) -> int:
+    """The development PostgreSQL's port (STUDENTPERF_POSTGRES_PORT): where `make up` runs it,
+    and where the default DSNs point, so a second stack (a test's) can live beside the first."""
+    return env_int(env, "POSTGRES_PORT", DEV_POSTGRES_PORT, minimum=1, maximum=65535)
+
+
+def default_database_url(role: DatabaseRole, port: int = DEV_POSTGRES_PORT) -> str:
     """The development database (`make up`), connected to as `role`."""
-    return f"postgresql://{role}@127.0.0.1:5432/studentperf"
+    return f"postgresql://{role}@127.0.0.1:{port}/studentperf"
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,9 @@ class SharedSettings:
                 env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
             ),
             kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
-            database_url=env_secret(env, "DATABASE_URL", default_database_url(role)),
+            database_url=env_secret(
+                env, "DATABASE_URL", default_database_url(role, dev_postgres_port(env))
+            ),
             kafka_security=KafkaSecurity.from_env(env),
         )
 

@@ -7,7 +7,7 @@ import random
 import string
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -21,13 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
+from studentperf.config import DatabaseRole
 from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
 from studentperf.largest_items import largest_student
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_MAX_LENGTH
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from tests.integration.conftest import Stack
+from studentperf.v1.student_pb2 import Student
+from tests.integration.conftest import Stack, inference_settings
 from tests.integration.helpers import eventually, student, topic_size
 from tests.unit.test_encoding_properties import (
     ID_CHARACTERS,
@@ -352,18 +354,49 @@ async def test_each_outcome_gets_the_verdict_its_fields_call_for_and_only_stored
     assert await eventually(lambda: published(stack), expected, timeout=10) == expected
 
 
-async def test_a_deadline_stops_the_work_of_its_call(
-    inference: RunningServer, stub: api_grpc.PredictionServiceStub
-) -> None:
-    cut_off_before = inference.core.cut_off
-    big = api.BatchPredictRequest(students=[student(f"d{i}") for i in range(10_000)])
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.BatchPredict(big, timeout=0.05)
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    cut_off = lambda: _value(inference.core.cut_off)  # noqa: E731
-    assert await eventually(cut_off, cut_off_before + 1, timeout=10) == cut_off_before + 1
-    answer = await stub.Predict(api.PredictRequest(student=student("after")), timeout=10)
-    assert answer.prediction.prediction_id
+DEADLINE_S = 5.0  # time for a 3-student request to reach its handler, on any loaded machine
+
+
+async def test_a_deadline_stops_the_work_of_its_call(stack: Stack, tmp_path: Path) -> None:
+    # The server's topic does not exist yet, and the broker creates none by itself: a call's
+    # publish waits for it until the test creates it. So the call is in flight as long as the
+    # test wants, whatever the load, and only its deadline can end it.
+    topic = f"{stack.topic}-late"
+    settings = inference_settings(
+        stack,
+        tmp_path / "spool",
+        shared=replace(stack.shared_as(DatabaseRole.INFERENCE), kafka_topic=topic),
+        publish_timeout_s=300,  # not spooled either, while the test runs
+    )
+    running = await start_server(settings)
+    try:
+        await _cut_off_and_serve_on(running, stack, topic)
+    finally:
+        await running.stop(grace_s=5)
+
+
+async def _cut_off_and_serve_on(running: RunningServer, stack: Stack, topic: str) -> None:
+    connected = lambda: _value(int(running.publisher.kafka_connected))  # noqa: E731
+    assert await eventually(connected, 1, timeout=60) == 1  # else the call would spool at once
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = api_grpc.PredictionServiceStub(channel)
+        batch = api.BatchPredictRequest(students=[student(f"d{i}") for i in range(3)])
+        call = asyncio.ensure_future(stub.BatchPredict(batch, timeout=DEADLINE_S))
+        in_flight = lambda: _value(running.core.in_flight)  # noqa: E731
+        assert await eventually(in_flight, 1, timeout=DEADLINE_S) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cut_off = lambda: _value(running.core.cut_off)  # noqa: E731
+        assert await eventually(cut_off, 1, timeout=10) == 1
+        assert running.core.in_flight == 0
+
+        # Still serving; and the cut-off call's events were never sent: once the topic exists,
+        # it holds the next call's event alone.
+        await stack.kafka.create_topic(topic, partitions=3)
+        answer = await stub.Predict(api.PredictRequest(student=student("after")), timeout=60)
+        assert answer.prediction.prediction_id
+        assert await topic_size(stack.shared.kafka_bootstrap_servers, topic) == 1
 
 
 async def _value(number: int) -> int:

@@ -68,12 +68,16 @@ async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
     load = Load(stack.shared.kafka_bootstrap_servers, stack.topic, per_second=1000)
     load.start()
     try:
-        await asyncio.sleep(2)
+        await sent_at_least(load, 1_000)
         postgres.stop()
         stopped_at = time.monotonic()
+        sent_before_outage = len(load.sent)
         await wait_health(recorder, 503, timeout=OUTAGE_S)
         during = await metrics(recorder)
         await asyncio.sleep(OUTAGE_S - (time.monotonic() - stopped_at))
+        # However slowly a loaded machine produces, the outage lasts until it saw 1,000 events.
+        await sent_at_least(load, sent_before_outage + 1_000)
+        sent_during_outage = len(load.sent) - sent_before_outage
         late = await metrics(recorder)
         assert late["degraded"] == 1
         assert late["commits_total"] == during["commits_total"]  # nothing committed meanwhile
@@ -81,7 +85,7 @@ async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
         await postgres.wait_ready(timeout=60)
         outage_s = time.monotonic() - stopped_at
         recovery_s = await wait_health(recorder, 200, timeout=60)
-        await asyncio.sleep(2)  # and the load goes on
+        await sent_at_least(load, len(load.sent) + 1_000)  # and the load goes on
     finally:
         if not postgres.running:  # the server is the whole session's: always bring it back
             postgres.start()
@@ -95,13 +99,14 @@ async def test_stopping_postgres_for_10_s_under_load_loses_nothing(
         sent=len(sent),
         found=found,
         dead_lettered=dead_lettered(after),
+        sent_during_outage=sent_during_outage,
         outage_s=f"{outage_s:.1f}",
         recovered_after_s=f"{recovery_s:.1f}",
         retries=int(after["retries_total"]),
         kafka_level_duplicates=int(after["events_already_stored_total"]),
     )
     assert (found.missing, found.duplicates) == (0, 0)
-    assert len(sent) > 5_000 and after["outages_total"] == 1
+    assert after["outages_total"] == 1
     assert await asyncio.to_thread(recorder.stop) == 0
 
 
@@ -143,6 +148,15 @@ async def test_recorders_joining_leaving_and_crashing_lose_and_duplicate_nothing
     )
     assert (found.missing, found.duplicates) == (0, 0)
     assert after["rebalances_total"] >= 3
+
+
+async def sent_at_least(load: Load, count: int) -> None:
+    """Waits until the load has had `count` events acknowledged: a count, not a rate, so a busy
+    machine makes the test longer, never wrong (the timeout only turns a stalled load into a
+    failure)."""
+    async with asyncio.timeout(120):
+        while len(load.sent) < count:  # noqa: ASYNC110 (the load has no event to wait on)
+            await asyncio.sleep(0.05)
 
 
 def _committed(recorder: RecorderProcess) -> Callable[[], Awaitable[int]]:

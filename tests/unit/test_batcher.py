@@ -39,25 +39,47 @@ async def test_concurrent_callers_share_a_batch_and_each_gets_its_own_result() -
 
 
 async def test_a_lone_caller_does_not_wait_for_the_bound() -> None:
-    batcher = MicroBatcher(Doubler(), max_wait_s=5.0, max_items=100)
-    started = time.perf_counter()
-    assert await batcher.submit(4) == 8
-    assert time.perf_counter() - started < 1.0
+    batcher = MicroBatcher(Doubler(), max_wait_s=3600.0, max_items=100)
+    # Waiting for the bound would take an hour; the timeout only turns that into a failure.
+    async with asyncio.timeout(60):
+        assert await batcher.submit(4) == 8
+
+
+class Gated:
+    """Doubles; records each batch and its start (loop clock); the first runs until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.started_at: list[float] = []
+
+    async def __call__(self, items: Sequence[int]) -> list[int | Exception]:
+        self.started_at.append(asyncio.get_running_loop().time())
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            await self.release.wait()
+        return [2 * n for n in items]
 
 
 async def test_batches_grow_while_one_is_processed_and_the_wait_is_bounded() -> None:
-    process = Doubler(delay_s=0.5)
+    process = Gated()
     batcher = MicroBatcher(process, max_wait_s=0.02, max_items=100)
     first = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # the first batch is being processed now
-    started = time.perf_counter()
+    while not process.batches:  # noqa: ASYNC110 (the fake has no event to wait on)
+        await asyncio.sleep(0)
+    submitted_at = asyncio.get_running_loop().time()
     later = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 3, 4)]
-    while len(process.batches) < 2:  # noqa: ASYNC110 (the fake has no event to wait on)
-        await asyncio.sleep(0.001)
-    waited = time.perf_counter() - started
-    assert 0.015 <= waited < 0.3  # went after the bound, not when the first batch finished
+    async with asyncio.timeout(60):  # were the bound ignored, it would wait for the release
+        while len(process.batches) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+    # The second batch went while the first still ran (it runs until released), so the bound
+    # sent it; and not before the bound: a loop timer fires at most one clock tick early, and a
+    # busy machine only makes the wait longer.
+    assert not first.done()
     assert process.batches == [[1], [2, 3, 4]]
+    tick = time.get_clock_info("monotonic").resolution  # the loop's clock
+    assert process.started_at[1] - submitted_at >= 0.02 - tick
+    process.release.set()
     assert await asyncio.gather(first, *later) == [2, 4, 6, 8]
 
 

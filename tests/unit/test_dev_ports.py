@@ -1,0 +1,40 @@
+"""Where `make up` runs its broker and database, and where the default DSNs point: one port each,
+so a second stack (the developer's-loop test's) can run beside the user's."""
+
+import pytest
+
+from inference_service.settings import Settings as InferenceSettings
+from infra.up import broker_port
+from studentperf.config import ConfigError, DatabaseRole, SharedSettings
+
+
+def test_the_postgres_port_moves_every_default_dsn() -> None:
+    env = {"STUDENTPERF_POSTGRES_PORT": "15432"}
+    trainer = SharedSettings.from_env(env, DatabaseRole.TRAINER)
+    assert trainer.database_url == "postgresql://studentperf_trainer@127.0.0.1:15432/studentperf"
+    history = InferenceSettings.from_env(env).history_database_url
+    assert history == "postgresql://studentperf_analyst@127.0.0.1:15432/studentperf"
+    unset = SharedSettings.from_env({}, DatabaseRole.ANALYST).database_url
+    assert unset == "postgresql://studentperf_analyst@127.0.0.1:5432/studentperf"
+
+
+def test_a_dsn_given_wins_over_the_port() -> None:
+    env = {"STUDENTPERF_POSTGRES_PORT": "15432", "STUDENTPERF_DATABASE_URL": "postgresql://a@db/x"}
+    assert SharedSettings.from_env(env, DatabaseRole.TRAINER).database_url == "postgresql://a@db/x"
+
+
+def test_a_bad_postgres_port_is_named() -> None:
+    with pytest.raises(ConfigError, match="STUDENTPERF_POSTGRES_PORT"):
+        SharedSettings.from_env({"STUDENTPERF_POSTGRES_PORT": "70000"}, DatabaseRole.TRAINER)
+
+
+def test_the_broker_runs_where_the_services_look() -> None:
+    assert broker_port({}) == 9092
+    assert broker_port({"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}) == 19092
+    assert broker_port({"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": "localhost:19092"}) == 19092
+
+
+@pytest.mark.parametrize("address", ["kafka:9092", "127.0.0.1:9092,127.0.0.1:9094", "127.0.0.1"])
+def test_a_broker_elsewhere_is_refused_naming_the_variable(address: str) -> None:
+    with pytest.raises(ConfigError, match="STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS"):
+        broker_port({"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": address})
