@@ -28,7 +28,6 @@ from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_MAX_LENGTH
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from studentperf.v1.student_pb2 import Student
 from tests.integration.conftest import Stack, inference_settings
 from tests.integration.helpers import eventually, student, topic_size
 from tests.unit.test_encoding_properties import (
