@@ -500,6 +500,7 @@ class Spool:
         assert self._sealed and self._sealed[0].path == path, "segments drain oldest first"
         segment = self._sealed.pop(0)
         self._set_aside.append(segment)
+        self.full = False  # no longer counted: room again
         log.error(
             "spool %s: not sending its %d event(s) to %s: %s. The file is kept: to deliver "
             "them, run a service configured for that destination with STUDENTPERF_SPOOL_DIR "

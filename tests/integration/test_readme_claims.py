@@ -100,6 +100,7 @@ async def test_health_is_503_while_the_spool_is_full_and_200_once_it_drains(
                     refused = error
             assert refused is not None, "4 KiB of spool took 200 predictions"
             assert refused.code() == grpc.StatusCode.UNAVAILABLE
+            assert f"the local spool is full ({accepted} events" in (refused.details() or "")
             code, detail = await health(client)
             print(
                 f"\nspool of {settings.spool_max_bytes} B: {accepted} predictions accepted, "
@@ -109,7 +110,7 @@ async def test_health_is_503_while_the_spool_is_full_and_200_once_it_drains(
             assert (code, detail["state"], detail["spool_events"]) == (503, "spool full", accepted)
 
             await kafka.create_topic(topic, partitions=3)
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 while (await health(client))[1]["spool_events"]:  # noqa: ASYNC110 (polled)
                     await asyncio.sleep(0.2)
             code, detail = await health(client)
