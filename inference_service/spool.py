@@ -272,6 +272,9 @@ class Spool:
         self._flusher: asyncio.Task[None] | None = None
         self._reserved = 0  # bytes accepted but not yet flushed
         self._seal_requested = False  # the replayer wants the active segment closed
+        # The last records offered did not fit, and nothing has fit or drained since: `bytes`
+        # alone cannot tell, as a refused append leaves it short of `max_bytes`.
+        self.full = False
         self.changed = asyncio.Event()  # set on every append, for the replayer
         # Damage found on disk: bytes skipped between readable frames, and how many places.
         self.damaged_bytes = 0
@@ -379,10 +382,12 @@ class Spool:
         """Returns once the records are fsync'd to disk; raises SpoolFull when there is no room."""
         frames = b"".join(encode_frame(r) for r in records)
         if self.bytes + len(frames) > self.max_bytes:
+            self.full = True
             raise SpoolFull(
                 f"the local spool is full ({self.records} events, {self.bytes} of "
                 f"{self.max_bytes} bytes) while Kafka is unreachable"
             )
+        self.full = False
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((frames, len(records), done))
         self._reserved += len(frames)
@@ -487,6 +492,7 @@ class Spool:
         """Forgets a segment whose records have all been acknowledged."""
         assert self._sealed and self._sealed[0].path == path, "segments drain oldest first"
         self._sealed.pop(0)
+        self.full = False  # room again
         await asyncio.to_thread(path.unlink)
 
     def set_aside(self, path: Path, why: str) -> None:
@@ -494,6 +500,7 @@ class Spool:
         assert self._sealed and self._sealed[0].path == path, "segments drain oldest first"
         segment = self._sealed.pop(0)
         self._set_aside.append(segment)
+        self.full = False  # no longer counted: room again
         log.error(
             "spool %s: not sending its %d event(s) to %s: %s. The file is kept: to deliver "
             "them, run a service configured for that destination with STUDENTPERF_SPOOL_DIR "

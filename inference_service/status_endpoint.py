@@ -1,6 +1,7 @@
 """The inference service's state over HTTP (`STUDENTPERF_INFERENCE_HEALTH_PORT`).
 
-/health is 200 while the service can take predictions (the spool is not full), with the
+/health is 200 while the service can take predictions, 503 once the spool is full (it refused
+the last events offered, and none fit or drained since) or a stop began; with the
 detail an operator wants during an outage: whether Kafka is connected and how many events
 wait in the spool. /metrics is the service's Prometheus registry (inference_service.metrics):
 the counters and histograms updated as calls are served, and these gauges, read at scrape time.
@@ -34,7 +35,7 @@ class InferenceStatus(Collector):
 
     def health(self) -> tuple[bool, dict[str, object]]:
         spool = self._publisher.spool
-        full = spool.bytes >= spool.max_bytes
+        full = spool.full or spool.bytes >= spool.max_bytes
         if self.stopping:
             state = "stopping"
         elif full:

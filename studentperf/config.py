@@ -232,3 +232,6 @@ def configure_logging(env: Mapping[str, str], *, default_format: str = "json") -
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler])
+    # At DEBUG, aiokafka.conn prints every request it sends, SASL authentication included,
+    # whose bytes hold the Kafka password in clear (PLAIN: "\0user\0password").
+    logging.getLogger("aiokafka.conn").setLevel(max(level, logging.INFO))

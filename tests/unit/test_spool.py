@@ -101,10 +101,14 @@ async def test_a_corrupted_last_frame_is_cut_like_a_torn_tail(tmp_path: Path) ->
 async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path) -> None:
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=300)
     await spool.append([record(1), record(2)])
+    assert not spool.full
     with pytest.raises(SpoolFull, match="spool is full"):
         await spool.append([record(i) for i in range(3, 10)])
     assert spool.records == 2  # the refused batch left nothing behind
+    # Full (what /health reports) though short of max_bytes: the refused batch did not fit.
+    assert spool.full and spool.bytes < spool.max_bytes
     await drain(spool)
+    assert not spool.full
     await spool.append([record(3)])
     assert spool.records == 1
 
