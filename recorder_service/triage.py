@@ -17,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record, UnreadableRecord
+from recorder_service.erasure import Erasure
 from recorder_service.rows import StagingRow, occurred_at, outcome_staging_row, staging_row
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 
 
@@ -53,6 +55,8 @@ class Triaged:
     rows: list[StagingRow] = field(default_factory=list)
     sources: list[Record] = field(default_factory=list)  # the record of each row, in order
     rejected: list[Rejected] = field(default_factory=list)
+    # Erasure events, in log order: applied before the rows are written (store.py).
+    erasures: list[Erasure] = field(default_factory=list)
 
 
 def triage(
@@ -79,6 +83,9 @@ def triage(
             error_text = f"{type(error).__name__} while reading the record"
             out.rejected.append(Rejected(record, Reason.UNEXPECTED_ERROR, error_text))
         else:
+            if isinstance(row, Erasure):
+                out.erasures.append(row)
+                continue
             out.rows.append(row)
             out.sources.append(record)
     return out
@@ -90,14 +97,14 @@ class _Refused(Exception):
         self.error = error
 
 
-def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow:
+def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow | Erasure:
     headers = record.headers or ()
     try:
         # The content type says which event it is (studentperf.envelope): no guessing.
         event = envelope.decode_any(record.value, headers)
     except envelope.UnknownSchemaVersion as error:
         raise _Refused(Reason.UNKNOWN_SCHEMA_VERSION, str(error)) from None
-    except envelope.InvalidOutcome as error:
+    except (envelope.InvalidOutcome, envelope.InvalidErasure) as error:
         raise _Refused(Reason.INVALID_EVENT, str(error)) from None
     except envelope.UndecodableEvent as error:
         raise _Refused(Reason.UNDECODABLE, str(error)) from None
@@ -114,6 +121,10 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
             f" {max_future_skew.total_seconds():.0f} s allowed (STUDENTPERF_MAX_FUTURE_SKEW_S)"
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
+    if isinstance(event, ErasureEvent):
+        return Erasure(
+            event.event_id, event.student_id, when, event.requested_by, event.reason
+        )
     if isinstance(event, OutcomeEvent):
         return outcome_staging_row(event, record.offset, envelope.trace_id(headers))
     return staging_row(event, record.offset, envelope.trace_id(headers))
