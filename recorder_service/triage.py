@@ -122,9 +122,7 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
     if isinstance(event, ErasureEvent):
-        return Erasure(
-            event.event_id, event.student_id, when, event.requested_by, event.reason
-        )
+        return Erasure(event.event_id, event.student_id, when, event.requested_by, event.reason)
     if isinstance(event, OutcomeEvent):
         return outcome_staging_row(event, record.offset, envelope.trace_id(headers))
     return staging_row(event, record.offset, envelope.trace_id(headers))

@@ -6,9 +6,9 @@ key: the student id (UTF-8), so all of one student's events land on one partitio
 value: the serialized event.
 headers: the schema version and the content type, readable without decoding the value. The
 content type names the event's message; a record whose content type is neither
-OUTCOME_CONTENT_TYPE nor ERASURE_CONTENT_TYPE (or that has none: every event written before outcomes went through Kafka) is read as a
-PredictionEvent, as it always was. Then
-the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
+OUTCOME_CONTENT_TYPE nor ERASURE_CONTENT_TYPE (or that has none: every event written before
+outcomes went through Kafka) is read as a PredictionEvent, as it always was. Then the trace id
+of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
 studentperf.tracing), when there was one, which the recorder stores with the row.
 
 What is read back may have been written by anyone: a header value may be null (Kafka allows it),
