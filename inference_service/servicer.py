@@ -233,7 +233,7 @@ def _erasure_response(answer: ErasureAnswer) -> api.EraseStudentResponse:
             summary="erasure accepted, not yet confirmed: the recorder will apply it (its audit "
             "row in table erasures will say what it removed)",
         )
-    removed = {table: count for table, count in answer.removed.items() if count}
+    removed = {table: count for table, count in sorted(answer.removed.items()) if count}
     summary = (
         "removed " + ", ".join(f"{count} from {table}" for table, count in removed.items())
         if removed
