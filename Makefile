@@ -8,7 +8,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train retrain monitor import retention migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ import: setup ## load a Kaggle exam CSV into the database: make import CSV=path 
 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
 	@$(PY) -m recorder_service.retention $(if $(DAYS),--days $(DAYS))
+
+erase: setup ## erase a student through the running service: make erase STUDENT=id [REASON=ref] [TARGET=host:port]
+	@test -n "$(STUDENT)" || { echo "usage: make erase STUDENT=id [REASON=ticket-1] [TARGET=host:port] (token: STUDENTPERF_TOKEN)"; exit 2; }
+	@$(PY) -m studentperf.client.erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(TARGET),--target $(TARGET))
 
 migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(PY) -m studentperf.migrate

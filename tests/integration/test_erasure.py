@@ -9,7 +9,11 @@ events are dropped from disk and never replayed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
@@ -33,6 +37,7 @@ from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import (
+    REPO,
     RecorderProcess,
     Stack,
     fresh_topic_and_database,
@@ -54,16 +59,21 @@ TOKENS = {
 
 
 @pytest.fixture(scope="module")
-async def eraser(
+async def erasing(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+) -> AsyncIterator[RunningServer]:
     """A server that waits for the recorder's audit row long enough to confirm."""
     settings = inference_settings(
         stack, tmp_path_factory.mktemp("erase-spool"), erasure_wait_s=CONFIRM_WAIT_S
     )
     async for running in serving(settings):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield api_grpc.PredictionServiceStub(channel)
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def eraser(erasing: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{erasing.port}") as channel:
+        yield api_grpc.PredictionServiceStub(channel)
 
 
 def rows_of(student_id: str) -> str:
@@ -231,6 +241,33 @@ async def test_bad_requests_name_the_field(eraser: api_grpc.PredictionServiceStu
         detail = error_details_pb2.BadRequest()
         status.details[0].Unpack(detail)
         assert [v.field for v in detail.field_violations] == [field]
+
+
+def erase_command(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m studentperf.client.erase`, what `make erase` runs, without a token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDENTPERF_TOKEN")}
+    command = [sys.executable, "-m", "studentperf.client.erase", "--target", f"127.0.0.1:{port}"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+
+
+async def test_the_erase_command_prints_what_was_removed_and_fails_on_errors(
+    erasing: RunningServer, eraser: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+) -> None:
+    sid = "erase-command-1"
+    await predict(eraser, sid, 2.0)
+    assert await eventually(count_rows(db, f"SELECT {rows_of(sid)}"), 4) == 4
+    done = await asyncio.to_thread(erase_command, erasing.port, sid, "--reason", "ticket-7")
+    print(f"\n$ python -m studentperf.client.erase {sid}\n{done.stdout}{done.stderr}")
+    assert done.returncode == 0
+    assert "removed 1 from academic_records" in done.stdout and "  predictions: 1" in done.stdout
+    again = await asyncio.to_thread(erase_command, erasing.port, sid)
+    assert again.returncode == 0 and "removed nothing" in again.stdout
+    bad = await asyncio.to_thread(erase_command, erasing.port, "s 1")
+    print(f"$ python -m studentperf.client.erase 's 1'\n{bad.stderr}")
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "student_id" in bad.stderr
+    assert await db.fetchval(f"SELECT {rows_of(sid)}") == 0
 
 
 async def test_erase_student_is_a_grant_of_its_own(
