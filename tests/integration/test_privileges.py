@@ -26,8 +26,8 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer, free_port
-from recorder_service.rows import outcome_staging_row, staging_row
 from recorder_service.erasure import ERASURE_ROLE
+from recorder_service.rows import outcome_staging_row, staging_row
 from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
