@@ -59,10 +59,11 @@ test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
 
 .PHONY: bench
-bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, then student history (BENCH_QUICK=1: smoke run)
+bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, student history, erasure (BENCH_QUICK=1: smoke run)
 	@$(PY) -m infra.bench
 	@$(PY) -m infra.bench.serving
 	@$(PY) -m infra.bench.history
+	@$(PY) -m infra.bench.erasure
 
 lint: setup check-proto ## ruff, ruff format --check, mypy --strict
 	@$(PY) -m ruff check .

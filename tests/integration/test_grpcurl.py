@@ -137,7 +137,7 @@ def check_history(answer: Answer) -> None:
 def check_erase(answer: Answer) -> None:
     # Confirmed or not depends on how fast the recorder is: either way an id and a summary.
     found = answer.json()
-    assert uuid.UUID(str(found["erasureId"])) and found["summary"], found
+    assert uuid.UUID(str(found["erasure_id"])) and found["summary"], found
 
 
 def check_model_info(answer: Answer) -> None:
