@@ -31,6 +31,7 @@ import asyncpg
 from recorder_service.erasure import (
     Applied,
     Erasure,
+    StudentHasher,
     apply_erasures,
     erased_as_of,
     students_of,
@@ -270,6 +271,7 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, *, erasure_key: bytes = DEV_ERASURE_KEY) -> None:
         self._pool = pool
         self._erasure_key = erasure_key
+        self._hasher = StudentHasher(erasure_key)
 
     async def write(
         self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
@@ -287,7 +289,7 @@ class PostgresStore:
             return WriteResult()
         async with self._pool.acquire() as conn:
             applied = await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
-            erased = await erased_as_of(conn, students_of(rows), self._erasure_key)
+            erased = await erased_as_of(conn, students_of(rows), self._hasher)
             keep = unerased(rows, erased, erasures)
             result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
             if len(keep) < len(rows):

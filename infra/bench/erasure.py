@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 
 from infra.devstack import PostgresServer, free_port
-from recorder_service.erasure import Erasure, apply_erasures, erased_as_of
+from recorder_service.erasure import Erasure, StudentHasher, apply_erasures, erased_as_of
 from recorder_service.settings import DEV_ERASURE_KEY
 from studentperf.config import DatabaseRole
 from studentperf.migrate import apply_migrations
@@ -114,7 +114,7 @@ async def run(rows: int, heavy: int) -> None:
             lookups: list[float] = []
             for _ in range(20):
                 started = time.perf_counter()
-                await erased_as_of(conn, batch, DEV_ERASURE_KEY)
+                await erased_as_of(conn, batch, StudentHasher(DEV_ERASURE_KEY))
                 lookups.append((time.perf_counter() - started) * 1000)
         finally:
             await conn.close()

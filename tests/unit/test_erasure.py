@@ -18,7 +18,7 @@ from inference_service.core import HistoryUnavailable, PredictionCore
 from inference_service.delivery import DurablePublisher, PendingSends, open_durable_publisher
 from inference_service.encoding import InvalidInput
 from inference_service.spool import Destination, Spool, read_segment
-from recorder_service.erasure import Erasure, student_hash, unerased
+from recorder_service.erasure import Erasure, StudentHasher, student_hash, unerased
 from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.settings import DEV_ERASURE_KEY, erasure_key
 from recorder_service.triage import Reason, triage
@@ -51,6 +51,13 @@ def test_the_hash_is_keyed_and_holds_no_id() -> None:
     assert len(found) == 32 and b"s-1" not in found
     assert found == student_hash(KEY, "s-1")
     assert found != student_hash(b"j" * 32, "s-1") != student_hash(KEY, "s-2")
+
+
+@pytest.mark.parametrize("key", [KEY, b"", b"x" * 64, b"y" * 65, b"z" * 200])
+def test_the_batch_hasher_is_hmac_sha256(key: bytes) -> None:
+    hasher = StudentHasher(key)
+    for sid in ("s-1", "", "a" * 64):
+        assert hasher(sid) == student_hash(key, sid)
 
 
 def test_events_at_or_before_the_erasure_are_refused_later_ones_kept() -> None:
