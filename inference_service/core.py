@@ -331,9 +331,10 @@ class PredictionCore:
     ) -> ErasureAnswer:
         """Drops the student's events still waiting in the spool, then publishes an
         ErasureEvent with the same promise as a prediction's (acknowledged or spooled), then
-        waits a bounded time for the recorder's audit row. Raises InvalidInput or
-        PublishUnavailable (then nothing was erased: the dropped events were not yet sent, and
-        the recorder refuses them no more than before; retrying is safe)."""
+        waits a bounded time for the recorder's audit row. Raises InvalidInput, or
+        PublishUnavailable when the event could not be handed off (a full spool): then the
+        student's spooled events are gone already, as asked, but the recorded rows stay until
+        a retry succeeds (retrying is safe: a second erasure removes nothing more)."""
         violations = []
         if not student_id_is_valid(student_id):
             violations.append(FieldViolation("student_id", STUDENT_ID_RULE))
