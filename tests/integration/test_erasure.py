@@ -29,7 +29,7 @@ from grpc_status import rpc_status
 from inference_service.server import RunningServer
 from inference_service.spool import read_segment
 from infra.devstack import KafkaBroker, PostgresServer
-from recorder_service.erasure import ERASED_TABLES, student_hash
+from recorder_service.erasure import ERASED_TABLES, ERASURE_ROLE, student_hash
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
@@ -418,3 +418,52 @@ async def test_the_student_s_spooled_events_are_dropped_and_never_replayed(
 
 async def _spool_depth(running: RunningServer) -> int:
     return running.publisher.spool.records
+
+
+async def test_only_the_erasure_role_deletes_and_the_audit_is_read_only_to_readers(
+    stack: Stack,
+) -> None:
+    denied: list[str] = []
+    allowed: list[str] = []
+
+    async def attempt(role: DatabaseRole, sql: str, *, as_erasure: bool = False) -> None:
+        conn = await asyncpg.connect(stack.database_url_as(role))
+        try:
+            async with conn.transaction():
+                if as_erasure:
+                    await conn.execute(f"SET LOCAL ROLE {ERASURE_ROLE}")
+                await conn.execute(sql)
+                allowed.append(f"{role}{'/erasure' if as_erasure else ''}: {sql}")
+                raise _RollBack
+        except asyncpg.InsufficientPrivilegeError:
+            denied.append(f"{role}{'/erasure' if as_erasure else ''}: {sql}")
+        except _RollBack:
+            pass
+        finally:
+            await conn.close()
+
+    await attempt(DatabaseRole.ANALYST, "SELECT * FROM erasures")
+    await attempt(
+        DatabaseRole.RECORDER, "SELECT event_id, student_hash, erased_as_of FROM erasures"
+    )
+    await attempt(
+        DatabaseRole.RECORDER, "DELETE FROM predictions WHERE student_id = 'x'", as_erasure=True
+    )
+    expected_allowed = list(allowed)
+    for role, sql, as_erasure in [
+        (DatabaseRole.INFERENCE, "SELECT count(*) FROM erasures", False),
+        (DatabaseRole.ANALYST, "DELETE FROM erasures", False),
+        (DatabaseRole.RECORDER, "DELETE FROM predictions WHERE student_id = 'x'", False),
+        (DatabaseRole.RECORDER, "SELECT requested_by FROM erasures", False),
+        (DatabaseRole.RECORDER, "UPDATE erasures SET reason = NULL", True),
+        (DatabaseRole.RECORDER, "DELETE FROM erasures", True),
+        (DatabaseRole.RECORDER, "DELETE FROM model_versions", True),
+    ]:
+        await attempt(role, sql, as_erasure=as_erasure)
+    print(f"\nallowed: {allowed}\ndenied: {denied}")
+    assert allowed == expected_allowed and len(expected_allowed) == 3
+    assert len(denied) == 7
+
+
+class _RollBack(Exception):
+    """Leaves an attempt's transaction without a trace."""
