@@ -23,6 +23,10 @@ whose frame checks, skipping (and counting) the damaged bytes, rather than losin
 after them. A torn frame at the end of a segment (a crash mid-write, before its call was
 answered) is cut off when the spool opens.
 
+EraseStudent drops a student's records from every segment on disk (`drop_key`): a segment
+holding any is rewritten without them (written aside, fsync'd, renamed over), so their data
+neither stays in the spool nor is replayed.
+
 Segments of the first format (MAGIC_V1: no destination, no frame marks) are still read, but as
 of no known destination, so they are refused rather than replayed: the format-1 default folder
 was the repository's `spool/`, shared by tests and development services alike. Someone who
