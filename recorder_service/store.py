@@ -288,8 +288,17 @@ class PostgresStore:
         if not rows and not erasures:
             return WriteResult()
         async with self._pool.acquire() as conn:
-            applied = await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
-            erased = await erased_as_of(conn, students_of(rows), self._hasher)
+            try:
+                applied = (
+                    await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
+                )
+                erased = await erased_as_of(conn, students_of(rows), self._hasher)
+            except Exception as error:
+                # No record is at fault: an erasure event that reached here breaks no rule the
+                # table checks (envelope.decode_erasure checked them), and a lookup reads only.
+                if is_transient(error):
+                    raise
+                raise DatabaseUnusable(describe(error)) from error
             keep = unerased(rows, erased, erasures)
             result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
             if len(keep) < len(rows):
