@@ -155,6 +155,12 @@ async def test_erasure_removes_every_row_and_a_replay_from_zero_does_not_bring_i
     assert audit["applied_at"] >= audit["erased_as_of"]
     assert sid not in audit["whole"] and sid.encode().hex() not in audit["whole"]
 
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await eraser.ListStudentPredictions(
+            api.ListStudentPredictionsRequest(student_id=sid), timeout=10
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND  # its history is gone too
+
     # A new enrolment after the erasure is stored.
     enrolled = await predict(eraser, sid, 1.5)
     is_stored = count_rows(
