@@ -1,6 +1,6 @@
 """Erasing a student with 10,000 predictions, as the recorder applies an ErasureEvent.
 
-    python -m infra.bench.erasure [--rows N] [--students S]   (BENCH_QUICK=1: 200,000 rows)
+    python -m infra.bench.erasure [--rows N] [--students S]   (BENCH_QUICK=1: 50,000 rows)
 
 A PostgreSQL of its own gets the project's migrations, then `--rows` predictions of other
 students (1,000 each) and `--students` students with 10,000 predictions each (100 distinct
@@ -134,8 +134,8 @@ async def run(rows: int, heavy: int) -> None:
 def main() -> None:
     quick = bool(os.environ.get("BENCH_QUICK"))
     parser = argparse.ArgumentParser(prog="python -m infra.bench.erasure", description=__doc__)
-    parser.add_argument("--rows", type=int, default=200_000 if quick else 1_000_000)
-    parser.add_argument("--students", type=int, default=3 if quick else 5)
+    parser.add_argument("--rows", type=int, default=50_000 if quick else 1_000_000)
+    parser.add_argument("--students", type=int, default=2 if quick else 5)
     args = parser.parse_args()
     asyncio.run(run(args.rows, args.students))
 
