@@ -157,8 +157,11 @@ class DurablePublisher:
         async with self._replaying:
             dropped, progress = await self._spool.drop_key(key, self._progress)
             self._progress.update(progress)
-            if self._chunk is not None and self._chunk[0] in progress:
-                self._chunk = None  # its place in the segment moved
+            if dropped:
+                # The chunk whose sends a retry would wait for may have changed: a retry waiting
+                # for the old sends would count records it never sent. Sent again instead (the
+                # recorder stores each event once).
+                self._chunk = None
         if dropped:
             log.info("spool: dropped %d event(s) of an erased student", dropped)
         return dropped
