@@ -8,7 +8,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train retrain monitor import retention migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,10 @@ import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
 	@$(PY) -m recorder_service.retention $(if $(DAYS),--days $(DAYS))
 
+erase: setup ## erase a student through the running service: make erase STUDENT=id [REASON=ref] [TARGET=host:port]
+	@test -n "$(STUDENT)" || { echo "usage: make erase STUDENT=id [REASON=ticket-1] [TARGET=host:port] (token: STUDENTPERF_TOKEN)"; exit 2; }
+	@$(PY) -m studentperf.client.erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(TARGET),--target $(TARGET))
+
 migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(PY) -m studentperf.migrate
 
@@ -55,10 +59,11 @@ test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
 
 .PHONY: bench
-bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, then student history (BENCH_QUICK=1: smoke run)
+bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, student history, erasure (BENCH_QUICK=1: smoke run)
 	@$(PY) -m infra.bench
 	@$(PY) -m infra.bench.serving
 	@$(PY) -m infra.bench.history
+	@$(PY) -m infra.bench.erasure
 
 lint: setup check-proto ## ruff, ruff format --check, mypy --strict
 	@$(PY) -m ruff check .

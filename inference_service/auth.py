@@ -2,7 +2,8 @@
 
 Clients send `authorization: Bearer <token>` metadata. The token table has one client a line,
 `<name> <token> <methods>`, where methods is `*` or a comma-separated list of method names
-(`Predict,BatchPredict`); `#` starts a comment. No token, or an unknown one:
+(`Predict,BatchPredict`); `#` starts a comment. Every method is its own grant: `EraseStudent`
+is granted only by naming it, or by `*`. No token, or an unknown one:
 UNAUTHENTICATED. A known client calling a method not granted to it: PERMISSION_DENIED.
 The health service stays open, so load balancers and orchestrators can probe without a token;
 reflection needs a valid token but no particular grant. Tokens are kept only as SHA-256
@@ -24,6 +25,7 @@ import grpc
 
 from inference_service.metrics import InferenceMetrics
 from studentperf.config import ConfigError
+from studentperf.erasure import ANONYMOUS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,17 @@ def parse_token_table(text: str) -> dict[bytes, Client]:
             raise ConfigError(f"STUDENTPERF_AUTH_TOKENS line {number} ({name}): duplicate token")
         clients[digest] = Client(name, frozenset(m for m in methods.split(",") if m))
     return clients
+
+
+def client_name(clients: Mapping[bytes, Client], metadata: Mapping[str, str]) -> str:
+    """The name of the client whose bearer token the call carries (an audit's "who asked"),
+    or ANONYMOUS when the server requires no token. Called after the interceptor let the call
+    in, so with tokens on the token is known."""
+    if not clients:
+        return ANONYMOUS
+    _, _, token = metadata.get("authorization", "").partition(" ")
+    client = clients.get(_digest(token.strip()))
+    return client.name if client is not None else ANONYMOUS
 
 
 Denial = tuple[grpc.StatusCode, str]

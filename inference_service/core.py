@@ -24,10 +24,18 @@ from inference_service.encoding import EncodedStudent, FieldViolation, InvalidIn
 from inference_service.outcomes import encode_outcomes
 from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
+from studentperf.erasure import ANONYMOUS, REASON_RULE, reason_is_valid
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.history import PageQuery
 from studentperf.limits import MAX_EXPLAINED_BATCH
-from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
+from studentperf.outcomes import (
+    STUDENT_ID_RULE,
+    TERM_FORMAT,
+    OutcomeRow,
+    student_id_is_valid,
+    term_is_valid,
+)
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
@@ -51,6 +59,15 @@ class AcceptedOutcome:
     """An outcome handed off for recording (acknowledged by Kafka or spooled)."""
 
     event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureAnswer:
+    """An erasure handed off for recording: its event id and, when the recorder applied it
+    within the wait, the rows it removed per table (empty: nothing); None: not yet confirmed."""
+
+    erasure_id: str
+    removed: Mapping[str, int] | None
 
 
 class HistoryUnavailable(Exception):
@@ -104,6 +121,17 @@ class HistoryStore(Protocol):
         """The page's rows, newest first (None: unknown student); or HistoryUnavailable."""
 
 
+class HeldEvents(Protocol):
+    async def forget(self, key: bytes) -> int:
+        """Drops the events keyed `key` that wait to be sent (the spool); returns how many."""
+
+
+class ErasureAudit(Protocol):
+    async def erasure(self, event_id: str) -> Mapping[str, int] | None:
+        """Rows removed per table by the erasure `event_id`, once the recorder has applied it;
+        None before. Raises HistoryUnavailable while the database cannot be read."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     student: Student
@@ -126,8 +154,15 @@ class PredictionCore:
         metrics: PredictionMetrics | None = None,
         current_term: str = "",
         history: HistoryStore | None = None,
+        held_events: HeldEvents | None = None,
+        erasure_audit: ErasureAudit | None = None,
+        erasure_wait_s: float = 0.0,
     ) -> None:
-        """`current_term`: the term of a prediction whose request names none ("" for none)."""
+        """`current_term`: the term of a prediction whose request names none ("" for none).
+        `erasure_wait_s`: how long EraseStudent waits for the recorder's audit row."""
+        self._held_events = held_events
+        self._erasure_audit = erasure_audit
+        self._erasure_wait_s = erasure_wait_s
         self._model = model
         self._current_term = current_term
         self._publisher = publisher
@@ -290,6 +325,56 @@ class PredictionCore:
         with self._counted():
             await self._publisher.publish(records)
         return accepted
+
+    async def erase_student(
+        self, student_id: str, *, reason: str = "", requested_by: str = ANONYMOUS
+    ) -> ErasureAnswer:
+        """Drops the student's events still waiting in the spool, then publishes an
+        ErasureEvent with the same promise as a prediction's (acknowledged or spooled), then
+        waits a bounded time for the recorder's audit row. Raises InvalidInput, or
+        PublishUnavailable when the event could not be handed off (a full spool): then the
+        student's spooled events are gone already, as asked, but the recorded rows stay until
+        a retry succeeds (retrying is safe: a second erasure removes nothing more)."""
+        violations = []
+        if not student_id_is_valid(student_id):
+            violations.append(FieldViolation("student_id", STUDENT_ID_RULE))
+        if not reason_is_valid(reason):
+            violations.append(FieldViolation("reason", REASON_RULE))
+        if violations:
+            raise InvalidInput(violations)
+        with self._counted():
+            if self._held_events is not None:
+                await self._held_events.forget(student_id.encode())
+            # Stamped after the spool is cleared: what the student did before this is refused.
+            [event_id] = new_uuid4s(1)
+            event = ErasureEvent(
+                schema_version=envelope.SCHEMA_VERSION,
+                event_id=event_id,
+                occurred_at=self._now(),
+                student_id=student_id,
+                requested_by=requested_by,
+                reason=reason,
+            )
+            record = envelope.encode_erasure(event, trace_id=tracing.trace_id.get())
+            await self._publisher.publish([record])
+        return ErasureAnswer(event_id, await self._confirmation(event_id))
+
+    async def _confirmation(self, event_id: str) -> Mapping[str, int] | None:
+        """The erasure's counts once the recorder has applied it, or None after the wait (or
+        at once, while the database cannot be read): then it is accepted, not confirmed."""
+        if self._erasure_audit is None or self._erasure_wait_s <= 0:
+            return None
+        delay = 0.02
+        try:
+            async with asyncio.timeout(self._erasure_wait_s):
+                while True:
+                    found = await self._erasure_audit.erasure(event_id)
+                    if found is not None:
+                        return found
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+        except (TimeoutError, HistoryUnavailable):
+            return None
 
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0

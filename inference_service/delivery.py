@@ -84,6 +84,9 @@ class DurablePublisher:
         # does not send them again; and the sends of the chunk being replayed.
         self._progress: dict[Path, int] = {}
         self._chunk: tuple[Path, int, PendingSends] | None = None
+        # Held while a segment is replayed, and while a student's events are dropped from the
+        # spool (forget): the two never touch a segment at once.
+        self._replaying = asyncio.Lock()
 
     @property
     def spool(self) -> Spool:
@@ -147,8 +150,28 @@ class DurablePublisher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def forget(self, key: bytes) -> int:
+        """Drops every spooled event keyed `key` (a student's, for EraseStudent) from disk, so
+        it is never replayed; returns how many. Waits for a segment being replayed to be done
+        with (a chunk is at most the publish timeout away)."""
+        async with self._replaying:
+            dropped, progress = await self._spool.drop_key(key, self._progress)
+            self._progress.update(progress)
+            if dropped:
+                # The chunk whose sends a retry would wait for may have changed: a retry waiting
+                # for the old sends would count records it never sent. Sent again instead (the
+                # recorder stores each event once).
+                self._chunk = None
+        if dropped:
+            log.info("spool: dropped %d event(s) of an erased student", dropped)
+        return dropped
+
     async def _replay_oldest(self) -> bool:
         """Sends the oldest segment and forgets it; False when there was none to read."""
+        async with self._replaying:
+            return await self._replay_oldest_held()
+
+    async def _replay_oldest_held(self) -> bool:
         oldest = await self._spool.oldest()
         if oldest is None:
             return False

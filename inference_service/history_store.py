@@ -1,4 +1,5 @@
-"""Students' prediction histories read from PostgreSQL, over a pool opened on first use.
+"""Students' prediction histories, and erasures' audit rows, read from PostgreSQL, over a pool
+opened on first use.
 
 Read through its own DSN (Settings.history_database_url), by default as the read-only analyst
 role: the inference service's own role may write outcomes but reads no prediction, and a read
@@ -10,9 +11,10 @@ predicts, without the database.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -21,6 +23,9 @@ from studentperf.config import mask_dsn
 from studentperf.history import PageQuery, fetch_page
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_ERASURE = "SELECT removed FROM erasures WHERE event_id = $1"
 
 
 class PostgresHistoryStore:
@@ -49,11 +54,24 @@ class PostgresHistoryStore:
             return self._pool
 
     async def page(self, query: PageQuery) -> Sequence[Mapping[str, Any]] | None:
+        return await self._read(lambda conn: fetch_page(conn, query))
+
+    async def erasure(self, event_id: str) -> Mapping[str, int] | None:
+        """Rows removed per table by the erasure `event_id` (its audit row, migration 0010);
+        None until the recorder has applied it."""
+
+        async def read(conn: asyncpg.Connection) -> Mapping[str, int] | None:
+            found = await conn.fetchval(_ERASURE, event_id)
+            return None if found is None else {k: int(v) for k, v in json.loads(found).items()}
+
+        return await self._read(read)
+
+    async def _read(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self._timeout_s * 2):
                 pool = await self._get_pool()
                 async with pool.acquire() as conn:
-                    return await fetch_page(conn, query)
+                    return await read(conn)
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as err:
             raise HistoryUnavailable(f"the database is not migrated: {err}") from err
         except asyncpg.InsufficientPrivilegeError as err:

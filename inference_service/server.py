@@ -148,6 +148,9 @@ async def start_server(settings: Settings) -> RunningServer:
         microbatch_max=settings.microbatch_max,
         metrics=metrics,
         current_term=settings.current_term,
+        held_events=publisher,
+        erasure_audit=history,
+        erasure_wait_s=settings.erasure_wait_s,
     )
     reloader = None
     if settings.model_poll_interval_s > 0 and watches(settings.model_path):
@@ -160,10 +163,10 @@ async def start_server(settings: Settings) -> RunningServer:
         )
 
     interceptors = []
-    if settings.auth_tokens:
-        interceptors.append(
-            TokenAuthInterceptor(parse_token_table(settings.auth_tokens), metrics=metrics)
-        )
+    # A table of comments only is still on: it lets nobody in.
+    clients = parse_token_table(settings.auth_tokens) if settings.auth_tokens else None
+    if clients is not None:
+        interceptors.append(TokenAuthInterceptor(clients, metrics=metrics))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -174,7 +177,7 @@ async def start_server(settings: Settings) -> RunningServer:
     in_flight = InFlightBytes(
         REQUESTS_IN_FLIGHT * settings.max_request_bytes, small=SMALL_REQUEST_BYTES
     )
-    add_to_server(PredictionServicer(core, metrics, in_flight), server)
+    add_to_server(PredictionServicer(core, metrics, in_flight, clients), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -13,15 +13,17 @@ through the generated handlers' deserializer, because:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
+from inference_service.auth import Client, client_name
 from inference_service.core import (
     AcceptedOutcome,
+    ErasureAnswer,
     HistoryUnavailable,
     PredictionCore,
     PublishUnavailable,
@@ -47,8 +49,12 @@ class PredictionServicer:
         core: PredictionCore,
         metrics: InferenceMetrics | None = None,
         in_flight: InFlightBytes | None = None,
+        clients: Mapping[bytes, Client] | None = None,
     ) -> None:
+        """`clients`: the token table (inference_service.auth), which names who asked for an
+        erasure; None when the server requires no token."""
         self._core = core
+        self._clients = clients or {}
         self._metrics = metrics
         # None: no budget, every request is decoded at once.
         self._in_flight = in_flight or InFlightBytes(1 << 62)
@@ -83,6 +89,19 @@ class PredictionServicer:
     ) -> api.ListStudentPredictionsResponse:
         message = await _decode(api.ListStudentPredictionsRequest, request, context)
         return await _forgetting_frames(self._core.list_student_predictions(message))
+
+    @map_errors
+    async def EraseStudent(self, request: bytes, context: Context) -> api.EraseStudentResponse:
+        message = await _decode(api.EraseStudentRequest, request, context)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        answer = await _forgetting_frames(
+            self._core.erase_student(
+                message.student_id,
+                reason=message.reason,
+                requested_by=client_name(self._clients, metadata),
+            )
+        )
+        return _erasure_response(answer)
 
     async def _predict(self, request: bytes, context: Context) -> api.PredictResponse:
         message = await _decode(api.PredictRequest, request, context)
@@ -154,6 +173,7 @@ def add_to_server(servicer: PredictionServicer, server: grpc.aio.Server) -> None
             servicer.ListStudentPredictions,
             api.ListStudentPredictionsResponse,
         ),
+        "EraseStudent": (servicer.EraseStudent, api.EraseStudentResponse),
     }
     missing = set(SERVICE.methods_by_name) - set(responses)
     if missing:
@@ -204,3 +224,21 @@ def _outcome_result(answer: AcceptedOutcome | InvalidInput) -> api.RecordOutcome
         return api.RecordOutcomeResult(error=_item_error("outcome", answer))
     # replaced and student_added are deprecated and left false: not known until recorded.
     return api.RecordOutcomeResult(stored=api.OutcomeStored(event_id=answer.event_id))
+
+
+def _erasure_response(answer: ErasureAnswer) -> api.EraseStudentResponse:
+    if answer.removed is None:
+        return api.EraseStudentResponse(
+            erasure_id=answer.erasure_id,
+            summary="erasure accepted, not yet confirmed: the recorder will apply it (its audit "
+            "row in table erasures will say what it removed)",
+        )
+    removed = {table: count for table, count in sorted(answer.removed.items()) if count}
+    summary = (
+        "removed " + ", ".join(f"{count} from {table}" for table, count in removed.items())
+        if removed
+        else "removed nothing"
+    )
+    return api.EraseStudentResponse(
+        erasure_id=answer.erasure_id, confirmed=True, removed=removed, summary=summary
+    )

@@ -79,6 +79,10 @@ class Settings:
         default=default_database_url(DatabaseRole.ANALYST), repr=False
     )
 
+    # How long EraseStudent waits for the recorder's audit row before it answers "accepted,
+    # not yet confirmed"; 0: never waits.
+    erasure_wait_s: float = 2.0
+
     def __post_init__(self) -> None:
         if self.current_term and not term_is_valid(self.current_term):
             raise ConfigError(
@@ -127,5 +131,8 @@ class Settings:
                 env,
                 "HISTORY_DATABASE_URL",
                 default_database_url(DatabaseRole.ANALYST, dev_postgres_port(env)),
+            ),
+            erasure_wait_s=env_float(
+                env, "ERASURE_WAIT_S", cls.erasure_wait_s, minimum=0, maximum=60
             ),
         )

@@ -23,6 +23,10 @@ whose frame checks, skipping (and counting) the damaged bytes, rather than losin
 after them. A torn frame at the end of a segment (a crash mid-write, before its call was
 answered) is cut off when the spool opens.
 
+EraseStudent drops a student's records from every segment on disk (`drop_key`): a segment
+holding any is rewritten without them (written aside, fsync'd, renamed over), so their data
+neither stays in the spool nor is replayed.
+
 Segments of the first format (MAGIC_V1: no destination, no frame marks) are still read, but as
 of no known destination, so they are refused rather than replayed: the format-1 default folder
 was the repository's `spool/`, shared by tests and development services alike. Someone who
@@ -40,7 +44,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +59,8 @@ MAGIC_V1 = b"SPSPOOL1"
 FRAME_MARK = b"\xa5SPf"
 _HEAD = struct.Struct(">II")  # length, crc32
 _SUFFIX = ".spool"
+# A record's key (Spool has a `bytes` property, which hides the type inside the class).
+RecordKey = bytes
 
 
 class SpoolFull(Exception):
@@ -495,6 +501,48 @@ class Spool:
         self.full = False  # room again
         await asyncio.to_thread(path.unlink)
 
+    # -- erasing -----------------------------------------------------------------------------
+
+    async def drop_key(
+        self, key: RecordKey, sent: Mapping[Path, int] | None = None
+    ) -> tuple[int, dict[Path, int]]:
+        """Removes from disk every spooled record keyed `key` (a student's events, for
+        EraseStudent), in every segment, set-aside ones too; returns how many, and for each
+        segment in `sent` (records already acknowledged, the replayer's progress) how many of
+        the records kept come before that point.
+
+        The caller keeps the replayer out meanwhile (delivery.DurablePublisher.forget). The
+        active segment is sealed first; appends made meanwhile go to a new segment. Each
+        rewritten segment is written aside, fsync'd and renamed over the old file, so a crash
+        leaves either the old segment or the new one, never a torn one.
+        """
+        while self._flusher is not None and not self._flusher.done():
+            self._seal_requested = True  # a flush owns the active file: it seals it
+            await asyncio.wait([self._flusher], timeout=0.05)
+        self._seal_active()  # no flush can start before the next await
+        sent = dict(sent or {})
+        progress: dict[Path, int] = {}
+        dropped = 0
+        for group in (self._sealed, self._set_aside):
+            for segment in list(group):
+                contents = await asyncio.to_thread(read_segment, segment.path)
+                kept = [r for r in contents.records if r.key != key]
+                if len(kept) == len(contents.records):
+                    continue
+                dropped += len(contents.records) - len(kept)
+                if segment.path in sent:
+                    done = contents.records[: sent[segment.path]]
+                    progress[segment.path] = sum(1 for r in done if r.key != key)
+                if kept:
+                    segment.size = await asyncio.to_thread(
+                        _rewrite, segment.path, segment.destination, kept
+                    )
+                    segment.records = len(kept)
+                else:
+                    group.remove(segment)
+                    await asyncio.to_thread(_unlink_durably, segment.path)
+        return dropped, progress
+
     def set_aside(self, path: Path, why: str) -> None:
         """Stops offering a segment that must not be sent here; its file stays as it is."""
         assert self._sealed and self._sealed[0].path == path, "segments drain oldest first"
@@ -524,6 +572,30 @@ class Spool:
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor drops the lock
             self._lock = None
+
+
+def _rewrite(path: Path, destination: Destination | None, records: Sequence[KafkaRecord]) -> int:
+    """Replaces the segment at `path` with one holding `records` (written aside, fsync'd,
+    renamed); returns its size. A first-format segment (no destination) stays in that format."""
+    if destination is None:
+        bodies = [encode_frame(r)[len(FRAME_MARK) + _HEAD.size :] for r in records]
+        data = MAGIC_V1 + b"".join(_HEAD.pack(len(b), zlib.crc32(b)) + b for b in bodies)
+    else:
+        data = MAGIC + destination.encode() + b"".join(encode_frame(r) for r in records)
+    aside = path.with_suffix(".rewriting")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_durably(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(aside, path)
+    fsync_path(path.parent)
+    return len(data)
+
+
+def _unlink_durably(path: Path) -> None:
+    path.unlink()
+    fsync_path(path.parent)
 
 
 def adopt(segment: Path, destination: Destination) -> int:

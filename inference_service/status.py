@@ -108,6 +108,8 @@ def map_errors(
             # A retry of outcomes records the same scores again, later: the same result.
             if name == "RecordOutcomes":
                 what, retry = "outcomes", "a retry records the same scores again"
+            elif name == "EraseStudent":
+                what, retry = "erasure", "retrying is safe (erasing twice removes nothing more)"
             else:
                 what, retry = "prediction", "a retry makes a new prediction"
             await context.abort(

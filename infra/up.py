@@ -176,6 +176,10 @@ def broker_port(env: Mapping[str, str]) -> int:
 async def run(stop: asyncio.Event) -> int:
     settings = InferenceSettings.from_env(os.environ)
     partitions = env_int(os.environ, "TOPIC_PARTITIONS", 3, minimum=1)
+    # How long Kafka keeps events: the horizon after which no copy of an erased student's
+    # events remains in the topic (README, Erasure). Set when the topics are created.
+    retention_days = env_int(os.environ, "TOPIC_RETENTION_DAYS", 7, minimum=1)
+    retention = {"retention.ms": str(retention_days * 86_400_000)}
     kafka = chosen_kafka(os.environ)
     postgres = default_postgres(port=dev_postgres_port(os.environ))
     infra: list[KafkaBroker | KafkaCluster | PostgresServer] = [kafka, postgres]
@@ -203,10 +207,14 @@ async def run(stop: asyncio.Event) -> int:
         finally:
             await conn.close()
         say(f"database {DEFAULT_DATABASE}: {len(applied)} migration(s) applied")
-        await kafka.create_topic(settings.shared.kafka_topic, partitions)
-        say(f"topic {settings.shared.kafka_topic}: {partitions} partitions, {replicas(kafka)}")
+        topic = settings.shared.kafka_topic
+        kept = f"events kept {retention_days} days (STUDENTPERF_TOPIC_RETENTION_DAYS)"
+        if not await kafka.create_topic(topic, partitions, configs=retention):
+            kept = "existing topic: its retention stays as it was set"
+        say(f"topic {topic}: {kept}")
+        say(f"topic {topic}: {partitions} partitions, {replicas(kafka)}")
         dead_letters = RecorderSettings.from_env(os.environ).dead_letters_to
-        await kafka.create_topic(dead_letters, partitions)
+        await kafka.create_topic(dead_letters, partitions, configs=retention)
         say(f"topic {dead_letters}: records the recorder cannot write")
         await ensure_model(settings, as_role[DatabaseRole.TRAINER])
         for app in apps:

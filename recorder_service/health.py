@@ -60,6 +60,9 @@ class Status:
     degraded_since: float = 0.0  # time.monotonic()
     events_stored: int = 0
     events_already_stored: int = 0
+    # Events not stored because their student was erased after they occurred; erasures applied.
+    events_erased: int = 0
+    erasures_applied: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     transactions: int = 0
@@ -185,6 +188,12 @@ class _StatusCollector(Collector):
                 "Predictions found already written (redeliveries).",
                 status.events_already_stored,
             ),
+            (
+                "events_erased",
+                "Events skipped: their student was erased after they occurred.",
+                status.events_erased,
+            ),
+            ("erasures_applied", "Erasure events applied (each once).", status.erasures_applied),
             ("batches", "Batches written and accounted.", status.batches),
             ("transactions", "Database transactions run, splits included.", status.transactions),
             ("commits", "Offset commits that succeeded.", status.commits),

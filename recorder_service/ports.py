@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 
 from recorder_service.batching import Chunk
 from recorder_service.dead_letters import DeadLetter
+from recorder_service.erasure import Erasure
 from recorder_service.rows import StagingRow
 from recorder_service.store import WriteResult
 
@@ -37,7 +38,9 @@ class Consumer(Protocol):
 
 
 class Store(Protocol):
-    async def write(self, rows: Sequence[StagingRow]) -> WriteResult: ...
+    async def write(
+        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+    ) -> WriteResult: ...
 
 
 class DeadLetterSink(Protocol):

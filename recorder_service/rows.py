@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import ACADEMIC_RECORD_FEATURES, PROFILE_FEATURES
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -110,7 +111,7 @@ def content_id(kind: str, student_id: str, values: Sequence[Value]) -> uuid.UUID
     return uuid.UUID(content_key(kind, student_id, values))
 
 
-def occurred_at(event: PredictionEvent | OutcomeEvent | ImportEvent) -> datetime:
+def occurred_at(event: PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent) -> datetime:
     """The event's time; raises ValueError (or OverflowError) when it is not a real date."""
     stamp = event.occurred_at
     if not 0 <= stamp.nanos < 1_000_000_000:

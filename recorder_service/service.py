@@ -13,7 +13,7 @@ from recorder_service.consumer import Recorder, start_consumer
 from recorder_service.dead_letters import KafkaDeadLetters, ensure_topic
 from recorder_service.health import State, Status, serve
 from recorder_service.retention import run_schedule
-from recorder_service.settings import Settings
+from recorder_service.settings import DEV_ERASURE_KEY, Settings
 from recorder_service.store import PostgresStore
 from studentperf.config import ConfigError, configure_logging, mask_dsn
 from studentperf.migrate import apply_migrations
@@ -82,7 +82,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
             settings.dead_letters_to,
             client_options=kafka_options,
         )
-        recorder = Recorder(settings, PostgresStore(pool), dead_letters, status)
+        if settings.erasure_key == DEV_ERASURE_KEY:
+            log.warning(
+                "erasure: using the development key (STUDENTPERF_ERASURE_KEY unset, database on "
+                "this machine); set one anywhere real"
+            )
+        store = PostgresStore(pool, erasure_key=settings.erasure_key)
+        recorder = Recorder(settings, store, dead_letters, status)
         retention = RetentionTask(pool, settings)
         try:
             consumer = await start_consumer(settings, recorder.listener)

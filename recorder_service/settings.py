@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from studentperf.config import DatabaseRole, SharedSettings, env_int, env_str
+from studentperf.config import (
+    ConfigError,
+    DatabaseRole,
+    SharedSettings,
+    env_int,
+    env_secret,
+    env_str,
+)
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 DEFAULT_MAX_FUTURE_SKEW_S = 300
+# The erasure key of the development stack and the tests, whose database is on this machine and
+# trusts local connections (as their DSNs need no password). Anywhere else the key is required.
+DEV_ERASURE_KEY = b"studentperf-development-erasure-key: not a secret, never use it elsewhere"
+ERASURE_KEY_MIN_LENGTH = 32
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", ""})
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,10 @@ class Settings:
     # (docs/recorder.md, "Retention", measured the size).
     retention_interval_s: int = 3_600
     retention_batch: int = 5_000
+    # The key of the keyed hash that names erased students in the `erasures` audit table
+    # (recorder_service/erasure.py). Every recorder of a database must use the same one, for
+    # good: under another key an erased student's old events are no longer recognised.
+    erasure_key: bytes = field(default=DEV_ERASURE_KEY, repr=False)
 
     @property
     def dead_letters_to(self) -> str:
@@ -44,8 +61,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        shared = SharedSettings.from_env(env, DatabaseRole.RECORDER)
         return cls(
-            shared=SharedSettings.from_env(env, DatabaseRole.RECORDER),
+            shared=shared,
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),
             batch_max_events=env_int(env, "BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_int(env, "BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms, minimum=1),
@@ -61,4 +79,27 @@ class Settings:
                 env, "RETENTION_INTERVAL_S", cls.retention_interval_s, minimum=1
             ),
             retention_batch=env_int(env, "RETENTION_BATCH", cls.retention_batch, minimum=1),
+            erasure_key=erasure_key(env, shared.database_url),
         )
+
+
+def erasure_key(env: Mapping[str, str], database_url: str) -> bytes:
+    """STUDENTPERF_ERASURE_KEY (or _FILE), at least 32 characters; unset, the development key,
+    but only for a database on this machine (the dev stack's, the tests'): elsewhere a recorder
+    without a key refuses to start rather than hash students under a key anyone can read."""
+    key = env_secret(env, "ERASURE_KEY")
+    if key:
+        if len(key) < ERASURE_KEY_MIN_LENGTH:
+            raise ConfigError(
+                f"STUDENTPERF_ERASURE_KEY is too short: it needs {ERASURE_KEY_MIN_LENGTH}+ "
+                "characters (e.g. `openssl rand -hex 32`)"
+            )
+        return key.encode()
+    host = urlsplit(database_url).hostname or ""
+    if host in _LOCAL_HOSTS or host.startswith("/"):
+        return DEV_ERASURE_KEY
+    raise ConfigError(
+        "STUDENTPERF_ERASURE_KEY (or STUDENTPERF_ERASURE_KEY_FILE) is required when the database "
+        "is not on this machine: 32+ random characters (e.g. `openssl rand -hex 32`), the same "
+        "for every recorder of the database, kept for good (see the README, Erasure)"
+    )

@@ -25,12 +25,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
 
+from recorder_service.erasure import (
+    Applied,
+    Erasure,
+    StudentHasher,
+    apply_erasures,
+    erased_as_of,
+    students_of,
+    unerased,
+)
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.triage import Reason
 from studentperf.student_facts import FACTS, merge_statement
 
@@ -162,12 +172,18 @@ class WriteResult:
     already_stored: int = 0  # predictions that were there before: a re-delivery
     refused: list[Refusal] = field(default_factory=list)  # rows the database refused, and why
     transactions: int = 0
+    # Events skipped as of an erased student (recorder_service/erasure.py), and the erasures
+    # this write applied.
+    erased: int = 0
+    erasures: list[Applied] = field(default_factory=list)
 
     def add(self, other: WriteResult) -> None:
         self.stored += other.stored
         self.already_stored += other.already_stored
         self.refused += other.refused
         self.transactions += other.transactions
+        self.erased += other.erased
+        self.erasures += other.erasures
 
 
 def is_transient(error: BaseException) -> bool:
@@ -265,23 +281,51 @@ async def _check_usable(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore:
-    """Writes staging rows through a connection pool."""
+    """Writes staging rows through a connection pool; `erasure_key` names erased students in
+    the `erasures` table (recorder_service/erasure.py)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, erasure_key: bytes = DEV_ERASURE_KEY) -> None:
         self._pool = pool
+        self._erasure_key = erasure_key
+        self._hasher = StudentHasher(erasure_key)
 
-    async def write(self, rows: Sequence[StagingRow]) -> WriteResult:
-        """Writes the rows, each batch in one transaction; rows refused on their own (as data,
-        or by any error only they cause) are reported by index, and every other row is written.
+    async def write(
+        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+    ) -> WriteResult:
+        """Applies the batch's erasures (one transaction), then writes the rows, but those of
+        erased students that occurred at or before their erasure, each batch in one
+        transaction; rows refused on their own (as data, or by any error only they cause) are
+        reported by index, and every other row is written.
 
         Transient errors (see `is_transient`) and DatabaseUnusable propagate: what was
-        committed before them is committed for good, and writing the rows again adds nothing,
-        so the caller retries.
+        committed before them is committed for good, and writing the rows again adds nothing
+        (an erasure is applied once, by its event id), so the caller retries.
         """
-        if not rows:
+        if not rows and not erasures:
             return WriteResult()
         async with self._pool.acquire() as conn:
-            return await _write_splitting(conn, rows, 0, 1)
+            try:
+                applied = (
+                    await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
+                )
+                erased = await erased_as_of(conn, students_of(rows), self._hasher)
+            except Exception as error:
+                # No record is at fault: an erasure event that reached here breaks no rule the
+                # table checks (envelope.decode_erasure checked them), and a lookup reads only.
+                if is_transient(error):
+                    raise
+                raise DatabaseUnusable(describe(error)) from error
+            keep = unerased(rows, erased, erasures)
+            result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
+            if len(keep) < len(rows):
+                kept = [rows[i] for i in keep]
+                written = await _write_splitting(conn, kept, 0, 1) if kept else WriteResult()
+                # Refusals name rows by their place in what was given.
+                written.refused = [replace(r, index=keep[r.index]) for r in written.refused]
+            else:
+                written = await _write_splitting(conn, rows, 0, 1) if rows else WriteResult()
+            result.add(written)
+            return result
 
 
 # Retention (recorder_service/retention.py). Each batch is one short transaction under the

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record, UnreadableRecord
+from recorder_service.erasure import Erasure
 from recorder_service.rows import (
     StagingRow,
     import_staging_row,
@@ -26,6 +27,7 @@ from recorder_service.rows import (
 )
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 
@@ -60,6 +62,8 @@ class Triaged:
     rows: list[StagingRow] = field(default_factory=list)
     sources: list[Record] = field(default_factory=list)  # the record of each row, in order
     rejected: list[Rejected] = field(default_factory=list)
+    # Erasure events, in log order: applied before the rows are written (store.py).
+    erasures: list[Erasure] = field(default_factory=list)
 
 
 def triage(
@@ -86,6 +90,9 @@ def triage(
             error_text = f"{type(error).__name__} while reading the record"
             out.rejected.append(Rejected(record, Reason.UNEXPECTED_ERROR, error_text))
         else:
+            if isinstance(row, Erasure):
+                out.erasures.append(row)
+                continue
             out.rows.append(row)
             out.sources.append(record)
     return out
@@ -97,14 +104,14 @@ class _Refused(Exception):
         self.error = error
 
 
-def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow:
+def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> StagingRow | Erasure:
     headers = record.headers or ()
     try:
         # The content type says which event it is (studentperf.envelope): no guessing.
         event = envelope.decode_any(record.value, headers)
     except envelope.UnknownSchemaVersion as error:
         raise _Refused(Reason.UNKNOWN_SCHEMA_VERSION, str(error)) from None
-    except envelope.InvalidOutcome as error:
+    except (envelope.InvalidOutcome, envelope.InvalidErasure) as error:
         raise _Refused(Reason.INVALID_EVENT, str(error)) from None
     except envelope.UndecodableEvent as error:
         raise _Refused(Reason.UNDECODABLE, str(error)) from None
@@ -121,6 +128,8 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
             f" {max_future_skew.total_seconds():.0f} s allowed (STUDENTPERF_MAX_FUTURE_SKEW_S)"
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
+    if isinstance(event, ErasureEvent):
+        return Erasure(event.event_id, event.student_id, when, event.requested_by, event.reason)
     if isinstance(event, ImportEvent):
         return import_staging_row(event, record.offset)
     if isinstance(event, OutcomeEvent):

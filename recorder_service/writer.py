@@ -108,8 +108,8 @@ class BatchWriter:
 
     async def _write(self, triaged: Triaged) -> WriteResult:
         started = time.perf_counter()
-        written = await self._store.write(triaged.rows)
-        if triaged.rows:  # an all-rejected batch touches no database
+        written = await self._store.write(triaged.rows, triaged.erasures)
+        if triaged.rows or triaged.erasures:  # an all-rejected batch touches no database
             self._status.write_seconds.observe(time.perf_counter() - started)
         return written
 
@@ -159,6 +159,14 @@ class BatchWriter:
         self._status.transactions += written.transactions
         self._status.events_stored += written.stored
         self._status.events_already_stored += written.already_stored
+        self._status.events_erased += written.erased
+        for applied in written.erasures:
+            if applied.new:
+                self._status.erasures_applied += 1
+                # The event id and the counts only: the audit row has the rest, hashed.
+                log.info("erasure %s applied: removed %s", applied.event_id, dict(applied.removed))
+        if written.erased:
+            log.info("skipped %d event(s) of erased students", written.erased)
         for r in rejected:
             self._status.dead_lettered[r.reason.value] += 1
             log.error(

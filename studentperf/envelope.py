@@ -1,15 +1,16 @@
 """The Kafka wire envelope of the events, used by the producer and the consumer alike.
 
 One topic carries three kinds of event: a `PredictionEvent` per prediction, an `OutcomeEvent`
-per outcome RecordOutcomes accepted, and an `ImportEvent` per good row of a CSV import
-(issue 15).
+per outcome RecordOutcomes accepted, an `ImportEvent` per good row of a CSV import and an
+`ErasureEvent` per EraseStudent call (issue 15).
 key: the student id (UTF-8), so all of one student's events land on one partition, in order.
 value: the serialized event.
 headers: the schema version and the content type, readable without decoding the value. The
 content type names the event's message; a record whose content type is neither
-OUTCOME_CONTENT_TYPE nor IMPORT_CONTENT_TYPE (or that has none: every event written before
-outcomes went through Kafka) is read as a PredictionEvent, as it always was. Then
-the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex digits, see
+OUTCOME_CONTENT_TYPE, IMPORT_CONTENT_TYPE nor ERASURE_CONTENT_TYPE (or that has none: every
+event written before outcomes went through Kafka) is read as a PredictionEvent, as it always
+was. Then the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex
+digits, see
 studentperf.tracing), when there was one, which the recorder stores with the row.
 
 What is read back may have been written by anyone: a header value may be null (Kafka allows it),
@@ -30,9 +31,11 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
+from studentperf.erasure import reason_is_valid, requested_by_is_valid
 from studentperf.features import NUMERIC_RANGES
 from studentperf.outcomes import score_is_valid, student_id_is_valid, term_is_valid
 from studentperf.tracing import valid_trace_id
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -41,6 +44,7 @@ SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
 OUTCOME_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.OutcomeEvent"
 IMPORT_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.ImportEvent"
+ERASURE_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.ErasureEvent"
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
 TRACE_ID_HEADER = "trace-id"
@@ -59,6 +63,10 @@ class InvalidOutcome(UndecodableEvent):
 class InvalidImport(InvalidOutcome):
     """An import event that parses but breaks a rule of its row: its outcome's (as an outcome
     event's), or its profile's or source's; refused the same way."""
+
+
+class InvalidErasure(UndecodableEvent):
+    """An erasure event that parses but breaks a rule of EraseStudent."""
 
 
 class UnknownSchemaVersion(UndecodableEvent):
@@ -115,20 +123,40 @@ def encode_import(event: ImportEvent) -> KafkaRecord:
     )
 
 
-def is_outcome(headers: Sequence[Header]) -> bool:
-    """Whether the record says it holds an OutcomeEvent (its first content-type header)."""
+def encode_erasure(event: ErasureEvent, *, trace_id: str | None = None) -> KafkaRecord:
+    """Keyed by the student, as the student's other events: ordered after them."""
+    headers = [
+        (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
+        (CONTENT_TYPE_HEADER, ERASURE_CONTENT_TYPE),
+    ]
+    if trace_id is not None:
+        headers.append((TRACE_ID_HEADER, trace_id.encode()))
+    return KafkaRecord(
+        key=event.student_id.encode(), value=event.SerializeToString(), headers=headers
+    )
+
+
+def _content_type(headers: Sequence[Header]) -> bytes | None:
+    """The record's first content-type header."""
     for name, value in headers:
         if name == CONTENT_TYPE_HEADER:
-            return value == OUTCOME_CONTENT_TYPE
-    return False
+            return value
+    return None
+
+
+def is_outcome(headers: Sequence[Header]) -> bool:
+    """Whether the record says it holds an OutcomeEvent (its first content-type header)."""
+    return _content_type(headers) == OUTCOME_CONTENT_TYPE
+
+
+def is_erasure(headers: Sequence[Header]) -> bool:
+    """Whether the record says it holds an ErasureEvent (its first content-type header)."""
+    return _content_type(headers) == ERASURE_CONTENT_TYPE
 
 
 def is_import(headers: Sequence[Header]) -> bool:
     """Whether the record says it holds an ImportEvent (its first content-type header)."""
-    for name, value in headers:
-        if name == CONTENT_TYPE_HEADER:
-            return value == IMPORT_CONTENT_TYPE
-    return False
+    return _content_type(headers) == IMPORT_CONTENT_TYPE
 
 
 def trace_id(headers: Sequence[Header]) -> str | None:
@@ -166,13 +194,42 @@ def _check_version(headers: Sequence[Header]) -> None:
 
 def decode_any(
     value: bytes | None, headers: Sequence[Header] = ()
-) -> PredictionEvent | OutcomeEvent | ImportEvent:
+) -> PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent:
     """Parses a record's value as the event its content type names (see the module's doc)."""
     if is_outcome(headers):
         return decode_outcome(value, headers)
     if is_import(headers):
         return decode_import(value, headers)
+    if is_erasure(headers):
+        return decode_erasure(value, headers)
     return decode(value, headers)
+
+
+def decode_erasure(value: bytes | None, headers: Sequence[Header] = ()) -> ErasureEvent:
+    """Parses an erasure event, refusing one that breaks a rule of EraseStudent."""
+    _check_version(headers)
+    if not value:
+        raise UndecodableEvent("empty record value")
+    event = ErasureEvent()
+    try:
+        event.ParseFromString(value)
+    except DecodeError:
+        raise UndecodableEvent("not an ErasureEvent: protobuf cannot parse it") from None
+    if event.schema_version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(
+            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
+        )
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError:
+        raise UndecodableEvent("event_id is missing or not a UUID") from None
+    if not student_id_is_valid(event.student_id):
+        raise InvalidErasure("student_id breaks the student id rule")
+    if not requested_by_is_valid(event.requested_by):
+        raise InvalidErasure("requested_by is missing or not a client name")
+    if not reason_is_valid(event.reason):
+        raise InvalidErasure("reason breaks the reason rule")
+    return event
 
 
 def decode_outcome(value: bytes | None, headers: Sequence[Header] = ()) -> OutcomeEvent:

@@ -143,6 +143,17 @@ class AsyncPredictionClient:
             api.RecordOutcomesResponse,
         )
 
+    async def erase_student(
+        self, student_id: str, *, reason: str = "", timeout: float | None = None
+    ) -> api.EraseStudentResponse:
+        """Erases the student (see EraseStudent in the proto); the client needs the
+        EraseStudent grant. Retried on UNAVAILABLE like every call: safe, a second erasure
+        removes nothing more."""
+        request = api.EraseStudentRequest(student_id=student_id, reason=reason)
+        return await self._call(
+            "EraseStudent", self._stub.EraseStudent, request, timeout, api.EraseStudentResponse
+        )
+
     async def predict_many(
         self,
         students: Sequence[StudentLike],

@@ -147,6 +147,17 @@ class PredictionClient:
             api.RecordOutcomesResponse,
         )
 
+    def erase_student(
+        self, student_id: str, *, reason: str = "", timeout: float | None = None
+    ) -> api.EraseStudentResponse:
+        """Erases the student (see EraseStudent in the proto); the client needs the
+        EraseStudent grant. Retried on UNAVAILABLE like every call: safe, a second erasure
+        removes nothing more."""
+        request = api.EraseStudentRequest(student_id=student_id, reason=reason)
+        return self._call(
+            "EraseStudent", self._stub.EraseStudent, request, timeout, api.EraseStudentResponse
+        )
+
     def predict_many(
         self,
         students: Sequence[StudentLike],

@@ -237,3 +237,30 @@ class StudentPrediction(_message.Message):
     predicted_at: _timestamp_pb2.Timestamp
     outcome_final_score: float
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., student: _Optional[_Union[_student_pb2.Student, _Mapping]] = ..., predicted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome_final_score: _Optional[float] = ...) -> None: ...
+
+class EraseStudentRequest(_message.Message):
+    __slots__ = ("student_id", "reason")
+    STUDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    student_id: str
+    reason: str
+    def __init__(self, student_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EraseStudentResponse(_message.Message):
+    __slots__ = ("erasure_id", "confirmed", "removed", "summary")
+    class RemovedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    confirmed: bool
+    removed: _containers.ScalarMap[str, int]
+    summary: str
+    def __init__(self, erasure_id: _Optional[str] = ..., confirmed: _Optional[bool] = ..., removed: _Optional[_Mapping[str, int]] = ..., summary: _Optional[str] = ...) -> None: ...

@@ -59,6 +59,11 @@ class PredictionServiceStub:
                 request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.SerializeToString,
                 response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.FromString,
                 _registered_method=True)
+        self.EraseStudent = channel.unary_unary(
+                '/studentperf.v1.PredictionService/EraseStudent',
+                request_serializer=studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentRequest.SerializeToString,
+                response_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -116,6 +121,23 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseStudent(self, request, context):
+        """Erases a student: the recorder removes the student's rows from every table, leaves an
+        audit row (a keyed hash of the id, when, who asked, rows removed per table; no personal
+        data), and refuses the student's events that occurred before the erasure, even when the
+        topic is replayed from its first offset. Events of the student still in this server's
+        spool are dropped first. OK means the erasure event is safe, as a prediction's is
+        (acknowledged by Kafka or spooled); the answer says what was removed when the recorder
+        applied it within a short wait, else that it is accepted and not yet confirmed. Erasing an
+        unknown student, or one already erased, removes nothing and is not an error.
+        INVALID_ARGUMENT naming the field for a bad student_id or reason; UNAVAILABLE when the
+        erasure could not be handed off (nothing was erased; retrying is safe). A grant of its own
+        in the token table: a client needs "EraseStudent" (or "*") to call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +165,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.ListStudentPredictions,
                     request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.FromString,
                     response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.SerializeToString,
+            ),
+            'EraseStudent': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseStudent,
+                    request_deserializer=studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentRequest.FromString,
+                    response_serializer=studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -280,6 +307,33 @@ class PredictionService:
             '/studentperf.v1.PredictionService/ListStudentPredictions',
             studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsRequest.SerializeToString,
             studentperf_dot_v1_dot_prediction__service__pb2.ListStudentPredictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseStudent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studentperf.v1.PredictionService/EraseStudent',
+            studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentRequest.SerializeToString,
+            studentperf_dot_v1_dot_prediction__service__pb2.EraseStudentResponse.FromString,
             options,
             channel_credentials,
             insecure,

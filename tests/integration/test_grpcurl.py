@@ -134,6 +134,12 @@ def check_history(answer: Answer) -> None:
     assert "next_page_token" not in page and page.get("predictions", []) == [], page
 
 
+def check_erase(answer: Answer) -> None:
+    # Confirmed or not depends on how fast the recorder is: either way an id and a summary.
+    found = answer.json()
+    assert uuid.UUID(str(found["erasure_id"])) and found["summary"], found
+
+
 def check_model_info(answer: Answer) -> None:
     info = answer.json()
     assert info["model_version"] and "score_rmse" in info["metrics"]  # type: ignore[operator]
@@ -164,6 +170,7 @@ CHECKS: list[tuple[str, Check]] = [
     (r"/BatchPredict$", check_batch),
     (r"/RecordOutcomes$", check_outcomes),
     (r"/ListStudentPredictions$", check_history),
+    (r"/EraseStudent$", check_erase),
     (r"/GetModelInfo$", check_model_info),
     (r"grpc\.health\.v1\.Health/Check$", check_serving),
     (r"-format-error .*/Predict$", check_error_details),

@@ -27,6 +27,7 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer, free_port
+from recorder_service.erasure import ERASURE_ROLE
 from recorder_service.rows import import_staging_row, outcome_staging_row, staging_row
 from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
@@ -230,13 +231,13 @@ async def test_the_roles_the_code_names_are_the_roles_the_migration_creates(
         }
     finally:
         await conn.close()
-    # The one role that may delete cannot log in: processes take it with SET ROLE (0007).
-    retention = found.pop(RETENTION_ROLE)
+    # The roles that may delete cannot log in: processes take them with SET ROLE (0007, 0010).
+    deleting = {name: found.pop(name) for name in (RETENTION_ROLE, ERASURE_ROLE)}
     assert set(found) == {str(role) for role in PROCESS_ROLES}
-    # The recorder holds it without inheriting it: its ordinary writes cannot delete.
+    # The recorder holds them without inheriting them: its ordinary writes cannot delete.
     assert not found[DatabaseRole.RECORDER]["rolinherit"]
-    for name, role in (*found.items(), (RETENTION_ROLE, retention)):
-        assert role["rolcanlogin"] == (name != RETENTION_ROLE), name
+    for name, role in (*found.items(), *deleting.items()):
+        assert role["rolcanlogin"] == (name not in deleting), name
         assert not (role["rolsuper"] or role["rolcreaterole"] or role["rolcreatedb"]), name
         assert not role["rolbypassrls"], name
 

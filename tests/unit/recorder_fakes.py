@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from recorder_service.dead_letters import DeadLetter
+from recorder_service.erasure import Erasure
 from recorder_service.rows import StagingRow
 from recorder_service.store import Refusal, WriteResult
 from studentperf import envelope
@@ -120,7 +121,9 @@ class FakeStore:
     attempts: int = 0
     written: list[StagingRow] = field(default_factory=list)
 
-    async def write(self, rows: Sequence[StagingRow]) -> WriteResult:
+    async def write(
+        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+    ) -> WriteResult:
         self.attempts += 1
         if self.calls is not None:
             self.calls.append("write")

@@ -23,6 +23,8 @@ def test_environment_overrides_and_both_services_read_the_same_names() -> None:
         "STUDENTPERF_DATABASE_URL": "postgresql://u@db/x",
         "STUDENTPERF_PASS_MARK": "60",
         "STUDENTPERF_MAX_BATCH_SIZE": "5",
+        # Required by the recorder with a database elsewhere (test_erasure_settings.py).
+        "STUDENTPERF_ERASURE_KEY": "k" * 32,
     }
     inference = InferenceSettings.from_env(env)
     recorder = RecorderSettings.from_env(env)

@@ -81,10 +81,10 @@ async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
     recorder = make(store)
     original = store.write
 
-    async def watching(rows):  # type: ignore[no-untyped-def]
+    async def watching(rows, erasures=()):  # type: ignore[no-untyped-def]
         states.append(recorder.status.state)
         assert not consumer.commits  # nothing committed while the database is away
-        return await original(rows)
+        return await original(rows, erasures)
 
     store.write = watching  # type: ignore[method-assign]
     await run_until(recorder, consumer, lambda: bool(consumer.commits))
@@ -222,12 +222,12 @@ async def test_an_error_of_the_whole_store_is_waited_out_not_the_end_of_the_reco
     write = store.write
     failures = 2
 
-    async def broken_twice(rows):  # type: ignore[no-untyped-def]
+    async def broken_twice(rows, erasures=()):  # type: ignore[no-untyped-def]
         nonlocal failures
         if failures:
             failures -= 1
             raise RuntimeError("bug")
-        return await write(rows)
+        return await write(rows, erasures)
 
     store.write = broken_twice  # type: ignore[method-assign]
     recorder = make(store)
@@ -262,8 +262,8 @@ async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_o
     fetched_during_first_write: list[int] = []
     write = store.write
 
-    async def watching(rows):  # type: ignore[no-untyped-def]
-        result = await write(rows)
+    async def watching(rows, erasures=()):  # type: ignore[no-untyped-def]
+        result = await write(rows, erasures)
         fetched_during_first_write.append(len(consumer.chunks))
         return result
 
