@@ -54,6 +54,13 @@ async def test_training_reads_the_database_and_records_the_version(
     assert row["train_rows"] + row["validation_rows"] + row["test_rows"] == len(found.frame)
     metadata = json.loads((models / version / "metadata.json").read_text())
     assert json.loads(row["metrics"]) == metadata["metrics"]
+    groups = json.loads(row["group_quality"])
+    assert groups == metadata["group_quality"]
+    assert [a["attribute"] for a in groups["attributes"]] == [
+        "gender",
+        "lunch_program",
+        "parental_education",
+    ]
     assert row["feature_columns"] == metadata["feature_columns"]
 
     # With too few rows asked for, the trainer says it falls back.
