@@ -223,3 +223,38 @@ def test_the_table_says_which_groups_are_too_small_and_which_gaps_are_noise() ->
     )
     assert any(line.split()[:2] == ["gap", "RMSE"] and "a real gap" in line for line in lines)
     assert any(line.split()[:2] == ["gap", "flagged"] and "within noise" in line for line in lines)
+
+
+def test_large_groups_are_resampled_in_part_with_the_spread_of_the_whole() -> None:
+    # Two groups of 10,000 (above BOOTSTRAP_ROWS): errors Normal(0, 5) and Normal(1, 5). The
+    # mean error's gap, 1 point, has a standard error of 5 * sqrt(2 / 10,000) = 0.0707.
+    n = 10_000
+    assert n > gq.BOOTSTRAP_ROWS
+    rng = np.random.default_rng(6)
+    actual = rng.uniform(20, 80, 2 * n)
+    error = np.concatenate([rng.normal(0, 5, n), rng.normal(1, 5, n)])
+    frame = pd.DataFrame(
+        {
+            "gender": ["female"] * n + ["male"] * n,
+            "lunch_program": [None] * (2 * n),
+            "parental_education": [None] * (2 * n),
+        }
+    )
+    found = gq.group_quality(
+        frame,
+        actual,
+        actual + error,
+        rng.uniform(0, 1, 2 * n),
+        pass_mark=MARK,
+        seed=6,
+        attributes=("gender",),
+    )
+    gender = found.attribute("gender")
+    assert gender is not None
+    bias = gender.gap("score_mean_error")
+    assert bias is not None and bias.highest == "male"
+    width = bias.interval_high - bias.interval_low
+    expected = 2 * 1.959964 * 5 * np.sqrt(2 / n)
+    print(f"mean error gap {bias.gap:.3f}, interval width {width:.4f}, expected {expected:.4f}")
+    assert width == pytest.approx(expected, rel=0.15)
+    assert bias.interval_low < bias.gap < bias.interval_high
