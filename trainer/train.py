@@ -242,9 +242,9 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
     )
     say(format_table(training.evaluation, decision.current_metrics))
     say(
-        "quality per group of students on the same rows (bias: mean predicted - actual score; "
+        "quality per group of students on the same rows (bias: mean predicted - actual score;\n"
         "FNR: at-risk students called safe; FPR: passing students flagged; flagged: share "
-        "flagged at risk; gaps: highest - lowest judged group):"
+        "flagged at risk;\ngaps: highest - lowest judged group, with a bootstrap interval):"
     )
     say(format_group_quality(training.evaluation.groups))
     say(f"done in {time.perf_counter() - started:.1f} s")
