@@ -23,10 +23,12 @@ undefined (None) for a group with fewer than `MIN_CLASS_ROWS` students of that c
 
 The gap of a figure is the highest group's value minus the lowest's among the judged groups.
 Its interval is a seeded percentile bootstrap of that difference (each of the two groups'
-rows resampled on their own, `RESAMPLES` times) at a Bonferroni-widened level: with k judged
-groups there are k(k-1)/2 pairs, and the largest difference of many is large by chance, so the
+rows resampled on their own, `RESAMPLES` times; a group above `BOOTSTRAP_ROWS` rows by the
+m-out-of-n bootstrap, see `_deviations`) at a Bonferroni-widened level: with k judged groups
+there are k(k-1)/2 pairs, and the largest difference of many is large by chance, so the
 interval is at 1 - 0.05 / pairs. A gap whose interval reaches 0 is within noise
-(`Gap.beyond_noise` is false).
+(`Gap.beyond_noise` is false). The level holds per attribute and figure: over a whole table
+of 21 gaps, about one is called real by chance on data without any.
 
 The per-group figures come from Fairlearn's MetricFrame; the bootstrap is ours, because
 MetricFrame's resamples the whole frame and reports the spread of max - min across groups,
