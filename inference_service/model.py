@@ -24,9 +24,22 @@ from threadpoolctl import ThreadpoolController
 from inference_service.core import ScoreContributions
 from inference_service.fast_model import CompiledModel, NotCompilable, compile_model
 from inference_service.fast_model import feature_table as feature_table
-from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, SCORE_RANGE, FeatureValue
+from studentperf.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_COLUMNS,
+    FEATURE_PATHS,
+    SCORE_RANGE,
+    FeatureValue,
+)
 from studentperf.model_artifact import LoadedModel, ModelArtifactError, load_artifact
-from studentperf.v1.prediction_service_pb2 import FeatureImportance, ModelInfo
+from studentperf.v1.prediction_service_pb2 import (
+    FeatureImportance,
+    GroupAttributeQuality,
+    GroupFigures,
+    GroupGap,
+    GroupQuality,
+    ModelInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +165,46 @@ def _importances(meta: Mapping[str, Any]) -> list[FeatureImportance]:
     ]
 
 
+def _group_quality(found: Mapping[str, Any]) -> GroupQuality:
+    """metadata.json's `group_quality` (trainer.group_quality.GroupQuality.as_dict) as the
+    message; figures left undefined (null) are left out of the map."""
+    return GroupQuality(
+        rows=int(found["rows"]),
+        min_group_rows=int(found["min_group_rows"]),
+        min_class_rows=int(found["min_class_rows"]),
+        resamples=int(found["resamples"]),
+        seed=int(found["seed"]),
+        attributes=[
+            GroupAttributeQuality(
+                attribute=FEATURE_PATHS.get(a["attribute"], str(a["attribute"])),
+                groups=[
+                    GroupFigures(
+                        group=str(g["group"]),
+                        rows=int(g["rows"]),
+                        judged=bool(g["judged"]),
+                        figures={k: float(v) for k, v in g["figures"].items() if v is not None},
+                    )
+                    for g in a["groups"]
+                ],
+                gaps=[
+                    GroupGap(
+                        figure=str(g["figure"]),
+                        gap=float(g["gap"]),
+                        highest_group=str(g["highest"]),
+                        lowest_group=str(g["lowest"]),
+                        interval_low=float(g["interval_low"]),
+                        interval_high=float(g["interval_high"]),
+                        level=float(g["level"]),
+                        beyond_noise=bool(g["beyond_noise"]),
+                    )
+                    for g in a["gaps"]
+                ],
+            )
+            for a in found["attributes"]
+        ],
+    )
+
+
 def _model_info(loaded: LoadedModel) -> ModelInfo:
     meta = loaded.metadata
     estimators = meta.get("estimators", {})
@@ -173,4 +226,11 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
     created_at = meta.get("created_at")
     if isinstance(created_at, str):
         info.trained_at.FromDatetime(datetime.fromisoformat(created_at))
+    groups = meta.get("group_quality")
+    if isinstance(groups, Mapping):
+        try:
+            info.group_quality.CopyFrom(_group_quality(groups))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            # The model still serves; only this part of GetModelInfo is missing.
+            log.warning("metadata.json of %s: unreadable group_quality: %s", loaded.version, err)
     return info

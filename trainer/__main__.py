@@ -4,8 +4,9 @@ Data: the database's outcomes by default (STUDENTPERF_DATABASE_URL), falling bac
 data, and saying so, when the database is unreachable or has fewer than --min-db-rows labelled
 rows; --csv trains on a CSV (our columns, or the Kaggle exam format); --synthetic forces the
 generator; --database-only (`make retrain`) trains on the database's rows or fails, never on
-synthetic data. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50) and
-STUDENTPERF_MIN_TRAINING_ROWS (200).
+synthetic data. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50),
+STUDENTPERF_MIN_TRAINING_ROWS (200) and STUDENTPERF_GROUP_GAP_THRESHOLDS (how much a gap between
+groups of students may widen before the gate refuses a version; trainer.promote).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import ModelArtifactError
 from trainer.data import TrainingDataError
 from trainer.fit import MIN_ROWS
+from trainer.promote import GAP_THRESHOLDS_VARIABLE, parse_gap_thresholds
 from trainer.train import TrainingConfig, run
 
 
@@ -76,7 +78,27 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     parser.add_argument(
         "--force", action="store_true", help="promote even if worse than the current version"
     )
+    parser.add_argument(
+        "--gap-thresholds",
+        default=environ.get(GAP_THRESHOLDS_VARIABLE, ""),
+        metavar="FIGURE=VALUE,...",
+        help="how much wider than the current version's a gap between groups of students may "
+        "get, per figure, e.g. score_rmse=1.5,false_negative_rate=0.08; figures not named keep "
+        f"their defaults (env {GAP_THRESHOLDS_VARIABLE}; see the README)",
+    )
+    parser.add_argument(
+        "--plant-unfairness",
+        metavar="ATTRIBUTE=LEVEL",
+        help="with --synthetic: give this group's scores extra noise no input explains, e.g. "
+        "lunch_program=free_or_reduced (to see the per-group figures and the gate react)",
+    )
     args = parser.parse_args(argv)
+    try:
+        gap_thresholds = parse_gap_thresholds(args.gap_thresholds)
+    except ValueError as err:
+        parser.error(f"--gap-thresholds ({GAP_THRESHOLDS_VARIABLE}): {err}")
+    if args.plant_unfairness is not None and not args.synthetic:
+        parser.error("--plant-unfairness needs --synthetic")
     low, high = SCORE_RANGE
     if not low < args.pass_mark <= high:
         parser.error(f"the pass mark must be in ({low:g}, {high:g}], got {args.pass_mark}")
@@ -97,6 +119,8 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         synthetic=args.synthetic,
         database_only=args.database_only,
         force=args.force,
+        gap_thresholds=gap_thresholds,
+        unfair_group=args.plant_unfairness,
     )
 
 

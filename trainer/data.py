@@ -61,14 +61,19 @@ def load_training_data(
     min_database_rows: int = 200,
     synthetic_only: bool = False,
     database_only: bool = False,
+    unfair_group: str | None = None,
 ) -> TrainingData:
     """Rows from `csv` when given; else from the database when it has at least
     `min_database_rows`; else `rows` synthetic students drawn with `seed`. With
-    `database_only` (retraining on recorded data) the fallback is a TrainingDataError instead."""
+    `database_only` (retraining on recorded data) the fallback is a TrainingDataError instead.
+    `unfair_group` plants unfairness in synthetic data (trainer.synthetic); it needs
+    `synthetic_only`, so that it never silently does nothing."""
+    if unfair_group is not None and not synthetic_only:
+        raise TrainingDataError("planting unfairness needs synthetic data (--synthetic)")
     if csv is not None:
         return read_kaggle(csv) if kaggle.is_kaggle_file(csv) else read_csv(csv)
     if synthetic_only:
-        return generate(rows, seed)
+        return generate(rows, seed, unfair_group=unfair_group)
     if database_url is None:
         if database_only:
             raise TrainingDataError("retraining needs a database, and none was given")
@@ -97,9 +102,15 @@ def load_training_data(
     )
 
 
-def generate(rows: int, seed: int, note: str | None = None) -> TrainingData:
-    frame = synthetic.generate(rows, seed)
-    source = f"synthetic: trainer.synthetic.generate({rows}, seed={seed})"
+def generate(
+    rows: int, seed: int, note: str | None = None, *, unfair_group: str | None = None
+) -> TrainingData:
+    try:
+        frame = synthetic.generate(rows, seed, unfair_group)
+    except ValueError as err:
+        raise TrainingDataError(str(err)) from err
+    planted = f", unfair_group={unfair_group!r}" if unfair_group is not None else ""
+    source = f"synthetic: trainer.synthetic.generate({rows}, seed={seed}{planted})"
     return TrainingData(prepare(frame, "synthetic data"), source, notes=(note,) if note else ())
 
 

@@ -7,6 +7,9 @@ majority class, and its ROC-AUC is 0.5).
 Calibration: `pass_ece` is the expected calibration error over ten equal-width bins of the
 predicted probability (the row-weighted mean gap between the predicted probability and the
 observed pass rate in each bin); `calibration_table` gives the bins themselves.
+
+Every evaluation also holds the model's quality per group of students (trainer.group_quality):
+the same figures per gender, lunch program and parental education, and the gaps between groups.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sklearn.metrics import (
 )
 
 from studentperf.model_artifact import StudentModel
+from trainer.group_quality import GroupQuality, group_quality
 from trainer.pipeline import pass_labels
 
 FloatArray = npt.NDArray[np.float64]
@@ -62,6 +66,7 @@ class Evaluation:
     model: Metrics
     baseline: Metrics
     calibration: tuple[CalibrationBin, ...]
+    groups: GroupQuality  # the model's figures per group of students, and the gaps
 
 
 def calibration_table(passed: npt.ArrayLike, probabilities: FloatArray) -> list[CalibrationBin]:
@@ -119,9 +124,10 @@ def model_metrics(model: StudentModel, test: Any, test_scores: FloatArray) -> Me
 
 
 def evaluate(
-    model: StudentModel, test: Any, test_scores: FloatArray, fit_scores: FloatArray
+    model: StudentModel, test: Any, test_scores: FloatArray, fit_scores: FloatArray, *, seed: int
 ) -> Evaluation:
-    """Metrics on the held-out `test` frame for the model and for the baseline."""
+    """Metrics on the held-out `test` frame for the model and for the baseline; `seed` seeds
+    the bootstrap of the gaps between groups."""
     n = len(test_scores)
     pass_share = float(pass_labels(fit_scores, model.pass_mark).mean())
     baseline = metrics(
@@ -131,6 +137,10 @@ def evaluate(
         model.pass_mark,
     )
     probabilities = model.pass_probabilities(test)
-    found = metrics(test_scores, model.predict_scores(test), probabilities, model.pass_mark)
+    predicted = model.predict_scores(test)
+    found = metrics(test_scores, predicted, probabilities, model.pass_mark)
     calibration = calibration_table(pass_labels(test_scores, model.pass_mark), probabilities)
-    return Evaluation(model=found, baseline=baseline, calibration=tuple(calibration))
+    groups = group_quality(
+        test, test_scores, predicted, probabilities, pass_mark=model.pass_mark, seed=seed
+    )
+    return Evaluation(model=found, baseline=baseline, calibration=tuple(calibration), groups=groups)

@@ -205,7 +205,11 @@ def fit_and_evaluate(
         say(f"evaluating on the {len(data.test)} test rows")
         test_scores = data.test[TARGET_SCORE].to_numpy(dtype=float)
         evaluation = evaluate(
-            model, _features(data.test), test_scores, fit[TARGET_SCORE].to_numpy(dtype=float)
+            model,
+            _features(data.test),
+            test_scores,
+            fit[TARGET_SCORE].to_numpy(dtype=float),
+            seed=seed,
         )
         ranked = importances(regressor, data.test, seed)
     return TrainingResult(model, evaluation, score, passing, ranked, data)

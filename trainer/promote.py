@@ -8,7 +8,19 @@ as far as the new one knows):
 
 The tolerances keep noise from blocking a retrain on fresh data; a real loss of quality is
 refused. If the current model was trained on some of these test rows it has an edge here, so
-the gate errs towards keeping it. With nothing to compare against (no current version, one
+the gate errs towards keeping it.
+
+And per group of students (trainer.group_quality), for every attribute and figure: the new
+version's gap between groups may exceed the current version's gap by at most that figure's
+threshold (`GAP_THRESHOLDS`, overridden by STUDENTPERF_GROUP_GAP_THRESHOLDS), unless the new gap
+is within noise (its bootstrap interval reaches 0). The current version's gap is the one it was
+promoted with (its metadata.json), so a retrain on data that serves a group worse is refused
+even though the current model, scored on that data, would serve the group badly too: the
+operator should look before serving it (`force`). A version from before per-group figures is
+measured on the new version's test split instead; a gap the current version did not have (too
+few rows in a group then) counts as 0.
+
+With nothing to compare against (no current version, one
 that cannot be loaded, or one made for another pass mark) the new version is promoted, and
 `force` promotes regardless. The comparison and the switch of the link happen under an
 exclusive lock on `models/.promote.lock`, so two trainers cannot both compare against the same
@@ -18,7 +30,7 @@ old version and then overwrite each other; the switch itself is one atomic renam
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +39,32 @@ from typing import Final
 import pandas as pd
 
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
-from studentperf.model_artifact import ModelArtifactError, load_artifact, set_current
+from studentperf.model_artifact import (
+    LoadedModel,
+    ModelArtifactError,
+    load_artifact,
+    set_current,
+)
 from trainer.evaluate import Metrics, model_metrics
+from trainer.group_quality import FIGURES, GroupQuality, model_group_quality
 
 RMSE_TOLERANCE: Final = 0.01
 AUC_TOLERANCE: Final = 0.005
 LOCK_FILE: Final = ".promote.lock"
+# How much wider than the current version's a real gap between groups may get, per figure, in
+# the figure's unit: points of score, or a difference of AUC, calibration error or rate.
+# Calm retrains on new synthetic data stay well inside these (the per-group figures of a
+# group of 100 move by about a point of RMSE and 0.05 of a rate from noise alone).
+GAP_THRESHOLDS: Final[dict[str, float]] = {
+    "score_rmse": 2.0,
+    "score_mean_error": 2.0,
+    "pass_roc_auc": 0.05,
+    "pass_ece": 0.05,
+    "false_negative_rate": 0.10,
+    "false_positive_rate": 0.10,
+    "flagged_rate": 0.10,
+}
+GAP_THRESHOLDS_VARIABLE: Final = "STUDENTPERF_GROUP_GAP_THRESHOLDS"
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,52 @@ class Decision:
     reason: str
     current_version: str | None = None  # what was served before
     current_metrics: Metrics | None = None  # that version on the new version's test split
+    widened_gaps: tuple[str, ...] = ()  # each gap past its threshold, a sentence with figures
+
+
+def parse_gap_thresholds(text: str) -> dict[str, float]:
+    """GAP_THRESHOLDS with the overrides of "figure=value,figure=value" applied."""
+    thresholds = dict(GAP_THRESHOLDS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in FIGURES:
+            raise ValueError(
+                f"{item!r}: unknown figure {name!r}; expected figure=value with a figure among "
+                f"{', '.join(FIGURES)}"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value.strip()!r} is not a number") from None
+        if not number >= 0:
+            raise ValueError(f"{item!r}: a threshold must be a number >= 0")
+        thresholds[name] = number
+    return thresholds
+
+
+def widened_gaps(
+    candidate: GroupQuality, current: GroupQuality, thresholds: Mapping[str, float]
+) -> list[str]:
+    """The gate per group: each real gap of `candidate` wider than `current`'s by more than its
+    threshold, as a sentence with the figures (empty: none)."""
+    found = []
+    for attribute in candidate.attributes:
+        before = current.attribute(attribute.attribute)
+        for gap in attribute.gaps:
+            previous = before.gap(gap.figure) if before is not None else None
+            was = previous.gap if previous is not None else 0.0
+            limit = thresholds.get(gap.figure, GAP_THRESHOLDS[gap.figure])
+            # The low end of the interval: a gap that noise could have widened is not called.
+            if gap.interval_low - was > limit:
+                found.append(
+                    f"{attribute.attribute} {gap.figure} gap {gap.gap:.3f} ({gap.highest} vs "
+                    f"{gap.lowest}, {gap.level:.1%} interval [{gap.interval_low:.3f}, "
+                    f"{gap.interval_high:.3f}]) against {was:.3f} now: even its interval's low "
+                    f"end is wider by {gap.interval_low - was:.3f}, more than the {limit:g} "
+                    "allowed"
+                )
+    return found
 
 
 def not_worse(candidate: Metrics, current: Metrics) -> tuple[bool, str]:
@@ -74,18 +152,52 @@ def promote_if_not_worse(
     test: pd.DataFrame,
     *,
     pass_mark: float,
+    groups: GroupQuality | None = None,
+    gap_thresholds: Mapping[str, float] = GAP_THRESHOLDS,
     force: bool = False,
 ) -> Decision:
-    """Compares `version` (already saved under `models_dir`) with `current`; switches if due."""
+    """Compares `version` (already saved under `models_dir`) with `current`; switches if due.
+    `groups` is the version's per-group quality on `test` (None: no per-group gate)."""
     with _locked(models_dir):
-        decision = _decide(models_dir, candidate, test, pass_mark=pass_mark, force=force)
+        decision = _decide(
+            models_dir,
+            candidate,
+            test,
+            pass_mark=pass_mark,
+            groups=groups,
+            gap_thresholds=gap_thresholds,
+            force=force,
+        )
         if decision.promoted:
             set_current(models_dir, version)
     return decision
 
 
+def _current_groups(current: LoadedModel, test: pd.DataFrame, seed: int) -> GroupQuality:
+    """What the current version was promoted with, else it measured on `test` now."""
+    recorded = current.metadata.get("group_quality")
+    if isinstance(recorded, dict):
+        try:
+            return GroupQuality.from_dict(recorded)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return model_group_quality(
+        current.model,
+        test[list(FEATURE_COLUMNS)],
+        test[TARGET_SCORE].to_numpy(dtype=float),
+        seed,
+    )
+
+
 def _decide(
-    models_dir: Path, candidate: Metrics, test: pd.DataFrame, *, pass_mark: float, force: bool
+    models_dir: Path,
+    candidate: Metrics,
+    test: pd.DataFrame,
+    *,
+    pass_mark: float,
+    groups: GroupQuality | None,
+    gap_thresholds: Mapping[str, float],
+    force: bool,
 ) -> Decision:
     if not (models_dir / "current").is_symlink():
         return Decision(True, "no current version: promoted")
@@ -104,20 +216,33 @@ def _decide(
         current.model, test[list(FEATURE_COLUMNS)], test[TARGET_SCORE].to_numpy(dtype=float)
     )
     passes, figures = not_worse(candidate, found)
-    if passes:
+    widened: tuple[str, ...] = ()
+    if groups is not None:
+        widened = tuple(
+            widened_gaps(groups, _current_groups(current, test, groups.seed), gap_thresholds)
+        )
+        figures += (
+            "; group gaps widened: " + "; ".join(widened)
+            if widened
+            else "; no gap between groups widened beyond its threshold"
+        )
+    if passes and not widened:
         return Decision(
             True, f"not worse than {current.version}: {figures}: promoted", current.version, found
         )
+    what = (
+        f"worse than {current.version}"
+        if not passes
+        else f"not worse overall than {current.version}, but it serves a group of students worse"
+    )
     if force:
         return Decision(
-            True,
-            f"worse than {current.version} ({figures}) but forced: promoted",
-            current.version,
-            found,
+            True, f"{what} ({figures}) but forced: promoted", current.version, found, widened
         )
     return Decision(
         False,
-        f"worse than {current.version}: {figures}: NOT promoted (--force overrides)",
+        f"{what}: {figures}: NOT promoted (--force overrides)",
         current.version,
         found,
+        widened,
     )

@@ -19,9 +19,9 @@ _UPSERT = """
 INSERT INTO model_versions AS m (
     model_version, created_at, pass_mark, data_source, data_sha256, train_rows,
     validation_rows, test_rows, score_estimator, pass_estimator, feature_columns, libraries,
-    metrics, baseline_metrics, metadata, promotion_decision, promoted_at)
+    metrics, baseline_metrics, metadata, promotion_decision, promoted_at, group_quality)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb,
-        $15::jsonb, $16, CASE WHEN $17 THEN now() END)
+        $15::jsonb, $16, CASE WHEN $17 THEN now() END, $18::jsonb)
 ON CONFLICT (model_version) DO UPDATE SET
     created_at = EXCLUDED.created_at,
     pass_mark = EXCLUDED.pass_mark,
@@ -38,7 +38,8 @@ ON CONFLICT (model_version) DO UPDATE SET
     baseline_metrics = EXCLUDED.baseline_metrics,
     metadata = EXCLUDED.metadata,
     promotion_decision = EXCLUDED.promotion_decision,
-    promoted_at = COALESCE(EXCLUDED.promoted_at, m.promoted_at)
+    promoted_at = COALESCE(EXCLUDED.promoted_at, m.promoted_at),
+    group_quality = EXCLUDED.group_quality
 """
 
 
@@ -71,6 +72,7 @@ async def register_version(
             _json(metadata),
             decision,
             promoted,
+            _json(metadata["group_quality"]) if "group_quality" in metadata else None,
         )
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
         raise DatabaseUnavailable(f"writing model_versions failed: {err}") from err

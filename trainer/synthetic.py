@@ -28,6 +28,13 @@ every assignment was handed in) Bernoulli(0.7); categories with the shares in CA
 After the score is computed, each feature value is blanked with probability MISSING_RATE (NaN for
 numbers, None for categories), as real forms arrive incomplete; the score stays that of the full
 record.
+
+Planted unfairness (`unfair_group`, e.g. "lunch_program=free_or_reduced"; off by default): the
+scores of that group's students get extra noise, Normal(0, UNFAIR_NOISE_SD), that no input
+explains, as when the inputs describe one group's students worse than the others'. Any model
+then serves that group worse (its RMSE about 16.6 instead of 7, its ROC-AUC and error rates
+worse), which is what the per-group figures and the promotion gate must catch. The other rows,
+and every row when the option is off, are the same as without it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from studentperf.features import CATEGORIES, FEATURE_COLUMNS, SCORE_RANGE, TARGE
 
 BASE_SCORE: Final = 51.0
 NOISE_SD: Final = 7.0
+UNFAIR_NOISE_SD: Final = 15.0
 MISSING_RATE: Final = 0.025
 
 NUMERIC_EFFECTS: Final[dict[str, float]] = {
@@ -89,14 +97,25 @@ def _numeric_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
     }
 
 
-def generate(n_rows: int, seed: int) -> pd.DataFrame:
+def parse_group(spec: str) -> tuple[str, str]:
+    """ "attribute=level" (e.g. "lunch_program=free_or_reduced"), checked against CATEGORIES."""
+    attribute, _, level = spec.partition("=")
+    if attribute not in CATEGORIES or level not in CATEGORIES[attribute]:
+        choices = ", ".join(f"{a}=<{'|'.join(levels)}>" for a, levels in CATEGORIES.items())
+        raise ValueError(f"unfair group {spec!r} is not attribute=level, one of: {choices}")
+    return attribute, level
+
+
+def generate(n_rows: int, seed: int, unfair_group: str | None = None) -> pd.DataFrame:
     """Return `n_rows` students: `student_id`, the FEATURE_COLUMNS and `final_score`.
 
-    The same (n_rows, seed) always gives the same frame. Numbers are float64 (NaN when
-    missing); categories are object columns of the names in CATEGORIES (None when missing).
+    The same (n_rows, seed, unfair_group) always gives the same frame. Numbers are float64
+    (NaN when missing); categories are object columns of the names in CATEGORIES (None when
+    missing). `unfair_group` plants unfairness for one group (see the module's docstring).
     """
     if n_rows < 1:
         raise ValueError(f"n_rows must be at least 1, got {n_rows}")
+    unfair = parse_group(unfair_group) if unfair_group is not None else None
     rng = np.random.default_rng(seed)
     numeric = _numeric_features(rng, n_rows)
     categorical = {
@@ -119,5 +138,10 @@ def generate(n_rows: int, seed: int) -> pd.DataFrame:
             values = categorical[column].copy()
             values[missing] = None
             frame[column] = pd.Series(values, dtype=object)
+    if unfair is not None:
+        # Drawn last, so that every other value is what the calm generator gives.
+        attribute, level = unfair
+        extra = rng.normal(0.0, UNFAIR_NOISE_SD, n_rows)
+        score += np.where(categorical[attribute] == level, extra, 0.0)
     frame[TARGET_SCORE] = np.round(np.clip(score, *SCORE_RANGE), 1)
     return frame

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,8 +22,9 @@ from trainer.data import TrainingData, load_training_data
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import Evaluation, Metrics
 from trainer.fit import TEST_SHARE, VALIDATION_SHARE, TrainingResult, fit_and_evaluate
+from trainer.group_quality import format_group_quality
 from trainer.pipeline import Candidate, pass_labels
-from trainer.promote import Decision, promote_if_not_worse
+from trainer.promote import GAP_THRESHOLDS, Decision, promote_if_not_worse
 from trainer.registry import register_version
 
 STEPS = 6
@@ -43,6 +44,10 @@ class TrainingConfig:
     # Retraining: the database's rows or an error, never the synthetic fallback.
     database_only: bool = False
     force: bool = False
+    # How much a gap between groups of students may widen (trainer.promote.GAP_THRESHOLDS).
+    gap_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))
+    # "attribute=level": plant unfairness for that group in the synthetic data (tests, demos).
+    unfair_group: str | None = None
     # The candidates to choose from (None: trainer.pipeline's); tests pass cheaper ones.
     score_options: tuple[Candidate, ...] | None = None
     pass_options: tuple[Candidate, ...] | None = None
@@ -128,6 +133,7 @@ def metadata_details(data: TrainingData, training: TrainingResult, seed: int) ->
         "metrics": training.evaluation.model.as_dict(),
         "baseline_metrics": training.evaluation.baseline.as_dict(),
         "calibration": [vars(b) for b in training.evaluation.calibration],
+        "group_quality": training.evaluation.groups.as_dict(),
         "feature_importances": [
             {"feature": name, "rmse_increase": value}
             for name, value in training.importances.items()
@@ -156,6 +162,7 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         min_database_rows=config.min_database_rows,
         synthetic_only=config.synthetic,
         database_only=config.database_only,
+        unfair_group=config.unfair_group,
     )
     for note in data.notes:
         say(f"    {note}")
@@ -218,6 +225,8 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         training.evaluation.model,
         training.split.test,
         pass_mark=config.pass_mark,
+        groups=training.evaluation.groups,
+        gap_thresholds=config.gap_thresholds,
         force=config.force,
     )
     say(f"    {decision.reason}")
@@ -232,6 +241,12 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         f"score: {training.score.chosen.name}, pass: {training.passing.chosen.name}):"
     )
     say(format_table(training.evaluation, decision.current_metrics))
+    say(
+        "quality per group of students on the same rows (bias: mean predicted - actual score;\n"
+        "FNR: at-risk students called safe; FPR: passing students flagged; flagged: share "
+        "flagged at risk;\ngaps: highest - lowest judged group, with a bootstrap interval):"
+    )
+    say(format_group_quality(training.evaluation.groups))
     say(f"done in {time.perf_counter() - started:.1f} s")
     return RunResult(path, decision, training, data, registered)
 

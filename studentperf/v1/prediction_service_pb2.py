@@ -28,7 +28,7 @@ from google.rpc import error_details_pb2 as google_dot_rpc_dot_error__details__p
 from studentperf.v1 import student_pb2 as studentperf_dot_v1_dot_student__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'studentperf/v1/prediction_service.proto\x12\x0estudentperf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x1egoogle/rpc/error_details.proto\x1a\x1cstudentperf/v1/student.proto\"]\n\x0ePredictRequest\x12(\n\x07student\x18\x01 \x01(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\x12\x0c\n\x04term\x18\x03 \x01(\t\"A\n\x0fPredictResponse\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\"c\n\x13\x42\x61tchPredictRequest\x12)\n\x08students\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\x12\x0c\n\x04term\x18\x03 \x01(\t\"K\n\x14\x42\x61tchPredictResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".studentperf.v1.BatchPredictResult\"|\n\x12\x42\x61tchPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.PredictionH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"i\n\tItemError\x12\x1e\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x0b\x62\x61\x64_request\x18\x03 \x01(\x0b\x32\x16.google.rpc.BadRequest\"\xfb\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x1d\n\x15predicted_final_score\x18\x02 \x01(\x01\x12\x18\n\x10pass_probability\x18\x03 \x01(\x01\x12\x16\n\x0epredicted_pass\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x16\n\x0eimputed_fields\x18\x06 \x03(\t\x12\x11\n\tpass_mark\x18\x07 \x01(\x01\x12\x35\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32 .studentperf.v1.ScoreExplanation\x12\x0c\n\x04term\x18\t \x01(\t\"\x89\x01\n\x10ScoreExplanation\x12\x12\n\nbase_score\x18\x01 \x01(\x01\x12\x37\n\x0btop_factors\x18\x02 \x03(\x0b\x32\".studentperf.v1.FactorContribution\x12\x15\n\rother_factors\x18\x03 \x01(\x01\x12\x11\n\traw_score\x18\x04 \x01(\x01\"L\n\x12\x46\x61\x63torContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\x12\x0f\n\x07imputed\x18\x03 \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\xca\x04\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\ntrained_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpass_mark\x18\x03 \x01(\x01\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.studentperf.v1.ModelInfo.MetricsEntry\x12H\n\x10\x62\x61seline_metrics\x18\x05 \x03(\x0b\x32..studentperf.v1.ModelInfo.BaselineMetricsEntry\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x15\n\rtraining_rows\x18\x07 \x01(\x03\x12\x11\n\ttest_rows\x18\x08 \x01(\x03\x12>\n\x13\x66\x65\x61ture_importances\x18\t \x03(\x0b\x32!.studentperf.v1.FeatureImportance\x12\x17\n\x0fscore_estimator\x18\n \x01(\t\x12\x16\n\x0epass_estimator\x18\x0b \x01(\t\x12\x1a\n\x12\x65xplanation_method\x18\x0c \x01(\t\x12\x17\n\x0fvalidation_rows\x18\r \x01(\x03\x12\x13\n\x0b\x64\x61ta_sha256\x18\x0e \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\x11\x46\x65\x61tureImportance\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x15\n\rrmse_increase\x18\x02 \x01(\x01\"U\n\x07Outcome\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\t\x12\x18\n\x0b\x66inal_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_final_score\"B\n\x15RecordOutcomesRequest\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Outcome\"N\n\x16RecordOutcomesResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.studentperf.v1.RecordOutcomeResult\"|\n\x13RecordOutcomeResult\x12/\n\x06stored\x18\x01 \x01(\x0b\x32\x1d.studentperf.v1.OutcomeStoredH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"R\n\rOutcomeStored\x12\x14\n\x08replaced\x18\x01 \x01(\x08\x42\x02\x18\x01\x12\x19\n\rstudent_added\x18\x02 \x01(\x08\x42\x02\x18\x01\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\"\xb8\x01\n\x1dListStudentPredictionsRequest\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x1eListStudentPredictionsResponse\x12\x36\n\x0bpredictions\x18\x01 \x03(\x0b\x32!.studentperf.v1.StudentPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd9\x01\n\x11StudentPrediction\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\x12(\n\x07student\x18\x02 \x01(\x0b\x32\x17.studentperf.v1.Student\x12\x30\n\x0cpredicted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13outcome_final_score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x16\n\x14_outcome_final_score\"9\n\x13\x45raseStudentRequest\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc2\x01\n\x14\x45raseStudentResponse\x12\x12\n\nerasure_id\x18\x01 \x01(\t\x12\x11\n\tconfirmed\x18\x02 \x01(\x08\x12\x42\n\x07removed\x18\x03 \x03(\x0b\x32\x31.studentperf.v1.EraseStudentResponse.RemovedEntry\x12\x0f\n\x07summary\x18\x04 \x01(\t\x1a.\n\x0cRemovedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xbf\x04\n\x11PredictionService\x12J\n\x07Predict\x12\x1e.studentperf.v1.PredictRequest\x1a\x1f.studentperf.v1.PredictResponse\x12Y\n\x0c\x42\x61tchPredict\x12#.studentperf.v1.BatchPredictRequest\x1a$.studentperf.v1.BatchPredictResponse\x12N\n\x0cGetModelInfo\x12#.studentperf.v1.GetModelInfoRequest\x1a\x19.studentperf.v1.ModelInfo\x12_\n\x0eRecordOutcomes\x12%.studentperf.v1.RecordOutcomesRequest\x1a&.studentperf.v1.RecordOutcomesResponse\x12w\n\x16ListStudentPredictions\x12-.studentperf.v1.ListStudentPredictionsRequest\x1a..studentperf.v1.ListStudentPredictionsResponse\x12Y\n\x0c\x45raseStudent\x12#.studentperf.v1.EraseStudentRequest\x1a$.studentperf.v1.EraseStudentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'studentperf/v1/prediction_service.proto\x12\x0estudentperf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x1egoogle/rpc/error_details.proto\x1a\x1cstudentperf/v1/student.proto\"]\n\x0ePredictRequest\x12(\n\x07student\x18\x01 \x01(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\x12\x0c\n\x04term\x18\x03 \x01(\t\"A\n\x0fPredictResponse\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\"c\n\x13\x42\x61tchPredictRequest\x12)\n\x08students\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Student\x12\x13\n\x0btop_factors\x18\x02 \x01(\r\x12\x0c\n\x04term\x18\x03 \x01(\t\"K\n\x14\x42\x61tchPredictResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".studentperf.v1.BatchPredictResult\"|\n\x12\x42\x61tchPredictResult\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.PredictionH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"i\n\tItemError\x12\x1e\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x0b\x62\x61\x64_request\x18\x03 \x01(\x0b\x32\x16.google.rpc.BadRequest\"\xfb\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x1d\n\x15predicted_final_score\x18\x02 \x01(\x01\x12\x18\n\x10pass_probability\x18\x03 \x01(\x01\x12\x16\n\x0epredicted_pass\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x16\n\x0eimputed_fields\x18\x06 \x03(\t\x12\x11\n\tpass_mark\x18\x07 \x01(\x01\x12\x35\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32 .studentperf.v1.ScoreExplanation\x12\x0c\n\x04term\x18\t \x01(\t\"\x89\x01\n\x10ScoreExplanation\x12\x12\n\nbase_score\x18\x01 \x01(\x01\x12\x37\n\x0btop_factors\x18\x02 \x03(\x0b\x32\".studentperf.v1.FactorContribution\x12\x15\n\rother_factors\x18\x03 \x01(\x01\x12\x11\n\traw_score\x18\x04 \x01(\x01\"L\n\x12\x46\x61\x63torContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\x12\x0f\n\x07imputed\x18\x03 \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\xff\x04\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\ntrained_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpass_mark\x18\x03 \x01(\x01\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.studentperf.v1.ModelInfo.MetricsEntry\x12H\n\x10\x62\x61seline_metrics\x18\x05 \x03(\x0b\x32..studentperf.v1.ModelInfo.BaselineMetricsEntry\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x15\n\rtraining_rows\x18\x07 \x01(\x03\x12\x11\n\ttest_rows\x18\x08 \x01(\x03\x12>\n\x13\x66\x65\x61ture_importances\x18\t \x03(\x0b\x32!.studentperf.v1.FeatureImportance\x12\x17\n\x0fscore_estimator\x18\n \x01(\t\x12\x16\n\x0epass_estimator\x18\x0b \x01(\t\x12\x1a\n\x12\x65xplanation_method\x18\x0c \x01(\t\x12\x17\n\x0fvalidation_rows\x18\r \x01(\x03\x12\x13\n\x0b\x64\x61ta_sha256\x18\x0e \x01(\t\x12\x33\n\rgroup_quality\x18\x0f \x01(\x0b\x32\x1c.studentperf.v1.GroupQuality\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42\x61selineMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\x11\x46\x65\x61tureImportance\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x15\n\rrmse_increase\x18\x02 \x01(\x01\"U\n\x07Outcome\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\t\x12\x18\n\x0b\x66inal_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_final_score\"B\n\x15RecordOutcomesRequest\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.studentperf.v1.Outcome\"N\n\x16RecordOutcomesResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.studentperf.v1.RecordOutcomeResult\"|\n\x13RecordOutcomeResult\x12/\n\x06stored\x18\x01 \x01(\x0b\x32\x1d.studentperf.v1.OutcomeStoredH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.studentperf.v1.ItemErrorH\x00\x42\x08\n\x06result\"R\n\rOutcomeStored\x12\x14\n\x08replaced\x18\x01 \x01(\x08\x42\x02\x18\x01\x12\x19\n\rstudent_added\x18\x02 \x01(\x08\x42\x02\x18\x01\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\"\xb8\x01\n\x1dListStudentPredictionsRequest\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x1eListStudentPredictionsResponse\x12\x36\n\x0bpredictions\x18\x01 \x03(\x0b\x32!.studentperf.v1.StudentPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd9\x01\n\x11StudentPrediction\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.studentperf.v1.Prediction\x12(\n\x07student\x18\x02 \x01(\x0b\x32\x17.studentperf.v1.Student\x12\x30\n\x0cpredicted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13outcome_final_score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x16\n\x14_outcome_final_score\"9\n\x13\x45raseStudentRequest\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc2\x01\n\x14\x45raseStudentResponse\x12\x12\n\nerasure_id\x18\x01 \x01(\t\x12\x11\n\tconfirmed\x18\x02 \x01(\x08\x12\x42\n\x07removed\x18\x03 \x03(\x0b\x32\x31.studentperf.v1.EraseStudentResponse.RemovedEntry\x12\x0f\n\x07summary\x18\x04 \x01(\t\x1a.\n\x0cRemovedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa8\x01\n\x0cGroupQuality\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x16\n\x0emin_group_rows\x18\x02 \x01(\x03\x12\x16\n\x0emin_class_rows\x18\x03 \x01(\x03\x12\x11\n\tresamples\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x39\n\nattributes\x18\x06 \x03(\x0b\x32%.studentperf.v1.GroupAttributeQuality\"\x80\x01\n\x15GroupAttributeQuality\x12\x11\n\tattribute\x18\x01 \x01(\t\x12,\n\x06groups\x18\x02 \x03(\x0b\x32\x1c.studentperf.v1.GroupFigures\x12&\n\x04gaps\x18\x03 \x03(\x0b\x32\x18.studentperf.v1.GroupGap\"\xa7\x01\n\x0cGroupFigures\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0e\n\x06judged\x18\x03 \x01(\x08\x12:\n\x07\x66igures\x18\x04 \x03(\x0b\x32).studentperf.v1.GroupFigures.FiguresEntry\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa6\x01\n\x08GroupGap\x12\x0e\n\x06\x66igure\x18\x01 \x01(\t\x12\x0b\n\x03gap\x18\x02 \x01(\x01\x12\x15\n\rhighest_group\x18\x03 \x01(\t\x12\x14\n\x0clowest_group\x18\x04 \x01(\t\x12\x14\n\x0cinterval_low\x18\x05 \x01(\x01\x12\x15\n\rinterval_high\x18\x06 \x01(\x01\x12\r\n\x05level\x18\x07 \x01(\x01\x12\x14\n\x0c\x62\x65yond_noise\x18\x08 \x01(\x08\x32\xbf\x04\n\x11PredictionService\x12J\n\x07Predict\x12\x1e.studentperf.v1.PredictRequest\x1a\x1f.studentperf.v1.PredictResponse\x12Y\n\x0c\x42\x61tchPredict\x12#.studentperf.v1.BatchPredictRequest\x1a$.studentperf.v1.BatchPredictResponse\x12N\n\x0cGetModelInfo\x12#.studentperf.v1.GetModelInfoRequest\x1a\x19.studentperf.v1.ModelInfo\x12_\n\x0eRecordOutcomes\x12%.studentperf.v1.RecordOutcomesRequest\x1a&.studentperf.v1.RecordOutcomesResponse\x12w\n\x16ListStudentPredictions\x12-.studentperf.v1.ListStudentPredictionsRequest\x1a..studentperf.v1.ListStudentPredictionsResponse\x12Y\n\x0c\x45raseStudent\x12#.studentperf.v1.EraseStudentRequest\x1a$.studentperf.v1.EraseStudentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTCOMESTORED'].fields_by_name['student_added']._serialized_options = b'\030\001'
   _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._loaded_options = None
   _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._serialized_options = b'8\001'
+  _globals['_GROUPFIGURES_FIGURESENTRY']._loaded_options = None
+  _globals['_GROUPFIGURES_FIGURESENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTREQUEST']._serialized_start=177
   _globals['_PREDICTREQUEST']._serialized_end=270
   _globals['_PREDICTRESPONSE']._serialized_start=272
@@ -66,35 +68,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=1222
   _globals['_GETMODELINFOREQUEST']._serialized_end=1243
   _globals['_MODELINFO']._serialized_start=1246
-  _globals['_MODELINFO']._serialized_end=1832
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1730
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1776
-  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_start=1778
-  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_end=1832
-  _globals['_FEATUREIMPORTANCE']._serialized_start=1834
-  _globals['_FEATUREIMPORTANCE']._serialized_end=1893
-  _globals['_OUTCOME']._serialized_start=1895
-  _globals['_OUTCOME']._serialized_end=1980
-  _globals['_RECORDOUTCOMESREQUEST']._serialized_start=1982
-  _globals['_RECORDOUTCOMESREQUEST']._serialized_end=2048
-  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=2050
-  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=2128
-  _globals['_RECORDOUTCOMERESULT']._serialized_start=2130
-  _globals['_RECORDOUTCOMERESULT']._serialized_end=2254
-  _globals['_OUTCOMESTORED']._serialized_start=2256
-  _globals['_OUTCOMESTORED']._serialized_end=2338
-  _globals['_LISTSTUDENTPREDICTIONSREQUEST']._serialized_start=2341
-  _globals['_LISTSTUDENTPREDICTIONSREQUEST']._serialized_end=2525
-  _globals['_LISTSTUDENTPREDICTIONSRESPONSE']._serialized_start=2527
-  _globals['_LISTSTUDENTPREDICTIONSRESPONSE']._serialized_end=2640
-  _globals['_STUDENTPREDICTION']._serialized_start=2643
-  _globals['_STUDENTPREDICTION']._serialized_end=2860
-  _globals['_ERASESTUDENTREQUEST']._serialized_start=2862
-  _globals['_ERASESTUDENTREQUEST']._serialized_end=2919
-  _globals['_ERASESTUDENTRESPONSE']._serialized_start=2922
-  _globals['_ERASESTUDENTRESPONSE']._serialized_end=3116
-  _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._serialized_start=3070
-  _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._serialized_end=3116
-  _globals['_PREDICTIONSERVICE']._serialized_start=3119
-  _globals['_PREDICTIONSERVICE']._serialized_end=3694
+  _globals['_MODELINFO']._serialized_end=1885
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1783
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1829
+  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_start=1831
+  _globals['_MODELINFO_BASELINEMETRICSENTRY']._serialized_end=1885
+  _globals['_FEATUREIMPORTANCE']._serialized_start=1887
+  _globals['_FEATUREIMPORTANCE']._serialized_end=1946
+  _globals['_OUTCOME']._serialized_start=1948
+  _globals['_OUTCOME']._serialized_end=2033
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_start=2035
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_end=2101
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=2103
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=2181
+  _globals['_RECORDOUTCOMERESULT']._serialized_start=2183
+  _globals['_RECORDOUTCOMERESULT']._serialized_end=2307
+  _globals['_OUTCOMESTORED']._serialized_start=2309
+  _globals['_OUTCOMESTORED']._serialized_end=2391
+  _globals['_LISTSTUDENTPREDICTIONSREQUEST']._serialized_start=2394
+  _globals['_LISTSTUDENTPREDICTIONSREQUEST']._serialized_end=2578
+  _globals['_LISTSTUDENTPREDICTIONSRESPONSE']._serialized_start=2580
+  _globals['_LISTSTUDENTPREDICTIONSRESPONSE']._serialized_end=2693
+  _globals['_STUDENTPREDICTION']._serialized_start=2696
+  _globals['_STUDENTPREDICTION']._serialized_end=2913
+  _globals['_ERASESTUDENTREQUEST']._serialized_start=2915
+  _globals['_ERASESTUDENTREQUEST']._serialized_end=2972
+  _globals['_ERASESTUDENTRESPONSE']._serialized_start=2975
+  _globals['_ERASESTUDENTRESPONSE']._serialized_end=3169
+  _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._serialized_start=3123
+  _globals['_ERASESTUDENTRESPONSE_REMOVEDENTRY']._serialized_end=3169
+  _globals['_GROUPQUALITY']._serialized_start=3172
+  _globals['_GROUPQUALITY']._serialized_end=3340
+  _globals['_GROUPATTRIBUTEQUALITY']._serialized_start=3343
+  _globals['_GROUPATTRIBUTEQUALITY']._serialized_end=3471
+  _globals['_GROUPFIGURES']._serialized_start=3474
+  _globals['_GROUPFIGURES']._serialized_end=3641
+  _globals['_GROUPFIGURES_FIGURESENTRY']._serialized_start=3595
+  _globals['_GROUPFIGURES_FIGURESENTRY']._serialized_end=3641
+  _globals['_GROUPGAP']._serialized_start=3644
+  _globals['_GROUPGAP']._serialized_end=3810
+  _globals['_PREDICTIONSERVICE']._serialized_start=3813
+  _globals['_PREDICTIONSERVICE']._serialized_end=4388
 # @@protoc_insertion_point(module_scope)

@@ -111,7 +111,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows", "feature_importances", "score_estimator", "pass_estimator", "explanation_method", "validation_rows", "data_sha256")
+    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows", "feature_importances", "score_estimator", "pass_estimator", "explanation_method", "validation_rows", "data_sha256", "group_quality")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class ModelInfo(_message.Message):
     EXPLANATION_METHOD_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
+    GROUP_QUALITY_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     trained_at: _timestamp_pb2.Timestamp
     pass_mark: float
@@ -154,7 +155,8 @@ class ModelInfo(_message.Message):
     explanation_method: str
     validation_rows: int
     data_sha256: str
-    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ..., feature_importances: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., score_estimator: _Optional[str] = ..., pass_estimator: _Optional[str] = ..., explanation_method: _Optional[str] = ..., validation_rows: _Optional[int] = ..., data_sha256: _Optional[str] = ...) -> None: ...
+    group_quality: GroupQuality
+    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ..., feature_importances: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., score_estimator: _Optional[str] = ..., pass_estimator: _Optional[str] = ..., explanation_method: _Optional[str] = ..., validation_rows: _Optional[int] = ..., data_sha256: _Optional[str] = ..., group_quality: _Optional[_Union[GroupQuality, _Mapping]] = ...) -> None: ...
 
 class FeatureImportance(_message.Message):
     __slots__ = ("feature", "rmse_increase")
@@ -264,3 +266,68 @@ class EraseStudentResponse(_message.Message):
     removed: _containers.ScalarMap[str, int]
     summary: str
     def __init__(self, erasure_id: _Optional[str] = ..., confirmed: _Optional[bool] = ..., removed: _Optional[_Mapping[str, int]] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class GroupQuality(_message.Message):
+    __slots__ = ("rows", "min_group_rows", "min_class_rows", "resamples", "seed", "attributes")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLASS_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    min_group_rows: int
+    min_class_rows: int
+    resamples: int
+    seed: int
+    attributes: _containers.RepeatedCompositeFieldContainer[GroupAttributeQuality]
+    def __init__(self, rows: _Optional[int] = ..., min_group_rows: _Optional[int] = ..., min_class_rows: _Optional[int] = ..., resamples: _Optional[int] = ..., seed: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[GroupAttributeQuality, _Mapping]]] = ...) -> None: ...
+
+class GroupAttributeQuality(_message.Message):
+    __slots__ = ("attribute", "groups", "gaps")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    groups: _containers.RepeatedCompositeFieldContainer[GroupFigures]
+    gaps: _containers.RepeatedCompositeFieldContainer[GroupGap]
+    def __init__(self, attribute: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupFigures, _Mapping]]] = ..., gaps: _Optional[_Iterable[_Union[GroupGap, _Mapping]]] = ...) -> None: ...
+
+class GroupFigures(_message.Message):
+    __slots__ = ("group", "rows", "judged", "figures")
+    class FiguresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    rows: int
+    judged: bool
+    figures: _containers.ScalarMap[str, float]
+    def __init__(self, group: _Optional[str] = ..., rows: _Optional[int] = ..., judged: _Optional[bool] = ..., figures: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GroupGap(_message.Message):
+    __slots__ = ("figure", "gap", "highest_group", "lowest_group", "interval_low", "interval_high", "level", "beyond_noise")
+    FIGURE_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_GROUP_FIELD_NUMBER: _ClassVar[int]
+    LOWEST_GROUP_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LOW_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_NOISE_FIELD_NUMBER: _ClassVar[int]
+    figure: str
+    gap: float
+    highest_group: str
+    lowest_group: str
+    interval_low: float
+    interval_high: float
+    level: float
+    beyond_noise: bool
+    def __init__(self, figure: _Optional[str] = ..., gap: _Optional[float] = ..., highest_group: _Optional[str] = ..., lowest_group: _Optional[str] = ..., interval_low: _Optional[float] = ..., interval_high: _Optional[float] = ..., level: _Optional[float] = ..., beyond_noise: _Optional[bool] = ...) -> None: ...

@@ -63,6 +63,18 @@ async def test_model_info_has_metrics_and_global_importances(
     assert ranked[0][0].startswith("academic_record.")
     assert info.score_estimator.startswith("ridge") and info.explanation_method == "linear-exact"
     assert info.validation_rows > 0 and len(info.data_sha256) == 64
+    groups = info.group_quality
+    assert groups.rows == info.test_rows
+    assert [a.attribute for a in groups.attributes] == [
+        "profile.gender",
+        "profile.lunch_program",
+        "profile.parental_education",
+    ]
+    lunch = {g.group: g for g in groups.attributes[1].groups}
+    assert lunch["standard"].judged and lunch["free_or_reduced"].judged
+    assert 0 < lunch["standard"].figures["score_rmse"] < 20
+    rmse = next(g for g in groups.attributes[1].gaps if g.figure == "score_rmse")
+    assert rmse.interval_low < rmse.interval_high and 0.9 <= rmse.level < 1
 
 
 def _version(models: Path, seed: int, second: int) -> str:

@@ -67,6 +67,13 @@ async def test_training_reads_the_database_and_records_the_version(
     assert row["train_rows"] + row["validation_rows"] + row["test_rows"] == len(found.frame)
     metadata = json.loads((models / version / "metadata.json").read_text())
     assert json.loads(row["metrics"]) == metadata["metrics"]
+    groups = json.loads(row["group_quality"])
+    assert groups == metadata["group_quality"]
+    assert [a["attribute"] for a in groups["attributes"]] == [
+        "gender",
+        "lunch_program",
+        "parental_education",
+    ]
     assert row["feature_columns"] == metadata["feature_columns"]
 
     # With too few rows asked for, the trainer says it falls back.
@@ -108,3 +115,43 @@ async def test_the_version_row_gets_the_facts_whoever_writes_first(
         row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", version)
         assert (row["train_rows"], row["score_estimator"]) == (7, "ridge(alpha=1)"), version
         assert row["promoted_at"] is None
+
+
+async def test_a_version_that_serves_a_group_worse_is_refused_and_the_row_says_why(
+    tmp_path: Path, stack: Stack, db: asyncpg.Pool
+) -> None:
+    models = tmp_path / "models"
+    command = [sys.executable, "-m", "trainer", "--models-dir", str(models), "--synthetic"]
+    command += ["--rows", "3000", "--database-url", stack.database_url_as(DatabaseRole.TRAINER)]
+    calm = await train([*command, "--seed", "5"])
+    assert "no current version: promoted" in calm.stdout and "    recorded" in calm.stdout
+    served = (models / "current").readlink().name
+
+    planted = [*command, "--seed", "7", "--plant-unfairness", "lunch_program=free_or_reduced"]
+    unfair = await train(planted)
+    refused = next(
+        p for p in models.iterdir() if p.name not in (served, "current", ".promote.lock")
+    )
+    print(unfair.stdout[unfair.stdout.index("[5/6]") : unfair.stdout.index("[6/6]")])
+    assert "NOT promoted (--force overrides)" in unfair.stdout
+    assert (models / "current").readlink().name == served
+    row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", refused.name)
+    assert row["promoted_at"] is None
+    assert "lunch_program score_rmse gap" in row["promotion_decision"]
+    lunch = next(
+        a
+        for a in json.loads(row["group_quality"])["attributes"]
+        if a["attribute"] == "lunch_program"
+    )
+    rmse = next(g for g in lunch["gaps"] if g["figure"] == "score_rmse")
+    assert rmse["highest"] == "free_or_reduced" and rmse["interval_low"] > 5
+
+    forced = await train([*planted, "--force"])
+    assert "but forced: promoted" in forced.stdout
+    promoted = (models / "current").readlink().name
+    assert promoted not in (served, refused.name)  # a new version of the same data and seed
+    row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", promoted)
+    assert (
+        row["promoted_at"] is not None
+        and "lunch_program score_rmse gap" in row["promotion_decision"]
+    )

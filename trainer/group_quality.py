@@ -1,0 +1,519 @@
+"""Per-group quality: does the model serve some groups of students worse than others?
+
+Groups are the levels of three inputs: gender, lunch program (a proxy for family income) and
+parental education (`GROUP_ATTRIBUTES`). Race and ethnicity are never among them: they are not
+an input of the model and are never stored, so there is nothing to group by (README, "Quality
+per group of students"). Students whose attribute was not given form a "not_given" row, shown
+but left out of the gaps: it mixes every group.
+
+For each group, on rows with known outcomes (`FIGURES`):
+
+- `score_rmse`, `score_mean_error`: the predicted final score's RMSE and mean error (predicted
+  minus actual: positive means the group is over-predicted);
+- `pass_roc_auc`, `pass_ece`: how well P(pass) ranks and how well it is calibrated (expected
+  calibration error over ten equal-width bins, as trainer.evaluate computes it);
+- `false_negative_rate`: of the students at risk (final score below the pass mark), the share
+  the model called safe (P(pass) >= 0.5); `false_positive_rate`: of those who passed, the share
+  flagged at risk; `flagged_rate`: the share flagged at risk (P(pass) < 0.5).
+
+A group with fewer than `MIN_GROUP_ROWS` rows is too small to judge: its figures are shown but
+it takes no part in the gaps. A figure that conditions on a class (ROC-AUC on both, the false
+negative rate on the students at risk, the false positive rate on those who passed) is left
+undefined (None) for a group with fewer than `MIN_CLASS_ROWS` students of that class.
+
+The gap of a figure is the highest group's value minus the lowest's among the judged groups.
+Its interval is a seeded percentile bootstrap of that difference (each of the two groups'
+rows resampled on their own, `RESAMPLES` times; a group above `BOOTSTRAP_ROWS` rows by the
+m-out-of-n bootstrap, see `_deviations`) at a Bonferroni-widened level: with k judged groups
+there are k(k-1)/2 pairs, and the largest difference of many is large by chance, so the
+interval is at 1 - 0.05 / pairs. A gap whose interval reaches 0 is within noise
+(`Gap.beyond_noise` is false). The level holds per attribute and figure: over a whole table
+of 21 gaps, about one is called real by chance on data without any.
+
+The per-group figures come from Fairlearn's MetricFrame; the bootstrap is ours, because
+MetricFrame's resamples the whole frame and reports the spread of max - min across groups,
+which is above zero by construction and so cannot say that a gap is within noise. Both use the
+figure functions below, which work along the last axis of 1-D or 2-D arrays (one row per
+resample). Nothing here knows about models or files: `make monitor` can pass recorded
+predictions and outcomes to `group_quality` just as training passes the test split.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from fairlearn.metrics import MetricFrame
+from scipy.stats import rankdata
+
+from studentperf.features import CATEGORIES
+
+FloatArray = npt.NDArray[np.float64]
+
+GROUP_ATTRIBUTES: Final = ("gender", "lunch_program", "parental_education")
+NOT_GIVEN: Final = "not_given"
+MIN_GROUP_ROWS: Final = 50
+MIN_CLASS_ROWS: Final = 10
+RESAMPLES: Final = 2000
+BOOTSTRAP_ROWS: Final = 2000  # larger groups: the m-out-of-n bootstrap (see _deviations)
+BOOTSTRAP_CELLS: Final = 1_000_000  # resampled rows held in memory at once
+FAMILY_ERROR: Final = 0.05  # the chance that any of an attribute's pairs is called by noise
+CALIBRATION_BINS: Final = 10
+FIGURES: Final = (
+    "score_rmse",
+    "score_mean_error",
+    "pass_roc_auc",
+    "pass_ece",
+    "false_negative_rate",
+    "false_positive_rate",
+    "flagged_rate",
+)
+
+if not set(GROUP_ATTRIBUTES) <= set(CATEGORIES):
+    raise ImportError("every group attribute must be a categorical feature")
+
+
+# --- the figures: actual scores, predicted scores, P(pass) along the last axis -------------
+
+
+def score_rmse(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    return np.sqrt(np.mean((predicted - actual) ** 2, axis=-1))
+
+
+def score_mean_error(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    return np.mean(predicted - actual, axis=-1)
+
+
+def pass_roc_auc(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    """Mann-Whitney: the chance that a random pass gets a higher P(pass) than a random fail
+    (ties count half), which is the area under the ROC curve."""
+    passed = actual >= mark
+    n_pass = passed.sum(axis=-1)
+    n_fail = passed.shape[-1] - n_pass
+    ranks = rankdata(probability, axis=-1)
+    rank_sum = np.where(passed, ranks, 0.0).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - n_pass * (n_pass + 1) / 2) / (n_pass * n_fail)
+    return np.where(np.minimum(n_pass, n_fail) >= MIN_CLASS_ROWS, auc, np.nan)
+
+
+def pass_ece(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    """Sum over bins of |sum of P(pass) - number passed|, over the rows: the row-weighted mean
+    gap between predicted and observed pass rate per bin."""
+    passed = (actual >= mark).astype(float)
+    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+    index = np.clip(np.searchsorted(edges, probability, side="right") - 1, 0, CALIBRATION_BINS - 1)
+    # One bin number per (leading row, bin), so one bincount sums every row's bins at once.
+    leading = np.arange(index.size // index.shape[-1]).reshape((*index.shape[:-1], 1))
+    flat = (leading * CALIBRATION_BINS + index).ravel()
+    sums = np.bincount(
+        flat, weights=(probability - passed).ravel(), minlength=leading.size * CALIBRATION_BINS
+    )
+    gaps = np.abs(sums.reshape((*index.shape[:-1], CALIBRATION_BINS)))
+    return gaps.sum(axis=-1) / actual.shape[-1]
+
+
+def _share(where: Any, of: Any) -> Any:
+    count = of.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (where & of).sum(axis=-1) / count
+    return np.where(count >= MIN_CLASS_ROWS, share, np.nan)
+
+
+def false_negative_rate(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    return _share(probability >= 0.5, actual < mark)
+
+
+def false_positive_rate(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    return _share(probability < 0.5, actual >= mark)
+
+
+def flagged_rate(
+    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+) -> Any:
+    return np.mean(probability < 0.5, axis=-1)
+
+
+Figure = Callable[[FloatArray, FloatArray, FloatArray, float], Any]
+FIGURE_FUNCTIONS: Final[dict[str, Figure]] = {
+    "score_rmse": score_rmse,
+    "score_mean_error": score_mean_error,
+    "pass_roc_auc": pass_roc_auc,
+    "pass_ece": pass_ece,
+    "false_negative_rate": false_negative_rate,
+    "false_positive_rate": false_positive_rate,
+    "flagged_rate": flagged_rate,
+}
+assert tuple(FIGURE_FUNCTIONS) == FIGURES
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    group: str
+    rows: int
+    judged: bool  # at least MIN_GROUP_ROWS rows, and not "not_given"
+    figures: Mapping[str, float | None]  # None: undefined (too few of a class)
+
+
+@dataclass(frozen=True)
+class Gap:
+    figure: str
+    gap: float  # highest - lowest, among the judged groups
+    highest: str
+    lowest: str
+    interval_low: float
+    interval_high: float
+    level: float  # the interval's (Bonferroni-widened) coverage
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.interval_low > 0
+
+
+@dataclass(frozen=True)
+class AttributeQuality:
+    attribute: str
+    groups: tuple[GroupFigures, ...]
+    gaps: tuple[Gap, ...]  # the figures defined for at least two judged groups
+
+    def gap(self, figure: str) -> Gap | None:
+        return next((g for g in self.gaps if g.figure == figure), None)
+
+
+@dataclass(frozen=True)
+class GroupQuality:
+    attributes: tuple[AttributeQuality, ...]
+    rows: int
+    seed: int
+    min_group_rows: int = MIN_GROUP_ROWS
+    min_class_rows: int = MIN_CLASS_ROWS
+    resamples: int = RESAMPLES
+
+    def attribute(self, name: str) -> AttributeQuality | None:
+        return next((a for a in self.attributes if a.attribute == name), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: what metadata.json and the model_versions row keep."""
+        return {
+            "rows": self.rows,
+            "seed": self.seed,
+            "min_group_rows": self.min_group_rows,
+            "min_class_rows": self.min_class_rows,
+            "resamples": self.resamples,
+            "attributes": [
+                {
+                    "attribute": a.attribute,
+                    "groups": [
+                        {
+                            "group": g.group,
+                            "rows": g.rows,
+                            "judged": g.judged,
+                            "figures": dict(g.figures),
+                        }
+                        for g in a.groups
+                    ],
+                    "gaps": [
+                        {
+                            "figure": g.figure,
+                            "gap": g.gap,
+                            "highest": g.highest,
+                            "lowest": g.lowest,
+                            "interval_low": g.interval_low,
+                            "interval_high": g.interval_high,
+                            "level": g.level,
+                            "beyond_noise": g.beyond_noise,
+                        }
+                        for g in a.gaps
+                    ],
+                }
+                for a in self.attributes
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, found: Mapping[str, Any]) -> GroupQuality:
+        """The inverse of as_dict (KeyError or TypeError when `found` is not one)."""
+        return cls(
+            attributes=tuple(
+                AttributeQuality(
+                    attribute=str(a["attribute"]),
+                    groups=tuple(
+                        GroupFigures(
+                            group=str(g["group"]),
+                            rows=int(g["rows"]),
+                            judged=bool(g["judged"]),
+                            figures=dict(g["figures"]),
+                        )
+                        for g in a["groups"]
+                    ),
+                    gaps=tuple(
+                        Gap(
+                            figure=str(g["figure"]),
+                            gap=float(g["gap"]),
+                            highest=str(g["highest"]),
+                            lowest=str(g["lowest"]),
+                            interval_low=float(g["interval_low"]),
+                            interval_high=float(g["interval_high"]),
+                            level=float(g["level"]),
+                        )
+                        for g in a["gaps"]
+                    ),
+                )
+                for a in found["attributes"]
+            ),
+            rows=int(found["rows"]),
+            seed=int(found["seed"]),
+            min_group_rows=int(found["min_group_rows"]),
+            min_class_rows=int(found["min_class_rows"]),
+            resamples=int(found["resamples"]),
+        )
+
+
+# --- computing them -------------------------------------------------------------------------
+
+
+def group_labels(values: pd.Series) -> npt.NDArray[np.object_]:
+    """An attribute's values as group names, "not_given" where missing."""
+    return np.array([NOT_GIVEN if v is None or v != v else str(v) for v in values], dtype=object)
+
+
+def _by_group(
+    labels: npt.NDArray[np.object_],
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    pass_mark: float,
+) -> pd.DataFrame:
+    def metric(figure: Figure) -> Callable[..., float]:
+        def call(y_true: Any, y_pred: Any, *, probability: Any) -> float:
+            return float(
+                figure(
+                    np.asarray(y_true, dtype=float),
+                    np.asarray(y_pred, dtype=float),
+                    np.asarray(probability, dtype=float),
+                    pass_mark,
+                )
+            )
+
+        return functools.wraps(figure)(call)
+
+    frame = MetricFrame(
+        metrics={name: metric(f) for name, f in FIGURE_FUNCTIONS.items()},
+        y_true=actual,
+        y_pred=predicted,
+        sensitive_features=pd.Series(labels, name="group"),
+        sample_params={name: {"probability": probability} for name in FIGURES},
+    )
+    by_group: pd.DataFrame = frame.by_group
+    return by_group
+
+
+def _deviations(
+    group: GroupFigures,
+    rows: tuple[FloatArray, FloatArray, FloatArray],
+    pass_mark: float,
+    rng: np.random.Generator,
+    resamples: int,
+) -> dict[str, FloatArray]:
+    """Per figure, how far each bootstrap resample of the group's rows lands from the group's
+    figure. A group larger than BOOTSTRAP_ROWS is resampled BOOTSTRAP_ROWS rows at a time and
+    the deviations shrunk by sqrt(BOOTSTRAP_ROWS / rows) (the m-out-of-n bootstrap): figures
+    that are means spread as 1/sqrt(rows), and a test split of a million rows stays seconds."""
+    n = len(rows[0])
+    m = min(n, BOOTSTRAP_ROWS)
+    chunk = max(1, BOOTSTRAP_CELLS // m)
+    found: dict[str, list[Any]] = {name: [] for name in FIGURES}
+    for start in range(0, resamples, chunk):
+        pick = rng.integers(0, n, size=(min(chunk, resamples - start), m))
+        drawn = rows[0][pick], rows[1][pick], rows[2][pick]
+        for name, figure in FIGURE_FUNCTIONS.items():
+            found[name].append(figure(*drawn, pass_mark))
+    shrink = np.sqrt(m / n)
+    deviations = {}
+    for name, values in found.items():
+        point = group.figures[name]
+        centre = np.nan if point is None else point
+        deviations[name] = (np.concatenate(values).astype(float) - centre) * shrink
+    return deviations
+
+
+def _attribute_quality(
+    attribute: str,
+    labels: npt.NDArray[np.object_],
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    pass_mark: float,
+    rng: np.random.Generator,
+    resamples: int,
+) -> AttributeQuality:
+    table = _by_group(labels, actual, predicted, probability, pass_mark)
+    counts = pd.Series(labels).value_counts()
+    order = [level for level in (*CATEGORIES[attribute], NOT_GIVEN) if level in counts.index]
+    groups = tuple(
+        GroupFigures(
+            group=level,
+            rows=int(counts[level]),
+            judged=bool(level != NOT_GIVEN and counts[level] >= MIN_GROUP_ROWS),
+            figures={
+                name: None if np.isnan(value) else float(value)
+                for name, value in table.loc[level].items()
+            },
+        )
+        for level in order
+    )
+    judged = [g for g in groups if g.judged]
+    pairs = len(judged) * (len(judged) - 1) // 2
+    level = 1 - FAMILY_ERROR / max(pairs, 1)
+    ends: dict[str, tuple[float, str, float, str]] = {}
+    for name in FIGURES:
+        defined = [(v, g.group) for g in judged if (v := g.figures[name]) is not None]
+        if len(defined) >= 2:
+            ends[name] = (*max(defined), *min(defined))
+    # Each group at either end of a gap is resampled once, for all its figures, in table order.
+    deviations = {
+        g.group: _deviations(
+            g,
+            (
+                actual[labels == g.group],
+                predicted[labels == g.group],
+                probability[labels == g.group],
+            ),
+            pass_mark,
+            rng,
+            resamples,
+        )
+        for g in judged
+        if any(g.group in (top, bottom) for _, top, _, bottom in ends.values())
+    }
+    gaps = []
+    tail = (1 - level) / 2
+    for name, (top_value, top, bottom_value, bottom) in ends.items():
+        gap = top_value - bottom_value
+        spread = gap + deviations[top][name] - deviations[bottom][name]
+        if np.isnan(spread).all():
+            continue
+        low, high = np.nanquantile(spread, [tail, 1 - tail])
+        gaps.append(Gap(name, gap, top, bottom, float(low), float(high), level))
+    return AttributeQuality(attribute, groups, tuple(gaps))
+
+
+def group_quality(
+    inputs: pd.DataFrame,
+    actual: npt.ArrayLike,
+    predicted: npt.ArrayLike,
+    probability: npt.ArrayLike,
+    *,
+    pass_mark: float,
+    seed: int,
+    attributes: Sequence[str] = GROUP_ATTRIBUTES,
+    resamples: int = RESAMPLES,
+) -> GroupQuality:
+    """The figures per group of each attribute, and their gaps with intervals.
+
+    `inputs` holds the attribute columns (names as in CATEGORIES, None when not given), one row
+    per student, in the order of `actual` (final scores), `predicted` (predicted scores) and
+    `probability` (P(pass)). The same arguments and seed give the same result.
+    """
+    scores = np.asarray(actual, dtype=float)
+    guesses = np.asarray(predicted, dtype=float)
+    chances = np.asarray(probability, dtype=float)
+    if not len(inputs) == len(scores) == len(guesses) == len(chances):
+        raise ValueError("inputs, actual, predicted and probability differ in length")
+    rng = np.random.default_rng(seed)
+    found = tuple(
+        _attribute_quality(
+            attribute,
+            group_labels(inputs[attribute]),
+            scores,
+            guesses,
+            chances,
+            pass_mark,
+            rng,
+            resamples,
+        )
+        for attribute in attributes
+    )
+    return GroupQuality(found, rows=len(scores), seed=seed, resamples=resamples)
+
+
+def model_group_quality(
+    model: Any, test: pd.DataFrame, actual: FloatArray, seed: int
+) -> GroupQuality:
+    """`group_quality` of a trained StudentModel on the feature frame `test`."""
+    return group_quality(
+        test,
+        actual,
+        model.predict_scores(test),
+        model.pass_probabilities(test),
+        pass_mark=model.pass_mark,
+        seed=seed,
+    )
+
+
+# --- the table ------------------------------------------------------------------------------
+
+SHORT_NAMES: Final = {
+    "score_rmse": "RMSE",
+    "score_mean_error": "bias",
+    "pass_roc_auc": "AUC",
+    "pass_ece": "ECE",
+    "false_negative_rate": "FNR",
+    "false_positive_rate": "FPR",
+    "flagged_rate": "flagged",
+}
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>9}" if value is None else f"{value:>9.3f}"
+
+
+def format_group_quality(found: GroupQuality) -> str:
+    """The per-group table and the gaps, as `make train` prints them."""
+    header = f"    {'group':<24}{'rows':>6}" + "".join(f"{SHORT_NAMES[f]:>9}" for f in FIGURES)
+    lines = [header]
+    for attribute in found.attributes:
+        lines.append(f"    {attribute.attribute}")
+        for g in attribute.groups:
+            note = (
+                ""
+                if g.judged
+                else (
+                    "  (not a group: left out of gaps)"
+                    if g.group == NOT_GIVEN
+                    else f"  (too small to judge: < {found.min_group_rows} rows)"
+                )
+            )
+            lines.append(
+                f"      {g.group:<22}{g.rows:>6}"
+                + "".join(_cell(g.figures.get(f)) for f in FIGURES)
+                + note
+            )
+        for gap in attribute.gaps:
+            verdict = "a real gap" if gap.beyond_noise else "within noise"
+            lines.append(
+                f"      gap {SHORT_NAMES[gap.figure]:<8}{gap.gap:>8.3f} "
+                f"({gap.highest} - {gap.lowest}), {gap.level:.1%} interval "
+                f"[{gap.interval_low:.3f}, {gap.interval_high:.3f}]: {verdict}"
+            )
+    return "\n".join(lines)
