@@ -3,7 +3,8 @@
 The inference service and the recorder run as `python -m ...` children, configured by
 environment variables exactly as in production, so SIGKILL and SIGTERM hit real processes.
 The load generator runs in the test's event loop and keeps the ids of every acknowledged
-prediction, so a test can count what was promised against what was stored.
+prediction, the students of every call that failed and when each call ran, so a test can count
+what was promised against what the topic and the database hold (`tally`).
 """
 
 from __future__ import annotations
