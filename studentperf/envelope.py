@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -39,6 +40,7 @@ from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from studentperf.v1.prediction_service_pb2 import Outcome
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
@@ -207,22 +209,8 @@ def decode_any(
 
 def decode_erasure(value: bytes | None, headers: Sequence[Header] = ()) -> ErasureEvent:
     """Parses an erasure event, refusing one that breaks a rule of EraseStudent."""
-    _check_version(headers)
-    if not value:
-        raise UndecodableEvent("empty record value")
-    event = ErasureEvent()
-    try:
-        event.ParseFromString(value)
-    except DecodeError:
-        raise UndecodableEvent("not an ErasureEvent: protobuf cannot parse it") from None
-    if event.schema_version != SCHEMA_VERSION:
-        raise UnknownSchemaVersion(
-            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
-        )
-    try:
-        uuid.UUID(event.event_id)
-    except ValueError:
-        raise UndecodableEvent("event_id is missing or not a UUID") from None
+    event = _parse(ErasureEvent, "an ErasureEvent", value, headers)
+    _check_event_id(event.event_id, "event_id is missing or not a UUID")
     if not student_id_is_valid(event.student_id):
         raise InvalidErasure("student_id breaks the student id rule")
     if not requested_by_is_valid(event.requested_by):
@@ -232,34 +220,53 @@ def decode_erasure(value: bytes | None, headers: Sequence[Header] = ()) -> Erasu
     return event
 
 
-def decode_outcome(value: bytes | None, headers: Sequence[Header] = ()) -> OutcomeEvent:
-    """Parses an outcome event, refusing what a recorder must not write: an outcome that breaks
-    a rule of RecordOutcomes (studentperf.outcomes) is refused like an undecodable record."""
+_Event = TypeVar("_Event", PredictionEvent, OutcomeEvent, ImportEvent, ErasureEvent)
+
+
+def _parse(
+    kind: type[_Event], named: str, value: bytes | None, headers: Sequence[Header]
+) -> _Event:
+    """The record's value parsed as `kind` (`named` in errors), of the schema version read here."""
     _check_version(headers)
     if not value:
         raise UndecodableEvent("empty record value")
-    event = OutcomeEvent()
+    event = kind()
     try:
         event.ParseFromString(value)
     except DecodeError:
-        raise UndecodableEvent("not an OutcomeEvent: protobuf cannot parse it") from None
+        raise UndecodableEvent(f"not {named}: protobuf cannot parse it") from None
     if event.schema_version != SCHEMA_VERSION:
         raise UnknownSchemaVersion(
             f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
         )
+    return event
+
+
+def _check_event_id(event_id: str, refusal: str = "event_id is not a UUID") -> None:
+    try:
+        uuid.UUID(event_id)
+    except ValueError:
+        raise UndecodableEvent(refusal) from None
+
+
+def _check_outcome(outcome: Outcome, invalid: type[InvalidOutcome]) -> None:
+    """Refuses, as `invalid`, an outcome that breaks a rule of RecordOutcomes."""
+    if not student_id_is_valid(outcome.student_id):
+        raise invalid("outcome.student_id breaks the student id rule")
+    if not term_is_valid(outcome.term):
+        raise invalid("outcome.term breaks the term rule")
+    if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
+        raise invalid("outcome.final_score is missing or not a number from 0 to 100")
+
+
+def decode_outcome(value: bytes | None, headers: Sequence[Header] = ()) -> OutcomeEvent:
+    """Parses an outcome event, refusing what a recorder must not write: an outcome that breaks
+    a rule of RecordOutcomes (studentperf.outcomes) is refused like an undecodable record."""
+    event = _parse(OutcomeEvent, "an OutcomeEvent", value, headers)
     if not event.event_id or not event.HasField("outcome"):
         raise UndecodableEvent("event_id or outcome missing")
-    try:
-        uuid.UUID(event.event_id)
-    except ValueError:
-        raise UndecodableEvent("event_id is not a UUID") from None
-    outcome = event.outcome
-    if not student_id_is_valid(outcome.student_id):
-        raise InvalidOutcome("outcome.student_id breaks the student id rule")
-    if not term_is_valid(outcome.term):
-        raise InvalidOutcome("outcome.term breaks the term rule")
-    if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
-        raise InvalidOutcome("outcome.final_score is missing or not a number from 0 to 100")
+    _check_event_id(event.event_id)
+    _check_outcome(event.outcome, InvalidOutcome)
     return event
 
 
@@ -270,31 +277,11 @@ def decode_import(value: bytes | None, headers: Sequence[Header] = ()) -> Import
     """Parses an import event, refusing what a recorder must not write: an outcome that breaks
     a rule of RecordOutcomes, a profile of another student, an age out of its range, or no
     source. (A category number the schema does not know is refused by the database's CHECK.)"""
-    _check_version(headers)
-    if not value:
-        raise UndecodableEvent("empty record value")
-    event = ImportEvent()
-    try:
-        event.ParseFromString(value)
-    except DecodeError:
-        raise UndecodableEvent("not an ImportEvent: protobuf cannot parse it") from None
-    if event.schema_version != SCHEMA_VERSION:
-        raise UnknownSchemaVersion(
-            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
-        )
+    event = _parse(ImportEvent, "an ImportEvent", value, headers)
     if not event.event_id or not event.HasField("outcome"):
         raise UndecodableEvent("event_id or outcome missing")
-    try:
-        uuid.UUID(event.event_id)
-    except ValueError:
-        raise UndecodableEvent("event_id is not a UUID") from None
-    outcome = event.outcome
-    if not student_id_is_valid(outcome.student_id):
-        raise InvalidImport("outcome.student_id breaks the student id rule")
-    if not term_is_valid(outcome.term):
-        raise InvalidImport("outcome.term breaks the term rule")
-    if not outcome.HasField("final_score") or not score_is_valid(outcome.final_score):
-        raise InvalidImport("outcome.final_score is missing or not a number from 0 to 100")
+    _check_event_id(event.event_id)
+    _check_outcome(event.outcome, InvalidImport)
     if event.profile.student_id != event.outcome.student_id:
         raise InvalidImport("profile.student_id differs from outcome.student_id")
     low, high = NUMERIC_RANGES["age"]
@@ -308,26 +295,12 @@ def decode_import(value: bytes | None, headers: Sequence[Header] = ()) -> Import
 
 def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEvent:
     """Parses a record's value as a prediction event, refusing what a recorder must not write."""
-    _check_version(headers)
-    if not value:
-        raise UndecodableEvent("empty record value")
-    event = PredictionEvent()
-    try:
-        event.ParseFromString(value)
-    except DecodeError:
-        raise UndecodableEvent("not a PredictionEvent: protobuf cannot parse it") from None
-    if event.schema_version != SCHEMA_VERSION:
-        raise UnknownSchemaVersion(
-            f"unknown schema_version {event.schema_version} (this recorder reads {SCHEMA_VERSION})"
-        )
+    event = _parse(PredictionEvent, "a PredictionEvent", value, headers)
     if not event.event_id or not event.HasField("prediction"):
         raise UndecodableEvent("event_id or prediction missing")
     if event.event_id != event.prediction.prediction_id:
         raise UndecodableEvent("event_id differs from prediction.prediction_id")
-    try:
-        uuid.UUID(event.event_id)
-    except ValueError:
-        raise UndecodableEvent("event_id is not a UUID") from None
+    _check_event_id(event.event_id)
     return event
 
 
