@@ -11,7 +11,7 @@ export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 .PHONY: help setup up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install what is missing: PostgreSQL, .venv, Kafka jars, grpcurl/ghz (idempotent)
 	@bash infra/setup.sh
