@@ -14,16 +14,20 @@ import functools
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from inference_service.auth import parse_token_table
 from inference_service.settings import Settings as InferenceSettings
+from inference_service.status_endpoint import InferenceStatus
 from recorder_service.settings import ERASURE_KEY_MIN_LENGTH
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
@@ -329,9 +333,58 @@ def test_probes_and_scraping_point_at_what_the_service_serves(
             assert asyncio.run(status_code(probe["httpGet"]["path"])) == 200, kind_of_probe
     # Readiness is /health: 503 while the spool is full or degraded takes the pod out.
     assert probes["readinessProbe"]["httpGet"]["path"] == "/health"
-    if isinstance(settings, InferenceSettings):
-        prestop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
-        assert f"127.0.0.1:{settings.health_port}/health" in prestop
+
+
+async def polls_until_prestop_returns(
+    command: list[str], status: InferenceStatus, spool: SimpleNamespace
+) -> int:
+    """Runs the preStop command (its pause 0) against the service's /health; how many times it
+    asked. The spool drains at the third answer."""
+    polls = 0
+
+    def health() -> tuple[bool, dict[str, object]]:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            spool.records, spool.full = 0, False
+        return status.health()
+
+    server = await serve_status(health, lambda: "", "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command[1:-2], str(port), "0"
+        )
+        assert await process.wait() == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+    return polls
+
+
+def test_prestop_holds_the_stop_until_the_spool_drained_into_kafka(tmp_path: Path) -> None:
+    """A pod the HPA removes leaves nothing on its claim when Kafka is up; when Kafka is away it
+    does not wait for what cannot drain."""
+    settings, _ = settings_of("base", "StatefulSet", "studentperf-inference", tmp_path)
+    container = pod_spec(find("base", "StatefulSet", "studentperf-inference"))["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert int(command[-2]) == settings.health_port
+    for connected, expected in [(True, 3), (False, 1)]:
+        # A full spool (503) with Kafka back: the events drain; the stop waits for it.
+        spool = SimpleNamespace(
+            full=True,
+            bytes=1 << 20,
+            max_bytes=1 << 20,
+            records=5,
+            set_aside_records=0,
+            damaged_bytes=0,
+        )
+        publisher = SimpleNamespace(spool=spool, kafka_connected=connected)
+        core = SimpleNamespace(in_flight=0, model=SimpleNamespace(version="v1"), cut_off=0)
+        status = InferenceStatus(cast(Any, core), cast(Any, publisher), CollectorRegistry())
+        polls = asyncio.run(polls_until_prestop_returns(command, status, spool))
+        print(f"preStop, Kafka connected={connected}: asked /health {polls} times")
+        assert polls == expected
 
 
 def test_prometheus_keeps_the_metrics_ports() -> None:
