@@ -11,7 +11,7 @@ export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 .PHONY: help setup up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install what is missing: PostgreSQL, .venv, Kafka jars, grpcurl/ghz (idempotent)
 	@bash infra/setup.sh
@@ -52,11 +52,15 @@ migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_UR
 # which pulls the data folders from under another checkout's running test session.
 PYTEST := $(PY) -m pytest --basetemp=.local/pytest-tmp
 
-test: setup ## run every test: unit, and integration against a real Kafka and PostgreSQL
+test: setup k8s-check ## run every test: unit, and integration against a real Kafka and PostgreSQL
 	@$(PYTEST)
 
 test-unit: setup ## run the fast tests only (no services)
 	@$(PYTEST) tests/unit
+
+.PHONY: k8s-check
+k8s-check: ## render deploy/ with kustomize and validate it against the Kubernetes schemas, offline
+	@bash deploy/check.sh
 
 .PHONY: bench
 bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, student history, erasure (BENCH_QUICK=1: smoke run)

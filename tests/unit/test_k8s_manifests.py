@@ -1,0 +1,509 @@
+"""The Kubernetes manifests under deploy/, rendered by kustomize and checked against the code.
+
+Schema validation is `make k8s-check` (deploy/check.sh); here is what a schema cannot see: each
+container's environment, built from the ConfigMap, its `env` and the secret files it mounts
+(filled with deploy/secret.example.yaml's values), is read by the same settings reader the
+process runs, and every STUDENTPERF_* name in it must be one that reader asks for. The probes,
+ports, volumes and counts are then compared with the settings it produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from inference_service.auth import parse_token_table
+from inference_service.settings import Settings as InferenceSettings
+from inference_service.status_endpoint import InferenceStatus
+from recorder_service.settings import ERASURE_KEY_MIN_LENGTH
+from recorder_service.settings import Settings as RecorderSettings
+from studentperf.config import PREFIX, DatabaseRole, SharedSettings
+from studentperf.migrate import role_passwords
+from studentperf.status_http import serve_status
+from trainer.__main__ import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+KUSTOMIZE = ROOT / ".local" / "bin" / "kustomize"
+VARIANTS = ("base", "managed", "strimzi-cnpg")
+# Secrets the operators of the strimzi-cnpg overlay make, with a stand-in value for the test.
+OPERATOR_SECRETS = {
+    ("studentperf-db-app", "uri"): "postgresql://studentperf:pw@studentperf-db-rw:5432/studentperf",
+    ("events-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
+}
+WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
+
+
+def variant_dir(variant: str) -> Path:
+    return DEPLOY / variant if variant == "base" else DEPLOY / "overlays" / variant
+
+
+@functools.cache
+def rendered(variant: str) -> tuple[dict[str, Any], ...]:
+    # Installs the pinned kustomize into .local/bin when it is not there yet (make k8s-check's).
+    subprocess.run(["bash", str(DEPLOY / "check.sh"), "--tools-only"], check=True)
+    out = subprocess.run(
+        [str(KUSTOMIZE), "build", str(variant_dir(variant))],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def find(variant: str, kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in rendered(variant) if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{variant}: expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_template(workload: Mapping[str, Any]) -> dict[str, Any]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    template: dict[str, Any] = spec["template"]
+    return template
+
+
+def pod_spec(workload: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = pod_template(workload)["spec"]
+    return spec
+
+
+def workloads(variant: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in rendered(variant):
+        if doc["kind"] in WORKLOADS:
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc
+
+
+def containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+@functools.cache
+def example_secrets() -> dict[tuple[str, str], str]:
+    docs = yaml.safe_load_all((DEPLOY / "secret.example.yaml").read_text())
+    return {
+        (doc["metadata"]["name"], key): value
+        for doc in docs
+        for key, value in doc["stringData"].items()
+    }
+
+
+def secret_files(
+    spec: Mapping[str, Any], container: Mapping[str, Any]
+) -> dict[str, tuple[str, str]]:
+    """Path in the container -> (Secret, key) of every secret file it mounts."""
+    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+    files = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})  # none: a StatefulSet's claim
+        sources = [volume["secret"]] if "secret" in volume else []
+        if "projected" in volume:
+            sources = [source["secret"] for source in volume["projected"]["sources"]]
+        for source in sources:
+            name = source.get("secretName") or source["name"]
+            for item in source["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = (name, item["key"])
+    return files
+
+
+def secret_value(variant: str, secret: tuple[str, str]) -> str:
+    if variant == "strimzi-cnpg" and secret in OPERATOR_SECRETS:
+        return OPERATOR_SECRETS[secret]
+    assert secret in example_secrets(), f"{secret} is not in deploy/secret.example.yaml"
+    return example_secrets()[secret]
+
+
+class RecordingEnv(dict[str, str]):
+    """An environment that notes every name looked up in it."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+def environment(
+    variant: str, spec: Mapping[str, Any], container: Mapping[str, Any], tmp_path: Path
+) -> RecordingEnv:
+    """The container's environment, its secret files written under tmp_path and pointed at."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= find(variant, "ConfigMap", source["configMapRef"]["name"])["data"]
+    env |= {item["name"]: item["value"] for item in container.get("env", [])}
+    files = secret_files(spec, container)
+    for name, value in env.items():
+        if name.endswith("_FILE"):
+            assert value in files, f"{container['name']}: {name}={value} is no mounted secret"
+            local = tmp_path / f"{container['name']}-{name}"
+            local.write_text(secret_value(variant, files[value]))
+            env[name] = str(local)
+    return RecordingEnv(env)
+
+
+def python_command(container: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(module, arguments) of the `python -m` a container runs, also inside `sh -c`."""
+    line = " ".join(container["command"])
+    found = re.search(r"\bpython -m ([\w.]+)((?: --?[\w-]+(?: [\w/.][\w/.-]*)?)*)", line)
+    assert found, f"{container['name']}: runs no python -m: {line}"
+    return found.group(1), shlex.split(found.group(2))
+
+
+# The module a container runs -> a reader taking (environment, arguments), as its main does.
+READERS: dict[str, Callable[[Mapping[str, str], list[str]], object]] = {
+    "inference_service": lambda env, _: InferenceSettings.from_env(env),
+    "recorder_service": lambda env, _: RecorderSettings.from_env(env),
+    "trainer": lambda env, args: parse_args(args, env),
+    "studentperf.migrate": lambda env, _: (
+        SharedSettings.from_env(env, DatabaseRole.OWNER),
+        role_passwords(env),
+    ),
+}
+
+
+def settings_of(variant: str, kind: str, name: str, tmp_path: Path) -> tuple[Any, RecordingEnv]:
+    """What the workload's (first) container's process makes of its environment."""
+    workload = find(variant, kind, name)
+    spec = pod_spec(workload)
+    chosen = spec["containers"][0]
+    env = environment(variant, spec, chosen, tmp_path)
+    module, args = python_command(chosen)
+    return READERS[module](env, args), env
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variable_is_read_by_the_process_that_gets_it(variant: str, tmp_path: Path) -> None:
+    config_names: set[str] = set()
+    config_read: set[str] = set()
+    for label, workload in workloads(variant):
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            env = environment(variant, spec, container, tmp_path)
+            module, args = python_command(container)
+            READERS[module](env, args)
+            own = {item["name"] for item in container.get("env", [])}
+            unread = {n for n in own if n.startswith(PREFIX)} - env.asked
+            assert not unread, f"{variant} {label}: {sorted(unread)} are read by no setting"
+            shared = {n for n in env if n.startswith(PREFIX)} - own
+            config_names |= shared
+            config_read |= shared & env.asked
+    # Each ConfigMap variable is read by at least one process it is given to.
+    assert config_names == config_read, sorted(config_names - config_read)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_container_has_resources(variant: str) -> None:
+    for label, workload in workloads(variant):
+        for container in containers(pod_spec(workload)):
+            resources = container.get("resources", {})
+            requests, limits = resources.get("requests", {}), resources.get("limits", {})
+            assert {"cpu", "memory"} <= set(requests), f"{label}/{container['name']}: {resources}"
+            assert "memory" in limits, f"{label}/{container['name']}: no memory limit"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_secrets_come_from_files_the_pods_mount(variant: str, tmp_path: Path) -> None:
+    """No secret is a plain variable; each _FILE names a key the example Secret has."""
+    secret_names = ("DATABASE_URL", "AUTH_TOKENS", "SASL_PASSWORD", "ERASURE_KEY", "PASSWORD_")
+    for label, workload in workloads(variant):
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            for item in container.get("env", []):
+                name = item["name"]
+                if any(secret in name for secret in secret_names):
+                    assert name.endswith("_FILE"), f"{label}: {name} holds a secret in plain"
+            # Raises when a file is not mounted or its key is not in the example.
+            environment(variant, spec, container, tmp_path)
+    # The example's tokens are a table the service accepts.
+    tokens = example_secrets()[("studentperf", "auth-tokens")]
+    assert len(parse_token_table(tokens)) == 2
+    assert len(example_secrets()[("studentperf", "erasure-key")]) >= ERASURE_KEY_MIN_LENGTH
+
+
+def test_inference_keeps_its_spool_on_a_volume_of_its_own(tmp_path: Path) -> None:
+    """An OK'd event may be in the spool on disk: the spool is each pod's persistent claim."""
+    inference = find("base", "StatefulSet", "studentperf-inference")
+    settings, _ = settings_of("base", "StatefulSet", "studentperf-inference", tmp_path)
+    assert isinstance(settings, InferenceSettings)
+    container = pod_spec(inference)["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == settings.spool_dir)
+    claims = {c["metadata"]["name"]: c for c in inference["spec"]["volumeClaimTemplates"]}
+    assert mount["name"] in claims, "the spool is not on the pod's own claim"
+    assert mount["name"] not in {v["name"] for v in pod_spec(inference).get("volumes", [])}
+    assert inference["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    size = claims[mount["name"]]["spec"]["resources"]["requests"]["storage"]
+    assert size.endswith("Gi") and settings.spool_max_bytes < int(size[:-2]) << 30
+    # The graceful stop fits in the grace period: preStop (20 s), the service's own grace,
+    # and the producer's bounded flush (10 s).
+    grace = pod_spec(inference)["terminationGracePeriodSeconds"]
+    assert grace > 20 + settings.shutdown_grace_s + 10
+    # The model the service reads is where the training jobs write it, and what the init
+    # container waits for.
+    trainer, _ = settings_of("base", "CronJob", "studentperf-retrain", tmp_path)
+    assert str(trainer.models_dir) == settings.model_path
+    assert trainer.database_only
+    wait = pod_spec(inference)["initContainers"][0]
+    assert f"{settings.model_path}/current" in " ".join(wait["command"])
+
+
+def ports_by_name(container: Mapping[str, Any]) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container["ports"]}
+
+
+def probe_port(container: Mapping[str, Any], probe: Mapping[str, Any]) -> int:
+    port = (probe.get("grpc") or probe.get("httpGet") or {})["port"]
+    return ports_by_name(container)[port] if isinstance(port, str) else int(port)
+
+
+async def status_code(path: str) -> int:
+    """What studentperf.status_http (both services' /health and /metrics) answers for path."""
+    server = await serve_status(lambda: (True, {}), lambda: "", "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("StatefulSet", "studentperf-inference"), ("Deployment", "studentperf-recorder")],
+)
+def test_probes_and_scraping_point_at_what_the_service_serves(
+    kind: str, name: str, tmp_path: Path
+) -> None:
+    workload = find("base", kind, name)
+    settings, _ = settings_of("base", kind, name, tmp_path)
+    container = pod_spec(workload)["containers"][0]
+    ports = ports_by_name(container)
+    # The HTTP endpoint listens on every address (the kubelet probes the pod's), on the port
+    # named `metrics`, which the Prometheus job keeps, and the annotations name.
+    assert settings.health_host == "0.0.0.0"
+    assert ports["metrics"] == settings.health_port
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == settings.health_port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    probes = {
+        k: container[k]
+        for k in ("startupProbe", "livenessProbe", "readinessProbe")
+        if k in container
+    }
+    assert {"livenessProbe", "readinessProbe"} <= set(probes)
+    for kind_of_probe, probe in probes.items():
+        if "grpc" in probe:
+            assert isinstance(settings, InferenceSettings)
+            assert probe_port(container, probe) == int(settings.listen_address.rsplit(":", 1)[1])
+            assert ports["grpc"] == probe_port(container, probe)
+        else:
+            assert probe_port(container, probe) == settings.health_port, kind_of_probe
+            assert asyncio.run(status_code(probe["httpGet"]["path"])) == 200, kind_of_probe
+    # Readiness is /health: 503 while the spool is full or degraded takes the pod out.
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+async def polls_until_prestop_returns(
+    command: list[str], status: InferenceStatus, spool: SimpleNamespace
+) -> int:
+    """Runs the preStop command (its pause 0) against the service's /health; how many times it
+    asked. The spool drains at the third answer."""
+    polls = 0
+
+    def health() -> tuple[bool, dict[str, object]]:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            spool.records, spool.full = 0, False
+        return status.health()
+
+    server = await serve_status(health, lambda: "", "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command[1:-2], str(port), "0"
+        )
+        assert await process.wait() == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+    return polls
+
+
+def test_prestop_holds_the_stop_until_the_spool_drained_into_kafka(tmp_path: Path) -> None:
+    """A pod the HPA removes leaves nothing on its claim when Kafka is up; when Kafka is away it
+    does not wait for what cannot drain."""
+    settings, _ = settings_of("base", "StatefulSet", "studentperf-inference", tmp_path)
+    container = pod_spec(find("base", "StatefulSet", "studentperf-inference"))["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert int(command[-2]) == settings.health_port
+    for connected, expected in [(True, 3), (False, 1)]:
+        # A full spool (503) with Kafka back: the events drain; the stop waits for it.
+        spool = SimpleNamespace(
+            full=True,
+            bytes=1 << 20,
+            max_bytes=1 << 20,
+            records=5,
+            set_aside_records=0,
+            damaged_bytes=0,
+        )
+        publisher = SimpleNamespace(spool=spool, kafka_connected=connected)
+        core = SimpleNamespace(in_flight=0, model=SimpleNamespace(version="v1"), cut_off=0)
+        status = InferenceStatus(cast(Any, core), cast(Any, publisher), CollectorRegistry())
+        polls = asyncio.run(polls_until_prestop_returns(command, status, spool))
+        print(f"preStop, Kafka connected={connected}: asked /health {polls} times")
+        assert polls == expected
+
+
+def test_prometheus_keeps_the_metrics_ports() -> None:
+    config = yaml.safe_load(
+        find("base", "ConfigMap", "studentperf-prometheus")["data"]["prometheus.yml"]
+    )
+    (job,) = config["scrape_configs"]
+    keeps = {
+        tuple(rule["source_labels"]): rule["regex"]
+        for rule in job["relabel_configs"]
+        if rule.get("action") == "keep"
+    }
+    assert keeps[("__meta_kubernetes_pod_container_port_name",)] == "metrics"
+    assert keeps[("__meta_kubernetes_pod_label_app_kubernetes_io_part_of",)] == "studentperf"
+    scraped = [
+        w
+        for _, w in workloads("base")
+        if "prometheus.io/scrape" in pod_template(w)["metadata"].get("annotations", {})
+    ]
+    assert {w["metadata"]["name"] for w in scraped} == {
+        "studentperf-inference",
+        "studentperf-recorder",
+    }
+    for workload in scraped:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "studentperf"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_autoscaler_and_disruption_budgets_select_the_services(variant: str) -> None:
+    hpa = find(variant, "HorizontalPodAutoscaler", "studentperf-inference")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", "studentperf-inference")
+    inference = find(variant, "StatefulSet", "studentperf-inference")
+    # The HPA alone sets the count: a `replicas` in the manifest would reset it on each apply.
+    assert hpa["spec"]["minReplicas"] >= 2 and "replicas" not in inference["spec"]
+    for name, kind in [
+        ("studentperf-inference", "StatefulSet"),
+        ("studentperf-recorder", "Deployment"),
+    ]:
+        labels = find(variant, kind, name)["spec"]["template"]["metadata"]["labels"]
+        pdb = find(variant, "PodDisruptionBudget", name)
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items(), name
+        assert pdb["spec"]["maxUnavailable"] == 1
+        # Unready pods (spool full, recorder degraded) never block a node drain.
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_recorders_are_no_more_than_the_partitions(tmp_path: Path) -> None:
+    """Recorders of one group share the topic's partitions: the rest would sit idle."""
+    recorder = find("strimzi-cnpg", "Deployment", "studentperf-recorder")
+    settings, _ = settings_of("strimzi-cnpg", "Deployment", "studentperf-recorder", tmp_path)
+    assert isinstance(settings, RecorderSettings)
+    topic = find("strimzi-cnpg", "KafkaTopic", settings.shared.kafka_topic)
+    partitions = topic["spec"]["partitions"]
+    replicas = recorder["spec"]["replicas"]
+    print(
+        f"recorder replicas {replicas}, partitions of {settings.shared.kafka_topic}: {partitions}"
+    )
+    assert replicas <= partitions
+    assert recorder["metadata"]["annotations"]["studentperf.io/topic-partitions"] == str(partitions)
+    # A rolling update never runs more recorders than that either.
+    assert recorder["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    # The dead-letter topic the recorder writes to exists, and the Kafka user may use both.
+    find("strimzi-cnpg", "KafkaTopic", settings.dead_letters_to)
+    user = find("strimzi-cnpg", "KafkaUser", settings.shared.kafka_security.sasl_username)
+    acls = user["spec"]["authorization"]["acls"]
+    topic_acl = next(a for a in acls if a["resource"]["type"] == "topic")
+    assert topic_acl["resource"]["patternType"] == "prefix"
+    assert settings.dead_letters_to.startswith(topic_acl["resource"]["name"])
+    group_acl = next(a for a in acls if a["resource"]["type"] == "group")
+    assert group_acl["resource"]["name"] == settings.consumer_group
+
+
+def test_strimzi_overlay_reaches_its_kafka_and_database(tmp_path: Path) -> None:
+    for kind, name in [
+        ("StatefulSet", "studentperf-inference"),
+        ("Deployment", "studentperf-recorder"),
+    ]:
+        settings, _ = settings_of("strimzi-cnpg", kind, name, tmp_path)
+        security = settings.shared.kafka_security
+        assert (security.protocol, security.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+        assert security.sasl_password == example_secrets()[("studentperf-kafka", "password")]
+        # The CA file is where the operator's CA Secret is mounted.
+        spec = pod_spec(find("strimzi-cnpg", kind, name))
+        files = secret_files(spec, spec["containers"][0])
+        assert files[security.ssl_cafile] == ("events-cluster-ca-cert", "ca.crt")
+    # The bootstrap address is the Kafka resource's TLS listener, with SCRAM on it.
+    kafka = find("strimzi-cnpg", "Kafka", "events")
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    host, port = settings.shared.kafka_bootstrap_servers.split(":")
+    assert (host, int(port)) == ("events-kafka-bootstrap", listener["port"])
+    assert listener["tls"] and listener["authentication"]["type"] == "scram-sha-512"
+    # The migrations run as the database's owner, from CloudNativePG's Secret.
+    (owner, _), _ = settings_of("strimzi-cnpg", "Job", "studentperf-migrate", tmp_path)
+    assert owner.database_url == OPERATOR_SECRETS[("studentperf-db-app", "uri")]
+    cluster = find("strimzi-cnpg", "Cluster", "studentperf-db")
+    assert urlsplit(owner.database_url).username == cluster["spec"]["bootstrap"]["initdb"]["owner"]
+
+
+def test_the_schema_check_fails_on_a_broken_manifest(tmp_path: Path) -> None:
+    """make k8s-check is no formality offline: a wrong type and an unknown kind both fail."""
+    text = yaml.safe_dump_all(rendered("base"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("containerPort: 9465", "containerPort: '9465'"))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(text.replace("kind: StatefulSet", "kind: StatefulSett"))
+    for path, expected in [
+        (broken, "is not of type 'integer'"),
+        (unknown, "no schema for apps/v1"),
+    ]:
+        result = subprocess.run(
+            ["bash", str(DEPLOY / "check.sh"), "--validate", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        print(result.stdout.strip())
+        assert result.returncode != 0 and expected in result.stdout, result.stdout + result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    subprocess.run(["bash", str(DEPLOY / "check.sh"), "--validate", str(good)], check=True)
