@@ -10,7 +10,9 @@ the gaps the served version recorded at training (its metadata.json).
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +20,15 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from studentperf.config import DatabaseRole
+from studentperf.model_artifact import METADATA_FILE
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import Stack
 from tests.integration.helpers import count_rows, eventually
 from tests.integration.test_monitoring import as_student, monitor
 from trainer import synthetic
+from trainer.registry import register_version
 
 pytestmark = pytest.mark.usefixtures("recorder")
 
@@ -125,3 +130,28 @@ async def test_planted_unfairness_alerts_naming_the_group_and_the_figure(
     page = report.read_text()
     assert "ALERT: wider than at training" in page
     assert "a group of students is served worse than at training: lunch_program score_rmse" in page
+
+
+async def test_without_figures_in_metadata_those_of_model_versions_are_used(
+    stack: Stack, unfair_batch: None, tmp_path: Path
+) -> None:
+    """A version folder whose metadata.json lacks `group_quality`: not compared (a note), until
+    the version's model_versions row has them."""
+    models = tmp_path / "models"
+    shutil.copytree(stack.model_path, models, symlinks=True)
+    version = (models / "current").readlink().name
+    path = models / version / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in metadata.items() if k != "group_quality"}))
+    bare = await monitor(stack, models, tmp_path / "bare.html", "--last", str(ROWS))
+    assert bare.returncode == 1, bare.stdout + bare.stderr  # the overall live RMSE still alerts
+    assert f"note: no per-group figures from training for version {version}" in bare.stdout
+    assert group_alerts(bare.stdout) == []
+    assert "gap RMSE" in bare.stdout  # the live gaps are still shown
+
+    trainer_url = stack.database_url_as(DatabaseRole.TRAINER)
+    await register_version(trainer_url, metadata, decision="test", promoted=True)
+    stored = await monitor(stack, models, tmp_path / "stored.html", "--last", str(ROWS))
+    assert "no per-group figures from training" not in stored.stdout
+    alerts = group_alerts(stored.stdout)
+    assert any(a.startswith("lunch_program score_rmse gap") for a in alerts), stored.stdout
