@@ -46,7 +46,7 @@ from studentperf.model_artifact import (
     set_current,
 )
 from trainer.evaluate import Metrics, model_metrics
-from trainer.group_quality import FIGURES, GroupQuality, model_group_quality
+from trainer.group_quality import FIGURES, Gap, GroupQuality, model_group_quality
 
 RMSE_TOLERANCE: Final = 0.01
 AUC_TOLERANCE: Final = 0.005
@@ -97,11 +97,33 @@ def parse_gap_thresholds(text: str) -> dict[str, float]:
     return thresholds
 
 
-def widened_gaps(
+@dataclass(frozen=True)
+class WidenedGap:
+    """One real gap wider than the one it is compared with by more than its threshold."""
+
+    attribute: str
+    gap: Gap
+    was: float  # the gap compared with (0 when there was none)
+    limit: float  # its threshold
+
+    def describe(self, against: str = "now") -> str:
+        """A sentence with the figures; `against` says what `was` is (the gate: "now", the
+        served version's)."""
+        gap = self.gap
+        return (
+            f"{self.attribute} {gap.figure} gap {gap.gap:.3f} ({gap.highest} vs "
+            f"{gap.lowest}, {gap.level:.1%} interval [{gap.interval_low:.3f}, "
+            f"{gap.interval_high:.3f}]) against {self.was:.3f} {against}: even its interval's "
+            f"low end is wider by {gap.interval_low - self.was:.3f}, more than the "
+            f"{self.limit:g} allowed"
+        )
+
+
+def gap_widenings(
     candidate: GroupQuality, current: GroupQuality, thresholds: Mapping[str, float]
-) -> list[str]:
+) -> list[WidenedGap]:
     """The gate per group: each real gap of `candidate` wider than `current`'s by more than its
-    threshold, as a sentence with the figures (empty: none)."""
+    threshold (empty: none). `make monitor` applies the same rule to live figures."""
     found = []
     for attribute in candidate.attributes:
         before = current.attribute(attribute.attribute)
@@ -111,14 +133,15 @@ def widened_gaps(
             limit = thresholds.get(gap.figure, GAP_THRESHOLDS[gap.figure])
             # The low end of the interval: a gap that noise could have widened is not called.
             if gap.interval_low - was > limit:
-                found.append(
-                    f"{attribute.attribute} {gap.figure} gap {gap.gap:.3f} ({gap.highest} vs "
-                    f"{gap.lowest}, {gap.level:.1%} interval [{gap.interval_low:.3f}, "
-                    f"{gap.interval_high:.3f}]) against {was:.3f} now: even its interval's low "
-                    f"end is wider by {gap.interval_low - was:.3f}, more than the {limit:g} "
-                    "allowed"
-                )
+                found.append(WidenedGap(attribute.attribute, gap, was, limit))
     return found
+
+
+def widened_gaps(
+    candidate: GroupQuality, current: GroupQuality, thresholds: Mapping[str, float]
+) -> list[str]:
+    """`gap_widenings` as sentences with the figures, as the gate's message gives them."""
+    return [w.describe() for w in gap_widenings(candidate, current, thresholds)]
 
 
 def not_worse(candidate: Metrics, current: Metrics) -> tuple[bool, str]:

@@ -3,14 +3,17 @@
 Reads the predictions of a window (--since, default 7d, or --last N) from PostgreSQL, groups them
 by the model version that served them, and compares each group's inputs with that version's
 training inputs (models/<version>/reference_inputs.csv) and its recorded outcomes with its
-held-out metrics. Prints a short summary, writes a self-contained HTML report (--report, default
-.local/reports/monitor-<UTC time>.html) and says where.
+held-out metrics, overall and per group of students (gender, lunch program, parental education:
+the gaps between groups against the version's gaps at training). Prints a short summary, writes
+a self-contained HTML report (--report, default .local/reports/monitor-<UTC time>.html) and says
+where.
 
 Exit status: 0 no threshold crossed (or nothing to judge), 1 a threshold crossed, 2 a usage
 error or a failure (database unreachable, report not writable, a retrain that failed).
 With --retrain-on-alert a crossed threshold also runs `make retrain` (python -m trainer
 --database-only): train on the recorded outcomes, gate, promote; the exit status stays 1.
-Threshold defaults come from STUDENTPERF_MONITOR_* variables (see --help).
+Threshold defaults come from STUDENTPERF_MONITOR_* variables (see --help); the thresholds of
+the gaps between groups of students are the promotion gate's (STUDENTPERF_GROUP_GAP_THRESHOLDS).
 """
 
 from __future__ import annotations
@@ -44,9 +47,12 @@ from trainer.data import TrainingDataError
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import CalibrationBin
 from trainer.fit import MIN_ROWS
+from trainer.group_quality import GroupQuality
+from trainer.monitor import groups
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
-from trainer.monitor.data import read_held_out, read_recent
+from trainer.monitor.data import read_group_quality, read_held_out, read_recent
 from trainer.monitor.report_html import render
+from trainer.promote import GAP_THRESHOLDS_VARIABLE, parse_gap_thresholds
 from trainer.train import TrainingConfig
 from trainer.train import run as train
 
@@ -66,6 +72,8 @@ class MonitorConfig:
     last: int | None
     # With --since: read at most this many (the newest), so a busy week cannot exhaust memory.
     max_rows: int
+    # Outcomes per version the per-group figures use at most (a seeded sample above that).
+    max_group_rows: int
     window: str  # how the window was asked for, for the report
     thresholds: Thresholds
     report: Path | None  # None: the default path under .local/reports
@@ -121,6 +129,9 @@ def parse_args(
         )
         min_training_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
         max_rows = env_int(environ, "MONITOR_MAX_ROWS", MAX_ROWS, minimum=1)
+        max_group_rows = env_int(
+            environ, "MONITOR_MAX_GROUP_ROWS", groups.MAX_ROWS, minimum=groups.MIN_SAMPLE
+        )
     except ConfigError as err:
         parser.error(str(err))
     window = parser.add_mutually_exclusive_group()
@@ -137,6 +148,13 @@ def parse_args(
         default=max_rows,
         help="with --since, read at most the newest N predictions "
         f"(env STUDENTPERF_MONITOR_MAX_ROWS, default {MAX_ROWS:,})",
+    )
+    parser.add_argument(
+        "--max-group-rows",
+        type=int,
+        default=max_group_rows,
+        help="per-group quality from at most N outcomes per version, a seeded sample above that "
+        f"(env STUDENTPERF_MONITOR_MAX_GROUP_ROWS, default {groups.MAX_ROWS:,})",
     )
     parser.add_argument(
         "--database-url", default=shared.database_url, help="env STUDENTPERF_DATABASE_URL"
@@ -192,6 +210,14 @@ def parse_args(
         help="fewest outcomes of a version to judge its live quality "
         f"(STUDENTPERF_MONITOR_MIN_OUTCOMES, default {Thresholds.min_outcomes})",
     )
+    limits.add_argument(
+        "--gap-thresholds",
+        default=environ.get(GAP_THRESHOLDS_VARIABLE, ""),
+        metavar="FIGURE=VALUE,...",
+        help="how much wider than at training a live gap between groups of students may get, "
+        "per figure, over the promotion gate's defaults (the gate's own variable, "
+        f"{GAP_THRESHOLDS_VARIABLE}, so both judge alike)",
+    )
     parser.add_argument(
         "--retrain-on-alert",
         action="store_true",
@@ -213,6 +239,12 @@ def parse_args(
         )
     if args.min_rows < 1 or args.min_outcomes < 1 or args.max_rows < 1:
         parser.error("--min-rows, --min-outcomes and --max-rows must be at least 1")
+    if args.max_group_rows < groups.MIN_SAMPLE:
+        parser.error(f"--max-group-rows must be at least {groups.MIN_SAMPLE}")
+    try:
+        gap_thresholds = parse_gap_thresholds(args.gap_thresholds)
+    except ValueError as err:
+        parser.error(f"--gap-thresholds ({GAP_THRESHOLDS_VARIABLE}): {err}")
     if args.min_db_rows < MIN_ROWS:
         parser.error(f"--min-db-rows must be at least {MIN_ROWS}, got {args.min_db_rows}")
     since = None
@@ -230,6 +262,7 @@ def parse_args(
         since=since,
         last=args.last,
         max_rows=args.max_rows,
+        max_group_rows=args.max_group_rows,
         window=window_text,
         thresholds=Thresholds(
             psi=args.psi,
@@ -238,6 +271,7 @@ def parse_args(
             auc_drop=args.auc_drop,
             min_rows=args.min_rows,
             min_outcomes=args.min_outcomes,
+            group_gaps=gap_thresholds,
         ),
         report=args.report,
         retrain_on_alert=args.retrain_on_alert,
@@ -253,11 +287,13 @@ class VersionFiles:
     reference: pd.DataFrame | None = None
     held_out: dict[str, float] | None = None
     calibration: tuple[CalibrationBin, ...] = ()
+    groups: GroupQuality | None = None
     notes: tuple[str, ...] = ()
 
 
 def _version_files(models_dir: Path, version: str) -> VersionFiles:
-    """The version's reference inputs, held-out metrics and calibration from disk."""
+    """The version's reference inputs, held-out metrics, calibration and per-group figures
+    from disk."""
     directory = models_dir / version
     if not directory.is_dir():
         return VersionFiles(notes=(f"version {version} is not in {models_dir}",))
@@ -269,26 +305,38 @@ def _version_files(models_dir: Path, version: str) -> VersionFiles:
         notes.append(str(err))
     held_out = None
     calibration: tuple[CalibrationBin, ...] = ()
+    found_groups = None
     try:
         metadata = json.loads((directory / METADATA_FILE).read_text())
         held_out = {k: float(v) for k, v in metadata["metrics"].items()}
         calibration = tuple(CalibrationBin(**b) for b in metadata.get("calibration", []))
+        found_groups = groups.recorded_groups(metadata.get("group_quality"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         notes.append(f"no held-out metrics in {directory / METADATA_FILE} ({err!r})")
-    return VersionFiles(inputs, held_out, calibration, tuple(notes))
+    return VersionFiles(inputs, held_out, calibration, found_groups, tuple(notes))
 
 
-async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+@dataclass(frozen=True)
+class Stored:
+    """What model_versions holds for the versions in the window."""
+
+    metrics: dict[str, dict[str, float]]
+    groups: dict[str, object]
+
+
+async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, Stored]:
     limit = config.last if config.last is not None else config.max_rows
     recent = await read_recent(config.database_url, since=config.since, last=limit)
     versions = sorted(set(recent["model_version"]))
-    stored = await read_held_out(config.database_url, versions) if versions else {}
-    return recent, stored
+    if not versions:
+        return recent, Stored({}, {})
+    metrics = await read_held_out(config.database_url, versions)
+    return recent, Stored(metrics, await read_group_quality(config.database_url, versions))
 
 
 def build_report(config: MonitorConfig, now: datetime) -> MonitorReport:
     """Reads the window and assesses every version in it (raises DatabaseUnavailable)."""
-    recent, stored_metrics = asyncio.run(_read(config))
+    recent, stored = asyncio.run(_read(config))
     window = config.window
     if config.last is None and len(recent) >= config.max_rows:
         window += f", capped at the newest {config.max_rows:,} (--max-rows)"
@@ -301,10 +349,12 @@ def build_report(config: MonitorConfig, now: datetime) -> MonitorReport:
                 name,
                 rows.reset_index(drop=True),
                 reference=found.reference,
-                held_out=found.held_out or stored_metrics.get(name),
+                held_out=found.held_out or stored.metrics.get(name),
                 thresholds=config.thresholds,
                 notes=found.notes,
                 held_out_calibration=found.calibration,
+                held_out_groups=found.groups or groups.recorded_groups(stored.groups.get(name)),
+                max_group_rows=config.max_group_rows,
             )
         )
     return MonitorReport(now, window, config.thresholds, tuple(versions))

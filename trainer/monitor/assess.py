@@ -8,6 +8,9 @@ A feature alerts when its PSI reaches `psi`, or, for a number, when its KS p-val
 quality only with at least `min_outcomes` predictions that have an outcome; below that the
 figures are shown and marked as too few to judge. Live quality alerts when the RMSE is more than
 `rmse_ratio` times the held-out RMSE, or the ROC-AUC is more than `auc_drop` below the held-out.
+Per group of students (trainer.monitor.groups), a live gap between groups alerts when it is wider
+than the version's training-time gap by more than its threshold (`group_gaps`, the promotion
+gate's GAP_THRESHOLDS and rule), judged from `min_outcomes` outcomes like the rest of quality.
 """
 
 from __future__ import annotations
@@ -15,13 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 import pandas as pd
 
 from studentperf.features import FEATURE_COLUMNS
 from trainer.evaluate import CalibrationBin
+from trainer.group_quality import FIGURES, SHORT_NAMES, GroupQuality, format_group_quality
 from trainer.monitor.drift import FeatureDrift, feature_drift
+from trainer.monitor.groups import MAX_ROWS as MAX_GROUP_ROWS
+from trainer.monitor.groups import LiveGroups, live_groups
 from trainer.monitor.quality import LiveQuality, live_quality
+from trainer.promote import GAP_THRESHOLDS
+
+# What a version's training-time per-group figures are called in the alerts and the report.
+AT_TRAINING: Final = "at training"
 
 
 @dataclass(frozen=True)
@@ -34,20 +45,24 @@ class Thresholds:
     # (0.18 at 50, 0.045 at 200): fewer than this and chance alone nears the PSI threshold.
     min_rows: int = 200
     min_outcomes: int = 30
+    # How much wider than at training a live gap between groups may get (the gate's thresholds).
+    group_gaps: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))
 
     def describe(self) -> str:
+        gaps = ", ".join(f"{SHORT_NAMES[f]} {self.group_gaps[f]:g}" for f in FIGURES)
         return (
             f"PSI >= {self.psi:g}; KS p-value < {self.ks_pvalue:g}; live RMSE > "
             f"{self.rmse_ratio:g} x held-out; live ROC-AUC more than {self.auc_drop:g} below "
-            f"held-out; judged from {self.min_rows} recent inputs and {self.min_outcomes} "
-            "outcomes per version"
+            f"held-out; a gap between groups wider than at training by more than {gaps}; "
+            f"judged from {self.min_rows} recent inputs and {self.min_outcomes} outcomes per "
+            "version"
         )
 
 
 @dataclass(frozen=True)
 class Alert:
     version: str
-    subject: str  # a feature name, or "score_rmse" / "pass_roc_auc"
+    subject: str  # a feature name, "score_rmse" / "pass_roc_auc", or "<attribute> <figure>"
     message: str
 
 
@@ -59,6 +74,7 @@ class VersionReport:
     last_predicted_at: datetime | None
     drift: tuple[FeatureDrift, ...] = ()
     quality: LiveQuality | None = None
+    groups: LiveGroups | None = None  # per group of students, with outcomes
     alerts: tuple[Alert, ...] = ()
     # What could not be judged and why, e.g. "no reference data for version X".
     notes: tuple[str, ...] = ()
@@ -119,6 +135,17 @@ def quality_alerts(version: str, quality: LiveQuality, thresholds: Thresholds) -
     return found
 
 
+def group_alerts(version: str, groups: LiveGroups) -> list[Alert]:
+    return [
+        Alert(
+            version,
+            f"{w.attribute} {w.gap.figure}",
+            f"a group of students is served worse than at training: {w.describe(AT_TRAINING)}",
+        )
+        for w in groups.widened
+    ]
+
+
 def assess_version(
     version: str,
     recent: pd.DataFrame,
@@ -128,9 +155,12 @@ def assess_version(
     thresholds: Thresholds,
     notes: tuple[str, ...] = (),
     held_out_calibration: tuple[CalibrationBin, ...] = (),
+    held_out_groups: GroupQuality | None = None,
+    max_group_rows: int = MAX_GROUP_ROWS,
 ) -> VersionReport:
     """`recent`: one row per prediction of `version`, with FEATURE_COLUMNS, predicted_at,
-    predicted_final_score, pass_probability, pass_mark and final_score (NaN: no outcome)."""
+    predicted_final_score, pass_probability, pass_mark and final_score (NaN: no outcome).
+    `held_out_groups`: the version's per-group figures at training (metadata.json)."""
     said = list(notes)
     alerts: list[Alert] = []
     drift: tuple[FeatureDrift, ...] = ()
@@ -150,6 +180,7 @@ def assess_version(
                     alerts.append(Alert(version, d.feature, f"{d.feature} drifted: {reason}"))
 
     quality = None
+    groups = None
     labelled = recent[recent["final_score"].notna()]
     if labelled.empty:
         said.append("no outcomes recorded for these predictions yet: live quality not measured")
@@ -162,8 +193,24 @@ def assess_version(
             held_out,
             held_out_calibration,
         )
+        groups = live_groups(
+            labelled,
+            recorded=held_out_groups,
+            thresholds=thresholds.group_gaps,
+            max_rows=max_group_rows,
+        )
         if held_out is None:
             said.append(f"no held-out metrics for version {version}: live quality not compared")
+        if held_out_groups is None:
+            said.append(
+                f"no per-group figures from training for version {version}: gaps between "
+                "groups shown, not compared"
+            )
+        if groups.sampled:
+            said.append(
+                f"per-group quality over a seeded sample of {groups.live.rows:,} of the "
+                f"{groups.outcomes:,} outcomes (--max-group-rows)"
+            )
         if len(labelled) < thresholds.min_outcomes:
             said.append(
                 f"only {len(labelled)} predictions with outcomes, fewer than "
@@ -171,6 +218,7 @@ def assess_version(
             )
         else:
             alerts += quality_alerts(version, quality, thresholds)
+            alerts += group_alerts(version, groups)
     times = recent["predicted_at"]
     return VersionReport(
         version=version,
@@ -179,6 +227,7 @@ def assess_version(
         last_predicted_at=times.max() if len(times) else None,
         drift=drift,
         quality=quality,
+        groups=groups,
         alerts=tuple(alerts),
         notes=tuple(said),
         reference=reference,
@@ -214,6 +263,8 @@ def summary(report: MonitorReport) -> str:
                 f"  live quality over {q.rows} outcomes: RMSE {q.score_rmse:.2f}, ROC-AUC {auc}, "
                 f"ECE {q.pass_ece:.3f}{vs}"
             )
+        if v.groups is not None:
+            lines += group_summary(v.groups)
         lines += [f"  note: {n}" for n in v.notes]
         lines += [f"  ALERT: {a.message}" for a in v.alerts]
     count = len(report.alerts)
@@ -221,3 +272,20 @@ def summary(report: MonitorReport) -> str:
         f"result: {count} threshold(s) crossed" if count else "result: no threshold crossed"
     )
     return "\n".join(lines)
+
+
+def group_summary(groups: LiveGroups) -> list[str]:
+    """The live per-group table as `make train` prints it, then the training-time gaps each live
+    gap is compared with."""
+    lines = [
+        f"  live quality per group of students over {groups.live.rows} outcomes "
+        "(figures per group, then the gaps between groups):",
+        *(f"  {line}" for line in format_group_quality(groups.live).splitlines()),
+    ]
+    if groups.recorded is None:
+        return lines
+    lines.append(f"    gaps {AT_TRAINING} (each live gap is compared with its own):")
+    for attribute in groups.recorded.attributes:
+        gaps = ", ".join(f"{SHORT_NAMES[g.figure]} {g.gap:.3f}" for g in attribute.gaps)
+        lines.append(f"      {attribute.attribute}: {gaps or 'none (too few rows per group)'}")
+    return lines

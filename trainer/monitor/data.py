@@ -59,6 +59,11 @@ _HELD_OUT = """
 SELECT model_version, metrics FROM model_versions WHERE model_version = ANY($1::text[])
 """
 
+_GROUP_QUALITY = """
+SELECT model_version, group_quality FROM model_versions
+WHERE model_version = ANY($1::text[]) AND group_quality IS NOT NULL
+"""
+
 
 async def read_recent(
     database_url: str, *, since: datetime | None, last: int | None
@@ -89,6 +94,19 @@ async def read_held_out(database_url: str, versions: Sequence[str]) -> dict[str,
     finally:
         await conn.close()
     return {r["model_version"]: json.loads(r["metrics"]) for r in rows if r["metrics"]}
+
+
+async def read_group_quality(database_url: str, versions: Sequence[str]) -> dict[str, Any]:
+    """`model_versions.group_quality` of the versions that have it (their per-group figures at
+    training, trainer.group_quality.GroupQuality.as_dict)."""
+    conn = await connect(database_url)
+    try:
+        rows = await conn.fetch(_GROUP_QUALITY, list(versions))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+        raise DatabaseUnavailable(f"reading model_versions failed: {err}") from err
+    finally:
+        await conn.close()
+    return {r["model_version"]: json.loads(r["group_quality"]) for r in rows}
 
 
 def _frame(records: Sequence[Any]) -> pd.DataFrame:

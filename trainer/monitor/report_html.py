@@ -2,7 +2,9 @@
 
 Per version: a PSI bar per feature with the threshold line, the training and recent shares of
 each feature's PSI bins side by side (the histograms PSI is computed from), and, when outcomes
-have been recorded, the calibration curve of the live pass probabilities. Nothing is fetched
+have been recorded, the calibration curve of the live pass probabilities and the tables of live
+quality per group of students, with each gap beside the version's gap at training. Nothing is
+fetched
 when the file is opened, so it can be mailed or archived as it is.
 
 Plots use matplotlib's object API (Figure, no pyplot), so no global state or GUI backend is
@@ -20,8 +22,16 @@ from typing import Final
 import numpy as np
 from matplotlib.figure import Figure
 
-from trainer.monitor.assess import MonitorReport, Thresholds, VersionReport, feature_alert
+from trainer.group_quality import FIGURES, NOT_GIVEN, SHORT_NAMES
+from trainer.monitor.assess import (
+    AT_TRAINING,
+    MonitorReport,
+    Thresholds,
+    VersionReport,
+    feature_alert,
+)
 from trainer.monitor.drift import FeatureDrift
+from trainer.monitor.groups import LiveGroups
 from trainer.monitor.quality import LiveQuality
 
 DPI: Final = 100
@@ -223,6 +233,83 @@ def _quality_table(quality: LiveQuality) -> str:
     )
 
 
+_READING_GROUPS = (
+    '<p class="note">Each group is the students whose prediction was made with that gender, lunch '
+    "program or parental education. RMSE and bias (predicted minus actual score: positive means "
+    "over-predicted) are in points; AUC and ECE describe P(pass); FNR is the share of students "
+    "at risk the model called safe, FPR the share of those who passed that it flagged, flagged "
+    "the share flagged at risk. A gap is the highest group's figure minus the lowest's, with a "
+    "seeded bootstrap interval: one that reaches 0 is within noise. An alert needs even the "
+    "interval's low end to exceed the version's gap at training by more than the threshold, "
+    "the promotion gate's rule. A group of fewer than {rows} outcomes is too small to judge: "
+    "shown, left out of the gaps.</p>"
+)
+
+
+def _group_tables(groups: LiveGroups, thresholds: Thresholds) -> str:
+    live = groups.live
+    head = "".join(f"<th>{SHORT_NAMES[f]}</th>" for f in FIGURES)
+    parts = [
+        f"<p>{live.rows} predictions with an outcome"
+        + (f" (a seeded sample of the {groups.outcomes})" if groups.sampled else "")
+        + ".</p>",
+        _READING_GROUPS.format(rows=live.min_group_rows),
+    ]
+    widened = {(w.attribute, w.gap.figure) for w in groups.widened}
+    for attribute in live.attributes:
+        rows = []
+        for g in attribute.groups:
+            status = (
+                "judged"
+                if g.judged
+                else "not a group: left out of gaps"
+                if g.group == NOT_GIVEN
+                else f"too small to judge (&lt; {live.min_group_rows} rows)"
+            )
+            cells = "".join(f"<td>{_number(g.figures.get(f))}</td>" for f in FIGURES)
+            rows.append(
+                f"<tr><td>{escape(g.group)}</td><td>{g.rows}</td>{cells}<td>{status}</td></tr>"
+            )
+        parts.append(f"<h4>{escape(attribute.attribute)}</h4>")
+        parts.append(
+            f"<table><tr><th>group</th><th>rows</th>{head}<th>status</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+        before = groups.recorded.attribute(attribute.attribute) if groups.recorded else None
+        gap_rows = []
+        for gap in attribute.gaps:
+            was = before.gap(gap.figure) if before is not None else None
+            if (attribute.attribute, gap.figure) in widened:
+                verdict = '<span class="alert">ALERT: wider than at training</span>'
+            elif not gap.beyond_noise:
+                verdict = "within noise"
+            elif groups.recorded is None:
+                verdict = "a real gap (not compared)"
+            else:
+                verdict = "a real gap, within its threshold"
+            recorded = (
+                "n/a" if groups.recorded is None else _number(was.gap if was is not None else 0.0)
+            )
+            gap_rows.append(
+                f"<tr><td>{SHORT_NAMES[gap.figure]}</td><td>{gap.gap:.3f}</td>"
+                f"<td>{escape(gap.highest)} - {escape(gap.lowest)}</td>"
+                f"<td>[{gap.interval_low:.3f}, {gap.interval_high:.3f}] ({gap.level:.1%})</td>"
+                f"<td>{recorded}</td><td>{thresholds.group_gaps[gap.figure]:g}</td>"
+                f"<td>{verdict}</td></tr>"
+            )
+        if gap_rows:
+            parts.append(
+                "<table><tr><th>gap</th><th>live</th><th>highest - lowest</th><th>interval</th>"
+                f"<th>{AT_TRAINING}</th><th>threshold</th><th>status</th></tr>"
+                + "".join(gap_rows)
+                + "</table>"
+            )
+        else:
+            parts.append('<p class="note">No gap: fewer than two groups large enough to judge.</p>')
+    return "\n".join(parts)
+
+
 def _version_section(version: VersionReport, thresholds: Thresholds) -> str:
     when = (
         f"{version.first_predicted_at:%Y-%m-%d %H:%M} to {version.last_predicted_at:%Y-%m-%d %H:%M}"
@@ -247,6 +334,9 @@ def _version_section(version: VersionReport, thresholds: Thresholds) -> str:
         parts.append("<h3>Live quality (predictions against recorded outcomes)</h3>")
         parts.append(_quality_table(version.quality))
         parts.append(_plots([calibration_curve(version.version, version.quality)]))
+    if version.groups is not None:
+        parts.append("<h3>Live quality per group of students</h3>")
+        parts.append(_group_tables(version.groups, thresholds))
     parts.append("</section>")
     return "\n".join(parts)
 
