@@ -19,10 +19,13 @@ NUMERIC_FEATURES: Final = (
 )
 
 # Category names match the proto enum value names with their prefix removed, lower-cased
-# (PARENTAL_EDUCATION_SOME_COLLEGE -> "some_college"), so the mapping is mechanical.
+# (PARENTAL_EDUCATION_SOME_COLLEGE -> "some_college"), so the mapping is mechanical. Levels are
+# in their natural order, not the proto's numbers. A model trained before a level was added has
+# no one-hot column for it and encodes it as an unknown name: all zeros (trainer.pipeline).
 CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
     "gender": ("female", "male", "other"),
     "parental_education": (
+        "some_high_school",
         "high_school",
         "some_college",
         "associate",

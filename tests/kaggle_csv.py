@@ -11,6 +11,7 @@ from trainer import kaggle, synthetic
 
 _BACK = {
     "parental_education": {
+        "some_high_school": "some high school",
         "high_school": "high school",
         "some_college": "some college",
         "associate": "associate's degree",

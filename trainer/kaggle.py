@@ -10,9 +10,9 @@ preparation, and final score = math score (0-100). The rest is left missing (age
 record) or ignored: reading and writing scores, and race/ethnicity, which is never read at all:
 a sensitive attribute has no place in a decision about a student.
 
-"some high school" (a parent who did not finish high school) has no level in our schema, so it is
-stored as "not given", not as high_school. An empty category is "not given" too; an empty or
-out-of-range math score makes the row bad.
+"some high school" (a parent who did not finish high school; about one row in five of the
+published file) is the level some_high_school, below high_school. An empty category is "not
+given"; an empty or out-of-range math score makes the row bad.
 
 The file has no student ids: each row's id is `csv-<first 12 hex of the file's SHA-256>-<line>`,
 so importing the same file again finds the same students, and a changed file is a new set.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from studentperf.features import CATEGORIES
 from studentperf.outcomes import score_is_valid
 
 HEADER: Final = (
@@ -40,11 +41,11 @@ HEADER: Final = (
     "writing score",
 )
 
-# CSV value -> our category name; None: a known value with no counterpart (stored as missing).
-_VALUES: Final[dict[str, dict[str, str | None]]] = {
+# CSV value -> our category name (studentperf.features.CATEGORIES).
+_VALUES: Final[dict[str, dict[str, str]]] = {
     "gender": {"female": "female", "male": "male"},
     "parental level of education": {
-        "some high school": None,
+        "some high school": "some_high_school",
         "high school": "high_school",
         "some college": "some_college",
         "associate's degree": "associate",
@@ -60,6 +61,12 @@ _FEATURE: Final = {
     "lunch": "lunch_program",
     "test preparation course": "test_preparation",
 }
+if any(
+    name not in CATEGORIES[_FEATURE[column]]
+    for column, known in _VALUES.items()
+    for name in known.values()
+):
+    raise ImportError("trainer.kaggle maps a CSV value to a category CATEGORIES does not have")
 
 
 class KaggleFormatError(Exception):

@@ -15,16 +15,18 @@ cause (effect per unit x the feature's standard deviation in the generated data)
 | study_hours_per_week  | +0.7 per hour (sd ~6.9)          | ~4.8          |
 | assignments_completed | +4 if all handed in (70 % did)   | ~1.8          |
 | test_preparation      | completed +4 vs none             | ~1.9          |
-| parental_education    | high_school 0 ... doctorate +5   | ~1.5          |
+| parental_education    | some_high_school -1.5 ... +5     | ~1.75         |
 | lunch_program         | free_or_reduced -2.5 vs standard | ~1.2          |
 | age, gender           | none                             | 0             |
 
 With NOISE_SD = 7 the best possible R² is about 0.7; the mean score is about 53 (sd ~12.7) and
-about 39 % of students score below 50.
+about 39 % of students score below 50. Parental education: some_high_school -1.5,
+high_school 0, some_college +1, associate +1.5, bachelor +3, master +4, doctorate +5.
 Feature values are drawn independently (so a linear model can recover the effects): age uniform
 14-19; attendance 100 x Beta(8, 1.5) (mean 84, ~4 % below 60); GPA Normal(2.9, 0.6) clipped to
 0-4; study hours Gamma(3, 4) clipped to 0-40 (mean 12); assignments_completed (a boolean, 1.0 when
-every assignment was handed in) Bernoulli(0.7); categories with the shares in CATEGORY_SHARES.
+every assignment was handed in) Bernoulli(0.7); categories with the shares in CATEGORY_SHARES
+(a level added later drawn as described at SPLIT_LEVELS).
 After the score is computed, each feature value is blanked with probability MISSING_RATE (NaN for
 numbers, None for categories), as real forms arrive incomplete; the score stays that of the full
 record.
@@ -69,6 +71,7 @@ NUMERIC_CENTRES: Final[dict[str, float]] = {
 CATEGORY_EFFECTS: Final[dict[str, dict[str, float]]] = {
     "gender": {"female": 0.0, "male": 0.0, "other": 0.0},
     "parental_education": {
+        "some_high_school": -1.5,
         "high_school": 0.0,
         "some_college": 1.0,
         "associate": 1.5,
@@ -81,10 +84,37 @@ CATEGORY_EFFECTS: Final[dict[str, dict[str, float]]] = {
 }
 CATEGORY_SHARES: Final[dict[str, tuple[float, ...]]] = {
     "gender": (0.49, 0.49, 0.02),
-    "parental_education": (0.30, 0.22, 0.12, 0.20, 0.12, 0.04),
+    "parental_education": (0.10, 0.20, 0.22, 0.12, 0.20, 0.12, 0.04),
     "lunch_program": (0.65, 0.35),
     "test_preparation": (0.65, 0.35),
 }
+
+# Levels added after the generator was written, each drawn as a share of an older level's
+# students (issue 16: some_high_school, a third of what was high_school). The older level is
+# drawn with their shares together and then split with a random stream of its own, so that for a
+# given seed every other value is the same as before the level existed, and figures measured on
+# the generator's data move only by what the new level's own students change.
+SPLIT_LEVELS: Final[dict[str, tuple[str, str]]] = {
+    "parental_education": ("some_high_school", "high_school"),
+}
+_SPLIT_STREAM: Final = 16
+
+
+def _categorical_features(rng: np.random.Generator, n: int, seed: int) -> dict[str, np.ndarray]:
+    drawn = {}
+    for column, levels in CATEGORIES.items():
+        shares = dict(zip(levels, CATEGORY_SHARES[column], strict=True))
+        split = SPLIT_LEVELS.get(column)
+        if split is not None:
+            new, old = split
+            part = shares[new] / (shares[new] + shares[old])
+            shares[old] += shares.pop(new)
+        values = rng.choice(np.array(list(shares), dtype=object), size=n, p=list(shares.values()))
+        if split is not None:
+            chosen = np.random.default_rng((seed, _SPLIT_STREAM)).random(n) < part
+            values[chosen & (values == old)] = new
+        drawn[column] = values
+    return drawn
 
 
 def _numeric_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -118,10 +148,7 @@ def generate(n_rows: int, seed: int, unfair_group: str | None = None) -> pd.Data
     unfair = parse_group(unfair_group) if unfair_group is not None else None
     rng = np.random.default_rng(seed)
     numeric = _numeric_features(rng, n_rows)
-    categorical = {
-        column: rng.choice(np.array(levels, dtype=object), size=n_rows, p=CATEGORY_SHARES[column])
-        for column, levels in CATEGORIES.items()
-    }
+    categorical = _categorical_features(rng, n_rows, seed)
 
     score = np.full(n_rows, BASE_SCORE) + rng.normal(0.0, NOISE_SD, n_rows)
     for column, effect in NUMERIC_EFFECTS.items():

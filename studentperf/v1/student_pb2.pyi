@@ -22,6 +22,7 @@ class ParentalEducation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARENTAL_EDUCATION_BACHELOR: _ClassVar[ParentalEducation]
     PARENTAL_EDUCATION_MASTER: _ClassVar[ParentalEducation]
     PARENTAL_EDUCATION_DOCTORATE: _ClassVar[ParentalEducation]
+    PARENTAL_EDUCATION_SOME_HIGH_SCHOOL: _ClassVar[ParentalEducation]
 
 class LunchProgram(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ PARENTAL_EDUCATION_ASSOCIATE: ParentalEducation
 PARENTAL_EDUCATION_BACHELOR: ParentalEducation
 PARENTAL_EDUCATION_MASTER: ParentalEducation
 PARENTAL_EDUCATION_DOCTORATE: ParentalEducation
+PARENTAL_EDUCATION_SOME_HIGH_SCHOOL: ParentalEducation
 LUNCH_PROGRAM_UNSPECIFIED: LunchProgram
 LUNCH_PROGRAM_STANDARD: LunchProgram
 LUNCH_PROGRAM_FREE_OR_REDUCED: LunchProgram

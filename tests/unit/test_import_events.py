@@ -10,6 +10,7 @@ from recorder_service.rows import STAGING_COLUMNS, import_staging_row
 from recorder_service.triage import Reason, triage
 from studentperf import envelope
 from studentperf.v1.import_event_pb2 import ImportEvent
+from studentperf.v1.student_pb2 import PARENTAL_EDUCATION_SOME_HIGH_SCHOOL
 from tests.unit.recorder_fakes import TOPIC, FakeRecord
 from trainer.import_events import import_event, import_event_id
 from trainer.kaggle import KaggleRow, student_id
@@ -18,12 +19,12 @@ SHA = "ab" * 32
 WHEN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def row(line: int = 2, score: float = 71.0) -> KaggleRow:
+def row(line: int = 2, score: float = 71.0, parental_education: str | None = None) -> KaggleRow:
     return KaggleRow(
         line=line,
         student_id=student_id(SHA, line),
         gender="female",
-        parental_education=None,  # "some high school": known, no counterpart
+        parental_education=parental_education,  # None: an empty field, not given
         lunch_program="free_or_reduced",
         test_preparation="completed",
         final_score=score,
@@ -106,6 +107,17 @@ def test_its_staging_row_holds_the_profile_the_outcome_and_the_source() -> None:
         "import_event_id": import_event_id(SHA, 2, "2026-spring"),
         "outcome_source": f"csv:{SHA}",
     }
+
+
+def test_some_high_school_travels_as_its_own_number_and_is_staged_by_name() -> None:
+    shs = row(parental_education="some_high_school")
+    event = import_event(shs, file_sha256=SHA, term="2026-spring", occurred_at=WHEN)
+    assert event.profile.parental_education == PARENTAL_EDUCATION_SOME_HIGH_SCHOOL
+    record = envelope.encode_import(event)
+    decoded = envelope.decode_any(record.value, record.headers)
+    assert isinstance(decoded, ImportEvent)
+    staged = dict(zip(STAGING_COLUMNS, import_staging_row(decoded, 3), strict=True))
+    assert staged["parental_education"] == "some_high_school"
 
 
 def test_triage_makes_rows_of_good_import_events_and_dead_letters_bad_ones() -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from studentperf.features import FEATURE_COLUMNS
+from studentperf.features import CATEGORIES, FEATURE_COLUMNS
 from tests.kaggle_csv import kaggle_rows, write
 from trainer import kaggle
 from trainer.__main__ import main
 from trainer.data import load_training_data
+from trainer.group_quality import NOT_GIVEN, GroupQuality, format_group_quality
 
 GOOD = [
     ["female", "group B", "bachelor's degree", "standard", "none", "72", "72", "74"],
@@ -35,7 +36,7 @@ def test_good_rows_are_mapped_and_bad_rows_reported_by_line(mixed: Path) -> None
     found = kaggle.read(mixed)
     assert [(r.line, r.gender, r.parental_education, r.lunch_program) for r in found.rows] == [
         (2, "female", "bachelor", "standard"),
-        (3, "male", None, "free_or_reduced"),  # "some high school" has no level of ours
+        (3, "male", "some_high_school", "free_or_reduced"),  # not "not given" (None)
         (4, "female", "master", "standard"),
     ]
     assert [r.test_preparation for r in found.rows] == ["none", "completed", "none"]
@@ -82,7 +83,38 @@ def test_training_data_from_the_file_leaves_the_rest_missing(mixed: Path) -> Non
     assert "Kaggle exam format" in data.source
 
 
-def test_the_trainer_trains_on_a_kaggle_file(
+# The parental education levels of the published file, as it spells them.
+FILE_LEVELS = (
+    "some high school",
+    "high school",
+    "some college",
+    "associate's degree",
+    "bachelor's degree",
+    "master's degree",
+)
+
+
+def test_every_level_of_the_file_is_one_of_ours(tmp_path: Path) -> None:
+    """The file's six levels, "some high school" among them, each map to a level of ours."""
+    rows = [
+        ["female", "group B", level, "standard", "none", "60", "60", "60"] for level in FILE_LEVELS
+    ]
+    found = kaggle.read(write(tmp_path / "levels.csv", rows))
+    assert not found.errors
+    assert [r.parental_education for r in found.rows] == [
+        "some_high_school",
+        "high_school",
+        "some_college",
+        "associate",
+        "bachelor",
+        "master",
+    ]
+    assert set(CATEGORIES["parental_education"]) - {r.parental_education for r in found.rows} == {
+        "doctorate"  # the file has no doctorate level
+    }
+
+
+def test_the_trainer_trains_on_a_kaggle_file_and_judges_it_per_group(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write(tmp_path / "exams.csv", [*kaggle_rows(400, seed=5), BAD[0]])
@@ -92,6 +124,19 @@ def test_the_trainer_trains_on_a_kaggle_file(
     assert "400 good rows, 1 bad rows left out" in out and "line 402: lunch" in out
     metadata = json.loads((models / "current" / "metadata.json").read_text())
     assert metadata["rows"] == 400 and metadata["dropped_rows"] == 1
+
+    # The per-group table is printed and kept for a CSV as for synthetic data, and "some high
+    # school" is a group of its own rather than part of not_given.
+    kept = GroupQuality.from_dict(metadata["group_quality"])
+    assert format_group_quality(kept) in out
+    education = kept.attribute("parental_education")
+    assert education is not None
+    rows = {g.group: g.rows for g in education.groups}
+    print("parental_education rows in the test split:", rows)
+    assert rows.get("some_high_school", 0) > 0
+    assert sum(rows.values()) == kept.rows == 80  # the 20 % test split of 400
+    # Only the generator's blanked values (2.5 %) are not given, not one row in five.
+    assert rows.get(NOT_GIVEN, 0) < 0.08 * kept.rows
     importances = {i["feature"]: i["rmse_increase"] for i in metadata["feature_importances"]}
     # Inputs the file does not have cannot matter; test preparation, which it has, does.
     assert importances["academic_record.previous_gpa"] == 0.0
