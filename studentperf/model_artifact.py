@@ -5,7 +5,9 @@ Layout of a models directory:
     models/
       20250101T120000Z-1a2b3c4d/   one directory per version, never changed once written
         model.joblib               {"format": 2, "regressor", "classifier", "feature_columns",
-                                    "pass_mark", "score_reference", "feature_groups"}
+                                    "pass_mark", "score_reference", "feature_groups",
+                                    and since intervals "score_interval" and
+                                    "pass_calibration", None when not fitted}
         metadata.json              version, created_at, pass mark, library versions, metrics...
         reference_inputs.csv       a sample of the training inputs (trainer.reference), for
                                    drift monitoring; older versions lack it
@@ -21,7 +23,8 @@ over the old one. A reader sees the previous version or the new one, never a par
 pandas and numpy only (no trainer code); `metadata.json` records the versions it was made with.
 Format 2 added what explanations need (see studentperf.explain): the mean of the regressor's
 encoded training rows and which encoded columns belong to which feature. A format-1 artifact is
-refused with the advice to retrain.
+refused with the advice to retrain. A format-2 bundle from before intervals lacks
+"score_interval" and "pass_calibration": it loads with neither (studentperf.score_interval).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy.typing as npt
 from studentperf import explain
 from studentperf.durable import fsync_path
 from studentperf.features import FEATURE_COLUMNS, SCORE_RANGE
+from studentperf.score_interval import PassCalibration, ScoreInterval
 
 MODEL_FILE: Final = "model.joblib"
 METADATA_FILE: Final = "metadata.json"
@@ -75,6 +79,9 @@ class StudentModel:
     score_reference: npt.NDArray[np.float64]
     feature_groups: tuple[tuple[int, ...], ...]
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS
+    # None: a model trained before intervals, or one whose calibration did not help on test.
+    score_interval: ScoreInterval | None = None
+    pass_calibration: PassCalibration | None = None
 
     def predict_scores(self, features: Any) -> npt.NDArray[np.float64]:
         """Predicted final scores, clipped to SCORE_RANGE."""
@@ -83,8 +90,14 @@ class StudentModel:
         return np.clip(scores, low, high)
 
     def pass_probabilities(self, features: Any) -> npt.NDArray[np.float64]:
-        """Probability that each student's final score reaches `pass_mark`."""
-        return np.asarray(self.classifier.predict_proba(features)[:, 1], dtype=np.float64)
+        """Probability that each student's final score reaches `pass_mark` (calibrated)."""
+        return self.calibrate(self.classifier.predict_proba(features)[:, 1])
+
+    def calibrate(self, probabilities: Any) -> npt.NDArray[np.float64]:
+        """The classifier's pass probabilities through the calibration map, if there is one."""
+        if self.pass_calibration is None:
+            return np.asarray(probabilities, dtype=np.float64)
+        return self.pass_calibration.apply(probabilities)
 
     def explain_scores(self, features: Any) -> explain.Explanations:
         """Each feature's contribution to each raw (unclipped) score; see studentperf.explain."""
@@ -161,6 +174,10 @@ def save_artifact(
         "pass_mark": model.pass_mark,
         "score_reference": model.score_reference,
         "feature_groups": model.feature_groups,
+        "score_interval": None if model.score_interval is None else model.score_interval.as_dict(),
+        "pass_calibration": (
+            None if model.pass_calibration is None else model.pass_calibration.as_dict()
+        ),
     }
     root.mkdir(parents=True, exist_ok=True)
     target = root / version
@@ -237,5 +254,7 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
         pass_mark=float(bundle["pass_mark"]),
         score_reference=np.asarray(bundle["score_reference"], dtype=np.float64),
         feature_groups=tuple(tuple(int(i) for i in g) for g in bundle["feature_groups"]),
+        score_interval=ScoreInterval.from_dict(bundle.get("score_interval")),
+        pass_calibration=PassCalibration.from_dict(bundle.get("pass_calibration")),
     )
     return LoadedModel(model=model, version=directory.name, path=directory, metadata=metadata)

@@ -20,6 +20,7 @@ from pathlib import Path
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_int
 from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import ModelArtifactError
+from trainer.conformal import COVERAGE_VARIABLE, DEFAULT_COVERAGE
 from trainer.data import TrainingDataError
 from trainer.fit import MIN_ROWS
 from trainer.promote import GAP_THRESHOLDS_VARIABLE, parse_gap_thresholds
@@ -87,6 +88,13 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         f"their defaults (env {GAP_THRESHOLDS_VARIABLE}; see the README)",
     )
     parser.add_argument(
+        "--interval-coverage",
+        type=float,
+        default=environ.get(COVERAGE_VARIABLE, str(DEFAULT_COVERAGE)),
+        help="share of final scores the interval around each predicted score should hold "
+        f"(env {COVERAGE_VARIABLE}, default {DEFAULT_COVERAGE:g})",
+    )
+    parser.add_argument(
         "--plant-unfairness",
         metavar="ATTRIBUTE=LEVEL",
         help="with --synthetic: give this group's scores extra noise no input explains, e.g. "
@@ -102,6 +110,11 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     low, high = SCORE_RANGE
     if not low < args.pass_mark <= high:
         parser.error(f"the pass mark must be in ({low:g}, {high:g}], got {args.pass_mark}")
+    if not 0.5 <= args.interval_coverage < 1:
+        parser.error(
+            f"--interval-coverage ({COVERAGE_VARIABLE}) must be in [0.5, 1), "
+            f"got {args.interval_coverage}"
+        )
     if args.rows < MIN_ROWS:
         parser.error(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
     if args.database_only and args.no_database:
@@ -121,6 +134,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         force=args.force,
         gap_thresholds=gap_thresholds,
         unfair_group=args.plant_unfairness,
+        interval_coverage=args.interval_coverage,
     )
 
 

@@ -4,15 +4,18 @@ The split is 70 % train / 10 % validation / 20 % test, seeded and stratified on 
 candidate is fitted on train and scored on validation (score: RMSE; pass: log loss, which also
 rewards calibration); the first with the lowest loss wins, so a more complex model has to be
 strictly better. The winners are refitted on train + validation, and only then is the test
-split used, once, for the figures. OpenMP is held to one thread while fitting: on small data
-boosting is faster so, and the run does not depend on the machine's core count.
+split used, once, for the figures. The score's split-conformal interval (trainer.conformal) and
+the pass probability's calibration map (trainer.calibration) are fitted on validation from the
+chosen candidates' train-only fits, before the refit. OpenMP is held to one thread while
+fitting: on small data boosting is faster so, and the run does not depend on the machine's
+core count.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,8 @@ from threadpoolctl import threadpool_limits
 from studentperf import explain
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, SCORE_RANGE, TARGET_SCORE
 from studentperf.model_artifact import StudentModel
+from trainer.calibration import CalibrationReport, fit_calibration, judge
+from trainer.conformal import DEFAULT_COVERAGE, IntervalReport, coverage_on, fit_interval
 from trainer.data import TrainingDataError
 from trainer.evaluate import Evaluation, evaluate
 from trainer.pipeline import Candidate, pass_candidates, pass_labels, score_candidates
@@ -57,6 +62,9 @@ class Selection:
     chosen: Candidate
     loss_name: str
     trials: tuple[Trial, ...]
+    # The chosen candidate fitted on train only: what the interval and calibration are fitted
+    # from, on validation rows it never saw.
+    fitted_on_train: Any = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class TrainingResult:
     # Rise in the test RMSE of the score, in points, when one input's values are shuffled.
     importances: dict[str, float]
     split: Split
+    interval: IntervalReport
+    calibration: CalibrationReport
 
     @property
     def fit_rows(self) -> int:
@@ -126,7 +136,7 @@ def select(
     """Fits each candidate on train, scores it on validation, keeps the first best."""
     loss, loss_name = (score_loss, "RMSE") if kind == "score" else (pass_loss, "log loss")
     trials: list[Trial] = []
-    best: tuple[float, Candidate] | None = None
+    best: tuple[float, Candidate, Any] | None = None
     for candidate in candidates:
         started = time.perf_counter()
         fitted = candidate.build().fit(_features(data.train), _target(data.train, kind, pass_mark))
@@ -134,10 +144,10 @@ def select(
         trials.append(Trial(candidate.name, value, time.perf_counter() - started))
         progress(f"    {candidate.name:<48} {loss_name} {value:8.4f}  ({trials[-1].seconds:.2f} s)")
         if best is None or value < best[0]:
-            best = (value, candidate)
+            best = (value, candidate, fitted)
     assert best is not None, "no candidates"
     progress(f"    chosen: {best[1].name}")
-    return Selection(best[1], loss_name, tuple(trials))
+    return Selection(best[1], loss_name, tuple(trials), best[2])
 
 
 def importances(regressor: Any, test: pd.DataFrame, seed: int) -> dict[str, float]:
@@ -163,8 +173,10 @@ def fit_and_evaluate(
     score_options: Sequence[Candidate] | None = None,
     pass_options: Sequence[Candidate] | None = None,
     progress: Progress | None = None,
+    coverage: float = DEFAULT_COVERAGE,
 ) -> TrainingResult:
-    """The whole fit, deterministic for a given frame and seed."""
+    """The whole fit, deterministic for a given frame and seed; `coverage`: the score
+    interval's stated level."""
     say = progress or (lambda _: None)
     with threadpool_limits(limits=1, user_api="openmp"):
         data = split(frame, pass_mark=pass_mark, seed=seed)
@@ -188,12 +200,23 @@ def fit_and_evaluate(
             pass_mark=pass_mark,
             progress=say,
         )
+        validation = _features(data.validation)
+        interval = fit_interval(
+            score.fitted_on_train,
+            validation,
+            data.validation[TARGET_SCORE].to_numpy(dtype=float),
+            coverage=coverage,
+        )
+        calibration = fit_calibration(
+            passing.fitted_on_train.predict_proba(validation)[:, 1],
+            _target(data.validation, "pass", pass_mark),
+        )
         fit = pd.concat([data.train, data.validation])
         say(f"refitting both on train + validation ({len(fit)} rows)")
         regressor = score.chosen.build().fit(_features(fit), _target(fit, "score", pass_mark))
         classifier = passing.chosen.build().fit(_features(fit), _target(fit, "pass", pass_mark))
         preprocessor = regressor.named_steps["features"]
-        model = StudentModel(
+        uncalibrated = StudentModel(
             regressor=regressor,
             classifier=classifier,
             pass_mark=pass_mark,
@@ -201,15 +224,28 @@ def fit_and_evaluate(
             feature_groups=explain.feature_groups(
                 list(preprocessor.get_feature_names_out()), FEATURE_COLUMNS
             ),
+            score_interval=interval,
         )
         say(f"evaluating on the {len(data.test)} test rows")
+        test = _features(data.test)
         test_scores = data.test[TARGET_SCORE].to_numpy(dtype=float)
+        judged = judge(
+            calibration,
+            uncalibrated.pass_probabilities(test),
+            _target(data.test, "pass", pass_mark),
+            validation_rows=len(data.validation),
+        )
+        model = (
+            replace(uncalibrated, pass_calibration=calibration) if judged.applied else uncalibrated
+        )
+        covered, width = coverage_on(interval, model.predict_scores(test), test_scores)
+        report = IntervalReport(interval, len(data.validation), len(test), covered, width)
         evaluation = evaluate(
             model,
-            _features(data.test),
+            test,
             test_scores,
             fit[TARGET_SCORE].to_numpy(dtype=float),
             seed=seed,
         )
         ranked = importances(regressor, data.test, seed)
-    return TrainingResult(model, evaluation, score, passing, ranked, data)
+    return TrainingResult(model, evaluation, score, passing, ranked, data, report, judged)

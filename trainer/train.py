@@ -18,6 +18,7 @@ import pandas as pd
 from studentperf.features import DEFAULT_PASS_MARK, FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.model_artifact import CURRENT, save_artifact
 from trainer import reference
+from trainer.conformal import DEFAULT_COVERAGE, IntervalReport
 from trainer.data import TrainingData, load_training_data
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import Evaluation, Metrics
@@ -48,6 +49,8 @@ class TrainingConfig:
     gap_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))
     # "attribute=level": plant unfairness for that group in the synthetic data (tests, demos).
     unfair_group: str | None = None
+    # Share of final scores each prediction's interval should hold (trainer.conformal).
+    interval_coverage: float = DEFAULT_COVERAGE
     # The candidates to choose from (None: trainer.pipeline's); tests pass cheaper ones.
     score_options: tuple[Candidate, ...] | None = None
     pass_options: tuple[Candidate, ...] | None = None
@@ -86,6 +89,16 @@ def format_table(evaluation: Evaluation, current: Metrics | None = None) -> str:
     for name in evaluation.model.as_dict():
         lines.append(f"{name:<15}" + "".join(f"{values[name]:>12.4f}" for _, values in columns))
     return "\n".join(lines)
+
+
+def format_interval(report: IntervalReport) -> str:
+    interval = report.interval
+    return (
+        f"score interval: predicted score +/- {interval.half_width:.2f} points "
+        f"(split-conformal on {report.validation_rows} validation rows, stated coverage "
+        f"{interval.coverage:.0%}); test coverage {report.test_coverage:.1%} of "
+        f"{report.test_rows} rows, mean width {report.test_mean_width:.2f} points"
+    )
 
 
 def format_calibration(evaluation: Evaluation) -> str:
@@ -134,6 +147,8 @@ def metadata_details(data: TrainingData, training: TrainingResult, seed: int) ->
         "baseline_metrics": training.evaluation.baseline.as_dict(),
         "calibration": [vars(b) for b in training.evaluation.calibration],
         "group_quality": training.evaluation.groups.as_dict(),
+        "score_interval": training.interval.as_dict(),
+        "pass_calibration": training.calibration.as_dict(),
         "feature_importances": [
             {"feature": name, "rmse_increase": value}
             for name, value in training.importances.items()
@@ -182,8 +197,17 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         score_options=config.score_options,
         pass_options=config.pass_options,
         progress=lambda line: say(f"    {line}"),
+        coverage=config.interval_coverage,
     )
-    say("    calibration of P(pass) on the test split:")
+    say(f"    {format_interval(training.interval)}")
+    judged = training.calibration
+    say(
+        f"    calibration of P(pass) (isotonic, fitted on {judged.validation_rows} validation "
+        f"rows): test calibration error {judged.ece_before:.4f} before, "
+        f"{judged.ece_after:.4f} after: "
+        + ("applied" if judged.applied else "not applied (it did not lower it)")
+    )
+    say("    calibration of P(pass) on the test split, as served:")
     say(format_calibration(training.evaluation))
 
     step(3, "global feature importances (rise in the test RMSE, in points, when shuffled)")
