@@ -35,6 +35,7 @@ from studentperf.outcomes import (
     student_id_is_valid,
     term_is_valid,
 )
+from studentperf.score_interval import ScoreInterval
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -103,6 +104,11 @@ class Model(Protocol):
         self, rows: Sequence[tuple[FeatureValue, ...]]
     ) -> tuple[Sequence[float], Sequence[float]]:
         """Final scores (0-100) and pass probabilities (0-1), one of each per row."""
+
+    @property
+    def score_interval(self) -> ScoreInterval | None:
+        """The range around each score and its coverage; None for a model trained before
+        intervals (its predictions carry none)."""
 
     def explain(self, rows: Sequence[tuple[FeatureValue, ...]]) -> Sequence[ScoreContributions]:
         """Each row's score taken apart by feature, in points (see studentperf.explain)."""
@@ -418,6 +424,12 @@ class PredictionCore:
             scores, probabilities, explained = work()
         occurred_at = self._now()
         version, pass_mark = model.version, model.pass_mark
+        interval = model.score_interval
+        lows: list[float] = []
+        highs: list[float] = []
+        if interval is not None:
+            low, high = interval.bounds(scores)
+            lows, highs = low.tolist(), high.tolist()
         predictions: list[Prediction] = []
         records: list[KafkaRecord] = []
         passes = 0
@@ -434,6 +446,10 @@ class PredictionCore:
                 pass_mark=pass_mark,
                 term=item.term,
             )
+            if interval is not None:
+                prediction.score_interval_low = lows[index]
+                prediction.score_interval_high = highs[index]
+                prediction.interval_coverage = interval.coverage
             if top_factors:
                 prediction.explanation.CopyFrom(
                     explanation(explained[index], top_factors, item.encoded.imputed_fields)

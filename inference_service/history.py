@@ -152,6 +152,9 @@ def student_prediction(row: Mapping[str, Any], student_id: str) -> StudentPredic
         pass_mark=row["pass_mark"],
         term=row["term"] or "",
     )
+    for name in ("score_interval_low", "score_interval_high", "interval_coverage"):
+        if row[name] is not None:  # NULL: the model had no interval; left unset, as answered
+            setattr(prediction, name, row[name])
     if row["explanation"] is not None:
         prediction.explanation.CopyFrom(ScoreExplanation.FromString(row["explanation"]))
     profile = StudentProfile(student_id=student_id)

@@ -32,6 +32,7 @@ from studentperf.features import (
     FeatureValue,
 )
 from studentperf.model_artifact import LoadedModel, ModelArtifactError, load_artifact
+from studentperf.score_interval import ScoreInterval
 from studentperf.v1.prediction_service_pb2 import (
     FeatureImportance,
     GroupAttributeQuality,
@@ -79,6 +80,10 @@ class ServedModel:
         return self._loaded.version
 
     @property
+    def score_interval(self) -> ScoreInterval | None:
+        return self._loaded.model.score_interval
+
+    @property
     def pass_mark(self) -> float:
         return self._loaded.model.pass_mark
 
@@ -99,7 +104,10 @@ class ServedModel:
             )
             with limit:
                 scores, probabilities = compiled.predict(rows)
-            return np.clip(scores, *SCORE_RANGE).tolist(), probabilities.tolist()
+            # The calibration map is plain numpy, applied after the compiled classifier as
+            # StudentModel.pass_probabilities applies it after the pipeline.
+            calibrated = self._loaded.model.calibrate(probabilities)
+            return np.clip(scores, *SCORE_RANGE).tolist(), calibrated.tolist()
         table = feature_table(rows)
         model = self._loaded.model
         with _THREADPOOLS.limit(limits=1, user_api="openmp"):

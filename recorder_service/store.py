@@ -74,6 +74,9 @@ CREATE TEMPORARY TABLE {STAGING_TABLE} (
     predicted_pass boolean,
     pass_mark double precision,
     imputed_fields text[],
+    score_interval_low double precision,
+    score_interval_high double precision,
+    interval_coverage double precision,
     predicted_at timestamptz,
     event_schema_version bigint,
     trace_id text,
@@ -144,10 +147,12 @@ WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
                          model_version, predicted_final_score, pass_probability,
                          predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version, trace_id, term, explanation)
+                         event_schema_version, trace_id, term, explanation,
+                         score_interval_low, score_interval_high, interval_coverage)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
        predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version, trace_id, term, explanation
+       predicted_at, event_schema_version, trace_id, term, explanation,
+       score_interval_low, score_interval_high, interval_coverage
 FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
 ON CONFLICT (prediction_id) DO NOTHING;
 """

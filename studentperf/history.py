@@ -18,6 +18,7 @@ import asyncpg
 _PAGE = """
 SELECT p.prediction_id, p.predicted_final_score, p.pass_probability, p.predicted_pass,
        p.model_version, p.imputed_fields, p.pass_mark, p.term, p.explanation, p.predicted_at,
+       p.score_interval_low, p.score_interval_high, p.interval_coverage,
        sp.age, sp.gender, sp.parental_education, sp.lunch_program, sp.test_preparation,
        ar.attendance_percentage, ar.study_hours_per_week, ar.previous_gpa,
        ar.assignments_completed,

@@ -63,7 +63,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[_Union[_code_pb2.Code, str]] = ..., message: _Optional[str] = ..., bad_request: _Optional[_Union[_error_details_pb2.BadRequest, _Mapping]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark", "explanation", "term")
+    __slots__ = ("prediction_id", "predicted_final_score", "pass_probability", "predicted_pass", "model_version", "imputed_fields", "pass_mark", "explanation", "term", "score_interval_low", "score_interval_high", "interval_coverage")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     PASS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,9 @@ class Prediction(_message.Message):
     PASS_MARK_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    SCORE_INTERVAL_LOW_FIELD_NUMBER: _ClassVar[int]
+    SCORE_INTERVAL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     predicted_final_score: float
     pass_probability: float
@@ -82,7 +85,10 @@ class Prediction(_message.Message):
     pass_mark: float
     explanation: ScoreExplanation
     term: str
-    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ..., explanation: _Optional[_Union[ScoreExplanation, _Mapping]] = ..., term: _Optional[str] = ...) -> None: ...
+    score_interval_low: float
+    score_interval_high: float
+    interval_coverage: float
+    def __init__(self, prediction_id: _Optional[str] = ..., predicted_final_score: _Optional[float] = ..., pass_probability: _Optional[float] = ..., predicted_pass: _Optional[bool] = ..., model_version: _Optional[str] = ..., imputed_fields: _Optional[_Iterable[str]] = ..., pass_mark: _Optional[float] = ..., explanation: _Optional[_Union[ScoreExplanation, _Mapping]] = ..., term: _Optional[str] = ..., score_interval_low: _Optional[float] = ..., score_interval_high: _Optional[float] = ..., interval_coverage: _Optional[float] = ...) -> None: ...
 
 class ScoreExplanation(_message.Message):
     __slots__ = ("base_score", "top_factors", "other_factors", "raw_score")

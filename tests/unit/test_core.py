@@ -10,7 +10,8 @@ from inference_service.encoding import InvalidInput
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
 from studentperf.features import FEATURE_COLUMNS, FeatureValue
-from studentperf.v1.prediction_service_pb2 import ModelInfo
+from studentperf.score_interval import ScoreInterval
+from studentperf.v1.prediction_service_pb2 import ModelInfo, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 
 AGE = FEATURE_COLUMNS.index("age")
@@ -21,6 +22,7 @@ class AgeModel:
 
     version = "test-v1"
     pass_mark = 50.0
+    score_interval: ScoreInterval | None = None
 
     def predict(
         self, rows: Sequence[tuple[FeatureValue, ...]]
@@ -75,6 +77,30 @@ async def test_predict_answers_and_publishes_one_matching_event() -> None:
     assert event.prediction == prediction
     assert event.input == student("a", 60)  # as received: nothing imputed into it
     assert event.occurred_at.seconds > 0
+
+
+class IntervalAgeModel(AgeModel):
+    score_interval = ScoreInterval(half_width=12.5, coverage=0.8)
+
+
+async def test_each_prediction_and_its_event_carry_the_models_interval() -> None:
+    publisher = RecordingPublisher()
+    served = PredictionCore(IntervalAgeModel(), publisher, max_batch_size=10)
+    answers = await served.predict_batch([student("a", 60), student("b", 95)])
+    predictions = [a for a in answers if isinstance(a, Prediction)]
+    found = [(p.score_interval_low, p.score_interval_high) for p in predictions]
+    assert found == [(47.5, 72.5), (82.5, 100.0)]  # clipped to the score range
+    assert [p.interval_coverage for p in predictions] == [0.8, 0.8]
+    events = [envelope.decode(r.value) for r in publisher.records]
+    assert [e.prediction for e in events] == predictions
+
+
+async def test_a_model_without_an_interval_leaves_the_fields_unset() -> None:
+    publisher = RecordingPublisher()
+    prediction = await core(publisher).predict(student("a", 60))
+    for name in ("score_interval_low", "score_interval_high", "interval_coverage"):
+        assert not prediction.HasField(name)
+        assert not envelope.decode(publisher.records[0].value).prediction.HasField(name)
 
 
 async def test_rejected_input_publishes_nothing() -> None:

@@ -209,6 +209,7 @@ class CountingModel:
         self.explained = 0
         self.version = inner.version
         self.pass_mark = inner.pass_mark
+        self.score_interval = inner.score_interval
 
     def predict(
         self, rows: Sequence[tuple[FeatureValue, ...]]

@@ -12,13 +12,21 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
+from inference_service.fast_model import feature_table, probe_rows
+from inference_service.model import load_served_model
 from studentperf.model_artifact import load_artifact, save_artifact
 from studentperf.score_interval import PassCalibration, ScoreInterval
 from trainer import synthetic
 from trainer.calibration import fit_calibration, judge
 from trainer.conformal import coverage_on, fit_interval
 from trainer.fit import fit_and_evaluate
-from trainer.pipeline import logistic, ridge
+from trainer.pipeline import (
+    Candidate,
+    boosted_classifier,
+    boosted_regressor,
+    logistic,
+    ridge,
+)
 
 
 class Constant:
@@ -153,3 +161,36 @@ def test_artifact_keeps_interval_and_calibration_and_an_older_one_loads_without(
     found = load_artifact(older).model
     assert found.score_interval is None and found.pass_calibration is None
     np.testing.assert_allclose(found.pass_probabilities(features), raw)
+
+
+@pytest.mark.parametrize(
+    ("score", "passing"),
+    [
+        (ridge(1.0), logistic(1.0)),
+        (boosted_regressor(3, max_iter=20), boosted_classifier(3, max_iter=20)),
+    ],
+)
+def test_compiled_path_serves_what_the_pipelines_give_calibrated(
+    tmp_path: Path, score: Candidate, passing: Candidate
+) -> None:
+    frame = synthetic.generate(800, 4)
+    model = fit_and_evaluate(
+        frame, pass_mark=50.0, seed=4, score_options=[score], pass_options=[passing]
+    ).model
+    calibration = PassCalibration(knots_in=(0.0, 0.3, 0.7, 1.0), knots_out=(0.05, 0.2, 0.9, 0.97))
+    saved = save_artifact(
+        tmp_path, replace(model, pass_calibration=calibration), fingerprint="c" * 16, details={}
+    )
+    served = load_served_model(str(saved), expected_pass_mark=50.0)
+    assert served.compiled
+    assert served.score_interval == model.score_interval is not None
+    rows = probe_rows()
+    table = feature_table(rows)
+    scores, probabilities = served.predict(rows)
+    pipelines = load_artifact(saved).model
+    np.testing.assert_allclose(scores, pipelines.predict_scores(table), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        probabilities, pipelines.pass_probabilities(table), rtol=1e-9, atol=1e-9
+    )
+    raw = pipelines.classifier.predict_proba(table)[:, 1]
+    assert np.max(np.abs(np.asarray(probabilities) - raw)) > 0.05  # the map was applied
