@@ -123,6 +123,9 @@ def parse_args(
             min_outcomes=env_int(
                 environ, "MONITOR_MIN_OUTCOMES", Thresholds.min_outcomes, minimum=1
             ),
+            coverage_drop=env_float(
+                environ, "MONITOR_COVERAGE_DROP", Thresholds.coverage_drop, minimum=0, maximum=1
+            ),
         )
         pass_mark = env_float(
             environ, "PASS_MARK", DEFAULT_PASS_MARK, minimum=sys.float_info.min, maximum=100
@@ -197,6 +200,14 @@ def parse_args(
         f"(STUDENTPERF_MONITOR_AUC_DROP, default {Thresholds.auc_drop:g})",
     )
     limits.add_argument(
+        "--coverage-drop",
+        type=float,
+        default=defaults.coverage_drop,
+        help="alert when live interval coverage is more than this below the stated level "
+        "(and a binomial test says it is no chance) "
+        f"(STUDENTPERF_MONITOR_COVERAGE_DROP, default {Thresholds.coverage_drop:g})",
+    )
+    limits.add_argument(
         "--min-rows",
         type=int,
         default=defaults.min_rows,
@@ -237,6 +248,8 @@ def parse_args(
         parser.error(
             "thresholds: --psi >= 0, 0 <= --ks-pvalue <= 1, --rmse-ratio >= 1, --auc-drop >= 0"
         )
+    if not 0 <= args.coverage_drop <= 1:
+        parser.error(f"--coverage-drop must be in [0, 1], got {args.coverage_drop}")
     if args.min_rows < 1 or args.min_outcomes < 1 or args.max_rows < 1:
         parser.error("--min-rows, --min-outcomes and --max-rows must be at least 1")
     if args.max_group_rows < groups.MIN_SAMPLE:
@@ -269,6 +282,7 @@ def parse_args(
             ks_pvalue=args.ks_pvalue,
             rmse_ratio=args.rmse_ratio,
             auc_drop=args.auc_drop,
+            coverage_drop=args.coverage_drop,
             min_rows=args.min_rows,
             min_outcomes=args.min_outcomes,
             group_gaps=gap_thresholds,

@@ -25,6 +25,7 @@ import pandas as pd
 from studentperf.features import FEATURE_COLUMNS
 from trainer.evaluate import CalibrationBin
 from trainer.group_quality import FIGURES, SHORT_NAMES, GroupQuality, format_group_quality
+from trainer.monitor.coverage import LiveCoverage, live_coverage
 from trainer.monitor.drift import FeatureDrift, feature_drift
 from trainer.monitor.groups import MAX_ROWS as MAX_GROUP_ROWS
 from trainer.monitor.groups import LiveGroups, live_groups
@@ -47,6 +48,10 @@ class Thresholds:
     min_outcomes: int = 30
     # How much wider than at training a live gap between groups may get (the gate's thresholds).
     group_gaps: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))
+    # Live interval coverage this far below the stated level, and unlikely by chance
+    # (trainer.monitor.coverage).
+    coverage_drop: float = 0.05
+    coverage_pvalue: float = 0.01
 
     def describe(self) -> str:
         gaps = ", ".join(f"{SHORT_NAMES[f]} {self.group_gaps[f]:g}" for f in FIGURES)
@@ -54,15 +59,18 @@ class Thresholds:
             f"PSI >= {self.psi:g}; KS p-value < {self.ks_pvalue:g}; live RMSE > "
             f"{self.rmse_ratio:g} x held-out; live ROC-AUC more than {self.auc_drop:g} below "
             f"held-out; a gap between groups wider than at training by more than {gaps}; "
-            f"judged from {self.min_rows} recent inputs and {self.min_outcomes} outcomes per "
-            "version"
+            f"live interval coverage more than {self.coverage_drop:g} below the stated level "
+            f"at binomial p < {self.coverage_pvalue:g}; judged from {self.min_rows} recent "
+            f"inputs and {self.min_outcomes} outcomes per version"
         )
 
 
 @dataclass(frozen=True)
 class Alert:
     version: str
-    subject: str  # a feature name, "score_rmse" / "pass_roc_auc", or "<attribute> <figure>"
+    # a feature name, "score_rmse" / "pass_roc_auc", "<attribute> <figure>" or
+    # "interval_coverage"
+    subject: str
     message: str
 
 
@@ -75,6 +83,7 @@ class VersionReport:
     drift: tuple[FeatureDrift, ...] = ()
     quality: LiveQuality | None = None
     groups: LiveGroups | None = None  # per group of students, with outcomes
+    coverage: LiveCoverage | None = None  # None: no outcome of a prediction with an interval
     alerts: tuple[Alert, ...] = ()
     # What could not be judged and why, e.g. "no reference data for version X".
     notes: tuple[str, ...] = ()
@@ -219,6 +228,20 @@ def assess_version(
         else:
             alerts += quality_alerts(version, quality, thresholds)
             alerts += group_alerts(version, groups)
+    coverage = None
+    if "score_interval_low" in labelled and not labelled.empty:
+        coverage = live_coverage(
+            labelled["final_score"],
+            labelled["score_interval_low"],
+            labelled["score_interval_high"],
+            labelled["interval_coverage"],
+        )
+    if (
+        coverage is not None
+        and coverage.rows >= thresholds.min_outcomes
+        and coverage.falls_short(thresholds.coverage_drop, thresholds.coverage_pvalue)
+    ):
+        alerts.append(Alert(version, "interval_coverage", f"{coverage.describe()}: too low"))
     times = recent["predicted_at"]
     return VersionReport(
         version=version,
@@ -228,6 +251,7 @@ def assess_version(
         drift=drift,
         quality=quality,
         groups=groups,
+        coverage=coverage,
         alerts=tuple(alerts),
         notes=tuple(said),
         reference=reference,
@@ -265,6 +289,8 @@ def summary(report: MonitorReport) -> str:
             )
         if v.groups is not None:
             lines += group_summary(v.groups)
+        if v.coverage is not None:
+            lines.append(f"  {v.coverage.describe()}")
         lines += [f"  note: {n}" for n in v.notes]
         lines += [f"  ALERT: {a.message}" for a in v.alerts]
     count = len(report.alerts)

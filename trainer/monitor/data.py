@@ -36,7 +36,8 @@ _COLUMNS = ", ".join(
 # $1: the earliest predicted_at (NULL: no limit); $2: at most this many, newest first (NULL: all).
 _RECENT = f"""
 SELECT p.prediction_id, p.model_version, p.predicted_at, p.predicted_final_score,
-       p.pass_probability, p.pass_mark, {_COLUMNS}, o.final_score
+       p.pass_probability, p.pass_mark, p.score_interval_low, p.score_interval_high,
+       p.interval_coverage, {_COLUMNS}, o.final_score
 FROM (
     SELECT * FROM predictions
     WHERE $1::timestamptz IS NULL OR predicted_at >= $1::timestamptz
@@ -69,7 +70,8 @@ async def read_recent(
     database_url: str, *, since: datetime | None, last: int | None
 ) -> pd.DataFrame:
     """Predictions in the window, oldest first: model_version, predicted_at, FEATURE_COLUMNS,
-    predicted_final_score, pass_probability, pass_mark, final_score (NaN: no outcome yet)."""
+    predicted_final_score, pass_probability, pass_mark, score_interval_low, score_interval_high,
+    interval_coverage (NaN: no interval), final_score (NaN: no outcome yet)."""
     conn = await connect(database_url)
     try:
         records = await conn.fetch(_RECENT, since, last)
@@ -114,6 +116,9 @@ def _frame(records: Sequence[Any]) -> pd.DataFrame:
         "predicted_final_score",
         "pass_probability",
         "pass_mark",
+        "score_interval_low",
+        "score_interval_high",
+        "interval_coverage",
         "final_score",
         *(c for c in FEATURE_COLUMNS if c not in CATEGORICAL_FEATURES),
     )
