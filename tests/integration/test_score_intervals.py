@@ -9,6 +9,10 @@ every one trained before intervals) serves without one: the fields unset, the co
 
 from __future__ import annotations
 
+import asyncio
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +23,19 @@ import pytest
 
 from inference_service.encoding import encode_student
 from inference_service.fast_model import feature_table
+from studentperf.config import DatabaseRole
 from studentperf.model_artifact import load_artifact, save_artifact
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
-from tests.integration.conftest import Stack, inference_settings, serving
+from tests.integration.conftest import REPO, Stack, inference_settings, serving
 from tests.integration.helpers import count_rows, eventually
+from tests.integration.test_monitoring import as_student
+from trainer import synthetic
 
 pytestmark = pytest.mark.usefixtures("recorder")
 
+CALM_ROWS = 400
 INTERVAL_FIELDS = ("score_interval_low", "score_interval_high", "interval_coverage")
 
 
@@ -145,3 +153,42 @@ async def test_a_model_without_an_interval_serves_and_stores_none(
         api.ListStudentPredictionsRequest(student_id="old-0"), timeout=10
     )
     assert history.predictions[0].prediction == answered[0]
+
+
+async def test_monitor_measures_live_coverage_near_the_stated_level_on_calm_outcomes(
+    stub: api_grpc.PredictionServiceStub, stack: Stack, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Students drawn like the model's training data, with their true final scores recorded as
+    outcomes: the monitor, reading what the recorder stored, finds about the stated 80 % and
+    raises no coverage alert."""
+    frame = synthetic.generate(CALM_ROWS, 303)
+    sent = [as_student(row, f"calm-{i}") for i, (_, row) in enumerate(frame.iterrows())]
+    answer = await stub.BatchPredict(api.BatchPredictRequest(students=sent), timeout=30)
+    assert all(r.HasField("prediction") for r in answer.results)
+    await stored(db, "calm", CALM_ROWS)
+    outcomes = [
+        api.Outcome(student_id=f"calm-{i}", term="2026-fall", final_score=float(score))
+        for i, score in enumerate(frame["final_score"])
+    ]
+    recorded = await stub.RecordOutcomes(api.RecordOutcomesRequest(outcomes=outcomes), timeout=30)
+    assert all(r.HasField("stored") for r in recorded.results)
+    written = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id LIKE 'calm-%'")
+    assert await eventually(written, CALM_ROWS, timeout=60) == CALM_ROWS
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable, "-m", "trainer.monitor", "--last", str(CALM_ROWS),
+            "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
+            "--models-dir", str(stack.model_path), "--report", str(tmp_path / "calm.html"),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    print(done.stdout)
+    found = re.search(
+        rf"live interval coverage ([0-9.]+)% of {CALM_ROWS} outcomes \(stated 80%", done.stdout
+    )
+    assert found, done.stdout + done.stderr
+    # One standard deviation of the share is 2 points at 400 outcomes.
+    assert abs(float(found[1]) - 80.0) <= 6.0
+    assert "coverage" not in " ".join(re.findall(r"ALERT: .*", done.stdout))

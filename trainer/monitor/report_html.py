@@ -337,6 +337,9 @@ def _version_section(version: VersionReport, thresholds: Thresholds) -> str:
     if version.groups is not None:
         parts.append("<h3>Live quality per group of students</h3>")
         parts.append(_group_tables(version.groups, thresholds))
+    if version.coverage is not None:
+        parts.append("<h3>Score intervals (outcomes inside their prediction's range)</h3>")
+        parts.append(f"<p>{escape(version.coverage.describe())}.</p>")
     parts.append("</section>")
     return "\n".join(parts)
 
