@@ -3,6 +3,8 @@ coverage it reaches on synthetic data, the calibration map, and what the artifac
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -194,3 +196,28 @@ def test_compiled_path_serves_what_the_pipelines_give_calibrated(
     )
     raw = pipelines.classifier.predict_proba(table)[:, 1]
     assert np.max(np.abs(np.asarray(probabilities) - raw)) > 0.05  # the map was applied
+
+
+def test_serving_a_model_with_interval_and_calibration_never_imports_mapie(tmp_path: Path) -> None:
+    frame = synthetic.generate(800, 6)
+    model = fit_and_evaluate(
+        frame, pass_mark=50.0, seed=6, score_options=[ridge(1.0)], pass_options=[logistic(1.0)]
+    ).model
+    calibration = PassCalibration(knots_in=(0.0, 1.0), knots_out=(0.1, 0.9))
+    saved = save_artifact(
+        tmp_path, replace(model, pass_calibration=calibration), fingerprint="d" * 16, details={}
+    )
+    code = (
+        "import sys\n"
+        "import inference_service.server\n"
+        "from inference_service.fast_model import probe_rows\n"
+        "from inference_service.model import load_served_model\n"
+        f"served = load_served_model({str(saved)!r}, expected_pass_mark=50.0)\n"
+        "served.warm_up(); served.predict(probe_rows())\n"
+        "assert served.score_interval is not None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mapie', 'trainer')))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert found.stdout.strip() == "[]", found.stdout
