@@ -3,6 +3,9 @@ coverage it reaches on synthetic data, the calibration map, and what the artifac
 
 from __future__ import annotations
 
+import io
+import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +22,7 @@ from inference_service.model import load_served_model
 from studentperf.model_artifact import load_artifact, save_artifact
 from studentperf.score_interval import PassCalibration, ScoreInterval
 from trainer import synthetic
+from trainer.__main__ import parse_args
 from trainer.calibration import fit_calibration, judge
 from trainer.conformal import coverage_on, fit_interval
 from trainer.fit import fit_and_evaluate
@@ -29,6 +33,7 @@ from trainer.pipeline import (
     logistic,
     ridge,
 )
+from trainer.train import run
 
 
 class Constant:
@@ -221,3 +226,41 @@ def test_serving_a_model_with_interval_and_calibration_never_imports_mapie(tmp_p
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert found.stdout.strip() == "[]", found.stdout
+
+
+def test_the_training_run_prints_and_keeps_the_interval_at_the_configured_level(
+    tmp_path: Path,
+) -> None:
+    config = parse_args(
+        ["--synthetic", "--no-database", "--rows", "3000", "--models-dir", str(tmp_path)],
+        {"STUDENTPERF_INTERVAL_COVERAGE": "0.9"},
+    )
+    assert config.interval_coverage == 0.9
+    out = io.StringIO()
+    result = run(replace(config, score_options=(ridge(1.0),), pass_options=(logistic(1.0),)), out)
+    printed = re.search(
+        r"score interval: predicted score \+/- ([0-9.]+) points \(split-conformal on 300 "
+        r"validation rows, stated coverage 90%\); test coverage ([0-9.]+)% of 600 rows",
+        out.getvalue(),
+    )
+    assert printed, out.getvalue()
+    print(printed[0])
+    assert abs(float(printed[2]) - 90.0) <= 4.0
+    assert re.search(r"test calibration error [0-9.]+ before, [0-9.]+ after", out.getvalue())
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    assert metadata["score_interval"]["coverage"] == 0.9
+    assert metadata["score_interval"]["half_width"] == pytest.approx(float(printed[1]), abs=0.005)
+    assert metadata["score_interval"]["test_coverage"] == pytest.approx(
+        float(printed[2]) / 100, abs=0.0005
+    )
+    assert set(metadata["pass_calibration"]) >= {"test_ece_before", "test_ece_after", "applied"}
+    assert load_artifact(result.path).model.score_interval == result.training.interval.interval
+
+
+@pytest.mark.parametrize("given", ["0.3", "1", "lots"])
+def test_a_bad_interval_coverage_is_refused_naming_the_variable(
+    given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--no-database"], {"STUDENTPERF_INTERVAL_COVERAGE": given})
+    assert "interval-coverage" in capsys.readouterr().err
