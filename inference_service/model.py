@@ -40,6 +40,8 @@ from studentperf.v1.prediction_service_pb2 import (
     GroupGap,
     GroupQuality,
     ModelInfo,
+    PassCalibrationInfo,
+    ScoreIntervalInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,28 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
     created_at = meta.get("created_at")
     if isinstance(created_at, str):
         info.trained_at.FromDatetime(datetime.fromisoformat(created_at))
+    interval, calibration = meta.get("score_interval"), meta.get("pass_calibration")
+    try:
+        if isinstance(interval, Mapping):
+            info.score_interval.CopyFrom(
+                ScoreIntervalInfo(
+                    half_width=float(interval["half_width"]),
+                    coverage=float(interval["coverage"]),
+                    test_coverage=float(interval["test_coverage"]),
+                    test_mean_width=float(interval["test_mean_width"]),
+                    validation_rows=int(interval["validation_rows"]),
+                )
+            )
+        if isinstance(calibration, Mapping):
+            info.pass_calibration.CopyFrom(
+                PassCalibrationInfo(
+                    applied=bool(calibration["applied"]),
+                    test_ece_before=float(calibration["test_ece_before"]),
+                    test_ece_after=float(calibration["test_ece_after"]),
+                )
+            )
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("metadata.json of %s: unreadable interval figures: %s", loaded.version, err)
     groups = meta.get("group_quality")
     if isinstance(groups, Mapping):
         try:

@@ -117,7 +117,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows", "feature_importances", "score_estimator", "pass_estimator", "explanation_method", "validation_rows", "data_sha256", "group_quality")
+    __slots__ = ("model_version", "trained_at", "pass_mark", "metrics", "baseline_metrics", "data_source", "training_rows", "test_rows", "feature_importances", "score_estimator", "pass_estimator", "explanation_method", "validation_rows", "data_sha256", "group_quality", "score_interval", "pass_calibration")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class ModelInfo(_message.Message):
     VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
     GROUP_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PASS_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     trained_at: _timestamp_pb2.Timestamp
     pass_mark: float
@@ -162,7 +164,33 @@ class ModelInfo(_message.Message):
     validation_rows: int
     data_sha256: str
     group_quality: GroupQuality
-    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ..., feature_importances: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., score_estimator: _Optional[str] = ..., pass_estimator: _Optional[str] = ..., explanation_method: _Optional[str] = ..., validation_rows: _Optional[int] = ..., data_sha256: _Optional[str] = ..., group_quality: _Optional[_Union[GroupQuality, _Mapping]] = ...) -> None: ...
+    score_interval: ScoreIntervalInfo
+    pass_calibration: PassCalibrationInfo
+    def __init__(self, model_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pass_mark: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., data_source: _Optional[str] = ..., training_rows: _Optional[int] = ..., test_rows: _Optional[int] = ..., feature_importances: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., score_estimator: _Optional[str] = ..., pass_estimator: _Optional[str] = ..., explanation_method: _Optional[str] = ..., validation_rows: _Optional[int] = ..., data_sha256: _Optional[str] = ..., group_quality: _Optional[_Union[GroupQuality, _Mapping]] = ..., score_interval: _Optional[_Union[ScoreIntervalInfo, _Mapping]] = ..., pass_calibration: _Optional[_Union[PassCalibrationInfo, _Mapping]] = ...) -> None: ...
+
+class ScoreIntervalInfo(_message.Message):
+    __slots__ = ("half_width", "coverage", "test_coverage", "test_mean_width", "validation_rows")
+    HALF_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    TEST_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    TEST_MEAN_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    half_width: float
+    coverage: float
+    test_coverage: float
+    test_mean_width: float
+    validation_rows: int
+    def __init__(self, half_width: _Optional[float] = ..., coverage: _Optional[float] = ..., test_coverage: _Optional[float] = ..., test_mean_width: _Optional[float] = ..., validation_rows: _Optional[int] = ...) -> None: ...
+
+class PassCalibrationInfo(_message.Message):
+    __slots__ = ("applied", "test_ece_before", "test_ece_after")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    TEST_ECE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TEST_ECE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    test_ece_before: float
+    test_ece_after: float
+    def __init__(self, applied: _Optional[bool] = ..., test_ece_before: _Optional[float] = ..., test_ece_after: _Optional[float] = ...) -> None: ...
 
 class FeatureImportance(_message.Message):
     __slots__ = ("feature", "rmse_increase")

@@ -113,6 +113,17 @@ async def test_served_stored_and_listed_intervals_are_the_trainers(
     [entry] = history.predictions
     assert entry.prediction == answered[11]  # the interval included, as answered
 
+    info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
+    kept = load_artifact(stack.model_path).metadata["score_interval"]
+    assert info.score_interval.half_width == kept["half_width"]
+    assert info.score_interval.coverage == 0.8
+    assert info.score_interval.test_coverage == kept["test_coverage"]
+    assert info.score_interval.validation_rows == info.validation_rows
+    assert abs(info.score_interval.test_coverage - 0.8) <= 0.05
+    assert info.HasField("pass_calibration")
+    calibration = info.pass_calibration
+    assert calibration.applied == (calibration.test_ece_after < calibration.test_ece_before)
+
 
 @pytest.fixture(scope="module")
 async def old_model_stub(
@@ -153,6 +164,8 @@ async def test_a_model_without_an_interval_serves_and_stores_none(
         api.ListStudentPredictionsRequest(student_id="old-0"), timeout=10
     )
     assert history.predictions[0].prediction == answered[0]
+    info = await old_model_stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
+    assert not info.HasField("score_interval") and not info.HasField("pass_calibration")
 
 
 async def test_monitor_measures_live_coverage_near_the_stated_level_on_calm_outcomes(
