@@ -55,6 +55,10 @@ def predictions(rows: int, inside: int) -> pd.DataFrame:
             "score_interval_high": 60.0,
             "interval_coverage": 0.8,
             "final_score": outcome,
+            # The groups of students the monitor's per-group figures read: one group each.
+            "gender": "female",
+            "lunch_program": "standard",
+            "parental_education": "high_school",
         }
     )
 
