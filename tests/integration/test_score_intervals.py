@@ -119,7 +119,8 @@ async def test_served_stored_and_listed_intervals_are_the_trainers(
     assert info.score_interval.coverage == 0.8
     assert info.score_interval.test_coverage == kept["test_coverage"]
     assert info.score_interval.validation_rows == info.validation_rows
-    assert abs(info.score_interval.test_coverage - 0.8) <= 0.05
+    # 300 validation and 600 test rows: about 2.5 points one standard deviation; 8 is three.
+    assert abs(info.score_interval.test_coverage - 0.8) <= 0.08
     assert info.HasField("pass_calibration")
     calibration = info.pass_calibration
     assert calibration.applied == (calibration.test_ece_after < calibration.test_ece_before)
@@ -202,6 +203,7 @@ async def test_monitor_measures_live_coverage_near_the_stated_level_on_calm_outc
         rf"live interval coverage ([0-9.]+)% of {CALM_ROWS} outcomes \(stated 80%", done.stdout
     )
     assert found, done.stdout + done.stderr
-    # One standard deviation of the share is 2 points at 400 outcomes.
-    assert abs(float(found[1]) - 80.0) <= 6.0
+    # One standard deviation of the share is 2 points at 400 outcomes, and of the level the
+    # model's half-width reaches (300 validation rows) about 2.3: 9 points is three of both.
+    assert abs(float(found[1]) - 80.0) <= 9.0
     assert "coverage" not in " ".join(re.findall(r"ALERT: .*", done.stdout))

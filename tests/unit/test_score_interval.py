@@ -90,29 +90,38 @@ def test_bounds_are_clipped_to_the_score_range_and_coverage_counts_the_ends() ->
     assert width == pytest.approx((15 + 20 + 13 + 20) / 4)
 
 
-@pytest.mark.parametrize(("coverage", "seed"), [(0.8, 3), (0.8, 11), (0.9, 3), (0.6, 5)])
-def test_test_split_coverage_is_within_a_few_points_of_the_stated_level(
-    coverage: float, seed: int
-) -> None:
-    frame = synthetic.generate(5000, seed)
-    found = fit_and_evaluate(
-        frame,
-        pass_mark=50.0,
-        seed=seed,
-        score_options=[ridge(1.0)],
-        pass_options=[logistic(1.0)],
-        coverage=coverage,
-    )
-    report = found.interval
-    print(
-        f"stated {coverage:.0%}, seed {seed}: half-width {report.interval.half_width:.2f}, "
-        f"test coverage {report.test_coverage:.3f} of {report.test_rows}"
-    )
-    assert report.interval.coverage == coverage
-    assert report.test_rows == 1000 and report.validation_rows == 500
-    assert abs(report.test_coverage - coverage) <= 0.04
-    # The model keeps the same interval it was judged with.
-    assert found.model.score_interval == report.interval
+# Each run's test coverage varies by chance: about 2.5 points (one standard deviation) from the
+# 500 validation rows the half-width comes from and the 1,000 test rows that judge it. So each
+# run may be off by up to 8 points (3 standard deviations), while the mean deviation over the
+# runs, whose standard deviation is about 0.7 points, must be within 2.
+LEVEL_RUNS = [(0.8, seed) for seed in range(1, 7)] + [(0.6, 7), (0.6, 8), (0.9, 9), (0.9, 10)]
+
+
+def test_test_split_coverage_is_within_a_few_points_of_the_stated_level() -> None:
+    deviations = []
+    for coverage, seed in LEVEL_RUNS:
+        found = fit_and_evaluate(
+            synthetic.generate(5000, seed),
+            pass_mark=50.0,
+            seed=seed,
+            score_options=[ridge(1.0)],
+            pass_options=[logistic(1.0)],
+            coverage=coverage,
+        )
+        report = found.interval
+        print(
+            f"stated {coverage:.0%}, seed {seed}: half-width {report.interval.half_width:.2f}, "
+            f"test coverage {report.test_coverage:.3f} of {report.test_rows}"
+        )
+        assert report.interval.coverage == coverage
+        assert report.test_rows == 1000 and report.validation_rows == 500
+        # The model keeps the same interval it was judged with.
+        assert found.model.score_interval == report.interval
+        deviations.append(report.test_coverage - coverage)
+    mean = float(np.mean(deviations))
+    print(f"mean deviation from the stated level over {len(deviations)} runs: {mean:+.4f}")
+    assert max(abs(d) for d in deviations) <= 0.08
+    assert abs(mean) <= 0.02
 
 
 def test_isotonic_map_on_known_points() -> None:
@@ -245,7 +254,9 @@ def test_the_training_run_prints_and_keeps_the_interval_at_the_configured_level(
     )
     assert printed, out.getvalue()
     print(printed[0])
-    assert abs(float(printed[2]) - 90.0) <= 4.0
+    # 300 validation and 600 test rows: one standard deviation of the reached level is about
+    # 2 points at 90 %; 6 is three.
+    assert abs(float(printed[2]) - 90.0) <= 6.0
     assert re.search(r"test calibration error [0-9.]+ before, [0-9.]+ after", out.getvalue())
     metadata = json.loads((result.path / "metadata.json").read_text())
     assert metadata["score_interval"]["coverage"] == 0.9
