@@ -594,6 +594,20 @@ def rpc_counts(running: RunningServer) -> dict[tuple[str, str], float]:
     }
 
 
+async def refusals_counted(
+    running: RunningServer, before: dict[tuple[str, str], float], method: str, expected: int
+) -> int:
+    """The INVALID_ARGUMENT answers of `method` counted since `before`, once they reach
+    `expected` (or time is up): a call's duration is observed as its handler ends, which may be
+    just after its client has the answer."""
+    key = (method, "INVALID_ARGUMENT")
+
+    async def counted() -> int:
+        return int(rpc_counts(running).get(key, 0) - before.get(key, 0))
+
+    return await eventually(counted, expected, timeout=10)
+
+
 async def test_undecodable_requests_are_invalid_argument_and_counted(
     inference: RunningServer,
 ) -> None:
@@ -607,10 +621,8 @@ async def test_undecodable_requests_are_invalid_argument_and_counted(
                 assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
                 name = MESSAGES[method].DESCRIPTOR.full_name
                 assert error.details() == f"the request is not a valid {name}: {UNDECODABLE}"
-    after = rpc_counts(inference)
     for method in UNDECODABLE_METHODS:
-        key = (method, "INVALID_ARGUMENT")
-        assert after.get(key, 0) - before.get(key, 0) == 3
+        assert await refusals_counted(inference, before, method, 3) == 3
 
 
 def _tag(field: int, wire_type: int) -> bytes:
@@ -732,10 +744,9 @@ async def test_malformed_wire_bytes_are_invalid_argument_and_publish_nothing(
 
     await asyncio.to_thread(run, f"127.0.0.1:{inference.port}")
     print(f"malformed requests refused: {sent}")
-    counts = rpc_counts(inference)
     for method in UNDECODABLE_METHODS:
-        key = (method, "INVALID_ARGUMENT")
-        assert counts.get(key, 0) - counts_before.get(key, 0) == sent.get(method, 0)
+        expected = sent.get(method, 0)
+        assert await refusals_counted(inference, counts_before, method, expected) == expected
     assert await published(stack) == before
 
 
@@ -764,6 +775,9 @@ async def test_with_tokens_on_undecodable_requests_are_refused_before_any_parsin
                     invalid = await call_raw(channel, method, payload, TOKEN)
                     assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT
                     assert UNDECODABLE in (invalid.details() or "")
+        answered = 4 * len(UNDECODABLE_METHODS)  # each observed as its handler ends
+        total = lambda: _value(int(sum(rpc_counts(running).values())))  # noqa: E731
+        assert await eventually(total, answered, timeout=10) == answered
         counts = rpc_counts(running)
         print(counts)
         assert counts == {
