@@ -133,7 +133,9 @@ def test_the_gate_refuses_a_version_that_serves_a_group_worse_and_passes_calm_on
     assert "quality per group of students" in calm_output and "lunch_program" in calm_output
 
     # The free_or_reduced group's scores carry noise no input explains: refused, with figures.
-    unfair, unfair_output = train(models, 7, unfair_group=UNFAIR)
+    # Seed 8 is one where the overall gate alone would promote the version (as for 5 of seeds
+    # 7-14; the group gate refused all 8), so the refusal below is the group gate's own.
+    unfair, unfair_output = train(models, 8, unfair_group=UNFAIR)
     print(unfair.decision.reason)
     lunch = unfair.training.evaluation.groups.attribute("lunch_program")
     assert lunch is not None
@@ -149,7 +151,7 @@ def test_the_gate_refuses_a_version_that_serves_a_group_worse_and_passes_calm_on
     assert "NOT promoted (--force overrides)" in unfair.decision.reason
     assert "lunch_program score_rmse gap" in unfair_output
 
-    forced, _ = train(models, 7, unfair_group=UNFAIR, force=True)
+    forced, _ = train(models, 8, unfair_group=UNFAIR, force=True)
     assert forced.decision.promoted and "but forced: promoted" in forced.decision.reason
     assert (models / "current").readlink().name == forced.version
 
