@@ -129,6 +129,16 @@ def make_version(created_at: datetime, fingerprint: str) -> str:
     return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
 
 
+def _free_version(root: Path, version: str) -> str:
+    """`version`, or `version-2`, `-3`... when the same rows were trained within the same second
+    (a forced retrain of a refused version): distinct trainings stay distinct versions, in order."""
+    candidate, n = version, 1
+    while (root / candidate).exists():
+        n += 1
+        candidate = f"{version}-{n}"
+    return candidate
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a pickled pipeline depends on."""
     names = ("scikit-learn", "pandas", "numpy", "joblib")
@@ -157,7 +167,7 @@ def save_artifact(
             raise ModelArtifactError(f"{name!r} cannot be an extra file of a version")
     root = Path(models_dir)
     created = (created_at or datetime.now(UTC)).astimezone(UTC)
-    version = make_version(created, fingerprint)
+    version = _free_version(root, make_version(created, fingerprint))
     metadata = {
         "version": version,
         "created_at": created.isoformat().replace("+00:00", "Z"),
