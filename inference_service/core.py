@@ -28,14 +28,9 @@ from studentperf.erasure import ANONYMOUS, REASON_RULE, reason_is_valid
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.history import PageQuery
 from studentperf.limits import MAX_EXPLAINED_BATCH
-from studentperf.outcomes import (
-    STUDENT_ID_RULE,
-    TERM_FORMAT,
-    OutcomeRow,
-    student_id_is_valid,
-    term_is_valid,
-)
+from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
 from studentperf.score_interval import ScoreInterval
+from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent

@@ -8,15 +8,12 @@ their path inside `Student`, so the answer can say what the model imputed.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PARTS, NUMERIC_RANGES, FeatureValue
+from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.student_pb2 import Student
-
-_STUDENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_STUDENT_ID_RULE = "required: 1-64 characters, each an ASCII letter, digit, '-' or '_'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +83,8 @@ def encode_student(student: Student | None, path: str) -> EncodedStudent:
     profile, record = student.profile, student.academic_record
 
     student_id = profile.student_id
-    if not _STUDENT_ID.fullmatch(student_id):
-        violations.append(FieldViolation(f"{path}.profile.student_id", _STUDENT_ID_RULE))
+    if not student_id_is_valid(student_id):
+        violations.append(FieldViolation(f"{path}.profile.student_id", STUDENT_ID_RULE))
 
     features: list[FeatureValue] = [None] * len(FEATURE_COLUMNS)
     imputed: list[str] = []

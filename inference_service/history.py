@@ -21,7 +21,7 @@ from inference_service.encoding import FieldViolation, InvalidInput
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import ACADEMIC_RECORD_FEATURES, PROFILE_FEATURES
 from studentperf.history import Cursor, PageQuery
-from studentperf.outcomes import STUDENT_ID_RULE, student_id_is_valid
+from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.prediction_service_pb2 import (
     ListStudentPredictionsRequest,
     Prediction,

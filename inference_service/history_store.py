@@ -20,12 +20,12 @@ import asyncpg
 
 from inference_service.core import HistoryUnavailable
 from studentperf.config import mask_dsn
-from studentperf.history import PageQuery, fetch_page
+from studentperf.history import PageQuery
+from studentperf.persistence.history import ERASURE_REMOVED, fetch_page
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_ERASURE = "SELECT removed FROM erasures WHERE event_id = $1"
 
 
 class PostgresHistoryStore:
@@ -61,7 +61,7 @@ class PostgresHistoryStore:
         None until the recorder has applied it."""
 
         async def read(conn: asyncpg.Connection) -> Mapping[str, int] | None:
-            found = await conn.fetchval(_ERASURE, event_id)
+            found = await conn.fetchval(ERASURE_REMOVED, event_id)
             return None if found is None else {k: int(v) for k, v in json.loads(found).items()}
 
         return await self._read(read)

@@ -7,14 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from inference_service.encoding import FieldViolation, InvalidInput
-from studentperf.outcomes import (
-    STUDENT_ID_RULE,
-    TERM_RULE,
-    OutcomeRow,
-    score_is_valid,
-    student_id_is_valid,
-    term_is_valid,
-)
+from studentperf.outcomes import TERM_RULE, OutcomeRow, score_is_valid, term_is_valid
+from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.prediction_service_pb2 import Outcome
 
 

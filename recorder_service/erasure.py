@@ -28,33 +28,18 @@ from datetime import datetime
 import asyncpg
 
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from studentperf.persistence.erasure import (
+    ALREADY_APPLIED,
+    AUDIT,
+    DELETE_STUDENT,
+    ERASED_AS_OF,
+    ERASED_TABLES,
+    SET_ERASURE_ROLE,
+)
 
-ERASURE_ROLE = "studentperf_erasure"
 # Where a staging row keeps its student and its event's time (an outcome's row too).
 _STUDENT = STAGING_COLUMNS.index("student_id")
 _OCCURRED_AT = STAGING_COLUMNS.index("predicted_at")
-
-# Children before the tables they refer to: the foreign keys hold at every step.
-ERASED_TABLES: tuple[str, ...] = (
-    "predictions",
-    "outcomes",
-    "student_profiles",
-    "academic_records",
-    "students",
-)
-_DELETES = {table: f"DELETE FROM {table} WHERE student_id = $1" for table in ERASED_TABLES}
-_ALREADY_APPLIED = "SELECT true FROM erasures WHERE event_id = $1"
-_AUDIT = """
-INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason, removed)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-ON CONFLICT (event_id) DO NOTHING
-"""
-# The newest erasure of each of a batch's students.
-_ERASED_AS_OF = """
-SELECT student_hash, max(erased_as_of) AS erased_as_of
-FROM erasures WHERE student_hash = ANY($1::bytea[])
-GROUP BY student_hash
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +99,18 @@ async def apply_erasures(
     """Applies the erasures in order, in one transaction; one answer per erasure."""
     applied: list[Applied] = []
     async with conn.transaction():
-        await conn.execute(f"SET LOCAL ROLE {ERASURE_ROLE}")
+        await conn.execute(SET_ERASURE_ROLE)
         for erasure in erasures:
-            if await conn.fetchval(_ALREADY_APPLIED, erasure.event_id):
+            if await conn.fetchval(ALREADY_APPLIED, erasure.event_id):
                 applied.append(Applied(erasure.event_id, {}, new=False))
                 continue
             removed: dict[str, int] = {}
             for table in ERASED_TABLES:
-                count = _count(await conn.execute(_DELETES[table], erasure.student_id))
+                count = _count(await conn.execute(DELETE_STUDENT[table], erasure.student_id))
                 if count:
                     removed[table] = count
             await conn.execute(
-                _AUDIT,
+                AUDIT,
                 erasure.event_id,
                 student_hash(key, erasure.student_id),
                 erasure.erased_as_of,
@@ -144,7 +129,7 @@ async def erased_as_of(
     by_hash = {hasher(sid): sid for sid in set(student_ids)}
     if not by_hash:
         return {}
-    found = await conn.fetch(_ERASED_AS_OF, list(by_hash))
+    found = await conn.fetch(ERASED_AS_OF, list(by_hash))
     return {by_hash[bytes(r["student_hash"])]: r["erased_as_of"] for r in found}
 
 

@@ -1,18 +1,19 @@
 """Writing batches of staging rows into PostgreSQL, idempotently, in one transaction each.
 
 A batch is COPYed into a temporary staging table and spread from there by one
-`INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip. Each is keyed so that
-writing the same events again changes nothing: predictions by prediction id, profiles and
-academic records by their content-derived ids (DO NOTHING), each student's current facts
-merged fact by fact, a fact replaced only by one given later (studentperf.student_facts), and
-outcomes by (student_id, term), a score replaced only by one recorded later: ordered by the
-event's time, then its offset, as the facts are (an outcome event gives no fact, so its
-student gets a bare row when unknown, as migration 0002 describes). An imported CSV row is
-both: its profile facts merge and its outcome is upserted by those same rules, and its event
-id is noted, so the same row imported again is skipped. A new outcome's
+`INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip (the statements are
+studentperf.persistence.recording's). Each is keyed so that writing the same events again
+changes nothing: predictions by prediction id, profiles and academic records by their
+content-derived ids (DO NOTHING), each student's current facts merged fact by fact, a fact
+replaced only by one given later (studentperf.persistence.student_facts), and outcomes by
+(student_id, term), a score replaced only by one recorded later (studentperf.persistence.
+outcomes): ordered by the event's time, then its offset, as the facts are (an outcome event
+gives no fact, so its student gets a bare row when unknown, as migration 0002 describes). An
+imported CSV row is both: its profile facts merge and its outcome is upserted by those same
+rules, and its event id is noted, so the same row imported again is skipped. A new outcome's
 recorded_at is its event's time, when RecordOutcomes accepted it, not when the recorder got to
 it: the monitor pairs a prediction that names no term with the first outcome recorded after
-it (trainer/monitor/data.py), by the service's clock on both sides.
+it (studentperf/persistence/monitor.py), by the service's clock on both sides.
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
 a batch the database refuses (or the driver cannot encode) is split in halves until the
@@ -42,120 +43,16 @@ from recorder_service.erasure import (
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.triage import Reason
-from studentperf.student_facts import FACTS, merge_statement
+from studentperf.persistence.recording import CREATE_STAGING, SPREAD, STAGING_TABLE
+from studentperf.persistence.retention import (
+    REMOVE_PREDICTIONS,
+    REMOVE_PROFILES,
+    REMOVE_RECORDS,
+    REMOVE_STUDENTS,
+    SET_RETENTION_ROLE,
+)
 
 log = logging.getLogger(__name__)
-
-STAGING_TABLE = "recorder_batch"
-# outcomes.source of an outcome recorded through RecordOutcomes (and so its event).
-OUTCOME_SOURCE = "rpc"
-
-# Types are as wide as the event's: an out-of-range age is then refused by PostgreSQL as data
-# (and dead-lettered), rather than by the driver's encoder.
-_CREATE_STAGING = f"""
-CREATE TEMPORARY TABLE {STAGING_TABLE} (
-    log_offset bigint NOT NULL,
-    prediction_id uuid,
-    student_id text,
-    student_profile_id uuid,
-    age integer,
-    gender text,
-    parental_education text,
-    lunch_program text,
-    test_preparation text,
-    academic_record_id uuid,
-    attendance_percentage double precision,
-    study_hours_per_week double precision,
-    previous_gpa double precision,
-    assignments_completed boolean,
-    model_version text,
-    predicted_final_score double precision,
-    pass_probability double precision,
-    predicted_pass boolean,
-    pass_mark double precision,
-    imputed_fields text[],
-    score_interval_low double precision,
-    score_interval_high double precision,
-    interval_coverage double precision,
-    predicted_at timestamptz,
-    event_schema_version bigint,
-    trace_id text,
-    term text,
-    final_score double precision,
-    explanation bytea,
-    import_event_id uuid,
-    outcome_source text
-) ON COMMIT DROP
-"""
-
-# Each event gives the facts its request carried, as of the event's time and offset.
-_GIVEN_FACTS = f"""(SELECT student_id, {", ".join(FACTS)}, predicted_at AS given_at, log_offset
-      FROM {STAGING_TABLE}) AS given"""
-
-# An imported CSV row is stored once per event id (migration 0011): a row imported before is
-# dropped from the batch before anything is spread, so importing a file again stores nothing.
-_SKIP_IMPORTED = f"""
-DELETE FROM {STAGING_TABLE} b USING imported_rows i WHERE b.import_event_id = i.event_id"""
-_NOTE_IMPORTED = f"""
-INSERT INTO imported_rows (event_id, student_id)
-SELECT DISTINCT import_event_id, student_id FROM {STAGING_TABLE}
-WHERE import_event_id IS NOT NULL
-ON CONFLICT (event_id) DO NOTHING"""
-
-# One simple-protocol round trip; its status is the last statement's, the predictions insert.
-_SPREAD = f"""{_SKIP_IMPORTED};
-
-INSERT INTO model_versions (model_version)
-SELECT DISTINCT model_version FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
-ON CONFLICT (model_version) DO NOTHING;
-
-{merge_statement(_GIVEN_FACTS)};
-
-INSERT INTO student_profiles (student_profile_id, student_id, age, gender, parental_education,
-                              lunch_program, test_preparation)
-SELECT DISTINCT ON (student_profile_id) student_profile_id, student_id, age, gender,
-       parental_education, lunch_program, test_preparation
-FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
-ON CONFLICT (student_profile_id) DO NOTHING;
-
-INSERT INTO academic_records (academic_record_id, student_id, attendance_percentage,
-                              study_hours_per_week, previous_gpa, assignments_completed)
-SELECT DISTINCT ON (academic_record_id) academic_record_id, student_id, attendance_percentage,
-       study_hours_per_week, previous_gpa, assignments_completed
-FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
-ON CONFLICT (academic_record_id) DO NOTHING;
-
-INSERT INTO outcomes AS o (student_id, term, final_score, source, recorded_at, recorded_as_of,
-                          log_offset)
-SELECT DISTINCT ON (student_id, term) student_id, term, final_score,
-       COALESCE(outcome_source, '{OUTCOME_SOURCE}'), predicted_at, predicted_at, log_offset
-FROM {STAGING_TABLE} WHERE prediction_id IS NULL
-ORDER BY student_id, term, predicted_at DESC, log_offset DESC
-ON CONFLICT (student_id, term) DO UPDATE SET
-    final_score = EXCLUDED.final_score,
-    source = EXCLUDED.source,
-    -- When the score last changed: an event that repeats it (a duplicate a spool replay may
-    -- publish, at a later offset) moves only its order.
-    updated_at = CASE WHEN o.final_score = EXCLUDED.final_score AND o.source = EXCLUDED.source
-                      THEN o.updated_at ELSE now() END,
-    recorded_as_of = EXCLUDED.recorded_as_of,
-    log_offset = EXCLUDED.log_offset
-WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
-    > (COALESCE(o.recorded_as_of, '-infinity'), COALESCE(o.log_offset, -1));
-{_NOTE_IMPORTED};
-
-INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
-                         model_version, predicted_final_score, pass_probability,
-                         predicted_pass, pass_mark, imputed_fields, predicted_at,
-                         event_schema_version, trace_id, term, explanation,
-                         score_interval_low, score_interval_high, interval_coverage)
-SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
-       predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
-       predicted_at, event_schema_version, trace_id, term, explanation,
-       score_interval_low, score_interval_high, interval_coverage
-FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
-ON CONFLICT (prediction_id) DO NOTHING;
-"""
 
 
 class DatabaseUnusable(RuntimeError):
@@ -245,9 +142,9 @@ def describe(error: BaseException) -> str:
 
 async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
     async with conn.transaction():
-        await conn.execute(_CREATE_STAGING)
+        await conn.execute(CREATE_STAGING)
         await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=STAGING_COLUMNS)
-        status: str = await conn.execute(_SPREAD)
+        status: str = await conn.execute(SPREAD)
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 
@@ -333,48 +230,7 @@ class PostgresStore:
             return result
 
 
-# Retention (recorder_service/retention.py). Each batch is one short transaction under the
-# role that may delete (migration 0007); its statements run one after another, each seeing
-# what the ones before it deleted, which one statement of data-modifying CTEs would not.
-RETENTION_ROLE = "studentperf_retention"
-
-# The oldest first, by predictions_predicted_at_idx, then each by its primary key: a batch
-# touches only the rows it deletes. (With `IN (SELECT ...)` the planner may hash-join against
-# a scan of the whole table; `= ANY(ARRAY(...))` is an index condition.)
-_REMOVE_PREDICTIONS = """
-DELETE FROM predictions
-WHERE prediction_id = ANY(ARRAY(
-    SELECT prediction_id FROM predictions
-    WHERE predicted_at < $1
-    ORDER BY predicted_at
-    LIMIT $2))
-RETURNING student_id, student_profile_id, academic_record_id
-"""
-
-# Of the profiles and records the batch's predictions used, those no prediction uses any more.
-_REMOVE_PROFILES = """
-DELETE FROM student_profiles sp
-WHERE sp.student_profile_id = ANY($1::uuid[])
-  AND NOT EXISTS (SELECT FROM predictions p WHERE p.student_profile_id = sp.student_profile_id)
-"""
-
-_REMOVE_RECORDS = """
-DELETE FROM academic_records ar
-WHERE ar.academic_record_id = ANY($1::uuid[])
-  AND NOT EXISTS (SELECT FROM predictions p WHERE p.academic_record_id = ar.academic_record_id)
-"""
-
-# A student's current facts go only when nothing refers to the student any more and none of
-# the facts was given since the cutoff: a student with outcomes, or newer predictions, stays.
-_REMOVE_STUDENTS = """
-DELETE FROM students s
-WHERE s.student_id = ANY($1::text[])
-  AND s.profile_as_of < $2
-  AND NOT EXISTS (SELECT FROM predictions p WHERE p.student_id = s.student_id)
-  AND NOT EXISTS (SELECT FROM student_profiles sp WHERE sp.student_id = s.student_id)
-  AND NOT EXISTS (SELECT FROM academic_records ar WHERE ar.student_id = s.student_id)
-  AND NOT EXISTS (SELECT FROM outcomes o WHERE o.student_id = s.student_id)
-"""
+# Retention (recorder_service/retention.py): studentperf.persistence.retention's statements.
 
 
 @dataclass(slots=True)
@@ -401,8 +257,8 @@ async def remove_batch(conn: asyncpg.Connection, cutoff: datetime, limit: int) -
     """Deletes at most `limit` predictions made before `cutoff`, the oldest first, and what
     only they referred to, in one transaction."""
     async with conn.transaction():
-        await conn.execute(f"SET LOCAL ROLE {RETENTION_ROLE}")
-        gone = await conn.fetch(_REMOVE_PREDICTIONS, cutoff, limit)
+        await conn.execute(SET_RETENTION_ROLE)
+        gone = await conn.fetch(REMOVE_PREDICTIONS, cutoff, limit)
         if not gone:
             return Removed()
         profiles = list({r["student_profile_id"] for r in gone})
@@ -410,7 +266,7 @@ async def remove_batch(conn: asyncpg.Connection, cutoff: datetime, limit: int) -
         students = list({r["student_id"] for r in gone})
         return Removed(
             predictions=len(gone),
-            student_profiles=_count(await conn.execute(_REMOVE_PROFILES, profiles)),
-            academic_records=_count(await conn.execute(_REMOVE_RECORDS, records)),
-            students=_count(await conn.execute(_REMOVE_STUDENTS, students, cutoff)),
+            student_profiles=_count(await conn.execute(REMOVE_PROFILES, profiles)),
+            academic_records=_count(await conn.execute(REMOVE_RECORDS, records)),
+            students=_count(await conn.execute(REMOVE_STUDENTS, students, cutoff)),
         )

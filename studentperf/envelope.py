@@ -34,7 +34,8 @@ from google.protobuf.message import DecodeError
 
 from studentperf.erasure import reason_is_valid, requested_by_is_valid
 from studentperf.features import NUMERIC_RANGES
-from studentperf.outcomes import score_is_valid, student_id_is_valid, term_is_valid
+from studentperf.outcomes import score_is_valid, term_is_valid
+from studentperf.student_id import student_id_is_valid
 from studentperf.tracing import valid_trace_id
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent

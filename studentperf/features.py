@@ -81,6 +81,3 @@ if set(FEATURE_PARTS) != set(FEATURE_COLUMNS):
 # Each feature as its path inside `Student` ("academic_record.previous_gpa"): how answers name
 # imputed fields and explanation factors.
 FEATURE_PATHS: Final[dict[str, str]] = {f: f"{FEATURE_PARTS[f]}.{f}" for f in FEATURE_COLUMNS}
-
-# The school's id of a student, as the API and the `students` table accept it.
-STUDENT_ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"

@@ -22,6 +22,16 @@ from importlib import resources
 import asyncpg
 
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_secret, mask_dsn
+from studentperf.persistence.schema import (
+    APPLIED_VERSIONS,
+    CREATE_MIGRATIONS_TABLE,
+    CURRENT_USER,
+    IS_APPLIED,
+    LOCK_RUNNERS,
+    MIGRATIONS_TABLE_EXISTS,
+    NOTE_APPLIED,
+    SET_PASSWORD,
+)
 
 # Any constant works; it only has to be the same for every runner of this schema.
 _LOCK_KEY = 0x5354_5544  # "STUD"
@@ -45,9 +55,9 @@ class MigrationError(RuntimeError):
 async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
     """The versions not applied yet, found without DDL and without the lock."""
     versions = [version for version, _ in migration_files()]
-    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+    if await conn.fetchval(MIGRATIONS_TABLE_EXISTS) is None:
         return versions
-    applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    applied = {r["version"] for r in await conn.fetch(APPLIED_VERSIONS)}
     return [version for version in versions if version not in applied]
 
 
@@ -62,7 +72,7 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     try:
         return await _apply(conn)
     except asyncpg.InsufficientPrivilegeError as err:
-        user = await conn.fetchval("SELECT current_user")
+        user = await conn.fetchval(CURRENT_USER)
         raise MigrationError(
             f"migrations {', '.join(pending)} are pending and role {user} may not apply them "
             f"({err}): run `make migrate` (python -m studentperf.migrate) as the database owner"
@@ -73,19 +83,13 @@ async def _apply(conn: asyncpg.Connection) -> list[str]:
     applied_now: list[str] = []
     for version, sql in migration_files():
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = await conn.fetchval(
-                "SELECT count(*) FROM schema_migrations WHERE version = $1", version
-            )
+            await conn.execute(LOCK_RUNNERS, _LOCK_KEY)
+            await conn.execute(CREATE_MIGRATIONS_TABLE)
+            done = await conn.fetchval(IS_APPLIED, version)
             if done:
                 continue
             await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            await conn.execute(NOTE_APPLIED, version)
             applied_now.append(version)
     return applied_now
 
@@ -104,9 +108,7 @@ def role_passwords(env: Mapping[str, str]) -> dict[DatabaseRole, str]:
 async def set_passwords(conn: asyncpg.Connection, passwords: Mapping[DatabaseRole, str]) -> None:
     """Gives each role its password (the statement is built server-side: %L quotes it)."""
     for role, password in passwords.items():
-        statement = await conn.fetchval(
-            "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", role.value, password
-        )
+        statement = await conn.fetchval(SET_PASSWORD, role.value, password)
         await conn.execute(statement)
 
 

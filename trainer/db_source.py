@@ -1,10 +1,11 @@
 """Training rows from PostgreSQL: every outcome, joined to its student's current facts.
 
 One row per (student, term) outcome, described by the student's facts as `students` holds them:
-each the latest given, by the rule in studentperf.student_facts (event time, then log order),
-profile and academic record alike. Academic records carry no term yet, so a student with
-outcomes in several terms is described by the same facts in each. Rows come sorted by student
-and term, so the same table gives the same frame, and the same model.
+each the latest given, by the rule in studentperf.persistence.student_facts (event time, then
+log order), profile and academic record alike. Academic records carry no term yet, so a student
+with outcomes in several terms is described by the same facts in each. Rows come sorted by
+student and term (studentperf.persistence.training), so the same table gives the same frame,
+and the same model.
 """
 
 from __future__ import annotations
@@ -18,16 +19,9 @@ import pandas as pd
 
 from studentperf.config import mask_dsn
 from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, TARGET_SCORE
-from studentperf.student_facts import FACTS
+from studentperf.persistence.training import LABELLED_ROWS
 
 CONNECT_TIMEOUT_S: Final = 5.0
-
-_LABELLED_ROWS = f"""
-SELECT o.student_id, o.term, o.final_score, {", ".join(f"s.{c}" for c in FACTS)}
-FROM outcomes o
-JOIN students s USING (student_id)
-ORDER BY o.student_id, o.term
-"""
 
 
 class DatabaseUnavailable(Exception):
@@ -55,7 +49,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
 async def read_labelled_rows(database_url: str) -> DatabaseRows:
     conn = await connect(database_url)
     try:
-        records = await conn.fetch(_LABELLED_ROWS)
+        records = await conn.fetch(LABELLED_ROWS)
     except asyncpg.UndefinedTableError as err:
         raise DatabaseUnavailable(
             f"database {mask_dsn(database_url)} is not migrated ({err}): run `make migrate`"

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
+from studentperf.persistence.imports import FIND_IMPORTED
 from trainer.db_source import DatabaseUnavailable, connect
 
-_FIND = "SELECT event_id::text FROM imported_rows WHERE event_id = ANY($1::uuid[])"
 # Ids per query: one query's parameter stays small however large the file.
 _CHUNK = 10_000
 
@@ -34,7 +34,7 @@ class WaitGaveUp(Exception):
 async def _found(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
     seen: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
-        rows = await conn.fetch(_FIND, ids[start : start + _CHUNK])
+        rows = await conn.fetch(FIND_IMPORTED, ids[start : start + _CHUNK])
         seen.update(r["event_id"] for r in rows)
     return seen
 

@@ -29,11 +29,12 @@ from grpc_status import rpc_status
 from inference_service.server import RunningServer
 from inference_service.spool import read_segment
 from infra.devstack import KafkaBroker, PostgresServer
-from recorder_service.erasure import ERASED_TABLES, ERASURE_ROLE, student_hash
+from recorder_service.erasure import student_hash
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
 from studentperf.config import DatabaseRole, SharedSettings
+from studentperf.persistence.erasure import ERASED_TABLES, ERASURE_ROLE
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import (

@@ -27,11 +27,12 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer, free_port
-from recorder_service.erasure import ERASURE_ROLE
 from recorder_service.rows import import_staging_row, outcome_staging_row, staging_row
-from recorder_service.store import RETENTION_ROLE, PostgresStore, remove_batch
+from recorder_service.store import PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
+from studentperf.persistence.erasure import ERASURE_ROLE
+from studentperf.persistence.retention import RETENTION_ROLE
 from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.db_source import read_labelled_rows
 from trainer.import_events import import_event

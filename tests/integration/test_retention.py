@@ -17,7 +17,8 @@ import pytest
 from infra.devstack import KafkaBroker
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.config import DatabaseRole
-from studentperf.outcomes import OutcomeRow, store_outcomes
+from studentperf.outcomes import OutcomeRow
+from studentperf.persistence.outcomes import store_outcomes
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import REPO, RecorderProcess, Stack
 from tests.integration.helpers import count_rows, eventually, group_lag

@@ -16,8 +16,9 @@ from infra.devstack import KafkaBroker, PostgresServer
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.migrate import migration_files
-from studentperf.outcomes import OutcomeRow, store_outcomes
-from studentperf.student_facts import OUTSIDE_THE_LOG, merge_statement
+from studentperf.outcomes import OutcomeRow
+from studentperf.persistence.outcomes import store_outcomes
+from studentperf.persistence.student_facts import OUTSIDE_THE_LOG, merge_statement
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb

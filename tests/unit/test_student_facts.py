@@ -12,7 +12,7 @@ from recorder_service.settings import Settings
 from recorder_service.triage import Reason, triage
 from studentperf.config import ConfigError
 from studentperf.features import FEATURE_COLUMNS
-from studentperf.student_facts import FACTS, as_of, log_offset, merge_statement
+from studentperf.persistence.student_facts import FACTS, as_of, log_offset, merge_statement
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.unit.recorder_fakes import TOPIC, FakeRecord, event_bytes
 

@@ -21,49 +21,9 @@ import numpy as np
 import pandas as pd
 
 from studentperf.config import mask_dsn
-from studentperf.features import (
-    ACADEMIC_RECORD_FEATURES,
-    CATEGORICAL_FEATURES,
-    FEATURE_COLUMNS,
-    PROFILE_FEATURES,
-)
+from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from studentperf.persistence.monitor import GROUP_QUALITY, HELD_OUT, RECENT_PREDICTIONS
 from trainer.db_source import DatabaseUnavailable, connect
-
-_COLUMNS = ", ".join(
-    [f"sp.{c}" for c in PROFILE_FEATURES] + [f"ar.{c}" for c in ACADEMIC_RECORD_FEATURES]
-)
-
-# $1: the earliest predicted_at (NULL: no limit); $2: at most this many, newest first (NULL: all).
-_RECENT = f"""
-SELECT p.prediction_id, p.model_version, p.predicted_at, p.predicted_final_score,
-       p.pass_probability, p.pass_mark, p.score_interval_low, p.score_interval_high,
-       p.interval_coverage, {_COLUMNS}, o.final_score
-FROM (
-    SELECT * FROM predictions
-    WHERE $1::timestamptz IS NULL OR predicted_at >= $1::timestamptz
-    ORDER BY predicted_at DESC, prediction_id
-    LIMIT $2::bigint
-) p
-JOIN student_profiles sp USING (student_profile_id)
-JOIN academic_records ar USING (academic_record_id)
-LEFT JOIN LATERAL (
-    SELECT final_score FROM outcomes
-    WHERE outcomes.student_id = p.student_id
-      AND (outcomes.term = p.term OR (p.term IS NULL AND outcomes.recorded_at >= p.predicted_at))
-    ORDER BY outcomes.recorded_at, outcomes.term
-    LIMIT 1
-) o ON true
-ORDER BY p.predicted_at, p.prediction_id
-"""
-
-_HELD_OUT = """
-SELECT model_version, metrics FROM model_versions WHERE model_version = ANY($1::text[])
-"""
-
-_GROUP_QUALITY = """
-SELECT model_version, group_quality FROM model_versions
-WHERE model_version = ANY($1::text[]) AND group_quality IS NOT NULL
-"""
 
 
 async def read_recent(
@@ -74,7 +34,7 @@ async def read_recent(
     interval_coverage (NaN: no interval), final_score (NaN: no outcome yet)."""
     conn = await connect(database_url)
     try:
-        records = await conn.fetch(_RECENT, since, last)
+        records = await conn.fetch(RECENT_PREDICTIONS, since, last)
     except asyncpg.UndefinedTableError as err:
         raise DatabaseUnavailable(
             f"database {mask_dsn(database_url)} is not migrated ({err}): run `make migrate`"
@@ -90,7 +50,7 @@ async def read_held_out(database_url: str, versions: Sequence[str]) -> dict[str,
     """`model_versions.metrics` of the versions that have them (the trainer's test figures)."""
     conn = await connect(database_url)
     try:
-        rows = await conn.fetch(_HELD_OUT, list(versions))
+        rows = await conn.fetch(HELD_OUT, list(versions))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
         raise DatabaseUnavailable(f"reading model_versions failed: {err}") from err
     finally:
@@ -103,7 +63,7 @@ async def read_group_quality(database_url: str, versions: Sequence[str]) -> dict
     training, trainer.group_quality.GroupQuality.as_dict)."""
     conn = await connect(database_url)
     try:
-        rows = await conn.fetch(_GROUP_QUALITY, list(versions))
+        rows = await conn.fetch(GROUP_QUALITY, list(versions))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
         raise DatabaseUnavailable(f"reading model_versions failed: {err}") from err
     finally:

@@ -9,8 +9,8 @@ an event changes nothing. Each fact carries when it was given (`<fact>_as_of`,
 `<fact>_log_offset`), so the merge of one batch costs one upsert per student, however long
 the student's history is.
 
-The recorder (and studentperf.outcomes' direct outcome store) write `students` only through
-here.
+The recorder (and studentperf.persistence.outcomes' direct outcome store) write `students`
+only through here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from studentperf.features import FEATURE_PARTS
 # In the proto's order: the profile's facts, then the academic record's.
 FACTS: Final = tuple(FEATURE_PARTS)
 
-# The log position of what is written from outside the event log (studentperf.outcomes'
-# store_outcomes; CSV imports did before they went through Kafka): it ranks
+# The log position of what is written from outside the event log (outcomes.store_outcomes;
+# CSV imports did before they went through Kafka): it ranks
 # before any event of the same instant.
 OUTSIDE_THE_LOG: Final = -1
 

@@ -1,0 +1,18 @@
+"""Every SQL statement the processes run, named, one module per area; nothing else holds SQL.
+
+- `student_facts`: the one rule that merges what any writer says into `students`.
+- `outcomes`: the one rule that stores a student's outcome for a term, and the direct writer
+  the tests use to lay out a database.
+- `recording`: the recorder's batch: its staging table and the statement that spreads it.
+- `imports`: which import events the recorder has stored (`imported_rows`).
+- `erasure`, `retention`: the recorder's deletions, each under its own role.
+- `history`: a student's recorded predictions, a page at a time (the inference service).
+- `training`: the trainer's labelled rows; `registry`: a trained version's `model_versions` row.
+- `monitor`: what the monitor reads.
+- `schema`: the migration runner's bookkeeping (the migrations are `studentperf/migrations/`).
+
+The modules build text and run nothing themselves, but for `history.fetch_page` and
+`outcomes.store_outcomes`; each process keeps its own control flow (transactions, retries,
+splitting). They import no driver at run time, and neither `studentperf` nor its client
+imports them. tests/unit/test_sql_ownership.py fails when SQL appears anywhere else.
+"""

@@ -1,0 +1,28 @@
+"""Which import events the recorder has stored: `imported_rows` (migration 0011).
+
+An imported CSV row is stored once per event id: a row imported before is dropped from the
+recorder's batch before anything is spread, so importing a file again stores nothing; the
+importer's role reads the ids back to wait for them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+def skip_imported(batch: str) -> str:
+    """Drops from the table `batch` the rows of import events stored before."""
+    return f"DELETE FROM {batch} b USING imported_rows i WHERE b.import_event_id = i.event_id"
+
+
+def note_imported(batch: str) -> str:
+    """Notes the import events of the table `batch` as stored."""
+    return f"""
+INSERT INTO imported_rows (event_id, student_id)
+SELECT DISTINCT import_event_id, student_id FROM {batch}
+WHERE import_event_id IS NOT NULL
+ON CONFLICT (event_id) DO NOTHING"""
+
+
+# $1: event ids (uuid[]); those stored, as text.
+FIND_IMPORTED: Final = "SELECT event_id::text FROM imported_rows WHERE event_id = ANY($1::uuid[])"
