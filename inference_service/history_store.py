@@ -21,7 +21,8 @@ import asyncpg
 from inference_service.core import HistoryUnavailable
 from studentperf.config import mask_dsn
 from studentperf.history import PageQuery
-from studentperf.persistence.history import ERASURE_REMOVED, fetch_page
+from studentperf.persistence.erasure import ERASURE_REMOVED
+from studentperf.persistence.history import fetch_page
 
 log = logging.getLogger(__name__)
 

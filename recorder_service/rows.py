@@ -125,8 +125,8 @@ def occurred_at(event: PredictionEvent | OutcomeEvent | ImportEvent | ErasureEve
 def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = None) -> StagingRow:
     """The event as one staging row. `log_offset` is the record's offset in its partition,
     which orders two facts of one student given at the same time (all its events are on one
-    partition): the later one wins (studentperf.student_facts). `trace_id` is the record's
-    (envelope.trace_id), stored with the prediction.
+    partition): the later one wins (studentperf.persistence.student_facts). `trace_id` is the
+    record's (envelope.trace_id), stored with the prediction.
 
     Raises ValueError or OverflowError for an event whose time is not a real date.
     """

@@ -1,5 +1,6 @@
 """Erasing a student: the deletes, the audit row, and the lookup of erased students
-(recorder_service/erasure.py runs them, in one transaction under ERASURE_ROLE, migration 0010).
+(recorder_service/erasure.py runs them, in one transaction under ERASURE_ROLE, migration 0010);
+the inference service reads the audit row back (ERASURE_REMOVED).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason
 VALUES ($1, $2, $3, $4, $5, $6::jsonb)
 ON CONFLICT (event_id) DO NOTHING
 """
+# What the erasure $1 removed, per table (jsonb); no row until the recorder applied it.
+ERASURE_REMOVED: Final = "SELECT removed FROM erasures WHERE event_id = $1"
 # The newest erasure of each of a batch's students.
 ERASED_AS_OF: Final = """
 SELECT student_hash, max(erased_as_of) AS erased_as_of

@@ -39,9 +39,6 @@ LIMIT $6
 
 _STUDENT_KNOWN: Final = "SELECT EXISTS (SELECT FROM students WHERE student_id = $1)"
 
-# An erasure's audit row (migration 0010): what it removed, per table.
-ERASURE_REMOVED: Final = "SELECT removed FROM erasures WHERE event_id = $1"
-
 # Bounds that let every prediction through: PostgreSQL's infinities, as asyncpg writes them.
 _NEVER_BEFORE = datetime.min
 _NEVER_AFTER = datetime.max

@@ -17,7 +17,7 @@ from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.migrate import migration_files
 from studentperf.outcomes import OutcomeRow
-from studentperf.persistence.outcomes import store_outcomes
+from studentperf.persistence.outcomes import StoredOutcome, store_outcomes
 from studentperf.persistence.student_facts import OUTSIDE_THE_LOG, merge_statement
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
@@ -122,6 +122,33 @@ async def test_the_latest_gpa_is_the_last_given_and_the_trainer_reads_it(
     trained_on = frame.loc[frame["student_id"] == "gpa-232", "previous_gpa"].tolist()
     print(f"\n[2.0/3.0/2.0] students.previous_gpa 2.0, the trainer reads {trained_on}")
     assert trained_on == [2.0]
+
+
+async def test_a_direct_outcome_is_stored_by_the_recorders_rule(db: asyncpg.Pool) -> None:
+    # store_outcomes writes through the recorder's statement (persistence.outcomes): as of now,
+    # outside the log, it replaces an older score and keeps one recorded later.
+    async with db.acquire() as conn:
+        first = await store_outcomes(
+            conn, [OutcomeRow("direct-1", "2026-spring", 60.0)], source="test"
+        )
+        again = await store_outcomes(
+            conn, [OutcomeRow("direct-1", "2026-spring", 65.0)], source="test"
+        )
+        await conn.execute(
+            "UPDATE outcomes SET recorded_as_of = now() + interval '1 day'"
+            " WHERE student_id = 'direct-1'"
+        )
+        later = await store_outcomes(
+            conn, [OutcomeRow("direct-1", "2026-spring", 70.0)], source="test"
+        )
+        score = await conn.fetchval(
+            "SELECT final_score FROM outcomes WHERE student_id = 'direct-1'"
+        )
+    print(f"\n[direct outcome] 60, then 65, then 70 against one recorded later: {score}")
+    assert first == [StoredOutcome(replaced=False, student_added=True)]
+    assert again == [StoredOutcome(replaced=True, student_added=False)]
+    assert later == [StoredOutcome(replaced=False, student_added=False)]
+    assert score == 65.0
 
 
 async def test_a_late_replay_fills_gaps_but_overrides_nothing_newer(

@@ -31,9 +31,10 @@ def sql_literals(source: str) -> list[tuple[int, str]]:
     like an SQL statement."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if _STATEMENT.match(node.value):
-                found.append((node.lineno, node.value.strip().splitlines()[0]))
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        if _STATEMENT.match(node.value):
+            found.append((node.lineno, node.value.strip().splitlines()[0]))
     return sorted(found)
 
 
