@@ -5,7 +5,8 @@
   the tests use to lay out a database.
 - `recording`: the recorder's batch: its staging table and the statement that spreads it.
 - `imports`: which import events the recorder has stored (`imported_rows`).
-- `erasure`, `retention`: the recorder's deletions, each under its own role.
+- `erasure`, `retention`: the recorder's deletions, each under its own role (and the erasure's
+  audit row, which the inference service reads back).
 - `history`: a student's recorded predictions, a page at a time (the inference service).
 - `training`: the trainer's labelled rows; `registry`: a trained version's `model_versions` row.
 - `monitor`: what the monitor reads.
@@ -14,5 +15,6 @@
 The modules build text and run nothing themselves, but for `history.fetch_page` and
 `outcomes.store_outcomes`; each process keeps its own control flow (transactions, retries,
 splitting). They import no driver at run time, and neither `studentperf` nor its client
-imports them. tests/unit/test_sql_ownership.py fails when SQL appears anywhere else.
+imports them. tests/unit/test_sql_ownership.py fails when SQL appears anywhere else in the
+installed packages (tests and infra/ query the database themselves).
 """
