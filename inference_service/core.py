@@ -386,7 +386,7 @@ class PredictionCore:
         self, items: Sequence[_Item], top_factors: int = 0
     ) -> list[Prediction]:
         with self._counted():
-            return await self._predict_and_publish_counted(items, top_factors)
+            return await self._predict_and_publish_uncounted(items, top_factors)
 
     @contextlib.contextmanager
     def _counted(self) -> Iterator[None]:
@@ -401,9 +401,9 @@ class PredictionCore:
 
     async def _predict_micro_batch(self, items: Sequence[_Item]) -> list[Prediction]:
         # One publish for the batch: all its callers' events are safe, or none of them is.
-        return await self._predict_and_publish_counted(items, 0)
+        return await self._predict_and_publish_uncounted(items, 0)
 
-    async def _predict_and_publish_counted(
+    async def _predict_and_publish_uncounted(
         self, items: Sequence[_Item], top_factors: int
     ) -> list[Prediction]:
         model = self._model

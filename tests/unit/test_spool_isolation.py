@@ -32,7 +32,7 @@ def _environments_without_a_spool(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):
             keys = {key.value for key in node.keys if isinstance(key, ast.Constant)}
-            if "STUDENTPERF_MODEL_PATH" in keys and "STUDENTPERF_SPOOL_DIR" not in keys:
+            if "STUDENTPERF_MODELS_DIR" in keys and "STUDENTPERF_SPOOL_DIR" not in keys:
                 lines.append(node.lineno)
     return lines
 
