@@ -35,6 +35,7 @@ from studentperf.outcomes import (
     student_id_is_valid,
     term_is_valid,
 )
+from studentperf.retry import Backoff
 from studentperf.score_interval import ScoreInterval
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
@@ -370,17 +371,16 @@ class PredictionCore:
         at once, while the database cannot be read): then it is accepted, not confirmed."""
         if self._erasure_audit is None or self._erasure_wait_s <= 0:
             return None
-        delay = 0.02
         try:
             async with asyncio.timeout(self._erasure_wait_s):
-                while True:
+                for pause in Backoff(first_s=0.02, max_s=0.25).pauses():
                     found = await self._erasure_audit.erasure(event_id)
                     if found is not None:
                         return found
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.25)
+                    await asyncio.sleep(pause)
         except (TimeoutError, HistoryUnavailable):
-            return None
+            pass
+        return None
 
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0

@@ -1,15 +1,57 @@
-"""Retrying a start-up step while the service it needs is not there yet."""
+"""The one backoff of the project: capped exponential pauses between tries (`Backoff`), and
+retrying a start-up step while the service it needs is not there yet (`with_backoff`).
+
+The recorder's write loop, the spool's replay, the erasure's confirmation poll, the start-up
+steps and the client's retry policy all pause by it. It imports nothing beyond the standard
+library, so the client, which installs without the services' dependencies, shares it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Pauses of `first_s`, then `multiplier` times the one before, never more than `max_s`."""
+
+    first_s: float
+    max_s: float
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first_s <= self.max_s:
+            raise ValueError(
+                f"backoff needs 0 < first_s <= max_s, got {self.first_s}, {self.max_s}"
+            )
+        if self.multiplier < 1:
+            raise ValueError(f"backoff multiplier must be at least 1, got {self.multiplier}")
+
+    def pause(self, retry: int) -> float:
+        """The pause before retry number `retry` (1 for the first retry)."""
+        pause = self.first_s
+        # Multiplied step by step rather than raised to a power: a long outage's thousandth
+        # retry would overflow a float.
+        for _ in range(retry - 1):
+            if pause >= self.max_s:
+                break
+            pause *= self.multiplier
+        return min(pause, self.max_s)
+
+    def pauses(self) -> Iterator[float]:
+        """The pause before each retry in turn, without end (start again with a new iterator)."""
+        pause = self.first_s
+        while True:
+            yield pause
+            pause = min(pause * self.multiplier, self.max_s)
 
 
 async def with_backoff(
@@ -28,13 +70,13 @@ async def with_backoff(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_after_s
-    delay = first_delay_s
+    pauses = Backoff(first_delay_s, max_delay_s).pauses()
     while True:
         try:
             return await attempt()
         except retry_on as error:
+            delay = next(pauses)
             if loop.time() + delay > deadline:
                 raise
             log.warning("%s not reachable yet (%s); retrying in %.1f s", what, error, delay)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay_s)
