@@ -58,15 +58,16 @@ async def with_backoff(
     attempt: Callable[[], Awaitable[T]],
     *,
     what: str,
-    retry_on: tuple[type[BaseException], ...],
+    retry_on: tuple[type[Exception], ...] = (),
+    retry_if: Callable[[Exception], bool] | None = None,
     give_up_after_s: float,
     first_delay_s: float = 0.5,
     max_delay_s: float = 5.0,
 ) -> T:
     """Calls `attempt` until it succeeds, doubling the pause between tries.
 
-    Errors of the `retry_on` types are logged as "<what> not reachable yet" and retried;
-    once `give_up_after_s` would pass, the last one is raised.
+    Errors of the `retry_on` types, or for which `retry_if` says yes, are logged as "<what>
+    not reachable yet" and retried; once `give_up_after_s` would pass, the last one is raised.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_after_s
@@ -74,7 +75,9 @@ async def with_backoff(
     while True:
         try:
             return await attempt()
-        except retry_on as error:
+        except Exception as error:
+            if not (isinstance(error, retry_on) or (retry_if is not None and retry_if(error))):
+                raise
             delay = next(pauses)
             if loop.time() + delay > deadline:
                 raise

@@ -60,3 +60,26 @@ def test_backoff_refuses_pauses_that_do_not_grow_to_a_cap(
 ) -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(first_s, max_s, multiplier)
+
+
+async def test_retry_if_decides_which_errors_are_retried() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("retried: retry_if says so")
+        if calls == 2:
+            raise KeyError("not retried")
+        return "never"
+
+    with pytest.raises(KeyError):
+        await with_backoff(
+            flaky,
+            what="x",
+            retry_if=lambda error: isinstance(error, ConnectionError),
+            give_up_after_s=5,
+            first_delay_s=0.01,
+        )
+    assert calls == 2
