@@ -40,13 +40,13 @@ from studentperf.config import (
     env_str,
 )
 from studentperf.features import DEFAULT_PASS_MARK
+from studentperf.group_quality_record import GroupQuality
 from studentperf.model_artifact import METADATA_FILE, ModelArtifactError, read_metadata
 from trainer import reference
 from trainer.data import TrainingDataError
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import CalibrationBin
 from trainer.fit import MIN_ROWS
-from trainer.group_quality import GroupQuality
 from trainer.monitor import groups
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
 from trainer.monitor.data import read_group_quality, read_held_out, read_recent
