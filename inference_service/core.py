@@ -29,6 +29,7 @@ from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
 from studentperf.history import PageQuery
 from studentperf.limits import MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
+from studentperf.retry import Backoff
 from studentperf.score_interval import ScoreInterval
 from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
@@ -365,23 +366,22 @@ class PredictionCore:
         at once, while the database cannot be read): then it is accepted, not confirmed."""
         if self._erasure_audit is None or self._erasure_wait_s <= 0:
             return None
-        delay = 0.02
         try:
             async with asyncio.timeout(self._erasure_wait_s):
-                while True:
+                for pause in Backoff(first_s=0.02, max_s=0.25).pauses():
                     found = await self._erasure_audit.erasure(event_id)
                     if found is not None:
                         return found
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.25)
+                    await asyncio.sleep(pause)
         except (TimeoutError, HistoryUnavailable):
-            return None
+            pass
+        return None
 
     async def _predict_and_publish(
         self, items: Sequence[_Item], top_factors: int = 0
     ) -> list[Prediction]:
         with self._counted():
-            return await self._predict_and_publish_counted(items, top_factors)
+            return await self._predict_and_publish_uncounted(items, top_factors)
 
     @contextlib.contextmanager
     def _counted(self) -> Iterator[None]:
@@ -396,9 +396,9 @@ class PredictionCore:
 
     async def _predict_micro_batch(self, items: Sequence[_Item]) -> list[Prediction]:
         # One publish for the batch: all its callers' events are safe, or none of them is.
-        return await self._predict_and_publish_counted(items, 0)
+        return await self._predict_and_publish_uncounted(items, 0)
 
-    async def _predict_and_publish_counted(
+    async def _predict_and_publish_uncounted(
         self, items: Sequence[_Item], top_factors: int
     ) -> list[Prediction]:
         model = self._model

@@ -23,10 +23,13 @@ from inference_service.core import PublishUnavailable
 from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Destination, Spool, SpoolFull, refusal
 from studentperf.envelope import KafkaRecord
+from studentperf.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 _REPLAY_CHUNK = 1000
+# Pauses of the spool's replay while Kafka refuses it, from the first failure after a success.
+REPLAY_BACKOFF = Backoff(first_s=0.2, max_s=5.0)
 
 
 class PendingSends:
@@ -123,7 +126,7 @@ class DurablePublisher:
             self._metrics.spooled(len(records))
 
     async def _replay_forever(self) -> None:
-        delay = 0.2
+        pauses = REPLAY_BACKOFF.pauses()
         while True:
             if self._spool.empty:
                 self._spool.changed.clear()
@@ -132,12 +135,13 @@ class DurablePublisher:
             await self._kafka.connected.wait()
             try:
                 if await self._replay_oldest():
-                    delay = 0.2
+                    pauses = REPLAY_BACKOFF.pauses()
                     continue
                 # Nothing readable yet (a write still in progress): let it finish.
                 await asyncio.sleep(0.05)
                 continue
             except PublishUnavailable as error:
+                delay = next(pauses)
                 log.warning(
                     "spool replay paused (%s); %d event(s) waiting, retrying in %.1f s",
                     error,
@@ -146,9 +150,9 @@ class DurablePublisher:
                 )
             except Exception:
                 # Delivery must outlive any one failure, or the spool would only ever fill.
+                delay = next(pauses)
                 log.exception("spool replay failed; retrying in %.1f s", delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     async def forget(self, key: bytes) -> int:
         """Drops every spooled event keyed `key` (a student's, for EraseStudent) from disk, so

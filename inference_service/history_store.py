@@ -20,6 +20,7 @@ import asyncpg
 
 from inference_service.core import HistoryUnavailable
 from studentperf.config import mask_dsn
+from studentperf.database_errors import database_unavailable
 from studentperf.history import PageQuery
 from studentperf.persistence.erasure import ERASURE_REMOVED
 from studentperf.persistence.history import fetch_page
@@ -77,15 +78,11 @@ class PostgresHistoryStore:
             raise HistoryUnavailable(f"the database is not migrated: {err}") from err
         except asyncpg.InsufficientPrivilegeError as err:
             raise HistoryUnavailable(f"the history's role may not read it: {err}") from err
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.InterfaceError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.TooManyConnectionsError,
-            asyncpg.InvalidAuthorizationSpecificationError,
-        ) as err:
+        except Exception as err:
+            # A role the server does not know yet (28000) is as good as no database.
+            refused = isinstance(err, asyncpg.InvalidAuthorizationSpecificationError)
+            if not (refused or database_unavailable(err)):
+                raise
             raise HistoryUnavailable(
                 f"database {mask_dsn(self._dsn)} not reachable ({type(err).__name__})"
             ) from err

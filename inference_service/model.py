@@ -31,6 +31,7 @@ from studentperf.features import (
     SCORE_RANGE,
     FeatureValue,
 )
+from studentperf.group_quality_record import GroupQuality as GroupQualityRecord
 from studentperf.model_artifact import LoadedModel, ModelArtifactError, load_artifact
 from studentperf.score_interval import ScoreInterval
 from studentperf.v1.prediction_service_pb2 import (
@@ -176,41 +177,42 @@ def _importances(meta: Mapping[str, Any]) -> list[FeatureImportance]:
 
 
 def _group_quality(found: Mapping[str, Any]) -> GroupQuality:
-    """metadata.json's `group_quality` (trainer.group_quality.GroupQuality.as_dict) as the
+    """metadata.json's `group_quality` (read by studentperf.group_quality_record) as the
     message; figures left undefined (null) are left out of the map."""
+    record = GroupQualityRecord.from_dict(found)
     return GroupQuality(
-        rows=int(found["rows"]),
-        min_group_rows=int(found["min_group_rows"]),
-        min_class_rows=int(found["min_class_rows"]),
-        resamples=int(found["resamples"]),
-        seed=int(found["seed"]),
+        rows=record.rows,
+        min_group_rows=record.min_group_rows,
+        min_class_rows=record.min_class_rows,
+        resamples=record.resamples,
+        seed=record.seed,
         attributes=[
             GroupAttributeQuality(
-                attribute=FEATURE_PATHS.get(a["attribute"], str(a["attribute"])),
+                attribute=FEATURE_PATHS.get(a.attribute, a.attribute),
                 groups=[
                     GroupFigures(
-                        group=str(g["group"]),
-                        rows=int(g["rows"]),
-                        judged=bool(g["judged"]),
-                        figures={k: float(v) for k, v in g["figures"].items() if v is not None},
+                        group=g.group,
+                        rows=g.rows,
+                        judged=g.judged,
+                        figures={k: float(v) for k, v in g.figures.items() if v is not None},
                     )
-                    for g in a["groups"]
+                    for g in a.groups
                 ],
                 gaps=[
                     GroupGap(
-                        figure=str(g["figure"]),
-                        gap=float(g["gap"]),
-                        highest_group=str(g["highest"]),
-                        lowest_group=str(g["lowest"]),
-                        interval_low=float(g["interval_low"]),
-                        interval_high=float(g["interval_high"]),
-                        level=float(g["level"]),
-                        beyond_noise=bool(g["beyond_noise"]),
+                        figure=g.figure,
+                        gap=g.gap,
+                        highest_group=g.highest,
+                        lowest_group=g.lowest,
+                        interval_low=g.interval_low,
+                        interval_high=g.interval_high,
+                        level=g.level,
+                        beyond_noise=g.beyond_noise,
                     )
-                    for g in a["gaps"]
+                    for g in a.gaps
                 ],
             )
-            for a in found["attributes"]
+            for a in record.attributes
         ],
     )
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
+from inference_service.health_endpoint import InferenceHealth
 from inference_service.history_store import PostgresHistoryStore
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
@@ -25,7 +26,6 @@ from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer, add_to_server
 from inference_service.settings import Settings
-from inference_service.status_endpoint import InferenceStatus
 from studentperf.config import ConfigError, configure_logging
 from studentperf.model_artifact import ModelArtifactError
 from studentperf.v1 import prediction_service_pb2
@@ -57,7 +57,7 @@ class RunningServer:
         core: PredictionCore,
         reloader: ModelReloader | None = None,
         status_server: asyncio.Server | None = None,
-        status: InferenceStatus | None = None,
+        status: InferenceHealth | None = None,
         metrics: InferenceMetrics | None = None,
         history: PostgresHistoryStore | None = None,
     ) -> None:
@@ -123,8 +123,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
-    model = load_served_model(settings.model_path, expected_pass_mark=settings.pass_mark)
-    log.info("serving model %s from %s", model.version, settings.model_path)
+    model = load_served_model(settings.models_dir, expected_pass_mark=settings.pass_mark)
+    log.info("serving model %s from %s", model.version, settings.models_dir)
     # This server's own registry: several servers in one process (tests) never collide.
     metrics = InferenceMetrics(CollectorRegistry())
     kafka = KafkaPublisher(
@@ -153,9 +153,9 @@ async def start_server(settings: Settings) -> RunningServer:
         erasure_wait_s=settings.erasure_wait_s,
     )
     reloader = None
-    if settings.model_poll_interval_s > 0 and watches(settings.model_path):
+    if settings.model_poll_interval_s > 0 and watches(settings.models_dir):
         reloader = ModelReloader(
-            settings.model_path,
+            settings.models_dir,
             expected_pass_mark=settings.pass_mark,
             serving=model,
             install=core.use_model,
@@ -188,7 +188,7 @@ async def start_server(settings: Settings) -> RunningServer:
         port = server.add_insecure_port(settings.listen_address)
     else:
         port = server.add_secure_port(settings.listen_address, credentials)
-    status = InferenceStatus(core, publisher, metrics.registry)
+    status = InferenceHealth(core, publisher, metrics.registry)
     # Bound before anything starts: a port already taken fails with nothing to undo.
     status_server = (
         await status.serve(settings.health_host, settings.health_port)

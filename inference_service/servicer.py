@@ -30,9 +30,9 @@ from inference_service.core import (
     StudentNotFound,
 )
 from inference_service.encoding import InvalidInput
+from inference_service.grpc_errors import bad_request, map_errors
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
-from inference_service.status import bad_request, map_errors
 from studentperf.v1 import prediction_service_pb2 as api
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"

@@ -15,6 +15,7 @@ from studentperf.config import (
     env_int,
     env_secret,
     env_str,
+    env_str_renamed,
 )
 from studentperf.features import DEFAULT_PASS_MARK
 from studentperf.limits import (
@@ -31,8 +32,9 @@ class Settings:
     shared: SharedSettings = field(default_factory=SharedSettings)
     # host:port to listen on; port 0 picks a free one (tests).
     listen_address: str = "127.0.0.1:50051"
-    # A models folder (its `current` version is served) or one version's folder.
-    model_path: str = "models"
+    # A models folder (its `current` version is served) or one version's folder
+    # (STUDENTPERF_MODELS_DIR, the trainer's name for the same folder).
+    models_dir: str = "models"
     # Must equal the pass mark the served model was trained at; checked at start-up.
     pass_mark: float = DEFAULT_PASS_MARK
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -58,7 +60,7 @@ class Settings:
     # Bearer tokens, one client a line: "<name> <token> <methods|*>" (see inference_service.auth).
     # Empty: no token needed.
     auth_tokens: str = field(default="", repr=False)
-    # How often `<model_path>/current` is checked for a newly promoted version; 0 turns hot
+    # How often `<models_dir>/current` is checked for a newly promoted version; 0 turns hot
     # reload off.
     model_poll_interval_s: float = 1.0
     # An HTTP /health and /metrics endpoint (spool depth, Kafka connection); 0 turns it off.
@@ -96,7 +98,7 @@ class Settings:
         return cls(
             shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
-            model_path=env_str(env, "MODEL_PATH", cls.model_path),
+            models_dir=env_str_renamed(env, "MODELS_DIR", "MODEL_PATH", cls.models_dir),
             pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),
             max_batch_size=max_batch_size,
             max_request_bytes=env_int(

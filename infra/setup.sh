@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs to run its real services and tools, from a clean clone:
 #   postgres  the Debian PostgreSQL package (the only system-wide change; its own cluster is
-#             left stopped: the project runs private clusters, see infra/devstack.py)
+#             left stopped: the project runs private clusters, see infra/devstack/)
 #   venv      .venv with the project and its dev extras
 #   kafka     the Kafka broker jars (infra/kafka/pom.xml) in .local/kafka/libs
 #   grpcurl   pinned Go tools in .local/bin (ghz is skipped with SETUP_GHZ=0)

@@ -43,9 +43,9 @@ from infra.devstack import (
     default_postgres,
     local_dir,
     port_open,
-    repo_root,
 )
 from infra.kafka_cluster import KafkaCluster, default_kafka_cluster
+from infra.processes import ChildProcess
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import ConfigError, DatabaseRole, dev_postgres_port, env_int
 from studentperf.migrate import apply_migrations
@@ -56,42 +56,20 @@ def say(message: str) -> None:
     print(f"[up] {message}", flush=True)
 
 
-class Child:
-    """A Python service run as `python -m <module>`, stopped with SIGTERM."""
-
-    def __init__(self, module: str, database_url: str, env: dict[str, str]) -> None:
-        self.module = module
-        self.database_url = database_url
-        self.env = env
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        # A person reads this terminal: text logs unless they asked for a format. The stack's
-        # state stays under .local/ (make clean removes it); the database is the one started here.
-        env = {
+def service_child(module: str, database_url: str, env: dict[str, str]) -> ChildProcess:
+    """A Python service run as `python -m <module>`, its output on this terminal."""
+    # A person reads this terminal: text logs unless they asked for a format. The stack's
+    # state stays under .local/ (make clean removes it); the database is the one started here.
+    return ChildProcess.python_module(
+        module,
+        env={
             "STUDENTPERF_LOG_FORMAT": "text",
             "STUDENTPERF_SPOOL_DIR": str(local_dir() / "inference" / "spool"),
             **os.environ,
-            **self.env,
-            "STUDENTPERF_DATABASE_URL": self.database_url,
-        }
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, cwd=repo_root(), env=env
-        )
-
-    @property
-    def exited(self) -> bool:
-        return self.process is not None and self.process.returncode is not None
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+            **env,
+            "STUDENTPERF_DATABASE_URL": database_url,
+        },
+    )
 
 
 async def wait_serving(address: str, timeout: float = 120.0) -> None:
@@ -125,26 +103,24 @@ async def ensure_model(settings: InferenceSettings, database_url: str) -> None:
     """Trains a model when there is none the service could serve (none, or an unusable one)."""
     try:
         model = await asyncio.to_thread(
-            load_served_model, settings.model_path, expected_pass_mark=settings.pass_mark
+            load_served_model, settings.models_dir, expected_pass_mark=settings.pass_mark
         )
         say(f"model: {model.version} (make train builds a new one)")
         return
     except ModelArtifactError as error:
         say(f"model: none to serve ({error}); training one")
-    trainer = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
+    trainer = ChildProcess.python_module(
         "trainer",
         "--models-dir",
-        settings.model_path,
+        settings.models_dir,
         "--pass-mark",
         f"{settings.pass_mark:g}",
         # The current model, if any, cannot be served, so it is no bar to promotion.
         "--force",
-        cwd=repo_root(),
-        env={**os.environ, "STUDENTPERF_DATABASE_URL": database_url},
+        env={"STUDENTPERF_DATABASE_URL": database_url},
     )
-    if await trainer.wait() != 0:
+    trainer.start()
+    if await trainer.wait_async(timeout=float("inf")) != 0:
         raise ServiceError("training failed (see above)")
 
 
@@ -187,8 +163,8 @@ async def run(stop: asyncio.Event) -> int:
     # The services reach Kafka through every node, so any one of them may be down.
     bootstrap = {"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     apps = [
-        Child("recorder_service", as_role[DatabaseRole.RECORDER], bootstrap),
-        Child("inference_service", as_role[DatabaseRole.INFERENCE], bootstrap),
+        service_child("recorder_service", as_role[DatabaseRole.RECORDER], bootstrap),
+        service_child("inference_service", as_role[DatabaseRole.INFERENCE], bootstrap),
     ]
     started: list[KafkaBroker | KafkaCluster | PostgresServer] = []
     try:
@@ -218,11 +194,11 @@ async def run(stop: asyncio.Event) -> int:
         say(f"topic {dead_letters}: records the recorder cannot write")
         await ensure_model(settings, as_role[DatabaseRole.TRAINER])
         for app in apps:
-            await app.start()
+            app.start()
         await wait_serving(settings.listen_address)
         print_try_it(settings.listen_address)
         while not stop.is_set():
-            if any(app.exited for app in apps):
+            if any(app.returncode is not None for app in apps):
                 say("a service exited; stopping everything")
                 return 1
             with contextlib.suppress(TimeoutError):
@@ -234,7 +210,7 @@ async def run(stop: asyncio.Event) -> int:
     finally:
         say("stopping")
         for app in reversed(apps):
-            await app.stop()
+            await app.stop_async()
         for service in reversed(started):
             service.stop()
             say(f"{service.name}: stopped")

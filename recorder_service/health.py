@@ -2,7 +2,7 @@
 
 `Status` holds the state (starting, running, degraded, stopped) and counters. When a port is
 configured, `serve` answers `GET /health` (200 while running, 503 otherwise, with a JSON body)
-and `GET /metrics` (Prometheus text format); see studentperf.status_http.
+and `GET /metrics` (Prometheus text format); see studentperf.health_http.
 
 The metrics are a Prometheus registry of the Status's own (never the process-wide default, so
 several recorders in one process, as in tests, do not collide): the counters and gauges are
@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from studentperf.status_http import serve_status
+from studentperf.health_http import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,6 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 async def serve(status: Status, host: str, port: int) -> asyncio.Server:
     """Starts the endpoint; the caller closes the returned server."""
-    return await serve_status(
+    return await serve_health(
         lambda: (status.state is State.RUNNING, status.health()), status.metrics, host, port
     )

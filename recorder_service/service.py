@@ -16,6 +16,7 @@ from recorder_service.retention import run_schedule
 from recorder_service.settings import DEV_ERASURE_KEY, Settings
 from recorder_service.store import PostgresStore
 from studentperf.config import ConfigError, configure_logging, mask_dsn
+from studentperf.database_errors import database_unavailable
 from studentperf.migrate import apply_migrations
 from studentperf.retry import with_backoff
 
@@ -27,7 +28,7 @@ async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> async
     pool: asyncpg.Pool = await with_backoff(
         lambda: asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=60),
         what="the database",
-        retry_on=(OSError, asyncpg.PostgresError),
+        retry_if=lambda error: database_unavailable(error, connecting=True),
         give_up_after_s=give_up_after_s,
     )
     async with pool.acquire() as conn:

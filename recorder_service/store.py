@@ -43,6 +43,7 @@ from recorder_service.erasure import (
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.triage import Reason
+from studentperf.database_errors import database_unavailable
 from studentperf.persistence.recording import CREATE_STAGING, SPREAD, STAGING_TABLE
 from studentperf.persistence.retention import (
     REMOVE_PREDICTIONS,
@@ -89,20 +90,11 @@ class WriteResult:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether waiting and trying again may succeed (the database is away, not the data bad)."""
-    if isinstance(error, asyncpg.PostgresError):
-        # 08: connection exception, 53: insufficient resources, 57: operator intervention
-        # (shutdown, not yet accepting connections), 40: serialization failure / deadlock.
-        return str(error.sqlstate)[:2] in {"08", "53", "57", "40"}
-    if isinstance(error, ValueError):
-        # asyncpg's client-side DataError ("invalid input for query argument") is an
-        # InterfaceError too, but it is about a value, not the connection.
-        return False
-    # InternalClientError: a connection the server dropped mid-query, found broken when the
-    # pool resets it on release.
-    return isinstance(
-        error, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-    )
+    """Whether waiting and trying again may succeed: the database is away, or the transaction
+    lost a serialization failure or deadlock (SQLSTATE class 40); not the data bad."""
+    if isinstance(error, asyncpg.PostgresError) and str(error.sqlstate).startswith("40"):
+        return True
+    return database_unavailable(error)
 
 
 def refusal_reason(error: BaseException) -> Reason:

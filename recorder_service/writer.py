@@ -30,6 +30,7 @@ from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.rebalance import BatchGuard, InFlight
 from recorder_service.store import DatabaseUnusable, WriteResult, describe
 from recorder_service.triage import Rejected, Triaged
+from studentperf.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class BatchWriter:
         stop: asyncio.Event,
         what: str,
     ) -> T:
-        delay = FIRST_RETRY_S
+        pauses = Backoff(FIRST_RETRY_S, MAX_RETRY_S).pauses()
         while True:
             if flight.abandoned:
                 raise GivenUp
@@ -136,8 +137,7 @@ class BatchWriter:
                     self._status.running()
                 return result
             consumer.pause(*consumer.assignment())
-            await self._wait(delay, flight, stop)
-            delay = min(delay * 2, MAX_RETRY_S)
+            await self._wait(next(pauses), flight, stop)
 
     async def _wait(self, delay: float, flight: InFlight, stop: asyncio.Event) -> None:
         """Waits `delay` before the next try; raises GivenUp when the batch cannot be kept."""

@@ -41,6 +41,20 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return _read(env, name, default, str)
 
 
+def env_str_renamed(env: Mapping[str, str], name: str, old_name: str, default: str) -> str:
+    """STUDENTPERF_<name>; while deployments still set the variable's old name, that one too,
+    with a warning (both set to different values is an error: which one was meant?)."""
+    key, old_key = PREFIX + name, PREFIX + old_name
+    value = _read(env, name, "", str)
+    old_value = _read(env, old_name, "", str)
+    if old_value and value and old_value != value:
+        raise ConfigError(f"{key} and the deprecated {old_key} disagree: set {key} only")
+    if old_value and not value:
+        logging.getLogger(__name__).warning("%s is deprecated: set %s instead", old_key, key)
+        return old_value
+    return value or default
+
+
 def env_secret(env: Mapping[str, str], name: str, default: str = "") -> str:
     """A secret from STUDENTPERF_<NAME>, or from the file STUDENTPERF_<NAME>_FILE names.
 

@@ -236,14 +236,29 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     return candidate.resolve()
 
 
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A version folder's metadata.json: the one reader of that file.
+
+    Raises ModelArtifactError when it is missing, not JSON, or not a JSON object.
+    """
+    path = Path(directory) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelArtifactError(f"unreadable {path}: {err!r}; {_HOW_TO_FIX}") from err
+    if not isinstance(metadata, dict):
+        raise ModelArtifactError(f"{path} is not a JSON object; {_HOW_TO_FIX}")
+    return metadata
+
+
 def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
     """Load a version directory, or the one `current` names under a models root.
 
     Raises ModelArtifactError, saying to run `make train`, when nothing usable is there.
     """
     directory = resolve_version_dir(path)
+    metadata = read_metadata(directory)
     try:
-        metadata = json.loads((directory / METADATA_FILE).read_text())
         bundle = joblib.load(directory / MODEL_FILE)
     except Exception as err:  # any failure to read or unpickle means the same to the caller
         raise ModelArtifactError(f"unreadable model artifact in {directory}: {err!r}") from err
@@ -251,8 +266,6 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelArtifactError(
             f"{directory / MODEL_FILE} is not a format-{FORMAT} model bundle; {_HOW_TO_FIX}"
         )
-    if not isinstance(metadata, dict):
-        raise ModelArtifactError(f"{directory / METADATA_FILE} is not a JSON object; {_HOW_TO_FIX}")
     if tuple(bundle["feature_columns"]) != FEATURE_COLUMNS:
         raise ModelArtifactError(
             f"the model in {directory} was trained on columns {list(bundle['feature_columns'])}, "

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from studentperf.config import mask_dsn
+from studentperf.database_errors import database_unavailable
 from studentperf.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.persistence.training import LABELLED_ROWS
 
@@ -38,12 +39,14 @@ async def connect(database_url: str) -> asyncpg.Connection:
     """A connection, or DatabaseUnavailable naming the (masked) database and the reason."""
     try:
         return await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+    except ValueError as err:  # a DSN asyncpg cannot parse
+        raise DatabaseUnavailable(f"database URL not usable: {err}") from None
+    except Exception as err:
+        if not database_unavailable(err, connecting=True):
+            raise
         raise DatabaseUnavailable(
             f"database {mask_dsn(database_url)} not reachable ({type(err).__name__}: {err})"
         ) from err
-    except ValueError as err:  # a DSN asyncpg cannot parse
-        raise DatabaseUnavailable(f"database URL not usable: {err}") from None
 
 
 async def read_labelled_rows(database_url: str) -> DatabaseRows:

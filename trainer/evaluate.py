@@ -29,8 +29,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from studentperf.group_quality_record import GroupQuality
 from studentperf.model_artifact import StudentModel
-from trainer.group_quality import GroupQuality, group_quality
+from trainer.group_quality import group_quality
 from trainer.pipeline import pass_labels
 
 FloatArray = npt.NDArray[np.float64]

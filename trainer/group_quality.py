@@ -36,13 +36,16 @@ which is above zero by construction and so cannot say that a gap is within noise
 figure functions below, which work along the last axis of 1-D or 2-D arrays (one row per
 resample). Nothing here knows about models or files: `make monitor` can pass recorded
 predictions and outcomes to `group_quality` just as training passes the test split.
+
+About 400 lines, kept whole: the figure functions, the bootstrap that judges their gaps and the
+table that prints them are one computation; the result types and their JSON form are in
+studentperf.group_quality_record.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -52,14 +55,20 @@ from fairlearn.metrics import MetricFrame
 from scipy.stats import rankdata
 
 from studentperf.features import CATEGORIES
+from studentperf.group_quality_record import (
+    MIN_CLASS_ROWS,
+    MIN_GROUP_ROWS,
+    RESAMPLES,
+    AttributeQuality,
+    Gap,
+    GroupFigures,
+    GroupQuality,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
 GROUP_ATTRIBUTES: Final = ("gender", "lunch_program", "parental_education")
 NOT_GIVEN: Final = "not_given"
-MIN_GROUP_ROWS: Final = 50
-MIN_CLASS_ROWS: Final = 10
-RESAMPLES: Final = 2000
 BOOTSTRAP_ROWS: Final = 2000  # larger groups: the m-out-of-n bootstrap (see _deviations)
 BOOTSTRAP_CELLS: Final = 1_000_000  # resampled rows held in memory at once
 FAMILY_ERROR: Final = 0.05  # the chance that any of an attribute's pairs is called by noise
@@ -162,131 +171,6 @@ FIGURE_FUNCTIONS: Final[dict[str, Figure]] = {
     "flagged_rate": flagged_rate,
 }
 assert tuple(FIGURE_FUNCTIONS) == FIGURES
-
-
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GroupFigures:
-    group: str
-    rows: int
-    judged: bool  # at least MIN_GROUP_ROWS rows, and not "not_given"
-    figures: Mapping[str, float | None]  # None: undefined (too few of a class)
-
-
-@dataclass(frozen=True)
-class Gap:
-    figure: str
-    gap: float  # highest - lowest, among the judged groups
-    highest: str
-    lowest: str
-    interval_low: float
-    interval_high: float
-    level: float  # the interval's (Bonferroni-widened) coverage
-
-    @property
-    def beyond_noise(self) -> bool:
-        return self.interval_low > 0
-
-
-@dataclass(frozen=True)
-class AttributeQuality:
-    attribute: str
-    groups: tuple[GroupFigures, ...]
-    gaps: tuple[Gap, ...]  # the figures defined for at least two judged groups
-
-    def gap(self, figure: str) -> Gap | None:
-        return next((g for g in self.gaps if g.figure == figure), None)
-
-
-@dataclass(frozen=True)
-class GroupQuality:
-    attributes: tuple[AttributeQuality, ...]
-    rows: int
-    seed: int
-    min_group_rows: int = MIN_GROUP_ROWS
-    min_class_rows: int = MIN_CLASS_ROWS
-    resamples: int = RESAMPLES
-
-    def attribute(self, name: str) -> AttributeQuality | None:
-        return next((a for a in self.attributes if a.attribute == name), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: what metadata.json and the model_versions row keep."""
-        return {
-            "rows": self.rows,
-            "seed": self.seed,
-            "min_group_rows": self.min_group_rows,
-            "min_class_rows": self.min_class_rows,
-            "resamples": self.resamples,
-            "attributes": [
-                {
-                    "attribute": a.attribute,
-                    "groups": [
-                        {
-                            "group": g.group,
-                            "rows": g.rows,
-                            "judged": g.judged,
-                            "figures": dict(g.figures),
-                        }
-                        for g in a.groups
-                    ],
-                    "gaps": [
-                        {
-                            "figure": g.figure,
-                            "gap": g.gap,
-                            "highest": g.highest,
-                            "lowest": g.lowest,
-                            "interval_low": g.interval_low,
-                            "interval_high": g.interval_high,
-                            "level": g.level,
-                            "beyond_noise": g.beyond_noise,
-                        }
-                        for g in a.gaps
-                    ],
-                }
-                for a in self.attributes
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, found: Mapping[str, Any]) -> GroupQuality:
-        """The inverse of as_dict (KeyError or TypeError when `found` is not one)."""
-        return cls(
-            attributes=tuple(
-                AttributeQuality(
-                    attribute=str(a["attribute"]),
-                    groups=tuple(
-                        GroupFigures(
-                            group=str(g["group"]),
-                            rows=int(g["rows"]),
-                            judged=bool(g["judged"]),
-                            figures=dict(g["figures"]),
-                        )
-                        for g in a["groups"]
-                    ),
-                    gaps=tuple(
-                        Gap(
-                            figure=str(g["figure"]),
-                            gap=float(g["gap"]),
-                            highest=str(g["highest"]),
-                            lowest=str(g["lowest"]),
-                            interval_low=float(g["interval_low"]),
-                            interval_high=float(g["interval_high"]),
-                            level=float(g["level"]),
-                        )
-                        for g in a["gaps"]
-                    ),
-                )
-                for a in found["attributes"]
-            ),
-            rows=int(found["rows"]),
-            seed=int(found["seed"]),
-            min_group_rows=int(found["min_group_rows"]),
-            min_class_rows=int(found["min_class_rows"]),
-            resamples=int(found["resamples"]),
-        )
 
 
 # --- computing them -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
+from studentperf.database_errors import database_unavailable
 from studentperf.persistence.imports import FIND_IMPORTED
 from trainer.db_source import DatabaseUnavailable, connect
 
@@ -63,12 +64,12 @@ async def wait_until_stored(
                 problem = "the recorder stored none of the remaining rows"
             except asyncpg.InsufficientPrivilegeError as err:
                 raise WaitGaveUp(total - len(pending), total, f"cannot read: {err}") from err
-            except (
-                DatabaseUnavailable,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                OSError,
-            ) as err:
+            except Exception as err:
+                # Any refusal while it (re)connects and polls: the next round tries anew.
+                if not isinstance(err, DatabaseUnavailable) and not database_unavailable(
+                    err, connecting=True
+                ):
+                    raise
                 problem = f"the database did not answer ({type(err).__name__})"
                 if conn is not None:
                     conn.terminate()

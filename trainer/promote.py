@@ -39,6 +39,7 @@ from typing import Final
 import pandas as pd
 
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
+from studentperf.group_quality_record import Gap, GroupQuality
 from studentperf.model_artifact import (
     LoadedModel,
     ModelArtifactError,
@@ -46,7 +47,7 @@ from studentperf.model_artifact import (
     set_current,
 )
 from trainer.evaluate import Metrics, model_metrics
-from trainer.group_quality import FIGURES, Gap, GroupQuality, model_group_quality
+from trainer.group_quality import FIGURES, model_group_quality
 
 RMSE_TOLERANCE: Final = 0.01
 AUC_TOLERANCE: Final = 0.005

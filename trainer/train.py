@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from studentperf.features import DEFAULT_PASS_MARK, FEATURE_COLUMNS, TARGET_SCORE
-from studentperf.model_artifact import CURRENT, save_artifact
+from studentperf.model_artifact import CURRENT, read_metadata, save_artifact
 from trainer import reference
 from trainer.conformal import DEFAULT_COVERAGE, IntervalReport
 from trainer.data import TrainingData, load_training_data
@@ -281,7 +281,7 @@ def _register(
     if config.database_url is None:
         say("    skipped (--no-database)")
         return False
-    metadata = json.loads((path / "metadata.json").read_text())
+    metadata = read_metadata(path)
     try:
         asyncio.run(
             register_version(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from infra.bench import Bench
 from infra.bench.process import RecorderProcess, peak_rss_mb
 from infra.bench.recorder import fresh_stack
 from infra.devstack import KafkaBroker, PostgresServer, free_port, repo_root
+from infra.processes import ChildProcess
 
 RATE = 1000.0
 SECONDS, QUICK_SECONDS = 30.0, 4.0
@@ -118,7 +118,7 @@ def backlog(seen: dict[str, tuple[float, float, float]], moment: float) -> int:
 async def run(
     folder: Path,
     kafka: KafkaBroker,
-    start_service: Callable[[str, str], subprocess.Popen[bytes]],
+    start_service: Callable[[str, str], ChildProcess],
     quick: bool,
     say: Callable[[str], None],
 ) -> EndToEnd:
@@ -145,8 +145,7 @@ async def run(
         try:
             return await _measure(address, dsn, recorder, service, seconds, say)
         finally:
-            service.terminate()
-            service.wait(30)
+            service.stop(30)
             recorder.stop()
     finally:
         postgres.stop()
@@ -171,7 +170,7 @@ async def _measure(
     address: str,
     dsn: str,
     recorder: RecorderProcess,
-    service: subprocess.Popen[bytes],
+    service: ChildProcess,
     seconds: float,
     say: Callable[[str], None],
 ) -> EndToEnd:

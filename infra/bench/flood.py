@@ -24,8 +24,9 @@ import grpc
 
 from infra.bench import Bench, Row
 from infra.bench.process import peak_rss_mb
-from infra.bench.serving import process, service_env, train_model, wait_serving
+from infra.bench.serving import service_env, train_model, wait_serving
 from infra.devstack import free_port
+from infra.processes import started as process
 from studentperf.largest_items import largest_student
 from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_REQUEST_BYTES
 from studentperf.v1 import prediction_service_pb2 as api
@@ -118,7 +119,7 @@ async def run(bench: Bench) -> list[Row]:
         before = resident_mb(child.pid)
         calls = QUICK_CALLS_PER_KIND if bench.quick else CALLS_PER_KIND
         codes, seconds = await flood(address, QUICK_SECONDS if bench.quick else SECONDS, calls)
-        if child.poll() is not None:
+        if child.returncode is not None:
             raise RuntimeError(f"the service exited ({child.returncode}) during the flood")
         peak = peak_rss_mb(child.pid)
     verdict = "met" if peak < TARGET_RSS_MB else "MISSED"

@@ -134,7 +134,7 @@ async def run(rows: int, calls: int) -> None:
             # Nothing is predicted: the broker is never reached.
             shared=SharedSettings(kafka_bootstrap_servers="127.0.0.1:1", database_url=dsn),
             listen_address="127.0.0.1:0",
-            model_path=str(work / "models"),
+            models_dir=str(work / "models"),
             spool_dir=str(work / "spool"),
             model_poll_interval_s=0,
             history_database_url=dsn,

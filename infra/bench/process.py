@@ -3,16 +3,13 @@ and /metrics endpoint: the benchmark runs these, and so do the recorder's fault 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from infra.devstack import free_port, repo_root
+from infra.devstack import free_port
+from infra.processes import ChildProcess
 from recorder_service.health import parse_metrics
 
 
@@ -51,54 +48,37 @@ class RecorderProcess(HealthClient):
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         super().__init__(free_port())
         self.log_path = log_path
-        self._env = {**os.environ, **env, "STUDENTPERF_RECORDER_HEALTH_PORT": str(self.port)}
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child = ChildProcess.python_module(
+            "recorder_service",
+            env={**env, "STUDENTPERF_RECORDER_HEALTH_PORT": str(self.port)},
+            log_path=log_path,
+        )
 
     def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "recorder_service"],
-                cwd=repo_root(),
-                env=self._env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self._child.start()
 
     @property
     def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the recorder has not been started")
-        return self._process.pid
+        return self._child.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child.running
 
     def metrics(self) -> dict[str, float]:
-        if self._process is not None and not self.running:
+        if self._child.process is not None and not self.running:
             raise RuntimeError(
-                f"the recorder exited ({self._process.returncode}):\n{self.log_tail()}"
+                f"the recorder exited ({self._child.returncode}):\n{self.log_tail()}"
             )
         return super().metrics()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then its exit code (SIGKILL after `timeout`); None if never started."""
-        if self._process is None:
-            return None
-        if self.running:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self._process.returncode
+        return self._child.stop(timeout)
 
     def kill(self) -> None:
         """A crash: SIGKILL, no shutdown work."""
-        if self._process is not None and self.running:
-            self._process.kill()
-            self._process.wait(10)
+        self._child.kill()
 
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self._child.log_tail(lines)

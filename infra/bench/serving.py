@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,8 @@ from infra.bench.mlserver_peer import (
 from infra.bench.plot import Point, plot
 from infra.bench.process import peak_rss_mb
 from infra.devstack import KafkaBroker, free_port, local_dir, repo_root
+from infra.processes import ChildProcess
+from infra.processes import started as process
 from studentperf.features import FEATURE_COLUMNS
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
@@ -221,25 +223,6 @@ def run_ghz(
     )
 
 
-@contextmanager
-def process(
-    command: Sequence[str], env: Mapping[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        child = subprocess.Popen(
-            command, cwd=repo_root(), env=dict(env), stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield child
-    finally:
-        child.terminate()
-        try:
-            child.wait(20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
 def wait_serving(address: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
@@ -297,7 +280,7 @@ def service_env(folder: Path, address: str, bootstrap_servers: str) -> dict[str,
     return {
         **os.environ,
         "STUDENTPERF_LISTEN_ADDRESS": address,
-        "STUDENTPERF_MODEL_PATH": str(folder / "models"),
+        "STUDENTPERF_MODELS_DIR": str(folder / "models"),
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
         "STUDENTPERF_KAFKA_TOPIC": TOPIC,
         "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
@@ -433,27 +416,24 @@ def measure(folder: Path, seconds: float) -> Measured:
         broker.stop()
 
 
-def e2e_service(folder: Path, broker: KafkaBroker) -> Callable[[str, str], subprocess.Popen[bytes]]:
+def e2e_service(folder: Path, broker: KafkaBroker) -> Callable[[str, str], ChildProcess]:
     """Starts another inference service, on the end-to-end case's topic, once it serves."""
 
-    def start(topic: str, address: str) -> subprocess.Popen[bytes]:
+    def start(topic: str, address: str) -> ChildProcess:
         env = service_env(folder, address, broker.bootstrap_servers) | {
             "STUDENTPERF_KAFKA_TOPIC": topic,
             "STUDENTPERF_SPOOL_DIR": str(folder / "e2e-spool"),
         }
-        with (folder / "e2e-service.log").open("ab") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "inference_service"],
-                cwd=repo_root(),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        child = ChildProcess(
+            [sys.executable, "-m", "inference_service"],
+            env=env,
+            log_path=folder / "e2e-service.log",
+        )
+        child.start()
         try:
             wait_serving(address)
         except BaseException:
             child.kill()
-            child.wait()
             raise
         return child
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from studentperf.retry import Backoff
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -44,7 +46,7 @@ class RetryPolicy:
 
     def backoff_cap_s(self, retry: int) -> float:
         """The longest pause before retry number `retry` (1 for the first retry)."""
-        return min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (retry - 1))
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, self.multiplier).pause(retry)
 
     def pause_before_retry(
         self,

@@ -136,7 +136,7 @@ def inference_settings(stack: Stack, spool_dir: Path, **changes: Any) -> Inferen
     settings = InferenceSettings(
         shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(spool_dir),
         history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
     )

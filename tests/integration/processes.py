@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -24,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 
+from infra.processes import ChildProcess
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
@@ -32,54 +31,18 @@ from tests.integration.duplicates import duplicate_child_rows, read_prediction_e
 REPO = Path(__file__).resolve().parents[2]
 
 
-class ServiceProcess:
-    """One service as a child process; its output goes to a log file for post-mortems."""
+class ServiceProcess(ChildProcess):
+    """`python -m module` with `env` on top of this process's environment, its output in
+    `log_path` for post-mortems."""
+
+    log_path: Path
+    env: dict[str, str]
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
-        self.module = module
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=REPO,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            [sys.executable, "-m", module], env={**os.environ, **env}, log_path=log_path
         )
-        log.close()
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    async def wait(self, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.module} did not exit within {timeout} s")
-            await asyncio.sleep(0.05)
-        return self.process.returncode
-
-    async def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        await self.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                await self.wait(30)
-            except TimeoutError:
-                await self.kill()
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        self.module = module
 
 
 @dataclass(frozen=True)

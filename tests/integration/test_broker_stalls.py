@@ -104,7 +104,7 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
         {
             **shared,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_MODELS_DIR": str(model_path),
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
             "STUDENTPERF_PUBLISH_TIMEOUT_S": str(PUBLISH_TIMEOUT_S),
             "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health),
@@ -162,8 +162,8 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
             await conn.close()
         copies = await copies_per_prediction(stall_kafka.bootstrap_servers, name)
     finally:
-        await inference.stop()
-        await recorder.stop()
+        await inference.stop_async()
+        await recorder.stop_async()
 
     in_topic = sum(copies[i] for i in acknowledged)
     extra = in_topic - len(acknowledged)

@@ -42,7 +42,7 @@ async def serve(stack: Stack, spool: Path, port: int = 0, **changes: object) -> 
     settings = InferenceSettings(
         shared=stack.shared,
         listen_address=f"127.0.0.1:{port}",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(spool),
         **changes,  # type: ignore[arg-type]
     )

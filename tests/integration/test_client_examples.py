@@ -95,7 +95,7 @@ async def test_tls_token_example_against_a_mutual_tls_server_with_tokens(
         InferenceSettings(
             shared=stack.shared,
             listen_address="127.0.0.1:0",
-            model_path=str(stack.model_path),
+            models_dir=str(stack.model_path),
             spool_dir=str(tmp_path / "spool"),
             tls_cert_file=str(certs.server[1]),
             tls_key_file=str(certs.server[0]),

@@ -89,8 +89,8 @@ class Faults:
         await wait_serving(self.address)
 
     async def stop_services(self) -> None:
-        await self.inference.stop()
-        await self.recorder.stop()
+        await self.inference.stop_async()
+        await self.recorder.stop_async()
 
     async def kafka_back(self) -> None:
         self.kafka.start()
@@ -142,7 +142,7 @@ async def faults(
         {
             **shared,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_MODELS_DIR": str(model_path),
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
             "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
             "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
@@ -244,7 +244,7 @@ async def test_recorder_killed_mid_batch_and_restarted(faults: Faults) -> None:
     await faults.start_services()
 
     async def fault() -> None:
-        await faults.recorder.kill()
+        await faults.recorder.kill_async()
         await asyncio.sleep(2)
         faults.recorder.start()
 
@@ -259,7 +259,7 @@ async def test_inference_killed_with_events_in_its_spool(faults: Faults) -> None
     faults.kafka.stop()  # from here on, events wait in the spool
 
     async def fault() -> None:
-        await faults.inference.kill()
+        await faults.inference.kill_async()
 
     load = await under_load(faults, fault, before_s=3, after_s=0.5)
     segments = sorted((faults.inference.log_path.parent / "spool").glob("*.spool"))
@@ -283,7 +283,7 @@ async def test_inference_sigterm_under_load_fails_no_call_in_flight(faults: Faul
         spooled.append(await faults.spooled())  # its counters go with the process
         stop_began.append(time.monotonic())
         faults.inference.signal(signal.SIGTERM)
-        assert await faults.inference.wait(30) == 0
+        assert await faults.inference.wait_async(30) == 0
 
     load = await under_load(faults, fault, after_s=1)
     counts = await faults.tally(load, spooled[0])
@@ -397,7 +397,7 @@ async def test_sigterm_turns_health_not_serving_and_lets_taken_calls_finish_ok(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Predict(api.PredictRequest(student=student("held-late")), timeout=30)
         answers = await asyncio.wait_for(asyncio.gather(*calls), 120)
-    assert await faults.inference.wait(60) == 0
+    assert await faults.inference.wait_async(60) == 0
     ids = {uuid.UUID(i) for answer in answers for i in answer}
     load = Load("held", sent=HELD_CALLS + HELD_BATCH + 1, acknowledged=ids)
     load.failures[refused.value.code().name] += 1
@@ -431,7 +431,7 @@ async def test_sigterm_cuts_off_calls_still_running_after_the_grace(faults: Faul
             outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 120)
             # The stop still waits for the micro-batch of the cut Predict calls: its events are
             # spooled at the publish timeout (and sent at the next start).
-            exit_code = await faults.inference.wait(120)
+            exit_code = await faults.inference.wait_async(120)
     codes = sorted(
         f"{o.code().name}: {o.details()}" if isinstance(o, grpc.aio.AioRpcError) else repr(o)
         for o in outcomes

@@ -121,7 +121,7 @@ async def services(
             **target,
             **timeout,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_MODELS_DIR": str(model_path),
             "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
             "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health_port),
         },
@@ -147,8 +147,8 @@ async def services(
         await wait_serving(address)
         yield stack
     finally:
-        await inference.stop()
-        await recorder.stop()
+        await inference.stop_async()
+        await recorder.stop_async()
 
 
 async def under_load(

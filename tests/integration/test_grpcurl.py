@@ -216,7 +216,7 @@ async def tls_server(
         InferenceSettings(
             shared=stack.shared,
             listen_address="127.0.0.1:0",
-            model_path=str(stack.model_path),
+            models_dir=str(stack.model_path),
             spool_dir=str(folder / "spool"),
             tls_cert_file=str(certs.server[1]),
             tls_key_file=str(certs.server[0]),

@@ -412,7 +412,7 @@ async def small_running(
     settings = InferenceSettings(
         shared=stack.shared,
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         max_batch_size=SMALL_BATCH,
         max_request_bytes=64 * 1024,
@@ -757,7 +757,7 @@ async def test_with_tokens_on_undecodable_requests_are_refused_before_any_parsin
         InferenceSettings(
             shared=stack.shared,
             listen_address="127.0.0.1:0",
-            model_path=str(stack.model_path),
+            models_dir=str(stack.model_path),
             spool_dir=str(tmp_path / "spool"),
             auth_tokens=f"school {TOKEN} *\n",
         )

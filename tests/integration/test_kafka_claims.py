@@ -127,7 +127,7 @@ async def test_events_spooled_while_kafka_is_away_reach_the_topic_in_accepted_or
             kafka_bootstrap_servers=own_kafka.bootstrap_servers, kafka_topic=topic
         ),
         listen_address="127.0.0.1:0",
-        model_path=str(model_path),
+        models_dir=str(model_path),
         spool_dir=str(tmp_path / "spool"),
         publish_timeout_s=1.0,
     )
@@ -219,7 +219,7 @@ async def test_the_kafka_sasl_password_stays_out_of_the_logs(
                 **kafka,
                 **password,
                 "STUDENTPERF_LISTEN_ADDRESS": address,
-                "STUDENTPERF_MODEL_PATH": str(model_path),
+                "STUDENTPERF_MODELS_DIR": str(model_path),
                 "STUDENTPERF_SPOOL_DIR": str(tmp_path / f"spool-{log}"),
                 "STUDENTPERF_PUBLISH_TIMEOUT_S": "10",
             },
@@ -271,7 +271,7 @@ async def test_the_kafka_sasl_password_stays_out_of_the_logs(
                 await asyncio.sleep(0.2)
     finally:
         for process in processes:
-            await process.stop()
+            await process.stop_async()
     logs = {p.log_path.name: p.log_path.read_text() for p in processes}
     print(
         "\nlogs at DEBUG: "

@@ -34,7 +34,7 @@ def settings_for(stack: Stack, spool: Path, **changes: object) -> InferenceSetti
     return InferenceSettings(
         shared=shared,
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(spool),
         **changes,  # type: ignore[arg-type]
     )

@@ -121,7 +121,7 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
     settings = InferenceSettings(
         shared=stack.shared,
         listen_address="127.0.0.1:0",
-        model_path=str(models),
+        models_dir=str(models),
         model_poll_interval_s=0.1,
         spool_dir=str(tmp_path / "spool"),
     )

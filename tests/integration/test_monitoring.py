@@ -62,7 +62,7 @@ async def inference(
     settings = InferenceSettings(
         shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
-        model_path=str(models),
+        models_dir=str(models),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         model_poll_interval_s=0.2,
     )

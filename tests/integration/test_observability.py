@@ -70,7 +70,7 @@ def inference_settings(stack: Stack, spool: Path, **changes: object) -> Inferenc
             database_url=stack.database_url,
         ),
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(spool),
         **changes,  # type: ignore[arg-type]
     )
@@ -362,7 +362,7 @@ async def test_the_services_log_json_lines_with_the_call_ids(
         {
             **shared,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_MODELS_DIR": str(model_path),
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
         },
         tmp_path / "inference.log",
@@ -390,11 +390,11 @@ async def test_the_services_log_json_lines_with_the_call_ids(
             await pool.close()
         assert stored[prediction_id] == ids["x-trace-id"]
     finally:
-        await inference.stop()
-        await recorder.stop()
+        await inference.stop_async()
+        await recorder.stop_async()
     lines = json_lines(tmp_path / "inference.log")
     [warning] = [line for line in lines if "malformed x-trace-id" in str(line["message"])]
-    assert warning["level"] == "WARNING" and warning["logger"] == "inference_service.status"
+    assert warning["level"] == "WARNING" and warning["logger"] == "inference_service.grpc_errors"
     assert (warning["request_id"], warning["trace_id"]) == (ids["x-request-id"], ids["x-trace-id"])
     started = [line for line in lines if str(line["message"]).startswith("listening on")]
     assert started and "request_id" not in started[0]

@@ -244,7 +244,7 @@ async def test_record_outcomes_works_while_postgres_is_down(
     settings = InferenceSettings(
         shared=shared,
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(tmp_path / "spool"),
     )
     running = await start_server(settings)

@@ -192,7 +192,7 @@ async def test_without_a_current_term_a_prediction_names_none_and_pairs_by_time(
     settings = InferenceSettings(
         shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(tmp_path_factory.mktemp("spool-no-term")),
     )
     running = await start_server(settings)

@@ -192,10 +192,10 @@ async def test_model_poll_interval_0_serves_the_version_it_started_with(
     old, new = train_version(models, 1, 1), train_version(models, 2, 2)
     set_current(models, old)
     fixed = inference_settings(
-        stack, tmp_path / "spool-fixed", model_path=str(models), model_poll_interval_s=0
+        stack, tmp_path / "spool-fixed", models_dir=str(models), model_poll_interval_s=0
     )
     following = inference_settings(
-        stack, tmp_path / "spool-following", model_path=str(models), model_poll_interval_s=0.2
+        stack, tmp_path / "spool-following", models_dir=str(models), model_poll_interval_s=0.2
     )
     async with served(fixed) as off, served(following) as on:
         assert off.reloader is None
@@ -220,7 +220,7 @@ async def test_a_model_for_another_pass_mark_is_refused_at_start_up(
             "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": stack.shared.kafka_bootstrap_servers,
             "STUDENTPERF_KAFKA_TOPIC": stack.topic,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(stack.model_path),  # trained for pass mark 50
+            "STUDENTPERF_MODELS_DIR": str(stack.model_path),  # trained for pass mark 50
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
             "STUDENTPERF_PASS_MARK": "60",
             "STUDENTPERF_LOG_FORMAT": "text",
@@ -234,9 +234,9 @@ async def test_a_model_for_another_pass_mark_is_refused_at_start_up(
             while service.process is not None and service.process.poll() is None:
                 assert not port_open("127.0.0.1", port), "it serves a model for another pass mark"
                 await asyncio.sleep(0.1)
-        code = await service.wait()
+        code = await service.wait_async()
     finally:
-        await service.stop()
+        await service.stop_async()
     logged = service.log_path.read_text()
     print(f"\nexit status {code}; {service.log_tail(1)}")
     assert code == 2, logged
@@ -247,7 +247,7 @@ async def test_a_model_for_another_pass_mark_is_refused_at_start_up(
     # One version's folder rather than a models folder: refused the same way.
     version = resolve_version_dir(stack.model_path)
     settings = inference_settings(
-        stack, tmp_path / "spool-version", model_path=str(version), pass_mark=60.0
+        stack, tmp_path / "spool-version", models_dir=str(version), pass_mark=60.0
     )
     with pytest.raises(ModelArtifactError, match="trained for pass mark 50"):
         await start_server(settings)

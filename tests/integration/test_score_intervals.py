@@ -140,7 +140,7 @@ async def old_model_stub(
         details={},
     )
     settings = inference_settings(
-        stack, tmp_path_factory.mktemp("old-spool"), model_path=str(models)
+        stack, tmp_path_factory.mktemp("old-spool"), models_dir=str(models)
     )
     async for running in serving(settings):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

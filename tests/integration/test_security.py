@@ -72,7 +72,7 @@ async def serve(stack: Stack, tmp_path: Path, **security: str) -> RunningServer:
         InferenceSettings(
             shared=stack.shared,
             listen_address="127.0.0.1:0",
-            model_path=str(stack.model_path),
+            models_dir=str(stack.model_path),
             spool_dir=str(tmp_path / "spool"),
             **security,  # type: ignore[arg-type]
         )
@@ -198,7 +198,7 @@ async def test_no_secret_reaches_the_logs(
         {
             **env,
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(stack.model_path),
+            "STUDENTPERF_MODELS_DIR": str(stack.model_path),
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
             "STUDENTPERF_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
         },
@@ -216,8 +216,8 @@ async def test_no_secret_reaches_the_logs(
                 grpc.StatusCode.UNAUTHENTICATED
             )
     finally:
-        await inference.stop()
-        await recorder.stop()
+        await inference.stop_async()
+        await recorder.stop_async()
     logs = inference.log_path.read_text() + recorder.log_path.read_text()
     assert "starting" in logs and "denied Predict to client dashboard" in logs
     for secret in (password, FULL_TOKEN, INFO_TOKEN, "wrong-token-wrong-token"):

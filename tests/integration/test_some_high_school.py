@@ -96,7 +96,7 @@ async def test_a_model_from_before_the_level_serves_it(
     stack: Stack, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     old = save_old_model(tmp_path / "models")
-    settings = inference_settings(stack, tmp_path / "spool", model_path=str(tmp_path / "models"))
+    settings = inference_settings(stack, tmp_path / "spool", models_dir=str(tmp_path / "models"))
     async for running in serving(settings):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = api_grpc.PredictionServiceStub(channel)

@@ -58,7 +58,7 @@ def settings(
     return InferenceSettings(
         shared=shared,
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(spool),
         **options,
     )
@@ -89,16 +89,16 @@ async def test_a_second_service_on_a_spool_folder_in_use_refuses_to_start_naming
             "STUDENTPERF_KAFKA_TOPIC": stack.topic,
             "STUDENTPERF_DATABASE_URL": stack.database_url,
             "STUDENTPERF_LISTEN_ADDRESS": f"127.0.0.1:{free_port()}",
-            "STUDENTPERF_MODEL_PATH": str(stack.model_path),
+            "STUDENTPERF_MODELS_DIR": str(stack.model_path),
             "STUDENTPERF_SPOOL_DIR": str(spool),
         },
         tmp_path / "second.log",
     )
     try:
         second.start()
-        code = await second.wait(timeout=120)  # one that starts serving never returns
+        code = await second.wait_async(timeout=120)  # one that starts serving never returns
     finally:
-        await second.stop()
+        await second.stop_async()
         await running.stop(grace_s=1)
     said = second.log_path.read_text()
     print(f"\nsecond service: exit {code}; {second.log_tail(3)}")

@@ -258,7 +258,7 @@ async def test_the_history_is_unavailable_while_its_database_is_away(
         settings = InferenceSettings(
             shared=stack.shared_as(DatabaseRole.INFERENCE),
             listen_address="127.0.0.1:0",
-            model_path=str(stack.model_path),
+            models_dir=str(stack.model_path),
             spool_dir=str(tmp_path / "spool"),
             history_database_url=own.dsn("history").replace(
                 f"//{DatabaseRole.OWNER}@", f"//{DatabaseRole.ANALYST}@", 1
@@ -310,7 +310,7 @@ async def test_tokens_grant_the_history_like_any_other_method(
     settings = InferenceSettings(
         shared=stack.shared_as(DatabaseRole.INFERENCE),
         listen_address="127.0.0.1:0",
-        model_path=str(stack.model_path),
+        models_dir=str(stack.model_path),
         spool_dir=str(tmp_path / "spool"),
         history_database_url=stack.database_url_as(DatabaseRole.ANALYST),
         auth_tokens=f"reader {reader} ListStudentPredictions\npredictor {predictor} Predict",

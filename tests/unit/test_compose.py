@@ -448,7 +448,7 @@ def test_inference_loads_the_volume_the_trainer_writes() -> None:
         src for src, dst, mode in mounts("trainer") if dst == models_dir[1] and mode == "rw"
     ]
     [target] = [dst for src, dst, _ in mounts("inference") if src == volume]
-    assert environment("inference")["STUDENTPERF_MODEL_PATH"] == target
+    assert environment("inference")["STUDENTPERF_MODELS_DIR"] == target
 
 
 @pytest.mark.parametrize(

@@ -104,3 +104,16 @@ def test_kafka_security_passes_through_to_the_client_options() -> None:
     assert "pw-pw-pw" not in repr(security)
     with pytest.raises(ConfigError, match="STUDENTPERF_KAFKA_SECURITY_PROTOCOL"):
         RecorderSettings.from_env({"STUDENTPERF_KAFKA_SECURITY_PROTOCOL": "TLS"})
+
+
+def test_the_models_folder_has_one_name_and_the_old_one_still_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    new, old = "STUDENTPERF_MODELS_DIR", "STUDENTPERF_MODEL_PATH"
+    assert InferenceSettings.from_env({new: "/m"}).models_dir == "/m"
+    assert not caplog.records
+    assert InferenceSettings.from_env({old: "/old"}).models_dir == "/old"
+    assert f"{old} is deprecated: set {new} instead" in caplog.text
+    assert InferenceSettings.from_env({new: "/m", old: "/m"}).models_dir == "/m"
+    with pytest.raises(ConfigError, match=f"{new} and the deprecated {old} disagree"):
+        InferenceSettings.from_env({new: "/m", old: "/other"})

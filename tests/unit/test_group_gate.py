@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
+from studentperf.group_quality_record import AttributeQuality, Gap, GroupQuality
 from trainer import synthetic
 from trainer.__main__ import parse_args
-from trainer.group_quality import AttributeQuality, Gap, GroupQuality
 from trainer.pipeline import boosted_classifier, boosted_regressor, logistic, ridge
 from trainer.promote import GAP_THRESHOLDS, not_worse, parse_gap_thresholds, widened_gaps
 from trainer.train import RunResult, TrainingConfig, run

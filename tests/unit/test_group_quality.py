@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from studentperf import group_quality_record as gqr
 from trainer import group_quality as gq
 from trainer.evaluate import expected_calibration_error
 
@@ -49,13 +50,13 @@ def test_error_rates_count_at_risk_students_called_safe_and_passing_ones_flagged
 
 
 def test_class_conditional_figures_are_undefined_below_the_minimum_of_that_class() -> None:
-    few = gq.MIN_CLASS_ROWS - 1
+    few = gqr.MIN_CLASS_ROWS - 1
     actual = [40.0] * few + [60.0] * 30
     probability = [0.3] * few + [0.8] * 30
     assert np.isnan(figure("false_negative_rate", actual, actual, probability))
     assert np.isnan(figure("pass_roc_auc", actual, actual, probability))
     assert figure("false_positive_rate", actual, actual, probability) == 0.0
-    enough = [40.0] * gq.MIN_CLASS_ROWS + [60.0] * 30
+    enough = [40.0] * gqr.MIN_CLASS_ROWS + [60.0] * 30
     assert figure("false_negative_rate", enough, enough, [0.3] * 10 + [0.8] * 30) == 0.0
 
 
@@ -122,7 +123,7 @@ def test_groups_gaps_and_groups_too_small_to_judge() -> None:
         [
             students("female", 80, error=0.0),
             students("male", 60, error=10.0, start=80),
-            students("other", gq.MIN_GROUP_ROWS - 1, error=-30.0, start=140),
+            students("other", gqr.MIN_GROUP_ROWS - 1, error=-30.0, start=140),
             students(None, 6, error=-30.0, start=300),  # type: ignore[arg-type]
         ]
     )
@@ -141,7 +142,7 @@ def test_groups_gaps_and_groups_too_small_to_judge() -> None:
     assert rows == {
         "female": (80, True),
         "male": (60, True),
-        "other": (gq.MIN_GROUP_ROWS - 1, False),
+        "other": (gqr.MIN_GROUP_ROWS - 1, False),
         gq.NOT_GIVEN: (6, False),
     }
     figures = {g.group: g.figures for g in gender.groups}
@@ -181,7 +182,7 @@ def test_groups_gaps_and_groups_too_small_to_judge() -> None:
     )
     assert again == found
     stored = json.loads(json.dumps(found.as_dict(), allow_nan=False))
-    assert gq.GroupQuality.from_dict(stored) == found
+    assert gqr.GroupQuality.from_dict(stored) == found
 
 
 def test_many_groups_widen_the_interval() -> None:
@@ -218,7 +219,7 @@ def test_the_table_says_which_groups_are_too_small_and_which_gaps_are_noise() ->
     print(table)
     lines = table.splitlines()
     assert any(
-        line.split()[0] == "other" and f"too small to judge: < {gq.MIN_GROUP_ROWS} rows" in line
+        line.split()[0] == "other" and f"too small to judge: < {gqr.MIN_GROUP_ROWS} rows" in line
         for line in lines
     )
     assert any(line.split()[:2] == ["gap", "RMSE"] and "a real gap" in line for line in lines)

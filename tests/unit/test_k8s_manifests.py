@@ -26,13 +26,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from inference_service.auth import parse_token_table
+from inference_service.health_endpoint import InferenceHealth
 from inference_service.settings import Settings as InferenceSettings
-from inference_service.status_endpoint import InferenceStatus
 from recorder_service.settings import ERASURE_KEY_MIN_LENGTH
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
+from studentperf.health_http import serve_health
 from studentperf.migrate import role_passwords
-from studentperf.status_http import serve_status
 from trainer.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,10 +268,10 @@ def test_inference_keeps_its_spool_on_a_volume_of_its_own(tmp_path: Path) -> Non
     # The model the service reads is where the training jobs write it, and what the init
     # container waits for.
     trainer, _ = settings_of("base", "CronJob", "studentperf-retrain", tmp_path)
-    assert str(trainer.models_dir) == settings.model_path
+    assert str(trainer.models_dir) == settings.models_dir
     assert trainer.database_only
     wait = pod_spec(inference)["initContainers"][0]
-    assert f"{settings.model_path}/current" in " ".join(wait["command"])
+    assert f"{settings.models_dir}/current" in " ".join(wait["command"])
 
 
 def ports_by_name(container: Mapping[str, Any]) -> dict[str, int]:
@@ -284,8 +284,8 @@ def probe_port(container: Mapping[str, Any], probe: Mapping[str, Any]) -> int:
 
 
 async def status_code(path: str) -> int:
-    """What studentperf.status_http (both services' /health and /metrics) answers for path."""
-    server = await serve_status(lambda: (True, {}), lambda: "", "127.0.0.1", 0)
+    """What studentperf.health_http (both services' /health and /metrics) answers for path."""
+    server = await serve_health(lambda: (True, {}), lambda: "", "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -336,7 +336,7 @@ def test_probes_and_scraping_point_at_what_the_service_serves(
 
 
 async def polls_until_prestop_returns(
-    command: list[str], status: InferenceStatus, spool: SimpleNamespace
+    command: list[str], status: InferenceHealth, spool: SimpleNamespace
 ) -> int:
     """Runs the preStop command (its pause 0) against the service's /health; how many times it
     asked. The spool drains at the third answer."""
@@ -349,7 +349,7 @@ async def polls_until_prestop_returns(
             spool.records, spool.full = 0, False
         return status.health()
 
-    server = await serve_status(health, lambda: "", "127.0.0.1", 0)
+    server = await serve_health(health, lambda: "", "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
         process = await asyncio.create_subprocess_exec(
@@ -381,7 +381,7 @@ def test_prestop_holds_the_stop_until_the_spool_drained_into_kafka(tmp_path: Pat
         )
         publisher = SimpleNamespace(spool=spool, kafka_connected=connected)
         core = SimpleNamespace(in_flight=0, model=SimpleNamespace(version="v1"), cut_off=0)
-        status = InferenceStatus(cast(Any, core), cast(Any, publisher), CollectorRegistry())
+        status = InferenceHealth(cast(Any, core), cast(Any, publisher), CollectorRegistry())
         polls = asyncio.run(polls_until_prestop_returns(command, status, spool))
         print(f"preStop, Kafka connected={connected}: asked /health {polls} times")
         assert polls == expected

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What infra/up.py, infra/devstack.py and infra/kafka_cluster.py write: default_kafka(),
+# What infra/up.py, infra/devstack/ and infra/kafka_cluster.py write: default_kafka(),
 # default_kafka_cluster(), default_postgres() and the inference service's spool.
 STATE = [".local/kafka/state", ".local/kafka/cluster", ".local/postgres", ".local/inference"]
 TOOLS = [".venv/bin/python", ".local/kafka/libs/kafka.jar", ".local/bin/grpcurl", "models/current"]

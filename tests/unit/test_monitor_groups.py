@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from studentperf.features import FEATURE_COLUMNS
+from studentperf.group_quality_record import GroupQuality
 from trainer import synthetic
-from trainer.group_quality import GroupQuality, group_quality
+from trainer.group_quality import group_quality
 from trainer.monitor.__main__ import parse_args
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
 from trainer.monitor.groups import live_groups, recorded_groups

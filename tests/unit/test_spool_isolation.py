@@ -12,6 +12,8 @@ from pathlib import Path
 from inference_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+# The models folder's name, and the deprecated one a service still reads.
+MODELS_DIR_NAMES = {"STUDENTPERF_MODELS_DIR", "STUDENTPERF_MODEL_PATH"}
 SOURCES = sorted([*ROOT.glob("tests/**/*.py"), *ROOT.glob("infra/**/*.py")])
 
 
@@ -32,7 +34,7 @@ def _environments_without_a_spool(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):
             keys = {key.value for key in node.keys if isinstance(key, ast.Constant)}
-            if "STUDENTPERF_MODEL_PATH" in keys and "STUDENTPERF_SPOOL_DIR" not in keys:
+            if keys & MODELS_DIR_NAMES and "STUDENTPERF_SPOOL_DIR" not in keys:
                 lines.append(node.lineno)
     return lines
 

@@ -25,6 +25,7 @@ from studentperf.model_artifact import (
     StudentModel,
     load_artifact,
     make_version,
+    read_metadata,
     save_artifact,
 )
 from trainer import synthetic
@@ -266,6 +267,13 @@ def test_missing_or_broken_artifacts_say_how_to_fix(tmp_path: Path, result: Trai
     joblib.dump(old, version_dir / "model.joblib")
     with pytest.raises(ModelArtifactError, match=r"not a format-2 model bundle.*make train"):
         load_artifact(tmp_path)
+    # metadata.json has one reader, for the service, the monitor and the registry alike.
+    (version_dir / "metadata.json").write_text("[1, 2]")
+    with pytest.raises(ModelArtifactError, match=r"metadata.json is not a JSON object"):
+        load_artifact(tmp_path)
+    (version_dir / "metadata.json").write_text("{")
+    with pytest.raises(ModelArtifactError, match=r"unreadable .*metadata.json.*make train"):
+        read_metadata(version_dir)
 
 
 # --- the command ----------------------------------------------------------------------------

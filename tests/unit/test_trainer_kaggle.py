@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from studentperf.features import CATEGORIES, FEATURE_COLUMNS
+from studentperf.group_quality_record import GroupQuality
 from tests.kaggle_csv import kaggle_rows, write
 from trainer import kaggle
 from trainer.__main__ import main
 from trainer.data import load_training_data
-from trainer.group_quality import NOT_GIVEN, GroupQuality, format_group_quality
+from trainer.group_quality import NOT_GIVEN, format_group_quality
 
 GOOD = [
     ["female", "group B", "bachelor's degree", "standard", "none", "72", "72", "74"],

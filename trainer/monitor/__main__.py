@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import sys
@@ -41,13 +40,13 @@ from studentperf.config import (
     env_str,
 )
 from studentperf.features import DEFAULT_PASS_MARK
-from studentperf.model_artifact import METADATA_FILE, ModelArtifactError
+from studentperf.group_quality_record import GroupQuality
+from studentperf.model_artifact import METADATA_FILE, ModelArtifactError, read_metadata
 from trainer import reference
 from trainer.data import TrainingDataError
 from trainer.db_source import DatabaseUnavailable
 from trainer.evaluate import CalibrationBin
 from trainer.fit import MIN_ROWS
-from trainer.group_quality import GroupQuality
 from trainer.monitor import groups
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
 from trainer.monitor.data import read_group_quality, read_held_out, read_recent
@@ -321,11 +320,11 @@ def _version_files(models_dir: Path, version: str) -> VersionFiles:
     calibration: tuple[CalibrationBin, ...] = ()
     found_groups = None
     try:
-        metadata = json.loads((directory / METADATA_FILE).read_text())
+        metadata = read_metadata(directory)
         held_out = {k: float(v) for k, v in metadata["metrics"].items()}
         calibration = tuple(CalibrationBin(**b) for b in metadata.get("calibration", []))
         found_groups = groups.recorded_groups(metadata.get("group_quality"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (ModelArtifactError, ValueError, KeyError, TypeError, AttributeError) as err:
         notes.append(f"no held-out metrics in {directory / METADATA_FILE} ({err!r})")
     return VersionFiles(inputs, held_out, calibration, found_groups, tuple(notes))
 

@@ -23,8 +23,9 @@ from typing import Final
 import pandas as pd
 
 from studentperf.features import FEATURE_COLUMNS
+from studentperf.group_quality_record import GroupQuality
 from trainer.evaluate import CalibrationBin
-from trainer.group_quality import FIGURES, SHORT_NAMES, GroupQuality, format_group_quality
+from trainer.group_quality import FIGURES, SHORT_NAMES, format_group_quality
 from trainer.monitor.coverage import LiveCoverage, live_coverage
 from trainer.monitor.drift import FeatureDrift, feature_drift
 from trainer.monitor.groups import MAX_ROWS as MAX_GROUP_ROWS

@@ -23,7 +23,8 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from trainer.group_quality import GroupQuality, group_quality
+from studentperf.group_quality_record import GroupQuality
+from trainer.group_quality import group_quality
 from trainer.promote import WidenedGap, gap_widenings
 
 # Enough for the thresholds: a group of 4 % still has 400 outcomes, whose RMSE is known to

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 Health = Callable[[], tuple[bool, dict[str, object]]]
 
 
-async def serve_status(
+async def serve_health(
     health: Health, metrics: Callable[[], str], host: str, port: int
 ) -> asyncio.Server:
     """Starts the endpoint; the caller closes the returned server."""

@@ -19,10 +19,10 @@ from prometheus_client.registry import Collector
 from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher
 from inference_service.metrics import PREFIX
-from studentperf.status_http import serve_status
+from studentperf.health_http import serve_health
 
 
-class InferenceStatus(Collector):
+class InferenceHealth(Collector):
     def __init__(
         self, core: PredictionCore, publisher: DurablePublisher, registry: CollectorRegistry
     ) -> None:
@@ -94,4 +94,4 @@ class InferenceStatus(Collector):
         return generate_latest(self._registry).decode()
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
-        return await serve_status(self.health, self.metrics, host, port)
+        return await serve_health(self.health, self.metrics, host, port)

@@ -1,0 +1,7 @@
+"""``python -m infra.devstack``: see ``infra.devstack.cli``."""
+
+import sys
+
+from infra.devstack.cli import main
+
+sys.exit(main())
