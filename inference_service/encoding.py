@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PARTS, NUMERIC_RANGES, FeatureValue
 from studentperf.v1.student_pb2 import Student
@@ -92,7 +94,8 @@ def encode_student(student: Student | None, path: str) -> EncodedStudent:
     features: list[FeatureValue] = [None] * len(FEATURE_COLUMNS)
     imputed: list[str] = []
     for field in _FIELDS:
-        message = profile if field.in_profile else record
+        # The generic Message: the field's name is data here, not a literal the stubs know.
+        message: Message = profile if field.in_profile else record
         categories = field.categories
         if categories is not None:
             number = getattr(message, field.name)
