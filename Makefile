@@ -3,18 +3,23 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PY := .venv/bin/python
+# The console scripts of pyproject.toml's [project.scripts], one per process.
+BIN := .venv/bin
 ROWS ?= 5000
 SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup lock up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install what is missing: PostgreSQL, .venv, Kafka jars, grpcurl/ghz (idempotent)
 	@bash infra/setup.sh
+
+lock: setup ## re-resolve requirements/*.lock (hashed) from pyproject.toml's ranges (the next target installs them)
+	@bash requirements/lock.sh
 
 # 1: one broker; 3: a three-node cluster, replication factor 3 (three JVMs, heavier).
 KAFKA_BROKERS ?= $(or $(STUDENTPERF_KAFKA_BROKERS),1)
@@ -26,27 +31,27 @@ demo: setup ## send predictions and a batch to the running stack, then show the 
 	@$(PY) -m infra.demo
 
 train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
-	@$(PY) -m trainer --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
+	@$(BIN)/studentperf-train --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
-	@$(PY) -m trainer --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
+	@$(BIN)/studentperf-train --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
 
 monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1); exit 1 on alert
-	@$(PY) -m trainer.monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
+	@$(BIN)/studentperf-monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
 
 import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: make import CSV=path [TERM_ID=2026-spring] [WAIT=0]
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring] [WAIT=0]"; exit 2; }
-	@$(PY) -m trainer.import_csv $(CSV) $(if $(TERM_ID),--term $(TERM_ID)) $(if $(filter 0,$(WAIT)),--no-wait)
+	@$(BIN)/studentperf-import $(CSV) $(if $(TERM_ID),--term $(TERM_ID)) $(if $(filter 0,$(WAIT)),--no-wait)
 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
-	@$(PY) -m recorder_service.retention $(if $(DAYS),--days $(DAYS))
+	@$(BIN)/studentperf-retention $(if $(DAYS),--days $(DAYS))
 
 erase: setup ## erase a student through the running service: make erase STUDENT=id [REASON=ref] [TARGET=host:port]
 	@test -n "$(STUDENT)" || { echo "usage: make erase STUDENT=id [REASON=ticket-1] [TARGET=host:port] (token: STUDENTPERF_TOKEN)"; exit 2; }
-	@$(PY) -m studentperf.client.erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(TARGET),--target $(TARGET))
+	@$(BIN)/studentperf-erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(TARGET),--target $(TARGET))
 
 migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
-	@$(PY) -m studentperf.migrate
+	@$(BIN)/studentperf-migrate
 
 # Temporary folders under .local/: pytest prunes /tmp/pytest-of-$$USER to its last three runs,
 # which pulls the data folders from under another checkout's running test session.

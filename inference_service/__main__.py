@@ -1,3 +1,6 @@
+"""`python -m inference_service`, the same as the console script pyproject.toml names for it."""
+
 from inference_service.server import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -86,7 +86,7 @@ def client_name(clients: Mapping[bytes, Client], metadata: Mapping[str, str]) ->
 Denial = tuple[grpc.StatusCode, str]
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self, clients: Mapping[bytes, Client], metrics: InferenceMetrics | None = None
     ) -> None:

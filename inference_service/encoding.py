@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.features import FEATURE_COLUMNS, FEATURE_PARTS, NUMERIC_RANGES, FeatureValue
 from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
@@ -89,7 +91,8 @@ def encode_student(student: Student | None, path: str) -> EncodedStudent:
     features: list[FeatureValue] = [None] * len(FEATURE_COLUMNS)
     imputed: list[str] = []
     for field in _FIELDS:
-        message = profile if field.in_profile else record
+        # The generic Message: the field's name is data here, not a literal the stubs know.
+        message: Message = profile if field.in_profile else record
         categories = field.categories
         if categories is not None:
             number = getattr(message, field.name)

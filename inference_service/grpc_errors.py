@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -82,7 +82,7 @@ def map_errors(
 
     @functools.wraps(method)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        context: Context = args[-1]
+        context = cast(Context, args[-1])  # a servicer method's last argument
         started = time.perf_counter()
         code = "UNKNOWN"
         request_id = tracing.new_id()

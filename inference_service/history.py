@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -60,7 +60,9 @@ def _from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _bound(request: ListStudentPredictionsRequest, name: str) -> int | None:
+def _bound(
+    request: ListStudentPredictionsRequest, name: Literal["start_time", "end_time"]
+) -> int | None:
     if not request.HasField(name):
         return None
     stamp: Timestamp = getattr(request, name)
@@ -113,7 +115,8 @@ def page_query(request: ListStudentPredictionsRequest) -> HistoryPage:
             FieldViolation("page_size", f"must be 0 (for {DEFAULT_PAGE_SIZE}) or more")
         )
     bounds: list[int | None] = [None, None]
-    for index, name in enumerate(("start_time", "end_time")):
+    bound_names: tuple[Literal["start_time", "end_time"], ...] = ("start_time", "end_time")
+    for index, name in enumerate(bound_names):
         try:
             bounds[index] = _bound(request, name)
         except InvalidInput as refused:

@@ -178,7 +178,7 @@ def add_to_server(servicer: PredictionServicer, server: grpc.aio.Server) -> None
     missing = set(SERVICE.methods_by_name) - set(responses)
     if missing:
         raise AssertionError(f"no handler for {sorted(missing)}")
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             method, response_serializer=response.SerializeToString
         )

@@ -74,7 +74,7 @@ async def main() -> int:
     settings = Settings.from_env(os.environ)
     ids: list[uuid.UUID] = []
     async with grpc.aio.insecure_channel(settings.listen_address) as channel:
-        stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = api_grpc.PredictionServiceStub(channel)
         try:
             info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
         except grpc.aio.AioRpcError as error:

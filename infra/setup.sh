@@ -2,7 +2,7 @@
 # Installs everything the project needs to run its real services and tools, from a clean clone:
 #   postgres  the Debian PostgreSQL package (the only system-wide change; its own cluster is
 #             left stopped: the project runs private clusters, see infra/devstack/)
-#   venv      .venv with the project and its dev extras
+#   venv      .venv with requirements/dev.lock (hash-checked) and the project, editable
 #   kafka     the Kafka broker jars (infra/kafka/pom.xml) in .local/kafka/libs
 #   grpcurl   pinned Go tools in .local/bin (ghz is skipped with SETUP_GHZ=0)
 #   ghz
@@ -104,16 +104,22 @@ else
 fi
 
 # --- 2. Python virtual environment ---------------------------------------------------------------
+# Exactly the versions in requirements/dev.lock, each checked against its hash (`make lock`
+# regenerates the lock from pyproject.toml); then the project itself, editable and --no-deps.
+PY_LOCK="$ROOT/requirements/dev.lock"
 PY_STAMP="$VENV/.installed"
-if [ -f "$PY_STAMP" ] && [ "$PY_STAMP" -nt "$ROOT/pyproject.toml" ] && [ -x "$VENV/bin/python" ]; then
+if [ -f "$PY_STAMP" ] && [ "$PY_STAMP" -nt "$ROOT/pyproject.toml" ] && [ "$PY_STAMP" -nt "$PY_LOCK" ] &&
+    [ -x "$VENV/bin/python" ]; then
     say venv "ok: $("$VENV/bin/python" --version) in .venv"
 else
     start_step
     PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-    quietly venv "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[dev]"
+    quietly venv "$VENV/bin/python" -m pip install --disable-pip-version-check \
+        --require-hashes -r "$PY_LOCK"
+    quietly venv "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e .
     touch "$PY_STAMP"
-    done_step venv "installed .[dev] into .venv"
+    done_step venv "installed requirements/dev.lock and the project into .venv"
 fi
 
 # --- 3. Kafka broker jars ------------------------------------------------------------------------

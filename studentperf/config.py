@@ -13,8 +13,6 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka.helpers import create_ssl_context
-
 from studentperf.log_format import JsonFormatter, TextFormatter
 
 PREFIX = "STUDENTPERF_"
@@ -142,6 +140,10 @@ class KafkaSecurity:
         """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if "SSL" in self.protocol:
+            # Here, not at the top: the client's erase command reads its token through this
+            # module, and the client installs without aiokafka (pyproject.toml).
+            from aiokafka.helpers import create_ssl_context
+
             options["ssl_context"] = create_ssl_context(
                 cafile=self.ssl_cafile or None,
                 certfile=self.ssl_certfile or None,

@@ -8,26 +8,30 @@ from __future__ import annotations
 
 from typing import Final
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.descriptor import EnumDescriptor
 
 from studentperf.features import CATEGORIES
 from studentperf.v1 import student_pb2
 
 
-def _categories_by_number(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
+def _categories_by_number(enum: EnumDescriptor, prefix: str) -> dict[int, str]:
     return {
-        number: name.removeprefix(prefix).lower() for name, number in enum.items() if number != 0
+        value.number: value.name.removeprefix(prefix).lower()
+        for value in enum.values
+        if value.number != 0
     }
 
 
 # Per categorical feature, named as its field in StudentProfile.
 CATEGORY_BY_NUMBER: Final[dict[str, dict[int, str]]] = {
-    "gender": _categories_by_number(student_pb2.Gender, "GENDER_"),
+    "gender": _categories_by_number(student_pb2.Gender.DESCRIPTOR, "GENDER_"),
     "parental_education": _categories_by_number(
-        student_pb2.ParentalEducation, "PARENTAL_EDUCATION_"
+        student_pb2.ParentalEducation.DESCRIPTOR, "PARENTAL_EDUCATION_"
     ),
-    "lunch_program": _categories_by_number(student_pb2.LunchProgram, "LUNCH_PROGRAM_"),
-    "test_preparation": _categories_by_number(student_pb2.TestPreparation, "TEST_PREPARATION_"),
+    "lunch_program": _categories_by_number(student_pb2.LunchProgram.DESCRIPTOR, "LUNCH_PROGRAM_"),
+    "test_preparation": _categories_by_number(
+        student_pb2.TestPreparation.DESCRIPTOR, "TEST_PREPARATION_"
+    ),
 }
 
 if {f: set(c.values()) for f, c in CATEGORY_BY_NUMBER.items()} != {

@@ -65,7 +65,7 @@ async def caller(
     channel: grpc.aio.Channel, kind: Kind, until: float, codes: Counter[tuple[str, str]]
 ) -> None:
     name, payload, token = kind
-    call = channel.unary_unary(BATCH_PREDICT)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(BATCH_PREDICT)
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     while time.monotonic() < until:
         try:

@@ -91,7 +91,7 @@ async def load(postgres: PostgresServer, rows: int) -> tuple[str, str]:
 
 async def measure(port: int, calls: int, students: int) -> list[float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = api_grpc.PredictionServiceStub(channel)
         # A walk through some students' pages gives tokens for every point of their histories
         # (a token is bound to its student).
         choice = random.Random(7)

@@ -325,7 +325,7 @@ def full_student_row(number: int) -> dict[str, Any]:
 
 def service_score(address: str, number: int) -> float:
     with grpc.insecure_channel(address) as channel:
-        stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = api_grpc.PredictionServiceStub(channel)
         request = json_format.ParseDict({"student": student(number)}, api.PredictRequest())
         return float(stub.Predict(request, timeout=30).prediction.predicted_final_score)
 

@@ -23,7 +23,15 @@ import grpc
 from studentperf.features import CATEGORIES
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
-from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
+from studentperf.v1.student_pb2 import (
+    AcademicRecord,
+    Gender,
+    LunchProgram,
+    ParentalEducation,
+    Student,
+    StudentProfile,
+    TestPreparation,
+)
 
 EDUCATION = tuple(f"PARENTAL_EDUCATION_{name.upper()}" for name in CATEGORIES["parental_education"])
 
@@ -35,14 +43,14 @@ def request(number: int) -> api.PredictRequest:
             profile=StudentProfile(
                 student_id=f"steady-{number % 5000}",
                 age=14 + number % 6,
-                gender=("GENDER_FEMALE", "GENDER_MALE")[number % 2],
-                parental_education=EDUCATION[number % len(EDUCATION)],
-                lunch_program=("LUNCH_PROGRAM_STANDARD", "LUNCH_PROGRAM_FREE_OR_REDUCED")[
-                    number % 2
-                ],
-                test_preparation=("TEST_PREPARATION_NONE", "TEST_PREPARATION_COMPLETED")[
-                    number % 2
-                ],
+                gender=Gender.Value(("GENDER_FEMALE", "GENDER_MALE")[number % 2]),
+                parental_education=ParentalEducation.Value(EDUCATION[number % len(EDUCATION)]),
+                lunch_program=LunchProgram.Value(
+                    ("LUNCH_PROGRAM_STANDARD", "LUNCH_PROGRAM_FREE_OR_REDUCED")[number % 2]
+                ),
+                test_preparation=TestPreparation.Value(
+                    ("TEST_PREPARATION_NONE", "TEST_PREPARATION_COMPLETED")[number % 2]
+                ),
             ),
             academic_record=AcademicRecord(
                 attendance_percentage=60 + number % 40,
@@ -61,7 +69,7 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, Any]:
     answered: list[str] = []  # prediction ids of the OK answers: the rows to wait for
     first_errors: dict[str, str] = {}  # status -> the first failure's details, to say why
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = api_grpc.PredictionServiceStub(channel)
 
         async def call(number: int) -> None:
             try:

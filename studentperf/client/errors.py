@@ -49,13 +49,18 @@ class ServiceError(Exception):
         """Reads code, message and google.rpc.BadRequest details from a sync or aio error."""
         code: grpc.StatusCode = error.code()
         message: str = error.details() or ""
-        trailing = error.trailing_metadata() or ()
+        # (key, value) pairs: grpc's sync Metadatum namedtuples, or grpc.aio's Metadata items.
+        trailing: Iterable[object] = error.trailing_metadata() or ()
         return cls(code, message, _field_violations(trailing), attempts)
 
 
-def _field_violations(trailing: Iterable[tuple[str, str | bytes]]) -> tuple[FieldViolation, ...]:
+def _field_violations(trailing: Iterable[object]) -> tuple[FieldViolation, ...]:
     raw = next(
-        (value for key, value in trailing if key == _STATUS_DETAILS_KEY),
+        (
+            item[1]
+            for item in trailing
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == _STATUS_DETAILS_KEY
+        ),
         None,
     )
     if not isinstance(raw, bytes):

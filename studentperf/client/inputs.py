@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.descriptor import EnumDescriptor
 
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.v1 import student_pb2
@@ -22,11 +22,11 @@ from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 EnumInput = str | int | None
 T = TypeVar("T")
 
-_ENUMS: dict[str, EnumTypeWrapper] = {
-    "gender": student_pb2.Gender,
-    "parental_education": student_pb2.ParentalEducation,
-    "lunch_program": student_pb2.LunchProgram,
-    "test_preparation": student_pb2.TestPreparation,
+_ENUMS: dict[str, EnumDescriptor] = {
+    "gender": student_pb2.Gender.DESCRIPTOR,
+    "parental_education": student_pb2.ParentalEducation.DESCRIPTOR,
+    "lunch_program": student_pb2.LunchProgram.DESCRIPTOR,
+    "test_preparation": student_pb2.TestPreparation.DESCRIPTOR,
 }
 
 
@@ -40,9 +40,9 @@ def enum_number(field: str, value: EnumInput) -> int:
     text = value.strip()
     if text.lower() in by_category:
         return by_category[text.lower()]
-    enum = _ENUMS[field]
-    if text.upper() in enum.keys():  # noqa: SIM118 (an EnumTypeWrapper has no __contains__)
-        return int(enum.Value(text.upper()))
+    named = _ENUMS[field].values_by_name.get(text.upper())
+    if named is not None:
+        return named.number
     raise ValueError(
         f"{field}: unknown value {value!r}; expected one of {', '.join(sorted(by_category))}"
     )
@@ -66,10 +66,16 @@ class StudentInput:
     def to_proto(self) -> Student:
         profile = StudentProfile(
             student_id=self.student_id,
-            gender=enum_number("gender", self.gender),  # type: ignore[arg-type]
-            parental_education=enum_number("parental_education", self.parental_education),  # type: ignore[arg-type]
-            lunch_program=enum_number("lunch_program", self.lunch_program),  # type: ignore[arg-type]
-            test_preparation=enum_number("test_preparation", self.test_preparation),  # type: ignore[arg-type]
+            gender=student_pb2.Gender.ValueType(enum_number("gender", self.gender)),
+            parental_education=student_pb2.ParentalEducation.ValueType(
+                enum_number("parental_education", self.parental_education)
+            ),
+            lunch_program=student_pb2.LunchProgram.ValueType(
+                enum_number("lunch_program", self.lunch_program)
+            ),
+            test_preparation=student_pb2.TestPreparation.ValueType(
+                enum_number("test_preparation", self.test_preparation)
+            ),
         )
         if self.age is not None:
             profile.age = self.age

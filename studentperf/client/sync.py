@@ -83,7 +83,7 @@ class PredictionClient:
     ) -> None:
         Deadline(default_deadline_s)  # refuses a non-positive one now, not at the first call
         self._channel = channel
-        self._stub = api_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub = api_grpc.PredictionServiceStub(channel)
         self._metadata = metadata
         self._default_deadline_s = default_deadline_s
         self._retry = retry or RetryPolicy()

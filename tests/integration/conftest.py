@@ -158,7 +158,7 @@ async def inference(
 
 
 @pytest.fixture(scope="module")
-async def stub(inference: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+async def stub(inference: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceAsyncStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}") as channel:
         yield api_grpc.PredictionServiceStub(channel)
 

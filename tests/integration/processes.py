@@ -83,7 +83,7 @@ async def drive_load(
     """Calls BatchPredict (and Predict for batch=1) from `workers` loops until `stop` is set."""
     load = Load(prefix)
 
-    async def worker(number: int, stub: api_grpc.PredictionServiceStub) -> None:
+    async def worker(number: int, stub: api_grpc.PredictionServiceAsyncStub) -> None:
         sequence = 0
         while not stop.is_set():
             students = [

@@ -38,6 +38,7 @@ STATE_DIRS = (".local/kafka/state", ".local/kafka/cluster", ".local/postgres", "
 # What the user may have set for their own stack, or make for its caller; none of it may leak in.
 STAMPS = (
     (".venv/.installed", "pyproject.toml"),
+    (".venv/.installed", "requirements/dev.lock"),
     (".local/kafka/libs/.installed", "infra/kafka/pom.xml"),
 )
 LEFT_OUT = ("PASS_MARK", "CSV", "FORCE", "ROWS", "SEED", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")

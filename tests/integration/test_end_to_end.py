@@ -32,7 +32,7 @@ WHERE p.prediction_id = $1
 
 
 async def test_predict_answers_and_one_joined_row_lands(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     request = api.PredictRequest(
         student=pb.Student(
@@ -72,7 +72,7 @@ async def test_predict_answers_and_one_joined_row_lands(
 
 
 async def test_each_prediction_keeps_the_profile_it_was_made_from(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     ids = []
     for age in (15, 16):
@@ -106,7 +106,7 @@ async def test_each_prediction_keeps_the_profile_it_was_made_from(
 
 
 async def test_batch_of_1000_answers_in_order_and_lands_1000_rows(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     # GPA rises with the index, so the answers' order shows in their scores.
     students = [student(f"batch-{i:04d}", previous_gpa=4.0 * i / 999) for i in range(1000)]
@@ -130,7 +130,7 @@ async def test_batch_of_1000_answers_in_order_and_lands_1000_rows(
 
 
 async def test_batch_refuses_bad_items_alone(
-    stub: api_grpc.PredictionServiceStub, stack: Stack
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack
 ) -> None:
     before = await topic_size(stack.shared.kafka_bootstrap_servers, stack.topic)
     students = [student("ok-1"), student("bad id!"), student("ok-2", previous_gpa=9)]
@@ -173,7 +173,7 @@ INVALID = {
 
 @pytest.mark.parametrize("case", INVALID, ids=list(INVALID))
 async def test_invalid_input_is_refused_naming_the_field_and_publishes_nothing(
-    stub: api_grpc.PredictionServiceStub, stack: Stack, case: str
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack, case: str
 ) -> None:
     request, field = INVALID[case]
     before = await topic_size(stack.shared.kafka_bootstrap_servers, stack.topic)
@@ -191,7 +191,7 @@ async def test_invalid_input_is_refused_naming_the_field_and_publishes_nothing(
 
 
 async def test_model_info_describes_the_served_model(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
     assert info.model_version and info.trained_at.seconds > 0
@@ -201,7 +201,7 @@ async def test_model_info_describes_the_served_model(
 
 
 async def test_replaying_the_topic_adds_no_rows(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     db: asyncpg.Pool,
     stack: Stack,
     recorder: RecorderProcess,

@@ -72,7 +72,7 @@ async def erasing(
 
 
 @pytest.fixture(scope="module")
-async def eraser(erasing: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+async def eraser(erasing: RunningServer) -> AsyncIterator[api_grpc.PredictionServiceAsyncStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{erasing.port}") as channel:
         yield api_grpc.PredictionServiceStub(channel)
 
@@ -92,7 +92,7 @@ async def counts_of(db: asyncpg.Pool, student_id: str) -> dict[str, int]:
     return found
 
 
-async def predict(stub: api_grpc.PredictionServiceStub, student_id: str, gpa: float) -> str:
+async def predict(stub: api_grpc.PredictionServiceAsyncStub, student_id: str, gpa: float) -> str:
     answer = await stub.Predict(
         api.PredictRequest(student=student(student_id, previous_gpa=gpa)), timeout=10
     )
@@ -100,7 +100,7 @@ async def predict(stub: api_grpc.PredictionServiceStub, student_id: str, gpa: fl
 
 
 async def test_erasure_removes_every_row_and_a_replay_from_zero_does_not_bring_it_back(
-    eraser: api_grpc.PredictionServiceStub,
+    eraser: api_grpc.PredictionServiceAsyncStub,
     db: asyncpg.Pool,
     stack: Stack,
     recorder: RecorderProcess,
@@ -206,7 +206,7 @@ async def test_erasure_removes_every_row_and_a_replay_from_zero_does_not_bring_i
 
 
 async def test_erasing_an_unknown_student_or_twice_removes_nothing(
-    eraser: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    eraser: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     unknown = await eraser.EraseStudent(
         api.EraseStudentRequest(student_id="never-seen-1"), timeout=CONFIRM_WAIT_S + 10
@@ -234,7 +234,7 @@ async def test_erasing_an_unknown_student_or_twice_removes_nothing(
     assert [json.loads(a["removed"]) for a in audits] == [dict(first.removed), {}]
 
 
-async def test_bad_requests_name_the_field(eraser: api_grpc.PredictionServiceStub) -> None:
+async def test_bad_requests_name_the_field(eraser: api_grpc.PredictionServiceAsyncStub) -> None:
     for request, field in [
         (api.EraseStudentRequest(student_id=""), "student_id"),
         (api.EraseStudentRequest(student_id="s 1"), "student_id"),
@@ -260,7 +260,7 @@ def erase_command(port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_the_erase_command_prints_what_was_removed_and_fails_on_errors(
-    erasing: RunningServer, eraser: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    erasing: RunningServer, eraser: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     sid = "erase-command-1"
     await predict(eraser, sid, 2.0)
@@ -289,7 +289,7 @@ async def test_erase_student_is_a_grant_of_its_own(
             stub = api_grpc.PredictionServiceStub(channel)
 
             async def erase(
-                client: str, sid: str, stub: api_grpc.PredictionServiceStub = stub
+                client: str, sid: str, stub: api_grpc.PredictionServiceAsyncStub = stub
             ) -> api.EraseStudentResponse:
                 metadata = (("authorization", f"Bearer {TOKENS[client][0]}"),)
                 request = api.EraseStudentRequest(student_id=sid)

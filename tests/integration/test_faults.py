@@ -326,7 +326,7 @@ async def calls_in_flight(faults: Faults) -> int:
 
 
 async def hold_calls(
-    faults: Faults, stub: api_grpc.PredictionServiceStub, prefix: str
+    faults: Faults, stub: api_grpc.PredictionServiceAsyncStub, prefix: str
 ) -> list[asyncio.Task[list[str]]]:
     """Calls the service takes in and cannot answer while the broker is paused; returns once
     the service holds every one of them (its calls-in-flight gauge counts them)."""

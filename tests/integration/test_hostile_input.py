@@ -432,7 +432,9 @@ def small_server_address(small_running: RunningServer) -> str:
 
 
 @pytest.fixture(scope="module")
-async def small_server(small_server_address: str) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+async def small_server(
+    small_server_address: str,
+) -> AsyncIterator[api_grpc.PredictionServiceAsyncStub]:
     async with grpc.aio.insecure_channel(
         small_server_address, options=[("grpc.max_send_message_length", 8 << 20)]
     ) as channel:
@@ -440,7 +442,7 @@ async def small_server(small_server_address: str) -> AsyncIterator[api_grpc.Pred
 
 
 async def test_batches_at_the_limit_pass_and_over_it_are_refused(
-    small_server: api_grpc.PredictionServiceStub,
+    small_server: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     at_limit = [student(f"l{i}") for i in range(50)]
     reply = await small_server.BatchPredict(api.BatchPredictRequest(students=at_limit), timeout=10)
@@ -522,7 +524,7 @@ async def test_batches_around_the_default_limits_get_their_verdicts(
 
 
 async def test_messages_over_the_size_limit_are_resource_exhausted(
-    small_server: api_grpc.PredictionServiceStub,
+    small_server: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     huge = api.PredictRequest(student=student("x"))
     huge.student.profile.student_id = "x" * (200 * 1024)
@@ -578,7 +580,7 @@ async def call_raw(
 ) -> grpc.aio.AioRpcError:
     """Sends `payload` as the request of `method`; returns the error it is refused with."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    call = channel.unary_unary(SERVICE + method)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(SERVICE + method)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(payload, timeout=10, metadata=metadata)
     return caught.value
@@ -733,7 +735,9 @@ async def test_malformed_wire_bytes_are_invalid_argument_and_publish_nothing(
             def call(malformed: tuple[str, str, bytes]) -> None:
                 method, how, payload = malformed
                 with pytest.raises(grpc.RpcError) as caught:
-                    channel.unary_unary(SERVICE + method)(payload, timeout=60)
+                    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+                    raw = channel.unary_unary(SERVICE + method)
+                    raw(payload, timeout=60)
                 error = caught.value
                 assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (how, error)
                 name = MESSAGES[method].DESCRIPTOR.full_name
@@ -834,8 +838,10 @@ async def test_the_largest_valid_batch_fits_the_size_limit_and_a_byte_more_does_
         f"127.0.0.1:{inference.port}",
         options=[("grpc.max_receive_message_length", 64 << 20)],
     ) as channel:
-        call = channel.unary_unary(
-            SERVICE + "BatchPredict", response_deserializer=api.BatchPredictResponse.FromString
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, api.BatchPredictResponse] = (
+            channel.unary_unary(
+                SERVICE + "BatchPredict", response_deserializer=api.BatchPredictResponse.FromString
+            )
         )
         reply = await call(padded(largest, limit), timeout=120)
         assert len(reply.results) == DEFAULT_MAX_BATCH_SIZE

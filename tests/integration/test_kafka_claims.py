@@ -138,7 +138,7 @@ async def test_events_spooled_while_kafka_is_away_reach_the_topic_in_accepted_or
     drained = asyncio.Event()
     stop = asyncio.Event()
 
-    async def caller(stub: api_grpc.PredictionServiceStub, key: str) -> None:
+    async def caller(stub: api_grpc.PredictionServiceAsyncStub, key: str) -> None:
         nonlocal accepted_directly
         while not stop.is_set():
             request = api.PredictRequest(student=student(key, previous_gpa=len(accepted[key]) % 4))

@@ -31,7 +31,7 @@ STUDENT = pb.Student(
 
 
 async def test_predictions_explain_themselves_exactly(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     answer = await stub.Predict(api.PredictRequest(student=STUDENT, top_factors=3), timeout=10)
     found = answer.prediction.explanation
@@ -53,7 +53,7 @@ async def test_predictions_explain_themselves_exactly(
 
 
 async def test_model_info_has_metrics_and_global_importances(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     info = await stub.GetModelInfo(api.GetModelInfoRequest(), timeout=5)
     assert {"score_rmse", "pass_roc_auc", "pass_f1", "pass_brier", "pass_ece"} <= set(info.metrics)
@@ -130,7 +130,7 @@ async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack)
     failures: list[BaseException] = []
     stop = asyncio.Event()
 
-    async def caller(stub: api_grpc.PredictionServiceStub, worker: int) -> None:
+    async def caller(stub: api_grpc.PredictionServiceAsyncStub, worker: int) -> None:
         n = 0
         while not stop.is_set():
             student = pb.Student(profile=pb.StudentProfile(student_id=f"reload-{worker}-{n}"))

@@ -90,7 +90,7 @@ def as_student(row: pd.Series, student_id: str) -> pb.Student:
 
 
 async def predict_all(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool, frame: pd.DataFrame, prefix: str
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool, frame: pd.DataFrame, prefix: str
 ) -> datetime:
     """Sends every row through BatchPredict, waits until the recorder stored them all; returns
     a time before the first prediction."""
@@ -115,13 +115,13 @@ def drifted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-async def calm_since(stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool) -> datetime:
+async def calm_since(stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool) -> datetime:
     return await predict_all(stub, db, synthetic.generate(ROWS, 101), "calm")
 
 
 @pytest.fixture(scope="module")
 async def drift_frame(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool, calm_since: datetime
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool, calm_since: datetime
 ) -> pd.DataFrame:
     """Sent after the calm batch, so `--last ROWS` is exactly the drifted predictions."""
     frame = drifted(synthetic.generate(ROWS, 202))
@@ -131,7 +131,7 @@ async def drift_frame(
 
 @pytest.fixture(scope="module")
 async def drift_outcomes(
-    stub: api_grpc.PredictionServiceStub, drift_frame: pd.DataFrame, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, drift_frame: pd.DataFrame, db: asyncpg.Pool
 ) -> int:
     """Outcomes for the drifted students, 15 points above the training relation, once the
     recorder has written them (RecordOutcomes publishes them, issue 15)."""
@@ -185,7 +185,7 @@ def alerted_features(stdout: str) -> set[str]:
     return set(re.findall(r"ALERT: (\w+) drifted", stdout))
 
 
-async def served_version(stub: api_grpc.PredictionServiceStub, expected: str) -> str:
+async def served_version(stub: api_grpc.PredictionServiceAsyncStub, expected: str) -> str:
     """Polls GetModelInfo until it names `expected` (hot reload) or 30 s pass."""
     deadline = time.monotonic() + 30
     while True:
@@ -303,7 +303,7 @@ async def test_retraining_on_recorded_outcomes_is_promoted_and_served(
     stack: Stack,
     models: Path,
     drift_outcomes: int,
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     db: asyncpg.Pool,
 ) -> None:
     old = (models / "current").readlink().name
@@ -328,7 +328,7 @@ async def test_monitor_retrains_when_a_threshold_is_crossed(
     stack: Stack,
     models: Path,
     drift_outcomes: int,
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     tmp_path: Path,
 ) -> None:
     before = (models / "current").readlink().name

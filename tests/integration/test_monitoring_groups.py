@@ -38,7 +38,7 @@ UNFAIR = "lunch_program=free_or_reduced"
 
 
 async def predict_and_record(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     db: asyncpg.Pool,
     frame: pd.DataFrame,
     outcomes: pd.Series,
@@ -74,14 +74,14 @@ async def predict_and_record(
 
 
 @pytest.fixture(scope="module")
-async def calm_since(stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool) -> datetime:
+async def calm_since(stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool) -> datetime:
     frame = synthetic.generate(ROWS, 301)
     return await predict_and_record(stub, db, frame, frame["final_score"], "calm")
 
 
 @pytest.fixture(scope="module")
 async def unfair_batch(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool, calm_since: datetime
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool, calm_since: datetime
 ) -> None:
     """After the calm batch, so `--last ROWS` is exactly these predictions. The inputs are the
     calm generator's; only the outcomes of the free-or-reduced-lunch students differ."""

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -46,7 +47,7 @@ def outcome(student_id: str, term: str = "2026-spring", score: float | None = 70
 
 
 async def record(
-    stub: api_grpc.PredictionServiceStub, *outcomes: api.Outcome
+    stub: api_grpc.PredictionServiceAsyncStub, *outcomes: api.Outcome
 ) -> list[api.RecordOutcomeResult]:
     request = api.RecordOutcomesRequest(outcomes=list(outcomes))
     return list((await stub.RecordOutcomes(request, timeout=10)).results)
@@ -73,7 +74,7 @@ async def wait_score(
 
 
 async def test_outcomes_are_recorded_a_later_one_replaces_and_unknown_students_are_added(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     first = await record(stub, outcome("out-1", score=61.5), outcome("out-2", term="2025-fall"))
     # Accepted, each with its event's id; replaced and student_added are deprecated (false).
@@ -143,7 +144,7 @@ async def test_a_late_older_outcome_does_not_replace_a_newer_one(
 
 
 async def test_a_prediction_s_profile_replaces_the_placeholder(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     await record(stub, outcome("out-later"))
     await wait_score(db, "out-later", 70.0)
@@ -154,7 +155,7 @@ async def test_a_prediction_s_profile_replaces_the_placeholder(
 
 
 async def test_bad_outcomes_are_refused_alone_naming_the_field(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     results = await record(
         stub,
@@ -207,6 +208,7 @@ async def test_an_old_client_still_reads_the_answer(
     port = inference.port
     old = _old_response_class()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[api.RecordOutcomesRequest, Any]
         call = channel.unary_unary(
             "/studentperf.v1.PredictionService/RecordOutcomes",
             request_serializer=api.RecordOutcomesRequest.SerializeToString,

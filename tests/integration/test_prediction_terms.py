@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import grpc
@@ -47,7 +48,10 @@ async def inference(
 
 
 async def record(
-    stub: api_grpc.PredictionServiceStub, ids: Sequence[str], term: str, scores: Sequence[float]
+    stub: api_grpc.PredictionServiceAsyncStub,
+    ids: Sequence[str],
+    term: str,
+    scores: Sequence[float],
 ) -> None:
     outcomes = [
         api.Outcome(student_id=sid, term=term, final_score=score)
@@ -73,7 +77,7 @@ async def stored_terms(db: asyncpg.Pool, ids: Sequence[str]) -> dict[str, str | 
 
 
 async def test_outcomes_recorded_before_the_predictions_pair_with_them_by_term(
-    stub: api_grpc.PredictionServiceStub, stack: Stack, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack, db: asyncpg.Pool
 ) -> None:
     """The issue's case: 1,000 outcomes for 2026-spring, then 1,000 predictions for the same
     students and term; then another term's outcomes, which the old rule would have taken."""
@@ -137,6 +141,7 @@ async def test_a_request_without_a_term_gets_the_current_one_as_an_old_client_se
     old_request = b"\x0a" + bytes([len(old_student)]) + old_student
     assert api.PredictRequest.FromString(old_request).term == ""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}") as channel:
+        predict: grpc.aio.UnaryUnaryMultiCallable[bytes, api.PredictResponse]
         predict = channel.unary_unary(
             "/studentperf.v1.PredictionService/Predict",
             request_serializer=None,
@@ -161,10 +166,10 @@ async def test_a_request_without_a_term_gets_the_current_one_as_an_old_client_se
 
 @pytest.mark.parametrize("term", ["spring", "2026-Spring", "2026-" + "a" * 28])
 async def test_a_bad_term_is_refused_naming_the_field_and_publishes_nothing(
-    stub: api_grpc.PredictionServiceStub, stack: Stack, term: str
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack, term: str
 ) -> None:
     before = await topic_size(stack.shared.kafka_bootstrap_servers, stack.topic)
-    calls = [
+    calls: list[grpc.aio.UnaryUnaryCall[Any, Any]] = [
         stub.Predict(api.PredictRequest(student=student("x"), term=term), timeout=10),
         stub.BatchPredict(
             api.BatchPredictRequest(students=[student("x"), student("y")], term=term), timeout=10

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 import grpc
@@ -36,7 +37,13 @@ from trainer import synthetic
 pytestmark = pytest.mark.usefixtures("recorder")
 
 CALM_ROWS = 400
-INTERVAL_FIELDS = ("score_interval_low", "score_interval_high", "interval_coverage")
+INTERVAL_FIELDS: tuple[
+    Literal["score_interval_low", "score_interval_high", "interval_coverage"], ...
+] = (
+    "score_interval_low",
+    "score_interval_high",
+    "interval_coverage",
+)
 
 
 def students(prefix: str, count: int) -> list[pb.Student]:
@@ -76,7 +83,7 @@ async def stored(db: asyncpg.Pool, prefix: str, count: int) -> dict[str, asyncpg
 
 
 async def test_served_stored_and_listed_intervals_are_the_trainers(
-    stub: api_grpc.PredictionServiceStub, stack: Stack, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack, db: asyncpg.Pool
 ) -> None:
     sent = students("iv", 12)
     single = [(await stub.Predict(api.PredictRequest(student=s), timeout=10)).prediction
@@ -129,7 +136,7 @@ async def test_served_stored_and_listed_intervals_are_the_trainers(
 @pytest.fixture(scope="module")
 async def old_model_stub(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[api_grpc.PredictionServiceStub]:
+) -> AsyncIterator[api_grpc.PredictionServiceAsyncStub]:
     """A service whose model was saved without an interval, as before intervals."""
     loaded = load_artifact(stack.model_path)
     models = tmp_path_factory.mktemp("old-models")
@@ -148,7 +155,7 @@ async def old_model_stub(
 
 
 async def test_a_model_without_an_interval_serves_and_stores_none(
-    old_model_stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    old_model_stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     sent = students("old", 3)
     single = await old_model_stub.Predict(api.PredictRequest(student=sent[0]), timeout=10)
@@ -170,7 +177,7 @@ async def test_a_model_without_an_interval_serves_and_stores_none(
 
 
 async def test_monitor_measures_live_coverage_near_the_stated_level_on_calm_outcomes(
-    stub: api_grpc.PredictionServiceStub, stack: Stack, db: asyncpg.Pool, tmp_path: Path
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     """Students drawn like the model's training data, with their true final scores recorded as
     outcomes: the monitor, reading what the recorder stored, finds about the stated 80 % and

@@ -56,7 +56,7 @@ def some_high_school_student(student_id: str) -> pb.Student:
 
 
 async def predict_store_and_read_back(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool, student_id: str
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool, student_id: str
 ) -> tuple[api.Prediction, asyncpg.Record]:
     """One Predict with the new level; its stored row once recorded; its history entry."""
     answer = await stub.Predict(
@@ -81,7 +81,7 @@ async def predict_store_and_read_back(
 
 
 async def test_a_predict_with_the_new_level_is_answered_stored_and_read_back(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     prediction, row = await predict_store_and_read_back(stub, db, "shs-current")
     print(

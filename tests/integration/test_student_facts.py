@@ -58,7 +58,7 @@ async def stored(db: asyncpg.Pool, ids: Sequence[str]) -> None:
     assert await eventually(probe, len(ids), timeout=20) == len(ids)
 
 
-async def predict(stub: api_grpc.PredictionServiceStub, student: pb.Student) -> str:
+async def predict(stub: api_grpc.PredictionServiceAsyncStub, student: pb.Student) -> str:
     answer = await stub.Predict(api.PredictRequest(student=student), timeout=10)
     return str(answer.prediction.prediction_id)
 
@@ -82,7 +82,7 @@ def event(student_id: str, seconds: int, **facts: object) -> PredictionEvent:
 
 
 async def test_a_sparse_request_keeps_what_was_known(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> None:
     full = pb.Student(profile=pb.StudentProfile(student_id="s-x", age=16, gender=pb.GENDER_MALE))
     first = await predict(stub, full)
@@ -103,7 +103,7 @@ async def test_a_sparse_request_keeps_what_was_known(
 
 
 async def test_the_latest_gpa_is_the_last_given_and_the_trainer_reads_it(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool, stack: Stack
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool, stack: Stack
 ) -> None:
     for gpa in (2.0, 3.0, 2.0):  # the last repeats the first: same content, same record id
         record = pb.AcademicRecord(previous_gpa=gpa)

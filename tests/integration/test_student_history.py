@@ -48,7 +48,7 @@ def student_input(student_id: str, index: int) -> pb.Student:
 
 
 async def list_all(
-    stub: api_grpc.PredictionServiceStub, request: api.ListStudentPredictionsRequest
+    stub: api_grpc.PredictionServiceAsyncStub, request: api.ListStudentPredictionsRequest
 ) -> tuple[list[api.StudentPrediction], int]:
     """Every page in turn; the entries and how many pages there were."""
     entries: list[api.StudentPrediction] = []
@@ -75,7 +75,7 @@ def bad_fields(error: grpc.aio.AioRpcError) -> list[str]:
 
 @pytest.fixture(scope="module")
 async def history(
-    stub: api_grpc.PredictionServiceStub, db: asyncpg.Pool
+    stub: api_grpc.PredictionServiceAsyncStub, db: asyncpg.Pool
 ) -> tuple[list[pb.Student], list[api.Prediction]]:
     """PREDICTIONS predictions of one student, in the order made; every third explained, every
     fifth for OTHER_TERM; an outcome recorded for TERM only."""
@@ -101,7 +101,7 @@ async def history(
 
 
 async def test_pages_give_every_prediction_newest_first_as_answered(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     history: tuple[list[pb.Student], list[api.Prediction]],
 ) -> None:
     sent, answered = history
@@ -133,7 +133,7 @@ async def test_pages_give_every_prediction_newest_first_as_answered(
 
 
 async def test_a_time_range_lists_only_what_falls_in_it(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     history: tuple[list[pb.Student], list[api.Prediction]],
 ) -> None:
     everything, _ = await list_all(
@@ -162,7 +162,7 @@ def stamp(moment: datetime) -> Timestamp:
 
 
 async def test_unknown_students_are_not_found_and_known_ones_without_predictions_empty(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListStudentPredictions(
@@ -187,7 +187,7 @@ async def test_unknown_students_are_not_found_and_known_ones_without_predictions
 
 
 async def test_bad_requests_are_refused_naming_the_field(
-    stub: api_grpc.PredictionServiceStub,
+    stub: api_grpc.PredictionServiceAsyncStub,
     history: tuple[list[pb.Student], list[api.Prediction]],
 ) -> None:
     first = await stub.ListStudentPredictions(
@@ -292,7 +292,7 @@ async def test_the_history_is_unavailable_while_its_database_is_away(
 
 
 async def _code(
-    stub: api_grpc.PredictionServiceStub, request: api.ListStudentPredictionsRequest
+    stub: api_grpc.PredictionServiceAsyncStub, request: api.ListStudentPredictionsRequest
 ) -> grpc.StatusCode:
     try:
         await stub.ListStudentPredictions(request, timeout=30)

@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 import re
+from typing import Any
 
 import grpc
 import pytest
@@ -83,7 +86,7 @@ class AbortingContext:
 class Unreadable:
     """A request stream that fails the test if anything reads it."""
 
-    def __aiter__(self) -> "Unreadable":
+    def __aiter__(self) -> Unreadable:
         return self
 
     async def __anext__(self) -> bytes:
@@ -95,11 +98,11 @@ def undecodable(data: bytes) -> object:
 
 
 async def test_a_refused_call_is_answered_without_reading_or_decoding_its_request() -> None:
-    served = grpc.unary_unary_rpc_method_handler(
+    served: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
         lambda request, context: request, request_deserializer=undecodable
     )
 
-    async def continuation(details: Details) -> grpc.RpcMethodHandler:
+    async def continuation(details: Details) -> grpc.RpcMethodHandler[Any, Any]:
         return served
 
     interceptor = TokenAuthInterceptor(parse_token_table(TABLE))

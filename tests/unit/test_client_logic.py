@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -168,14 +169,14 @@ def test_service_error_reads_the_bad_request_details() -> None:
     )
     status = status_pb2.Status(code=3, message="invalid request", details=[detail])
 
-    class Failed(grpc.RpcError):  # type: ignore[misc]
+    class Failed(grpc.RpcError):
         def code(self) -> grpc.StatusCode:
             return grpc.StatusCode.INVALID_ARGUMENT
 
         def details(self) -> str:
             return "invalid request"
 
-        def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        def trailing_metadata(self) -> Any:  # pairs, as grpc's errors give them
             return (("grpc-status-details-bin", status.SerializeToString()),)
 
     error = ServiceError.from_rpc_error(Failed(), attempts=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import os
 import re
 import shlex
@@ -143,10 +144,24 @@ def command(service: str) -> list[str]:
     return shlex.split(value) if isinstance(value, str) else [str(part) for part in value]
 
 
+@functools.cache
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's console scripts -> the module each one's `python -m` would name."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    return {
+        name: target.split(":")[0].removesuffix(".__main__") for name, target in scripts.items()
+    }
+
+
 def python_module(service: str) -> str | None:
-    """The module the service runs with `python -m`, also inside an `sh -c` script."""
-    found = re.search(r"\bpython3? -m ([\w.]+)", " ".join(command(service)))
-    return found.group(1) if found else None
+    """The module the service runs, as a console script or with `python -m`, also inside an
+    `sh -c` script."""
+    line = " ".join(command(service))
+    found = re.search(r"\bpython3? -m ([\w.]+)", line)
+    if found:
+        return found.group(1)
+    scripts = [console_scripts()[word] for word in line.split() if word in console_scripts()]
+    return scripts[0] if scripts else None
 
 
 def depends_on(service: str) -> dict[str, dict[str, Any]]:
@@ -565,3 +580,26 @@ def test_package_data_covers_every_non_python_file() -> None:
                 for name, patterns in package_data.items()
                 for pattern in patterns
             ), f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data]"
+
+
+def test_dockerfile_installs_the_hashed_lock_then_the_project_alone() -> None:
+    runs = [
+        arguments for instruction, arguments in dockerfile_instructions() if instruction == "RUN"
+    ]
+    locked = [run for run in runs if "--require-hashes" in run]
+    assert locked and "-r /tmp/image.lock" in locked[0]
+    assert ("COPY", "requirements/image.lock /tmp/image.lock") in dockerfile_instructions()
+    project = [run for run in runs if "pip install" in run and "/tmp/src" in run]
+    assert project and "--no-deps" in project[0]
+    assert runs.index(locked[0]) < runs.index(project[0])
+
+
+def test_the_image_and_every_python_service_run_a_console_script() -> None:
+    cmd = [
+        arguments for instruction, arguments in dockerfile_instructions() if instruction == "CMD"
+    ]
+    assert cmd and json.loads(cmd[-1])[0] in console_scripts()
+    for name, service in services().items():
+        if "build" in service:
+            assert python_module(name) in console_scripts().values(), name
+            assert "python -m" not in " ".join(command(name)), name

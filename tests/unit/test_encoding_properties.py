@@ -14,6 +14,7 @@ import math
 import string
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,8 +143,9 @@ def given_fields(student: Student) -> set[str]:
     found = {f"profile.{name}" for name in ENUMS if getattr(profile, name) != 0}
     if profile.HasField("age"):
         found.add("profile.age")
+    generic: Message = record  # the field's name is data: the stubs' HasField takes literals
     for name in (*RANGED, "assignments_completed"):
-        if record.HasField(name):
+        if generic.HasField(name):
             found.add(f"academic_record.{name}")
     return found
 
@@ -162,8 +164,9 @@ def _expected_row(student: Student) -> dict[str, float | str | None]:
     }
     for name in ENUMS:
         row[name] = CATEGORY_BY_NUMBER[name].get(getattr(profile, name))
+    generic: Message = record  # the field's name is data: the stubs' HasField takes literals
     for name in (*RANGED, "assignments_completed"):
-        row[name] = float(getattr(record, name)) if record.HasField(name) else math.nan
+        row[name] = float(getattr(record, name)) if generic.HasField(name) else math.nan
     return row
 
 

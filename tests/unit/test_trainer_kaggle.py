@@ -61,7 +61,10 @@ def test_ids_are_stable_per_file_and_race_is_never_read(tmp_path: Path, mixed: P
     other = write(tmp_path / "other.csv", [[r[0], "group E", *r[2:]] for r in GOOD])
     changed = kaggle.read(other)
     assert changed.sha256 != first.sha256
-    strip = lambda r: (r.gender, r.parental_education, r.lunch_program, r.final_score)  # noqa: E731
+
+    def strip(r: kaggle.KaggleRow) -> tuple[object, ...]:
+        return (r.gender, r.parental_education, r.lunch_program, r.final_score)
+
     assert [strip(r) for r in changed.rows] == [strip(r) for r in first.rows]
     assert not any("race" in column for column in FEATURE_COLUMNS)
 
