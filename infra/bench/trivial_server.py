@@ -14,8 +14,8 @@ import signal
 from typing import Any
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
+from inference_service import reflection
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
@@ -43,7 +43,7 @@ class ConstantServicer(api_grpc.PredictionServiceServicer):
 async def serve(port: int) -> None:
     server = grpc.aio.server()
     api_grpc.add_PredictionServiceServicer_to_server(ConstantServicer(), server)  # type: ignore[no-untyped-call]
-    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable((SERVICE_NAME,), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
