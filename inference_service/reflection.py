@@ -4,14 +4,14 @@ grpcio-reflection (1.85) serves only `grpc.reflection.v1alpha`, and resolves a s
 protobuf's descriptor pool, whose upb backend finds messages, fields, enums and services but
 not methods. ghz asks for `studentperf.v1.PredictionService.Predict` (the reflection protocol
 allows a method's name) and failed with "Symbol not found"; grpcurl asks for the service and
-worked. Two amendments, until grpcio-reflection has them (grpc/grpc#38576):
+worked. Two amendments, until grpcio-reflection has them (for v1: grpc/grpc#38576):
 
 - a symbol `<service>.<method>` is answered with the service's file, as grpc-go and grpc-java
   do;
 - the same servicer is served as `grpc.reflection.v1.ServerReflection` too. v1 is v1alpha with
   another package name (grpc-proto says so; every message and field number is the same), so
   one servicer speaks both on the wire, and a copy of v1alpha's descriptor under v1's package
-  lets a client `describe` the v1 service it is listed.
+  lets a client `describe` the v1 service it sees listed.
 """
 
 from __future__ import annotations
