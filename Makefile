@@ -10,7 +10,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup lock up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto clean
+.PHONY: help setup lock up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto check-buf clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,7 +74,7 @@ bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, se
 	@$(PY) -m infra.bench.history
 	@$(PY) -m infra.bench.erasure
 
-lint: setup check-proto ## ruff, ruff format --check, mypy --strict
+lint: setup check-proto check-buf ## ruff, ruff format --check, mypy --strict; buf lint and buf breaking on proto/
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy .
@@ -85,6 +85,9 @@ format: setup ## apply ruff's fixes and formatting
 
 proto: setup ## regenerate studentperf/v1 from proto/
 	@PYTHON=$(PY) proto/generate.sh
+
+check-buf: setup ## buf lint, and buf breaking against the last released contract (proto/buf.yaml)
+	@PYTHON=$(PY) proto/buf.sh
 
 check-proto: setup ## fail when studentperf/v1 is stale against proto/
 	@tmp=$$(mktemp -d) && PYTHON=$(PY) proto/generate.sh "$$tmp" && \

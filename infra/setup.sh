@@ -162,6 +162,7 @@ if [ "${SETUP_GHZ:-1}" = "0" ]; then
 else
     go_tool ghz "$GHZ_MODULE" "$GHZ_VERSION" cmd/ghz
 fi
+bash "$ROOT/infra/tools/go_tools.sh"  # buf, for make lint
 
 # --- 5. Headless Chromium ------------------------------------------------------------------------
 # The Debian driver matches the Debian browser, so Selenium never has to download either.

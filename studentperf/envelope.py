@@ -9,9 +9,10 @@ headers: the schema version and the content type, readable without decoding the 
 content type names the event's message; a record whose content type is neither
 OUTCOME_CONTENT_TYPE, IMPORT_CONTENT_TYPE nor ERASURE_CONTENT_TYPE (or that has none: every
 event written before outcomes went through Kafka) is read as a PredictionEvent, as it always
-was. Then the trace id of the request that made the prediction (`trace-id`, 32 lowercase hex
-digits, see
-studentperf.tracing), when there was one, which the recorder stores with the row.
+was. Then the trace id of the request that made the event (`trace-id`, 32 lowercase hex
+digits, see studentperf.tracing), when there was one, which the recorder stores with the row;
+and beside it the same trace as a W3C `traceparent` (a parent-id of its own per record), for
+consumers that speak trace context.
 
 What is read back may have been written by anyone: a header value may be null (Kafka allows it),
 any size, not text, or repeated. Reading never fails on that, and an error names the rule a
@@ -36,7 +37,7 @@ from studentperf.erasure import reason_is_valid, requested_by_is_valid
 from studentperf.features import NUMERIC_RANGES
 from studentperf.outcomes import score_is_valid, term_is_valid
 from studentperf.student_id import student_id_is_valid
-from studentperf.tracing import valid_trace_id
+from studentperf.tracing import TRACEPARENT, traceparent, valid_trace_id
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
@@ -51,6 +52,7 @@ ERASURE_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.Eras
 SCHEMA_VERSION_HEADER = "schema-version"
 CONTENT_TYPE_HEADER = "content-type"
 TRACE_ID_HEADER = "trace-id"
+TRACEPARENT_HEADER = TRACEPARENT
 _VERSION = str(SCHEMA_VERSION).encode()
 _TRACE_ID_BYTES = 32
 
@@ -87,13 +89,20 @@ class KafkaRecord:
     headers: list[tuple[str, bytes]]
 
 
+def _trace_headers(trace_id: str) -> list[tuple[str, bytes]]:
+    return [
+        (TRACE_ID_HEADER, trace_id.encode()),
+        (TRACEPARENT_HEADER, traceparent(trace_id).encode()),
+    ]
+
+
 def encode(event: PredictionEvent, *, trace_id: str | None = None) -> KafkaRecord:
     headers = [
         (SCHEMA_VERSION_HEADER, str(event.schema_version).encode()),
         (CONTENT_TYPE_HEADER, CONTENT_TYPE),
     ]
     if trace_id is not None:
-        headers.append((TRACE_ID_HEADER, trace_id.encode()))
+        headers += _trace_headers(trace_id)
     return KafkaRecord(
         key=event.input.profile.student_id.encode(),
         value=event.SerializeToString(),
@@ -107,7 +116,7 @@ def encode_outcome(event: OutcomeEvent, *, trace_id: str | None = None) -> Kafka
         (CONTENT_TYPE_HEADER, OUTCOME_CONTENT_TYPE),
     ]
     if trace_id is not None:
-        headers.append((TRACE_ID_HEADER, trace_id.encode()))
+        headers += _trace_headers(trace_id)
     return KafkaRecord(
         key=event.outcome.student_id.encode(),
         value=event.SerializeToString(),
@@ -133,7 +142,7 @@ def encode_erasure(event: ErasureEvent, *, trace_id: str | None = None) -> Kafka
         (CONTENT_TYPE_HEADER, ERASURE_CONTENT_TYPE),
     ]
     if trace_id is not None:
-        headers.append((TRACE_ID_HEADER, trace_id.encode()))
+        headers += _trace_headers(trace_id)
     return KafkaRecord(
         key=event.student_id.encode(), value=event.SerializeToString(), headers=headers
     )

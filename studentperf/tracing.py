@@ -7,7 +7,9 @@ may send one. Both live in context variables while a call runs: the JSON log for
 copies the trace id into its events' headers (studentperf.envelope).
 
 A trace id is 32 lowercase hex digits, not all zero: the W3C trace-context `trace-id`, so one
-given in a `traceparent` header is taken as it is.
+given in a `traceparent` header is taken as it is. Each event's Kafka record carries a
+`traceparent` of its own too (`traceparent()`), so a consumer that speaks W3C trace context
+(OpenTelemetry's Kafka instrumentations) joins the request's trace without knowing our header.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ def new_id() -> str:
     the rest of a prediction where it is slow (sandboxes; see core.new_uuid4s).
     """
     return f"{random.getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    """A random 64-bit span id as 16 hex digits, never all zero (W3C `parent-id`)."""
+    return f"{random.getrandbits(64) or 1:016x}"
+
+
+def traceparent(trace_id: str) -> str:
+    """A W3C `traceparent` for one record of the trace: version 00, the trace id, a new span
+    id as its parent-id, flags 01 (sampled).
+
+    The parent-id names the record's own send, as OpenTelemetry's producer instrumentation
+    gives every message a span of its own: a consumer's span becomes its child, in the
+    request's trace. That span is not exported (the service exports no spans; its trace id is
+    in the logs and in `predictions.trace_id`). Sampled, because every event is recorded with
+    its trace id: the caller's flags are not kept, and a caller's "not sampled" would make a
+    parent-based consumer drop spans of a trace this service does keep.
+    """
+    return f"00-{trace_id}-{new_span_id()}-01"
 
 
 def trace_id_from_traceparent(header: str) -> str | None:

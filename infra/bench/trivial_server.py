@@ -14,8 +14,8 @@ import signal
 from typing import Any
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
+from inference_service import reflection
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
@@ -46,7 +46,7 @@ async def serve(port: int) -> None:
     # answers the others UNIMPLEMENTED.
     servicer = ConstantServicer()  # type: ignore[abstract]
     api_grpc.add_PredictionServiceServicer_to_server(servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable((SERVICE_NAME,), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class PredictionServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -67,7 +69,9 @@ class PredictionServiceStub:
 
 
 class PredictionServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
 
     def Predict(self, request, context):
         """Predicts one student's final score and chance of passing. Invalid input fails the call
@@ -180,7 +184,9 @@ def add_PredictionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PredictionService:
-    """Missing associated documentation comment in .proto file."""
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
 
     @staticmethod
     def Predict(request,

@@ -21,8 +21,10 @@ from studentperf import envelope, tracing
 from studentperf.config import ConfigError, configure_logging
 from studentperf.envelope import KafkaRecord
 from studentperf.log_format import JsonFormatter, TextFormatter
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from studentperf.v1.prediction_service_pb2 import Prediction
+from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import Student, StudentProfile
 from tests.unit.test_core import AgeModel, RecordingPublisher
 from tests.unit.test_core import student as unit_student
@@ -94,16 +96,39 @@ def test_the_trace_id_travels_in_the_headers() -> None:
     assert envelope.trace_id([(envelope.TRACE_ID_HEADER, b"\xffnot-hex")]) is None
 
 
+def test_each_record_carries_a_w3c_traceparent_of_the_trace() -> None:
+    records = [
+        envelope.encode(event("a"), trace_id=TRACE),
+        envelope.encode(event("b"), trace_id=TRACE),
+        envelope.encode_outcome(OutcomeEvent(outcome=Outcome(student_id="a")), trace_id=TRACE),
+        envelope.encode_erasure(ErasureEvent(student_id="a"), trace_id=TRACE),
+    ]
+    parents = set()
+    for record in records:
+        header = dict(record.headers)[envelope.TRACEPARENT_HEADER].decode()
+        version, trace, parent, flags = header.split("-")
+        assert (version, trace, flags) == ("00", TRACE, "01")
+        assert len(parent) == 16 and int(parent, 16) != 0 and parent == parent.lower()
+        # What reads the caller's header reads ours: the same trace.
+        assert tracing.trace_id_from_traceparent(header) == TRACE
+        parents.add(parent)
+    assert len(parents) == len(records)  # each record its own span
+    untraced = envelope.encode(event())
+    assert envelope.TRACEPARENT_HEADER not in dict(untraced.headers)
+
+
 async def test_the_trace_id_survives_the_spool(tmp_path: Path) -> None:
     here = Destination(topic="t", bootstrap_servers="127.0.0.1:9092")
     spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=here)
-    await spool.append([envelope.encode(event(), trace_id=TRACE)])
+    written = envelope.encode(event(), trace_id=TRACE)
+    await spool.append([written])
     await spool.close()
     reopened = await Spool.open(tmp_path, max_bytes=1 << 20, destination=here)
     oldest = await reopened.oldest()
     assert oldest is not None
     [record] = oldest[2]
     assert envelope.trace_id(record.headers) == TRACE
+    assert record.headers == written.headers  # traceparent too, byte for byte
 
 
 class _Record:
