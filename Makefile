@@ -31,8 +31,8 @@ train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
 	@$(PY) -m trainer --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
 
-monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1); exit 1 on alert
-	@$(PY) -m trainer.monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
+monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1; JSON=path; PROM=path); exit 1 on alert
+	@$(PY) -m trainer.monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert) $(if $(JSON),--json $(JSON)) $(if $(PROM),--prometheus-textfile $(PROM))
 
 import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: make import CSV=path [TERM_ID=2026-spring] [WAIT=0]
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring] [WAIT=0]"; exit 2; }
