@@ -69,10 +69,17 @@ bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, se
 	@$(PY) -m infra.bench.history
 	@$(PY) -m infra.bench.erasure
 
-lint: setup check-proto ## ruff, ruff format --check, mypy --strict
+lint: setup check-proto check-alerts ## ruff, ruff format --check, mypy --strict, promtool on the alert rules
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy .
+
+PROMTOOL := .local/bin/promtool
+
+.PHONY: check-alerts
+check-alerts: setup ## promtool: check the Prometheus alert rules and run their unit tests
+	@$(PROMTOOL) check rules infra/prometheus/alerts.yml
+	@$(PROMTOOL) test rules infra/prometheus/alerts_test.yml
 
 format: setup ## apply ruff's fixes and formatting
 	@$(PY) -m ruff check --fix .

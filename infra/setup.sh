@@ -156,6 +156,7 @@ if [ "${SETUP_GHZ:-1}" = "0" ]; then
 else
     go_tool ghz "$GHZ_MODULE" "$GHZ_VERSION" cmd/ghz
 fi
+bash "$ROOT/infra/tools/promtool.sh"  # promtool for `make lint`'s alert rule checks
 
 # --- 5. Headless Chromium ------------------------------------------------------------------------
 # The Debian driver matches the Debian browser, so Selenium never has to download either.
