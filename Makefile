@@ -36,8 +36,8 @@ train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
 	@$(BIN)/studentperf-train --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
 
-monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1); exit 1 on alert
-	@$(BIN)/studentperf-monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert)
+monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1; JSON=path; PROM=path); exit 1 on alert
+	@$(BIN)/studentperf-monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert) $(if $(JSON),--json $(JSON)) $(if $(PROM),--prometheus-textfile $(PROM))
 
 import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: make import CSV=path [TERM_ID=2026-spring] [WAIT=0]
 	@test -n "$(CSV)" || { echo "usage: make import CSV=path/to/file.csv [TERM_ID=2026-spring] [WAIT=0]"; exit 2; }
@@ -74,10 +74,17 @@ bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, se
 	@$(PY) -m infra.bench.history
 	@$(PY) -m infra.bench.erasure
 
-lint: setup check-proto check-buf ## ruff, ruff format --check, mypy --strict; buf lint and buf breaking on proto/
+lint: setup check-proto check-buf check-alerts ## ruff, ruff format --check, mypy --strict; buf lint and breaking on proto/; promtool on the alert rules
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy .
+
+PROMTOOL := .local/bin/promtool
+
+.PHONY: check-alerts
+check-alerts: setup ## promtool: check the Prometheus alert rules and run their unit tests
+	@$(PROMTOOL) check rules infra/prometheus/alerts.yml
+	@$(PROMTOOL) test rules infra/prometheus/alerts_test.yml
 
 format: setup ## apply ruff's fixes and formatting
 	@$(PY) -m ruff check --fix .

@@ -163,6 +163,7 @@ else
     go_tool ghz "$GHZ_MODULE" "$GHZ_VERSION" cmd/ghz
 fi
 bash "$ROOT/infra/tools/go_tools.sh"  # buf, for make lint
+bash "$ROOT/infra/tools/promtool.sh"  # promtool for `make lint`'s alert rule checks
 
 # --- 5. Headless Chromium ------------------------------------------------------------------------
 # The Debian driver matches the Debian browser, so Selenium never has to download either.

@@ -6,15 +6,18 @@ hours shifted up by 10, the free-or-reduced lunch share raised from 35 % to 80 %
 recorded over gRPC for the drifted students, 15 points above what the training relation gives,
 so the served model's live quality is clearly worse than its held-out figures. Retraining on
 those outcomes must beat the served model on them, be promoted, and be picked up by the running
-service. The HTML report is opened in headless Chromium and every plot checked.
+service. The HTML report is opened in headless Chromium and every plot checked. The JSON
+verdict (--json) and the Prometheus text file are checked against the same runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -227,6 +230,46 @@ async def test_inputs_like_the_training_data_cross_no_threshold(
     assert f"note: no reference data for version {version}: input drift not measured" in done.stdout
 
 
+async def test_json_on_stdout_says_no_threshold_crossed_for_calm_inputs(
+    stack: Stack, models: Path, calm_since: datetime, tmp_path: Path
+) -> None:
+    """`--json`: stdout holds the JSON alone, the summary moves to stderr, exit status as ever."""
+    report = tmp_path / "calm.html"
+    done = await monitor(stack, models, report, "--since", calm_since.isoformat(), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(done.stdout)
+    version = (models / "current").readlink().name
+    print(f"calm --json: exit {done.returncode}, status {document['status']}, "
+          f"alerts {document['alerts']}")  # fmt: skip
+    assert (document["status"], document["exit_code"], document["alerts"]) == ("ok", 0, [])
+    [found] = document["versions"]
+    assert (found["version"], found["predictions"]) == (version, ROWS)
+    assert found["drifting_features"] == [] and found["quality"] is None
+    assert max(d["psi"] for d in found["drift"]) < 0.2
+    assert document["report"] == str(report) and report.stat().st_size > 10_000
+    assert "result: no threshold crossed" in done.stderr
+
+
+async def test_json_says_error_when_the_database_is_unreachable(
+    models: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    verdict, textfile = tmp_path / "verdict.json", tmp_path / "studentperf.prom"
+    done = await run(
+        "-m", "trainer.monitor", "--database-url", f"postgresql://nobody@127.0.0.1:{port}/none",
+        "--models-dir", str(models), "--json", str(verdict),
+        "--prometheus-textfile", str(textfile),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    document = json.loads(verdict.read_text())
+    print(f"unreachable database: exit {done.returncode}, error {document['error']!r}")
+    assert (document["status"], document["exit_code"], document["versions"]) == ("error", 2, [])
+    assert str(port) in document["error"]
+    assert "studentperf_monitor_exit_code 2" in textfile.read_text().splitlines()
+
+
 async def test_planted_drift_alerts_on_exactly_the_shifted_features(
     stack: Stack, models: Path, drift_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -246,6 +289,32 @@ async def test_planted_drift_alerts_on_exactly_the_shifted_features(
     )  # fmt: skip
     assert strict.returncode == 0, strict.stdout + strict.stderr
     assert "thresholds: PSI >= 50; KS p-value < 0" in strict.stdout
+
+
+async def test_json_and_textfile_name_exactly_the_drifted_features(
+    stack: Stack, models: Path, drift_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`--json PATH --prometheus-textfile PATH`: the summary stays on stdout; the JSON names
+    the features the text summary names, and the text file counts the same alerts."""
+    verdict, textfile = tmp_path / "verdict.json", tmp_path / "studentperf.prom"
+    done = await monitor(
+        stack, models, tmp_path / "drift.html", "--last", str(ROWS),
+        "--json", str(verdict), "--prometheus-textfile", str(textfile),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    document = json.loads(verdict.read_text())
+    version = (models / "current").readlink().name
+    [found] = document["versions"]
+    print(f"drift --json: exit {done.returncode}, status {document['status']}, "
+          f"drifting {found['drifting_features']}")  # fmt: skip
+    assert (document["status"], document["exit_code"], found["version"]) == ("alert", 1, version)
+    assert set(found["drifting_features"]) == {"study_hours_per_week", "lunch_program"}
+    assert set(found["drifting_features"]) == alerted_features(done.stdout)
+    assert [a["subject"] for a in document["alerts"]] == found["drifting_features"]
+    assert "result: 2 threshold(s) crossed" in done.stdout
+    samples = textfile.read_text().splitlines()
+    assert f'studentperf_monitor_alerts{{model_version="{version}"}} 2' in samples
+    assert "studentperf_monitor_exit_code 1" in samples
 
 
 async def test_live_quality_appears_and_the_report_renders_in_chromium(

@@ -504,9 +504,10 @@ def scrape_targets() -> dict[str, list[str]]:
     }
 
 
-def test_only_prometheus_is_in_the_monitoring_profile() -> None:
+def test_only_prometheus_and_grafana_are_in_the_monitoring_profile() -> None:
     profiled = {name: s.get("profiles") for name, s in services().items() if s.get("profiles")}
-    assert profiled == {"prometheus": ["monitoring"]}  # a plain `up` starts what it did before
+    # A plain `up` starts what it did before.
+    assert profiled == {"prometheus": ["monitoring"], "grafana": ["monitoring"]}
 
 
 def test_prometheus_image_is_pinned_and_loads_the_project_config() -> None:

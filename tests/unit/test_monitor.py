@@ -16,8 +16,8 @@ import pytest
 from studentperf.features import FEATURE_COLUMNS, NUMERIC_FEATURES
 from trainer import synthetic
 from trainer.evaluate import CalibrationBin
-from trainer.monitor.__main__ import parse_args, parse_since
 from trainer.monitor.assess import MonitorReport, Thresholds, assess_version, summary
+from trainer.monitor.cli import parse_args, parse_since
 from trainer.monitor.drift import EPSILON, MISSING, feature_drift, numeric_edges
 from trainer.monitor.quality import live_quality
 from trainer.monitor.report_html import plot_captions, render
