@@ -97,6 +97,12 @@ class ServedModel:
         self, rows: Sequence[tuple[FeatureValue, ...]]
     ) -> tuple[Sequence[float], Sequence[float]]:
         compiled = self._compiled
+        few = compiled.predict_few(rows) if compiled is not None else None
+        if few is not None:
+            low, high = SCORE_RANGE
+            raw, uncalibrated = few
+            calibrated = self._loaded.model.calibrate(uncalibrated)
+            return [min(max(score, low), high) for score in raw], calibrated.tolist()
         if compiled is not None:
             # Limiting OpenMP costs tens of microseconds: only worth it when an estimator runs.
             limit = (
