@@ -3,17 +3,18 @@
 Producer settings, in one place, and why:
 - `enable_idempotence=True` (implies `acks="all"`): an acknowledged record is on every in-sync
   replica, and the producer's own retries never write it twice.
-- `linger_ms=0`: a lone call's event goes to the broker at once, not after a linger. Batching
-  under concurrency needs no linger: the producer keeps one produce request in flight per
-  broker, and what calls send meanwhile waits in the partitions' open batches, which all leave
-  in the next request when the answer comes. So batches grow with the load (and with the
-  broker's round trip) and stay at one record when there is none.
-- A large publish (a BatchPredict) appends its records to producer batches of its own
-  (`create_batch`, `send_batch`) rather than sending them one by one: half the CPU per record.
-  Partitions are chosen exactly as `send` would (the default murmur2 partitioner on the key),
-  so one student's events still share a partition, in order. Small publishes (single calls,
-  micro-batches) use `send`: their records join the batch already pending for the partition,
-  shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
+- A publish alone (no other one of this publisher waiting for its acknowledgement: a lone
+  call) goes to the broker at once: its records go in producer batches of its own
+  (`create_batch`, `send_batch`), closed before they are handed over, and a closed batch does
+  not linger. Under concurrency, publishes use `send`: their records join the batch already
+  pending for the partition, shared with concurrent calls (where `send_batch` would wait for
+  that batch to be sent first), and `linger_ms` lets them gather: fewer, larger produce
+  requests, the Kafka client's Python work being much of a call's CPU. So a call waits for
+  the linger only when others wait too.
+- A large publish (a BatchPredict) has producer batches of its own, alone or not, rather than
+  sending its records one by one: half the CPU per record. Partitions are chosen exactly as
+  `send` would (the default murmur2 partitioner on the key), so one student's events still
+  share a partition, in order.
 - A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
   the replay of the spooled copy makes a second one (the recorder writes each prediction once).
   A replay that times out is not sent again on retry: the retry waits for the same sends
@@ -64,7 +65,7 @@ class KafkaPublisher:
         topic: str,
         *,
         publish_timeout_s: float,
-        linger_ms: int = 0,
+        linger_ms: int = 2,
         extra_options: dict[str, Any] | None = None,
         metrics: InferenceMetrics | None = None,
     ) -> None:
@@ -84,6 +85,8 @@ class KafkaPublisher:
             **(extra_options or {}),
         }
         self._producer: AIOKafkaProducer | None = None
+        # Publishes handed to the producer and not yet acknowledged (nor timed out).
+        self._publishing = 0
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
@@ -158,12 +161,14 @@ class KafkaPublisher:
         pending: PendingSends | None,
     ) -> None:
         acks: list[asyncio.Future[Any]] = []
+        alone = not self._publishing
+        self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
                 if pending is not None and pending.waitable(producer):
                     acks = pending.acks
                 else:
-                    acks = await self._hand_over(producer, records)
+                    acks = await self._hand_over(producer, records, alone=alone)
                     if pending is not None:
                         pending.keep(producer, acks)
                 if acks:
@@ -180,11 +185,13 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
+        finally:
+            self._publishing -= 1
 
     async def _hand_over(
-        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], *, alone: bool
     ) -> list[asyncio.Future[Any]]:
-        if len(records) >= _OWN_BATCHES_FROM:
+        if alone or len(records) >= _OWN_BATCHES_FROM:
             return await self._send_batches(producer, records)
         return [
             await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
@@ -194,7 +201,8 @@ class KafkaPublisher:
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
     ) -> list[asyncio.Future[Any]]:
-        """Hands the records to the producer in per-partition batches; returns their acks."""
+        """Hands the records to the producer in per-partition batches, closed so that they
+        leave without lingering (aiokafka sends a closed batch at once); returns their acks."""
         partitions = sorted(await producer.partitions_for(self._topic))
         acks: list[asyncio.Future[Any]] = []
         open_batches: dict[int, Any] = {}
@@ -204,11 +212,13 @@ class KafkaPublisher:
             if batch is None:
                 batch = open_batches[partition] = producer.create_batch()
             if not _append(batch, record):  # the batch is full: send it and start the next one
+                batch.close()
                 acks.append(await producer.send_batch(batch, self._topic, partition=partition))
                 batch = open_batches[partition] = producer.create_batch()
                 if not _append(batch, record):
                     raise PublishUnavailable(f"an event of {len(record.value)} B is too large")
         for partition, batch in open_batches.items():
+            batch.close()
             acks.append(await producer.send_batch(batch, self._topic, partition=partition))
         return acks
 
