@@ -3,14 +3,15 @@
 Producer settings, in one place, and why:
 - `enable_idempotence=True` (implies `acks="all"`): an acknowledged record is on every in-sync
   replica, and the producer's own retries never write it twice.
-- A publish alone (no other one of this publisher waiting for its acknowledgement: a lone
-  call) goes to the broker at once: its records go in producer batches of its own
-  (`create_batch`, `send_batch`), closed before they are handed over, and a closed batch does
-  not linger. Under concurrency, publishes use `send`: their records join the batch already
-  pending for the partition, shared with concurrent calls (where `send_batch` would wait for
-  that batch to be sent first), and `linger_ms` lets them gather: fewer, larger produce
-  requests, the Kafka client's Python work being much of a call's CPU. So a call waits for
-  the linger only when others wait too.
+- A publish alone (a lone call: the core marks it, `core.publish_alone`, when no other call
+  is in progress, and no other publish waits for its acknowledgement) goes to the broker at
+  once: its records go in producer batches of its own (`create_batch`, `send_batch`), closed
+  before they are handed over, and a closed batch does not linger. Under concurrency,
+  publishes use `send`: their records join the batch already pending for the partition,
+  shared with concurrent calls (where `send_batch` would wait for that batch to be sent
+  first), and `linger_ms` lets them gather: fewer, larger produce requests, the Kafka client's
+  Python work being much of a call's CPU. So a call waits for the linger only when others
+  wait too.
 - A large publish (a BatchPredict) has producer batches of its own, alone or not, rather than
   sending its records one by one: half the CPU per record. Partitions are chosen exactly as
   `send` would (the default murmur2 partitioner on the key), so one student's events still
@@ -44,7 +45,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
-from inference_service.core import PublishUnavailable
+from inference_service.core import PublishUnavailable, publish_alone
 from inference_service.delivery import PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Destination
@@ -161,7 +162,7 @@ class KafkaPublisher:
         pending: PendingSends | None,
     ) -> None:
         acks: list[asyncio.Future[Any]] = []
-        alone = not self._publishing
+        alone = publish_alone.get() and not self._publishing
         self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
