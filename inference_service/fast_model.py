@@ -6,6 +6,11 @@ the fitted steps are read once (median per number, scaler mean and scale, the mo
 category and the one-hot columns of each category) and rows are encoded from them directly.
 Linear estimators become one dot product; any other estimator gets the encoded matrix.
 
+A few rows through linear models (single calls, small micro-batches) skip numpy too: each
+model is folded, at load, into per-feature constants applied to a row in plain Python floats
+(`RowLinear`), since numpy's fixed cost per array call is most of the cost of a handful of rows.
+Both forms are checked against the pipelines on the probe rows.
+
 Only the exact pipeline shape of `trainer.pipeline` is compiled. Anything else, or a compiled
 model whose answers differ from the pipeline's on a set of probe rows, is refused with a reason
 (`NotCompilable`), and the caller keeps using the pipeline itself.
@@ -43,6 +48,8 @@ _NUMERIC_INDEX = [FEATURE_COLUMNS.index(name) for name in NUMERIC_FEATURES]
 _CATEGORICAL_INDEX = [FEATURE_COLUMNS.index(name) for name in CATEGORICAL_FEATURES]
 # Probe rows must agree to this tolerance, relative and absolute, with the pipeline.
 _TOLERANCE = 1e-9
+# Up to this many rows a linear model runs in plain floats (CompiledModel.predict_few).
+FEW_ROWS = 16
 
 
 class NotCompilable(Exception):
@@ -89,6 +96,52 @@ class Encoder:
 
 
 @dataclass(frozen=True)
+class RowLinear:
+    """intercept + coef . encode(row) for one row, in plain floats: each numeric feature as
+    (its row index, the value imputed for NaN, mean, scale, coefficient), each categorical one
+    as (its row index, category name -> coefficient, the coefficient when missing)."""
+
+    intercept: float
+    numeric: tuple[tuple[int, float, float, float, float], ...]
+    categorical: tuple[tuple[int, dict[str, float], float], ...]
+
+    def __call__(self, row: tuple[FeatureValue, ...]) -> float:
+        total = self.intercept
+        for index, fill, mean, scale, coef in self.numeric:
+            value = row[index]
+            number = fill if value is None or value != value else float(value)  # NaN: missing
+            total += coef * ((number - mean) / scale)
+        for index, weights, missing in self.categorical:
+            value = row[index]
+            total += missing if value is None else weights.get(str(value), 0.0)
+        return total
+
+    @classmethod
+    def fold(cls, encoder: Encoder, coef: Vector, intercept: float) -> RowLinear:
+        numeric = tuple(
+            (
+                index,
+                float(encoder.medians[k]),
+                float(encoder.means[k]),
+                float(encoder.scales[k]),
+                float(coef[k]),
+            )
+            for k, index in enumerate(_NUMERIC_INDEX)
+        )
+        categorical = tuple(
+            (
+                index,
+                {name: float(coef[column]) for name, column in encoder.one_hot[k].items()},
+                0.0
+                if encoder.imputed_column[k] is None
+                else float(coef[encoder.imputed_column[k]]),
+            )
+            for k, index in enumerate(_CATEGORICAL_INDEX)
+        )
+        return cls(intercept, numeric, categorical)
+
+
+@dataclass(frozen=True)
 class CompiledModel:
     """Both pipelines compiled: scores (unclipped) and pass probabilities from feature rows."""
 
@@ -98,6 +151,9 @@ class CompiledModel:
     pass_probabilities: Callable[[Matrix], Vector]
     # True when no estimator is called (pure numpy): cheap enough to run on the event loop.
     linear: bool
+    # Both models for one row in plain floats (linear models only): the raw score and the
+    # pass probability's log-odds.
+    row_models: tuple[RowLinear, RowLinear] | None = None
 
     def predict(self, rows: Sequence[tuple[FeatureValue, ...]]) -> tuple[Vector, Vector]:
         encoded = self.score_encoder.encode(rows)
@@ -105,6 +161,16 @@ class CompiledModel:
         if self.pass_encoder is not self.score_encoder:
             encoded = self.pass_encoder.encode(rows)
         return scores, self.pass_probabilities(encoded)
+
+    def predict_few(
+        self, rows: Sequence[tuple[FeatureValue, ...]]
+    ) -> tuple[list[float], list[float]] | None:
+        """`predict` in plain floats, for up to FEW_ROWS rows through linear models; None
+        otherwise (then `predict` is the cheaper one)."""
+        if self.row_models is None or len(rows) > FEW_ROWS:
+            return None
+        score, log_odds = self.row_models
+        return [score(row) for row in rows], [_logistic_float(log_odds(row)) for row in rows]
 
 
 def compile_model(regressor: Any, classifier: Any) -> CompiledModel:
@@ -114,12 +180,17 @@ def compile_model(regressor: Any, classifier: Any) -> CompiledModel:
     # Both pipelines are fitted on the same rows, so one encoding usually serves both.
     if pass_encoder.same_as(score_encoder):
         pass_encoder = score_encoder
+    # Exactly these two types: the ones _score_function and _probability_function compile.
+    dot_products = type(score_model) is Ridge and type(pass_model) is LogisticRegression
     compiled = CompiledModel(
         score_encoder=score_encoder,
         pass_encoder=pass_encoder,
         raw_scores=_score_function(score_model),
         pass_probabilities=_probability_function(pass_model),
         linear=isinstance(score_model, Ridge) and isinstance(pass_model, LogisticRegression),
+        row_models=_row_models(score_encoder, score_model, pass_encoder, pass_model)
+        if dot_products
+        else None,
     )
     _check_agrees(compiled, regressor, classifier)
     return compiled
@@ -204,6 +275,25 @@ def _categorical(
     return tuple(one_hot), tuple(imputed)
 
 
+def _row_models(
+    score_encoder: Encoder, score_model: Any, pass_encoder: Encoder, pass_model: Any
+) -> tuple[RowLinear, RowLinear] | None:
+    if np.ndim(score_model.coef_) != 1 or np.shape(pass_model.coef_)[0] != 1:
+        return None
+    return (
+        RowLinear.fold(
+            score_encoder,
+            np.asarray(score_model.coef_, dtype=np.float64),
+            float(score_model.intercept_),
+        ),
+        RowLinear.fold(
+            pass_encoder,
+            np.asarray(pass_model.coef_, dtype=np.float64)[0],
+            float(np.asarray(pass_model.intercept_)[0]),
+        ),
+    )
+
+
 def _score_function(model: Any) -> Callable[[Matrix], Vector]:
     if type(model) is Ridge and np.ndim(model.coef_) == 1:
         coef = np.asarray(model.coef_, dtype=np.float64)
@@ -266,21 +356,40 @@ def feature_table(rows: Sequence[tuple[FeatureValue, ...]]) -> pd.DataFrame:
 def _check_agrees(compiled: CompiledModel, regressor: Any, classifier: Any) -> None:
     rows = probe_rows()
     table = feature_table(rows)
-    scores, probabilities = compiled.predict(rows)
     want_scores = np.asarray(regressor.predict(table), dtype=np.float64)
     want_probabilities = np.asarray(classifier.predict_proba(table)[:, 1], dtype=np.float64)
-    for what, got, want in (
-        ("scores", scores, want_scores),
-        ("pass probabilities", probabilities, want_probabilities),
-    ):
-        if not np.allclose(got, want, rtol=_TOLERANCE, atol=_TOLERANCE):
-            worst = float(np.max(np.abs(got - want)))
-            raise NotCompilable(f"compiled {what} differ from the pipeline's by up to {worst:g}")
+    found = [("compiled", compiled.predict(rows))]
+    if compiled.row_models is not None:
+        few = [compiled.predict_few(rows[i : i + FEW_ROWS]) for i in range(0, len(rows), FEW_ROWS)]
+        found.append(
+            (
+                "row by row",
+                (
+                    np.array([s for part in few if part for s in part[0]]),
+                    np.array([p for part in few if part for p in part[1]]),
+                ),
+            )
+        )
+    for how, (scores, probabilities) in found:
+        for what, got, want in (
+            ("scores", scores, want_scores),
+            ("pass probabilities", probabilities, want_probabilities),
+        ):
+            if got.shape != want.shape or not np.allclose(
+                got, want, rtol=_TOLERANCE, atol=_TOLERANCE
+            ):
+                worst = float(np.max(np.abs(got - want))) if got.shape == want.shape else math.inf
+                raise NotCompilable(f"{how} {what} differ from the pipeline's by up to {worst:g}")
 
 
 def _logistic(z: Vector) -> Vector:
     # 1 / (1 + e^-z) written so that no large |z| overflows.
     return np.asarray(np.exp(-np.logaddexp(0.0, -z)), dtype=np.float64)
+
+
+def _logistic_float(z: float) -> float:
+    """`_logistic` of one float: exp(-logaddexp(0, -z)), with no overflow for any z."""
+    return math.exp(-(max(0.0, -z) + math.log1p(math.exp(-abs(z)))))
 
 
 def _is_nan(value: object) -> bool:

@@ -1,7 +1,8 @@
 """The served model: the trained artifact behind the small `Model` protocol of the core.
 
-Predictions take the compiled path of `inference_service.fast_model` (numpy arrays, no pandas)
-when the pipelines have the trainer's known shape, and the pipelines themselves otherwise.
+Predictions take the compiled path of `inference_service.fast_model` (numpy arrays, no pandas;
+plain floats for a few rows through linear models) when the pipelines have the trainer's known
+shape, and the pipelines themselves otherwise.
 Explanations, and the fallback, turn rows into the pipelines' input table column by column
 (numbers as float64, categories as objects), once per model call, so a batch pays for one
 table, not one per student. Model calls hold OpenMP to one thread: calls already run
@@ -98,6 +99,12 @@ class ServedModel:
         self, rows: Sequence[tuple[FeatureValue, ...]]
     ) -> tuple[Sequence[float], Sequence[float]]:
         compiled = self._compiled
+        few = compiled.predict_few(rows) if compiled is not None else None
+        if few is not None:
+            low, high = SCORE_RANGE
+            raw, uncalibrated = few
+            calibrated = self._loaded.model.calibrate(uncalibrated)
+            return [min(max(score, low), high) for score in raw], calibrated.tolist()
         if compiled is not None:
             # Limiting OpenMP costs tens of microseconds: only worth it when an estimator runs.
             limit = (

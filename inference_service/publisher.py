@@ -3,14 +3,19 @@
 Producer settings, in one place, and why:
 - `enable_idempotence=True` (implies `acks="all"`): an acknowledged record is on every in-sync
   replica, and the producer's own retries never write it twice.
-- `linger_ms`: concurrent calls' records share batches, so waiting for the acknowledgement costs
-  each call a little latency rather than the service its throughput.
-- A large publish (a BatchPredict) appends its records to producer batches of its own
-  (`create_batch`, `send_batch`) rather than sending them one by one: half the CPU per record.
-  Partitions are chosen exactly as `send` would (the default murmur2 partitioner on the key),
-  so one student's events still share a partition, in order. Small publishes (single calls,
-  micro-batches) use `send`: their records join the batch already pending for the partition,
-  shared with concurrent calls, where `send_batch` would wait for that batch to be sent first.
+- A publish alone (a lone call: the core marks it, `core.publish_alone`, when no other call
+  is in progress, and no other publish waits for its acknowledgement) goes to the broker at
+  once: its records go in producer batches of its own (`create_batch`, `send_batch`), closed
+  before they are handed over, and a closed batch does not linger. Under concurrency,
+  publishes use `send`: their records join the batch already pending for the partition,
+  shared with concurrent calls (where `send_batch` would wait for that batch to be sent
+  first), and `linger_ms` lets them gather: fewer, larger produce requests, the Kafka client's
+  Python work being much of a call's CPU. So a call waits for the linger only when others
+  wait too.
+- A large publish (a BatchPredict) has producer batches of its own, alone or not, rather than
+  sending its records one by one: half the CPU per record. Partitions are chosen exactly as
+  `send` would (the default murmur2 partitioner on the key), so one student's events still
+  share a partition, in order.
 - A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
   the replay of the spooled copy makes a second one (the recorder writes each prediction once).
   A replay that times out is not sent again on retry: the retry waits for the same sends
@@ -40,7 +45,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
-from inference_service.core import PublishUnavailable
+from inference_service.core import PublishUnavailable, publish_alone
 from inference_service.delivery import PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Destination
@@ -81,6 +86,8 @@ class KafkaPublisher:
             **(extra_options or {}),
         }
         self._producer: AIOKafkaProducer | None = None
+        # Publishes handed to the producer and not yet acknowledged (nor timed out).
+        self._publishing = 0
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
@@ -155,16 +162,18 @@ class KafkaPublisher:
         pending: PendingSends | None,
     ) -> None:
         acks: list[asyncio.Future[Any]] = []
+        alone = publish_alone.get() and not self._publishing
+        self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
                 if pending is not None and pending.waitable(producer):
                     acks = pending.acks
                 else:
-                    acks = await self._hand_over(producer, records)
+                    acks = await self._hand_over(producer, records, alone=alone)
                     if pending is not None:
                         pending.keep(producer, acks)
-                if acks:  # not gather: a timeout must leave them alone, for a retry to wait on
-                    await asyncio.wait(acks)
+                if acks:
+                    await _all_done(acks)
             for ack in acks:
                 ack.result()  # raises what the broker answered, if not an acknowledgement
         except (TimeoutError, KafkaTimeoutError):
@@ -177,11 +186,13 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
+        finally:
+            self._publishing -= 1
 
     async def _hand_over(
-        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], *, alone: bool
     ) -> list[asyncio.Future[Any]]:
-        if len(records) >= _OWN_BATCHES_FROM:
+        if alone or len(records) >= _OWN_BATCHES_FROM:
             return await self._send_batches(producer, records)
         return [
             await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
@@ -191,7 +202,8 @@ class KafkaPublisher:
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
     ) -> list[asyncio.Future[Any]]:
-        """Hands the records to the producer in per-partition batches; returns their acks."""
+        """Hands the records to the producer in per-partition batches, closed so that they
+        leave without lingering (aiokafka sends a closed batch at once); returns their acks."""
         partitions = sorted(await producer.partitions_for(self._topic))
         acks: list[asyncio.Future[Any]] = []
         open_batches: dict[int, Any] = {}
@@ -201,11 +213,13 @@ class KafkaPublisher:
             if batch is None:
                 batch = open_batches[partition] = producer.create_batch()
             if not _append(batch, record):  # the batch is full: send it and start the next one
+                batch.close()
                 acks.append(await producer.send_batch(batch, self._topic, partition=partition))
                 batch = open_batches[partition] = producer.create_batch()
                 if not _append(batch, record):
                     raise PublishUnavailable(f"an event of {len(record.value)} B is too large")
         for partition, batch in open_batches.items():
+            batch.close()
             acks.append(await producer.send_batch(batch, self._topic, partition=partition))
         return acks
 
@@ -237,6 +251,29 @@ class KafkaPublisher:
         self.connected.clear()
         if producer is not None:
             await self._stop_producer(producer, timeout_s)
+
+
+def _all_done(acks: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
+    """A future done once every ack is. Cancelling it (a timeout) leaves the acks alone, for a
+    retry to wait on: not gather, which would cancel them. Cheaper than asyncio.wait, which
+    builds a set, checks each one for a coroutine and adds and removes a callback per ack."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    waiting = sum(1 for ack in acks if not ack.done())
+    if not waiting:
+        done.set_result(None)
+        return done
+
+    def one_more(_: asyncio.Future[Any]) -> None:
+        nonlocal waiting
+        waiting -= 1
+        if not waiting and not done.done():
+            done.set_result(None)
+
+    for ack in acks:
+        if not ack.done():
+            ack.add_done_callback(one_more)
+    return done
 
 
 def _retrieve(ack: asyncio.Future[Any]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
+from inference_service.core import publish_alone
 from inference_service.publisher import KafkaPublisher
 from infra.devstack import KafkaBroker
 from studentperf.envelope import KafkaRecord
@@ -55,3 +57,35 @@ async def test_batched_records_land_where_send_would_put_them_in_order(
         got = [(p, value) for p, k, value in received if k == key]
         assert [value for _, value in got] == want  # every one, in the order sent
         assert {p for p, _ in got} == {DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2])}
+
+
+async def test_a_lone_publish_is_sent_at_once_not_after_a_linger(kafka: KafkaBroker) -> None:
+    """With nothing else waiting, a call's event leaves for the broker within a few turns of
+    the event loop: no producer batch is left lingering (a 2 ms linger cost each lone call
+    2 ms, most of a Predict's latency)."""
+    topic = f"lone-{uuid.uuid4().hex[:8]}"
+    await kafka.create_topic(topic, partitions=3)
+    publisher = KafkaPublisher(kafka.bootstrap_servers, topic, publish_timeout_s=10)
+    await publisher.connect(give_up_after_s=30)
+    try:
+        producer = publisher._producer
+        assert producer is not None
+        waiting = producer._message_accumulator._batches  # per partition, not yet sent
+        # The first one also fetches the topic's partitions.
+        await publisher.publish([KafkaRecord(key=b"s", value=b"v", headers=[])])
+        for number in range(5):
+            record = KafkaRecord(key=f"s{number}".encode(), value=b"v", headers=[])
+            alone = publish_alone.set(True)  # as the core marks a call that is the only one
+            publish = asyncio.create_task(publisher.publish([record]))
+            publish_alone.reset(alone)
+            await asyncio.sleep(0)  # the publish hands its record to the producer
+            assert any(waiting.values()), "the record is not in a producer batch"
+            turns = 0
+            while any(waiting.values()):
+                turns += 1
+                assert turns <= 50, "the record still waits in the producer after 50 loop turns"
+                await asyncio.sleep(0)
+            print(f"lone publish {number}: sent after {turns} loop turn(s)")
+            await publish  # and acknowledged
+    finally:
+        await publisher.stop()

@@ -13,7 +13,13 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from inference_service.fast_model import CompiledModel, compile_model, feature_table, probe_rows
+from inference_service.fast_model import (
+    FEW_ROWS,
+    CompiledModel,
+    compile_model,
+    feature_table,
+    probe_rows,
+)
 from inference_service.model import ServedModel
 from studentperf.features import (
     CATEGORICAL_FEATURES,
@@ -62,12 +68,24 @@ def fitted(build: Any, frame: pd.DataFrame, kind: str) -> Any:
 
 
 def assert_same(compiled: CompiledModel, regressor: Any, classifier: Any, rows: list[Row]) -> None:
-    scores, probabilities = compiled.predict(rows)
+    """Both compiled forms (numpy, and row by row in floats for linear models) give the
+    pipelines' predictions."""
     table = feature_table(rows)
-    np.testing.assert_allclose(scores, regressor.predict(table), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(
-        probabilities, classifier.predict_proba(table)[:, 1], rtol=1e-10, atol=1e-10
-    )
+    want_scores = regressor.predict(table)
+    want_probabilities = classifier.predict_proba(table)[:, 1]
+    found = [compiled.predict(rows)]
+    if compiled.row_models is not None:
+        few = [compiled.predict_few(rows[i : i + FEW_ROWS]) for i in range(0, len(rows), FEW_ROWS)]
+        assert all(part is not None for part in few)
+        found.append(
+            (
+                np.array([s for part in few if part for s in part[0]]),
+                np.array([p for part in few if part for p in part[1]]),
+            )
+        )
+    for scores, probabilities in found:
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(probabilities, want_probabilities, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("index", range(len(score_candidates(SEED))))
@@ -80,6 +98,8 @@ def test_every_candidate_pair_compiles_to_the_same_predictions(
     classifier = fitted(pass_candidate.build, frame, "pass")
     compiled = compile_model(regressor, classifier)
     assert compiled.linear == (score_candidate.linear and pass_candidate.linear)
+    # Linear pairs also predict a few rows in plain floats; the others never do.
+    assert (compiled.predict_few(random_rows(1, seed=0)) is not None) == compiled.linear
     assert_same(compiled, regressor, classifier, random_rows(500, seed=index))
     assert_same(compiled, regressor, classifier, random_rows(50, seed=index, missing=1.0))
     assert_same(compiled, regressor, classifier, probe_rows())
@@ -121,6 +141,16 @@ def test_served_model_uses_the_compiled_path_and_clips_scores(frame: pd.DataFram
     table = feature_table(rows)
     np.testing.assert_allclose(scores, np.clip(regressor.predict(table), *SCORE_RANGE), atol=1e-10)
     np.testing.assert_allclose(probabilities, classifier.predict_proba(table)[:, 1], atol=1e-10)
+    # A single call's row, and a small micro-batch, take the plain-float path: same answers,
+    # scores clipped the same way, as lists of floats.
+    for few in (rows[:1], rows[:FEW_ROWS]):
+        assert model._compiled is not None and model._compiled.predict_few(few) is not None
+        few_scores, few_probabilities = model.predict(few)
+        assert isinstance(few_scores, list) and isinstance(few_probabilities, list)
+        assert few_scores == pytest.approx(list(scores[: len(few)]), rel=1e-10, abs=1e-10)
+        assert few_probabilities == pytest.approx(
+            list(probabilities[: len(few)]), rel=1e-10, abs=1e-10
+        )
 
 
 def test_an_unknown_pipeline_shape_falls_back_to_the_pipeline(
