@@ -1,3 +1,5 @@
-from inference_service.server import main
+from inference_service.workers import main
 
-main()
+# Guarded: a spawned worker imports this module again (as __mp_main__) and must not run it.
+if __name__ == "__main__":
+    main()
