@@ -23,6 +23,7 @@ from inference_service.spool import read_segment
 from infra.bench.process import HealthClient
 from infra.devstack import KafkaBroker, PostgresServer, free_port
 from tests.integration.conftest import fresh_topic_and_database, running_kafka, running_postgres
+from tests.integration.helpers import eventually
 from tests.integration.processes import Load, ServiceProcess, Tally, drive_load, tally
 
 WORKERS = 2
@@ -98,6 +99,9 @@ class Stack:
             for folder in sorted(self.spool.iterdir())
             if folder.is_dir()
         }
+
+    async def spool_left(self) -> int:
+        return sum(self.spooled_on_disk().values())
 
     async def tally(self, load: Load, spooled: int) -> Tally:
         return await tally(
@@ -260,9 +264,7 @@ async def test_a_worker_killed_with_a_spool_is_replaced_and_its_spool_replayed(
     stack.report("2 workers, one SIGKILLed with a spool", load, counts)
     assert_promise_kept(counts)
     assert counts.acknowledged >= on_disk["worker-1"]
-    async with asyncio.timeout(60):
-        while any(stack.spooled_on_disk().values()):
-            await asyncio.sleep(0.2)
+    assert await eventually(stack.spool_left, 0, timeout=60) == 0, "every spool drained"
 
 
 async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> None:
@@ -292,6 +294,4 @@ async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> No
     stack.report("spool of a removed slot", load, counts)
     assert_promise_kept(counts)
     assert not load.failures
-    async with asyncio.timeout(60):
-        while any(stack.spooled_on_disk().values()):
-            await asyncio.sleep(0.2)
+    assert await eventually(stack.spool_left, 0, timeout=60) == 0, "every spool drained"
