@@ -287,6 +287,7 @@ class Supervisor:
         loop.add_reader(receive.fileno(), reported.set)
         listening_to_reports = True
         stop_by: float | None = None
+        killed = False
         try:
             while not ended.is_set():
                 waits = [ended.wait()]
@@ -295,6 +296,8 @@ class Supervisor:
                 if stop_by is None:
                     waits.append(stop.wait())
                 timeout = None if stop_by is None else max(stop_by - time.monotonic(), 0)
+                if killed:
+                    timeout = None
                 await _first_of(waits, timeout)
                 if listening_to_reports and reported.is_set():
                     loop.remove_reader(receive.fileno())
@@ -304,10 +307,10 @@ class Supervisor:
                     process.terminate()  # SIGTERM: a graceful stop
                     margin = self.settings.shutdown_grace_s + self.settings.publish_timeout_s
                     stop_by = time.monotonic() + margin + STOP_MARGIN_S
-                elif stop_by is not None and time.monotonic() >= stop_by and not ended.is_set():
+                elif stop_by is not None and not killed and time.monotonic() >= stop_by:
                     log.error("worker %d did not stop in time: killing it", slot.number)
                     process.kill()
-                    stop_by = float("inf")
+                    killed = True
         finally:
             loop.remove_reader(process.sentinel)
             if listening_to_reports:
