@@ -370,7 +370,7 @@ class Supervisor:
             found = self._ask(slot, "/metrics")
             if found is not None and found[0] == 200:
                 texts.append((slot.number, found[1]))
-        return generate_latest(_Families(_merged(texts), self._own_metrics())).decode()
+        return generate_latest(Families(merge_worker_metrics(texts), self._own_metrics())).decode()
 
     def _own_metrics(self) -> list[Metric]:
         info = GaugeMetricFamily(
@@ -404,7 +404,7 @@ class Supervisor:
             return None
 
 
-def _merged(texts: Iterable[tuple[int, str]]) -> list[Metric]:
+def merge_worker_metrics(texts: Iterable[tuple[int, str]]) -> list[Metric]:
     """Each worker's families merged into one of each name, every sample labelled `worker`."""
     families: dict[str, Metric] = {}
     for number, text in texts:
@@ -419,7 +419,7 @@ def _merged(texts: Iterable[tuple[int, str]]) -> list[Metric]:
     return list(families.values())
 
 
-class _Families(Collector):
+class Families(Collector):
     def __init__(self, *groups: list[Metric]) -> None:
         self._families = [family for group in groups for family in group]
 
