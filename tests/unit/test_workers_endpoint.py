@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -65,3 +67,12 @@ def test_a_port_taken_by_another_is_a_clear_error() -> None:
             pass
     finally:
         taken.close()
+
+
+def test_the_supervisor_never_loads_grpc() -> None:
+    # Its workers are spawned, but a supervisor free of gRPC state also stays safe to fork.
+    check = "import sys, inference_service.workers; print('grpc' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"
