@@ -216,9 +216,11 @@ class Supervisor:
             loop.add_signal_handler(sig, stop.set)
         status_server = None
         if self.settings.health_port:
-            status_server = await serve_status(
-                self.health, self.metrics, self.settings.health_host, self.settings.health_port
-            )
+            host, port = self.settings.health_host, self.settings.health_port
+            try:
+                status_server = await serve_status(self.health, self.metrics, host, port)
+            except OSError as error:
+                raise ConfigError(f"cannot serve health on {host}:{port}: {error}") from None
         keepers = [asyncio.create_task(self._keep(slot, address, stop)) for slot in self.slots]
         log.info("listening on %s with %d workers", address, len(self.slots))
         try:

@@ -295,3 +295,14 @@ async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> No
     assert_promise_kept(counts)
     assert not load.failures
     assert await eventually(stack.spool_left, 0, timeout=60) == 0, "every spool drained"
+
+
+async def test_workers_that_cannot_start_stop_the_service_with_status_2(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.inference.env["STUDENTPERF_MODEL_PATH"] = str(tmp_path / "no-model-here")
+    stack.inference.start()
+    assert await stack.inference.wait(120) == 2
+    log = stack.inference.log_path.read_text()
+    assert "worker 0 cannot start" in log or "worker 1 cannot start" in log
+    assert "stopped: all 2 workers" in log
