@@ -14,7 +14,10 @@ process does: health NOT_SERVING first, in-flight calls finished, every answered
 acknowledged or spooled. A worker that dies otherwise is replaced: its successor reopens the
 slot's spool folder and replays what it left there (after 0.5 s, doubling up to 30 s while
 successors keep dying young). A worker that cannot start at all (exit status 2: bad settings, no
-model) before its slot ever served stops the whole service with status 2.
+model) before its slot ever served stops the whole service with status 2. A worker whose
+supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One process
+(STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way, spool
+folders left by another worker count are gathered first (inference_service.spool_folders).
 
 STUDENTPERF_INFERENCE_HEALTH_PORT is served by the supervisor for all workers: each worker
 serves its own endpoint on a free loopback port and tells the supervisor which. /health is 200
@@ -92,6 +95,7 @@ def _serve_alone(settings: Settings) -> int:
         gather_orphans(spool_dir, 1)
     finally:
         os.close(lock)  # the spool takes it again when it opens
+    # Here, not at the top: a supervisor must never load grpc (see the module docstring).
     from inference_service.core import PublishUnavailable
     from inference_service.server import serve
     from studentperf.model_artifact import ModelArtifactError
