@@ -306,3 +306,16 @@ async def test_workers_that_cannot_start_stop_the_service_with_status_2(
     log = stack.inference.log_path.read_text()
     assert "worker 0 cannot start" in log or "worker 1 cannot start" in log
     assert "stopped: all 2 workers" in log
+
+
+async def test_workers_stop_gracefully_when_their_supervisor_is_killed(stack: Stack) -> None:
+    stack.inference.start()
+    await stack.all_serving()
+    await stack.inference.kill()
+
+    async def stopped() -> int:
+        log = stack.inference.log_path.read_text()
+        return sum(f"worker {i} stopped: 0 call(s) cut off" in log for i in range(WORKERS))
+
+    assert await eventually(stopped, WORKERS, timeout=60) == WORKERS
+    assert "the supervisor is gone; stopping" in stack.inference.log_path.read_text()
