@@ -172,6 +172,8 @@ async def start_server(settings: Settings) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Workers share the port their supervisor reserved (inference_service.workers).
+            *([("grpc.so_reuseport", 1)] if settings.workers > 1 else []),
         ],
     )
     in_flight = InFlightBytes(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from studentperf.config import (
     ConfigError,
@@ -81,6 +84,14 @@ class Settings:
         default=default_database_url(DatabaseRole.ANALYST), repr=False
     )
 
+    # Server processes sharing listen_address (SO_REUSEPORT; see inference_service.workers),
+    # each with its own Kafka producer and its spool in `<spool_dir>/worker-<i>`. 1 (the
+    # default) is one process, spool in spool_dir itself, exactly as before workers existed:
+    # in a container a CPU limit is a quota os.cpu_count() does not see, and the replica count
+    # is the orchestrator's to scale; "auto" starts one per CPU this process may use
+    # (`usable_cpus`).
+    workers: int = 1
+
     # How long EraseStudent waits for the recorder's audit row before it answers "accepted,
     # not yet confirmed"; 0: never waits.
     erasure_wait_s: float = 2.0
@@ -137,4 +148,27 @@ class Settings:
             erasure_wait_s=env_float(
                 env, "ERASURE_WAIT_S", cls.erasure_wait_s, minimum=0, maximum=60
             ),
+            workers=_workers(env),
         )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(env: Mapping[str, str]) -> int:
+    if env_str(env, "WORKERS", "").lower() == "auto":
+        return min(usable_cpus(), MAX_WORKERS)
+    return env_int(env, "WORKERS", Settings.workers, minimum=1, maximum=MAX_WORKERS)
+
+
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may run on (its affinity), cut down to its cgroup's CPU quota when one
+    is set (a container's CPU limit), rounded up; at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to read: the affinity is all there is
+    return max(cpus, 1)

@@ -79,8 +79,10 @@ async def drive_load(
     batch: int = 5,
     prefix: str = "load",
     call_timeout_s: float = 15.0,
+    connections: int = 1,
 ) -> Load:
-    """Calls BatchPredict (and Predict for batch=1) from `workers` loops until `stop` is set."""
+    """Calls BatchPredict (and Predict for batch=1) from `workers` loops until `stop` is set,
+    over `connections` TCP connections (loop n on connection n % connections)."""
     load = Load(prefix)
 
     async def worker(number: int, stub: api_grpc.PredictionServiceAsyncStub) -> None:
@@ -121,9 +123,15 @@ async def drive_load(
             if code != "OK":
                 await asyncio.sleep(0.05)  # a refused call is not retried in a tight loop
 
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = api_grpc.PredictionServiceStub(channel)
-        await asyncio.gather(*(worker(n, stub) for n in range(workers)))
+    # A channel of its own subchannel pool: channels of the same target and options would
+    # otherwise share one connection.
+    options = [("grpc.use_local_subchannel_pool", 1)] if connections > 1 else []
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(connections)]
+    try:
+        stubs = [api_grpc.PredictionServiceStub(c) for c in channels]
+        await asyncio.gather(*(worker(n, stubs[n % connections]) for n in range(workers)))
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
     return load
 
 

@@ -1,0 +1,442 @@
+"""`python -m inference_service`: one server process, or STUDENTPERF_WORKERS of them on one port.
+
+A grpc.aio server answers on one core; N workers use N. As in grpc's multiprocessing example,
+the supervisor (this process) binds the port with SO_REUSEPORT without listening, which reserves
+it (and picks it, for port 0) for as long as it runs, and starts the workers, each of which
+builds its own server on that port with `grpc.so_reuseport`: the kernel spreads connections
+over them. Workers are spawned (fresh interpreters, not forks) and this process never imports
+grpc, so no gRPC state is ever shared or inherited.
+
+Each worker is a whole service (inference_service.server): its own model, Kafka producer and
+spool folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders). On SIGTERM
+(or SIGINT) the supervisor's /health turns 503 and every worker gets SIGTERM and stops as one
+process does: health NOT_SERVING first, in-flight calls finished, every answered event
+acknowledged or spooled. A worker that dies otherwise is replaced: its successor reopens the
+slot's spool folder and replays what it left there (after 0.5 s, doubling up to 30 s while
+successors keep dying young). A worker that cannot start at all (exit status 2: bad settings, no
+model) before its slot ever served stops the whole service with status 2. A worker whose
+supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One process
+(STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way, spool
+folders left by another worker count are gathered first (inference_service.spool_folders).
+
+STUDENTPERF_INFERENCE_HEALTH_PORT is served by the supervisor for all workers: each worker
+serves its own endpoint on a free loopback port and tells the supervisor which. /health is 200
+while no stop began, at least one worker serves and every worker that runs is healthy (a slot
+whose successor is still starting does not count against it), with each worker's detail;
+/metrics is every worker's metrics, each sample labelled `worker="<i>"` (sum them without that
+label for the service's), plus `studentperf_inference_worker_info{worker,pid}`,
+`..._worker_up{worker}` and `..._worker_restarts_total{worker}`. Requests to the endpoint are
+answered one at a time, each asking the workers (at most a second each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterable, Iterator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from inference_service.metrics import PREFIX
+from inference_service.settings import Settings
+from inference_service.spool_folders import gather_orphans, slot_folder
+from studentperf.config import ConfigError, configure_logging
+from studentperf.durable import hold_folder_lock
+from studentperf.status_http import serve_status
+
+log = logging.getLogger(__name__)
+
+CANNOT_START = 2
+FIRST_RESTART_DELAY_S = 0.5
+LAST_RESTART_DELAY_S = 30.0
+# A worker that ran this long died of something new: its successor starts without backoff.
+STEADY_S = 60.0
+# After SIGTERM a worker finishes its calls (shutdown grace) and publishes or spools their
+# events (publish timeout); past this margin on top, it is killed: its spool keeps what it had.
+STOP_MARGIN_S = 30.0
+
+
+def main() -> None:
+    try:
+        configure_logging(os.environ)
+        settings = Settings.from_env(os.environ)
+        if settings.workers == 1:
+            code = _serve_alone(settings)
+        else:
+            code = asyncio.run(Supervisor(settings).run())
+    except ConfigError as error:
+        log.error("cannot start: %s", error)
+        code = CANNOT_START
+    raise SystemExit(code)
+
+
+def _serve_alone(settings: Settings) -> int:
+    spool_dir = Path(settings.spool_dir)
+    lock = hold_folder_lock(spool_dir, "spool folder")
+    try:
+        gather_orphans(spool_dir, 1)
+    finally:
+        os.close(lock)  # the spool takes it again when it opens
+    # Here, not at the top: a supervisor must never load grpc (see the module docstring).
+    from inference_service.core import PublishUnavailable
+    from inference_service.server import serve
+    from studentperf.model_artifact import ModelArtifactError
+
+    try:
+        asyncio.run(serve(settings))
+    except (ModelArtifactError, PublishUnavailable) as error:
+        log.error("cannot start: %s", error)
+        return CANNOT_START
+    return 0
+
+
+# -- a worker ---------------------------------------------------------------------------------
+
+
+def _work(settings: Settings, slot: int, status: bool, reports: Connection) -> None:
+    """A worker process's entry point (spawned)."""
+    configure_logging(os.environ)
+    from inference_service.core import PublishUnavailable
+    from studentperf.model_artifact import ModelArtifactError
+
+    try:
+        asyncio.run(_serve_slot(settings, slot, status, reports))
+    except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
+        log.error("worker %d cannot start: %s", slot, error)
+        raise SystemExit(CANNOT_START) from None
+
+
+async def _serve_slot(settings: Settings, slot: int, status: bool, reports: Connection) -> None:
+    from inference_service.server import start_server
+
+    supervisor = os.getppid()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before the server starts: a SIGTERM during start-up stops it gracefully once started.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_server(settings)
+    status_port = 0
+    if status:
+        assert running.status is not None
+        running.status_server = await running.status.serve("127.0.0.1", 0)
+        status_port = running.status_server.sockets[0].getsockname()[1]
+    reports.send((os.getpid(), status_port))
+    log.info("worker %d (pid %d) serving, spool %s", slot, os.getpid(), settings.spool_dir)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if os.getppid() != supervisor:
+            log.error("worker %d: the supervisor is gone; stopping", slot)
+            break
+    await running.stop(settings.shutdown_grace_s)
+    log.info(
+        "worker %d stopped: %d call(s) cut off in flight, %d event(s) left in the spool",
+        slot,
+        running.core.cut_off,
+        running.publisher.spool.records,
+    )
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class Slot:
+    number: int
+    pid: int = 0
+    status_port: int = 0
+    ready: bool = False  # its current worker serves
+    served: bool = False  # some worker of this slot has served
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+@contextlib.contextmanager
+def reserve_port(listen_address: str) -> Iterator[str]:
+    """Binds (without listening) the address's port with SO_REUSEPORT, so only processes of
+    this user that also set it (the workers) can bind it meanwhile; yields host:port."""
+    host, _, port = listen_address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, _, _, _, address = found[0]
+        holder = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"STUDENTPERF_LISTEN_ADDRESS={listen_address!r}: {error}") from None
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            holder.bind(address)
+        except OSError as error:
+            raise ConfigError(f"cannot bind {listen_address}: {error}") from None
+        yield f"{host}:{holder.getsockname()[1]}"
+    finally:
+        holder.close()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.slots = [Slot(i) for i in range(settings.workers)]
+        self.stopping = False
+        self._spawn = multiprocessing.get_context("spawn")
+
+    async def run(self) -> int:
+        spool_dir = Path(self.settings.spool_dir)
+        # Held while the workers run: one process, or another supervisor, on this spool
+        # folder refuses to start.
+        lock = await asyncio.to_thread(hold_folder_lock, spool_dir, "spool folder")
+        try:
+            await asyncio.to_thread(gather_orphans, spool_dir, self.settings.workers)
+            with reserve_port(self.settings.listen_address) as address:
+                return await self._supervise(address)
+        finally:
+            os.close(lock)
+
+    async def _supervise(self, address: str) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        status_server = None
+        if self.settings.health_port:
+            host, port = self.settings.health_host, self.settings.health_port
+            try:
+                status_server = await serve_status(self.health, self.metrics, host, port)
+            except OSError as error:
+                raise ConfigError(f"cannot serve health on {host}:{port}: {error}") from None
+        keepers = [asyncio.create_task(self._keep(slot, address, stop)) for slot in self.slots]
+        log.info("listening on %s with %d workers", address, len(self.slots))
+        try:
+            await stop.wait()
+            self.stopping = True
+            log.info("stopping: every worker finishes its in-flight calls")
+            codes = await asyncio.gather(*keepers)
+        finally:
+            if status_server is not None:
+                status_server.close()
+        log.info("stopped: all %d workers", len(self.slots))
+        return max(codes)
+
+    async def _keep(self, slot: Slot, address: str, stop: asyncio.Event) -> int:
+        """Runs the slot's worker, and its successors, until `stop`; returns 0, or CANNOT_START
+        when the slot's first worker could not start (which sets `stop`)."""
+        settings = replace(
+            self.settings,
+            listen_address=address,
+            spool_dir=str(slot_folder(Path(self.settings.spool_dir), slot.number)),
+            health_port=0,
+        )
+        delay = FIRST_RESTART_DELAY_S
+        while True:
+            code = await self._run_worker(slot, settings, stop)
+            if stop.is_set():
+                return 0
+            if code == CANNOT_START and not slot.served:
+                log.error("worker %d cannot start (see above): stopping every worker", slot.number)
+                stop.set()
+                return CANNOT_START
+            lived = time.monotonic() - slot.started_at
+            delay = FIRST_RESTART_DELAY_S if lived > STEADY_S else delay
+            log.error(
+                "worker %d (pid %d) exited with status %s after %.0f s; its successor starts "
+                "in %.1f s and replays its spool",
+                slot.number,
+                slot.pid,
+                code,
+                lived,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return 0
+            slot.restarts += 1
+            delay = min(delay * 2, LAST_RESTART_DELAY_S)
+
+    async def _run_worker(self, slot: Slot, settings: Settings, stop: asyncio.Event) -> int:
+        """Starts one worker for the slot and returns its exit status once it has ended;
+        SIGTERMs it when `stop` is set."""
+        loop = asyncio.get_running_loop()
+        receive, send = self._spawn.Pipe(duplex=False)
+        status = bool(self.settings.health_port)
+        process: BaseProcess = self._spawn.Process(
+            target=_work,
+            args=(settings, slot.number, status, send),
+            name=f"inference-worker-{slot.number}",
+        )
+        process.start()
+        send.close()  # the worker holds the only writer: its end reads as EOF when it dies
+        slot.pid, slot.ready, slot.started_at = process.pid or 0, False, time.monotonic()
+        ended, reported = asyncio.Event(), asyncio.Event()
+        loop.add_reader(process.sentinel, ended.set)
+        loop.add_reader(receive.fileno(), reported.set)
+        listening_to_reports = True
+        stop_by: float | None = None
+        killed = False
+        try:
+            while not ended.is_set():
+                waits = [ended.wait()]
+                if listening_to_reports:
+                    waits.append(reported.wait())
+                if stop_by is None:
+                    waits.append(stop.wait())
+                timeout = None if stop_by is None else max(stop_by - time.monotonic(), 0)
+                if killed:
+                    timeout = None
+                await _first_of(waits, timeout)
+                if listening_to_reports and reported.is_set():
+                    loop.remove_reader(receive.fileno())
+                    listening_to_reports = False
+                    self._take_report(slot, receive)
+                if stop.is_set() and stop_by is None:
+                    process.terminate()  # SIGTERM: a graceful stop
+                    margin = self.settings.shutdown_grace_s + self.settings.publish_timeout_s
+                    stop_by = time.monotonic() + margin + STOP_MARGIN_S
+                elif stop_by is not None and not killed and time.monotonic() >= stop_by:
+                    log.error("worker %d did not stop in time: killing it", slot.number)
+                    process.kill()
+                    killed = True
+        finally:
+            loop.remove_reader(process.sentinel)
+            if listening_to_reports:
+                loop.remove_reader(receive.fileno())
+            receive.close()
+        await asyncio.to_thread(process.join)
+        slot.ready = False
+        return process.exitcode if process.exitcode is not None else -1
+
+    def _take_report(self, slot: Slot, receive: Connection) -> None:
+        try:
+            pid, slot.status_port = receive.recv()
+        except (EOFError, OSError):
+            return  # it died before serving
+        slot.ready = slot.served = True
+        log.info("worker %d (pid %d) serving", slot.number, pid)
+
+    # -- the HTTP endpoint, for all workers ---------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        workers: list[dict[str, object]] = []
+        for slot in self.slots:
+            entry: dict[str, object] = {"worker": slot.number, "pid": slot.pid}
+            entry["restarts"] = slot.restarts
+            found = self._ask(slot, "/health")
+            if found is None:
+                entry.update(healthy=False, state="starting" if not self.stopping else "stopped")
+            else:
+                code, body = found
+                entry["healthy"] = code == 200
+                with contextlib.suppress(ValueError):
+                    entry.update(json.loads(body))
+            workers.append(entry)
+        running = [w for w in workers if w.get("state") != "starting"]
+        serving = [w for w in running if w["healthy"]]
+        healthy = not self.stopping and bool(serving) and len(serving) == len(running)
+        if self.stopping:
+            state = "stopping"
+        elif not serving:
+            state = "starting" if not running else "not serving"
+        elif len(serving) < len(running):
+            state = "not serving"  # a worker refuses calls: a share of every client's fail
+        else:
+            state = "serving" if len(serving) == len(workers) else "serving, worker(s) starting"
+        spooled = [w.get("spool_events") for w in workers]
+        detail: dict[str, object] = {
+            "state": state,
+            "workers_serving": len(serving),
+            "workers": workers,
+            "spool_events": sum(n for n in spooled if isinstance(n, int)),
+        }
+        return healthy, detail
+
+    def metrics(self) -> str:
+        texts = []
+        for slot in self.slots:
+            found = self._ask(slot, "/metrics")
+            if found is not None and found[0] == 200:
+                texts.append((slot.number, found[1]))
+        return generate_latest(Families(merge_worker_metrics(texts), self._own_metrics())).decode()
+
+    def _own_metrics(self) -> list[Metric]:
+        info = GaugeMetricFamily(
+            PREFIX + "worker_info", "A worker process: its slot and pid.", labels=["worker", "pid"]
+        )
+        up = GaugeMetricFamily(
+            PREFIX + "worker_up", "1 while the slot's worker serves.", labels=["worker"]
+        )
+        restarts = CounterMetricFamily(
+            PREFIX + "worker_restarts",
+            "Workers replaced after one died.",
+            labels=["worker"],
+        )
+        for slot in self.slots:
+            info.add_metric([str(slot.number), str(slot.pid)], 1)
+            up.add_metric([str(slot.number)], 1 if slot.ready else 0)
+            restarts.add_metric([str(slot.number)], slot.restarts)
+        return [info, up, restarts]
+
+    def _ask(self, slot: Slot, path: str) -> tuple[int, str] | None:
+        """(status, body) of the slot's worker's endpoint; None when it does not answer."""
+        if not slot.ready or not slot.status_port:
+            return None
+        url = f"http://127.0.0.1:{slot.status_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return None
+
+
+def merge_worker_metrics(texts: Iterable[tuple[int, str]]) -> list[Metric]:
+    """Each worker's families merged into one of each name, every sample labelled `worker`."""
+    families: dict[str, Metric] = {}
+    for number, text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = Metric(family.name, family.documentation, family.type, family.unit)
+                families[family.name] = merged
+            for sample in family.samples:
+                labels = {"worker": str(number), **sample.labels}
+                merged.add_sample(sample.name, labels, sample.value, sample.timestamp)
+    return list(families.values())
+
+
+class Families(Collector):
+    def __init__(self, *groups: list[Metric]) -> None:
+        self._families = [family for group in groups for family in group]
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+async def _first_of(waits: list[Coroutine[Any, Any, Any]], timeout: float | None) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

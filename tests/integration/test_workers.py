@@ -1,0 +1,321 @@
+"""STUDENTPERF_WORKERS=2: two server processes on one port, on a real broker and database.
+
+The promise is the one process keeps (tests/integration/test_faults.py): every prediction
+answered OK ends up as exactly one row. Here it must hold across workers: both serve the port,
+SIGTERM stops both, a worker killed with events in its spool is replaced and its successor
+replays them, and a spool folder no worker owns any more (the count lowered) is replayed too.
+Each test prints sent / acknowledged / spooled / stored / duplicates / lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from inference_service.spool import read_segment
+from infra.bench.process import HealthClient
+from infra.devstack import KafkaBroker, PostgresServer, free_port
+from tests.integration.conftest import fresh_topic_and_database, running_kafka, running_postgres
+from tests.integration.helpers import eventually
+from tests.integration.processes import Load, ServiceProcess, Tally, drive_load, tally
+
+WORKERS = 2
+CONNECTIONS = 8  # the kernel spreads connections, not calls, over the workers
+
+
+@pytest.fixture(scope="module")
+async def workers_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
+    async for broker in running_kafka(tmp_path_factory.mktemp("workers-kafka")):
+        yield broker
+
+
+@pytest.fixture(scope="module")
+async def workers_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[PostgresServer]:
+    async for server in running_postgres(tmp_path_factory.mktemp("workers-pg")):
+        yield server
+
+
+@dataclass
+class Stack:
+    kafka: KafkaBroker
+    topic: str
+    database_url: str
+    address: str
+    spool: Path
+    inference: ServiceProcess
+    recorder: ServiceProcess
+    status: HealthClient  # the supervisor's /health and /metrics, for every worker
+
+    async def all_serving(self, timeout_s: float = 120) -> None:
+        """Waits until the supervisor's /health says every worker serves."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    code, body = await asyncio.to_thread(self.status.get, "/health")
+                except OSError:
+                    code, body = 0, ""
+                if code == 200 and f'"workers_serving": {WORKERS}' in body:
+                    return
+                await asyncio.sleep(0.2)
+
+    async def per_worker(self, name: str) -> dict[str, float]:
+        """A metric summed over its other labels, by worker."""
+        metrics = await asyncio.to_thread(self.status.metrics)
+        found: dict[str, float] = {}
+        for key, value in metrics.items():
+            if key == name or key.startswith(name + "{"):
+                worker = re.search(r'worker="(\d+)"', key)
+                if worker:
+                    found[worker[1]] = found.get(worker[1], 0) + value
+        return found
+
+    async def pids(self) -> dict[str, int]:
+        metrics = await asyncio.to_thread(self.status.metrics)
+        found = {}
+        for key in metrics:
+            if key.startswith("studentperf_inference_worker_info{"):
+                worker, pid = re.search(r'worker="(\d+)"', key), re.search(r'pid="(\d+)"', key)
+                assert worker and pid
+                found[worker[1]] = int(pid[1])
+        return found
+
+    async def kafka_back(self) -> None:
+        self.kafka.start()
+        await self.kafka.wait_ready(120)
+
+    def spooled_on_disk(self) -> dict[str, int]:
+        """Events in each folder's segments, by folder name."""
+        return {
+            folder.name: sum(len(read_segment(p).records) for p in folder.glob("*.spool"))
+            for folder in sorted(self.spool.iterdir())
+            if folder.is_dir()
+        }
+
+    async def spool_left(self) -> int:
+        return sum(self.spooled_on_disk().values())
+
+    async def tally(self, load: Load, spooled: int) -> Tally:
+        return await tally(
+            self.database_url, self.kafka.bootstrap_servers, self.topic, load, spooled=spooled
+        )
+
+    def report(self, name: str, load: Load, counts: Tally) -> None:
+        print(f"\n{counts.line(name)}; refused {dict(load.failures) or 0}")
+        if counts.problems():
+            print("--- inference log\n" + self.inference.log_tail(60))
+            print("--- recorder log\n" + self.recorder.log_tail())
+
+
+@pytest.fixture
+async def stack(
+    workers_kafka: KafkaBroker,
+    workers_postgres: PostgresServer,
+    model_path: Path,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    name = await fresh_topic_and_database(workers_kafka, workers_postgres, "w")
+    address, status_port = f"127.0.0.1:{free_port()}", free_port()
+    shared = {
+        "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": workers_kafka.bootstrap_servers,
+        "STUDENTPERF_KAFKA_TOPIC": name,
+        "STUDENTPERF_DATABASE_URL": workers_postgres.dsn(name),
+    }
+    inference = ServiceProcess(
+        "inference_service",
+        {
+            **shared,
+            "STUDENTPERF_WORKERS": str(WORKERS),
+            "STUDENTPERF_LISTEN_ADDRESS": address,
+            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
+            "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
+            "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
+            "STUDENTPERF_LOG_FORMAT": "text",
+        },
+        tmp_path / "inference.log",
+    )
+    recorder = ServiceProcess(
+        "recorder_service",
+        {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
+        tmp_path / "recorder.log",
+    )
+    stack = Stack(
+        workers_kafka,
+        name,
+        workers_postgres.dsn(name),
+        address,
+        tmp_path / "spool",
+        inference,
+        recorder,
+        HealthClient(status_port),
+    )
+    yield stack
+    await inference.stop()
+    await recorder.stop()
+    if not workers_kafka.running:
+        await stack.kafka_back()
+
+
+def merged(loads: list[Load], prefix: str) -> Load:
+    load = Load(prefix)
+    for part in loads:
+        load.sent += part.sent
+        load.acknowledged |= part.acknowledged
+        load.failures.update(part.failures)
+        load.failure_details |= part.failure_details
+        load.failed_students |= part.failed_students
+        load.calls += part.calls
+        load.slowest_s = max(load.slowest_s, part.slowest_s)
+    return load
+
+
+def start_load(stack: Stack, stop: asyncio.Event, prefix: str) -> asyncio.Task[Load]:
+    return asyncio.create_task(
+        drive_load(stack.address, stop, workers=CONNECTIONS, prefix=prefix, connections=CONNECTIONS)
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def assert_promise_kept(counts: Tally) -> None:
+    assert counts.problems() == []
+    assert counts.duplicate_events <= counts.spooled
+
+
+async def test_two_workers_answer_on_one_port_and_sigterm_stops_both_recording_every_answer(
+    stack: Stack,
+) -> None:
+    stack.recorder.start()
+    stack.inference.start()
+    await stack.all_serving()
+    pids = await stack.pids()
+    assert len(set(pids.values())) == WORKERS and stack.inference.process is not None
+    assert stack.inference.process.pid not in pids.values()
+
+    stop = asyncio.Event()
+    loading = start_load(stack, stop, "both")
+    await asyncio.sleep(3)
+    calls = await stack.per_worker("studentperf_inference_rpc_duration_seconds_count")
+    spooled = sum((await stack.per_worker("studentperf_inference_spooled_events_total")).values())
+    print(f"\ncalls answered by worker (pids {pids}): {calls}")
+    assert sorted(calls) == ["0", "1"] and min(calls.values()) > 0, "both workers answer"
+
+    stack.inference.signal(signal.SIGTERM)
+    assert await stack.inference.wait(60) == 0
+    await asyncio.sleep(0.5)
+    stop.set()
+    load = await loading
+    assert not any(alive(pid) for pid in pids.values()), "SIGTERM stopped every worker"
+
+    counts = await stack.tally(load, int(spooled))
+    stack.report("2 workers, SIGTERM under load", load, counts)
+    assert_promise_kept(counts)
+    log = stack.inference.log_path.read_text()
+    for worker in range(WORKERS):
+        assert f"worker {worker} stopped: 0 call(s) cut off in flight" in log
+    # Calls arriving once the stop began are refused, never answered and lost.
+    assert set(load.failures) <= {"UNAVAILABLE", "CANCELLED"}
+
+
+async def test_a_worker_killed_with_a_spool_is_replaced_and_its_spool_replayed(
+    stack: Stack,
+) -> None:
+    stack.recorder.start()
+    stack.inference.start()
+    await stack.all_serving()
+    pids = await stack.pids()
+    stack.kafka.stop()  # from here on, events wait in the spools
+
+    stop = asyncio.Event()
+    loading = start_load(stack, stop, "killed")
+    await asyncio.sleep(4)
+    os.kill(pids["1"], signal.SIGKILL)
+    await asyncio.sleep(1)
+    stop.set()
+    load = await loading
+    on_disk = stack.spooled_on_disk()
+    print(f"\nevents spooled on disk by folder after worker 1's SIGKILL: {on_disk}")
+    assert on_disk.get("worker-1", 0) > 0, "the killed worker left events in its spool"
+
+    # Its successor, in the same slot and folder, serves while Kafka is still away.
+    await stack.all_serving()
+    restarted = await stack.pids()
+    restarts = await stack.per_worker("studentperf_inference_worker_restarts_total")
+    assert restarted["0"] == pids["0"] and restarted["1"] != pids["1"]
+    assert restarts == {"0": 0, "1": 1}
+
+    await stack.kafka_back()
+    counts = await stack.tally(load, sum(on_disk.values()))
+    stack.report("2 workers, one SIGKILLed with a spool", load, counts)
+    assert_promise_kept(counts)
+    assert counts.acknowledged >= on_disk["worker-1"]
+    assert await eventually(stack.spool_left, 0, timeout=60) == 0, "every spool drained"
+
+
+async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> None:
+    stack.recorder.start()
+    stack.inference.start()
+    await stack.all_serving()
+    stack.kafka.stop()
+    stop = asyncio.Event()
+    loading = start_load(stack, stop, "removed")
+    await asyncio.sleep(3)
+    stop.set()
+    load = await loading
+    stack.inference.signal(signal.SIGTERM)
+    assert await stack.inference.wait(60) == 0  # everything answered is in the spools
+
+    # As if the service had run 4 workers and now runs 2: slot 3's folder has no worker.
+    (stack.spool / "worker-1").rename(stack.spool / "worker-3")
+    on_disk = stack.spooled_on_disk()
+    print(f"\nevents spooled on disk by folder before the restart: {on_disk}")
+    assert on_disk.get("worker-3", 0) > 0
+
+    stack.inference.start()
+    await stack.all_serving()
+    assert not (stack.spool / "worker-3").exists(), "its segments moved to a slot that runs"
+    await stack.kafka_back()
+    counts = await stack.tally(load, sum(on_disk.values()))
+    stack.report("spool of a removed slot", load, counts)
+    assert_promise_kept(counts)
+    assert not load.failures
+    assert await eventually(stack.spool_left, 0, timeout=60) == 0, "every spool drained"
+
+
+async def test_workers_that_cannot_start_stop_the_service_with_status_2(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.inference.env["STUDENTPERF_MODEL_PATH"] = str(tmp_path / "no-model-here")
+    stack.inference.start()
+    assert await stack.inference.wait(120) == 2
+    log = stack.inference.log_path.read_text()
+    assert "worker 0 cannot start" in log or "worker 1 cannot start" in log
+    assert "stopped: all 2 workers" in log
+
+
+async def test_workers_stop_gracefully_when_their_supervisor_is_killed(stack: Stack) -> None:
+    stack.inference.start()
+    await stack.all_serving()
+    await stack.inference.kill()
+
+    async def stopped() -> int:
+        log = stack.inference.log_path.read_text()
+        return sum(f"worker {i} stopped: 0 call(s) cut off" in log for i in range(WORKERS))
+
+    assert await eventually(stopped, WORKERS, timeout=60) == WORKERS
+    assert "the supervisor is gone; stopping" in stack.inference.log_path.read_text()
