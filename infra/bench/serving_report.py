@@ -33,6 +33,31 @@ DOC = repo_root() / "docs" / "benchmarks.md"
 PLOT = DOC.with_suffix(".png")
 
 
+# How the figures are made: the doc says so before any of them.
+METHOD = (
+    "One run of a case on a shared machine moves by a third, so every case runs "
+    "several times (`REPEATS`, 3 by default) and each figure is the median of its "
+    "runs, shown with its range (minimum-maximum). The runs are interleaved: at "
+    "each concurrency the trivial server, the service with 1 and 2 workers and "
+    "MLServer take turns (trivial, service, service x2, MLServer, trivial, ...), "
+    "round after round, so a burst of other work lands on all of them rather than on "
+    "one. A ratio (calls/s, CPU per call) is taken within a round, between runs "
+    "moments apart, and the median of those ratios is reported with their range. "
+    "CPU per call (the server's process-tree CPU time from /proc over its OK calls) "
+    "is the steadier figure: it hardly depends on what else the machine runs, while "
+    "calls/s and latencies do. The cores column says how much of the machine's "
+    "CPUs the server, ghz and the Kafka broker took during each case; the rest went "
+    "to other work. The recorder runs alone afterwards, `REPEATS` times, on its own "
+    "topic and database each time (infra/bench/recorder.py's one-instance case), "
+    "and the end-to-end case once. Latency percentiles are each run's own (ghz's "
+    "histogram over the run); the tables show the median of them over the runs. The "
+    "target table lists issue 17's figures first: the median (min-max over the repeats), "
+    "the target, met or missed, judged on the median. `BENCH_QUICK=1` (2 repeats of "
+    "1.5 s per case, 2,000 recorder events) is a smoke run whose figures mean nothing "
+    "and which leaves this file alone."
+)
+
+
 def _or_dash(spread: Spread, spec: str, suffix: str = "", bold: bool = False) -> str:
     if not spread.count:
         return "-"
@@ -170,21 +195,7 @@ def write_doc(
                 "",
                 "## Method",
                 "",
-                "One run of a case on a shared machine moves by a third, so every case runs "
-                "several times (`REPEATS`, 3 by default) and each figure is the median of its "
-                "runs, shown with its range (minimum-maximum). The runs are interleaved: at "
-                "each concurrency the trivial server, the service with 1 and 2 workers and "
-                "MLServer take turns (trivial, service, service x2, MLServer, trivial, ...), "
-                "round after round, so a burst of other work lands on all of them rather than on "
-                "one. A ratio (calls/s, CPU per call) is taken within a round, between runs "
-                "moments apart, and the median of those ratios is reported with their range. "
-                "CPU per call (the server's process-tree CPU time from /proc over its OK calls) "
-                "is the steadier figure: it hardly depends on what else the machine runs, while "
-                "calls/s and latencies do. The cores column says how much of the machine's "
-                "CPUs the server, ghz and the Kafka broker took during each case; the rest went "
-                "to other work. The recorder runs alone afterwards, `REPEATS` times, on its own "
-                "topic and database each time (infra/bench/recorder.py's one-instance case), "
-                "and the end-to-end case once.",
+                METHOD,
                 "",
                 f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {repeats} repeat(s) of "
                 f"{seconds:g} s per case, {os.cpu_count()} CPU(s), Python "
