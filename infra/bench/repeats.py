@@ -9,6 +9,7 @@ whichever happened to run then; ratios are taken within a round, between neighbo
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ class Spread:
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Spread:
-        found = list(values)
+        """Of the values that are numbers: a run without a figure (NaN, e.g. no latency
+        because no call succeeded) is left out rather than poisoning the median."""
+        found = [v for v in values if not math.isnan(v)]
         if not found:
             nan = float("nan")
             return cls(nan, nan, nan, 0)

@@ -98,7 +98,7 @@ def drive(peers: Peers, broker: KafkaBroker, plan: Plan, folder: Path) -> tuple[
         results.append(
             replace(
                 result,
-                cpu_ms_per_call=cpu * 1000 / max(result.ok, 1),
+                cpu_ms_per_call=cpu * 1000 / result.ok if result.ok else float("nan"),
                 round=round_,
                 driver_cores=driver_cpu / wall,
                 broker_cores=(_cpu(broker.pid) - broker_before) / wall,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,13 +100,16 @@ def worker_figures(found: Sequence[Summary]) -> list[Target]:
     one, two = single(found, SERVICE, 64), single(found, SERVICE_2, 64)
     if not (one and two):
         return []
+    seen = f"{two.processes} server process{'es' if two.processes > 1 else ''} seen"
     return [
         Target(
-            f"Predict c=64, STUDENTPERF_WORKERS=2 ({two.processes} server processes seen): "
-            "calls/s vs trivial",
+            f"Predict c=64, STUDENTPERF_WORKERS=2 ({seen}): calls/s vs trivial",
             f"{two.vs_trivial.format(suffix='x')}; {two.calls_per_s.median:,.0f} calls/s "
             f"against {one.calls_per_s.median:,.0f} with one worker; CPU per call "
-            f"{two.cpu_ms_per_call.median:.3f} ms",
+            f"{two.cpu_ms_per_call.median:.3f} ms against {one.cpu_ms_per_call.median:.3f}; of "
+            f"the {os.cpu_count()} cores ghz took {two.driver_cores.median:.2f} and the broker "
+            f"{two.broker_cores.median:.2f} (one worker: {one.driver_cores.median:.2f} and "
+            f"{one.broker_cores.median:.2f})",
             None,
             "none yet (issue 17, item 3)",
         )

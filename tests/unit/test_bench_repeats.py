@@ -45,6 +45,8 @@ def run(
         0,
         cpu_ms_per_call=cpu_ms,
         round=round_,
+        driver_cores=0.3 if server == SERVICE_2 else 0.2,
+        broker_cores=0.1,
         processes=processes,
     )
 
@@ -52,6 +54,8 @@ def run(
 def test_spread_is_the_median_with_the_minimum_and_maximum() -> None:
     assert Spread.of([3.0, 1.0, 2.0]) == Spread(2.0, 1.0, 3.0, 3)
     assert Spread.of([1.0, 2.0, 4.0, 10.0]).median == 3.0  # even count: the middle two's mean
+    # A run with no figure (no call answered, so no latency) is left out, not a median of NaN.
+    assert Spread.of([float("nan"), 5.0, 7.0]) == Spread(6.0, 5.0, 7.0, 2)
     empty = Spread.of([])
     assert empty.count == 0 and math.isnan(empty.median)
 
@@ -172,4 +176,5 @@ def test_the_two_worker_case_has_figures_and_its_process_count_but_no_verdict() 
     [two] = worker_figures(summarize(ROUNDS))
     assert two.met is None
     assert "(3 server processes seen)" in two.what
+    assert "ghz took 0.30 and the broker 0.10 (one worker: 0.20 and 0.10)" in two.figure
     assert two.figure.startswith("0.66x (0.53-0.78)")  # 3300/5000, 3100/4000, 3200/6000
