@@ -68,9 +68,9 @@ k8s-check: ## render deploy/ with kustomize and validate it against the Kubernet
 	@bash deploy/check.sh
 
 .PHONY: bench
-bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, student history, erasure (BENCH_QUICK=1: smoke run)
+bench: setup ## benchmark tables: recorder, a flood of maximum-size requests, serving vs. a trivial server, student history, erasure (BENCH_QUICK=1: smoke run; REPEATS=N: runs of each serving case, 3 by default)
 	@$(PY) -m infra.bench
-	@$(PY) -m infra.bench.serving
+	@$(PY) -m infra.bench.serving $(if $(REPEATS),--repeats $(REPEATS))
 	@$(PY) -m infra.bench.history
 	@$(PY) -m infra.bench.erasure
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import grpc
 
 from infra.bench import Bench, Row
+from infra.bench.peers import service_env, train_model, wait_serving
 from infra.bench.process import peak_rss_mb
-from infra.bench.serving import service_env, train_model, wait_serving
 from infra.devstack import free_port
 from infra.processes import started as process
 from studentperf.largest_items import largest_student

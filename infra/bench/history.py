@@ -29,7 +29,7 @@ import grpc
 
 from inference_service.server import start_server
 from inference_service.settings import Settings
-from infra.bench.serving import train_model
+from infra.bench.peers import train_model
 from infra.devstack import PostgresServer, free_port
 from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.migrate import apply_migrations
