@@ -60,7 +60,7 @@ from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
 from studentperf.config import ConfigError, configure_logging
 from studentperf.durable import hold_folder_lock
-from studentperf.status_http import serve_status
+from studentperf.health_http import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Supervisor:
         if self.settings.health_port:
             host, port = self.settings.health_host, self.settings.health_port
             try:
-                status_server = await serve_status(self.health, self.metrics, host, port)
+                status_server = await serve_health(self.health, self.metrics, host, port)
             except OSError as error:
                 raise ConfigError(f"cannot serve health on {host}:{port}: {error}") from None
         keepers = [asyncio.create_task(self._keep(slot, address, stop)) for slot in self.slots]

@@ -28,6 +28,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ImportEvent(_message.Message):
+    """One good row of an imported CSV file: a student's profile and one term's final score."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
@@ -80,6 +82,8 @@ Global___ImportEvent: _TypeAlias = ImportEvent  # noqa: Y015
 
 @_typing.final
 class ImportSource(_message.Message):
+    """The file and line an imported row came from; part of the event's id."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FILE_SHA256_FIELD_NUMBER: _builtins.int

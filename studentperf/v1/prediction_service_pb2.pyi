@@ -31,6 +31,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class PredictRequest(_message.Message):
+    """One student to predict for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STUDENT_FIELD_NUMBER: _builtins.int
@@ -48,7 +50,9 @@ class PredictRequest(_message.Message):
     Monitoring compares the prediction with the outcome of this student and term.
     """
     @_builtins.property
-    def student(self) -> _student_pb2.Student: ...
+    def student(self) -> _student_pb2.Student:
+        """Required: profile.student_id is; the other inputs may be left out and are imputed."""
+
     def __init__(
         self,
         *,
@@ -66,11 +70,15 @@ Global___PredictRequest: _TypeAlias = PredictRequest  # noqa: Y015
 
 @_typing.final
 class PredictResponse(_message.Message):
+    """The prediction made, already handed off for recording."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PREDICTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prediction(self) -> Global___Prediction: ...
+    def prediction(self) -> Global___Prediction:
+        """Always set."""
+
     def __init__(
         self,
         *,
@@ -86,6 +94,8 @@ Global___PredictResponse: _TypeAlias = PredictResponse  # noqa: Y015
 
 @_typing.final
 class BatchPredictRequest(_message.Message):
+    """Many students to predict for at once."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STUDENTS_FIELD_NUMBER: _builtins.int
@@ -98,7 +108,9 @@ class BatchPredictRequest(_message.Message):
     term: _builtins.str
     """As PredictRequest.term, for every student of the batch: a bad one fails the whole call."""
     @_builtins.property
-    def students(self) -> _containers.RepeatedCompositeFieldContainer[_student_pb2.Student]: ...
+    def students(self) -> _containers.RepeatedCompositeFieldContainer[_student_pb2.Student]:
+        """Each as PredictRequest.student; at most the server's batch limit (10,000 by default)."""
+
     def __init__(
         self,
         *,
@@ -116,6 +128,8 @@ Global___BatchPredictRequest: _TypeAlias = BatchPredictRequest  # noqa: Y015
 
 @_typing.final
 class BatchPredictResponse(_message.Message):
+    """The results of a batch, one per student."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
@@ -138,14 +152,20 @@ Global___BatchPredictResponse: _TypeAlias = BatchPredictResponse  # noqa: Y015
 
 @_typing.final
 class BatchPredictResult(_message.Message):
+    """The result for one student of a batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PREDICTION_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prediction(self) -> Global___Prediction: ...
+    def prediction(self) -> Global___Prediction:
+        """The student's prediction, handed off for recording as a single one is."""
+
     @_builtins.property
-    def error(self) -> Global___ItemError: ...
+    def error(self) -> Global___ItemError:
+        """Why the student got no prediction."""
+
     def __init__(
         self,
         *,
@@ -164,7 +184,9 @@ Global___BatchPredictResult: _TypeAlias = BatchPredictResult  # noqa: Y015
 
 @_typing.final
 class ItemError(_message.Message):
-    """Why one student of a batch got no prediction. Nothing is published for it."""
+    """Why one item of a batch (a student of BatchPredict, an outcome of RecordOutcomes) was
+    refused. Nothing is published for it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -172,7 +194,9 @@ class ItemError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     BAD_REQUEST_FIELD_NUMBER: _builtins.int
     code: _code_pb2.Code.ValueType
+    """Why, as a gRPC status code: INVALID_ARGUMENT."""
     message: _builtins.str
+    """Human-readable: which rules the item broke."""
     @_builtins.property
     def bad_request(self) -> _error_details_pb2.BadRequest:
         """The bad fields, named by their path in the request (e.g. "students[3].profile.age")."""
@@ -194,6 +218,8 @@ Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
 
 @_typing.final
 class Prediction(_message.Message):
+    """What the model predicts for one student."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PREDICTION_ID_FIELD_NUMBER: _builtins.int
@@ -233,6 +259,7 @@ class Prediction(_message.Message):
     before intervals.
     """
     score_interval_high: _builtins.float
+    """The top of that range; see score_interval_low."""
     interval_coverage: _builtins.float
     """The share of final scores the range is made to hold, 0-1 (e.g. 0.8)."""
     @_builtins.property
@@ -325,6 +352,8 @@ Global___ScoreExplanation: _TypeAlias = ScoreExplanation  # noqa: Y015
 
 @_typing.final
 class FactorContribution(_message.Message):
+    """How far one input moved a predicted score."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FEATURE_FIELD_NUMBER: _builtins.int
@@ -353,6 +382,8 @@ Global___FactorContribution: _TypeAlias = FactorContribution  # noqa: Y015
 
 @_typing.final
 class GetModelInfoRequest(_message.Message):
+    """Nothing to ask: the server serves one model at a time."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -368,6 +399,8 @@ Global___GetModelInfoRequest: _TypeAlias = GetModelInfoRequest  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):
+    """The served model: what it was trained on, how well it did, how it explains itself."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -428,7 +461,11 @@ class ModelInfo(_message.Message):
     SCORE_INTERVAL_FIELD_NUMBER: _builtins.int
     PASS_CALIBRATION_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
+    """The version Prediction.model_version names: when it was made and a fingerprint of it
+    (e.g. "20261123T093000Z-1a2b3c4d").
+    """
     pass_mark: _builtins.float
+    """The final score that counts as a pass for this model, 0-100 (Prediction.pass_mark)."""
     data_source: _builtins.str
     """Where the training data came from (synthetic generator, CSV, database)."""
     training_rows: _builtins.int
@@ -438,6 +475,7 @@ class ModelInfo(_message.Message):
     score_estimator: _builtins.str
     """The chosen estimators, e.g. "ridge(alpha=10)"."""
     pass_estimator: _builtins.str
+    """The same for the pass probability, e.g. "logistic(C=1)"."""
     explanation_method: _builtins.str
     """How Prediction.explanation is computed: "linear-exact" (closed form) or "shapley-exact"
     (every coalition of inputs evaluated); both give exact Shapley values, see the README.
@@ -447,7 +485,9 @@ class ModelInfo(_message.Message):
     data_sha256: _builtins.str
     """SHA-256 of the training rows as the model saw them."""
     @_builtins.property
-    def trained_at(self) -> _timestamp_pb2.Timestamp: ...
+    def trained_at(self) -> _timestamp_pb2.Timestamp:
+        """When the model was trained (UTC)."""
+
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Held-out figures of the served model, by name (e.g. "score_rmse", "pass_roc_auc")."""
@@ -555,9 +595,11 @@ class PassCalibrationInfo(_message.Message):
     TEST_ECE_BEFORE_FIELD_NUMBER: _builtins.int
     TEST_ECE_AFTER_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
+    """True when the map is used: Prediction.pass_probability is calibrated."""
     test_ece_before: _builtins.float
     """Expected calibration error (ten bins) on the test split without and with the map."""
     test_ece_after: _builtins.float
+    """The same error with the map; applied is true when it is lower than test_ece_before."""
     def __init__(
         self,
         *,
@@ -575,6 +617,8 @@ Global___PassCalibrationInfo: _TypeAlias = PassCalibrationInfo  # noqa: Y015
 
 @_typing.final
 class FeatureImportance(_message.Message):
+    """How much the model relies on one input, over all students."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FEATURE_FIELD_NUMBER: _builtins.int
@@ -635,6 +679,8 @@ Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
 class RecordOutcomesRequest(_message.Message):
+    """Students' actual final scores to record."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTCOMES_FIELD_NUMBER: _builtins.int
@@ -657,6 +703,8 @@ Global___RecordOutcomesRequest: _TypeAlias = RecordOutcomesRequest  # noqa: Y015
 
 @_typing.final
 class RecordOutcomesResponse(_message.Message):
+    """The results of RecordOutcomes, one per outcome."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
@@ -679,14 +727,20 @@ Global___RecordOutcomesResponse: _TypeAlias = RecordOutcomesResponse  # noqa: Y0
 
 @_typing.final
 class RecordOutcomeResult(_message.Message):
+    """The result for one outcome of RecordOutcomes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def stored(self) -> Global___OutcomeStored: ...
+    def stored(self) -> Global___OutcomeStored:
+        """Accepted: handed off for recording."""
+
     @_builtins.property
-    def error(self) -> Global___ItemError: ...
+    def error(self) -> Global___ItemError:
+        """Refused: why (nothing is recorded for it)."""
+
     def __init__(
         self,
         *,
@@ -757,6 +811,8 @@ Global___OutcomeStored: _TypeAlias = OutcomeStored  # noqa: Y015
 
 @_typing.final
 class ListStudentPredictionsRequest(_message.Message):
+    """Which student's predictions to list, and which page of them."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STUDENT_ID_FIELD_NUMBER: _builtins.int
@@ -781,7 +837,9 @@ class ListStudentPredictionsRequest(_message.Message):
         """
 
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The end of the range, exclusive; see start_time."""
+
     def __init__(
         self,
         *,
@@ -801,6 +859,8 @@ Global___ListStudentPredictionsRequest: _TypeAlias = ListStudentPredictionsReque
 
 @_typing.final
 class ListStudentPredictionsResponse(_message.Message):
+    """One page of a student's recorded predictions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PREDICTIONS_FIELD_NUMBER: _builtins.int
@@ -873,6 +933,8 @@ Global___StudentPrediction: _TypeAlias = StudentPrediction  # noqa: Y015
 
 @_typing.final
 class EraseStudentRequest(_message.Message):
+    """The student to erase, and why."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STUDENT_ID_FIELD_NUMBER: _builtins.int
@@ -900,6 +962,8 @@ Global___EraseStudentRequest: _TypeAlias = EraseStudentRequest  # noqa: Y015
 
 @_typing.final
 class EraseStudentResponse(_message.Message):
+    """The erasure accepted, and what it removed when that is already known."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -990,8 +1054,11 @@ class GroupQuality(_message.Message):
     resamples: _builtins.int
     """Bootstrap resamples behind each gap's interval, and their seed."""
     seed: _builtins.int
+    """The bootstrap's seed: the same model gives the same intervals."""
     @_builtins.property
-    def attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAttributeQuality]: ...
+    def attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAttributeQuality]:
+        """One per attribute the groups are drawn from (gender, lunch program, parental education)."""
+
     def __init__(
         self,
         *,
@@ -1022,7 +1089,9 @@ class GroupAttributeQuality(_message.Message):
     attribute: _builtins.str
     """The input, by its path inside Student (e.g. "profile.lunch_program")."""
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupFigures]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupFigures]:
+        """One per level of the attribute, and one for "not_given"."""
+
     @_builtins.property
     def gaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupGap]:
         """One per figure defined for at least two judged groups."""
@@ -1044,6 +1113,8 @@ Global___GroupAttributeQuality: _TypeAlias = GroupAttributeQuality  # noqa: Y015
 
 @_typing.final
 class GroupFigures(_message.Message):
+    """The figures of one group of students."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1075,6 +1146,7 @@ class GroupFigures(_message.Message):
     "not_given" for students whose input was left out (shown, never judged: not a group).
     """
     rows: _builtins.int
+    """Rows of the group, among GroupQuality.rows."""
     judged: _builtins.bool
     """False: too small to judge (or "not_given"), so left out of the gaps."""
     @_builtins.property
@@ -1112,17 +1184,22 @@ class GroupGap(_message.Message):
     LEVEL_FIELD_NUMBER: _builtins.int
     BEYOND_NOISE_FIELD_NUMBER: _builtins.int
     figure: _builtins.str
+    """The figure compared, by name (see GroupQuality)."""
     gap: _builtins.float
     """highest_group's figure minus lowest_group's, never negative."""
     highest_group: _builtins.str
+    """The judged group with the highest figure (GroupFigures.group)."""
     lowest_group: _builtins.str
+    """The judged group with the lowest figure."""
     interval_low: _builtins.float
     """Seeded percentile bootstrap interval of that difference, at `level` (95 %, widened for the
     number of pairs of groups compared, so that the largest of many differences is not called
     real by chance).
     """
     interval_high: _builtins.float
+    """The top of that interval."""
     level: _builtins.float
+    """The interval's confidence level, 0-1: 95 % widened as above (e.g. 0.983 for three pairs)."""
     beyond_noise: _builtins.bool
     """The interval lies above 0: a real gap, not noise."""
     def __init__(

@@ -29,6 +29,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PredictionServiceStub:
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -81,6 +85,10 @@ class PredictionServiceStub:
 
 @_typing.type_check_only
 class PredictionServiceAsyncStub(PredictionServiceStub):
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Predict: _aio.UnaryUnaryMultiCallable[_prediction_service_pb2.PredictRequest, _prediction_service_pb2.PredictResponse]  # type: ignore[assignment]
     """Predicts one student's final score and chance of passing. Invalid input fails the call
@@ -129,6 +137,10 @@ class PredictionServiceAsyncStub(PredictionServiceStub):
     """
 
 class PredictionServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Predictions of students' final scores, each recorded; the outcomes that judge them; the
+    served model; a student's history and erasure.
+    """
+
     @_abc_1.abstractmethod
     def Predict(
         self,

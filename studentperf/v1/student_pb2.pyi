@@ -27,19 +27,29 @@ class _Gender:
 class _GenderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Gender.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     GENDER_UNSPECIFIED: _Gender.ValueType  # 0
+    """Not given: imputed."""
     GENDER_FEMALE: _Gender.ValueType  # 1
+    """Female."""
     GENDER_MALE: _Gender.ValueType  # 2
+    """Male."""
     GENDER_OTHER: _Gender.ValueType  # 3
+    """Neither female nor male."""
 
 class Gender(_Gender, metaclass=_GenderEnumTypeWrapper):
     """Every enum keeps 0 for "not given": such a field is missing and the model imputes it.
     A number that is not listed here is rejected with INVALID_ARGUMENT.
+
+    The student's gender, as the school records it.
     """
 
 GENDER_UNSPECIFIED: Gender.ValueType  # 0
+"""Not given: imputed."""
 GENDER_FEMALE: Gender.ValueType  # 1
+"""Female."""
 GENDER_MALE: Gender.ValueType  # 2
+"""Male."""
 GENDER_OTHER: Gender.ValueType  # 3
+"""Neither female nor male."""
 Global___Gender: _TypeAlias = Gender  # noqa: Y015
 
 class _ParentalEducation:
@@ -49,12 +59,19 @@ class _ParentalEducation:
 class _ParentalEducationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ParentalEducation.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PARENTAL_EDUCATION_UNSPECIFIED: _ParentalEducation.ValueType  # 0
+    """Not given: imputed."""
     PARENTAL_EDUCATION_HIGH_SCHOOL: _ParentalEducation.ValueType  # 1
+    """High school finished."""
     PARENTAL_EDUCATION_SOME_COLLEGE: _ParentalEducation.ValueType  # 2
+    """Some college, no degree."""
     PARENTAL_EDUCATION_ASSOCIATE: _ParentalEducation.ValueType  # 3
+    """An associate's degree."""
     PARENTAL_EDUCATION_BACHELOR: _ParentalEducation.ValueType  # 4
+    """A bachelor's degree."""
     PARENTAL_EDUCATION_MASTER: _ParentalEducation.ValueType  # 5
+    """A master's degree."""
     PARENTAL_EDUCATION_DOCTORATE: _ParentalEducation.ValueType  # 6
+    """A doctorate."""
     PARENTAL_EDUCATION_SOME_HIGH_SCHOOL: _ParentalEducation.ValueType  # 7
     """Some high school, not finished: a level below HIGH_SCHOOL."""
 
@@ -67,12 +84,19 @@ class ParentalEducation(_ParentalEducation, metaclass=_ParentalEducationEnumType
     """
 
 PARENTAL_EDUCATION_UNSPECIFIED: ParentalEducation.ValueType  # 0
+"""Not given: imputed."""
 PARENTAL_EDUCATION_HIGH_SCHOOL: ParentalEducation.ValueType  # 1
+"""High school finished."""
 PARENTAL_EDUCATION_SOME_COLLEGE: ParentalEducation.ValueType  # 2
+"""Some college, no degree."""
 PARENTAL_EDUCATION_ASSOCIATE: ParentalEducation.ValueType  # 3
+"""An associate's degree."""
 PARENTAL_EDUCATION_BACHELOR: ParentalEducation.ValueType  # 4
+"""A bachelor's degree."""
 PARENTAL_EDUCATION_MASTER: ParentalEducation.ValueType  # 5
+"""A master's degree."""
 PARENTAL_EDUCATION_DOCTORATE: ParentalEducation.ValueType  # 6
+"""A doctorate."""
 PARENTAL_EDUCATION_SOME_HIGH_SCHOOL: ParentalEducation.ValueType  # 7
 """Some high school, not finished: a level below HIGH_SCHOOL."""
 Global___ParentalEducation: _TypeAlias = ParentalEducation  # noqa: Y015
@@ -84,14 +108,21 @@ class _LunchProgram:
 class _LunchProgramEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LunchProgram.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LUNCH_PROGRAM_UNSPECIFIED: _LunchProgram.ValueType  # 0
+    """Not given: imputed."""
     LUNCH_PROGRAM_STANDARD: _LunchProgram.ValueType  # 1
+    """Standard (paid) lunch."""
     LUNCH_PROGRAM_FREE_OR_REDUCED: _LunchProgram.ValueType  # 2
+    """Free or reduced-price lunch."""
 
-class LunchProgram(_LunchProgram, metaclass=_LunchProgramEnumTypeWrapper): ...
+class LunchProgram(_LunchProgram, metaclass=_LunchProgramEnumTypeWrapper):
+    """Which school lunch the student gets: standard, or free or reduced-price."""
 
 LUNCH_PROGRAM_UNSPECIFIED: LunchProgram.ValueType  # 0
+"""Not given: imputed."""
 LUNCH_PROGRAM_STANDARD: LunchProgram.ValueType  # 1
+"""Standard (paid) lunch."""
 LUNCH_PROGRAM_FREE_OR_REDUCED: LunchProgram.ValueType  # 2
+"""Free or reduced-price lunch."""
 Global___LunchProgram: _TypeAlias = LunchProgram  # noqa: Y015
 
 class _TestPreparation:
@@ -101,15 +132,21 @@ class _TestPreparation:
 class _TestPreparationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TestPreparation.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TEST_PREPARATION_UNSPECIFIED: _TestPreparation.ValueType  # 0
+    """Not given: imputed."""
     TEST_PREPARATION_NONE: _TestPreparation.ValueType  # 1
+    """No course taken."""
     TEST_PREPARATION_COMPLETED: _TestPreparation.ValueType  # 2
+    """The course was completed."""
 
 class TestPreparation(_TestPreparation, metaclass=_TestPreparationEnumTypeWrapper):
     """Whether the student took a test preparation course."""
 
 TEST_PREPARATION_UNSPECIFIED: TestPreparation.ValueType  # 0
+"""Not given: imputed."""
 TEST_PREPARATION_NONE: TestPreparation.ValueType  # 1
+"""No course taken."""
 TEST_PREPARATION_COMPLETED: TestPreparation.ValueType  # 2
+"""The course was completed."""
 Global___TestPreparation: _TypeAlias = TestPreparation  # noqa: Y015
 
 @_typing.final
@@ -129,9 +166,13 @@ class StudentProfile(_message.Message):
     age: _builtins.int
     """Age in whole years, 10-100."""
     gender: Global___Gender.ValueType
+    """Unspecified: not given, imputed (as for every enum field below)."""
     parental_education: Global___ParentalEducation.ValueType
+    """The highest level of education reached by either parent."""
     lunch_program: Global___LunchProgram.ValueType
+    """The school lunch the student gets."""
     test_preparation: Global___TestPreparation.ValueType
+    """Whether the student took a test preparation course."""
     def __init__(
         self,
         *,
@@ -210,9 +251,13 @@ class Student(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     ACADEMIC_RECORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def profile(self) -> Global___StudentProfile: ...
+    def profile(self) -> Global___StudentProfile:
+        """Who the student is; profile.student_id is required."""
+
     @_builtins.property
-    def academic_record(self) -> Global___AcademicRecord: ...
+    def academic_record(self) -> Global___AcademicRecord:
+        """How the student is doing; unset: every input of it is imputed."""
+
     def __init__(
         self,
         *,

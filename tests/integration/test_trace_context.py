@@ -60,7 +60,7 @@ def traceparent_of(headers: dict[str, bytes | None]) -> re.Match[str]:
 
 
 async def test_a_callers_traceparent_is_continued_on_the_record(
-    stub: api_grpc.PredictionServiceStub, stack: Stack
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack
 ) -> None:
     call = stub.Predict(
         api.PredictRequest(student=student("tc-w3c")),
@@ -78,7 +78,7 @@ async def test_a_callers_traceparent_is_continued_on_the_record(
 
 
 async def test_a_made_trace_id_is_on_every_record_of_a_batch_and_an_outcome(
-    stub: api_grpc.PredictionServiceStub, stack: Stack
+    stub: api_grpc.PredictionServiceAsyncStub, stack: Stack
 ) -> None:
     batch = stub.BatchPredict(
         api.BatchPredictRequest(students=[student(f"tc-batch-{i}") for i in range(3)])

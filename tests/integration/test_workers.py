@@ -135,7 +135,7 @@ async def stack(
             **shared,
             "STUDENTPERF_WORKERS": str(WORKERS),
             "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODEL_PATH": str(model_path),
+            "STUDENTPERF_MODELS_DIR": str(model_path),
             "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
             "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
             "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
@@ -159,8 +159,8 @@ async def stack(
         HealthClient(status_port),
     )
     yield stack
-    await inference.stop()
-    await recorder.stop()
+    await inference.stop_async()
+    await recorder.stop_async()
     if not workers_kafka.running:
         await stack.kafka_back()
 
@@ -216,7 +216,7 @@ async def test_two_workers_answer_on_one_port_and_sigterm_stops_both_recording_e
     assert sorted(calls) == ["0", "1"] and min(calls.values()) > 0, "both workers answer"
 
     stack.inference.signal(signal.SIGTERM)
-    assert await stack.inference.wait(60) == 0
+    assert await stack.inference.wait_async(60) == 0
     await asyncio.sleep(0.5)
     stop.set()
     load = await loading
@@ -278,7 +278,7 @@ async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> No
     stop.set()
     load = await loading
     stack.inference.signal(signal.SIGTERM)
-    assert await stack.inference.wait(60) == 0  # everything answered is in the spools
+    assert await stack.inference.wait_async(60) == 0  # everything answered is in the spools
 
     # As if the service had run 4 workers and now runs 2: slot 3's folder has no worker.
     (stack.spool / "worker-1").rename(stack.spool / "worker-3")
@@ -300,9 +300,9 @@ async def test_the_spool_of_a_slot_no_longer_run_is_replayed(stack: Stack) -> No
 async def test_workers_that_cannot_start_stop_the_service_with_status_2(
     stack: Stack, tmp_path: Path
 ) -> None:
-    stack.inference.env["STUDENTPERF_MODEL_PATH"] = str(tmp_path / "no-model-here")
+    stack.inference.env["STUDENTPERF_MODELS_DIR"] = str(tmp_path / "no-model-here")
     stack.inference.start()
-    assert await stack.inference.wait(120) == 2
+    assert await stack.inference.wait_async(120) == 2
     log = stack.inference.log_path.read_text()
     assert "worker 0 cannot start" in log or "worker 1 cannot start" in log
     assert "stopped: all 2 workers" in log
@@ -311,7 +311,7 @@ async def test_workers_that_cannot_start_stop_the_service_with_status_2(
 async def test_workers_stop_gracefully_when_their_supervisor_is_killed(stack: Stack) -> None:
     stack.inference.start()
     await stack.all_serving()
-    await stack.inference.kill()
+    await stack.inference.kill_async()
 
     async def stopped() -> int:
         log = stack.inference.log_path.read_text()

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher
+from inference_service.health_endpoint import InferenceHealth
 from inference_service.metrics import InferenceMetrics
-from inference_service.status_endpoint import InferenceStatus
 from recorder_service.health import Status
 from tests.unit.test_compose import ROOT, container_ports, mounts, services
 from trainer.monitor.report_textfile import as_prometheus_text
@@ -65,7 +65,7 @@ def inference_exposition() -> str:
     )  # fmt: skip
     publisher = SimpleNamespace(spool=spool, kafka_connected=True)
     core = SimpleNamespace(in_flight=0, cut_off=0)
-    InferenceStatus(cast(PredictionCore, core), cast(DurablePublisher, publisher), registry)
+    InferenceHealth(cast(PredictionCore, core), cast(DurablePublisher, publisher), registry)
     return generate_latest(registry).decode()
 
 
