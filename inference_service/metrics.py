@@ -62,6 +62,12 @@ class InferenceMetrics:
             "Events written to the local spool because Kafka did not take them.",
             registry=registry,
         )
+        self._artifacts_refused = Counter(
+            PREFIX + "model_artifacts_refused",
+            "Versions the database's pointer named that were refused unread: their bytes did "
+            "not hash to what the trainer recorded (inference_service.model_follower).",
+            registry=registry,
+        )
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
         self._version_children: dict[str, tuple[Counter, Counter]] = {}
 
@@ -87,6 +93,9 @@ class InferenceMetrics:
 
     def publish_failed(self) -> None:
         self._publish_failures.inc()
+
+    def artifact_refused(self) -> None:
+        self._artifacts_refused.inc()
 
     def spooled(self, count: int) -> None:
         self._spooled.inc(count)

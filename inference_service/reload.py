@@ -6,6 +6,10 @@ event loop, and only then handed to `install` (PredictionCore.use_model): one at
 assignment on the event loop, between calls. A version that fails to load (unreadable, another
 pass mark, another feature schema) is logged once and the current model stays; it is tried
 again only when the link moves.
+
+With a `follower` (inference_service.model_follower, STUDENTPERF_MODEL_SOURCE=database), each
+poll first brings the folder's link to the database's pointer, so a version promoted on another
+machine is loaded on the same poll.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inference_service.model import ServedModel, load_served_model
+from inference_service.model_follower import ModelFollower
 from studentperf.model_artifact import CURRENT, ModelArtifactError, resolve_version_dir
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,9 @@ class ModelReloader:
         serving: ServedModel,
         install: Callable[[ServedModel], None],
         interval_s: float = 1.0,
+        follower: ModelFollower | None = None,
     ) -> None:
+        self._follower = follower
         self._root = model_path
         self._pass_mark = expected_pass_mark
         self._install = install
@@ -54,6 +61,8 @@ class ModelReloader:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._follower is not None:
+            await self._follower.close()
 
     async def _run(self) -> None:
         while True:
@@ -65,6 +74,8 @@ class ModelReloader:
 
     async def check(self) -> bool:
         """Loads and installs the linked version if it is new; returns whether it did."""
+        if self._follower is not None:
+            await self._follower.sync()
         try:
             target = resolve_version_dir(self._root)
         except ModelArtifactError as err:

@@ -22,6 +22,7 @@ from inference_service.history_store import PostgresHistoryStore
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
 from inference_service.model import load_served_model
+from inference_service.model_follower import ModelFollower
 from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer, add_to_server
@@ -123,10 +124,19 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
-    model = load_served_model(settings.models_dir, expected_pass_mark=settings.pass_mark)
-    log.info("serving model %s from %s", model.version, settings.models_dir)
     # This server's own registry: several servers in one process (tests) never collide.
     metrics = InferenceMetrics(CollectorRegistry())
+    follower = None
+    if settings.model_source == "database":
+        follower = ModelFollower(settings.shared.database_url, settings.models_dir, metrics)
+        await follower.sync()  # what it cannot fetch now, the folder may hold from before
+    try:
+        model = load_served_model(settings.models_dir, expected_pass_mark=settings.pass_mark)
+    except BaseException:
+        if follower is not None:
+            await follower.close()
+        raise
+    log.info("serving model %s from %s", model.version, settings.models_dir)
     kafka = KafkaPublisher(
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
@@ -160,7 +170,10 @@ async def start_server(settings: Settings) -> RunningServer:
             serving=model,
             install=core.use_model,
             interval_s=settings.model_poll_interval_s,
+            follower=follower,
         )
+    elif follower is not None:
+        await follower.close()
 
     interceptors = []
     # A table of comments only is still on: it lets nobody in.

@@ -29,6 +29,8 @@ from studentperf.limits import (
 )
 from studentperf.outcomes import TERM_FORMAT, term_is_valid
 
+MODEL_SOURCES = ("folder", "database")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -38,6 +40,11 @@ class Settings:
     # A models folder (its `current` version is served) or one version's folder
     # (STUDENTPERF_MODELS_DIR, the trainer's name for the same folder).
     models_dir: str = "models"
+    # Where promoted versions come from: "folder" (the default, one machine: models_dir's
+    # `current` link, moved by a trainer on the same disk) or "database" (many machines: the
+    # database's pointer, each version downloaded into models_dir, its SHA-256 checked first;
+    # see inference_service.model_follower).
+    model_source: str = "folder"
     # Must equal the pass mark the served model was trained at; checked at start-up.
     pass_mark: float = DEFAULT_PASS_MARK
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -97,6 +104,11 @@ class Settings:
     erasure_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.model_source not in MODEL_SOURCES:
+            raise ConfigError(
+                f"STUDENTPERF_MODEL_SOURCE={self.model_source!r} is not valid: must be one of "
+                f"{', '.join(MODEL_SOURCES)}"
+            )
         if self.current_term and not term_is_valid(self.current_term):
             raise ConfigError(
                 f"STUDENTPERF_CURRENT_TERM={self.current_term!r} is not valid: must be "
@@ -110,6 +122,7 @@ class Settings:
             shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
             models_dir=env_str_renamed(env, "MODELS_DIR", "MODEL_PATH", cls.models_dir),
+            model_source=env_str(env, "MODEL_SOURCE", cls.model_source).lower(),
             pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),
             max_batch_size=max_batch_size,
             max_request_bytes=env_int(

@@ -65,6 +65,13 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         "(env STUDENTPERF_DATABASE_URL)",
     )
     parser.add_argument(
+        "--publish",
+        action=argparse.BooleanOptionalAction,
+        default=environ.get("STUDENTPERF_MODEL_SOURCE", "folder").lower() == "database",
+        help="store each version in the database and move its `current` on promotion, for "
+        "replicas on other machines (default: on when STUDENTPERF_MODEL_SOURCE=database)",
+    )
+    parser.add_argument(
         "--no-database",
         action="store_true",
         help="neither read from nor write to a database (tests, offline use)",
@@ -117,6 +124,8 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         )
     if args.rows < MIN_ROWS:
         parser.error(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
+    if args.publish and args.no_database:
+        parser.error("--publish needs a database; it contradicts --no-database")
     if args.database_only and args.no_database:
         parser.error("--database-only and --no-database contradict each other")
     if args.min_db_rows < MIN_ROWS:
@@ -131,6 +140,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         min_database_rows=args.min_db_rows,
         synthetic=args.synthetic,
         database_only=args.database_only,
+        publish=args.publish,
         force=args.force,
         gap_thresholds=gap_thresholds,
         unfair_group=args.plant_unfairness,

@@ -26,6 +26,7 @@ from trainer.fit import TEST_SHARE, VALIDATION_SHARE, TrainingResult, fit_and_ev
 from trainer.group_quality import format_group_quality
 from trainer.pipeline import Candidate, pass_labels
 from trainer.promote import GAP_THRESHOLDS, Decision, promote_if_not_worse
+from trainer.publish import PublishFailed, follow_database, point_database, publish_version
 from trainer.registry import register_version
 
 STEPS = 6
@@ -44,6 +45,9 @@ class TrainingConfig:
     synthetic: bool = False
     # Retraining: the database's rows or an error, never the synthetic fallback.
     database_only: bool = False
+    # Store each version in the database and move its `current` pointer on promotion, for
+    # replicas on other machines (trainer.publish); needs database_url.
+    publish: bool = False
     force: bool = False
     # How much a gap between groups of students may widen (trainer.promote.GAP_THRESHOLDS).
     gap_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))
@@ -241,6 +245,11 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
         extra_files={reference.REFERENCE_FILE: reference.to_csv_bytes(sample)},
     )
     say(f"    version {path.name} in {path} ({len(sample)} reference input rows for monitoring)")
+    published_current = None
+    if config.publish and config.database_url is not None:
+        size = publish_version(config.database_url, path)
+        say(f"    stored in the database ({size} bytes, each file with its SHA-256)")
+        published_current = follow_database(config.database_url, config.models_dir)
 
     step(5, "promotion")
     decision = promote_if_not_worse(
@@ -256,6 +265,14 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
     say(f"    {decision.reason}")
     served = (config.models_dir / CURRENT).readlink()
     say(f"    {config.models_dir / CURRENT} -> {served}")
+    if config.publish and config.database_url is not None and decision.promoted:
+        if point_database(config.database_url, path.name, published_current):
+            say(f"    the database's current -> {path.name}: every replica follows it")
+        else:
+            raise PublishFailed(
+                f"the database's current moved away from {published_current} while this run "
+                f"compared against it; {path.name} is stored but not served: train again"
+            )
 
     step(6, "recording the version in model_versions")
     registered = _register(config, path, decision, say)

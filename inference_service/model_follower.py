@@ -1,0 +1,72 @@
+"""Many machines: keep this replica's models folder on the database's `current` pointer.
+
+With STUDENTPERF_MODEL_SOURCE=database, the models folder is this replica's own cache. Before
+the model is loaded at start-up, and then on every poll of the hot reloader
+(inference_service.reload), `sync` downloads the version the pointer names if the folder lacks
+it, its SHA-256 checked before a byte reaches the disk (studentperf.model_store), and moves the
+local `current` link; the reloader then loads it as it does a local promotion. A version whose
+bytes do not match what the trainer recorded is refused: logged once, counted in
+studentperf_inference_model_artifacts_refused, and the old version keeps serving; it is tried
+again only when the pointer moves. An unreachable database is logged once and retried on the
+next poll: the replica serves what it has meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from inference_service.metrics import InferenceMetrics
+from studentperf.config import mask_dsn
+from studentperf.model_store import ArtifactRefused, follow_pointer
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ModelFollower:
+    def __init__(
+        self, database_url: str, models_dir: str, metrics: InferenceMetrics | None = None
+    ) -> None:
+        self._url = database_url
+        self._models = Path(models_dir)
+        self._metrics = metrics
+        self._conn: asyncpg.Connection | None = None
+        self._refused: str | None = None  # the pointer's version last refused
+        self._problem = ""  # the last reason the database could not be read, logged once
+
+    async def sync(self) -> str | None:
+        """Follows the pointer once; returns the version now linked locally (None: none)."""
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+            followed = await follow_pointer(self._conn, self._models)
+        except ArtifactRefused as err:
+            if str(err) != self._refused:
+                self._refused = str(err)
+                log.error("model source: %s; still serving the current model", err)
+                if self._metrics is not None:
+                    self._metrics.artifact_refused()
+            return None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
+            await self.close()
+            problem = f"cannot read the model pointer in {mask_dsn(self._url)}: {err}"
+            if problem != self._problem:
+                self._problem = problem
+                log.warning("model source: %s; serving what %s holds", problem, self._models)
+            return None
+        self._problem = ""
+        self._refused = None
+        if followed is None:
+            return None
+        if followed.downloaded:
+            log.info("model source: downloaded version %s, hashes checked", followed.version)
+        return followed.version
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close(timeout=1)

@@ -1,0 +1,161 @@
+"""Model versions in the database, for replicas on many machines with no shared disk.
+
+The trainer stores every version it saves (`store_version`: each file of the version folder with
+its SHA-256, in one transaction) and moves the `current` pointer when it promotes one
+(`move_pointer`). A replica follows the pointer (`follow_pointer`): it downloads a version it
+does not have into its own models folder, which then looks exactly like the trainer's (version
+folders and a `current` link), so loading and hot reload stay what they are for one machine.
+
+Every file's bytes are hashed and compared with the hash the trainer recorded BEFORE anything is
+written to disk, let alone unpickled: a pickle is code, and a version whose bytes were changed in
+the table is refused (ArtifactRefused) without touching the folder. Only the trainer's role may
+write the tables (migration 0015).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from studentperf.model_artifact import (
+    CURRENT,
+    METADATA_FILE,
+    MODEL_FILE,
+    ModelArtifactError,
+    resolve_version_dir,
+    set_current,
+)
+from studentperf.persistence.artifacts import (
+    CURRENT_POINTER,
+    MOVE_POINTER,
+    STORE_FILE,
+    STORE_VERSION,
+    VERSION_FILES,
+)
+
+
+class ArtifactRefused(ModelArtifactError):
+    """A stored version that must not be loaded: a hash mismatch, a missing or odd file."""
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _plain_name(name: str) -> bool:
+    """A name that is one path component, never hidden or climbing out of its folder."""
+    return bool(name) and Path(name).name == name and not name.startswith(".")
+
+
+async def store_version(conn: asyncpg.Connection, directory: Path) -> int:
+    """Stores the version folder's files with their SHA-256 in one transaction; returns how many
+    bytes. A version stored already is an error (asyncpg.UniqueViolationError): versions never
+    change once saved."""
+    files = await asyncio.to_thread(_read_files, directory)
+    async with conn.transaction():
+        await conn.execute(STORE_VERSION, directory.name)
+        for name, content in files:
+            await conn.execute(STORE_FILE, directory.name, name, content, sha256_hex(content))
+    return sum(len(content) for _, content in files)
+
+
+def _read_files(directory: Path) -> list[tuple[str, bytes]]:
+    return [(p.name, p.read_bytes()) for p in sorted(directory.iterdir()) if p.is_file()]
+
+
+async def current_pointer(conn: asyncpg.Connection) -> str | None:
+    """The version `current` names in the database; None when none was promoted there."""
+    version: str | None = await conn.fetchval(CURRENT_POINTER)
+    return version
+
+
+async def move_pointer(conn: asyncpg.Connection, version: str, expected: str | None) -> bool:
+    """Points `current` at `version` if it still names `expected`; returns whether it moved."""
+    status: str = await conn.execute(MOVE_POINTER, version, expected)
+    return status.endswith(" 1")
+
+
+@dataclass(frozen=True)
+class Followed:
+    version: str
+    downloaded: bool  # False: it was in the local folder already
+
+
+async def download_version(conn: asyncpg.Connection, version: str, models_dir: Path) -> bool:
+    """Makes `models_dir/version` hold the stored version, its hashes checked first; returns
+    whether it had to be downloaded. Raises ArtifactRefused on a mismatch (nothing written)."""
+    if not _plain_name(version):
+        raise ArtifactRefused(f"{version!r} is not a version name")
+    target = models_dir / version
+    if (target / MODEL_FILE).is_file():
+        return False  # written only after its hashes were checked (below)
+    rows = await conn.fetch(VERSION_FILES, version)
+    files = [(row["file_name"], bytes(row["content"]), row["sha256"]) for row in rows]
+    # Off the event loop: hashing a model of some megabytes takes a while.
+    await asyncio.to_thread(_check_and_place, models_dir, version, files)
+    return True
+
+
+def _check_and_place(models_dir: Path, version: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Checks every file against its recorded SHA-256, then writes them all as
+    `models_dir/version`, all or nothing. Raises ArtifactRefused, having written nothing."""
+    names = {name for name, _, _ in files}
+    if not {MODEL_FILE, METADATA_FILE} <= names:
+        raise ArtifactRefused(f"version {version} in the database lacks {MODEL_FILE} or metadata")
+    for name, content, recorded in files:
+        if not _plain_name(name):
+            raise ArtifactRefused(f"version {version} holds a file named {name!r}")
+        found = sha256_hex(content)
+        if found != recorded:
+            raise ArtifactRefused(
+                f"version {version}: {name} hashes to {found[:16]}..., not the "
+                f"{recorded[:16]}... the trainer recorded; refused unread"
+            )
+    _place(models_dir, version, [(name, content) for name, content, _ in files])
+
+
+def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> None:
+    """Writes the checked files as `models_dir/version`, all or nothing."""
+    target = models_dir / version
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = models_dir / f".download-{version}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for name, content in files:
+            (staging / name).write_bytes(content)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process of this machine (a worker) placed it meanwhile: the same checked
+            # bytes, or the rename would not have failed on a complete folder.
+            if not (target / MODEL_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+async def follow_pointer(conn: asyncpg.Connection, models_dir: Path) -> Followed | None:
+    """Brings `models_dir` to the database's `current`: downloads that version if missing and
+    points the local `current` link at it. None: nothing was promoted in the database yet."""
+    version = await current_pointer(conn)
+    if version is None:
+        return None
+    downloaded = await download_version(conn, version, models_dir)
+    if _local_current(models_dir) != version:
+        await asyncio.to_thread(set_current, models_dir, version)
+    return Followed(version, downloaded)
+
+
+def _local_current(models_dir: Path) -> str | None:
+    if not (models_dir / CURRENT).is_symlink():
+        return None
+    try:
+        return resolve_version_dir(models_dir).name
+    except ModelArtifactError:
+        return None

@@ -1,0 +1,77 @@
+"""Many machines: the trainer's side of the model store (studentperf.model_store).
+
+With publishing on (STUDENTPERF_MODEL_SOURCE=database, or `--publish`), every version the
+trainer saves is also stored in the database, files and SHA-256s; before the promotion gate the
+trainer brings its own models folder to the database's `current` (so it compares against what
+the replicas serve, not against what this machine last trained); and a promotion moves the
+database's pointer, which every replica follows. A publication that fails fails the run: a
+version promoted only on this disk would reach no replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+
+from studentperf.model_artifact import ModelArtifactError
+from studentperf.model_store import follow_pointer, move_pointer, store_version
+from trainer.db_source import DatabaseUnavailable, connect
+
+_FAILURES = (DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class PublishFailed(ModelArtifactError):
+    """The database could not take the version or the pointer; the message says why."""
+
+
+def publish_version(database_url: str, directory: Path) -> int:
+    """Stores the version folder in the database; returns its size in bytes."""
+
+    async def store() -> int:
+        conn = await connect(database_url)
+        try:
+            return await store_version(conn, directory)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(store())
+    except _FAILURES as err:
+        raise PublishFailed(f"storing version {directory.name} in the database: {err}") from err
+
+
+def follow_database(database_url: str, models_dir: Path) -> str | None:
+    """Brings `models_dir` to the database's `current` (downloaded, hashes checked); returns that
+    version, None when the database has none yet."""
+
+    async def follow() -> str | None:
+        conn = await connect(database_url)
+        try:
+            followed = await follow_pointer(conn, models_dir)
+        finally:
+            await conn.close()
+        return None if followed is None else followed.version
+
+    try:
+        return asyncio.run(follow())
+    except _FAILURES as err:
+        raise PublishFailed(f"reading the database's current version: {err}") from err
+
+
+def point_database(database_url: str, version: str, expected: str | None) -> bool:
+    """Moves the database's `current` to `version` if it still names `expected` (what the gate
+    compared against); returns whether it moved."""
+
+    async def point() -> bool:
+        conn = await connect(database_url)
+        try:
+            return await move_pointer(conn, version, expected)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(point())
+    except _FAILURES as err:
+        raise PublishFailed(f"moving the database's current to {version}: {err}") from err
