@@ -98,11 +98,11 @@ async def download_version(conn: asyncpg.Connection, version: str, models_dir: P
     rows = await conn.fetch(VERSION_FILES, version)
     files = [(row["file_name"], bytes(row["content"]), row["sha256"]) for row in rows]
     # Off the event loop: hashing a model of some megabytes takes a while.
-    await asyncio.to_thread(_check_and_place, models_dir, version, files)
+    await asyncio.to_thread(place_checked, models_dir, version, files)
     return True
 
 
-def _check_and_place(models_dir: Path, version: str, files: list[tuple[str, bytes, str]]) -> None:
+def place_checked(models_dir: Path, version: str, files: list[tuple[str, bytes, str]]) -> None:
     """Checks every file against its recorded SHA-256, then writes them all as
     `models_dir/version`, all or nothing. Raises ArtifactRefused, having written nothing."""
     names = {name for name, _, _ in files}

@@ -162,6 +162,31 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
     (DatabaseRole.ANALYST, INSERT_OUTCOME),
     (DatabaseRole.ANALYST, INSERT_IMPORTED),
     (DatabaseRole.ANALYST, "INSERT INTO schema_migrations (version) VALUES ('9999')"),
+    # Migration 0015: a stored version is code every replica runs, so only the trainer writes
+    # versions and the pointer, and nobody, the trainer included, changes or deletes a version.
+    *[
+        (role, sql)
+        for role in PROCESS_ROLES
+        if role is not DatabaseRole.TRAINER
+        for sql in (
+            "INSERT INTO model_artifacts (model_version) VALUES ('v')",
+            "INSERT INTO model_artifact_files (model_version, file_name, content, sha256)"
+            " VALUES ('v', 'f', ''::bytea, repeat('0', 64))",
+            "INSERT INTO model_pointer (name, model_version) VALUES ('current', 'v')",
+            "UPDATE model_pointer SET model_version = 'v'",
+        )
+    ],
+    *[
+        (role, sql)
+        for role in PROCESS_ROLES
+        for sql in (
+            "UPDATE model_artifact_files SET content = ''::bytea",
+            "UPDATE model_artifact_files SET sha256 = repeat('0', 64)",
+            "DELETE FROM model_artifact_files",
+            "DELETE FROM model_artifacts",
+            "DELETE FROM model_pointer",
+        )
+    ],
     *[(role, sql) for role in PROCESS_ROLES for sql in DDL],
     # Only the recorder stages its batches in a temporary table.
     *[(role, TEMP_TABLE) for role in PROCESS_ROLES if role is not DatabaseRole.RECORDER],
