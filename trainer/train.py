@@ -1,5 +1,7 @@
 """One training run: load data, fit and evaluate, save the version, promote it if not worse,
-record it in `model_versions`, with progress on the way and the figures in a final table."""
+record it in `model_versions`, with progress on the way and the figures in a final table.
+With `publish` (many machines, trainer.publish) the version is also stored in the database and
+a promotion moves the database's `current`, which every replica follows."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@
 - `history`: a student's recorded predictions, a page at a time (the inference service).
 - `training`: the trainer's labelled rows; `registry`: a trained version's `model_versions` row.
 - `monitor`: what the monitor reads.
+- `artifacts`: versions' files with their SHA-256 and the `current` pointer, for replicas on
+  many machines (studentperf/model_store.py: the trainer writes, the inference service reads).
 - `schema`: the migration runner's bookkeeping (the migrations are `studentperf/migrations/`).
 
 The modules build text and run nothing themselves, but for `history.fetch_page` and

@@ -34,7 +34,7 @@ from tests.integration.processes import ServiceProcess
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
-from trainer.train import TrainingConfig, run
+from trainer.train import RunResult, TrainingConfig, run
 
 # What the issue asks: every replica serves a promoted version "within a few seconds". Each
 # replica polls the pointer every POLL_S; the rest is a download of a few hundred kilobytes and
@@ -157,17 +157,16 @@ def training(models: Path, stack: Stack, seed: int) -> TrainingConfig:
     )
 
 
-async def train(config: TrainingConfig) -> str:
+async def train(config: TrainingConfig) -> RunResult:
     result = await asyncio.to_thread(run, config, io.StringIO())
     assert result.decision.promoted and result.registered
-    return result.version
+    return result
 
 
 async def test_two_replicas_follow_one_promotion_without_failing_a_call(
     stack: Stack, replicas: list[Replica], tmp_path: Path
 ) -> None:
-    trainer_models = tmp_path / "trainer-models"
-    old = await train(training(trainer_models, stack, seed=1))
+    old = (await train(training(tmp_path / "trainer-1", stack, seed=1))).version
     for replica in replicas:
         replica.process.start()
     assert [await r.ready() for r in replicas] == [old, old]
@@ -179,7 +178,11 @@ async def test_two_replicas_follow_one_promotion_without_failing_a_call(
         for r in replicas
     ]
     await asyncio.sleep(1)
-    new = await train(training(trainer_models, stack, seed=2))
+    # Another trainer's machine, its folder empty: it fetches the served version to gate on.
+    trainer_models = tmp_path / "trainer-2"
+    promotion = await train(training(trainer_models, stack, seed=2))
+    new = promotion.version
+    assert promotion.decision.current_version == old
     owner = await asyncpg.connect(stack.database_url)
     try:
         assert await current_pointer(owner) == new
@@ -237,7 +240,7 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
     stack: Stack, replicas: list[Replica], tmp_path: Path
 ) -> None:
     trainer_models = tmp_path / "trainer-models"
-    old = await train(training(trainer_models, stack, seed=3))
+    old = (await train(training(trainer_models, stack, seed=3))).version
     for replica in replicas:
         replica.process.start()
     assert [await r.ready() for r in replicas] == [old, old]
