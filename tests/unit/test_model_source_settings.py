@@ -15,7 +15,7 @@ def test_the_folder_is_the_default_and_database_is_read_in_any_case() -> None:
 
 
 def test_an_unknown_source_names_the_variable_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match="STUDENTPERF_MODEL_SOURCE='disk'.*folder, database"):
+    with pytest.raises(ConfigError, match=r"STUDENTPERF_MODEL_SOURCE='disk'.*folder, database"):
         Settings.from_env({"STUDENTPERF_MODEL_SOURCE": "disk"})
 
 
