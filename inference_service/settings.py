@@ -27,9 +27,8 @@ from studentperf.limits import (
     DEFAULT_MAX_REQUEST_BYTES,
     max_request_bytes,
 )
+from studentperf.model_store import MODEL_SOURCES, read_model_source
 from studentperf.outcomes import TERM_FORMAT, term_is_valid
-
-MODEL_SOURCES = ("folder", "database")
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class Settings:
             shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
             models_dir=env_str_renamed(env, "MODELS_DIR", "MODEL_PATH", cls.models_dir),
-            model_source=env_str(env, "MODEL_SOURCE", cls.model_source).lower(),
+            model_source=read_model_source(env),
             pass_mark=env_float(env, "PASS_MARK", cls.pass_mark, minimum=0, maximum=100),
             max_batch_size=max_batch_size,
             max_request_bytes=env_int(

@@ -18,11 +18,14 @@ import asyncio
 import hashlib
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import asyncpg
 
+from studentperf.config import ConfigError, env_str
 from studentperf.model_artifact import (
     CURRENT,
     METADATA_FILE,
@@ -38,6 +41,20 @@ from studentperf.persistence.artifacts import (
     STORE_VERSION,
     VERSION_FILES,
 )
+
+# Where promoted versions travel: "folder" (one machine, the `current` link) or "database".
+MODEL_SOURCES: Final = ("folder", "database")
+
+
+def read_model_source(env: Mapping[str, str]) -> str:
+    """STUDENTPERF_MODEL_SOURCE, one of MODEL_SOURCES (any case); ConfigError otherwise."""
+    source = env_str(env, "MODEL_SOURCE", MODEL_SOURCES[0]).lower()
+    if source not in MODEL_SOURCES:
+        raise ConfigError(
+            f"STUDENTPERF_MODEL_SOURCE={source!r} is not valid: must be one of "
+            f"{', '.join(MODEL_SOURCES)}"
+        )
+    return source
 
 
 class ArtifactRefused(ModelArtifactError):

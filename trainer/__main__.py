@@ -20,6 +20,7 @@ from pathlib import Path
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_int
 from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import ModelArtifactError
+from studentperf.model_store import read_model_source
 from trainer.conformal import COVERAGE_VARIABLE, DEFAULT_COVERAGE
 from trainer.data import TrainingDataError
 from trainer.fit import MIN_ROWS
@@ -56,6 +57,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     try:
         shared = SharedSettings.from_env(environ, DatabaseRole.TRAINER)
         min_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
+        publish = read_model_source(environ) == "database"
     except ConfigError as err:
         parser.error(str(err))
     parser.add_argument(
@@ -67,7 +69,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     parser.add_argument(
         "--publish",
         action=argparse.BooleanOptionalAction,
-        default=environ.get("STUDENTPERF_MODEL_SOURCE", "folder").lower() == "database",
+        default=publish,
         help="store each version in the database and move its `current` on promotion, for "
         "replicas on other machines (default: on when STUDENTPERF_MODEL_SOURCE=database)",
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from inference_service.settings import Settings
 from studentperf.config import ConfigError
 from trainer.__main__ import parse_args
+from trainer.monitor.cli import parse_args as monitor_args
 
 
 def test_the_folder_is_the_default_and_database_is_read_in_any_case() -> None:
@@ -30,3 +33,15 @@ def test_publishing_without_a_database_is_refused(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         parse_args(["--publish", "--no-database"], {})
     assert "--publish needs a database" in capsys.readouterr().err
+
+
+def test_the_monitors_retrain_publishes_when_the_source_is_the_database() -> None:
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    assert not monitor_args([], {}, now).publish
+    assert monitor_args([], {"STUDENTPERF_MODEL_SOURCE": "database"}, now).publish
+
+
+def test_the_trainer_refuses_an_unknown_source(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([], {"STUDENTPERF_MODEL_SOURCE": "nfs"})
+    assert "STUDENTPERF_MODEL_SOURCE='nfs' is not valid" in capsys.readouterr().err

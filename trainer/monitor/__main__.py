@@ -131,6 +131,7 @@ def _retrain(config: MonitorConfig) -> Retrain:
                 database_url=config.database_url,
                 min_database_rows=config.min_training_rows,
                 database_only=True,
+                publish=config.publish,
             )
         )
     except (TrainingDataError, ModelArtifactError) as err:

@@ -42,6 +42,7 @@ from studentperf.config import (
     env_str,
 )
 from studentperf.features import DEFAULT_PASS_MARK
+from studentperf.model_store import read_model_source
 from trainer.fit import MIN_ROWS
 from trainer.monitor import groups
 from trainer.monitor.assess import Thresholds
@@ -70,6 +71,8 @@ class MonitorConfig:
     textfile: Path | None = None
     pass_mark: float = DEFAULT_PASS_MARK
     min_training_rows: int = 200
+    # A retrain publishes its version to the database (STUDENTPERF_MODEL_SOURCE=database).
+    publish: bool = False
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -121,6 +124,7 @@ def parse_args(
             environ, "PASS_MARK", DEFAULT_PASS_MARK, minimum=sys.float_info.min, maximum=100
         )
         min_training_rows = env_int(environ, "MIN_TRAINING_ROWS", 200, minimum=MIN_ROWS)
+        publish = read_model_source(environ) == "database"
         max_rows = env_int(environ, "MONITOR_MAX_ROWS", MAX_ROWS, minimum=1)
         max_group_rows = env_int(
             environ, "MONITOR_MAX_GROUP_ROWS", groups.MAX_ROWS, minimum=groups.MIN_SAMPLE
@@ -298,4 +302,5 @@ def parse_args(
         textfile=args.prometheus_textfile,
         pass_mark=pass_mark,
         min_training_rows=args.min_db_rows,
+        publish=publish,
     )
