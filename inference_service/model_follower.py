@@ -35,7 +35,7 @@ class ModelFollower:
         self._models = Path(models_dir)
         self._metrics = metrics
         self._conn: asyncpg.Connection | None = None
-        self._refused: str | None = None  # the pointer's version last refused
+        self._refused: str | None = None  # the version last refused, until the pointer moves
         self._problem = ""  # the last reason the database could not be read, logged once
 
     async def sync(self) -> str | None:
@@ -43,13 +43,12 @@ class ModelFollower:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
-            followed = await follow_pointer(self._conn, self._models)
+            followed = await follow_pointer(self._conn, self._models, refused=self._refused)
         except ArtifactRefused as err:
-            if str(err) != self._refused:
-                self._refused = str(err)
-                log.error("model source: %s; still serving the current model", err)
-                if self._metrics is not None:
-                    self._metrics.artifact_refused()
+            self._refused = err.version
+            log.error("model source: %s; still serving the current model", err)
+            if self._metrics is not None:
+                self._metrics.artifact_refused()
             return None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
             await self.close()
@@ -59,9 +58,9 @@ class ModelFollower:
                 log.warning("model source: %s; serving what %s holds", problem, self._models)
             return None
         self._problem = ""
-        self._refused = None
         if followed is None:
             return None
+        self._refused = None
         if followed.downloaded:
             log.info("model source: downloaded version %s, hashes checked", followed.version)
         return followed.version

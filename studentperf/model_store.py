@@ -60,6 +60,10 @@ def read_model_source(env: Mapping[str, str]) -> str:
 class ArtifactRefused(ModelArtifactError):
     """A stored version that must not be loaded: a hash mismatch, a missing or odd file."""
 
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"version {version}: {reason}")
+        self.version = version
+
 
 def sha256_hex(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
@@ -108,7 +112,7 @@ async def download_version(conn: asyncpg.Connection, version: str, models_dir: P
     """Makes `models_dir/version` hold the stored version, its hashes checked first; returns
     whether it had to be downloaded. Raises ArtifactRefused on a mismatch (nothing written)."""
     if not _plain_name(version):
-        raise ArtifactRefused(f"{version!r} is not a version name")
+        raise ArtifactRefused(version, "not a version name")
     target = models_dir / version
     if (target / MODEL_FILE).is_file():
         return False  # written only after its hashes were checked (below)
@@ -124,15 +128,16 @@ def place_checked(models_dir: Path, version: str, files: list[tuple[str, bytes, 
     `models_dir/version`, all or nothing. Raises ArtifactRefused, having written nothing."""
     names = {name for name, _, _ in files}
     if not {MODEL_FILE, METADATA_FILE} <= names:
-        raise ArtifactRefused(f"version {version} in the database lacks {MODEL_FILE} or metadata")
+        raise ArtifactRefused(version, f"the database holds no {MODEL_FILE} or {METADATA_FILE}")
     for name, content, recorded in files:
         if not _plain_name(name):
-            raise ArtifactRefused(f"version {version} holds a file named {name!r}")
+            raise ArtifactRefused(version, f"holds a file named {name!r}")
         found = sha256_hex(content)
         if found != recorded:
             raise ArtifactRefused(
-                f"version {version}: {name} hashes to {found[:16]}..., not the "
-                f"{recorded[:16]}... the trainer recorded; refused unread"
+                version,
+                f"{name} hashes to {found[:16]}..., not the {recorded[:16]}... the trainer "
+                "recorded; refused unread",
             )
     _place(models_dir, version, [(name, content) for name, content, _ in files])
 
@@ -157,11 +162,14 @@ def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> No
         shutil.rmtree(staging, ignore_errors=True)
 
 
-async def follow_pointer(conn: asyncpg.Connection, models_dir: Path) -> Followed | None:
+async def follow_pointer(
+    conn: asyncpg.Connection, models_dir: Path, *, refused: str | None = None
+) -> Followed | None:
     """Brings `models_dir` to the database's `current`: downloads that version if missing and
-    points the local `current` link at it. None: nothing was promoted in the database yet."""
+    points the local `current` link at it. None: nothing was promoted in the database yet, or
+    the pointer still names `refused` (a version refused already: not downloaded again)."""
     version = await current_pointer(conn)
-    if version is None:
+    if version is None or version == refused:
         return None
     downloaded = await download_version(conn, version, models_dir)
     if _local_current(models_dir) != version:
