@@ -16,7 +16,13 @@ from pathlib import Path
 import asyncpg
 
 from studentperf.model_artifact import ModelArtifactError
-from studentperf.model_store import follow_pointer, move_pointer, store_version
+from studentperf.model_store import (
+    ArtifactRefused,
+    current_pointer,
+    follow_pointer,
+    move_pointer,
+    store_version,
+)
 from trainer.db_source import DatabaseUnavailable, connect
 
 _FAILURES = (DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -42,17 +48,25 @@ def publish_version(database_url: str, directory: Path) -> int:
         raise PublishFailed(f"storing version {directory.name} in the database: {err}") from err
 
 
-def follow_database(database_url: str, models_dir: Path) -> str | None:
-    """Brings `models_dir` to the database's `current` (downloaded, hashes checked); returns that
-    version, None when the database has none yet."""
+def follow_database(database_url: str, models_dir: Path) -> tuple[str | None, str]:
+    """Brings `models_dir` to the database's `current` (downloaded, hashes checked). Returns the
+    version the pointer names (None: none yet) and, when that version was refused, why: the gate
+    then goes on with what the folder holds, as it does when the current version cannot be
+    loaded, so that a good version can replace a forged one."""
 
-    async def follow() -> str | None:
+    async def follow() -> tuple[str | None, str]:
         conn = await connect(database_url)
         try:
-            followed = await follow_pointer(conn, models_dir)
+            version = await current_pointer(conn)
+            if version is None:
+                return None, ""
+            try:
+                await follow_pointer(conn, models_dir)
+            except ArtifactRefused as err:
+                return version, str(err)
+            return version, ""
         finally:
             await conn.close()
-        return None if followed is None else followed.version
 
     try:
         return asyncio.run(follow())

@@ -251,7 +251,9 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
     if config.publish and config.database_url is not None:
         size = publish_version(config.database_url, path)
         say(f"    stored in the database ({size} bytes, each file with its SHA-256)")
-        published_current = follow_database(config.database_url, config.models_dir)
+        published_current, refusal = follow_database(config.database_url, config.models_dir)
+        if refusal:
+            say(f"    the database's current cannot be used ({refusal}): gating without it")
 
     step(5, "promotion")
     decision = promote_if_not_worse(

@@ -282,6 +282,17 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
         assert "the trainer recorded; refused unread" in replica.process.log_path.read_text()
         assert replica.process.running
 
+    # A refusal does not wedge a replica: the next good promotion reaches both (the trainer,
+    # refusing the forged current too, gates without it).
+    fixed = (await train(training(trainer_models, stack, seed=4))).version
+    deadline = time.monotonic() + 30
+    served = [await r.model_version() for r in replicas]
+    while served != [fixed, fixed] and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        served = [await r.model_version() for r in replicas]
+    print(f"then promoted {fixed}: replicas serve {served}")
+    assert served == [fixed, fixed]
+
 
 async def test_the_inference_role_cannot_write_a_version_or_the_pointer(
     stack: Stack, tmp_path: Path
