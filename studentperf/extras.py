@@ -71,7 +71,8 @@ def require_module(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is not None:
         return
     bringing = [extra for extra, modules in MODULES_OF_EXTRA.items() if module in modules]
+    lightest = min(bringing, key=lambda extra: len(MODULES_OF_EXTRA[extra]))
     raise MissingExtraError(
         f"{package} needs {module}, which is not installed: pip install "
-        f"'studentperf[{bringing[0]}]' (any of the extras {', '.join(bringing)} brings it)"
+        f"'studentperf[{lightest}]' (any of the extras {', '.join(bringing)} brings it)"
     )
