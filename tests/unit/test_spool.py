@@ -117,10 +117,10 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import inference_service.spool as spool_module
+    from inference_service.spool_segments import write_durably as real_write
 
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1)])
-    real_write = spool_module.write_durably
 
     def torn_write(fd: int, data: bytes) -> None:
         os.write(fd, data[: len(data) // 2])  # half a frame lands, then the disk fails
