@@ -5,141 +5,83 @@ through small protocols so unit tests can pass fakes and integration tests the r
 Outcomes are checked and published as events too, with the same promise as predictions. The
 model can be swapped while serving (`use_model`): each call reads it once, so a call in flight
 finishes with the model it started with, and its answer and event name that model's version.
+
+The protocols it meets the outside through, and its answers and errors, are in
+inference_service.core_ports (re-exported here); a prediction's explanation is built by
+inference_service.explanation; event ids and times come from inference_service.stamps.
+
+Why this module is over 300 lines: it is one class, `PredictionCore`, whose four use cases
+(predict, record outcomes, erase a student, read a history) share the calls-in-flight count a
+graceful stop waits on, the model swap and the one publisher; the predict path, which is most
+of it, is kept in one piece so its cost can be read top to bottom.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inference_service import history
 from inference_service.batcher import MicroBatcher
+from inference_service.core_ports import (
+    AcceptedOutcome,
+    ErasureAnswer,
+    ErasureAudit,
+    EventPublisher,
+    HeldEvents,
+    HistoryStore,
+    HistoryUnavailable,
+    Model,
+    PredictionMetrics,
+    PublishUnavailable,
+    ScoreContributions,
+    StudentNotFound,
+    publish_alone,
+)
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
+from inference_service.explanation import explanation
 from inference_service.outcomes import encode_outcomes
+from inference_service.stamps import new_uuid4s, utc_now
 from studentperf import envelope, tracing
 from studentperf.envelope import KafkaRecord
 from studentperf.erasure import ANONYMOUS, REASON_RULE, reason_is_valid
-from studentperf.features import FEATURE_COLUMNS, FEATURE_PATHS, FeatureValue
-from studentperf.history import PageQuery
 from studentperf.limits import MAX_EXPLAINED_BATCH
 from studentperf.outcomes import TERM_FORMAT, OutcomeRow, term_is_valid
 from studentperf.retry import Backoff
-from studentperf.score_interval import ScoreInterval
 from studentperf.student_id import STUDENT_ID_RULE, student_id_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import (
-    FactorContribution,
     ListStudentPredictionsRequest,
     ListStudentPredictionsResponse,
-    ModelInfo,
     Outcome,
     Prediction,
-    ScoreExplanation,
 )
 from studentperf.v1.student_pb2 import Student
 
-
-class PublishUnavailable(Exception):
-    """The events could not be handed off for recording in time; nothing is promised."""
-
-
-# True around a publish that no other call waits beside (one Predict, the only call in
-# progress): its events should leave for Kafka at once rather than linger for company
-# (inference_service.publisher reads it). Under concurrency they may linger.
-publish_alone: ContextVar[bool] = ContextVar("publish_alone", default=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedOutcome:
-    """An outcome handed off for recording (acknowledged by Kafka or spooled)."""
-
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ErasureAnswer:
-    """An erasure handed off for recording: its event id and, when the recorder applied it
-    within the wait, the rows it removed per table (empty: nothing); None: not yet confirmed."""
-
-    erasure_id: str
-    removed: Mapping[str, int] | None
-
-
-class HistoryUnavailable(Exception):
-    """A student's history could not be read (the database is away)."""
-
-
-class StudentNotFound(Exception):
-    """The database knows no student of this id."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreContributions:
-    """One student's raw score taken apart: base + sum(contributions) = raw."""
-
-    base: float
-    raw: float
-    contributions: tuple[float, ...]  # one per FEATURE_COLUMNS
-
-
-class EventPublisher(Protocol):
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        """Returns once every record is acknowledged; raises PublishUnavailable otherwise."""
-
-
-class Model(Protocol):
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def pass_mark(self) -> float: ...
-
-    def predict(
-        self, rows: Sequence[tuple[FeatureValue, ...]]
-    ) -> tuple[Sequence[float], Sequence[float]]:
-        """Final scores (0-100) and pass probabilities (0-1), one of each per row."""
-
-    @property
-    def score_interval(self) -> ScoreInterval | None:
-        """The range around each score and its coverage; None for a model trained before
-        intervals (its predictions carry none)."""
-
-    def explain(self, rows: Sequence[tuple[FeatureValue, ...]]) -> Sequence[ScoreContributions]:
-        """Each row's score taken apart by feature, in points (see studentperf.explain)."""
-
-    def info(self) -> ModelInfo:
-        """What GetModelInfo answers: version, training time, held-out metrics."""
-
-
-class PredictionMetrics(Protocol):
-    def predicted(self, model_version: str, count: int, passes: int) -> None:
-        """Counts `count` predictions by `model_version`, `passes` of them a pass."""
-
-
-class HistoryStore(Protocol):
-    async def page(self, query: PageQuery) -> Sequence[Mapping[str, Any]] | None:
-        """The page's rows, newest first (None: unknown student); or HistoryUnavailable."""
-
-
-class HeldEvents(Protocol):
-    async def forget(self, key: bytes) -> int:
-        """Drops the events keyed `key` that wait to be sent (the spool); returns how many."""
-
-
-class ErasureAudit(Protocol):
-    async def erasure(self, event_id: str) -> Mapping[str, int] | None:
-        """Rows removed per table by the erasure `event_id`, once the recorder has applied it;
-        None before. Raises HistoryUnavailable while the database cannot be read."""
+__all__ = [
+    "AcceptedOutcome",
+    "ErasureAnswer",
+    "ErasureAudit",
+    "EventPublisher",
+    "HeldEvents",
+    "HistoryStore",
+    "HistoryUnavailable",
+    "Model",
+    "PredictionCore",
+    "PredictionMetrics",
+    "PublishUnavailable",
+    "ScoreContributions",
+    "StudentNotFound",
+    "explanation",
+    "new_uuid4s",
+    "publish_alone",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +119,7 @@ class PredictionCore:
         self._current_term = current_term
         self._publisher = publisher
         self._max_batch_size = max_batch_size
-        self._now = now or _utc_now
+        self._now = now or utc_now
         self._history = history
         self._metrics = metrics
         # Calls between their model work and their answer: what a graceful stop waits for;
@@ -482,49 +424,3 @@ class PredictionCore:
         """Finishes the micro-batches already collected (for a graceful stop)."""
         if self._batcher is not None:
             await self._batcher.drain()
-
-
-def explanation(
-    found: ScoreContributions, top_factors: int, imputed_fields: Sequence[str]
-) -> ScoreExplanation:
-    """The `top_factors` largest contributions by size (ties: schema order), the rest summed."""
-    imputed = frozenset(imputed_fields)
-    ranked = sorted(
-        zip(FEATURE_COLUMNS, found.contributions, strict=True), key=lambda pair: -abs(pair[1])
-    )
-    shown, rest = ranked[:top_factors], ranked[top_factors:]
-    return ScoreExplanation(
-        base_score=found.base,
-        top_factors=[
-            FactorContribution(
-                feature=FEATURE_PATHS[name],
-                contribution=value,
-                imputed=FEATURE_PATHS[name] in imputed,
-            )
-            for name, value in shown
-        ],
-        other_factors=sum(value for _, value in rest),
-        raw_score=found.raw,
-    )
-
-
-def new_uuid4s(count: int) -> list[str]:
-    """`count` random (version 4) UUIDs as strings, from one read of the system's randomness.
-
-    uuid.uuid4() reads 16 bytes per call; where that system call is slow (sandboxes) it cost
-    more than the rest of a prediction.
-    """
-    raw = os.urandom(16 * count).hex()
-    found = []
-    for start in range(0, 32 * count, 32):
-        h = raw[start : start + 32]
-        variant = "89ab"[int(h[16], 16) & 0x3]  # RFC 4122: the top two bits are 10
-        found.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
-    return found
-
-
-def _utc_now() -> Timestamp:
-    # From the nanosecond clock: Timestamp.GetCurrentTime goes through a datetime and
-    # calendar.timegm, several times the cost.
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    return Timestamp(seconds=seconds, nanos=nanos)

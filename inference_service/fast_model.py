@@ -14,6 +14,10 @@ Both forms are checked against the pipelines on the probe rows.
 Only the exact pipeline shape of `trainer.pipeline` is compiled. Anything else, or a compiled
 model whose answers differ from the pipeline's on a set of probe rows, is refused with a reason
 (`NotCompilable`), and the caller keeps using the pipeline itself.
+
+Why this module is over 300 lines: compiling a pipeline and checking the compiled model against
+it on the probe rows belong together; a change to how one step is compiled must be read beside
+the check that catches it.
 """
 
 from __future__ import annotations

@@ -1,240 +1,82 @@
 """A bounded, durable, ordered local spool of Kafka records, for when the broker is away.
 
-Records are appended to segment files as checksummed frames. Appends from concurrent calls
-are written and fsync'd together (group commit), so the hot path pays one fsync per flush, not
-per call; `append` returns only once its records are on disk. A replayer takes the oldest
-segment, sends its records in order, and deletes the file only when every record in it has
-been acknowledged: a crash at any point means some records are sent again (the recorder writes
-each prediction once), never that one is lost.
+Records are appended to segment files as checksummed frames (their format:
+inference_service.spool_segments). Appends from concurrent calls are written and fsync'd
+together (group commit), so the hot path pays one fsync per flush, not per call; `append`
+returns only once its records are on disk. A replayer takes the oldest segment, sends its
+records in order, and deletes the file only when every record in it has been acknowledged: a
+crash at any point means some records are sent again (the recorder writes each prediction
+once), never that one is lost.
 
 One process owns a spool folder at a time: `open` takes an exclusive lock on it (see
 studentperf.durable.hold_folder_lock) and a second process refuses to start, naming the holder.
 
-Each segment records the destination its events were meant for (`Destination`: the Kafka
-cluster's id and the topic), so a spool is never replayed into another cluster or topic: see
-`refusal`, which the replayer applies, and `set_aside`, which keeps a refused segment's file.
-
-Segment layout: the 8-byte MAGIC, a header `[u32 length][u32 crc32][destination as JSON]`,
-then frames of `[FRAME_MARK][u32 body length][u32 crc32 of length and body][body]`, where body
-is `[u16 key length][key][u32 value length][value][u16 header count]` followed by
-`[u16 name length][name][u32 value length][value]` per header. The 4-byte mark before each
-frame lets a reader find the frames after a damaged one: it scans forward to the next mark
-whose frame checks, skipping (and counting) the damaged bytes, rather than losing every frame
-after them. A torn frame at the end of a segment (a crash mid-write, before its call was
-answered) is cut off when the spool opens.
+Each segment records the destination its events were meant for, so a spool is never replayed
+into another cluster or topic: the replayer applies `refusal`, and `set_aside` keeps a refused
+segment's file. Someone who knows where such a segment's events belong labels it with
+`python -m inference_service.spool adopt` (inference_service.spool_adopt).
 
 EraseStudent drops a student's records from every segment on disk (`drop_key`): a segment
 holding any is rewritten without them (written aside, fsync'd, renamed over), so their data
 neither stays in the spool nor is replayed.
 
-Segments of the first format (MAGIC_V1: no destination, no frame marks) are still read, but as
-of no known destination, so they are refused rather than replayed: the format-1 default folder
-was the repository's `spool/`, shared by tests and development services alike. Someone who
-knows where a refused segment's events belong (a format-1 segment, or a cluster rebuilt under a
-new id) labels it for that destination with `python -m inference_service.spool adopt`.
+Why this module is over 300 lines: it is one class, `Spool`, whose methods (opening, group
+commit, draining, erasing) share one piece of state (the active segment and its file, the
+sealed list, the pending appends, the flusher task) and the rule of who may touch the active
+file when; splitting the class would spread that rule over modules.
+
+The names of the segment format (Destination, refusal, read_segment, ...) are re-exported here
+for the service's own modules, which know the spool as one thing.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextvars
-import json
 import logging
 import os
-import struct
-import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from studentperf.config import ConfigError
+from inference_service.spool_adopt import main
+from inference_service.spool_segments import (
+    MAGIC,
+    MAGIC_V1,
+    SUFFIX,
+    Destination,
+    SegmentContents,
+    encode_frame,
+    read_segment,
+    refusal,
+    rewrite_segment,
+    unlink_durably,
+    write_durably,
+)
 from studentperf.durable import fsync_path, hold_folder_lock
 from studentperf.envelope import KafkaRecord
 
+__all__ = [
+    "MAGIC",
+    "MAGIC_V1",
+    "Destination",
+    "SegmentContents",
+    "Spool",
+    "SpoolFull",
+    "encode_frame",
+    "main",
+    "read_segment",
+    "refusal",
+]
+
 log = logging.getLogger(__name__)
 
-MAGIC = b"SPSPOOL2"
-MAGIC_V1 = b"SPSPOOL1"
-FRAME_MARK = b"\xa5SPf"
-_HEAD = struct.Struct(">II")  # length, crc32
-_SUFFIX = ".spool"
 # A record's key (Spool has a `bytes` property, which hides the type inside the class).
 RecordKey = bytes
 
 
 class SpoolFull(Exception):
     """The spool holds as much as it may; nothing more is accepted until it drains."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where a segment's events are meant to go.
-
-    `cluster_id` is empty when the segment was written before the service had reached Kafka;
-    the bootstrap servers it was configured with then stand in for the cluster.
-    """
-
-    topic: str
-    bootstrap_servers: str
-    cluster_id: str = ""
-
-    def describe(self) -> str:
-        cluster = f"cluster {self.cluster_id}" if self.cluster_id else "a cluster not yet reached"
-        return f"topic {self.topic!r} at {cluster} (bootstrap {self.bootstrap_servers})"
-
-    def encode(self) -> bytes:
-        body = json.dumps(
-            {
-                "topic": self.topic,
-                "cluster_id": self.cluster_id,
-                "bootstrap_servers": self.bootstrap_servers,
-            }
-        ).encode()
-        return _HEAD.pack(len(body), zlib.crc32(body)) + body
-
-
-def refusal(written_for: Destination | None, sending_to: Destination) -> str | None:
-    """Why a segment must not be sent to `sending_to`, or None when it may.
-
-    `sending_to` is a connected producer's destination, so its cluster id is known. A segment
-    whose cluster id is not known goes only where the same bootstrap servers lead.
-    """
-    if written_for is None:
-        return "it does not say which cluster and topic it was written for"
-    if written_for.topic != sending_to.topic:
-        return f"it was written for {written_for.describe()}"
-    if written_for.cluster_id:
-        if written_for.cluster_id != sending_to.cluster_id:
-            return f"it was written for {written_for.describe()}"
-        return None
-    if written_for.bootstrap_servers != sending_to.bootstrap_servers:
-        return f"it was written for {written_for.describe()}"
-    return None
-
-
-def encode_frame(record: KafkaRecord) -> bytes:
-    parts = [struct.pack(">H", len(record.key)), record.key]
-    parts += [struct.pack(">I", len(record.value)), record.value]
-    parts.append(struct.pack(">H", len(record.headers)))
-    for name, value in record.headers:
-        encoded = name.encode()
-        parts += [struct.pack(">H", len(encoded)), encoded, struct.pack(">I", len(value)), value]
-    body = b"".join(parts)
-    length = struct.pack(">I", len(body))
-    return FRAME_MARK + length + struct.pack(">I", zlib.crc32(length + body)) + body
-
-
-def _decode_body(body: bytes) -> KafkaRecord:
-    at = 0
-
-    def take(size_format: str) -> bytes:
-        nonlocal at
-        (size,) = struct.unpack_from(size_format, body, at)
-        at += struct.calcsize(size_format)
-        chunk = body[at : at + size]
-        at += size
-        return chunk
-
-    key = take(">H")
-    value = take(">I")
-    (count,) = struct.unpack_from(">H", body, at)
-    at += 2
-    headers = [(take(">H").decode(), take(">I")) for _ in range(count)]
-    return KafkaRecord(key=key, value=value, headers=headers)
-
-
-@dataclass
-class SegmentContents:
-    """What a segment file holds: its destination, its readable records, and its damage."""
-
-    destination: Destination | None
-    records: list[KafkaRecord] = field(default_factory=list)
-    end: int = 0  # where the last readable frame ends: what follows is a torn tail
-    damaged_bytes: int = 0  # skipped between readable frames
-    damaged_regions: int = 0
-
-
-def _frame_at(data: bytes, at: int) -> tuple[bytes, int] | None:
-    """The body of the frame starting at `at` and where it ends, or None if it does not check."""
-    if data[at : at + len(FRAME_MARK)] != FRAME_MARK:
-        return None
-    head = at + len(FRAME_MARK)
-    if head + _HEAD.size > len(data):
-        return None
-    length, crc = _HEAD.unpack_from(data, head)
-    start = head + _HEAD.size
-    body = data[start : start + length]
-    if len(body) < length or zlib.crc32(data[head : head + 4] + body) != crc:
-        return None
-    return body, start + length
-
-
-def _read_header(data: bytes) -> tuple[Destination | None, int]:
-    at = len(MAGIC)
-    if at + _HEAD.size > len(data):
-        return None, at
-    length, crc = _HEAD.unpack_from(data, at)
-    body = data[at + _HEAD.size : at + _HEAD.size + length]
-    if len(body) < length or zlib.crc32(body) != crc:
-        return None, at
-    try:
-        found = json.loads(body)
-        destination = Destination(
-            topic=found["topic"],
-            bootstrap_servers=found["bootstrap_servers"],
-            cluster_id=found["cluster_id"],
-        )
-    except (ValueError, KeyError, TypeError):
-        return None, at
-    return destination, at + _HEAD.size + length
-
-
-def read_segment(path: Path) -> SegmentContents:
-    """The segment's destination and readable records; damaged frames are skipped, counted."""
-    data = path.read_bytes()
-    if data.startswith(MAGIC_V1):
-        return _read_v1(data)
-    destination, at = _read_header(data)
-    contents = SegmentContents(destination, end=at)
-    while at < len(data):
-        frame = _frame_at(data, at)
-        if frame is not None:
-            body, at = frame
-            contents.records.append(_decode_body(body))
-            contents.end = at
-            continue
-        found = data.find(FRAME_MARK, at + 1)
-        while found != -1 and _frame_at(data, found) is None:
-            found = data.find(FRAME_MARK, found + 1)
-        if found == -1:
-            break  # nothing readable after this point: a torn tail, or damage to the end
-        contents.damaged_bytes += found - at
-        contents.damaged_regions += 1
-        at = found
-    return contents
-
-
-def _read_v1(data: bytes) -> SegmentContents:
-    """A first-format segment: frames without marks, and no destination."""
-    contents = SegmentContents(None, end=len(MAGIC_V1))
-    at = len(MAGIC_V1)
-    while at + _HEAD.size <= len(data):
-        length, crc = _HEAD.unpack_from(data, at)
-        body = data[at + _HEAD.size : at + _HEAD.size + length]
-        if len(body) < length or zlib.crc32(body) != crc:
-            break
-        contents.records.append(_decode_body(body))
-        at += _HEAD.size + length
-        contents.end = at
-    return contents
-
-
-def _write_durably(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
 
 
 def _truncate_quietly(fd: int, size: int) -> None:
@@ -320,7 +162,7 @@ class Spool:
         return spool
 
     def _recover(self) -> None:
-        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             contents = read_segment(path)
             if contents.end < path.stat().st_size:
                 log.warning("spool %s: cutting a torn tail at byte %d", path.name, contents.end)
@@ -431,7 +273,7 @@ class Spool:
                     self._seal_active()
                     self._active_file, self._active = fd, segment
                 assert self._active_file is not None and self._active is not None
-                await asyncio.to_thread(_write_durably, self._active_file, data)
+                await asyncio.to_thread(write_durably, self._active_file, data)
             except Exception as error:
                 for _, _, done in batch:
                     if not done.done():
@@ -451,11 +293,11 @@ class Spool:
             self.changed.set()
 
     def _create_segment(self, seq: int) -> tuple[int, _Segment]:
-        path = self.directory / f"{seq:012d}{_SUFFIX}"
+        path = self.directory / f"{seq:012d}{SUFFIX}"
         destination = self.destination
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         opening = MAGIC + destination.encode()
-        _write_durably(fd, opening)
+        write_durably(fd, opening)
         fsync_path(self.directory)
         return fd, _Segment(path, 0, len(opening), destination)
 
@@ -535,12 +377,12 @@ class Spool:
                     progress[segment.path] = sum(1 for r in done if r.key != key)
                 if kept:
                     segment.size = await asyncio.to_thread(
-                        _rewrite, segment.path, segment.destination, kept
+                        rewrite_segment, segment.path, segment.destination, kept
                     )
                     segment.records = len(kept)
                 else:
                     group.remove(segment)
-                    await asyncio.to_thread(_unlink_durably, segment.path)
+                    await asyncio.to_thread(unlink_durably, segment.path)
         return dropped, progress
 
     def set_aside(self, path: Path, why: str) -> None:
@@ -572,82 +414,6 @@ class Spool:
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor drops the lock
             self._lock = None
-
-
-def _rewrite(path: Path, destination: Destination | None, records: Sequence[KafkaRecord]) -> int:
-    """Replaces the segment at `path` with one holding `records` (written aside, fsync'd,
-    renamed); returns its size. A first-format segment (no destination) stays in that format."""
-    if destination is None:
-        bodies = [encode_frame(r)[len(FRAME_MARK) + _HEAD.size :] for r in records]
-        data = MAGIC_V1 + b"".join(_HEAD.pack(len(b), zlib.crc32(b)) + b for b in bodies)
-    else:
-        data = MAGIC + destination.encode() + b"".join(encode_frame(r) for r in records)
-    aside = path.with_suffix(".rewriting")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_durably(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(aside, path)
-    fsync_path(path.parent)
-    return len(data)
-
-
-def _unlink_durably(path: Path) -> None:
-    path.unlink()
-    fsync_path(path.parent)
-
-
-def adopt(segment: Path, destination: Destination) -> int:
-    """Rewrites a segment as written for `destination`; returns how many events it holds.
-
-    Takes the folder's lock, so it refuses while a service uses the folder. The new file
-    replaces the old one only once it is on disk (written aside, fsync'd, renamed).
-    """
-    lock = hold_folder_lock(segment.parent, "spool folder")
-    try:
-        contents = read_segment(segment)
-        aside = segment.with_suffix(".adopting")
-        data = MAGIC + destination.encode() + b"".join(encode_frame(r) for r in contents.records)
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            _write_durably(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(aside, segment)
-        fsync_path(segment.parent)
-        return len(contents.records)
-    finally:
-        os.close(lock)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m inference_service.spool",
-        description="Label spool segments for the Kafka cluster and topic their events belong to, "
-        "so a service for that destination sends them. Run it while no service uses the folder.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    adopting = commands.add_parser("adopt", help="label segment files for a destination")
-    adopting.add_argument("segments", nargs="+", type=Path, help="the .spool files")
-    adopting.add_argument("--topic", required=True)
-    adopting.add_argument("--bootstrap-servers", required=True)
-    adopting.add_argument(
-        "--cluster-id",
-        default="",
-        help="the cluster's id (the service's refusal names it); without it the segment goes "
-        "wherever these bootstrap servers lead",
-    )
-    args = parser.parse_args(argv)
-    destination = Destination(args.topic, args.bootstrap_servers, args.cluster_id)
-    try:
-        for segment in args.segments:
-            count = adopt(segment, destination)
-            print(f"{segment}: {count} event(s) now for {destination.describe()}")
-    except (ConfigError, OSError) as error:
-        print(f"error: {error}")
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

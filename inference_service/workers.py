@@ -27,6 +27,11 @@ whose successor is still starting does not count against it), with each worker's
 label for the service's), plus `studentperf_inference_worker_info{worker,pid}`,
 `..._worker_up{worker}` and `..._worker_restarts_total{worker}`. Requests to the endpoint are
 answered one at a time, each asking the workers (at most a second each).
+
+Why this module is over 300 lines: the supervisor is one state machine over its slots
+(start, replace, stop, the health endpoint that reports them) whose parts share that state, and
+the worker side (`_work`, `_serve_slot`) is the other end of the same pipe; each is read beside
+the other.
 """
 
 from __future__ import annotations

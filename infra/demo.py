@@ -18,6 +18,7 @@ import grpc
 
 from inference_service.settings import Settings
 from studentperf.config import DatabaseRole, SharedSettings
+from studentperf.persistence import demo
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
@@ -47,18 +48,6 @@ STUDENTS = [
     # Nothing but the id: every feature is imputed.
     pb.Student(profile=pb.StudentProfile(student_id="demo-cy")),
 ]
-
-ROWS = """
-SELECT p.prediction_id, p.student_id, sp.age, a.attendance_percentage, a.previous_gpa,
-       round(p.predicted_final_score::numeric, 1) AS score,
-       round(p.pass_probability::numeric, 2) AS p_pass, p.predicted_pass, p.model_version,
-       cardinality(p.imputed_fields) AS imputed, p.recorded_at - p.predicted_at AS lag
-FROM predictions p
-JOIN student_profiles sp USING (student_profile_id)
-JOIN academic_records a USING (academic_record_id)
-WHERE p.prediction_id = ANY($1)
-ORDER BY p.predicted_at, p.student_id
-"""
 
 
 def show(prediction: api.Prediction, who: str) -> None:
@@ -121,7 +110,7 @@ async def main() -> int:
     try:
         deadline = time.monotonic() + 15
         while True:
-            rows = await conn.fetch(ROWS, ids)
+            rows = await conn.fetch(demo.PREDICTIONS_SHOWN, ids)
             if len(rows) == len(ids) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)

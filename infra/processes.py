@@ -50,6 +50,24 @@ class ChildProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
+    def console_script(
+        cls,
+        name: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        new_session: bool = False,
+    ) -> ChildProcess:
+        """The console script `name` (pyproject's [project.scripts], installed beside this
+        interpreter) with `args`, and `env` on top of this process's environment."""
+        return cls(
+            [str(Path(sys.executable).parent / name), *args],
+            env={**os.environ, **(env or {})},
+            log_path=log_path,
+            new_session=new_session,
+        )
+
+    @classmethod
     def python_module(
         cls,
         module: str,

@@ -56,12 +56,13 @@ def say(message: str) -> None:
     print(f"[up] {message}", flush=True)
 
 
-def service_child(module: str, database_url: str, env: dict[str, str]) -> ChildProcess:
-    """A Python service run as `python -m <module>`, its output on this terminal."""
+def service_child(script: str, database_url: str, env: dict[str, str]) -> ChildProcess:
+    """A Python service run by its console script (`studentperf-serve`, ...), its output on
+    this terminal."""
     # A person reads this terminal: text logs unless they asked for a format. The stack's
     # state stays under .local/ (make clean removes it); the database is the one started here.
-    return ChildProcess.python_module(
-        module,
+    return ChildProcess.console_script(
+        script,
         env={
             "STUDENTPERF_LOG_FORMAT": "text",
             "STUDENTPERF_SPOOL_DIR": str(local_dir() / "inference" / "spool"),
@@ -109,8 +110,8 @@ async def ensure_model(settings: InferenceSettings, database_url: str) -> None:
         return
     except ModelArtifactError as error:
         say(f"model: none to serve ({error}); training one")
-    trainer = ChildProcess.python_module(
-        "trainer",
+    trainer = ChildProcess.console_script(
+        "studentperf-train",
         "--models-dir",
         settings.models_dir,
         "--pass-mark",
@@ -163,8 +164,8 @@ async def run(stop: asyncio.Event) -> int:
     # The services reach Kafka through every node, so any one of them may be down.
     bootstrap = {"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     apps = [
-        service_child("recorder_service", as_role[DatabaseRole.RECORDER], bootstrap),
-        service_child("inference_service", as_role[DatabaseRole.INFERENCE], bootstrap),
+        service_child("studentperf-record", as_role[DatabaseRole.RECORDER], bootstrap),
+        service_child("studentperf-serve", as_role[DatabaseRole.INFERENCE], bootstrap),
     ]
     started: list[KafkaBroker | KafkaCluster | PostgresServer] = []
     try:

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from recorder_service.batching import collect
-from recorder_service.health import State, Status
+from recorder_service.health import RecorderHealth, State
 from recorder_service.polling import Poller
 from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.raw_records import RawFetcher
@@ -46,19 +46,19 @@ OUTAGE_POLL_S = 0.5
 
 class Recorder:
     """Reads the topic in batches and hands them to the writer; `listener` must be passed to
-    the consumer's subscribe(), `status` says what it is doing."""
+    the consumer's subscribe(), `health` says what it is doing."""
 
     def __init__(
-        self, settings: Settings, store: Store, dead_letters: DeadLetterSink, status: Status
+        self, settings: Settings, store: Store, dead_letters: DeadLetterSink, health: RecorderHealth
     ) -> None:
         self._settings = settings
-        self.status = status
+        self.health = health
         self._guard = BatchGuard()
-        self.listener = RebalanceListener(self._guard, status, settings.revoke_wait_ms / 1000)
+        self.listener = RebalanceListener(self._guard, health, settings.revoke_wait_ms / 1000)
         self._writer = BatchWriter(
             store,
             dead_letters,
-            status,
+            health,
             self._guard,
             commit_timeout_s=max(settings.revoke_wait_ms / 1000, 1.0),
         )
@@ -69,20 +69,20 @@ class Recorder:
 
     @property
     def stored(self) -> int:
-        return self.status.events_stored
+        return self.health.events_stored
 
     @property
     def already_stored(self) -> int:
-        return self.status.events_already_stored
+        return self.health.events_already_stored
 
     @property
     def dead_lettered(self) -> int:
-        return sum(self.status.dead_lettered.values())
+        return sum(self.health.dead_lettered.values())
 
     async def run(self, consumer: Consumer, stop: asyncio.Event) -> None:
         """Records batches until `stop` is set; the batch being written is finished first,
         unless the database is away (then it is left uncommitted)."""
-        self.status.running()
+        self.health.running()
         poller = Poller(consumer, lambda: self._guard.epoch, self._raw_fetch)
         writing: asyncio.Task[None] | None = None
         ready: Prepared | None = None
@@ -112,7 +112,7 @@ class Recorder:
                         ready = await self._prepare(poller, stop, None)
                 elif stop.is_set():
                     await asyncio.wait({writing})
-                elif self.status.state is State.DEGRADED:
+                elif self.health.state is State.DEGRADED:
                     await self._keep_membership(consumer, poller)
                 elif ready is not None:
                     # Woken regularly: the writer may fall into an outage meanwhile.
@@ -138,14 +138,14 @@ class Recorder:
             idle_poll_s=IDLE_POLL_S,
             # A writer that failed or fell into an outage needs the loop's attention.
             interrupted=lambda: (
-                writing is not None and (writing.done() or self.status.state is State.DEGRADED)
+                writing is not None and (writing.done() or self.health.state is State.DEGRADED)
             ),
         )
         if batch is None:
             return None
         for tp, records in batch.parts.items():
             if records:
-                self.status.read_from(tp, records[0].offset)
+                self.health.read_from(tp, records[0].offset)
         skew = timedelta(seconds=self._settings.max_future_skew_s)
         return Prepared(batch, triage(batch.records(), max_future_skew=skew))
 

@@ -1,12 +1,13 @@
 """What the recorder is doing, for logs, tests and an optional HTTP endpoint.
 
-`Status` holds the state (starting, running, degraded, stopped) and counters. When a port is
-configured, `serve` answers `GET /health` (200 while running, 503 otherwise, with a JSON body)
-and `GET /metrics` (Prometheus text format); see studentperf.health_http.
+`RecorderHealth` holds the state (starting, running, degraded, stopped) and counters; a
+recorder calls it its `health`. When a port is configured, `serve` answers `GET /health` (200
+while running, 503 otherwise, with `RecorderHealth.summary()` as the JSON body) and
+`GET /metrics` (Prometheus text format); see studentperf.health_http.
 
-The metrics are a Prometheus registry of the Status's own (never the process-wide default, so
-several recorders in one process, as in tests, do not collide): the counters and gauges are
-read from the Status when scraped; batch sizes and write times are histograms observed by the
+The metrics are a Prometheus registry of the RecorderHealth's own (never the process-wide
+default, so several recorders in one process, as in tests, do not collide): the counters and
+gauges are read from it when scraped; batch sizes and write times are histograms observed by the
 writer; the consumer lag of each assigned partition is its high watermark (from the consumer's
 last fetch) minus the offset this member last committed there (or, before its first commit,
 the first offset it read, which was the group's committed offset then).
@@ -54,7 +55,7 @@ class State(StrEnum):
 
 
 @dataclass
-class Status:
+class RecorderHealth:
     state: State = State.STARTING
     reason: str = ""
     degraded_since: float = 0.0  # time.monotonic()
@@ -93,7 +94,7 @@ class Status:
             buckets=WRITE_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StatusCollector(self))
+        self.registry.register(_HealthCollector(self))
 
     def read_from(self, partition: TopicPartition, offset: int) -> None:
         """Notes the first offset read from a partition, the lag's base until a commit."""
@@ -134,7 +135,7 @@ class Status:
     def outage_s(self) -> float:
         return time.monotonic() - self.degraded_since if self.state is State.DEGRADED else 0.0
 
-    def health(self) -> dict[str, object]:
+    def summary(self) -> dict[str, object]:
         return {
             "state": self.state.value,
             "reason": self.reason,
@@ -148,26 +149,26 @@ class Status:
         return generate_latest(self.registry).decode()
 
 
-class _StatusCollector(Collector):
-    """The Status's counters and gauges, read at scrape time."""
+class _HealthCollector(Collector):
+    """The RecorderHealth's counters and gauges, read at scrape time."""
 
-    def __init__(self, status: Status) -> None:
-        self._status = status
+    def __init__(self, health: RecorderHealth) -> None:
+        self._health = health
 
     def collect(self) -> Iterator[Metric]:
-        status = self._status
+        health = self._health
         state = GaugeMetricFamily(
             _PREFIX + "state", "1 for the state the recorder is in.", labels=["state"]
         )
         for each in State:
-            state.add_metric([each.value], int(status.state is each))
+            state.add_metric([each.value], int(health.state is each))
         yield state
         dead_lettered = CounterMetricFamily(
             _PREFIX + "dead_lettered",
             "Records sent to the dead-letter topic, by reason.",
             labels=["reason"],
         )
-        for reason, count in sorted(status.dead_lettered.items()):
+        for reason, count in sorted(health.dead_lettered.items()):
             dead_lettered.add_metric([reason], count)
         yield dead_lettered
         lag = GaugeMetricFamily(
@@ -175,49 +176,49 @@ class _StatusCollector(Collector):
             "Records of an assigned partition not yet committed: high watermark - committed.",
             labels=["topic", "partition"],
         )
-        for tp, records in sorted(status.lags().items()):
+        for tp, records in sorted(health.lags().items()):
             lag.add_metric([tp.topic, str(tp.partition)], records)
         yield lag
         yield GaugeMetricFamily(
-            _PREFIX + "degraded", "1 while degraded.", value=int(status.state is State.DEGRADED)
+            _PREFIX + "degraded", "1 while degraded.", value=int(health.state is State.DEGRADED)
         )
         for name, help_text, value in [
-            ("events_stored", "Predictions newly written.", status.events_stored),
+            ("events_stored", "Predictions newly written.", health.events_stored),
             (
                 "events_already_stored",
                 "Predictions found already written (redeliveries).",
-                status.events_already_stored,
+                health.events_already_stored,
             ),
             (
                 "events_erased",
                 "Events skipped: their student was erased after they occurred.",
-                status.events_erased,
+                health.events_erased,
             ),
-            ("erasures_applied", "Erasure events applied (each once).", status.erasures_applied),
-            ("batches", "Batches written and accounted.", status.batches),
-            ("transactions", "Database transactions run, splits included.", status.transactions),
-            ("commits", "Offset commits that succeeded.", status.commits),
-            ("commits_refused", "Offset commits refused or timed out.", status.commits_refused),
-            ("retries", "Retries of a write or dead-lettering during outages.", status.retries),
+            ("erasures_applied", "Erasure events applied (each once).", health.erasures_applied),
+            ("batches", "Batches written and accounted.", health.batches),
+            ("transactions", "Database transactions run, splits included.", health.transactions),
+            ("commits", "Offset commits that succeeded.", health.commits),
+            ("commits_refused", "Offset commits refused or timed out.", health.commits_refused),
+            ("retries", "Retries of a write or dead-lettering during outages.", health.retries),
             (
                 "batches_abandoned",
                 "Batches left uncommitted (partitions revoked mid-write).",
-                status.batches_abandoned,
+                health.batches_abandoned,
             ),
-            ("rebalances", "Partition assignments received.", status.rebalances),
-            ("outages", "Times the recorder became degraded.", status.outages),
+            ("rebalances", "Partition assignments received.", health.rebalances),
+            ("outages", "Times the recorder became degraded.", health.outages),
         ]:
             yield CounterMetricFamily(_PREFIX + name, help_text, value=value)
         for name, help_text, stamp in [
             (
                 "first_assigned_timestamp_seconds",
                 "When partitions were first assigned (Unix time).",
-                status.first_assigned_at,
+                health.first_assigned_at,
             ),
             (
                 "last_commit_timestamp_seconds",
                 "When offsets were last committed (Unix time).",
-                status.last_commit_at,
+                health.last_commit_at,
             ),
         ]:
             yield GaugeMetricFamily(_PREFIX + name, help_text, value=stamp)
@@ -227,7 +228,7 @@ _PREFIX = "studentperf_recorder_"
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """`Status.metrics()` read back: sample name (prefix dropped, labels kept, as Prometheus
+    """`RecorderHealth.metrics()` read back: sample name (prefix dropped, labels kept, as Prometheus
     writes them: `name{label="value",...}`) to value."""
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -237,8 +238,8 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
-async def serve(status: Status, host: str, port: int) -> asyncio.Server:
+async def serve(health: RecorderHealth, host: str, port: int) -> asyncio.Server:
     """Starts the endpoint; the caller closes the returned server."""
     return await serve_health(
-        lambda: (status.state is State.RUNNING, status.health()), status.metrics, host, port
+        lambda: (health.state is State.RUNNING, health.summary()), health.metrics, host, port
     )

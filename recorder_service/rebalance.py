@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from recorder_service.health import Status
+from recorder_service.health import RecorderHealth
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,22 @@ class BatchGuard:
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, guard: BatchGuard, status: Status, wait_s: float) -> None:
+    def __init__(self, guard: BatchGuard, health: RecorderHealth, wait_s: float) -> None:
         self._guard = guard
-        self._status = status
+        self._health = health
         self._wait_s = wait_s
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._guard.revoke(self._wait_s)
-        self._status.forget(revoked)
+        self._health.forget(revoked)
         if revoked:
             log.info("partitions revoked: %s", _names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._status.rebalances += 1
-        self._status.forget(assigned)
-        if assigned and not self._status.first_assigned_at:
-            self._status.first_assigned_at = time.time()
+        self._health.rebalances += 1
+        self._health.forget(assigned)
+        if assigned and not self._health.first_assigned_at:
+            self._health.first_assigned_at = time.time()
         log.info("partitions assigned: %s", _names(assigned))
 
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from recorder_service.consumer import Recorder, start_consumer
 from recorder_service.dead_letters import KafkaDeadLetters, ensure_topic
-from recorder_service.health import State, Status, serve
+from recorder_service.health import RecorderHealth, State, serve
 from recorder_service.retention import run_schedule
 from recorder_service.settings import DEV_ERASURE_KEY, Settings
 from recorder_service.store import PostgresStore
@@ -69,9 +69,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
         settings.dead_letters_to,
         mask_dsn(settings.shared.database_url),
     )
-    status = Status()
-    health = (
-        await serve(status, settings.health_host, settings.health_port)
+    health = RecorderHealth()
+    endpoint = (
+        await serve(health, settings.health_host, settings.health_port)
         if settings.health_port
         else None
     )
@@ -89,11 +89,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
                 "this machine); set one anywhere real"
             )
         store = PostgresStore(pool, erasure_key=settings.erasure_key)
-        recorder = Recorder(settings, store, dead_letters, status)
+        recorder = Recorder(settings, store, dead_letters, health)
         retention = RetentionTask(pool, settings)
         try:
             consumer = await start_consumer(settings, recorder.listener)
-            status.consumer = consumer
+            health.consumer = consumer
             try:
                 partitions = consumer.partitions_for_topic(settings.shared.kafka_topic) or {0}
                 await ensure_topic(
@@ -104,7 +104,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
                 )
                 await recorder.run(consumer, stop)
             finally:
-                status.consumer = None
+                health.consumer = None
                 await consumer.stop()
         finally:
             await retention.stop()
@@ -112,10 +112,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
             await pool.close()
         return recorder
     finally:
-        status.state = State.STOPPED
-        if health is not None:
-            health.close()
-            await health.wait_closed()
+        health.state = State.STOPPED
+        if endpoint is not None:
+            endpoint.close()
+            await endpoint.wait_closed()
 
 
 async def _main(settings: Settings) -> None:

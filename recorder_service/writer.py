@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from recorder_service.batching import Batch
 from recorder_service.dead_letters import DeadLetterUnavailable, dead_letter
-from recorder_service.health import State, Status
+from recorder_service.health import RecorderHealth, State
 from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.rebalance import BatchGuard, InFlight
 from recorder_service.store import DatabaseUnusable, WriteResult, describe
@@ -66,14 +66,14 @@ class BatchWriter:
         self,
         store: Store,
         dead_letters: DeadLetterSink,
-        status: Status,
+        health: RecorderHealth,
         guard: BatchGuard,
         *,
         commit_timeout_s: float,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
-        self._status = status
+        self._health = health
         self._guard = guard
         self._commit_timeout_s = commit_timeout_s
 
@@ -102,7 +102,7 @@ class BatchWriter:
             await self._commit(consumer, batch)
         except GivenUp:
             if not stop.is_set():
-                self._status.batches_abandoned += 1
+                self._health.batches_abandoned += 1
                 log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)
         finally:
             self._guard.end(flight)
@@ -111,7 +111,7 @@ class BatchWriter:
         started = time.perf_counter()
         written = await self._store.write(triaged.rows, triaged.erasures)
         if triaged.rows or triaged.erasures:  # an all-rejected batch touches no database
-            self._status.write_seconds.observe(time.perf_counter() - started)
+            self._health.write_seconds.observe(time.perf_counter() - started)
         return written
 
     async def _until_done(
@@ -129,12 +129,12 @@ class BatchWriter:
             try:
                 result = await action()
             except Exception as error:  # see the module: no record gets here
-                self._status.degraded(f"{what} unavailable: {_outage_text(error)}")
-                self._status.retries += 1
+                self._health.degraded(f"{what} unavailable: {_outage_text(error)}")
+                self._health.retries += 1
             else:
-                if self._status.state is State.DEGRADED:
+                if self._health.state is State.DEGRADED:
                     consumer.resume(*consumer.paused())
-                    self._status.running()
+                    self._health.running()
                 return result
             consumer.pause(*consumer.assignment())
             await self._wait(next(pauses), flight, stop)
@@ -154,21 +154,21 @@ class BatchWriter:
             flight.stalled = False
 
     def _account(self, batch: Batch, written: WriteResult, rejected: list[Rejected]) -> None:
-        self._status.batches += 1
-        self._status.batch_size.observe(batch.size)
-        self._status.transactions += written.transactions
-        self._status.events_stored += written.stored
-        self._status.events_already_stored += written.already_stored
-        self._status.events_erased += written.erased
+        self._health.batches += 1
+        self._health.batch_size.observe(batch.size)
+        self._health.transactions += written.transactions
+        self._health.events_stored += written.stored
+        self._health.events_already_stored += written.already_stored
+        self._health.events_erased += written.erased
         for applied in written.erasures:
             if applied.new:
-                self._status.erasures_applied += 1
+                self._health.erasures_applied += 1
                 # The event id and the counts only: the audit row has the rest, hashed.
                 log.info("erasure %s applied: removed %s", applied.event_id, dict(applied.removed))
         if written.erased:
             log.info("skipped %d event(s) of erased students", written.erased)
         for r in rejected:
-            self._status.dead_lettered[r.reason.value] += 1
+            self._health.dead_lettered[r.reason.value] += 1
             log.error(
                 "dead-lettered %s[%d]@%d (%s): %s",
                 r.record.topic,
@@ -189,9 +189,9 @@ class BatchWriter:
             await asyncio.wait_for(consumer.commit(offsets), self._commit_timeout_s)
         except (KafkaError, TimeoutError) as error:
             # Not committing is always safe: the records come again and add nothing.
-            self._status.commits_refused += 1
+            self._health.commits_refused += 1
             log.warning("offset commit refused (%s: %s)", type(error).__name__, error)
         else:
-            self._status.commits += 1
-            self._status.last_commit_at = time.time()
-            self._status.committed.update(offsets)
+            self._health.commits += 1
+            self._health.last_commit_at = time.time()
+            self._health.committed.update(offsets)

@@ -20,6 +20,9 @@ record broke, never the values it holds (they can be a student's data).
 
 Records the recorder can never write go to a dead-letter topic unchanged (key, value, headers)
 with the `dead-letter-*` headers below added, so they can be inspected and replayed.
+
+Why this module is over 300 lines: it is the one definition of the wire format, and encoding
+and decoding of each kind of event, and the dead-letter headers, are read against each other.
 """
 
 from __future__ import annotations

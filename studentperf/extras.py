@@ -4,7 +4,8 @@
 extra (pyproject.toml, [project.optional-dependencies]). The inference service, the recorder
 and the trainer call `require` first thing in their package's `__init__`, so importing one of
 them without its extra says which extra to install instead of failing deep inside on a bare
-`No module named 'pandas'`. tests/unit/test_extras.py checks these lists against pyproject.toml.
+`No module named 'pandas'`; `studentperf-migrate`, which needs only asyncpg, calls
+`require_module`. tests/unit/test_extras.py checks these lists against pyproject.toml.
 """
 
 from __future__ import annotations
@@ -61,3 +62,17 @@ def require(extra: str, package: str) -> None:
             f"{package} needs the '{extra}' extra, which is not installed "
             f"(missing: {', '.join(absent)}): pip install 'studentperf[{extra}]'"
         )
+
+
+def require_module(module: str, package: str) -> None:
+    """Raise MissingExtraError when `module` (the one library `package` needs beyond the
+    client's) cannot be imported, naming the extras that bring it: for a command any of several
+    roles runs, such as `studentperf-migrate` (asyncpg)."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    bringing = [extra for extra, modules in MODULES_OF_EXTRA.items() if module in modules]
+    lightest = min(bringing, key=lambda extra: len(MODULES_OF_EXTRA[extra]))
+    raise MissingExtraError(
+        f"{package} needs {module}, which is not installed: pip install "
+        f"'studentperf[{lightest}]' (any of the extras {', '.join(bringing)} brings it)"
+    )

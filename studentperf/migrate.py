@@ -19,9 +19,8 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 
-import asyncpg
-
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_secret, mask_dsn
+from studentperf.extras import require_module
 from studentperf.persistence.schema import (
     APPLIED_VERSIONS,
     CREATE_MIGRATIONS_TABLE,
@@ -32,6 +31,11 @@ from studentperf.persistence.schema import (
     NOTE_APPLIED,
     SET_PASSWORD,
 )
+
+# Before asyncpg is imported: from a client-only install, name the extra that brings it.
+require_module("asyncpg", "studentperf.migrate")
+
+import asyncpg  # noqa: E402  (after the check above, on purpose)
 
 # Any constant works; it only has to be the same for every runner of this schema.
 _LOCK_KEY = 0x5354_5544  # "STUD"

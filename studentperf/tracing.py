@@ -41,7 +41,7 @@ def new_id() -> str:
 
     From `random` (seeded from the system's randomness, reseeded in a forked child), not
     os.urandom: ids must be unique, not secret, and a system call per call costs more than
-    the rest of a prediction where it is slow (sandboxes; see core.new_uuid4s).
+    the rest of a prediction where it is slow (sandboxes; see inference_service.stamps.new_uuid4s).
     """
     return f"{random.getrandbits(128) or 1:032x}"
 

@@ -37,6 +37,7 @@ from infra.bench.process import RecorderProcess, peak_rss_mb
 from infra.bench.recorder import fresh_stack
 from infra.devstack import KafkaBroker, PostgresServer, free_port, repo_root
 from infra.processes import ChildProcess
+from studentperf.persistence import benchmarks
 
 RATE = 1000.0
 SECONDS, QUICK_SECONDS = 30.0, 4.0
@@ -88,12 +89,7 @@ class Poller:
             while not self.stop.is_set():
                 now = time.time()
                 # A transaction that started long ago may commit just now: look back generously.
-                rows = await conn.fetch(
-                    "SELECT prediction_id::text AS id, extract(epoch FROM predicted_at) AS p, "
-                    "extract(epoch FROM recorded_at) AS r FROM predictions "
-                    "WHERE recorded_at > to_timestamp($1)",
-                    now - 60,
-                )
+                rows = await conn.fetch(benchmarks.RECORDED_SINCE, now - 60)
                 seen_at = time.time()  # visible by the time the answer arrived
                 for row in rows:
                     if row["id"] not in self.seen:

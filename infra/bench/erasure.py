@@ -30,35 +30,11 @@ from recorder_service.erasure import Erasure, StudentHasher, apply_erasures, era
 from recorder_service.settings import DEV_ERASURE_KEY
 from studentperf.config import DatabaseRole
 from studentperf.migrate import apply_migrations
+from studentperf.persistence import benchmarks
 
 PER_STUDENT = 10_000
 OTHERS_PER_STUDENT = 1_000
 BATCH_STUDENTS = 2_000
-
-_LOAD = """
-INSERT INTO model_versions (model_version) VALUES ('m');
-INSERT INTO students (student_id, profile_as_of)
-    SELECT 's' || i, now() FROM generate_series(0, {students} - 1) i;
-INSERT INTO student_profiles (student_profile_id, student_id, age)
-    SELECT md5('p' || i)::uuid, 's' || i, 15 FROM generate_series(0, {students} - 1) i;
-INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
-    SELECT md5('a' || i || '-' || r)::uuid, 's' || i, r / 25.0
-    FROM generate_series(0, {students} - 1) i, generate_series(0, 99) r;
-INSERT INTO outcomes (student_id, term, final_score, source)
-    SELECT 's' || i, t, 60, 'bench'
-    FROM generate_series(0, {students} - 1) i,
-         unnest(ARRAY['2025-spring', '2025-fall', '2026-spring', '2026-fall']) t;
-INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
-    model_version, predicted_final_score, pass_probability, predicted_pass, pass_mark,
-    predicted_at, event_schema_version, term)
-SELECT md5('x' || i)::uuid, 's' || s, md5('p' || s)::uuid,
-       md5('a' || s || '-' || (i % 100))::uuid, 'm', 60, 0.6, true, 50,
-       timestamptz '2026-01-01' + (i % 10000) * interval '1 minute', 1, '2026-spring'
-FROM (SELECT i, CASE WHEN i < {heavy_rows} THEN i / {per_student}
-                     ELSE {heavy} + (i - {heavy_rows}) / {others_per_student} END AS s
-      FROM generate_series(0, {rows} + {heavy_rows} - 1) i) g;
-ANALYZE;
-"""
 
 
 async def load(postgres: PostgresServer, rows: int, heavy: int) -> str:
@@ -68,7 +44,7 @@ async def load(postgres: PostgresServer, rows: int, heavy: int) -> str:
     try:
         await apply_migrations(conn)
         students = heavy + max(1, rows // OTHERS_PER_STUDENT)
-        sql = _LOAD.format(
+        sql = benchmarks.ERASURE_SEED.format(
             students=students,
             rows=rows,
             heavy=heavy,
@@ -79,12 +55,7 @@ async def load(postgres: PostgresServer, rows: int, heavy: int) -> str:
         for statement in sql.split(";\n"):
             if statement.strip():
                 await conn.execute(statement)
-        return str(
-            await conn.fetchval(
-                "SELECT pg_size_pretty(pg_total_relation_size('predictions'))"
-                " || ' (' || to_char(count(*), 'FM9,999,999,999') || ' rows)' FROM predictions"
-            )
-        )
+        return str(await conn.fetchval(benchmarks.PREDICTIONS_SIZE))
     finally:
         await conn.close()
 

@@ -33,32 +33,12 @@ from infra.bench.peers import train_model
 from infra.devstack import PostgresServer, free_port
 from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.migrate import apply_migrations
+from studentperf.persistence import benchmarks
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
 PER_STUDENT = 1000
 WALKED = 50  # students whose pages are asked for, at random
-
-_LOAD = """
-INSERT INTO model_versions (model_version) VALUES ('m');
-INSERT INTO students (student_id, profile_as_of)
-    SELECT 's' || i, now() FROM generate_series(0, {students} - 1) i;
-INSERT INTO student_profiles (student_profile_id, student_id, age)
-    SELECT md5('p' || i)::uuid, 's' || i, 15 FROM generate_series(0, {students} - 1) i;
-INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
-    SELECT md5('a' || i)::uuid, 's' || i, 3 FROM generate_series(0, {students} - 1) i;
-INSERT INTO outcomes (student_id, term, final_score, source)
-    SELECT 's' || i, '2026-spring', 60, 'bench' FROM generate_series(0, {students} - 1) i;
-INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
-    model_version, predicted_final_score, pass_probability, predicted_pass, pass_mark,
-    predicted_at, event_schema_version, term, explanation)
-SELECT md5('x' || i)::uuid, 's' || (i % {students}), md5('p' || (i % {students}))::uuid,
-       md5('a' || (i % {students}))::uuid, 'm', 60, 0.6, true, 50,
-       timestamptz '2026-01-01' + (i / {students}) * interval '1 hour', 1, '2026-spring',
-       CASE WHEN i % 3 = 0 THEN $1::bytea END
-FROM generate_series(0, {rows} - 1) i;
-ANALYZE;
-"""
 
 
 def _explanation() -> bytes:
@@ -75,14 +55,11 @@ async def load(postgres: PostgresServer, rows: int) -> tuple[str, str]:
     try:
         await apply_migrations(conn)
         students = max(1, rows // PER_STUDENT)
-        for statement in _LOAD.format(students=students, rows=rows).split(";\n"):
+        for statement in benchmarks.HISTORY_SEED.format(students=students, rows=rows).split(";\n"):
             if statement.strip():
                 args = [_explanation()] if "$1" in statement else []
                 await conn.execute(statement, *args)
-        size = await conn.fetchval(
-            "SELECT pg_size_pretty(pg_total_relation_size('predictions'))"
-            " || ' (' || to_char(count(*), 'FM9,999,999,999') || ' rows)' FROM predictions"
-        )
+        size = await conn.fetchval(benchmarks.PREDICTIONS_SIZE)
     finally:
         await conn.close()
     dsn = postgres.dsn("history")

@@ -31,6 +31,7 @@ from recorder_service.triage import triage
 from studentperf import envelope
 from studentperf.enums import CATEGORY_BY_NUMBER
 from studentperf.migrate import apply_migrations
+from studentperf.persistence import benchmarks
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
@@ -200,7 +201,7 @@ async def recorders(bench: Bench, topic: str, dsn: str, count: int, instances: i
             r.stop()
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetchval("SELECT count(*) FROM predictions")
+        rows = await conn.fetchval(benchmarks.COUNT_PREDICTIONS)
     finally:
         await conn.close()
     if rows != count:

@@ -28,56 +28,10 @@ import asyncpg
 from infra.devstack import PostgresServer, free_port
 from recorder_service.store import remove_batch
 from studentperf.migrate import apply_migrations
+from studentperf.persistence import benchmarks
 
 CUTOFF = datetime(2025, 2, 1, tzinfo=UTC)
 BATCH = int(os.environ.get("STUDENTPERF_RETENTION_BATCH", "5000"))
-
-_LOAD = """
-INSERT INTO model_versions (model_version) VALUES ('m');
-INSERT INTO students (student_id, profile_as_of)
-    SELECT 's' || i, now() FROM generate_series(0, {students} - 1) i;
-INSERT INTO student_profiles (student_profile_id, student_id, age)
-    SELECT md5('p' || i)::uuid, 's' || (i % {students}), 15 FROM generate_series(0, {shared} - 1) i;
-INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
-    SELECT md5('a' || i)::uuid, 's' || (i % {students}), 3 FROM generate_series(0, {shared} - 1) i;
-INSERT INTO {table} (prediction_id, student_id, student_profile_id, academic_record_id,
-    model_version, predicted_final_score, pass_probability, predicted_pass, pass_mark,
-    predicted_at, event_schema_version)
-SELECT gen_random_uuid(), 's' || ((i / 2) % {students}), md5('p' || (i / 2))::uuid,
-       md5('a' || (i / 2))::uuid, 'm', 60, 0.6, true, 50,
-       CASE WHEN i < {old} THEN timestamptz '2025-01-01' + i * (interval '31 days' / {old})
-            ELSE now() - (i % 1000) * interval '1 minute' END,
-       1
-FROM generate_series(0, {total} - 1) i;
-ANALYZE;
-"""
-
-_PARTITIONED = """
-CREATE TABLE predictions_by_month (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
-    PARTITION BY RANGE (predicted_at);
-ALTER TABLE predictions_by_month ADD PRIMARY KEY (prediction_id, predicted_at),
-    ADD FOREIGN KEY (student_id) REFERENCES students,
-    ADD FOREIGN KEY (student_profile_id) REFERENCES student_profiles,
-    ADD FOREIGN KEY (academic_record_id) REFERENCES academic_records,
-    ADD FOREIGN KEY (model_version) REFERENCES model_versions;
-CREATE INDEX ON predictions_by_month (student_id, predicted_at);
-CREATE INDEX ON predictions_by_month (model_version, predicted_at);
-CREATE INDEX ON predictions_by_month (academic_record_id);
-CREATE INDEX ON predictions_by_month (student_profile_id);
-CREATE TABLE predictions_2025_01 PARTITION OF predictions_by_month
-    FOR VALUES FROM ('2025-01-01') TO ('2025-02-01');
-CREATE TABLE predictions_recent PARTITION OF predictions_by_month
-    FOR VALUES FROM ('2025-02-01') TO (MAXVALUE);
-"""
-
-_ORPHANS = """
-DELETE FROM student_profiles sp
-WHERE NOT EXISTS (SELECT FROM predictions_by_month p
-                  WHERE p.student_profile_id = sp.student_profile_id);
-DELETE FROM academic_records ar
-WHERE NOT EXISTS (SELECT FROM predictions_by_month p
-                  WHERE p.academic_record_id = ar.academic_record_id);
-"""
 
 
 async def fresh(server: PostgresServer, partitioned: bool, old: int) -> asyncpg.Connection:
@@ -87,10 +41,12 @@ async def fresh(server: PostgresServer, partitioned: bool, old: int) -> asyncpg.
     await apply_migrations(conn)
     table = "predictions"
     if partitioned:
-        await conn.execute(_PARTITIONED)
+        await conn.execute(benchmarks.PARTITIONED_PREDICTIONS)
         table = "predictions_by_month"
     total = old + old // 5
-    sql = _LOAD.format(table=table, students=20_000, shared=total // 2, old=old, total=total)
+    sql = benchmarks.RETENTION_SEED.format(
+        table=table, students=20_000, shared=total // 2, old=old, total=total
+    )
     started = time.monotonic()
     await conn.execute(sql)
     print(f"  loaded {total:,} predictions in {time.monotonic() - started:.0f} s", flush=True)
@@ -110,7 +66,7 @@ async def by_batches(conn: asyncpg.Connection) -> str:
         if done.predictions < BATCH:
             break
     took = time.monotonic() - started
-    left = await conn.fetchval("SELECT count(*) FROM predictions")
+    left = await conn.fetchval(benchmarks.COUNT_PREDICTIONS)
     return (
         f"batched DELETE: {removed:,} predictions + {profiles:,} profiles/records in {took:.1f} s "
         f"({removed / took:,.0f}/s), {batches} batches of {BATCH}, slowest {slowest * 1000:.0f} ms;"
@@ -121,12 +77,12 @@ async def by_batches(conn: asyncpg.Connection) -> str:
 async def by_partition(conn: asyncpg.Connection) -> str:
     started = time.monotonic()
     async with conn.transaction():
-        await conn.execute("ALTER TABLE predictions_by_month DETACH PARTITION predictions_2025_01")
-        await conn.execute("DROP TABLE predictions_2025_01")
+        await conn.execute(benchmarks.DETACH_OLD_MONTH)
+        await conn.execute(benchmarks.DROP_OLD_MONTH)
     dropped = time.monotonic() - started
-    await conn.execute(_ORPHANS)
+    await conn.execute(benchmarks.PARTITION_ORPHANS)
     took = time.monotonic() - started
-    left = await conn.fetchval("SELECT count(*) FROM predictions_by_month")
+    left = await conn.fetchval(benchmarks.COUNT_PARTITIONED)
     return (
         f"partition: DETACH + DROP {dropped * 1000:.0f} ms, then the unreferenced profiles/records"
         f" {took - dropped:.1f} s (one statement each, all rows); total {took:.1f} s;"

@@ -2,6 +2,9 @@
 controller in one JVM) from the jars ``infra/kafka/pom.xml`` resolves into ``.local/kafka/libs``;
 ``infra/kafka_cluster.py`` runs three of them as one replicated cluster. Also: creating a topic
 and waiting until every partition has a leader.
+
+Why this module is a little over 300 lines: one broker's life (configuration, start, readiness,
+stop) is one class, and the topic helpers beside it wait on the same broker.
 """
 
 from __future__ import annotations

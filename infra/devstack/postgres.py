@@ -27,6 +27,7 @@ from infra.devstack.service import (
     ServiceError,
     as_user,
 )
+from studentperf.persistence import cluster
 
 
 def find_postgres_bindir() -> Path:
@@ -52,10 +53,6 @@ def find_postgres_bindir() -> Path:
         if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
             return bindir
     raise ServiceError("PostgreSQL server programs not found: run `bash infra/setup.sh`")
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class PostgresServer(Service):
@@ -177,7 +174,7 @@ class PostgresServer(Service):
     async def _probe(self) -> bool:
         conn = await asyncpg.connect(self.dsn("postgres"), timeout=3)
         try:
-            return bool(await conn.fetchval("SELECT 1") == 1)
+            return bool(await conn.fetchval(cluster.PROBE) == 1)
         finally:
             await conn.close()
 
@@ -210,17 +207,14 @@ class PostgresServer(Service):
         conn = await asyncpg.connect(self.dsn("postgres"), timeout=10)
         try:
             if owner is not None:
-                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", owner)
+                exists = await conn.fetchval(cluster.ROLE_EXISTS, owner)
                 if not exists:
                     with contextlib.suppress(asyncpg.DuplicateObjectError):
-                        await conn.execute(f"CREATE ROLE {_quote_ident(owner)} LOGIN")
-            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                        await conn.execute(cluster.create_login_role(owner))
+            if await conn.fetchval(cluster.DATABASE_EXISTS, name):
                 return False
-            sql = f"CREATE DATABASE {_quote_ident(name)}"
-            if owner is not None:
-                sql += f" OWNER {_quote_ident(owner)}"
             try:
-                await conn.execute(sql)
+                await conn.execute(cluster.create_database(name, owner))
             except asyncpg.DuplicateDatabaseError:
                 return False
             return True

@@ -13,10 +13,13 @@
 - `artifacts`: versions' files with their SHA-256 and the `current` pointer, for replicas on
   many machines (studentperf/model_store.py: the trainer writes, the inference service reads).
 - `schema`: the migration runner's bookkeeping (the migrations are `studentperf/migrations/`).
+- `cluster`: the dev stack's bootstrap of a PostgreSQL cluster (readiness, roles, databases);
+  `demo`: what `make demo` reads back; `benchmarks`: the benchmarks' synthetic seeds and reads.
+  None of these is run by a process of the service.
 
 The modules build text and run nothing themselves, but for `history.fetch_page` and
 `outcomes.store_outcomes`; each process keeps its own control flow (transactions, retries,
 splitting). They import no driver at run time, and neither `studentperf` nor its client
 imports them. tests/unit/test_sql_ownership.py fails when SQL appears anywhere else in the
-installed packages (tests and infra/ query the database themselves).
+installed packages or in infra/ (tests/ queries the database itself).
 """

@@ -182,8 +182,8 @@ async def test_erasure_removes_every_row_and_a_replay_from_zero_does_not_bring_i
     after = await counts_of(db, sid)
     print(
         f"replay from offset 0 (group {group}): {replayed.stored} stored, "
-        f"{replayed.already_stored} already stored, {replayed.status.events_erased} skipped as "
-        f"erased, {replayed.status.erasures_applied} erasures applied again; "
+        f"{replayed.already_stored} already stored, {replayed.health.events_erased} skipped as "
+        f"erased, {replayed.health.erasures_applied} erasures applied again; "
         f"rows of {sid} now {after}"
     )
     # Only the enrolment after the erasure: its prediction, its inputs, its current facts.
@@ -194,8 +194,8 @@ async def test_erasure_removes_every_row_and_a_replay_from_zero_does_not_bring_i
         "academic_records": 1,
         "students": 1,
     }
-    assert replayed.status.events_erased >= 5  # 3 predictions, 2 outcomes of the student
-    assert replayed.status.erasures_applied == 0  # each erasure once, by its event id
+    assert replayed.health.events_erased >= 5  # 3 predictions, 2 outcomes of the student
+    assert replayed.health.erasures_applied == 0  # each erasure once, by its event id
     assert (
         await db.fetchval(
             "SELECT count(*) FROM erasures WHERE event_id = $1", uuid.UUID(answer.erasure_id)

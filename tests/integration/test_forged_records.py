@@ -257,13 +257,13 @@ async def test_forged_records_under_load_are_dead_lettered_and_the_recorder_stay
         f" / missing {found.missing} / duplicates {found.duplicates}"
         f" / forged bad {len(bad)} / dead-lettered {len(by_source)}"
         f" (copies {len(letters) - len(by_source)})"
-        f" / by reason {dict(sorted(recorder.status.dead_lettered.items()))}"
+        f" / by reason {dict(sorted(recorder.health.dead_lettered.items()))}"
         f" / recorder running {running}",
         flush=True,
     )
     assert running
     assert (found.missing, found.duplicates) == (0, 0)
-    assert dict(recorder.status.dead_lettered) == dict(reasons)
+    assert dict(recorder.health.dead_lettered) == dict(reasons)
     # Every bad record has its letter, no other record has one. A dead-letter send that is
     # retried may add a copy of a letter (documented: the source coordinates tell them apart).
     assert set(by_source) == {pos for pos, _ in bad}

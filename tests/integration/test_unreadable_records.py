@@ -116,7 +116,7 @@ async def test_unreadable_header_names_are_dead_lettered_between_good_records(
         f" / missing {found.missing} / unreadable sent {len(bad)}"
         f" / other bad sent {len(odd_bad)} / dead-lettered {len(copies)}"
         f" (copies {len(letters) - len(copies)})"
-        f" / by reason {dict(recorder.status.dead_lettered)}"
+        f" / by reason {dict(recorder.health.dead_lettered)}"
         f" / committed {dict(sorted(committed.items()))} / topic ends {ends}"
         f" / recorder running {running}",
         flush=True,
@@ -132,7 +132,7 @@ async def test_unreadable_header_names_are_dead_lettered_between_good_records(
             assert b"not UTF-8" in (h[envelope.DEAD_LETTER_ERROR_HEADER] or b"")
             assert h["trace-\\xff\\xfe-id"] == b"x"
             assert PredictionEvent.FromString(letter.value or b"").event_id
-    assert dict(recorder.status.dead_lettered) == {"undecodable": len(bad) + len(odd_bad)}
+    assert dict(recorder.health.dead_lettered) == {"undecodable": len(bad) + len(odd_bad)}
     assert committed == ends
 
 

@@ -57,3 +57,19 @@ def test_a_missing_library_names_the_extra_to_install(monkeypatch: pytest.Monkey
     assert "missing: no_such_module_xyz" in str(raised.value)
     assert "pip install 'studentperf[recorder]'" in str(raised.value)
     extras.require("server", "inference_service")  # installed here: no error
+
+
+def test_a_missing_module_names_every_extra_that_brings_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """studentperf-migrate needs only asyncpg: the error names every extra that brings it, and
+    the one that brings the fewest libraries to install."""
+    for extra in ("server", "trainer"):
+        monkeypatch.setitem(extras.MODULES_OF_EXTRA, extra, ("asyncpg", "no_such_module_xyz"))
+    monkeypatch.setitem(extras.MODULES_OF_EXTRA, "recorder", ("no_such_module_xyz",))
+    with pytest.raises(extras.MissingExtraError) as raised:
+        extras.require_module("no_such_module_xyz", "studentperf.migrate")
+    print(f"\n{raised.value}")
+    assert str(raised.value) == (
+        "studentperf.migrate needs no_such_module_xyz, which is not installed: pip install "
+        "'studentperf[recorder]' (any of the extras server, recorder, trainer brings it)"
+    )
+    extras.require_module("asyncpg", "studentperf.migrate")  # installed here: no error

@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -166,20 +167,25 @@ def environment(
     return RecordingEnv(env)
 
 
-def python_command(container: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(module, arguments) of the `python -m` a container runs, also inside `sh -c`."""
+def console_script(container: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(script, arguments) of the console script a container runs, also inside `sh -c`; the
+    script is one pyproject.toml declares, so the image has it."""
     line = " ".join(container["command"])
-    found = re.search(r"\bpython -m ([\w.]+)((?: --?[\w-]+(?: [\w/.][\w/.-]*)?)*)", line)
-    assert found, f"{container['name']}: runs no python -m: {line}"
+    found = re.search(r"\b(studentperf-[\w-]+)((?: --?[\w-]+(?: [\w/.][\w/.-]*)?)*)", line)
+    assert found, f"{container['name']}: runs no studentperf-* console script: {line}"
+    assert found.group(1) in SCRIPTS, f"{container['name']}: {found.group(1)} is not declared"
     return found.group(1), shlex.split(found.group(2))
 
 
-# The module a container runs -> a reader taking (environment, arguments), as its main does.
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+# The console script a container runs -> a reader taking (environment, arguments), as its main
+# does.
 READERS: dict[str, Callable[[Mapping[str, str], list[str]], object]] = {
-    "inference_service": lambda env, _: InferenceSettings.from_env(env),
-    "recorder_service": lambda env, _: RecorderSettings.from_env(env),
-    "trainer": lambda env, args: parse_args(args, env),
-    "studentperf.migrate": lambda env, _: (
+    "studentperf-serve": lambda env, _: InferenceSettings.from_env(env),
+    "studentperf-record": lambda env, _: RecorderSettings.from_env(env),
+    "studentperf-train": lambda env, args: parse_args(args, env),
+    "studentperf-migrate": lambda env, _: (
         SharedSettings.from_env(env, DatabaseRole.OWNER),
         role_passwords(env),
     ),
@@ -192,8 +198,8 @@ def settings_of(variant: str, kind: str, name: str, tmp_path: Path) -> tuple[Any
     spec = pod_spec(workload)
     chosen = spec["containers"][0]
     env = environment(variant, spec, chosen, tmp_path)
-    module, args = python_command(chosen)
-    return READERS[module](env, args), env
+    script, args = console_script(chosen)
+    return READERS[script](env, args), env
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -204,8 +210,8 @@ def test_every_variable_is_read_by_the_process_that_gets_it(variant: str, tmp_pa
         spec = pod_spec(workload)
         for container in spec["containers"]:
             env = environment(variant, spec, container, tmp_path)
-            module, args = python_command(container)
-            READERS[module](env, args)
+            script, args = console_script(container)
+            READERS[script](env, args)
             own = {item["name"] for item in container.get("env", [])}
             unread = {n for n in own if n.startswith(PREFIX)} - env.asked
             assert not unread, f"{variant} {label}: {sorted(unread)} are read by no setting"
@@ -411,6 +417,18 @@ def test_prometheus_keeps_the_metrics_ports() -> None:
     for workload in scraped:
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "studentperf"
+
+
+def test_prometheus_loads_the_alert_rules_promtool_checks() -> None:
+    """The cluster's Prometheus gets the same rules as compose's: the ConfigMap holds
+    infra/prometheus/alerts.yml word for word, and its configuration loads them."""
+    data = find("base", "ConfigMap", "studentperf-prometheus")["data"]
+    config = yaml.safe_load(data["prometheus.yml"])
+    assert config["rule_files"] == ["/etc/prometheus/studentperf/alerts.yml"]
+    assert data["alerts.yml"] == (ROOT / "infra" / "prometheus" / "alerts.yml").read_text()
+    alerts = {r["alert"] for g in yaml.safe_load(data["alerts.yml"])["groups"] for r in g["rules"]}
+    print(f"alert rules in the cluster's Prometheus: {sorted(alerts)}")
+    assert {"InferenceSpoolBacklog", "InferenceKafkaDisconnected"} <= alerts
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

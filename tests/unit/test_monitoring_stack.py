@@ -24,7 +24,7 @@ from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher
 from inference_service.health_endpoint import InferenceHealth
 from inference_service.metrics import InferenceMetrics
-from recorder_service.health import Status
+from recorder_service.health import RecorderHealth
 from tests.unit.test_compose import ROOT, container_ports, mounts, services
 from trainer.monitor.report_textfile import as_prometheus_text
 
@@ -71,7 +71,7 @@ def inference_exposition() -> str:
 
 EXPORTED = (
     exported_series(inference_exposition())
-    | exported_series(Status().metrics())
+    | exported_series(RecorderHealth().metrics())
     | exported_series(as_prometheus_text(None, 0, 0.0))
 )
 

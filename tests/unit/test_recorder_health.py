@@ -5,27 +5,27 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from recorder_service.health import State, Status, parse_metrics
+from recorder_service.health import RecorderHealth, State, parse_metrics
 from recorder_service.settings import Settings
 from studentperf.config import ConfigError
 
 
 def test_degraded_then_running_counts_one_outage() -> None:
-    status = Status()
-    status.running()
-    status.degraded("database unavailable: refused")
-    status.degraded("database unavailable: still refused")
-    assert (status.state, status.outages) == (State.DEGRADED, 1)
-    assert status.health()["state"] == "degraded"
-    status.running()
-    assert (status.state, status.reason) == (State.RUNNING, "")
+    health = RecorderHealth()
+    health.running()
+    health.degraded("database unavailable: refused")
+    health.degraded("database unavailable: still refused")
+    assert (health.state, health.outages) == (State.DEGRADED, 1)
+    assert health.summary()["state"] == "degraded"
+    health.running()
+    assert (health.state, health.reason) == (State.RUNNING, "")
 
 
 def test_metrics_are_prometheus_text() -> None:
-    status = Status(events_stored=12)
-    status.dead_lettered["undecodable"] += 2
-    status.degraded("db")
-    text = status.metrics()
+    health = RecorderHealth(events_stored=12)
+    health.dead_lettered["undecodable"] += 2
+    health.degraded("db")
+    text = health.metrics()
     assert "studentperf_recorder_events_stored_total 12.0\n" in text
     assert 'studentperf_recorder_dead_lettered_total{reason="undecodable"} 2.0\n' in text
     assert 'studentperf_recorder_state{state="degraded"} 1.0\n' in text
@@ -44,7 +44,7 @@ def test_metrics_are_prometheus_text() -> None:
 
 
 def test_two_statuses_have_registries_of_their_own() -> None:
-    first, second = Status(), Status()
+    first, second = RecorderHealth(), RecorderHealth()
     first.batch_size.observe(10)
     assert parse_metrics(first.metrics())["batch_size_count"] == 1
     assert parse_metrics(second.metrics())["batch_size_count"] == 0
@@ -63,16 +63,16 @@ class FakeOffsets:
 
 def test_lag_is_highwater_minus_committed_per_partition() -> None:
     read, committed, caught_up, unfetched = (TopicPartition("t", n) for n in range(4))
-    status = Status()
-    status.consumer = FakeOffsets({read: 50, committed: 70, caught_up: 9, unfetched: None})
-    status.read_from(read, 40)  # read from 40, nothing committed yet
-    status.read_from(committed, 10)
-    status.committed[committed] = 65  # then committed up to 65
-    assert status.lags() == {read: 10, committed: 5, caught_up: 0}
-    text = status.metrics()
+    health = RecorderHealth()
+    health.consumer = FakeOffsets({read: 50, committed: 70, caught_up: 9, unfetched: None})
+    health.read_from(read, 40)  # read from 40, nothing committed yet
+    health.read_from(committed, 10)
+    health.committed[committed] = 65  # then committed up to 65
+    assert health.lags() == {read: 10, committed: 5, caught_up: 0}
+    text = health.metrics()
     assert 'studentperf_recorder_consumer_lag{partition="0",topic="t"} 10.0' in text
-    status.forget({read})
-    assert status.lags()[read] == 0
+    health.forget({read})
+    assert health.lags()[read] == 0
 
 
 def test_settings_from_the_environment() -> None:

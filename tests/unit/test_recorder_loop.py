@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from recorder_service import consumer as consumer_module
 from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
-from recorder_service.health import State, Status
+from recorder_service.health import RecorderHealth, State
 from recorder_service.settings import Settings
 from tests.unit.recorder_fakes import (
     TOPIC,
@@ -37,7 +37,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make(store: FakeStore, dead: FakeDeadLetters | None = None, **settings: int) -> Recorder:
     options = {"batch_max_wait_ms": 20, **settings}
-    return Recorder(Settings(**options), store, dead or FakeDeadLetters(), Status())  # type: ignore[arg-type]
+    return Recorder(Settings(**options), store, dead or FakeDeadLetters(), RecorderHealth())  # type: ignore[arg-type]
 
 
 async def run_until(
@@ -82,7 +82,7 @@ async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
     original = store.write
 
     async def watching(rows, erasures=()):  # type: ignore[no-untyped-def]
-        states.append(recorder.status.state)
+        states.append(recorder.health.state)
         assert not consumer.commits  # nothing committed while the database is away
         return await original(rows, erasures)
 
@@ -93,7 +93,7 @@ async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
     assert consumer.calls[0] == "pause" and "resume" in consumer.calls
     assert not consumer.paused_tps
     assert consumer.commits == [{P0: 2}]
-    assert recorder.status.outages == 1 and recorder.status.retries == 3
+    assert recorder.health.outages == 1 and recorder.health.retries == 3
 
 
 async def test_records_polled_during_an_outage_are_put_back() -> None:
@@ -133,7 +133,7 @@ async def test_a_revocation_abandons_a_batch_that_takes_too_long() -> None:
     task = asyncio.create_task(recorder.run(consumer, stop))
     await wait_for(lambda: store.attempts == 1)
     await recorder.listener.on_partitions_revoked({P0})
-    await wait_for(lambda: recorder.status.batches_abandoned == 1)
+    await wait_for(lambda: recorder.health.batches_abandoned == 1)
     stop.set()
     await task
     assert consumer.commits == []
@@ -146,10 +146,10 @@ async def test_a_revocation_during_an_outage_abandons_the_batch_at_once() -> Non
     recorder = make(store, revoke_wait_ms=60_000)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(consumer, stop))
-    await wait_for(lambda: recorder.status.state is State.DEGRADED)
+    await wait_for(lambda: recorder.health.state is State.DEGRADED)
     async with asyncio.timeout(1):  # it must not wait for a batch that cannot finish
         await recorder.listener.on_partitions_revoked({P0})
-    await wait_for(lambda: recorder.status.batches_abandoned == 1)
+    await wait_for(lambda: recorder.health.batches_abandoned == 1)
     stop.set()
     await task
     assert consumer.commits == []
@@ -189,7 +189,7 @@ async def test_poison_is_dead_lettered_before_the_commit_and_the_rest_written() 
     reasons = [(dict(d.headers)["dead-letter-source-offset"], d.reason) for d in dead.sent]
     assert reasons == [(b"1", "undecodable"), (b"2", "constraint-violation")]
     assert dict(dead.sent[1].headers)["dead-letter-attempts"] == b"2"
-    assert recorder.status.dead_lettered == {"undecodable": 1, "constraint-violation": 1}
+    assert recorder.health.dead_lettered == {"undecodable": 1, "constraint-violation": 1}
     assert consumer.commits == [{P0: 4}]
 
 
@@ -234,13 +234,13 @@ async def test_an_error_of_the_whole_store_is_waited_out_not_the_end_of_the_reco
     states: list[State] = []
 
     def committed() -> bool:
-        states.append(recorder.status.state)
+        states.append(recorder.health.state)
         return bool(consumer.commits)
 
     await run_until(recorder, consumer, committed)
     assert State.DEGRADED in states
     assert consumer.commits == [{P0: 1}] and recorder.stored == 1
-    assert recorder.status.retries == 2 and recorder.dead_lettered == 0
+    assert recorder.health.retries == 2 and recorder.dead_lettered == 0
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:

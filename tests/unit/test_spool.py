@@ -117,19 +117,19 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import inference_service.spool as spool_module
+    from inference_service.spool_segments import write_durably as real_write
 
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1)])
-    real_write = spool_module._write_durably
 
     def torn_write(fd: int, data: bytes) -> None:
         os.write(fd, data[: len(data) // 2])  # half a frame lands, then the disk fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module, "_write_durably", torn_write)
+    monkeypatch.setattr(spool_module, "write_durably", torn_write)
     with pytest.raises(OSError, match="No space"):
         await spool.append([record(2)])
-    monkeypatch.setattr(spool_module, "_write_durably", real_write)
+    monkeypatch.setattr(spool_module, "write_durably", real_write)
     await spool.append([record(3)])
     assert spool.records == 2
     assert await drain(spool) == [record(1), record(3)]

@@ -1,8 +1,9 @@
 """All SQL lives in studentperf/persistence/ (issue 18): a scan of every string literal of the
-installed packages (pyproject's packages.find) for text that starts like a statement.
+installed packages (pyproject's packages.find) and of infra/ (the dev stack, the benchmarks,
+the demo) for text that starts like a statement.
 
-tests/ and infra/ (the dev stack, the benchmarks and the demo) are outside the rule: a test
-reads what landed by its own queries, so it checks the statements rather than repeats them.
+tests/ is outside the rule, on purpose: a test reads what landed by its own queries, so it
+checks the statements rather than repeats them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("studentperf", "inference_service", "recorder_service", "trainer")
+# The installed packages, and the repository's own tools.
+PACKAGES = ("studentperf", "inference_service", "recorder_service", "trainer", "infra")
 PERSISTENCE = REPO / "studentperf" / "persistence"
 GENERATED = REPO / "studentperf" / "v1"
 
@@ -48,6 +50,7 @@ def _sources() -> list[Path]:
 def test_no_sql_outside_the_persistence_package() -> None:
     sources = _sources()
     assert len(sources) > 50  # the scan sees the packages, not an empty folder
+    assert {p.relative_to(REPO).parts[0] for p in sources} == set(PACKAGES)
     outside = [
         f"{path.relative_to(REPO)}:{line}: {text}"
         for path in sources

@@ -11,6 +11,10 @@ figures are shown and marked as too few to judge. Live quality alerts when the R
 Per group of students (trainer.monitor.groups), a live gap between groups alerts when it is wider
 than the version's training-time gap by more than its threshold (`group_gaps`, the promotion
 gate's GAP_THRESHOLDS and rule), judged from `min_outcomes` outcomes like the rest of quality.
+
+Why this module is a little over 300 lines: the thresholds, the alerts they raise and the
+summary that prints them are one set of rules; the summary names each threshold as it is
+applied.
 """
 
 from __future__ import annotations

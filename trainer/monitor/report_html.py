@@ -9,6 +9,10 @@ when the file is opened, so it can be mailed or archived as it is.
 
 Plots use matplotlib's object API (Figure, no pyplot), so no global state or GUI backend is
 involved; PNG output goes through the Agg renderer.
+
+Why this module is over 300 lines: the plots, tables and captions of one report share its
+layout and wording (`plot_captions` lists the captions the sections use); split, one section
+of the report would be spread over several files.
 """
 
 from __future__ import annotations
