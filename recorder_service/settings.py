@@ -33,6 +33,11 @@ class Settings:
     batch_max_events: int = 2_000
     # How long a batch may keep gathering events after its first one arrived.
     batch_max_wait_ms: int = 200
+    # Shards a batch is split into by student, written at once over as many database
+    # connections (recorder_service/sharding.py). Two: PostgreSQL's work on one shard overlaps
+    # the other's round trips and commit and this process's Python work; more buys little
+    # from one recorder (measured in docs/recorder.md) and holds more connections.
+    write_shards: int = 2
     # Where records that can never be written go; empty means "<topic>.dead-letter".
     dead_letter_topic: str = ""
     # Port of the HTTP /health and /metrics endpoint; 0 serves none.
@@ -67,6 +72,7 @@ class Settings:
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),
             batch_max_events=env_int(env, "BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_int(env, "BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms, minimum=1),
+            write_shards=env_int(env, "RECORDER_WRITE_SHARDS", cls.write_shards, minimum=1),
             dead_letter_topic=env_str(env, "DEAD_LETTER_TOPIC", cls.dead_letter_topic),
             health_port=env_int(
                 env, "RECORDER_HEALTH_PORT", cls.health_port, minimum=0, maximum=65535
