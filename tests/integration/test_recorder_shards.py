@@ -64,18 +64,20 @@ class Log:
     def expected(self) -> dict[str, tuple[int | None, float | None]]:
         """Each student's facts by the merge rule: per fact, the value of the latest event
         (by time, then offset) that gave it."""
-        latest: dict[str, dict[str, tuple[tuple[int, int], object]]] = {}
+        ages: dict[str, tuple[tuple[int, int], int]] = {}
+        gpas: dict[str, tuple[tuple[int, int], float]] = {}
         for student, seconds, offset, age, gpa in self.given:
-            facts = latest.setdefault(student, {})
-            for name, value in (("age", age), ("previous_gpa", gpa)):
-                if value is not None and (name not in facts or facts[name][0] < (seconds, offset)):
-                    facts[name] = ((seconds, offset), value)
+            at = (seconds, offset)
+            if age is not None and (student not in ages or ages[student][0] < at):
+                ages[student] = (at, age)
+            if gpa is not None and (student not in gpas or gpas[student][0] < at):
+                gpas[student] = (at, gpa)
         return {
-            s: (
-                f["age"][1] if "age" in f else None,  # type: ignore[misc]
-                f["previous_gpa"][1] if "previous_gpa" in f else None,  # type: ignore[misc]
+            student: (
+                ages[student][1] if student in ages else None,
+                gpas[student][1] if student in gpas else None,
             )
-            for s, f in latest.items()
+            for student, *_ in self.given
         }
 
 
