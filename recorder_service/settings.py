@@ -29,14 +29,16 @@ class Settings:
     shared: SharedSettings = field(default_factory=SharedSettings)
     # Recorders sharing a group id share the topic's partitions.
     consumer_group: str = "studentperf-recorder"
-    # Most events read and written in one transaction.
-    batch_max_events: int = 2_000
+    # Most events read in one batch; each write shard writes its part in one transaction
+    # (about 2,000 events a shard: smaller transactions cost more database CPU per event).
+    batch_max_events: int = 4_000
     # How long a batch may keep gathering events after its first one arrived.
     batch_max_wait_ms: int = 200
     # Shards a batch is split into by student, written at once over as many database
-    # connections (recorder_service/sharding.py). Two: PostgreSQL's work on one shard overlaps
-    # the other's round trips and commit and this process's Python work; more buys little
-    # from one recorder (measured in docs/recorder.md) and holds more connections.
+    # connections (recorder_service/sharding.py). Two: one backend's CPU was the limit of a
+    # recorder (docs/recorder.md), and two let PostgreSQL work on one shard while the other
+    # waits on its round trips or commit; each shard is a backend, so more than the database
+    # host's free cores buy nothing and hold more connections.
     write_shards: int = 2
     # Where records that can never be written go; empty means "<topic>.dead-letter".
     dead_letter_topic: str = ""
