@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.bench import Bench, Row
 from infra.bench.process import RecorderProcess, peak_rss_mb
-from recorder_service.settings import DEAD_LETTER_SUFFIX
+from recorder_service.settings import DEAD_LETTER_SUFFIX, Settings
 from recorder_service.triage import triage
 from studentperf import envelope
 from studentperf.enums import CATEGORY_BY_NUMBER
@@ -264,7 +264,9 @@ async def run(bench: Bench) -> list[Row]:
         if len(done) > 1:
             note += ", median of " + " / ".join(f"{count / r.seconds:,.0f}" for r in done)
         label = f"topic -> committed rows, {instances} recorder{'s' if instances > 1 else ''}"
-        if shards is not None:
-            label += f", {shards} write shard{'s' if shards > 1 else ''}"
+        if instances == 1:
+            count_of = shards or Settings.write_shards
+            label += f", {count_of} write shard{'s' if count_of > 1 else ''}"
+            label += "" if shards else " (default)"
         rows.append(Row(CASE, label, count, median.seconds, peer=consume_label, note=note))
     return rows
