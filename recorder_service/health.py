@@ -41,7 +41,7 @@ class Offsets(Protocol):
     def highwater(self, partition: TopicPartition) -> int | None: ...
 
 
-# Batches hold up to STUDENTPERF_BATCH_MAX_EVENTS (2,000 by default) events.
+# Batches hold up to STUDENTPERF_BATCH_MAX_EVENTS (4,000 by default) events.
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 

@@ -23,10 +23,13 @@ from studentperf.retry import with_backoff
 log = logging.getLogger(__name__)
 
 
-async def connect_database(dsn: str, *, give_up_after_s: float = 120.0) -> asyncpg.Pool:
-    """A connection pool with the schema migrated, retrying while the database starts."""
+async def connect_database(
+    dsn: str, *, connections: int = 2, give_up_after_s: float = 120.0
+) -> asyncpg.Pool:
+    """A connection pool of at most `connections`, with the schema migrated, retrying while
+    the database starts."""
     pool: asyncpg.Pool = await with_backoff(
-        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=60),
+        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=connections, command_timeout=60),
         what="the database",
         retry_if=lambda error: database_unavailable(error, connecting=True),
         give_up_after_s=give_up_after_s,
@@ -76,7 +79,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
         else None
     )
     try:
-        pool = await connect_database(settings.shared.database_url)
+        # One connection per write shard, and one for retention.
+        pool = await connect_database(
+            settings.shared.database_url, connections=settings.write_shards + 1
+        )
         kafka_options = settings.shared.kafka_security.client_options()
         dead_letters = KafkaDeadLetters(
             settings.shared.kafka_bootstrap_servers,
@@ -88,7 +94,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
                 "erasure: using the development key (STUDENTPERF_ERASURE_KEY unset, database on "
                 "this machine); set one anywhere real"
             )
-        store = PostgresStore(pool, erasure_key=settings.erasure_key)
+        store = PostgresStore(pool, erasure_key=settings.erasure_key, shards=settings.write_shards)
         recorder = Recorder(settings, store, dead_letters, health)
         retention = RetentionTask(pool, settings)
         try:

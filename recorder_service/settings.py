@@ -29,10 +29,17 @@ class Settings:
     shared: SharedSettings = field(default_factory=SharedSettings)
     # Recorders sharing a group id share the topic's partitions.
     consumer_group: str = "studentperf-recorder"
-    # Most events read and written in one transaction.
-    batch_max_events: int = 2_000
+    # Most events read in one batch; each write shard writes its part in one transaction
+    # (about 2,000 events a shard: smaller transactions cost more database CPU per event).
+    batch_max_events: int = 4_000
     # How long a batch may keep gathering events after its first one arrived.
     batch_max_wait_ms: int = 200
+    # Shards a batch is split into by student, written at once over as many database
+    # connections (recorder_service/sharding.py). Two: one backend's CPU was the limit of a
+    # recorder (docs/recorder.md), and two let PostgreSQL work on one shard while the other
+    # waits on its round trips or commit; each shard is a backend, so more than the database
+    # host's free cores buy nothing and hold more connections.
+    write_shards: int = 2
     # Where records that can never be written go; empty means "<topic>.dead-letter".
     dead_letter_topic: str = ""
     # Port of the HTTP /health and /metrics endpoint; 0 serves none.
@@ -67,6 +74,7 @@ class Settings:
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),
             batch_max_events=env_int(env, "BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_int(env, "BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms, minimum=1),
+            write_shards=env_int(env, "RECORDER_WRITE_SHARDS", cls.write_shards, minimum=1),
             dead_letter_topic=env_str(env, "DEAD_LETTER_TOPIC", cls.dead_letter_topic),
             health_port=env_int(
                 env, "RECORDER_HEALTH_PORT", cls.health_port, minimum=0, maximum=65535

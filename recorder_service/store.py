@@ -1,6 +1,11 @@
-"""Writing batches of staging rows into PostgreSQL, idempotently, in one transaction each.
+"""Writing batches of staging rows into PostgreSQL, idempotently, in one transaction per shard.
 
-A batch is COPYed into a temporary staging table and spread from there by one
+A batch is split by student into shards (recorder_service/sharding.py) written at once, each
+over its own connection: one student's rows are always in one shard, so its facts are merged
+in event order inside one transaction, and the writer commits the batch's offsets only once
+every shard has committed.
+
+A shard is COPYed into a temporary staging table and spread from there by one
 `INSERT ... SELECT ... ON CONFLICT` per table, sent as one round trip (the statements are
 studentperf.persistence.recording's). Each is keyed so that writing the same events again
 changes nothing: predictions by prediction id, profiles and academic records by their
@@ -16,7 +21,7 @@ it: the monitor pairs a prediction that names no term with the first outcome rec
 it (studentperf/persistence/monitor.py), by the service's clock on both sides.
 
 COPY cannot do ON CONFLICT, and one bad row aborts a statement (MagicStack/asyncpg#749), so
-a batch the database refuses (or the driver cannot encode) is split in halves until the
+a shard the database refuses (or the driver cannot encode) is split in halves until the
 refused events stand alone; every other event is still written. A refusal is described by
 the rule it broke (SQLSTATE, constraint, table, column), never by PostgreSQL's message or
 detail: they quote the row ("Failing row contains (...)"), a student's data.
@@ -24,6 +29,7 @@ detail: they quote the row ("Failing row contains (...)"), a student's data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +48,7 @@ from recorder_service.erasure import (
 )
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.settings import DEV_ERASURE_KEY
+from recorder_service.sharding import split
 from recorder_service.triage import Reason
 from studentperf.database_errors import database_unavailable
 from studentperf.persistence.recording import CREATE_STAGING, SPREAD, STAGING_TABLE
@@ -176,27 +183,58 @@ async def _check_usable(conn: asyncpg.Connection) -> None:
 
 class PostgresStore:
     """Writes staging rows through a connection pool; `erasure_key` names erased students in
-    the `erasures` table (recorder_service/erasure.py)."""
+    the `erasures` table (recorder_service/erasure.py). A batch is split by student into at
+    most `shards` shards (recorder_service/sharding.py), written at once over as many of the
+    pool's connections, so the pool needs at least `shards` of them."""
 
-    def __init__(self, pool: asyncpg.Pool, *, erasure_key: bytes = DEV_ERASURE_KEY) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, erasure_key: bytes = DEV_ERASURE_KEY, shards: int = 1
+    ) -> None:
         self._pool = pool
         self._erasure_key = erasure_key
         self._hasher = StudentHasher(erasure_key)
+        self._shards = max(1, shards)
 
     async def write(
         self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
     ) -> WriteResult:
-        """Applies the batch's erasures (one transaction), then writes the rows, but those of
-        erased students that occurred at or before their erasure, each batch in one
-        transaction; rows refused on their own (as data, or by any error only they cause) are
-        reported by index, and every other row is written.
+        """Applies the batch's erasures, then writes the rows, but those of erased students
+        that occurred at or before their erasure; rows refused on their own (as data, or by
+        any error only they cause) are reported by index, and every other row is written.
+        Each shard does that for its students in its own transactions (its erasures in one,
+        its rows in one), all shards at once.
 
-        Transient errors (see `is_transient`) and DatabaseUnusable propagate: what was
-        committed before them is committed for good, and writing the rows again adds nothing
-        (an erasure is applied once, by its event id), so the caller retries.
+        Transient errors (see `is_transient`) and DatabaseUnusable propagate once every shard
+        has finished: what any shard committed before them is committed for good, and writing
+        the whole batch again adds nothing (an erasure is applied once, by its event id), so
+        the caller retries it whole.
         """
         if not rows and not erasures:
             return WriteResult()
+        if self._shards == 1:
+            return await self._write_shard(rows, erasures)
+        parts = split(rows, erasures, self._shards)
+        if len(parts) == 1:
+            return await self._write_shard(rows, erasures)
+        # Every shard runs to its end even when another fails, so none is left mid-transaction
+        # while the batch is retried.
+        outcomes = await asyncio.gather(
+            *(self._write_shard(part.rows, part.erasures) for part in parts),
+            return_exceptions=True,
+        )
+        result = WriteResult()
+        for part, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            # Refusals name rows by their place in the batch, not in the shard.
+            outcome.refused = [replace(r, index=part.indexes[r.index]) for r in outcome.refused]
+            result.add(outcome)
+        result.refused.sort(key=lambda r: r.index)
+        return result
+
+    async def _write_shard(
+        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure]
+    ) -> WriteResult:
         async with self._pool.acquire() as conn:
             try:
                 applied = (

@@ -233,9 +233,10 @@ def write_doc(
                 "building and serializing events).",
                 "",
                 "The end-to-end case runs after the servers above have stopped. Its lag is mostly "
-                "the recorder's batching by design: a batch closes when full (2,000 events) or "
+                "the recorder's batching by design: a batch closes when full (4,000 events) or "
                 "200 ms after its first event (`STUDENTPERF_BATCH_MAX_WAIT_MS`), and Kafka's "
-                "consumer fetch adds its own wait; then one transaction writes the batch.",
+                "consumer fetch adds its own wait; then one transaction per write shard "
+                "writes the batch.",
                 "",
             ]
         )

@@ -72,10 +72,14 @@ FROM {STAGING_TABLE} WHERE prediction_id IS NULL
 ORDER BY student_id, term, predicted_at DESC, log_offset DESC"""
 
 # One simple-protocol round trip; its status is the last statement's, the predictions insert.
+# The shards of a batch (recorder_service/sharding.py) run it at once over disjoint students;
+# model_versions is the one table they share, so its rows go in a fixed order: a shard may wait
+# for another's new version to commit, never both for each other.
 SPREAD: Final = f"""{skip_imported(STAGING_TABLE)};
 
 INSERT INTO model_versions (model_version)
 SELECT DISTINCT model_version FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL
+ORDER BY model_version
 ON CONFLICT (model_version) DO NOTHING;
 
 {merge_statement(_GIVEN_FACTS)};

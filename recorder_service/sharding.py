@@ -1,0 +1,53 @@
+"""Splitting a batch by student into shards that are written concurrently, each over its own
+database connection and in its own transaction (recorder_service/store.py).
+
+A student's rows and erasures always fall in the same shard (a stable hash of the student id),
+so each shard's facts merge, erasures and outcome upserts touch rows no other shard touches:
+the shards never wait for each other's row locks, and one student's events are merged in
+their order within the one transaction that holds them all. The only rows every shard may
+write are shared ones such as model_versions, inserted in a fixed order (recording.SPREAD),
+so shards can wait on each other there but never deadlock.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from recorder_service.erasure import Erasure
+from recorder_service.rows import STAGING_COLUMNS, StagingRow
+
+_STUDENT = STAGING_COLUMNS.index("student_id")
+
+
+@dataclass(slots=True)
+class Shard:
+    """The rows of some students, in the batch's order; `indexes[i]` is the place of
+    `rows[i]` in the batch (a refusal names a row by that place)."""
+
+    indexes: list[int] = field(default_factory=list)
+    rows: list[StagingRow] = field(default_factory=list)
+    erasures: list[Erasure] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows and not self.erasures
+
+
+def shard_of(student_id: str, shards: int) -> int:
+    """The same shard for the same student in every batch and every process (crc32, not
+    Python's salted hash)."""
+    return zlib.crc32(student_id.encode()) % shards
+
+
+def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) -> list[Shard]:
+    """The batch's non-empty shards (at most `shards`), each keeping the batch's order."""
+    parts = [Shard() for _ in range(shards)]
+    for index, row in enumerate(rows):
+        part = parts[shard_of(str(row[_STUDENT]), shards)]
+        part.indexes.append(index)
+        part.rows.append(row)
+    for erasure in erasures:
+        parts[shard_of(erasure.student_id, shards)].erasures.append(erasure)
+    return [part for part in parts if not part.empty]

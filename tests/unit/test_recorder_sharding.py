@@ -1,0 +1,68 @@
+"""Splitting a batch by student (recorder_service/sharding.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from recorder_service.erasure import Erasure
+from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from recorder_service.sharding import shard_of, split
+
+STUDENT = STAGING_COLUMNS.index("student_id")
+
+
+def row(student_id: str, offset: int) -> StagingRow:
+    values: list[object] = [None] * len(STAGING_COLUMNS)
+    values[0], values[STUDENT] = offset, student_id  # log_offset is the first column
+    return tuple(values)
+
+
+def erasure(student_id: str) -> Erasure:
+    return Erasure(f"e-{student_id}", student_id, datetime(2026, 1, 1, tzinfo=UTC), "t", "")
+
+
+def test_a_students_rows_and_erasures_share_one_shard_in_batch_order() -> None:
+    students = [f"s{i}" for i in range(50)]
+    rows = [row(students[(i * 7) % 50], i) for i in range(400)]
+    erasures = [erasure(s) for s in students[::5]]
+
+    parts = split(rows, erasures, 2)
+
+    assert len(parts) == 2  # fifty students fill both shards
+    seen: dict[str, int] = {}
+    for number, part in enumerate(parts):
+        assert part.indexes == sorted(part.indexes)  # the batch's (log) order is kept
+        assert [rows[i] for i in part.indexes] == part.rows
+        for r in part.rows:
+            assert seen.setdefault(str(r[STUDENT]), number) == number
+        for e in part.erasures:
+            assert seen.setdefault(e.student_id, number) == number
+    assert sorted(i for part in parts for i in part.indexes) == list(range(len(rows)))
+    assert sum(len(part.erasures) for part in parts) == len(erasures)
+
+
+def test_the_shard_of_a_student_is_the_same_in_every_process() -> None:
+    # Another process, another string-hash salt: the shards must not depend on it.
+    students = [f"student-{i}" for i in range(64)]
+    code = (
+        "from recorder_service.sharding import shard_of;"
+        f"print([shard_of(s, 4) for s in {students!r}])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    here = [shard_of(s, 4) for s in students]
+    assert other.stdout.strip() == str(here)
+    assert set(here) == {0, 1, 2, 3}
+
+
+def test_one_shard_or_one_student_is_the_batch_unsplit() -> None:
+    rows = [row("alice", i) for i in range(5)]
+    assert [p.indexes for p in split(rows, [erasure("alice")], 3)] == [[0, 1, 2, 3, 4]]
+    mixed = [row(f"s{i}", i) for i in range(20)]
+    assert [p.indexes for p in split(mixed, [], 1)] == [list(range(20))]
+    assert split([], [], 2) == []
