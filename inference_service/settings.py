@@ -77,8 +77,10 @@ class Settings:
     health_host: str = "127.0.0.1"
     # Micro-batching of concurrent single-student Predict calls (see inference_service.batcher):
     # the longest a call waits for others to share its model call and publish, in milliseconds
-    # (0 turns it off), and the most students in one batch.
-    microbatch_wait_ms: float = 2.0
+    # (0 turns it off), and the most students in one batch. A lone call never waits; under
+    # load 5 ms rather than 2 lets a batch gather more calls (fewer model calls and publishes),
+    # about a tenth less CPU per call at concurrency 64 (issue 17).
+    microbatch_wait_ms: float = 5.0
     microbatch_max: int = 256
     # The term a prediction is for when its request names none (PredictRequest.term). Empty:
     # such predictions name no term, and monitoring pairs them with outcomes by time alone.

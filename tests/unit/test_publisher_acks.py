@@ -1,4 +1,5 @@
-"""A publish waits for all of its acknowledgements on one future; a timeout leaves them alone."""
+"""A publish waits for all of its acknowledgements on one future (one callback at a time, from
+the last); a timeout leaves them alone."""
 
 from __future__ import annotations
 
@@ -42,3 +43,20 @@ async def test_a_timed_out_wait_leaves_the_acks_to_wait_on_again() -> None:
     for ack in acks:
         ack.set_result(None)
     await retry
+
+
+async def test_an_earlier_ack_still_pending_when_the_last_is_done_is_waited_for() -> None:
+    """The wait follows the last ack first (a producer batch's are set together), but acks done
+    out of that order are each still waited for."""
+    loop = asyncio.get_running_loop()
+    acks: list[asyncio.Future[object]] = [loop.create_future() for _ in range(3)]
+    waiting = _all_done(acks)
+    acks[2].set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    acks[0].set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    acks[1].set_result(None)
+    await asyncio.sleep(0)
+    assert waiting.done()
