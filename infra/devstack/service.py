@@ -9,6 +9,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -41,12 +42,26 @@ def local_dir() -> Path:
     return repo_root() / ".local"
 
 
+# Below Linux's default ephemeral range (32768-60999): the kernel never hands these to an
+# outgoing connection, so a port chosen here cannot be taken by some client's socket between
+# the choice and the server's bind (CI saw Kafka's controller lose its port that way).
+_CHOSEN_PORTS = range(20000, 32768)
+
+
 def free_port(host: str = LOCALHOST) -> int:
     """A TCP port that is free right now (for tests; another process may still take it)."""
+    for _ in range(50):
+        port = random.choice(_CHOSEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
