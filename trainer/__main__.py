@@ -19,12 +19,13 @@ from pathlib import Path
 
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings, env_int
 from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
-from studentperf.model_artifact import ModelArtifactError
+from studentperf.model_artifact import CURRENT, ModelArtifactError
 from studentperf.model_store import read_model_source
 from trainer.conformal import COVERAGE_VARIABLE, DEFAULT_COVERAGE
 from trainer.data import TrainingDataError
 from trainer.fit import MIN_ROWS
 from trainer.promote import GAP_THRESHOLDS_VARIABLE, parse_gap_thresholds
+from trainer.publish import database_current
 from trainer.train import TrainingConfig, run
 
 
@@ -89,6 +90,12 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         "--force", action="store_true", help="promote even if worse than the current version"
     )
     parser.add_argument(
+        "--first-only",
+        action="store_true",
+        help="do nothing when a version is served already (the database's `current` with "
+        "--publish, else the models folder's): a new installation's first training",
+    )
+    parser.add_argument(
         "--gap-thresholds",
         default=environ.get(GAP_THRESHOLDS_VARIABLE, ""),
         metavar="FIGURE=VALUE,...",
@@ -143,6 +150,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         synthetic=args.synthetic,
         database_only=args.database_only,
         publish=args.publish,
+        first_only=args.first_only,
         force=args.force,
         gap_thresholds=gap_thresholds,
         unfair_group=args.plant_unfairness,
@@ -150,9 +158,20 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
     )
 
 
+def served_version(config: TrainingConfig) -> str | None:
+    """The version served now: the database's `current` when publishing, else the folder's."""
+    if config.publish and config.database_url is not None:
+        return database_current(config.database_url)
+    link = config.models_dir / CURRENT
+    return link.readlink().name if link.is_symlink() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv, os.environ)
     try:
+        if config.first_only and (served := served_version(config)) is not None:
+            print(f"a model is served already ({served}): not training (--first-only)")
+            return 0
         run(config)
     except (TrainingDataError, ModelArtifactError) as err:
         print(f"error: {err}", file=sys.stderr)

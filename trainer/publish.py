@@ -74,6 +74,22 @@ def follow_database(database_url: str, models_dir: Path) -> tuple[str | None, st
         raise PublishFailed(f"reading the database's current version: {err}") from err
 
 
+def database_current(database_url: str) -> str | None:
+    """The version the database's `current` names; None when none was promoted there."""
+
+    async def read() -> str | None:
+        conn = await connect(database_url)
+        try:
+            return await current_pointer(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(read())
+    except _FAILURES as err:
+        raise PublishFailed(f"reading the database's current version: {err}") from err
+
+
 def point_database(database_url: str, version: str, expected: str | None) -> bool:
     """Moves the database's `current` to `version` if it still names `expected` (what the gate
     compared against); returns whether it moved."""

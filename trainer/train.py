@@ -50,6 +50,9 @@ class TrainingConfig:
     # Store each version in the database and move its `current` pointer on promotion, for
     # replicas on other machines (trainer.publish); needs database_url.
     publish: bool = False
+    # Do nothing when a version is served already (trainer.__main__, a new installation's
+    # first training): the `current` of the model source `publish` says.
+    first_only: bool = False
     force: bool = False
     # How much a gap between groups of students may widen (trainer.promote.GAP_THRESHOLDS).
     gap_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(GAP_THRESHOLDS))

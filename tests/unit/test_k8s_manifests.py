@@ -271,13 +271,60 @@ def test_inference_keeps_its_spool_on_a_volume_of_its_own(tmp_path: Path) -> Non
     # and the producer's bounded flush (10 s).
     grace = pod_spec(inference)["terminationGracePeriodSeconds"]
     assert grace > 20 + settings.shutdown_grace_s + 10
-    # The model the service reads is where the training jobs write it, and what the init
-    # container waits for.
-    trainer, _ = settings_of("base", "CronJob", "studentperf-retrain", tmp_path)
-    assert str(trainer.models_dir) == settings.models_dir
-    assert trainer.database_only
-    wait = pod_spec(inference)["initContainers"][0]
-    assert f"{settings.models_dir}/current" in " ".join(wait["command"])
+
+
+def dsn_user(url: str) -> str | None:
+    return urlsplit(url).username
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_models_travel_through_the_database_under_the_right_roles(
+    variant: str, tmp_path: Path
+) -> None:
+    """No shared models volume: the training jobs publish to the database as the trainer's
+    role (the one that may write a version or the pointer, migration 0015), every inference pod
+    follows the pointer as the inference role into a folder of its own."""
+    claims = [d for d in rendered(variant) if d["kind"] == "PersistentVolumeClaim"]
+    assert claims == [], [c["metadata"]["name"] for c in claims]
+    serve, _ = settings_of(variant, "StatefulSet", "studentperf-inference", tmp_path)
+    assert isinstance(serve, InferenceSettings)
+    assert serve.model_source == "database"
+    assert dsn_user(serve.shared.database_url) == DatabaseRole.INFERENCE
+    inference = pod_spec(find(variant, "StatefulSet", "studentperf-inference"))
+    volumes = {v["name"]: v for v in inference["volumes"]}
+    mount = next(
+        m for m in inference["containers"][0]["volumeMounts"] if m["mountPath"] == serve.models_dir
+    )
+    # Hot reload downloads into it: writable, and the pod's own.
+    assert "emptyDir" in volumes[mount["name"]] and not mount.get("readOnly")
+    # The init container waits with the service's own settings reader, so for the same
+    # pointer, as the same role, into the same folder.
+    (wait,) = inference["initContainers"]
+    assert wait["command"] == ["python", "-m", "inference_service.wait_for_model"]
+    env = environment(variant, inference, wait, tmp_path)
+    waits = InferenceSettings.from_env(env)
+    assert (waits.model_source, waits.models_dir) == ("database", serve.models_dir)
+    assert waits.shared.database_url == serve.shared.database_url
+    assert {m["name"] for m in wait["volumeMounts"] if m["mountPath"] == serve.models_dir} == {
+        mount["name"]
+    }
+    for kind, name in [("Job", "studentperf-train"), ("CronJob", "studentperf-retrain")]:
+        trainer, _ = settings_of(variant, kind, name, tmp_path)
+        assert trainer.publish, name
+        assert dsn_user(trainer.database_url) == DatabaseRole.TRAINER, name
+        folder = next(
+            v for v in pod_spec(find(variant, kind, name))["volumes"] if v["name"] == "models"
+        )
+        assert "emptyDir" in folder, name
+    first, _ = settings_of(variant, "Job", "studentperf-train", tmp_path)
+    retrain, _ = settings_of(variant, "CronJob", "studentperf-retrain", tmp_path)
+    # The Job trains only a new installation's first model; the CronJob only on recorded rows.
+    assert first.first_only and not first.database_only
+    assert retrain.database_only and not retrain.first_only
+    # The migrations set the inference role's password that its DSN holds.
+    (_, passwords), _ = settings_of(variant, "Job", "studentperf-migrate", tmp_path)
+    assert passwords[DatabaseRole.INFERENCE] == urlsplit(serve.shared.database_url).password
+    assert passwords[DatabaseRole.TRAINER] == urlsplit(trainer.database_url).password
 
 
 def ports_by_name(container: Mapping[str, Any]) -> dict[str, int]:

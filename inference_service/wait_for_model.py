@@ -1,0 +1,77 @@
+"""`python -m inference_service.wait_for_model`: wait until there is a model to serve.
+
+The service refuses to start without a model. A new installation has none until its first
+training, so a pod's init container runs this instead of letting the service crash-loop: with
+STUDENTPERF_MODEL_SOURCE=database it follows the database's `current` pointer as the service
+does (inference_service.model_follower: downloaded into STUDENTPERF_MODELS_DIR, every SHA-256
+checked first, as the inference role), so the service then starts on a folder that already holds
+the version; with `folder` it waits for the folder's `current` link. Settings are the service's
+own (Settings.from_env), so it reads what the service will read. Exits 0 once a version is
+there, 2 on bad settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from inference_service.model_follower import ModelFollower
+from inference_service.settings import Settings
+from studentperf.config import ConfigError, configure_logging
+from studentperf.model_artifact import ModelArtifactError, resolve_version_dir
+
+log = logging.getLogger(__name__)
+
+CANNOT_START = 2
+DEFAULT_INTERVAL_S = 5.0
+
+
+def local_version(models_dir: str) -> str | None:
+    """The version the folder's `current` names, if it is there to load."""
+    try:
+        return resolve_version_dir(models_dir).name
+    except ModelArtifactError:
+        return None
+
+
+async def wait_for_model(
+    settings: Settings,
+    *,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    say: Callable[[str], None] = print,
+) -> str:
+    """Returns the version the service will serve once the models folder holds one."""
+    follower = None
+    if settings.model_source == "database":
+        follower = ModelFollower(settings.shared.database_url, settings.models_dir)
+    try:
+        while True:
+            if follower is not None:
+                await follower.sync()  # logs why not, once, when it cannot
+            version = local_version(settings.models_dir)
+            if version is not None:
+                return version
+            where = "the database's pointer" if follower else f"{settings.models_dir}/current"
+            say(f"waiting for a promoted model ({where}); trying again in {interval_s:g} s")
+            await asyncio.sleep(interval_s)
+    finally:
+        if follower is not None:
+            await follower.close()
+
+
+def main() -> None:
+    configure_logging(os.environ, default_format="text")
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as err:
+        print(f"cannot wait for a model: {err}", file=sys.stderr)
+        raise SystemExit(CANNOT_START) from None
+    version = asyncio.run(wait_for_model(settings))
+    print(f"model {version} is in {settings.models_dir}")
+
+
+if __name__ == "__main__":
+    main()
