@@ -10,7 +10,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup lock up demo train retrain monitor import retention erase migrate test test-unit lint format proto check-proto check-buf clean
+.PHONY: help setup lock up demo train retrain rollback monitor import retention erase migrate test test-unit lint format proto check-proto check-buf clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; 
 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
 	@$(BIN)/studentperf-train --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
+
+rollback: setup ## serve an earlier version again: VERSION=v, or the one promoted before the current; hashes checked first
+	@$(BIN)/studentperf-rollback $(if $(VERSION),"$(VERSION)")
 
 monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1; JSON=path; PROM=path); exit 1 on alert
 	@$(BIN)/studentperf-monitor $(if $(SINCE),--since $(SINCE)) $(if $(LAST),--last $(LAST)) $(if $(RETRAIN),--retrain-on-alert) $(if $(JSON),--json $(JSON)) $(if $(PROM),--prometheus-textfile $(PROM))

@@ -8,10 +8,13 @@ Layout of a models directory:
                                     "pass_mark", "score_reference", "feature_groups",
                                     and since intervals "score_interval" and
                                     "pass_calibration", None when not fitted}
-        metadata.json              version, created_at, pass mark, library versions, metrics...
+        metadata.json              version, created_at, pass mark, library versions, metrics,
+                                   files_sha256 (each other file's SHA-256, so a rollback can
+                                   check a version's bytes before serving it again)...
         reference_inputs.csv       a sample of the training inputs (trainer.reference), for
                                    drift monitoring; older versions lack it
       current -> 20250101T120000Z-1a2b3c4d   relative symlink: the version to serve
+      promotions.jsonl             one line per promotion by the gate (studentperf.model_folder)
 
 A version is `<UTC time YYYYMMDDTHHMMSSZ>-<8 hex of the training data and parameters>`, so names
 sort by time and say whether two versions saw the same inputs. Publishing is atomic at each step:
@@ -29,6 +32,7 @@ refused with the advice to retrain. A format-2 bundle from before intervals lack
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -53,6 +57,8 @@ from studentperf.score_interval import PassCalibration, ScoreInterval
 MODEL_FILE: Final = "model.joblib"
 METADATA_FILE: Final = "metadata.json"
 CURRENT: Final = "current"
+# metadata.json's field: {file name: SHA-256 hex} of every other file of the version.
+FILES_SHA256: Final = "files_sha256"
 FORMAT: Final = 2
 _HOW_TO_FIX: Final = "run `make train` (python -m trainer) to build one"
 _BUNDLE_KEYS: Final = frozenset(
@@ -168,7 +174,7 @@ def save_artifact(
     root = Path(models_dir)
     created = (created_at or datetime.now(UTC)).astimezone(UTC)
     version = _free_version(root, make_version(created, fingerprint))
-    metadata = {
+    metadata: dict[str, Any] = {
         "version": version,
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "pass_mark": model.pass_mark,
@@ -195,9 +201,13 @@ def save_artifact(
     staging.mkdir()
     try:
         joblib.dump(bundle, staging / MODEL_FILE)
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         for name, content in extras.items():
             (staging / name).write_bytes(content)
+        metadata[FILES_SHA256] = {
+            name: hashlib.sha256((staging / name).read_bytes()).hexdigest()
+            for name in (MODEL_FILE, *extras)
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         for name in (MODEL_FILE, METADATA_FILE, *extras):
             fsync_path(staging / name)
         try:

@@ -20,6 +20,7 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +38,7 @@ from studentperf.model_artifact import (
 from studentperf.persistence.artifacts import (
     CURRENT_POINTER,
     MOVE_POINTER,
+    PUBLISHED_VERSIONS,
     STORE_FILE,
     STORE_VERSION,
     VERSION_FILES,
@@ -126,6 +128,13 @@ async def download_version(conn: asyncpg.Connection, version: str, models_dir: P
 def place_checked(models_dir: Path, version: str, files: list[tuple[str, bytes, str]]) -> None:
     """Checks every file against its recorded SHA-256, then writes them all as
     `models_dir/version`, all or nothing. Raises ArtifactRefused, having written nothing."""
+    check_files(version, files)
+    _place(models_dir, version, [(name, content) for name, content, _ in files])
+
+
+def check_files(version: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Raises ArtifactRefused unless the version has its model and metadata and every file
+    hashes to its recorded SHA-256."""
     names = {name for name, _, _ in files}
     if not {MODEL_FILE, METADATA_FILE} <= names:
         raise ArtifactRefused(version, f"the database holds no {MODEL_FILE} or {METADATA_FILE}")
@@ -139,7 +148,6 @@ def place_checked(models_dir: Path, version: str, files: list[tuple[str, bytes, 
                 f"{name} hashes to {found[:16]}..., not the {recorded[:16]}... the trainer "
                 "recorded; refused unread",
             )
-    _place(models_dir, version, [(name, content) for name, content, _ in files])
 
 
 def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> None:
@@ -184,3 +192,27 @@ def _local_current(models_dir: Path) -> str | None:
         return resolve_version_dir(models_dir).name
     except ModelArtifactError:
         return None
+
+
+@dataclass(frozen=True)
+class Published:
+    """A version a model source holds, and when the gate last promoted it (None: never, or
+    not known)."""
+
+    version: str
+    promoted_at: datetime | None
+
+
+async def published_versions(conn: asyncpg.Connection) -> list[Published]:
+    """Every version stored in the database, with its last promotion (model_versions)."""
+    rows = await conn.fetch(PUBLISHED_VERSIONS)
+    return [Published(row["model_version"], row["promoted_at"]) for row in rows]
+
+
+async def verify_stored(conn: asyncpg.Connection, version: str) -> int:
+    """Checks the stored version's files against their recorded SHA-256s, nothing written;
+    returns how many files. Raises ArtifactRefused."""
+    rows = await conn.fetch(VERSION_FILES, version)
+    files = [(row["file_name"], bytes(row["content"]), row["sha256"]) for row in rows]
+    await asyncio.to_thread(check_files, version, files)
+    return len(files)

@@ -24,7 +24,8 @@ With nothing to compare against (no current version, one
 that cannot be loaded, or one made for another pass mark) the new version is promoted, and
 `force` promotes regardless. The comparison and the switch of the link happen under an
 exclusive lock on `models/.promote.lock`, so two trainers cannot both compare against the same
-old version and then overwrite each other; the switch itself is one atomic rename.
+old version and then overwrite each other; the switch itself is one atomic rename. Each
+promotion is noted in `models/promotions.jsonl`, which `studentperf-rollback` walks back.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from studentperf.model_artifact import (
     load_artifact,
     set_current,
 )
+from studentperf.model_folder import note_promotion
 from trainer.evaluate import Metrics, model_metrics
 from trainer.group_quality import FIGURES, model_group_quality
 
@@ -159,7 +161,8 @@ def not_worse(candidate: Metrics, current: Metrics) -> tuple[bool, str]:
 
 
 @contextmanager
-def _locked(models_dir: Path) -> Iterator[None]:
+def promotion_lock(models_dir: Path) -> Iterator[None]:
+    """Held while `current` is compared and moved: by the gate, and by a rollback."""
     models_dir.mkdir(parents=True, exist_ok=True)
     with (models_dir / LOCK_FILE).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -182,7 +185,7 @@ def promote_if_not_worse(
 ) -> Decision:
     """Compares `version` (already saved under `models_dir`) with `current`; switches if due.
     `groups` is the version's per-group quality on `test` (None: no per-group gate)."""
-    with _locked(models_dir):
+    with promotion_lock(models_dir):
         decision = _decide(
             models_dir,
             candidate,
@@ -194,6 +197,7 @@ def promote_if_not_worse(
         )
         if decision.promoted:
             set_current(models_dir, version)
+            note_promotion(models_dir, version)  # what a rollback goes back along
     return decision
 
 

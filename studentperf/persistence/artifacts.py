@@ -29,3 +29,10 @@ VERSION_FILES: Final = """
 SELECT file_name, content, sha256 FROM model_artifact_files
 WHERE model_version = $1 ORDER BY file_name
 """
+# Every stored version, with when the trainer last promoted it (model_versions.promoted_at;
+# NULL: never promoted, or not registered); a rollback chooses among them (trainer/rollback.py).
+PUBLISHED_VERSIONS: Final = """
+SELECT a.model_version, v.promoted_at
+FROM model_artifacts a LEFT JOIN model_versions v ON v.model_version = a.model_version
+ORDER BY a.model_version
+"""

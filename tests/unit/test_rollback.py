@@ -1,0 +1,161 @@
+"""studentperf-rollback: which version it chooses (trainer.rollback), and the folder case end to
+end: the `current` link moves only to a version that exists and whose bytes verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from studentperf.model_artifact import CURRENT, FILES_SHA256, MODEL_FILE, save_artifact
+from studentperf.model_folder import PROMOTIONS_FILE, note_promotion, read_promotions, verify_local
+from studentperf.model_store import ArtifactRefused, Published
+from trainer import synthetic
+from trainer.fit import fit_and_evaluate
+from trainer.pipeline import logistic, ridge
+from trainer.rollback import RollbackRefused, choose_version
+from trainer.rollback_cli import main
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(hours: int) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+HISTORY = [
+    Published("v1", at(1)),
+    Published("v2", at(2)),
+    Published("v2b", None),  # saved, refused by the gate
+    Published("v3", at(3)),
+]
+
+
+def test_without_a_name_it_goes_back_to_the_promotion_before_the_current() -> None:
+    choice = choose_version(None, "v3", HISTORY)
+    assert choice.version == "v2" and "promoted before v3" in choice.reason
+    # Walking back: the rollback promoted nothing, so from v2 the previous is v1.
+    assert choose_version(None, "v2", HISTORY).version == "v1"
+    # A current the history does not know (moved by hand): the latest promotion.
+    assert choose_version(None, "v2b", HISTORY).version == "v3"
+
+
+def test_it_refuses_when_there_is_nothing_to_go_back_to() -> None:
+    with pytest.raises(RollbackRefused, match="no version was promoted before v1"):
+        choose_version(None, "v1", HISTORY)
+    with pytest.raises(RollbackRefused, match="no version is served yet"):
+        choose_version(None, None, HISTORY)
+    with pytest.raises(RollbackRefused, match=r"no version was promoted before v1.*none is"):
+        choose_version(None, "v1", [])
+
+
+def test_a_named_version_must_exist() -> None:
+    assert choose_version("v1", "v3", HISTORY).version == "v1"
+    with pytest.raises(RollbackRefused, match=r"version v9 does not exist.*v3 \(current\)"):
+        choose_version("v9", "v3", HISTORY)
+    # Named, it may be one the gate never promoted: the operator is told so.
+    assert "never promoted" in choose_version("v2b", "v3", HISTORY).reason
+    assert choose_version("v3", "v3", HISTORY).already_current
+
+
+@pytest.fixture(scope="module")
+def fitted() -> object:
+    return fit_and_evaluate(
+        synthetic.generate(300, 5),
+        pass_mark=50.0,
+        seed=5,
+        score_options=[ridge(1.0)],
+        pass_options=[logistic(1.0)],
+    ).model
+
+
+def saved(models: Path, fitted: object, hour: int, *, promote: bool = True) -> str:
+    version = save_artifact(
+        models,
+        fitted,  # type: ignore[arg-type]
+        fingerprint=f"{hour:08x}",
+        details={},
+        created_at=at(hour),
+        make_current=promote,
+        extra_files={"reference_inputs.csv": b"a,b\n1,2\n"},
+    ).name
+    if promote:
+        note_promotion(models, version, at(hour))
+    return version
+
+
+def test_a_saved_version_records_the_sha256_of_each_of_its_files(
+    tmp_path: Path, fitted: object
+) -> None:
+    version = saved(tmp_path, fitted, 1)
+    metadata = json.loads((tmp_path / version / "metadata.json").read_text())
+    assert set(metadata[FILES_SHA256]) == {MODEL_FILE, "reference_inputs.csv"}
+    for name, digest in metadata[FILES_SHA256].items():
+        assert hashlib.sha256((tmp_path / version / name).read_bytes()).hexdigest() == digest
+    assert verify_local(tmp_path, version) == 2
+    assert read_promotions(tmp_path) == {version: at(1)}
+
+
+def current(models: Path) -> str:
+    return (models / CURRENT).readlink().name
+
+
+def test_the_folder_rollback_moves_current_back_and_says_so(
+    tmp_path: Path, fitted: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = saved(tmp_path, fitted, 1), saved(tmp_path, fitted, 2)
+    refused = saved(tmp_path, fitted, 3, promote=False)
+    assert current(tmp_path) == second
+    args = ["--source", "folder", "--models-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert current(tmp_path) == first
+    assert f"{second} -> {first}" in out and "2 files verified" in out
+    # Nothing before the first promotion: refused, exit 2, the link stays.
+    assert main(args) == 2
+    assert f"no version was promoted before {first}" in capsys.readouterr().err
+    assert current(tmp_path) == first
+    # Named: forward again, or to the version the gate refused.
+    assert main([*args, second]) == 0 and current(tmp_path) == second
+    assert main([*args, refused]) == 0 and current(tmp_path) == refused
+    assert "never promoted" in capsys.readouterr().out
+    assert main([*args, refused]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_the_folder_rollback_refuses_a_missing_or_altered_version(
+    tmp_path: Path, fitted: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = saved(tmp_path, fitted, 1), saved(tmp_path, fitted, 2)
+    args = ["--source", "folder", "--models-dir", str(tmp_path)]
+    assert main([*args, "20990101T000000Z-00000000"]) == 2
+    err = capsys.readouterr().err
+    assert "version 20990101T000000Z-00000000 does not exist" in err and "nothing moved" in err
+    with (tmp_path / first / MODEL_FILE).open("ab") as model:
+        model.write(b"\0")  # one byte appended to the pickle
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"version {first}: {MODEL_FILE} hashes to" in err and "nothing moved" in err
+    assert current(tmp_path) == second
+    # A version from before hashes were recorded cannot be verified: refused too.
+    metadata_path = tmp_path / first / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata[FILES_SHA256]
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ArtifactRefused, match="records no SHA-256"):
+        verify_local(tmp_path, first)
+    assert main([*args, first]) == 2 and current(tmp_path) == second
+    assert main(["--source", "folder", "--models-dir", str(tmp_path / "none")]) == 2
+
+
+def test_a_torn_line_in_the_promotion_log_is_skipped(tmp_path: Path) -> None:
+    note_promotion(tmp_path, "v1", at(1))
+    with (tmp_path / PROMOTIONS_FILE).open("a") as log:
+        log.write('{"version": "v2", "promo')
+    assert read_promotions(tmp_path) == {"v1": at(1)}
+    os.remove(tmp_path / PROMOTIONS_FILE)
+    assert read_promotions(tmp_path) == {}
