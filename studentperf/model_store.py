@@ -9,7 +9,8 @@ folders and a `current` link), so loading and hot reload stay what they are for 
 Every file's bytes are hashed and compared with the hash the trainer recorded BEFORE anything is
 written to disk, let alone unpickled: a pickle is code, and a version whose bytes were changed in
 the table is refused (ArtifactRefused) without touching the folder. Only the trainer's role may
-write the tables (migration 0015).
+write the tables (migration 0015). A rollback (trainer/rollback_cli.py) checks a stored version
+with `verify_stored` and chooses among `published_versions` before it moves the pointer.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Data: the database's outcomes by default (STUDENTPERF_DATABASE_URL), falling bac
 data, and saying so, when the database is unreachable or has fewer than --min-db-rows labelled
 rows; --csv trains on a CSV (our columns, or the Kaggle exam format); --synthetic forces the
 generator; --database-only (`make retrain`) trains on the database's rows or fails, never on
-synthetic data. Defaults come from STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50),
-STUDENTPERF_MIN_TRAINING_ROWS (200) and STUDENTPERF_GROUP_GAP_THRESHOLDS (how much a gap between
-groups of students may widen before the gate refuses a version; trainer.promote).
+synthetic data; --first-only does nothing when a version is served already (a new
+installation's first training, deploy/base/train.yaml). Defaults come from
+STUDENTPERF_MODELS_DIR (models), STUDENTPERF_PASS_MARK (50), STUDENTPERF_MIN_TRAINING_ROWS (200)
+and STUDENTPERF_GROUP_GAP_THRESHOLDS (how much a gap between groups of students may widen before
+the gate refuses a version; trainer.promote).
 """
 
 from __future__ import annotations

@@ -166,6 +166,12 @@ async def test_console_scripts_run_the_client_and_refuse_a_missing_role(client_v
     print(f"studentperf-serve: exit {code}: {last}")
     assert code == 1
     assert "pip install 'studentperf[server]'" in last
+    # The rollback is the trainer's side (it moves what the trainer promotes).
+    code, _, err = await run([client_venv / "bin/studentperf-rollback"], client_venv)
+    last = err.strip().splitlines()[-1]
+    print(f"studentperf-rollback: exit {code}: {last}")
+    assert code == 1
+    assert "pip install 'studentperf[trainer]'" in last
     code, _, err = await run([client_venv / "bin/studentperf-migrate"], client_venv)
     last = err.strip().splitlines()[-1]
     print(f"studentperf-migrate: exit {code}: {last}")

@@ -35,6 +35,7 @@ from studentperf.config import PREFIX, DatabaseRole, SharedSettings
 from studentperf.health_http import serve_health
 from studentperf.migrate import role_passwords
 from trainer.__main__ import parse_args
+from trainer.rollback_cli import parse_args as rollback_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -185,6 +186,7 @@ READERS: dict[str, Callable[[Mapping[str, str], list[str]], object]] = {
     "studentperf-serve": lambda env, _: InferenceSettings.from_env(env),
     "studentperf-record": lambda env, _: RecorderSettings.from_env(env),
     "studentperf-train": lambda env, args: parse_args(args, env),
+    "studentperf-rollback": lambda env, args: rollback_args(args, env),
     "studentperf-migrate": lambda env, _: (
         SharedSettings.from_env(env, DatabaseRole.OWNER),
         role_passwords(env),
@@ -316,6 +318,12 @@ def test_models_travel_through_the_database_under_the_right_roles(
             v for v in pod_spec(find(variant, kind, name))["volumes"] if v["name"] == "models"
         )
         assert "emptyDir" in folder, name
+    # The rollback, run by hand from a suspended CronJob, moves the same pointer as the trainer.
+    rollback = find(variant, "CronJob", "studentperf-rollback")
+    assert rollback["spec"]["suspend"] is True
+    back, _ = settings_of(variant, "CronJob", "studentperf-rollback", tmp_path)
+    assert (back.source, back.version) == ("database", None)
+    assert dsn_user(back.database_url) == DatabaseRole.TRAINER
     first, _ = settings_of(variant, "Job", "studentperf-train", tmp_path)
     retrain, _ = settings_of(variant, "CronJob", "studentperf-retrain", tmp_path)
     # The Job trains only a new installation's first model; the CronJob only on recorded rows.
