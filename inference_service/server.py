@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from inference_service import reflection
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
-from inference_service.core import PredictionCore, PublishUnavailable
+from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher, open_durable_publisher
 from inference_service.health_endpoint import InferenceHealth
 from inference_service.history_store import PostgresHistoryStore
@@ -27,8 +26,7 @@ from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer, add_to_server
 from inference_service.settings import Settings
-from studentperf.config import ConfigError, configure_logging
-from studentperf.model_artifact import ModelArtifactError
+from studentperf.config import ConfigError
 from studentperf.v1 import prediction_service_pb2
 
 log = logging.getLogger(__name__)
@@ -260,13 +258,3 @@ async def serve(settings: Settings) -> None:
         running.core.cut_off,
         running.publisher.spool.records,
     )
-
-
-def main() -> None:
-    try:
-        configure_logging(os.environ)
-        settings = Settings.from_env(os.environ)
-        asyncio.run(serve(settings))
-    except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
-        log.error("cannot start: %s", error)
-        raise SystemExit(2) from None

@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from infra.devstack import (
@@ -24,8 +23,8 @@ from infra.devstack import (
     DEFAULT_KAFKA_PORT,
     LOCALHOST,
     KafkaBroker,
+    KafkaEndpoint,
     ServiceError,
-    create_topic,
     free_port,
     local_dir,
     new_cluster_id,
@@ -38,7 +37,7 @@ MIN_INSYNC_REPLICAS = 2
 NODE_HEAP = "384m"
 
 
-class KafkaCluster:
+class KafkaCluster(KafkaEndpoint):
     """Three KRaft nodes, started and stopped together; each can be killed on its own."""
 
     name = "kafka cluster"
@@ -59,6 +58,8 @@ class KafkaCluster:
         self.state_dir = Path(state_dir).resolve()
         self.host = host
         self.num_partitions = num_partitions
+        self.replication_factor = REPLICATION_FACTOR
+        self.min_insync_replicas = MIN_INSYNC_REPLICAS
         voters = ",".join(
             f"{node_id}@{host}:{controller}" for node_id, (_, controller) in enumerate(ports, 1)
         )
@@ -152,11 +153,6 @@ class KafkaCluster:
         for node in self.nodes:
             node.kill()
 
-    def admin_client(self, request_timeout_ms: int = 10_000) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=request_timeout_ms
-        )
-
     async def wait_brokers(self, count: int, timeout: float) -> None:
         """Waits until the controller lists ``count`` registered brokers."""
         deadline = time.monotonic() + max(timeout, 1.0)
@@ -176,25 +172,6 @@ class KafkaCluster:
             if time.monotonic() > deadline:
                 raise ServiceError(f"{self.describe()}: not {count} brokers ({last})")
             await asyncio.sleep(0.3)
-
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int | None = None,
-        *,
-        configs: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> bool:
-        """Creates a topic with replication factor 3 and ``min.insync.replicas`` 2."""
-        return await create_topic(
-            self.bootstrap_servers,
-            name,
-            partitions if partitions is not None else self.num_partitions,
-            replication_factor=REPLICATION_FACTOR,
-            min_insync_replicas=MIN_INSYNC_REPLICAS,
-            configs=configs,
-            timeout=timeout,
-        )
 
     async def partitions(
         self, topic: str, timeout: float = 30.0

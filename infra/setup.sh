@@ -20,7 +20,6 @@ cd "$ROOT"
 LOCAL="$ROOT/.local"
 KAFKA_LIBS="$LOCAL/kafka/libs"
 KAFKA_POM="$ROOT/infra/kafka/pom.xml"
-GOBIN_DIR="$LOCAL/bin"
 VENV="$ROOT/.venv"
 
 # Pinned tool versions (keep in one place).
@@ -139,22 +138,10 @@ else
 fi
 
 # --- 4. Go tools ---------------------------------------------------------------------------------
-# The installed version is read back from the binary's build info, so no stamp is needed.
-go_tool() {
-    local name="$1" module="$2" version="$3" pkg="$4" bin="$GOBIN_DIR/$1" have=""
-    if [ -x "$bin" ] && command -v go >/dev/null 2>&1; then
-        have="$(go version -m "$bin" 2>/dev/null | awk '$1 == "mod" {print $3; exit}')"
-    fi
-    if [ "$have" = "$version" ]; then
-        say "$name" "ok: $version in .local/bin"
-        return 0
-    fi
-    command -v go >/dev/null || { echo "$name: go not found" >&2; exit 1; }
-    start_step
-    mkdir -p "$GOBIN_DIR"
-    quietly "$name" env GOBIN="$GOBIN_DIR" CGO_ENABLED=0 go install "$module/$pkg@$version"
-    done_step "$name" "built $version into .local/bin"
-}
+# One install step for every pinned Go tool (infra/tools/go_tool.sh): idempotent, it reads the
+# installed version back from the binary's build info, so no stamp is needed.
+# shellcheck source=tools/go_tool.sh
+source "$ROOT/infra/tools/go_tool.sh"
 
 go_tool grpcurl "$GRPCURL_MODULE" "$GRPCURL_VERSION" cmd/grpcurl
 if [ "${SETUP_GHZ:-1}" = "0" ]; then

@@ -17,7 +17,7 @@ The names below are the package's interface: callers import them from ``infra.de
 """
 
 from infra.devstack.cli import default_kafka, default_postgres, prepare_service, run_foreground
-from infra.devstack.kafka import KafkaBroker, create_topic, new_cluster_id
+from infra.devstack.kafka import KafkaBroker, KafkaEndpoint, create_topic, new_cluster_id
 from infra.devstack.postgres import PostgresServer, find_postgres_bindir
 from infra.devstack.service import (
     DEFAULT_DATABASE,
@@ -42,6 +42,7 @@ __all__ = [
     "LOCALHOST",
     "POSTGRES_SUPERUSER",
     "KafkaBroker",
+    "KafkaEndpoint",
     "PostgresServer",
     "Service",
     "ServiceError",

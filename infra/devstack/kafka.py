@@ -1,7 +1,7 @@
 """A real Apache Kafka broker as a local child process: a single KRaft node (broker and
 controller in one JVM) from the jars ``infra/kafka/pom.xml`` resolves into ``.local/kafka/libs``;
 ``infra/kafka_cluster.py`` runs three of them as one replicated cluster. Also: creating a topic
-and waiting until every partition has a leader.
+and waiting until every partition has a leader, for a broker or a cluster (``KafkaEndpoint``).
 
 Why this module is a little over 300 lines: one broker's life (configuration, start, readiness,
 stop) is one class, and the topic helpers beside it wait on the same broker.
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,7 +51,50 @@ def new_cluster_id() -> str:
             return text
 
 
-class KafkaBroker(Service):
+class KafkaEndpoint(ABC):
+    """What a lone broker and a cluster of them (``infra.kafka_cluster.KafkaCluster``) share:
+    the address clients bootstrap from, an admin client there, and topic creation with their
+    replication factor, ``min.insync.replicas`` and default partition count."""
+
+    num_partitions: int
+    replication_factor: int
+    min_insync_replicas: int
+
+    @property
+    @abstractmethod
+    def bootstrap_servers(self) -> str: ...
+
+    def admin_client(self, request_timeout_ms: int = 10_000) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=request_timeout_ms
+        )
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int | None = None,
+        *,
+        configs: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> bool:
+        """Create a topic with this replication factor and ``min.insync.replicas``; no-op when
+        it already exists.
+
+        Returns True when this call created it. Waits until every partition has a leader, so
+        producers can use the topic right away.
+        """
+        return await create_topic(
+            self.bootstrap_servers,
+            name,
+            partitions if partitions is not None else self.num_partitions,
+            replication_factor=self.replication_factor,
+            min_insync_replicas=self.min_insync_replicas,
+            configs=configs,
+            timeout=timeout,
+        )
+
+
+class KafkaBroker(Service, KafkaEndpoint):
     """A KRaft Kafka node (broker and controller in one JVM): alone by default, or one of the
     nodes of an ``infra.kafka_cluster.KafkaCluster``.
 
@@ -213,11 +257,6 @@ class KafkaBroker(Service):
         self.format_storage()
         self._launch(self._java_cmd("kafka.Kafka", str(self.properties_path)))
 
-    def admin_client(self, request_timeout_ms: int = 10_000) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=request_timeout_ms
-        )
-
     async def _probe(self) -> bool:
         # A plain TCP check first: it keeps aiokafka from logging connection errors while the
         # JVM is still starting.
@@ -232,29 +271,6 @@ class KafkaBroker(Service):
         brokers = cluster.get("brokers") or []
         controller = cluster.get("controller_id", -1)
         return len(brokers) > 0 and controller is not None and controller >= 0
-
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int | None = None,
-        *,
-        configs: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> bool:
-        """Create a topic (this node's replication factor); no-op when it already exists.
-
-        Returns True when this call created it. Waits until every partition has a leader, so
-        producers can use the topic right away.
-        """
-        return await create_topic(
-            self.bootstrap_servers,
-            name,
-            partitions if partitions is not None else self.num_partitions,
-            replication_factor=self.replication_factor,
-            min_insync_replicas=self.min_insync_replicas,
-            configs=configs,
-            timeout=timeout,
-        )
 
 
 async def create_topic(

@@ -65,6 +65,20 @@ async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Po
         yield server
 
 
+@pytest.fixture(scope="module")
+async def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
+    """A broker of the test module's own, which its tests may stop, pause or kill."""
+    async for broker in running_kafka(tmp_path_factory.mktemp("own-kafka")):
+        yield broker
+
+
+@pytest.fixture(scope="module")
+async def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PostgresServer]:
+    """A database server of the test module's own, which its tests may stop or kill."""
+    async for server in running_postgres(tmp_path_factory.mktemp("own-pg")):
+        yield server
+
+
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained by the real `python -m trainer`, as `make train` does."""

@@ -26,7 +26,6 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -36,84 +35,27 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inference_service.spool import read_segment
-from infra.bench.process import HealthClient
-from infra.devstack import KafkaBroker, PostgresServer, free_port
+from infra.devstack import KafkaBroker, PostgresServer
 from infra.up import wait_serving
 from studentperf import envelope
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from tests.integration.conftest import (
-    fresh_topic_and_database,
-    running_kafka,
-    running_postgres,
-)
 from tests.integration.helpers import eventually, student, topic_size
-from tests.integration.processes import (
-    Load,
-    ServiceProcess,
-    Tally,
-    drive_load,
-    tally,
-)
+from tests.integration.processes import Load, Tally, drive_load
+from tests.integration.service_stack import ServiceStack
 
 
-@pytest.fixture(scope="module")
-async def fault_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
-    async for broker in running_kafka(tmp_path_factory.mktemp("fault-kafka")):
-        yield broker
-
-
-@pytest.fixture(scope="module")
-async def fault_postgres(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[PostgresServer]:
-    async for server in running_postgres(tmp_path_factory.mktemp("fault-pg")):
-        yield server
-
-
-@dataclass
-class Faults:
-    kafka: KafkaBroker
-    postgres: PostgresServer
-    topic: str
-    database_url: str
-    address: str
-    inference: ServiceProcess
-    recorder: ServiceProcess
-    status: HealthClient  # the inference service's /health and /metrics
-
+class Faults(ServiceStack):
     async def start_services(self) -> None:
         self.recorder.start()
         self.inference.start()
         await wait_serving(self.address)
 
-    async def stop_services(self) -> None:
-        await self.inference.stop_async()
-        await self.recorder.stop_async()
-
-    async def kafka_back(self) -> None:
-        self.kafka.start()
-        await self.kafka.wait_ready(120)
-
-    async def postgres_back(self) -> None:
-        self.postgres.start()
-        await self.postgres.wait_ready(60)
-
     async def spooled(self) -> int:
         """Events the running inference service has spooled since it started."""
         metrics = await asyncio.to_thread(self.status.metrics)
         return int(metrics.get("studentperf_inference_spooled_events_total", 0))
-
-    async def tally(self, load: Load, spooled: int, stall_timeout_s: float = 60.0) -> Tally:
-        return await tally(
-            self.database_url,
-            self.kafka.bootstrap_servers,
-            self.topic,
-            load,
-            spooled=spooled,
-            stall_timeout_s=stall_timeout_s,
-        )
 
     def report(self, name: str, load: Load, counts: Tally) -> None:
         print(f"\n{counts.line(name)}; refused {dict(load.failures) or 0}")
@@ -125,51 +67,11 @@ class Faults:
 
 @pytest.fixture
 async def faults(
-    fault_kafka: KafkaBroker,
-    fault_postgres: PostgresServer,
-    model_path: Path,
-    tmp_path: Path,
+    own_kafka: KafkaBroker, own_postgres: PostgresServer, model_path: Path, tmp_path: Path
 ) -> AsyncIterator[Faults]:
-    name = await fresh_topic_and_database(fault_kafka, fault_postgres, "f")
-    address, status_port = f"127.0.0.1:{free_port()}", free_port()
-    shared = {
-        "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": fault_kafka.bootstrap_servers,
-        "STUDENTPERF_KAFKA_TOPIC": name,
-        "STUDENTPERF_DATABASE_URL": fault_postgres.dsn(name),
-    }
-    inference = ServiceProcess(
-        "inference_service",
-        {
-            **shared,
-            "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODELS_DIR": str(model_path),
-            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
-            "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
-            "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
-        },
-        tmp_path / "inference.log",
-    )
-    recorder = ServiceProcess(
-        "recorder_service",
-        {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-        tmp_path / "recorder.log",
-    )
-    stack = Faults(
-        fault_kafka,
-        fault_postgres,
-        name,
-        fault_postgres.dsn(name),
-        address,
-        inference,
-        recorder,
-        HealthClient(status_port),
-    )
+    stack = await Faults.create(own_kafka, own_postgres, model_path, tmp_path, "f")
     yield stack
-    await stack.stop_services()
-    if not fault_kafka.running:
-        await stack.kafka_back()
-    if not fault_postgres.running:
-        await stack.postgres_back()
+    await stack.close()
 
 
 async def under_load(

@@ -14,46 +14,22 @@ import os
 import re
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from inference_service.spool import read_segment
-from infra.bench.process import HealthClient
-from infra.devstack import KafkaBroker, PostgresServer, free_port
-from tests.integration.conftest import fresh_topic_and_database, running_kafka, running_postgres
+from infra.devstack import KafkaBroker, PostgresServer
 from tests.integration.helpers import eventually
-from tests.integration.processes import Load, ServiceProcess, Tally, drive_load, tally
+from tests.integration.processes import Load, Tally, drive_load
+from tests.integration.service_stack import ServiceStack
 
 WORKERS = 2
 CONNECTIONS = 8  # the kernel spreads connections, not calls, over the workers
 
 
-@pytest.fixture(scope="module")
-async def workers_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
-    async for broker in running_kafka(tmp_path_factory.mktemp("workers-kafka")):
-        yield broker
-
-
-@pytest.fixture(scope="module")
-async def workers_postgres(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[PostgresServer]:
-    async for server in running_postgres(tmp_path_factory.mktemp("workers-pg")):
-        yield server
-
-
-@dataclass
-class Stack:
-    kafka: KafkaBroker
-    topic: str
-    database_url: str
-    address: str
-    spool: Path
-    inference: ServiceProcess
-    recorder: ServiceProcess
-    status: HealthClient  # the supervisor's /health and /metrics, for every worker
+class Stack(ServiceStack):
+    """`status` is the supervisor's /health and /metrics, for every worker."""
 
     async def all_serving(self, timeout_s: float = 120) -> None:
         """Waits until the supervisor's /health says every worker serves."""
@@ -88,10 +64,6 @@ class Stack:
                 found[worker[1]] = int(pid[1])
         return found
 
-    async def kafka_back(self) -> None:
-        self.kafka.start()
-        await self.kafka.wait_ready(120)
-
     def spooled_on_disk(self) -> dict[str, int]:
         """Events in each folder's segments, by folder name."""
         return {
@@ -103,11 +75,6 @@ class Stack:
     async def spool_left(self) -> int:
         return sum(self.spooled_on_disk().values())
 
-    async def tally(self, load: Load, spooled: int) -> Tally:
-        return await tally(
-            self.database_url, self.kafka.bootstrap_servers, self.topic, load, spooled=spooled
-        )
-
     def report(self, name: str, load: Load, counts: Tally) -> None:
         print(f"\n{counts.line(name)}; refused {dict(load.failures) or 0}")
         if counts.problems():
@@ -117,52 +84,19 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    workers_kafka: KafkaBroker,
-    workers_postgres: PostgresServer,
-    model_path: Path,
-    tmp_path: Path,
+    own_kafka: KafkaBroker, own_postgres: PostgresServer, model_path: Path, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    name = await fresh_topic_and_database(workers_kafka, workers_postgres, "w")
-    address, status_port = f"127.0.0.1:{free_port()}", free_port()
-    shared = {
-        "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": workers_kafka.bootstrap_servers,
-        "STUDENTPERF_KAFKA_TOPIC": name,
-        "STUDENTPERF_DATABASE_URL": workers_postgres.dsn(name),
-    }
-    inference = ServiceProcess(
-        "inference_service",
-        {
-            **shared,
-            "STUDENTPERF_WORKERS": str(WORKERS),
-            "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODELS_DIR": str(model_path),
-            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
-            "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
-            "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
-            "STUDENTPERF_LOG_FORMAT": "text",
-        },
-        tmp_path / "inference.log",
-    )
-    recorder = ServiceProcess(
-        "recorder_service",
-        {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-        tmp_path / "recorder.log",
-    )
-    stack = Stack(
-        workers_kafka,
-        name,
-        workers_postgres.dsn(name),
-        address,
-        tmp_path / "spool",
-        inference,
-        recorder,
-        HealthClient(status_port),
+    stack = await Stack.create(
+        own_kafka,
+        own_postgres,
+        model_path,
+        tmp_path,
+        "w",
+        STUDENTPERF_WORKERS=str(WORKERS),
+        STUDENTPERF_LOG_FORMAT="text",
     )
     yield stack
-    await inference.stop_async()
-    await recorder.stop_async()
-    if not workers_kafka.running:
-        await stack.kafka_back()
+    await stack.close()
 
 
 def merged(loads: list[Load], prefix: str) -> Load:

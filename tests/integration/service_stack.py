@@ -1,0 +1,107 @@
+"""Both services as real child processes on a broker and database server of the test module's
+own, which its tests may stop, pause or kill (test_faults.py, test_workers.py).
+
+`ServiceStack.create` gives each test a fresh topic and database, the two processes configured
+by environment variables as in production but not started, and the inference service's status
+port; `close` stops the processes and brings back a broker or database a test left stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from infra.bench.process import HealthClient
+from infra.devstack import KafkaBroker, PostgresServer, free_port
+from tests.integration.conftest import fresh_topic_and_database
+from tests.integration.processes import Load, ServiceProcess, Tally, tally
+
+
+@dataclass
+class ServiceStack:
+    kafka: KafkaBroker
+    postgres: PostgresServer
+    topic: str
+    database_url: str
+    address: str
+    spool: Path
+    inference: ServiceProcess
+    recorder: ServiceProcess
+    status: HealthClient  # the inference service's /health and /metrics
+
+    @classmethod
+    async def create(
+        cls,
+        kafka: KafkaBroker,
+        postgres: PostgresServer,
+        model_path: Path,
+        folder: Path,
+        prefix: str,
+        **inference_env: str,
+    ) -> Self:
+        """`inference_env` adds to (or overrides) the inference service's variables."""
+        name = await fresh_topic_and_database(kafka, postgres, prefix)
+        address, status_port = f"127.0.0.1:{free_port()}", free_port()
+        shared = {
+            "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "STUDENTPERF_KAFKA_TOPIC": name,
+            "STUDENTPERF_DATABASE_URL": postgres.dsn(name),
+        }
+        inference = ServiceProcess(
+            "inference_service",
+            {
+                **shared,
+                "STUDENTPERF_LISTEN_ADDRESS": address,
+                "STUDENTPERF_MODELS_DIR": str(model_path),
+                "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
+                "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
+                "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
+                **inference_env,
+            },
+            folder / "inference.log",
+        )
+        recorder = ServiceProcess(
+            "recorder_service",
+            {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
+            folder / "recorder.log",
+        )
+        return cls(
+            kafka,
+            postgres,
+            name,
+            postgres.dsn(name),
+            address,
+            folder / "spool",
+            inference,
+            recorder,
+            HealthClient(status_port),
+        )
+
+    async def kafka_back(self) -> None:
+        self.kafka.start()
+        await self.kafka.wait_ready(120)
+
+    async def postgres_back(self) -> None:
+        self.postgres.start()
+        await self.postgres.wait_ready(60)
+
+    async def tally(self, load: Load, spooled: int, stall_timeout_s: float = 60.0) -> Tally:
+        return await tally(
+            self.database_url,
+            self.kafka.bootstrap_servers,
+            self.topic,
+            load,
+            spooled=spooled,
+            stall_timeout_s=stall_timeout_s,
+        )
+
+    async def close(self) -> None:
+        """Stops both services; leaves the module's broker and database running for the next
+        test."""
+        await self.inference.stop_async()
+        await self.recorder.stop_async()
+        if not self.kafka.running:
+            await self.kafka_back()
+        if not self.postgres.running:
+            await self.postgres_back()
