@@ -111,6 +111,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
                 {
                     "STUDENTPERF_MODEL_SOURCE": "database",
                     "STUDENTPERF_MODELS_DIR": str(tmp_path / "init-models"),
+                    "STUDENTPERF_SPOOL_DIR": str(tmp_path / "init-spool"),
                     "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.INFERENCE),
                 }
             ),

@@ -22,7 +22,9 @@ def place_version(models: Path, version: str) -> None:
 
 async def test_the_wait_ends_once_the_folder_has_a_current_version(tmp_path: Path) -> None:
     models = tmp_path / "models"
-    settings = Settings.from_env({"STUDENTPERF_MODELS_DIR": str(models)})
+    settings = Settings.from_env(
+        {"STUDENTPERF_MODELS_DIR": str(models), "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool")}
+    )
     said: list[str] = []
     waiting = asyncio.create_task(wait_for_model(settings, interval_s=0.01, say=said.append))
     await asyncio.sleep(0.1)
