@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from inference_service import reflection
+from inference_service import event_loop, reflection
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, open_durable_publisher
@@ -247,7 +247,9 @@ async def serve(settings: Settings) -> None:
     )
     running = await start_server(settings)
     host = settings.listen_address.rsplit(":", 1)[0]
-    log.info("listening on %s:%d", host, running.port)
+    log.info(
+        "listening on %s:%d (%s event loop)", host, running.port, event_loop.running_loop_name()
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -266,7 +268,7 @@ def main() -> None:
     try:
         configure_logging(os.environ)
         settings = Settings.from_env(os.environ)
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings), settings.event_loop)
     except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
         log.error("cannot start: %s", error)
         raise SystemExit(2) from None

@@ -60,6 +60,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from inference_service import event_loop
 from inference_service.metrics import PREFIX
 from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
@@ -106,7 +107,7 @@ def _serve_alone(settings: Settings) -> int:
     from studentperf.model_artifact import ModelArtifactError
 
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings), settings.event_loop)
     except (ModelArtifactError, PublishUnavailable) as error:
         log.error("cannot start: %s", error)
         return CANNOT_START
@@ -123,7 +124,7 @@ def _work(settings: Settings, slot: int, status: bool, reports: Connection) -> N
     from studentperf.model_artifact import ModelArtifactError
 
     try:
-        asyncio.run(_serve_slot(settings, slot, status, reports))
+        event_loop.run(_serve_slot(settings, slot, status, reports), settings.event_loop)
     except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
         log.error("worker %d cannot start: %s", slot, error)
         raise SystemExit(CANNOT_START) from None
@@ -145,7 +146,13 @@ async def _serve_slot(settings: Settings, slot: int, status: bool, reports: Conn
         running.status_server = await running.status.serve("127.0.0.1", 0)
         status_port = running.status_server.sockets[0].getsockname()[1]
     reports.send((os.getpid(), status_port))
-    log.info("worker %d (pid %d) serving, spool %s", slot, os.getpid(), settings.spool_dir)
+    log.info(
+        "worker %d (pid %d) serving on the %s event loop, spool %s",
+        slot,
+        os.getpid(),
+        event_loop.running_loop_name(),
+        settings.spool_dir,
+    )
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
