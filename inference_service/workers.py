@@ -7,17 +7,18 @@ builds its own server on that port with `grpc.so_reuseport`: the kernel spreads 
 over them. Workers are spawned (fresh interpreters, not forks) and this process never imports
 grpc, so no gRPC state is ever shared or inherited.
 
-Each worker is a whole service (inference_service.server): its own model, Kafka producer and
-spool folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders). On SIGTERM
-(or SIGINT) the supervisor's /health turns 503 and every worker gets SIGTERM and stops as one
-process does: health NOT_SERVING first, in-flight calls finished, every answered event
-acknowledged or spooled. A worker that dies otherwise is replaced: its successor reopens the
-slot's spool folder and replays what it left there (after 0.5 s, doubling up to 30 s while
-successors keep dying young). A worker that cannot start at all (exit status 2: bad settings, no
-model) before its slot ever served stops the whole service with status 2. A worker whose
-supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One process
-(STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way, spool
-folders left by another worker count are gathered first (inference_service.spool_folders).
+Each worker is a whole service (inference_service.server): its own model, Kafka producer and spool
+folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders), and runs on the loop
+STUDENTPERF_EVENT_LOOP names (uvloop by default, inference_service.event_loop); the supervisor,
+which answers no calls, runs on asyncio's. On SIGTERM (or SIGINT) the supervisor's /health turns 503
+and every worker gets SIGTERM and stops as one process does: health NOT_SERVING first, in-flight
+calls finished, every answered event acknowledged or spooled. A worker that dies otherwise is
+replaced: its successor reopens the slot's spool folder and replays what it left there (after 0.5 s,
+doubling up to 30 s while successors keep dying young). A worker that cannot start at all (exit
+status 2: bad settings, no model) before its slot ever served stops the whole service with status 2.
+A worker whose supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One
+process (STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way,
+spool folders left by another worker count are gathered first (inference_service.spool_folders).
 
 STUDENTPERF_INFERENCE_HEALTH_PORT is served by the supervisor for all workers: each worker
 serves its own endpoint on a free loopback port and tells the supervisor which. /health is 200
