@@ -43,6 +43,9 @@ REQUESTS_IN_FLIGHT = 1
 # 117 bytes, a batch of 100 full students 11,100.
 SMALL_REQUEST_BYTES = 16 * 1024
 
+# Allocations between collections of the youngest generation (see the end of start_server).
+YOUNG_GC_THRESHOLD = 10_000
+
 SERVICE_NAME = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 
 
@@ -235,6 +238,10 @@ async def start_server(settings: Settings) -> RunningServer:
     # is left out of the collector's full passes, which otherwise walk its ~140,000 objects
     # and stop every call for about 100 ms now and then: most of Predict's p99 at load.
     gc.freeze()
+    # A call allocates enough that the default first-generation threshold (700) collects every
+    # ~20 calls; at 10,000, measured with gc.callbacks at concurrency 64, collections took
+    # 0.7% of the service's CPU instead of 2.1%, each under 2 ms. Later generations keep theirs.
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     return running
 
 
