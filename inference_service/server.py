@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from inference_service import reflection
+from inference_service import event_loop, reflection
 from inference_service.auth import TokenAuthInterceptor, parse_token_table
 from inference_service.core import PredictionCore
 from inference_service.delivery import DurablePublisher, open_durable_publisher
@@ -40,6 +40,9 @@ REQUESTS_IN_FLIGHT = 1
 # Requests this small are never queued (inference_service.inflight): a Predict takes at most
 # 117 bytes, a batch of 100 full students 11,100.
 SMALL_REQUEST_BYTES = 16 * 1024
+
+# Allocations between collections of the youngest generation (see the end of start_server).
+YOUNG_GC_THRESHOLD = 10_000
 
 SERVICE_NAME = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 
@@ -233,6 +236,10 @@ async def start_server(settings: Settings) -> RunningServer:
     # is left out of the collector's full passes, which otherwise walk its ~140,000 objects
     # and stop every call for about 100 ms now and then: most of Predict's p99 at load.
     gc.freeze()
+    # A call allocates enough that the default first-generation threshold (700) collects every
+    # ~20 calls; at 10,000, measured with gc.callbacks at concurrency 64, collections took
+    # 0.7% of the service's CPU instead of 2.1%, each under 2 ms. Later generations keep theirs.
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     return running
 
 
@@ -245,7 +252,9 @@ async def serve(settings: Settings) -> None:
     )
     running = await start_server(settings)
     host = settings.listen_address.rsplit(":", 1)[0]
-    log.info("listening on %s:%d", host, running.port)
+    log.info(
+        "listening on %s:%d (%s event loop)", host, running.port, event_loop.running_loop_name()
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference_service.event_loop import check_event_loop, default_event_loop
 from studentperf.config import (
     ConfigError,
     DatabaseRole,
@@ -104,12 +105,17 @@ class Settings:
     # not yet confirmed"; 0: never waits.
     erasure_wait_s: float = 2.0
 
+    # The event loop of each server process (inference_service.event_loop): "uvloop" (the
+    # default when installed) or "asyncio".
+    event_loop: str = field(default_factory=default_event_loop)
+
     def __post_init__(self) -> None:
         if self.model_source not in MODEL_SOURCES:
             raise ConfigError(
                 f"STUDENTPERF_MODEL_SOURCE={self.model_source!r} is not valid: must be one of "
                 f"{', '.join(MODEL_SOURCES)}"
             )
+        check_event_loop(self.event_loop)
         if self.current_term and not term_is_valid(self.current_term):
             raise ConfigError(
                 f"STUDENTPERF_CURRENT_TERM={self.current_term!r} is not valid: must be "
@@ -163,6 +169,7 @@ class Settings:
                 env, "ERASURE_WAIT_S", cls.erasure_wait_s, minimum=0, maximum=60
             ),
             workers=_workers(env),
+            event_loop=env_str(env, "EVENT_LOOP", default_event_loop()),
         )
 
 

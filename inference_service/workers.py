@@ -7,17 +7,18 @@ builds its own server on that port with `grpc.so_reuseport`: the kernel spreads 
 over them. Workers are spawned (fresh interpreters, not forks) and this process never imports
 grpc, so no gRPC state is ever shared or inherited.
 
-Each worker is a whole service (inference_service.server): its own model, Kafka producer and
-spool folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders). On SIGTERM
-(or SIGINT) the supervisor's /health turns 503 and every worker gets SIGTERM and stops as one
-process does: health NOT_SERVING first, in-flight calls finished, every answered event
-acknowledged or spooled. A worker that dies otherwise is replaced: its successor reopens the
-slot's spool folder and replays what it left there (after 0.5 s, doubling up to 30 s while
-successors keep dying young). A worker that cannot start at all (exit status 2: bad settings, no
-model) before its slot ever served stops the whole service with status 2. A worker whose
-supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One process
-(STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way, spool
-folders left by another worker count are gathered first (inference_service.spool_folders).
+Each worker is a whole service (inference_service.server): its own model, Kafka producer and spool
+folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders), and runs on the loop
+STUDENTPERF_EVENT_LOOP names (uvloop by default, inference_service.event_loop); the supervisor,
+which answers no calls, runs on asyncio's. On SIGTERM (or SIGINT) the supervisor's /health turns 503
+and every worker gets SIGTERM and stops as one process does: health NOT_SERVING first, in-flight
+calls finished, every answered event acknowledged or spooled. A worker that dies otherwise is
+replaced: its successor reopens the slot's spool folder and replays what it left there (after 0.5 s,
+doubling up to 30 s while successors keep dying young). A worker that cannot start at all (exit
+status 2: bad settings, no model) before its slot ever served stops the whole service with status 2.
+A worker whose supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One
+process (STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way,
+spool folders left by another worker count are gathered first (inference_service.spool_folders).
 
 STUDENTPERF_INFERENCE_HEALTH_PORT is served by the supervisor for all workers: each worker
 serves its own endpoint on a free loopback port and tells the supervisor which. /health is 200
@@ -60,6 +61,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from inference_service import event_loop
 from inference_service.metrics import PREFIX
 from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
@@ -106,7 +108,7 @@ def _serve_alone(settings: Settings) -> int:
     from studentperf.model_artifact import ModelArtifactError
 
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings), settings.event_loop)
     except (ModelArtifactError, PublishUnavailable) as error:
         log.error("cannot start: %s", error)
         return CANNOT_START
@@ -123,7 +125,7 @@ def _work(settings: Settings, slot: int, status: bool, reports: Connection) -> N
     from studentperf.model_artifact import ModelArtifactError
 
     try:
-        asyncio.run(_serve_slot(settings, slot, status, reports))
+        event_loop.run(_serve_slot(settings, slot, status, reports), settings.event_loop)
     except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
         log.error("worker %d cannot start: %s", slot, error)
         raise SystemExit(CANNOT_START) from None
@@ -145,7 +147,13 @@ async def _serve_slot(settings: Settings, slot: int, status: bool, reports: Conn
         running.status_server = await running.status.serve("127.0.0.1", 0)
         status_port = running.status_server.sockets[0].getsockname()[1]
     reports.send((os.getpid(), status_port))
-    log.info("worker %d (pid %d) serving, spool %s", slot, os.getpid(), settings.spool_dir)
+    log.info(
+        "worker %d (pid %d) serving on the %s event loop, spool %s",
+        slot,
+        os.getpid(),
+        event_loop.running_loop_name(),
+        settings.spool_dir,
+    )
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)

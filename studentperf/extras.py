@@ -27,6 +27,7 @@ MODULES_OF_EXTRA: Final[dict[str, tuple[str, ...]]] = {
         "joblib",
         "threadpoolctl",
         "prometheus_client",
+        "uvloop",
     ),
     "recorder": ("aiokafka", "asyncpg", "prometheus_client"),
     "trainer": (

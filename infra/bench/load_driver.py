@@ -22,11 +22,19 @@ PREDICT = "studentperf.v1.PredictionService/Predict"
 BATCH_PREDICT = "studentperf.v1.PredictionService/BatchPredict"
 _CUT_OFF = "use of closed network connection"
 
-# The servers (MLServer's two are its model names, mlserver_peer.UNBATCHED and BATCHED).
+# The servers (MLServer's two are its model names, mlserver_peer.UNBATCHED and BATCHED). The
+# trivial server and the service run on uvloop, the service's default loop; at concurrency 64
+# both also run on asyncio's own loop, to show what uvloop buys each (inference_service.event_loop).
 TRIVIAL = "trivial"
 SERVICE = "service"
 SERVICE_2 = "service-2w"  # the service with STUDENTPERF_WORKERS=2
-WORKERS = {SERVICE: 1, SERVICE_2: 2}
+TRIVIAL_ASYNCIO = "trivial-asyncio"
+SERVICE_ASYNCIO = "service-asyncio"
+WORKERS = {SERVICE: 1, SERVICE_2: 2, SERVICE_ASYNCIO: 1}
+UVLOOP, ASYNCIO = "uvloop", "asyncio"
+EVENT_LOOP = {TRIVIAL_ASYNCIO: ASYNCIO, SERVICE_ASYNCIO: ASYNCIO}  # the rest: uvloop
+# The concurrency at which the loops are compared (issue 17's CPU-per-call target's).
+LOOP_CONCURRENCY = 64
 # SO_REUSEPORT spreads connections, not calls, over the workers: ghz opens several so that
 # each worker gets some (8 land all on one of 2 workers once in 128 runs).
 MULTI_WORKER_CONNECTIONS = 8
@@ -49,6 +57,8 @@ class Case:
             return "MLServer ModelInfer, adaptive batching"
         if self.server == SERVICE_2:
             return "service Predict, STUDENTPERF_WORKERS=2"
+        if self.server in EVENT_LOOP:
+            return f"{self.server.split('-')[0]} Predict, {EVENT_LOOP[self.server]} loop"
         return f"{self.server} Predict"
 
     @property
@@ -95,7 +105,7 @@ def cases(with_mlserver: bool) -> list[Case]:
     predict = [
         Case(server, MODEL_INFER if server in (UNBATCHED, BATCHED) else PREDICT, concurrency)
         for concurrency in (1, 16, 64)
-        for server in servers
+        for server in (*servers, *(EVENT_LOOP if concurrency == LOOP_CONCURRENCY else ()))
     ]
     batches = [Case(SERVICE, BATCH_PREDICT, 8, 100), Case(SERVICE, BATCH_PREDICT, 4, 1000)]
     return predict + batches

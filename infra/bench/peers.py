@@ -22,7 +22,15 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inference_service.encoding import encode_student
-from infra.bench.load_driver import SERVICE, TRIVIAL, WORKERS, student
+from infra.bench.load_driver import (
+    EVENT_LOOP,
+    SERVICE,
+    TRIVIAL,
+    TRIVIAL_ASYNCIO,
+    UVLOOP,
+    WORKERS,
+    student,
+)
 from infra.bench.mlserver_peer import (
     BATCHED,
     UNBATCHED,
@@ -79,7 +87,7 @@ def train_model(models: Path) -> None:
 
 
 def service_env(
-    folder: Path, address: str, bootstrap_servers: str, workers: int = 1
+    folder: Path, address: str, bootstrap_servers: str, workers: int = 1, loop: str = UVLOOP
 ) -> dict[str, str]:
     return {
         **os.environ,
@@ -87,8 +95,9 @@ def service_env(
         "STUDENTPERF_MODELS_DIR": str(folder / "models"),
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
         "STUDENTPERF_KAFKA_TOPIC": TOPIC,
-        "STUDENTPERF_SPOOL_DIR": str(folder / f"spool-{workers}w"),
+        "STUDENTPERF_SPOOL_DIR": str(folder / f"spool-{workers}w-{loop}"),
         "STUDENTPERF_WORKERS": str(workers),
+        "STUDENTPERF_EVENT_LOOP": loop,
         "STUDENTPERF_LOG_LEVEL": os.environ.get("STUDENTPERF_LOG_LEVEL", "WARNING"),
     }
 
@@ -199,15 +208,18 @@ def running_peers(
         pids: dict[str, int] = {}
         for name, workers in WORKERS.items():
             addresses[name] = f"127.0.0.1:{free_port()}"
-            env = service_env(folder, addresses[name], broker.bootstrap_servers, workers)
+            loop = EVENT_LOOP.get(name, UVLOOP)
+            env = service_env(folder, addresses[name], broker.bootstrap_servers, workers, loop)
             command = [sys.executable, "-m", "inference_service"]
             pids[name] = running.enter_context(process(command, env, folder / f"{name}.log")).pid
-        port = free_port()
-        addresses[TRIVIAL] = f"127.0.0.1:{port}"
-        trivial = [sys.executable, "-m", "infra.bench.trivial_server", "--port", str(port)]
-        pids[TRIVIAL] = running.enter_context(
-            process(trivial, os.environ, folder / "trivial.log")
-        ).pid
+        for name in (TRIVIAL, TRIVIAL_ASYNCIO):
+            port = free_port()
+            addresses[name] = f"127.0.0.1:{port}"
+            trivial = [sys.executable, "-m", "infra.bench.trivial_server", "--port", str(port)]
+            trivial += ["--event-loop", EVENT_LOOP.get(name, UVLOOP)]
+            pids[name] = running.enter_context(
+                process(trivial, os.environ, folder / f"{name}.log")
+            ).pid
         peer = mlserver if isinstance(mlserver, MLServerPeer) else None
         if peer is not None:
             started = running.enter_context(process(peer.command, os.environ, folder / "ml.log"))
@@ -216,6 +228,7 @@ def running_peers(
         for name in WORKERS:
             wait_serving(addresses[name])
         wait_port(addresses[TRIVIAL])
+        wait_port(addresses[TRIVIAL_ASYNCIO])
         if peer is not None:
             check_mlserver(peer, addresses[SERVICE], say)
         yield Peers(addresses, pids, peer)

@@ -7,9 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.bench import end_to_end
-from infra.bench.load_driver import BATCH_PREDICT, SERVICE, SERVICE_2, TRIVIAL
+from infra.bench.load_driver import (
+    BATCH_PREDICT,
+    LOOP_CONCURRENCY,
+    SERVICE,
+    SERVICE_2,
+    SERVICE_ASYNCIO,
+    TRIVIAL,
+    TRIVIAL_ASYNCIO,
+)
 from infra.bench.repeats import Spread
-from infra.bench.summary import MLSERVER, Measured, Summary, single, summarize
+from infra.bench.summary import MLSERVER, Measured, Summary, paired, single, summarize
 
 # Issue 17.
 TARGET_RATIO_AT_64 = 0.6
@@ -116,6 +124,32 @@ def worker_figures(found: Sequence[Summary]) -> list[Target]:
     ]
 
 
+def loop_figures(measured: Measured, found: Sequence[Summary]) -> list[Target]:
+    """What uvloop (the service's default loop, and the trivial server's here) buys each server
+    over asyncio's own loop: figures, no target."""
+    c = LOOP_CONCURRENCY
+    parts = []
+    for uv, plain in ((SERVICE, SERVICE_ASYNCIO), (TRIVIAL, TRIVIAL_ASYNCIO)):
+        on_uvloop, on_asyncio = single(found, uv, c), single(found, plain, c)
+        if not (on_uvloop and on_asyncio):
+            return []
+        cpu = paired(measured.results, uv, plain, c, "cpu_ms_per_call")
+        calls = paired(measured.results, uv, plain, c, "calls_per_s")
+        parts.append(
+            f"{uv}: CPU per call {cpu.format('.2f', 'x')} "
+            f"({on_uvloop.cpu_ms_per_call.median:.3f} / {on_asyncio.cpu_ms_per_call.median:.3f} "
+            f"ms), calls/s {calls.format('.2f', 'x')}"
+        )
+    return [
+        Target(
+            f"Predict c={c}: uvloop over asyncio's loop, same round",
+            "; ".join(parts),
+            None,
+            "none (shows what the loop buys)",
+        )
+    ]
+
+
 def other_targets(measured: Measured, found: Sequence[Summary]) -> list[Target]:
     """Earlier issues' targets, still checked."""
     targets = []
@@ -198,6 +232,7 @@ def targets(measured: Measured) -> list[Target]:
     return [
         *serving_targets(measured, found),
         *worker_figures(found),
+        *loop_figures(measured, found),
         *other_targets(measured, found),
     ]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from infra.bench.end_to_end import EndToEnd
-from infra.bench.load_driver import BATCH_PREDICT, TRIVIAL, Case, Result
+from infra.bench.load_driver import BATCH_PREDICT, TRIVIAL, TRIVIAL_ASYNCIO, Case, Result
 from infra.bench.mlserver_peer import BATCHED, UNBATCHED
 from infra.bench.repeats import Spread, paired_ratios
 
@@ -84,7 +84,7 @@ def summarize(results: Sequence[Result]) -> list[Summary]:
             cpu_vs_trivial = Spread.of(
                 paired_ratios(cpu, _by_round(results, trivial, c, "cpu_ms_per_call"))
             )
-            if case.server not in (TRIVIAL, *MLSERVER):
+            if case.server not in (TRIVIAL, TRIVIAL_ASYNCIO, *MLSERVER):
                 vs_mlserver = Spread.of(
                     paired_ratios(calls, _by_round(results, MLSERVER, c, "calls_per_s"))
                 )
@@ -109,6 +109,18 @@ def summarize(results: Sequence[Result]) -> list[Summary]:
             )
         )
     return found
+
+
+def paired(
+    results: Sequence[Result], server: str, peer: str, concurrency: int, attribute: str
+) -> Spread:
+    """`server`'s attribute over `peer`'s, round by round (single-student runs)."""
+    return Spread.of(
+        paired_ratios(
+            _by_round(results, (server,), concurrency, attribute),
+            _by_round(results, (peer,), concurrency, attribute),
+        )
+    )
 
 
 def single(summaries: Sequence[Summary], server: str, concurrency: int) -> Summary | None:

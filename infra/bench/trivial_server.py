@@ -1,9 +1,12 @@
 """The ceiling for the serving benchmark: PredictionService.Predict answering a constant.
 
 The same proto, the same grpc.aio runtime and the same reflection as the real service, but no
-work at all in the handler: the most calls per second Python gRPC manages on this machine.
+work at all in the handler: the most calls per second Python gRPC manages on this machine. It
+runs on the event loop the service runs on (`--event-loop`, by default the service's default,
+inference_service.event_loop), so the ratio of the two measures the service's own work, not a
+difference of loops; the benchmark also runs it on asyncio's loop to show what uvloop buys.
 
-    python -m infra.bench.trivial_server --port 50061
+    python -m infra.bench.trivial_server --port 50061 [--event-loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from inference_service import reflection
+from inference_service import event_loop, reflection
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 
@@ -59,7 +62,11 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument(
+        "--event-loop", choices=event_loop.EVENT_LOOPS, default=event_loop.default_event_loop()
+    )
+    args = parser.parse_args()
+    event_loop.run(serve(args.port), args.event_loop)
 
 
 if __name__ == "__main__":

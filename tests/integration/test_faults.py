@@ -176,7 +176,12 @@ async def test_inference_killed_with_events_in_its_spool(faults: Faults) -> None
     assert_promise_kept(counts)
 
 
-async def test_inference_sigterm_under_load_fails_no_call_in_flight(faults: Faults) -> None:
+# uvloop is the default loop; asyncio's own is the fallback (inference_service.event_loop).
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_inference_sigterm_under_load_fails_no_call_in_flight(
+    faults: Faults, loop: str
+) -> None:
+    faults.inference.env["STUDENTPERF_EVENT_LOOP"] = loop
     await faults.start_services()
     stop_began: list[float] = []
     spooled: list[int] = []
@@ -202,6 +207,7 @@ async def test_inference_sigterm_under_load_fails_no_call_in_flight(faults: Faul
     # the transport had taken but no handler had started yet (grpc/grpc#41785).
     assert set(load.failures) <= {"UNAVAILABLE", "CANCELLED"}
     assert "stopped: 0 call(s) cut off in flight" in faults.inference.log_tail()
+    assert f"({loop} event loop)" in faults.inference.log_path.read_text()
 
 
 # Far longer than any test pauses the broker: a held call waits for Kafka, never spools.

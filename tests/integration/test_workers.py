@@ -162,6 +162,8 @@ async def test_two_workers_answer_on_one_port_and_sigterm_stops_both_recording_e
     log = stack.inference.log_path.read_text()
     for worker in range(WORKERS):
         assert f"worker {worker} stopped: 0 call(s) cut off in flight" in log
+        # Every worker runs on the default loop, uvloop (inference_service.event_loop).
+        assert re.search(rf"worker {worker} \(pid \d+\) serving on the uvloop event loop", log)
     # Calls arriving once the stop began are refused, never answered and lost.
     assert set(load.failures) <= {"UNAVAILABLE", "CANCELLED"}
 

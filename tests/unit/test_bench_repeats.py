@@ -11,15 +11,17 @@ from infra.bench.load_driver import (
     PREDICT,
     SERVICE,
     SERVICE_2,
+    SERVICE_ASYNCIO,
     TRIVIAL,
+    TRIVIAL_ASYNCIO,
     Case,
     Result,
     cases,
 )
 from infra.bench.mlserver_peer import BATCHED, MODEL_INFER, UNBATCHED
 from infra.bench.repeats import Spread, interleaved, paired_ratios
-from infra.bench.serving_report import table
-from infra.bench.serving_targets import serving_targets, worker_figures
+from infra.bench.serving_report import plot_series, table
+from infra.bench.serving_targets import loop_figures, serving_targets, worker_figures
 from infra.bench.summary import Measured, single, summarize
 from tests.unit.test_bench_report import e2e
 
@@ -178,3 +180,38 @@ def test_the_two_worker_case_has_figures_and_its_process_count_but_no_verdict() 
     assert "(3 server processes seen)" in two.what
     assert "ghz took 0.30 and the broker 0.10 (one worker: 0.20 and 0.10)" in two.figure
     assert two.figure.startswith("0.66x (0.53-0.78)")  # 3300/5000, 3100/4000, 3200/6000
+
+
+def test_both_servers_also_run_on_asyncios_loop_at_64_only() -> None:
+    found = [case for case in cases(with_mlserver=False) if case.server in EVENT_LOOP_CASES]
+    assert {(case.server, case.concurrency) for case in found} == {
+        (SERVICE_ASYNCIO, 64),
+        (TRIVIAL_ASYNCIO, 64),
+    }
+    assert Case(SERVICE_ASYNCIO, PREDICT, 64).label == "service Predict, asyncio loop"
+    assert Case(TRIVIAL_ASYNCIO, PREDICT, 64).label == "trivial Predict, asyncio loop"
+
+
+EVENT_LOOP_CASES = (SERVICE_ASYNCIO, TRIVIAL_ASYNCIO)
+
+
+def test_what_uvloop_buys_is_paired_within_each_round_with_no_verdict() -> None:
+    on_asyncio = [
+        run(TRIVIAL_ASYNCIO, 64, 0, 4000.0, cpu_ms=0.25),
+        run(SERVICE_ASYNCIO, 64, 0, 2500.0, cpu_ms=0.40),
+        run(TRIVIAL_ASYNCIO, 64, 1, 4000.0, cpu_ms=0.20),
+        run(SERVICE_ASYNCIO, 64, 1, 2500.0, cpu_ms=0.50),
+        run(TRIVIAL_ASYNCIO, 64, 2, 4000.0, cpu_ms=0.25),
+        run(SERVICE_ASYNCIO, 64, 2, 2000.0, cpu_ms=0.50),
+    ]
+    measured = Measured([*ROUNDS, *on_asyncio], 10, 10, 190.0, "", e2e())
+    [figure] = loop_figures(measured, summarize(measured.results))
+    assert figure.met is None
+    # service: 0.30/0.40, 0.50/0.50, 0.40/0.50; trivial: 0.20/0.25, 0.20/0.20, 0.25/0.25
+    assert "service: CPU per call 0.80x (0.75-1.00) (0.400 / 0.500 ms)" in figure.figure
+    assert "trivial: CPU per call 1.00x (0.80-1.00) (0.200 / 0.250 ms)" in figure.figure
+    assert "calls/s 1.20x (1.12-1.50)" in figure.figure  # the service's: 3000/2500, ...
+    assert loop_figures(Measured(ROUNDS, 10, 10, 190.0, "", e2e()), summarize(ROUNDS)) == []
+    assert "| service Predict, asyncio loop | 64 | 3 |" in "".join(table(measured.results))
+    # Not lines of the plot: one concurrency only.
+    assert set(plot_series(measured.results)) == {"trivial", "service", "service, 2 workers"}
