@@ -98,13 +98,14 @@ FROM generate_series(0, {total} - 1) i;
 ANALYZE;
 """
 
-# The same predictions table partitioned by month: the old month, and everything after it.
+# The same predictions table partitioned by month: the old month, and everything after it. Its
+# foreign keys are those of predictions (migration 0016).
 PARTITIONED_PREDICTIONS: Final = """
 CREATE TABLE predictions_by_month (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (predicted_at);
 ALTER TABLE predictions_by_month ADD PRIMARY KEY (prediction_id, predicted_at),
-    ADD FOREIGN KEY (student_id) REFERENCES students,
-    ADD FOREIGN KEY (student_profile_id) REFERENCES student_profiles,
+    ADD FOREIGN KEY (student_profile_id, student_id)
+        REFERENCES student_profiles (student_profile_id, student_id),
     ADD FOREIGN KEY (academic_record_id) REFERENCES academic_records,
     ADD FOREIGN KEY (model_version) REFERENCES model_versions;
 CREATE INDEX ON predictions_by_month (student_id, predicted_at);

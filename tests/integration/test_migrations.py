@@ -60,3 +60,40 @@ async def test_constraints_refuse_what_the_api_refuses(postgres: PostgresServer)
             raise AssertionError(f"stored {student_id!r}, age {age}")
     finally:
         await conn.close()
+
+
+async def test_a_prediction_must_name_the_student_its_profile_belongs_to(
+    postgres: PostgresServer,
+) -> None:
+    """Migration 0016: one foreign key on (student_profile_id, student_id) replaces the two
+    single ones, and refuses a prediction whose student is not its profile's student."""
+    conn = await asyncpg.connect(await fresh_database(postgres))
+    try:
+        await apply_migrations(conn)
+        profile, record = uuid.uuid4(), uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO students (student_id, profile_as_of) VALUES ('a', now()), ('b', now());"
+            "INSERT INTO model_versions (model_version) VALUES ('v1')"
+        )
+        await conn.execute(
+            "INSERT INTO student_profiles (student_profile_id, student_id) VALUES ($1, 'a')",
+            profile,
+        )
+        await conn.execute(
+            "INSERT INTO academic_records (academic_record_id, student_id) VALUES ($1, 'a')", record
+        )
+        insert = """
+            INSERT INTO predictions (prediction_id, student_id, student_profile_id,
+                academic_record_id, model_version, predicted_final_score, pass_probability,
+                predicted_pass, pass_mark, predicted_at, event_schema_version)
+            VALUES ($1, $2, $3, $4, 'v1', 70, 0.8, true, 50, now(), 1)"""
+        await conn.execute(insert, uuid.uuid4(), "a", profile, record)
+        try:
+            await conn.execute(insert, uuid.uuid4(), "b", profile, record)
+        except asyncpg.ForeignKeyViolationError as refused:
+            assert refused.constraint_name == "predictions_student_profile_id_student_id_fkey"
+        else:
+            raise AssertionError("stored a prediction for b made from a's profile")
+        assert await conn.fetchval("SELECT count(*) FROM predictions") == 1
+    finally:
+        await conn.close()
