@@ -2,7 +2,8 @@
 
 The trainer stores every version it saves (`store_version`: each file of the version folder with
 its SHA-256, in one transaction) and moves the `current` pointer when it promotes one
-(`move_pointer`). A replica follows the pointer (`follow_pointer`): it downloads a version it
+(`move_pointer`, which records who moved it, from which version to which and why, in
+model_pointer_moves). A replica follows the pointer (`follow_pointer`): it downloads a version it
 does not have into its own models folder, which then looks exactly like the trainer's (version
 folders and a `current` link), so loading and hot reload stay what they are for one machine.
 
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -99,10 +101,32 @@ async def current_pointer(conn: asyncpg.Connection) -> str | None:
     return version
 
 
-async def move_pointer(conn: asyncpg.Connection, version: str, expected: str | None) -> bool:
-    """Points `current` at `version` if it still names `expected`; returns whether it moved."""
-    status: str = await conn.execute(MOVE_POINTER, version, expected)
-    return status.endswith(" 1")
+class MoveKind(StrEnum):
+    """Why `current` moved, as model_pointer_moves.kind records it (migration 0017)."""
+
+    PROMOTION = "promotion"  # the gate promoted a new version (trainer/train.py)
+    ROLLBACK = "rollback"  # an operator served an earlier one (trainer/rollback_cli.py)
+
+
+@dataclass(frozen=True)
+class PointerMove:
+    """A move of `current`, as recorded in model_pointer_moves."""
+
+    id: int
+    moved_at: datetime
+    moved_by: str  # the database role that moved it
+
+
+async def move_pointer(
+    conn: asyncpg.Connection, version: str, expected: str | None, *, kind: MoveKind, reason: str
+) -> PointerMove | None:
+    """Points `current` at `version` if it still names `expected` (None: no version yet) and
+    records the move with its kind and reason, both in one statement; returns the recorded move,
+    or None when the pointer named something else and nothing moved."""
+    row = await conn.fetchrow(MOVE_POINTER, version, expected, kind.value, reason)
+    if row is None:
+        return None
+    return PointerMove(row["id"], row["moved_at"], row["moved_by"])
 
 
 @dataclass(frozen=True)

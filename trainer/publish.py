@@ -4,7 +4,8 @@ With publishing on (STUDENTPERF_MODEL_SOURCE=database, or `--publish`), every ve
 trainer saves is also stored in the database, files and SHA-256s; before the promotion gate the
 trainer brings its own models folder to the database's `current` (so it compares against what
 the replicas serve, not against what this machine last trained); and a promotion moves the
-database's pointer, which every replica follows. A publication that fails fails the run: a
+database's pointer, which every replica follows, recording the move with the gate's reason
+(model_pointer_moves). A publication that fails fails the run: a
 version promoted only on this disk would reach no replica.
 """
 
@@ -18,6 +19,8 @@ import asyncpg
 from studentperf.model_artifact import ModelArtifactError
 from studentperf.model_store import (
     ArtifactRefused,
+    MoveKind,
+    PointerMove,
     current_pointer,
     follow_pointer,
     move_pointer,
@@ -90,14 +93,19 @@ def database_current(database_url: str) -> str | None:
         raise PublishFailed(f"reading the database's current version: {err}") from err
 
 
-def point_database(database_url: str, version: str, expected: str | None) -> bool:
+def point_database(
+    database_url: str, version: str, expected: str | None, reason: str
+) -> PointerMove | None:
     """Moves the database's `current` to `version` if it still names `expected` (what the gate
-    compared against); returns whether it moved."""
+    compared against), recording the promotion with the gate's `reason`; returns the recorded
+    move, None when the pointer named something else (nothing moved, nothing recorded)."""
 
-    async def point() -> bool:
+    async def point() -> PointerMove | None:
         conn = await connect(database_url)
         try:
-            return await move_pointer(conn, version, expected)
+            return await move_pointer(
+                conn, version, expected, kind=MoveKind.PROMOTION, reason=reason
+            )
         finally:
             await conn.close()
 

@@ -2,7 +2,8 @@
 
 Moves `current` back, in the model source STUDENTPERF_MODEL_SOURCE names: the models folder's
 `current` link (folder, one machine) or the database's pointer (database, many machines, as the
-trainer's role: the one that may move it). Without VERSION, the version promoted before the one
+trainer's role: the one that may move it, recording the move in model_pointer_moves as a
+rollback, with why this version). Without VERSION, the version promoted before the one
 served (trainer.rollback). The chosen version's files are checked against the SHA-256s the
 trainer recorded before anything moves. Services pick the move up as they do a promotion: hot
 reload follows the link, or the pointer, on its next poll.
@@ -30,6 +31,8 @@ from studentperf.model_folder import local_versions, verify_local
 from studentperf.model_store import (
     MODEL_SOURCES,
     ArtifactRefused,
+    MoveKind,
+    PointerMove,
     current_pointer,
     move_pointer,
     published_versions,
@@ -57,6 +60,7 @@ class Moved:
     previous: str | None
     choice: Choice
     files: int  # how many files were verified (0: nothing moved, it was current already)
+    recorded: PointerMove | None = None  # the database's record of the move (folder: none)
 
 
 class PointerMoved(Exception):
@@ -118,14 +122,17 @@ async def roll_back_database(database_url: str, requested: str | None) -> Moved:
         if choice.already_current:
             return Moved(current, choice, 0)
         files = await verify_stored(conn, choice.version)
-        if not await move_pointer(conn, choice.version, current):
+        recorded = await move_pointer(
+            conn, choice.version, current, kind=MoveKind.ROLLBACK, reason=choice.reason
+        )
+        if recorded is None:
             raise PointerMoved(
                 f"the database's current moved away from {current} meanwhile (a promotion?); "
                 "nothing done: look at what is served, then run the rollback again"
             )
     finally:
         await conn.close()
-    return Moved(current, choice, files)
+    return Moved(current, choice, files, recorded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"rolled back {where}: {moved.previous} -> {version}, {moved.choice.reason}; "
         f"{moved.files} files verified against their recorded SHA-256"
     )
+    if moved.recorded is not None:
+        print(
+            f"recorded as move {moved.recorded.id} in model_pointer_moves "
+            f"(by {moved.recorded.moved_by} at {moved.recorded.moved_at:%Y-%m-%d %H:%M:%S%z})"
+        )
     print(
         "services following it load it on their next poll (STUDENTPERF_MODEL_POLL_INTERVAL_S); "
         "the next promotion by the gate moves it on again"

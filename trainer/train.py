@@ -273,8 +273,12 @@ def run(config: TrainingConfig, out: TextIO | None = None) -> RunResult:
     served = (config.models_dir / CURRENT).readlink()
     say(f"    {config.models_dir / CURRENT} -> {served}")
     if config.publish and config.database_url is not None and decision.promoted:
-        if point_database(config.database_url, path.name, published_current):
-            say(f"    the database's current -> {path.name}: every replica follows it")
+        move = point_database(config.database_url, path.name, published_current, decision.reason)
+        if move is not None:
+            say(
+                f"    the database's current -> {path.name}: every replica follows it "
+                f"(recorded as move {move.id} in model_pointer_moves)"
+            )
         else:
             raise PublishFailed(
                 f"the database's current moved away from {published_current} while this run "

@@ -1,5 +1,6 @@
 """Promoted versions in the database for many machines (migration 0015): each version's files
-with their SHA-256, and the `current` pointer (studentperf/model_store.py uses them).
+with their SHA-256, and the `current` pointer with the record of its moves (migration 0017;
+studentperf/model_store.py uses them).
 """
 
 from __future__ import annotations
@@ -16,13 +17,27 @@ VALUES ($1, $2, $3, $4)
 VERSION_STORED: Final = "SELECT 1 FROM model_artifacts WHERE model_version = $1"
 # The version `current` names; no row: none promoted through the database yet.
 CURRENT_POINTER: Final = "SELECT model_version FROM model_pointer WHERE name = 'current'"
-# $1: the version to serve, $2: the version the pointer must still name (NULL: none yet), so
-# that two trainers deciding against the same old version cannot both move it. Its status,
-# "INSERT 0 1" or "INSERT 0 0", says whether it moved.
+# $1: the version to serve, $2: the version the pointer must still name (NULL: none yet, the
+# first promotion), so that two trainers deciding against the same old version cannot both move
+# it; $3: the kind of move ('promotion' or 'rollback'), $4: why. One statement moves the pointer
+# and records the move in model_pointer_moves (migration 0017), so neither happens without the
+# other. It returns the move's row, or no row when the pointer did not move; a move always goes
+# from $2, which is why the first pointer is inserted only when $2 is NULL.
 MOVE_POINTER: Final = """
-INSERT INTO model_pointer AS p (name, model_version) VALUES ('current', $1)
-ON CONFLICT (name) DO UPDATE SET model_version = EXCLUDED.model_version, moved_at = now()
-WHERE p.model_version IS NOT DISTINCT FROM $2::text
+WITH updated AS (
+    UPDATE model_pointer SET model_version = $1::text, moved_at = now()
+    WHERE name = 'current' AND model_version = $2::text
+    RETURNING model_version
+), inserted AS (
+    INSERT INTO model_pointer (name, model_version)
+    SELECT 'current', $1::text WHERE $2::text IS NULL
+    ON CONFLICT (name) DO NOTHING
+    RETURNING model_version
+)
+INSERT INTO model_pointer_moves (from_version, to_version, kind, reason)
+SELECT $2::text, model_version, $3::text, $4::text
+FROM (SELECT model_version FROM updated UNION ALL SELECT model_version FROM inserted) AS moved
+RETURNING id, moved_at, moved_by
 """
 # $1: the version.
 VERSION_FILES: Final = """

@@ -25,7 +25,7 @@ from infra.bench.process import HealthClient
 from infra.devstack import free_port
 from studentperf.config import DatabaseRole
 from studentperf.model_artifact import MODEL_FILE, save_artifact
-from studentperf.model_store import current_pointer, move_pointer, store_version
+from studentperf.model_store import MoveKind, current_pointer, move_pointer, store_version
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
@@ -259,7 +259,9 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
             MODEL_FILE,
         )
         assert changed == "UPDATE 1"
-        assert await move_pointer(trainer, forged, old)
+        assert await move_pointer(
+            trainer, forged, old, kind=MoveKind.PROMOTION, reason="a forged version, for the test"
+        )
     finally:
         await trainer.close()
         await owner.close()
@@ -304,7 +306,9 @@ async def test_the_inference_role_cannot_write_a_version_or_the_pointer(
             await store_version(inference, tmp_path / version)
         before = await current_pointer(inference)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await move_pointer(inference, before or version, before)
+            await move_pointer(
+                inference, before or version, before, kind=MoveKind.ROLLBACK, reason="replica"
+            )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await inference.execute("UPDATE model_artifact_files SET content = ''::bytea")
     finally:

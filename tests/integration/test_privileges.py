@@ -8,7 +8,9 @@ write what another process owns, any write as the analyst, any DDL. The inferenc
 writes nothing (0009: RecordOutcomes publishes events the recorder writes), nor does the CSV
 import (0011: it publishes events too, and reads only which of them were stored).
 Retention's role (migration 0007), taken by the recorder only, deletes what retention removes
-and nothing more.
+and nothing more. The record of the model pointer's moves (migration 0017) is written by the
+trainer only, read by it and the analyst only, and changed or deleted by nobody, the owner
+included.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from recorder_service.rows import import_staging_row, outcome_staging_row, stagi
 from recorder_service.store import PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from studentperf.migrate import MigrationError, apply_migrations, migration_files
+from studentperf.model_store import MoveKind, current_pointer, move_pointer
 from studentperf.persistence.erasure import ERASURE_ROLE
 from studentperf.persistence.retention import RETENTION_ROLE
 from tests.integration.recorder_support import make_event, make_outcome_event
@@ -51,6 +54,7 @@ TABLES = [
     "outcomes",
     "imported_rows",
     "schema_migrations",
+    "model_pointer_moves",
 ]
 
 # A bare prediction row: what a role may not add is refused before any constraint is checked.
@@ -80,7 +84,14 @@ TEMP_TABLE = "CREATE TEMPORARY TABLE scratch (id int)"
 SOME_COLUMN = {table: "student_id" for table in TABLES} | {
     "model_versions": "model_version",
     "schema_migrations": "version",
+    "model_pointer_moves": "reason",
 }
+
+# Migration 0017: a move of `current`, as only the trainer records it (with the pointer's move).
+INSERT_MOVE = (
+    "INSERT INTO model_pointer_moves (from_version, to_version, kind, reason)"
+    " VALUES (NULL, 'v', 'rollback', 'r')"
+)
 
 # (role, statement): what each role must not do.
 FORBIDDEN: list[tuple[DatabaseRole, str]] = [
@@ -187,7 +198,41 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "DELETE FROM model_pointer",
         )
     ],
+    # Migration 0017: the pointer's moves are an append-only audit. Only the trainer, which
+    # moves the pointer, records a move, and it cannot choose who or when; only it and the
+    # analyst read them (not the replicas); nobody changes or removes one.
+    *[
+        (role, sql)
+        for role in PROCESS_ROLES
+        if role is not DatabaseRole.TRAINER
+        for sql in (INSERT_MOVE,)
+    ],
+    *[
+        (role, "SELECT count(*) FROM model_pointer_moves")
+        for role in PROCESS_ROLES
+        if role not in (DatabaseRole.TRAINER, DatabaseRole.ANALYST)
+    ],
+    (
+        DatabaseRole.TRAINER,
+        "INSERT INTO model_pointer_moves (to_version, kind, reason, moved_by)"
+        " VALUES ('v', 'rollback', 'r', 'studentperf_analyst')",
+    ),
+    (
+        DatabaseRole.TRAINER,
+        "INSERT INTO model_pointer_moves (to_version, kind, reason, moved_at)"
+        " VALUES ('v', 'rollback', 'r', '2000-01-01')",
+    ),
+    *[
+        (role, sql)
+        for role in PROCESS_ROLES
+        for sql in (
+            "UPDATE model_pointer_moves SET reason = 'rewritten'",
+            "UPDATE model_pointer_moves SET moved_by = current_user",
+            "DELETE FROM model_pointer_moves",
+        )
+    ],
     *[(role, sql) for role in PROCESS_ROLES for sql in DDL],
+    *[(role, "TRUNCATE model_pointer_moves") for role in PROCESS_ROLES],
     # Only the recorder stages its batches in a temporary table.
     *[(role, TEMP_TABLE) for role in PROCESS_ROLES if role is not DatabaseRole.RECORDER],
 ]
@@ -206,6 +251,9 @@ FORBIDDEN_TO_RETENTION = [
     "SELECT pass_mark FROM predictions",
     "SELECT gender FROM students",
     "SELECT final_score FROM outcomes",
+    "DELETE FROM model_pointer_moves",
+    "UPDATE model_pointer_moves SET reason = 'rewritten'",
+    INSERT_MOVE,
     *DDL,
     TEMP_TABLE,
 ]
@@ -365,6 +413,55 @@ async def test_the_retention_role_may_delete_only_what_retention_removes(
             await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def test_the_pointer_moves_are_recorded_by_the_trainer_and_changed_by_nobody(
+    postgres: PostgresServer, database: str
+) -> None:
+    """Migration 0017: the trainer's move of `current` leaves a row naming it, which the
+    analyst reads; even the owner, whom grants do not bind, cannot change or remove one."""
+    version = f"priv-{uuid.uuid4().hex[:8]}"
+    trainer = await connect_as(postgres, database, DatabaseRole.TRAINER)
+    try:
+        await trainer.execute("INSERT INTO model_artifacts (model_version) VALUES ($1)", version)
+        before = await current_pointer(trainer)
+        move = await move_pointer(
+            trainer, version, before, kind=MoveKind.PROMOTION, reason="privileges test"
+        )
+        assert move is not None and move.moved_by == DatabaseRole.TRAINER
+        # Against a pointer that names something else: nothing moves, nothing is recorded.
+        stale = await move_pointer(
+            trainer, version, "not-served", kind=MoveKind.ROLLBACK, reason="stale"
+        )
+        assert stale is None
+    finally:
+        await trainer.close()
+    analyst = await connect_as(postgres, database, DatabaseRole.ANALYST)
+    try:
+        rows = await analyst.fetch("SELECT * FROM model_pointer_moves WHERE id = $1", move.id)
+        stale_rows = await analyst.fetchval(
+            "SELECT count(*) FROM model_pointer_moves WHERE reason = 'stale'"
+        )
+    finally:
+        await analyst.close()
+    assert [(r["from_version"], r["to_version"], r["kind"], r["moved_by"]) for r in rows] == [
+        (before, version, "promotion", DatabaseRole.TRAINER.value)
+    ]
+    assert stale_rows == 0
+    owner = await asyncpg.connect(postgres.dsn(database))
+    try:
+        for sql in (
+            "UPDATE model_pointer_moves SET reason = 'rewritten'",
+            "DELETE FROM model_pointer_moves",
+            "TRUNCATE model_pointer_moves",
+        ):
+            with pytest.raises(asyncpg.RaiseError, match="model_pointer_moves is append-only"):
+                await owner.execute(sql)
+        assert await owner.fetchval(
+            "SELECT reason FROM model_pointer_moves WHERE id = $1", move.id
+        ) == ("privileges test")
+    finally:
+        await owner.close()
 
 
 async def test_the_recorder_deletes_only_as_the_retention_role(
