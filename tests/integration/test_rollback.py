@@ -119,10 +119,12 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
             say=lambda _: None,
         )
     )
-    old = (await train(training(trainer_models, stack, seed=11))).version
+    first = await train(training(trainer_models, stack, seed=11))
+    old = first.version
     assert await asyncio.wait_for(waiting, 10) == old
     assert (tmp_path / "init-models" / CURRENT).readlink().name == old
-    new = (await train(training(trainer_models, stack, seed=12))).version
+    second = await train(training(trainer_models, stack, seed=12))
+    new = second.version
     for replica in replicas:
         replica.process.start()
     assert [await r.ready() for r in replicas] == [new, new]
@@ -130,6 +132,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
     trainer_url = stack.database_url_as(DatabaseRole.TRAINER)
     args = ("--source", "database", "--database-url", trainer_url)
     act: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    said_back: list[str] = []
 
     async def operator() -> None:
         await asyncio.sleep(1)  # under load first
@@ -140,6 +143,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
         code, said = await roll_back(*args)  # no VERSION: the one promoted before
         print(f"\n{said.strip()}")
         assert code == 0 and f"{new} -> {old}" in said
+        said_back.append(said)
         act.set_result(started)
 
     acting = asyncio.create_task(operator())
@@ -168,6 +172,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
         code, said = await roll_back(*args, new)
         assert code == 0, said
         assert await current_pointer(trainer) == new
+        moves = await pointer_moves(stack.database_url_as(DatabaseRole.ANALYST))
     finally:
         await trainer.close()
         await owner.close()
@@ -177,6 +182,38 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
         await asyncio.sleep(0.1)
         served = [await r.model_version() for r in replicas]
     assert served == [new, new]
+
+    # Every move of the pointer left its row, in order; the refused rollbacks (no such version,
+    # forged bytes) left none. The analyst reads them: the audit is for people.
+    trainer_role = str(DatabaseRole.TRAINER)
+    print(*(tuple(m) for m in moves), sep="\n")
+    assert [(m["from_version"], m["to_version"], m["kind"], m["moved_by"]) for m in moves] == [
+        (None, old, "promotion", trainer_role),
+        (old, new, "promotion", trainer_role),
+        (new, old, "rollback", trainer_role),
+        (old, new, "rollback", trainer_role),
+    ]
+    # Promotions carry the gate's reason, rollbacks why that version.
+    assert [m["reason"] for m in moves[:2]] == [first.decision.reason, second.decision.reason]
+    assert moves[2]["reason"].startswith(f"the version promoted before {new} (")
+    assert moves[3]["reason"] == "named"
+    # The command names the row it wrote.
+    assert (
+        f"recorded as move {moves[2]['id']} in model_pointer_moves (by {trainer_role} at"
+        in said_back[0]
+    )
+    assert [m["moved_at"] for m in moves] == sorted(m["moved_at"] for m in moves)
+
+
+async def pointer_moves(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT * FROM model_pointer_moves ORDER BY id"
+        )
+        return rows
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
