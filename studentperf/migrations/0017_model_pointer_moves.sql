@@ -36,6 +36,27 @@ CREATE TRIGGER model_pointer_moves_no_truncate
     BEFORE TRUNCATE ON model_pointer_moves
     FOR EACH STATEMENT EXECUTE FUNCTION model_pointer_moves_append_only();
 
+-- And no move without its row: the trainer's role may UPDATE model_pointer (0015), so a move by
+-- hand, outside MOVE_POINTER, is refused at commit unless the same transaction recorded it.
+-- now() is the transaction's start time, which moved_at takes by default (and the trainer
+-- cannot set).
+CREATE FUNCTION model_pointer_move_recorded() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM model_pointer_moves
+                   WHERE to_version = NEW.model_version AND moved_at = now()) THEN
+        RAISE EXCEPTION 'model_pointer moved to % with no row in model_pointer_moves',
+            NEW.model_version;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER model_pointer_move_recorded
+    AFTER INSERT OR UPDATE ON model_pointer
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION model_pointer_move_recorded();
+
 -- The trainer, the one role that moves the pointer (0015), records its moves. It names the
 -- versions, the kind and the reason only: id, moved_at and moved_by take their defaults, so a
 -- row cannot claim another role or another time. It reads the rows back (the rollback prints

@@ -419,7 +419,8 @@ async def test_the_pointer_moves_are_recorded_by_the_trainer_and_changed_by_nobo
     postgres: PostgresServer, database: str
 ) -> None:
     """Migration 0017: the trainer's move of `current` leaves a row naming it, which the
-    analyst reads; even the owner, whom grants do not bind, cannot change or remove one."""
+    analyst reads; a move without its row is refused; even the owner, whom grants do not bind,
+    cannot change or remove a row."""
     version = f"priv-{uuid.uuid4().hex[:8]}"
     trainer = await connect_as(postgres, database, DatabaseRole.TRAINER)
     try:
@@ -434,6 +435,12 @@ async def test_the_pointer_moves_are_recorded_by_the_trainer_and_changed_by_nobo
             trainer, version, "not-served", kind=MoveKind.ROLLBACK, reason="stale"
         )
         assert stale is None
+        # A move by hand, not recorded, is refused when the transaction commits.
+        other = f"{version}-by-hand"
+        await trainer.execute("INSERT INTO model_artifacts (model_version) VALUES ($1)", other)
+        with pytest.raises(asyncpg.RaiseError, match="with no row in model_pointer_moves"):
+            await trainer.execute("UPDATE model_pointer SET model_version = $1", other)
+        assert await current_pointer(trainer) == version
     finally:
         await trainer.close()
     analyst = await connect_as(postgres, database, DatabaseRole.ANALYST)
