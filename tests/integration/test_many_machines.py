@@ -92,6 +92,30 @@ class Answers:
         return {v for start, _, v, code in self.calls if start > moment and code == "OK"}
 
 
+def check_switched(
+    replicas: list[Replica], answers: dict[str, Answers], version: str, moved: float, what: str
+) -> None:
+    """Every replica answered every call, and served `version` within SWITCH_BOUND_S of
+    `moved` (when `what` happened), never the old one to a call started after that."""
+    print()
+    for replica in replicas:
+        seen = answers[replica.name]
+        first = seen.first_answer_of(version)
+        after = f"{first - moved:.2f} s" if first is not None else "never"
+        print(
+            f"{replica.name}: {len(seen.calls)} calls, errors {dict(seen.errors()) or 0}, "
+            f"first answer of {version} {after} after {what}"
+        )
+    for replica in replicas:
+        seen = answers[replica.name]
+        assert seen.errors() == Counter(), replica.name
+        first = seen.first_answer_of(version)
+        assert first is not None and first - moved < SWITCH_BOUND_S, replica.name
+        # Once switched, a replica never answers a new call with the old version again (calls
+        # already running when it switched may still end with the old one).
+        assert seen.versions_of_calls_started_after(first) == {version}, replica.name
+
+
 async def predict_until(address: str, stop: asyncio.Event, answers: Answers, loops: int) -> None:
     async def loop(number: int, stub: api_grpc.PredictionServiceAsyncStub) -> None:
         sequence = 0
@@ -199,23 +223,8 @@ async def test_two_replicas_follow_one_promotion_without_failing_a_call(
     stop.set()
     await asyncio.gather(*loading)
 
-    print()
+    check_switched(replicas, answers, new, moved, "the pointer moved")
     for replica in replicas:
-        seen = answers[replica.name]
-        first = seen.first_answer_of(new)
-        after = f"{first - moved:.2f} s" if first is not None else "never"
-        print(
-            f"{replica.name}: {len(seen.calls)} calls, errors {dict(seen.errors()) or 0}, "
-            f"first answer of {new} {after} after the pointer moved"
-        )
-    for replica in replicas:
-        seen = answers[replica.name]
-        assert seen.errors() == Counter(), replica.name
-        first = seen.first_answer_of(new)
-        assert first is not None and first - moved < SWITCH_BOUND_S, replica.name
-        # Once switched, a replica never answers a new call with the old version again (calls
-        # already running when it switched may still end with the old one).
-        assert seen.versions_of_calls_started_after(first) == {new}, replica.name
         assert await replica.model_version() == new
         # Its folder is a copy of the database's, not of the trainer's disk.
         assert (replica.models / new / MODEL_FILE).read_bytes() == (

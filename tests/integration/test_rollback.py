@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
@@ -34,6 +33,7 @@ from tests.integration.test_many_machines import (
     Answers,
     Replica,
     _spare_version,
+    check_switched,
     predict_until,
     replicas,
     train,
@@ -78,26 +78,6 @@ async def serve_under_load(
     stop.set()
     await asyncio.gather(*loading)
     return answers
-
-
-def check_switched(
-    replicas: list[Replica], answers: dict[str, Answers], version: str, moved: float
-) -> None:
-    print()
-    for replica in replicas:
-        seen = answers[replica.name]
-        first = seen.first_answer_of(version)
-        after = f"{first - moved:.2f} s" if first is not None else "never"
-        print(
-            f"{replica.name}: {len(seen.calls)} calls, errors {dict(seen.errors()) or 0}, "
-            f"first answer of {version} {after} after the rollback"
-        )
-    for replica in replicas:
-        seen = answers[replica.name]
-        assert seen.errors() == Counter(), replica.name
-        first = seen.first_answer_of(version)
-        assert first is not None and first - moved < SWITCH_BOUND_S, replica.name
-        assert seen.versions_of_calls_started_after(first) == {version}, replica.name
 
 
 async def test_replicas_serve_the_rolled_back_version_within_seconds(
@@ -149,7 +129,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
     acting = asyncio.create_task(operator())
     answers = await serve_under_load(replicas, old, act)
     await acting
-    check_switched(replicas, answers, old, act.result())
+    check_switched(replicas, answers, old, act.result(), "the rollback")
     for replica in replicas:
         assert await replica.model_version() == old
 
@@ -269,4 +249,4 @@ async def test_one_machine_serves_the_rolled_back_version_of_its_folder(
     acting = asyncio.create_task(operator())
     answers = await serve_under_load([one_machine], old, act)
     await acting
-    check_switched([one_machine], answers, old, act.result())
+    check_switched([one_machine], answers, old, act.result(), "the rollback")
