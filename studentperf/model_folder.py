@@ -51,14 +51,15 @@ def read_promotions(models_dir: Path) -> dict[str, datetime]:
 
 
 def local_versions(models_dir: Path) -> list[Published]:
-    """Every version folder that holds a model, with its last promotion from the log."""
+    """Every version folder that holds a model, with its last promotion from the log; the
+    `current` link names one of them, so it is no version of its own."""
     promoted = read_promotions(models_dir)
     if not models_dir.is_dir():
         return []
     return [
         Published(path.name, promoted.get(path.name))
         for path in sorted(models_dir.iterdir())
-        if not path.name.startswith(".") and (path / MODEL_FILE).is_file()
+        if not path.name.startswith(".") and not path.is_symlink() and (path / MODEL_FILE).is_file()
     ]
 
 

@@ -14,6 +14,7 @@ import pytest
 from infra.devstack import KafkaBroker
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.config import DatabaseRole
+from studentperf.model_folder import local_versions
 from tests.integration.conftest import REPO, Stack
 from tests.kaggle_csv import kaggle_rows, write
 from trainer.db_source import read_labelled_rows
@@ -129,13 +130,13 @@ async def test_a_version_that_serves_a_group_worse_is_refused_and_the_row_says_w
 
     planted = [*command, "--seed", "7", "--plant-unfairness", "lunch_program=free_or_reduced"]
     unfair = await train(planted)
-    refused = next(
-        p for p in models.iterdir() if p.name not in (served, "current", ".promote.lock")
-    )
+    (refused,) = [v for v in local_versions(models) if v.version != served]
     print(unfair.stdout[unfair.stdout.index("[5/6]") : unfair.stdout.index("[6/6]")])
     assert "NOT promoted (--force overrides)" in unfair.stdout
     assert (models / "current").readlink().name == served
-    row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", refused.name)
+    row = await db.fetchrow(
+        "SELECT * FROM model_versions WHERE model_version = $1", refused.version
+    )
     assert row["promoted_at"] is None
     assert "lunch_program score_rmse gap" in row["promotion_decision"]
     lunch = next(
@@ -149,7 +150,7 @@ async def test_a_version_that_serves_a_group_worse_is_refused_and_the_row_says_w
     forced = await train([*planted, "--force"])
     assert "but forced: promoted" in forced.stdout
     promoted = (models / "current").readlink().name
-    assert promoted not in (served, refused.name)  # a new version of the same data and seed
+    assert promoted not in (served, refused.version)  # a new version of the same data and seed
     row = await db.fetchrow("SELECT * FROM model_versions WHERE model_version = $1", promoted)
     assert (
         row["promoted_at"] is not None

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from studentperf.model_artifact import CURRENT, FILES_SHA256, MODEL_FILE, save_artifact
-from studentperf.model_folder import PROMOTIONS_FILE, note_promotion, read_promotions, verify_local
+from studentperf.model_folder import (
+    PROMOTIONS_FILE,
+    local_versions,
+    note_promotion,
+    read_promotions,
+    verify_local,
+)
 from studentperf.model_store import ArtifactRefused, Published
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
@@ -150,6 +156,20 @@ def test_the_folder_rollback_refuses_a_missing_or_altered_version(
         verify_local(tmp_path, first)
     assert main([*args, first]) == 2 and current(tmp_path) == second
     assert main(["--source", "folder", "--models-dir", str(tmp_path / "none")]) == 2
+
+
+def test_the_current_link_and_the_promotion_log_are_no_versions(
+    tmp_path: Path, fitted: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = saved(tmp_path, fitted, 1), saved(tmp_path, fitted, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [CURRENT, PROMOTIONS_FILE, first, second]
+    )
+    assert [v.version for v in local_versions(tmp_path)] == [first, second]
+    args = ["--source", "folder", "--models-dir", str(tmp_path)]
+    assert main([*args, CURRENT]) == 2
+    assert f"version {CURRENT} does not exist" in capsys.readouterr().err
+    assert current(tmp_path) == second
 
 
 def test_a_torn_line_in_the_promotion_log_is_skipped(tmp_path: Path) -> None:
