@@ -1,11 +1,12 @@
 """What the fetch loop and the rebalance listener share, and the listener itself.
 
-When partitions are revoked, the batch being written is finished and committed under the old
-generation if that takes less than `wait_s`; otherwise, or when the writer is waiting out an
-outage, it is abandoned uncommitted, and whoever gets the partitions reads it again (writing it
-twice adds nothing). No lock is shared: aiokafka runs the listener while a rebalance holds
-`getmany()`, so a lock the fetch loop keeps across a poll would deadlock (aiokafka#335); the
-writer, which the listener may wait for, never polls.
+When partitions are revoked, the batches being written (at most two, committed in order) are
+finished and committed under the old generation if that takes less than `wait_s`; otherwise, or
+when the writer is waiting out an outage, what is not finished is abandoned uncommitted, and
+whoever gets the partitions reads it again (writing it twice adds nothing). No lock is
+shared: aiokafka runs the listener while a rebalance holds `getmany()`, so a lock the fetch
+loop keeps across a poll would deadlock (aiokafka#335); the writer, which the listener may wait
+for, never polls.
 """
 
 from __future__ import annotations
@@ -37,32 +38,36 @@ class BatchGuard:
         # write or commit.
         self.epoch = 0
         self.revoking = False
-        self._in_flight: InFlight | None = None
+        self._in_flight: list[InFlight] = []  # oldest first
 
     def begin(self) -> InFlight:
-        self._in_flight = InFlight()
-        return self._in_flight
+        flight = InFlight()
+        self._in_flight.append(flight)
+        return flight
 
     def end(self, flight: InFlight) -> None:
         flight.done.set()
-        if self._in_flight is flight:
-            self._in_flight = None
+        if flight in self._in_flight:
+            self._in_flight.remove(flight)
 
     async def revoke(self, wait_s: float) -> None:
-        """Lets the batch in flight finish within `wait_s`, else abandons it."""
+        """Lets the batches in flight finish within `wait_s`, else abandons those that did not."""
         # First: a batch fetched but not yet handed to the writer must not be handed over
         # while (or after) the partitions move.
         self.epoch += 1
-        flight = self._in_flight
-        if flight is None:
+        flights = list(self._in_flight)
+        if not flights:
             return
         self.revoking = True
         try:
-            if not flight.stalled:
+            if not any(flight.stalled for flight in flights):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(flight.done.wait(), wait_s)
-            if not flight.done.is_set():
-                flight.abandoned = True
+                    async with asyncio.timeout(wait_s):
+                        for flight in flights:
+                            await flight.done.wait()
+            for flight in flights:
+                if not flight.done.is_set():
+                    flight.abandoned = True
         finally:
             self.revoking = False
 

@@ -45,7 +45,7 @@ class Settings:
     # Port of the HTTP /health and /metrics endpoint; 0 serves none.
     health_port: int = 0
     health_host: str = "127.0.0.1"
-    # How long a rebalance waits for the batch being written before abandoning it uncommitted.
+    # How long a rebalance waits for the batches being written before abandoning them uncommitted.
     revoke_wait_ms: int = 10_000
     # How far an event's occurred_at may be ahead of this recorder's clock (the services'
     # clocks differ a little); an event further ahead is dead-lettered, not stored.

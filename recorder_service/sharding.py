@@ -24,8 +24,10 @@ _STUDENT = STAGING_COLUMNS.index("student_id")
 @dataclass(slots=True)
 class Shard:
     """The rows of some students, in the batch's order; `indexes[i]` is the place of
-    `rows[i]` in the batch (a refusal names a row by that place)."""
+    `rows[i]` in the batch (a refusal names a row by that place). `number` is the shard's
+    place among all shards: the same students' in every batch."""
 
+    number: int
     indexes: list[int] = field(default_factory=list)
     rows: list[StagingRow] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
@@ -43,7 +45,7 @@ def shard_of(student_id: str, shards: int) -> int:
 
 def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) -> list[Shard]:
     """The batch's non-empty shards (at most `shards`), each keeping the batch's order."""
-    parts = [Shard() for _ in range(shards)]
+    parts = [Shard(number) for number in range(shards)]
     for index, row in enumerate(rows):
         part = parts[shard_of(str(row[_STUDENT]), shards)]
         part.indexes.append(index)

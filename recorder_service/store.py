@@ -194,6 +194,9 @@ class PostgresStore:
         self._erasure_key = erasure_key
         self._hasher = StudentHasher(erasure_key)
         self._shards = max(1, shards)
+        # One writer at a time per shard number, in the order they asked: the writer may
+        # have two batches under way (see `write`).
+        self._shard_turns = [asyncio.Lock() for _ in range(self._shards)]
 
     async def write(
         self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
@@ -204,6 +207,13 @@ class PostgresStore:
         Each shard does that for its students in its own transactions (its erasures in one,
         its rows in one), all shards at once.
 
+        Two writes may run at once (the writer starts the next batch while this one ends):
+        each shard number is written by one of them at a time, in the order they asked. So
+        a student's rows are never in two open transactions at once, where a prediction's
+        lookup of erasures could miss an erasure the other has not committed yet. A retry may
+        still write a later batch's shard first; either order gives the same rows (facts and
+        outcomes merge by event time and offset, and erasures skip what occurred before them).
+
         Transient errors (see `is_transient`) and DatabaseUnusable propagate once every shard
         has finished: what any shard committed before them is committed for good, and writing
         the whole batch again adds nothing (an erasure is applied once, by its event id), so
@@ -212,14 +222,14 @@ class PostgresStore:
         if not rows and not erasures:
             return WriteResult()
         if self._shards == 1:
-            return await self._write_shard(rows, erasures)
+            return await self._write_shard(0, rows, erasures)
         parts = split(rows, erasures, self._shards)
         if len(parts) == 1:
-            return await self._write_shard(rows, erasures)
+            return await self._write_shard(parts[0].number, rows, erasures)
         # Every shard runs to its end even when another fails, so none is left mid-transaction
         # while the batch is retried.
         outcomes = await asyncio.gather(
-            *(self._write_shard(part.rows, part.erasures) for part in parts),
+            *(self._write_shard(part.number, part.rows, part.erasures) for part in parts),
             return_exceptions=True,
         )
         result = WriteResult()
@@ -233,9 +243,9 @@ class PostgresStore:
         return result
 
     async def _write_shard(
-        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure]
+        self, number: int, rows: Sequence[StagingRow], erasures: Sequence[Erasure]
     ) -> WriteResult:
-        async with self._pool.acquire() as conn:
+        async with self._shard_turns[number], self._pool.acquire() as conn:
             try:
                 applied = (
                     await apply_erasures(conn, erasures, self._erasure_key) if erasures else []

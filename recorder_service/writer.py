@@ -4,6 +4,9 @@ offsets, in that order, each step retried with backoff through outages.
 It runs as a task beside the fetch loop, so the next batch is fetched and decoded while the
 database works on this one, and so a rebalance can wait for it to finish (and commit under
 the old generation) without waiting on the fetch loop, which the rebalance itself holds.
+Two batches may be under way at once, so that the database starts on the next while this one
+ends (its last shard, its commit, its offsets): their offsets are still committed in order,
+and the store never writes one student's rows in both at once (store.PostgresStore.write).
 While the database (or the dead-letter topic) is away it pauses every assigned partition and
 commits nothing; the fetch loop keeps polling so the group keeps this member.
 
@@ -77,7 +80,17 @@ class BatchWriter:
         self._guard = guard
         self._commit_timeout_s = commit_timeout_s
 
-    async def finish(self, consumer: Consumer, prepared: Prepared, stop: asyncio.Event) -> None:
+    async def finish(
+        self,
+        consumer: Consumer,
+        prepared: Prepared,
+        stop: asyncio.Event,
+        before: asyncio.Task[bool] | None = None,
+    ) -> bool:
+        """Writes the batch, dead-letters what cannot be written, and commits its offsets once
+        `before` (the batch before it, still being finished) has ended; returns False when
+        the batch was given up uncommitted. A batch whose predecessor was given up is given
+        up too: its offsets would commit past records nobody wrote."""
         batch, triaged = prepared.batch, prepared.triaged
         flight = self._guard.begin()
         try:
@@ -96,6 +109,10 @@ class BatchWriter:
                 stop,
                 "dead-letter topic",
             )
+            if before is not None:
+                await asyncio.wait({before})  # not `await before`: a cancel would reach it
+                if not before.result():
+                    raise GivenUp
             if flight.abandoned:
                 raise GivenUp
             self._account(batch, written, rejected)
@@ -104,8 +121,10 @@ class BatchWriter:
             if not stop.is_set():
                 self._health.batches_abandoned += 1
                 log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)
+            return False
         finally:
             self._guard.end(flight)
+        return True
 
     async def _write(self, triaged: Triaged) -> WriteResult:
         started = time.perf_counter()

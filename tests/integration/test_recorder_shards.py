@@ -214,3 +214,46 @@ async def test_a_failed_shard_retried_with_its_committed_sibling_adds_nothing_an
     assert audits == 1
     facts = await stored_facts(db, [locked, erased_student])
     assert facts == {locked: (17, 3.0), erased_student: (17, 3.0)}
+
+
+async def test_two_batches_under_way_never_write_one_students_rows_at_once(
+    store: PostgresStore, db: asyncpg.Pool, stack: Stack
+) -> None:
+    # The writer starts a batch while the one before it ends. Here the first erases a student
+    # and the second holds that student's prediction from before the erasure: written at the
+    # same time, the second's lookup of erasures would miss the first's, not yet committed, and
+    # keep a prediction of an erased student.
+    tag = uuid.uuid4().hex[:6]
+    student = students_of_shard(f"e{tag}", 0, 1)[0]
+    log = Log()
+    await store.write([log.row(student, BASE_S, 14, 2.0)])
+    erasure = Erasure(
+        str(uuid.uuid4()), student, datetime.fromtimestamp(BASE_S + 50, UTC), "test", ""
+    )
+    first = [log.row(s, BASE_S + 1, 15, 3.0) for s in students_of_shard(f"o{tag}", 0, 20)]
+    late = log.row(student, BASE_S + 10, 15, 3.0)  # occurred before the erasure
+
+    # Another transaction holds the student's row, so the erasure stays uncommitted meanwhile.
+    blocker = await asyncpg.connect(stack.database_url)
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
+    try:
+        erasing = asyncio.create_task(store.write(first, [erasure]))
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        predicting = asyncio.create_task(store.write([late]))
+        await asyncio.sleep(0.5)  # time enough for the second to look its student up, if it may
+    finally:
+        await lock.rollback()
+        await blocker.close()
+    erased, predicted = await erasing, await predicting
+    left = int(await db.fetchval("SELECT count(*) FROM predictions WHERE student_id = $1", student))
+    print(
+        f"\nerasure and an earlier prediction in two batches at once: {left} predictions of the "
+        f"erased student left, the second batch skipped {predicted.erased} as erased"
+    )
+    assert not erased.refused and not predicted.refused
+    assert [a.new for a in erased.erasures] == [True]
+    assert predicted.erased == 1 and predicted.stored == 0
+    assert left == 0

@@ -112,14 +112,19 @@ class FakeConsumer:
 
 @dataclass
 class FakeStore:
-    """Fails `outage` times with a lost connection, refuses rows at `refuse`, else stores."""
+    """Fails `outage` times with a lost connection, refuses rows at `refuse`, else stores.
+    Each write takes `delay_s`, or the n-th takes `delays[n - 1]` when that is given; `most_at_once`
+    is how many writes were under way at once at most."""
 
     outage: int = 0
     refuse: set[int] = field(default_factory=set)
     delay_s: float = 0.0
+    delays: list[float] = field(default_factory=list)
     calls: list[str] | None = None
     attempts: int = 0
     written: list[StagingRow] = field(default_factory=list)
+    under_way: int = 0
+    most_at_once: int = 0
 
     async def write(
         self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
@@ -127,8 +132,14 @@ class FakeStore:
         self.attempts += 1
         if self.calls is not None:
             self.calls.append("write")
-        await asyncio.sleep(self.delay_s)
-        if self.attempts <= self.outage:
+        attempt = self.attempts
+        self.under_way += 1
+        self.most_at_once = max(self.most_at_once, self.under_way)
+        try:
+            await asyncio.sleep(self.delays[attempt - 1] if self.delays else self.delay_s)
+        finally:
+            self.under_way -= 1
+        if attempt <= self.outage:
             raise ConnectionRefusedError("database is away")
         kept = [r for i, r in enumerate(rows) if i not in self.refuse]
         self.written += kept

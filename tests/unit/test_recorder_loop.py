@@ -273,21 +273,49 @@ async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_o
     assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
 
 
-async def test_a_batch_waiting_behind_the_writer_is_dropped_when_partitions_are_revoked() -> None:
+async def test_two_batches_are_written_at_once_and_committed_in_order() -> None:
+    consumer = FakeConsumer(
+        *({P0: records(0, [event_bytes()], first_offset=offset)} for offset in range(3))
+    )
+    store = FakeStore(delays=[0.3, 0.0, 0.0])  # the second is written before the first
+    recorder = make(store, batch_max_events=1)
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 3)
+    assert store.most_at_once == 2
+    assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
+
+
+async def test_no_batch_is_committed_past_one_given_up() -> None:
     consumer = FakeConsumer(
         {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    store = FakeStore(outage=1, delays=[0.1, 0.0])  # the first fails, the second is written
+    recorder = make(store, batch_max_events=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: recorder.health.state is State.DEGRADED and len(store.written) == 1)
+    stop.set()  # stopping during the outage gives the first up, uncommitted
+    async with asyncio.timeout(2):
+        await task
+    assert consumer.commits == []  # not the second's offset either: it would skip the first
+
+
+async def test_a_batch_waiting_behind_the_writers_is_dropped_when_partitions_are_revoked() -> None:
+    consumer = FakeConsumer(
+        *({P0: records(0, [event_bytes()], first_offset=offset)} for offset in range(3))
     )
     store = FakeStore(delay_s=0.2)
     recorder = make(store, batch_max_events=1)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(consumer, stop))
-    await wait_for(lambda: store.attempts == 1 and not consumer.chunks)  # the second is ready
+    # Two batches are written at once; the third is decoded and waits behind them.
+    await wait_for(lambda: store.attempts == 2 and not consumer.chunks)
     await recorder.listener.on_partitions_revoked({P0})
     await asyncio.sleep(0.3)
     stop.set()
     await task
-    assert consumer.commits == [{P0: 1}]  # the first finished; the second was never written
-    assert store.attempts == 1
+    # The two finished, committed in order; the third was never written.
+    assert consumer.commits == [{P0: 1}, {P0: 2}]
+    assert store.attempts == 2
 
 
 async def test_a_record_with_a_null_header_value_does_not_stop_the_recorder() -> None:
