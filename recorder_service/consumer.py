@@ -103,10 +103,10 @@ class Recorder:
                     # Fetched before a rebalance (or not to be written any more): uncommitted,
                     # so whoever holds the partitions now reads it again.
                     ready = None
-                if (
-                    ready is not None
-                    and len(writing) < WRITING_AT_ONCE
-                    and self.health.state is not State.DEGRADED
+                if ready is not None and (
+                    not writing
+                    # A second batch joins only a writer that is not waiting out an outage.
+                    or (len(writing) < WRITING_AT_ONCE and self.health.state is not State.DEGRADED)
                 ):
                     before = writing[-1] if writing else None
                     writing.append(
@@ -153,7 +153,8 @@ class Recorder:
             idle_poll_s=IDLE_POLL_S,
             # A writer that failed or fell into an outage needs the loop's attention.
             interrupted=lambda: (
-                any(task.done() for task in writing) or self.health.state is State.DEGRADED
+                bool(writing)
+                and (any(task.done() for task in writing) or self.health.state is State.DEGRADED)
             ),
         )
         if batch is None:
