@@ -19,7 +19,6 @@ unreadable, to be dead-lettered, with the good records around it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -90,6 +89,7 @@ class Recorder:
         self.health.running()
         poller = Poller(consumer, lambda: self._guard.epoch, self._raw_fetch)
         writing: list[asyncio.Task[bool]] = []  # oldest first
+        epochs: dict[asyncio.Task[bool], int] = {}  # when each one's records were fetched
         ready: Prepared | None = None
         try:
             while True:
@@ -99,6 +99,7 @@ class Recorder:
                     # must end the recorder, for the next batch would commit past this one.
                     task.result()
                     writing.remove(task)
+                    del epochs[task]
                 if ready is not None and (stop.is_set() or ready.batch.epoch != self._guard.epoch):
                     # Fetched before a rebalance (or not to be written any more): uncommitted,
                     # so whoever holds the partitions now reads it again.
@@ -108,10 +109,14 @@ class Recorder:
                     # A second batch joins only a writer that is not waiting out an outage.
                     or (len(writing) < WRITING_AT_ONCE and self.health.state is not State.DEGRADED)
                 ):
-                    before = writing[-1] if writing else None
-                    writing.append(
-                        asyncio.create_task(self._writer.finish(consumer, ready, stop, before))
-                    )
+                    # Commits follow the batch before, unless that one was fetched before a
+                    # rebalance: it commits nothing any more, and this one was read from the
+                    # offsets committed since.
+                    last = writing[-1] if writing else None
+                    before = last if last and epochs[last] == ready.batch.epoch else None
+                    task = self._writer.start(consumer, ready, stop, before)
+                    writing.append(task)
+                    epochs[task] = ready.batch.epoch
                     ready = None
                 elif not writing:
                     if stop.is_set():
@@ -133,13 +138,13 @@ class Recorder:
                 else:
                     ready = await self._prepare(poller, stop, writing)
         finally:
-            for task in writing:
-                if not task.done():
-                    task.cancel()  # an error here: the transaction rolls back, nothing commits
-            for task in writing:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._raw_fetch.close()
+            try:
+                for task in writing:
+                    # An error here: the transaction rolls back, nothing commits.
+                    task.cancel()
+                await asyncio.gather(*writing, return_exceptions=True)
+            finally:
+                await self._raw_fetch.close()
 
     async def _prepare(
         self, poller: Poller, stop: asyncio.Event, writing: list[asyncio.Task[bool]]

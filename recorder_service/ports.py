@@ -15,6 +15,7 @@ from recorder_service.batching import Chunk
 from recorder_service.dead_letters import DeadLetter
 from recorder_service.erasure import Erasure
 from recorder_service.rows import StagingRow
+from recorder_service.sharding import Turn
 from recorder_service.store import WriteResult
 
 
@@ -38,8 +39,12 @@ class Consumer(Protocol):
 
 
 class Store(Protocol):
+    def turn(self) -> Turn: ...
     async def write(
-        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+        self,
+        rows: Sequence[StagingRow],
+        erasures: Sequence[Erasure] = (),
+        turn: Turn | None = None,
     ) -> WriteResult: ...
 
 

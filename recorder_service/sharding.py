@@ -11,6 +11,7 @@ so shards can wait on each other there but never deadlock.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,3 +54,56 @@ def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) 
     for erasure in erasures:
         parts[shard_of(erasure.student_id, shards)].erasures.append(erasure)
     return [part for part in parts if not part.empty]
+
+
+class ShardTurns:
+    """The order in which batches write each shard number: the batch handed over first writes
+    it first. With two batches under way, a batch whose shard failed keeps its place there
+    while it waits to try again, so a later batch never writes that shard's students before
+    it: an erasure retried after a later event of its student would delete that event."""
+
+    def __init__(self, shards: int) -> None:
+        self._last: list[asyncio.Future[None] | None] = [None] * shards
+
+    def take(self) -> Turn:
+        """The next batch's place; taken in the order the batches are handed over."""
+        loop = asyncio.get_running_loop()
+        mine = [loop.create_future() for _ in self._last]
+        turn = Turn(after=list(self._last), mine=mine)
+        self._last = list[asyncio.Future[None] | None](mine)
+        return turn
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One batch's place at each shard: `after[n]` is done once the batch before it is done
+    with shard n; `mine[n]` once this batch is (and so every batch before it)."""
+
+    after: list[asyncio.Future[None] | None]
+    mine: list[asyncio.Future[None]]
+
+    async def wait(self, shard: int) -> None:
+        earlier = self.after[shard]
+        if earlier is not None and not earlier.done():
+            await asyncio.wait({earlier})  # not `await earlier`: a cancel would reach it
+
+    def done_with(self, shard: int) -> None:
+        """Shard `shard` written (committed once), or not this batch's: the next batch's turn
+        there comes as soon as every batch before this one is done with it too."""
+        mine, earlier = self.mine[shard], self.after[shard]
+        if mine.done():
+            return
+        if earlier is None or earlier.done():
+            _finish(mine)
+        else:
+            earlier.add_done_callback(lambda _: _finish(mine))
+
+    def end(self) -> None:
+        """The batch is committed or given up: it writes nothing more."""
+        for shard in range(len(self.mine)):
+            self.done_with(shard)
+
+
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

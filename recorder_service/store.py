@@ -48,7 +48,7 @@ from recorder_service.erasure import (
 )
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.settings import DEV_ERASURE_KEY
-from recorder_service.sharding import split
+from recorder_service.sharding import ShardTurns, Turn, split
 from recorder_service.triage import Reason
 from studentperf.database_errors import database_unavailable
 from studentperf.persistence.recording import CREATE_STAGING, SPREAD, STAGING_TABLE
@@ -194,12 +194,20 @@ class PostgresStore:
         self._erasure_key = erasure_key
         self._hasher = StudentHasher(erasure_key)
         self._shards = max(1, shards)
-        # One writer at a time per shard number, in the order they asked: the writer may
-        # have two batches under way (see `write`).
-        self._shard_turns = [asyncio.Lock() for _ in range(self._shards)]
+        # The writer may have two batches under way (see `write`).
+        self._order = ShardTurns(self._shards)
+        self._one_at_a_time = [asyncio.Lock() for _ in range(self._shards)]
+
+    def turn(self) -> Turn:
+        """A batch's place in the order shards are written; take it as the batch is handed
+        over, pass it to every `write` of the batch, and `end()` it when the batch is done."""
+        return self._order.take()
 
     async def write(
-        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+        self,
+        rows: Sequence[StagingRow],
+        erasures: Sequence[Erasure] = (),
+        turn: Turn | None = None,
     ) -> WriteResult:
         """Applies the batch's erasures, then writes the rows, but those of erased students
         that occurred at or before their erasure; rows refused on their own (as data, or by
@@ -207,29 +215,35 @@ class PostgresStore:
         Each shard does that for its students in its own transactions (its erasures in one,
         its rows in one), all shards at once.
 
-        Two writes may run at once (the writer starts the next batch while this one ends):
-        each shard number is written by one of them at a time, in the order they asked. So
-        a student's rows are never in two open transactions at once, where a prediction's
-        lookup of erasures could miss an erasure the other has not committed yet. A retry may
-        still write a later batch's shard first; either order gives the same rows (facts and
-        outcomes merge by event time and offset, and erasures skip what occurred before them).
+        Two batches may be under way at once (the writer starts the next while this one
+        ends). With their `turn`s, each shard number is written in the batches' order: a
+        batch writes a shard once the batch before it has written it (committed it once) or
+        ended, a failed shard keeping its place until it is written, so a later batch never
+        overtakes a retry (an erasure applied after a later event of its student would delete
+        that event). A shard is also written by one transaction at a time, so a student's rows
+        are never in two open transactions, where a prediction's lookup of erasures could miss
+        an erasure the other has not committed yet. Writing a batch's shard again after it
+        was once written changes nothing: its erasures are applied once, by their event ids.
 
         Transient errors (see `is_transient`) and DatabaseUnusable propagate once every shard
         has finished: what any shard committed before them is committed for good, and writing
         the whole batch again adds nothing (an erasure is applied once, by its event id), so
         the caller retries it whole.
         """
-        if not rows and not erasures:
+        parts = split(rows, erasures, self._shards) if rows or erasures else []
+        if turn is not None:
+            written = {part.number for part in parts}
+            for number in range(self._shards):
+                if number not in written:
+                    turn.done_with(number)  # none of its students here
+        if not parts:
             return WriteResult()
-        if self._shards == 1:
-            return await self._write_shard(0, rows, erasures)
-        parts = split(rows, erasures, self._shards)
         if len(parts) == 1:
-            return await self._write_shard(parts[0].number, rows, erasures)
+            return await self._write_shard(parts[0].number, rows, erasures, turn)
         # Every shard runs to its end even when another fails, so none is left mid-transaction
         # while the batch is retried.
         outcomes = await asyncio.gather(
-            *(self._write_shard(part.number, part.rows, part.erasures) for part in parts),
+            *(self._write_shard(part.number, part.rows, part.erasures, turn) for part in parts),
             return_exceptions=True,
         )
         result = WriteResult()
@@ -243,9 +257,15 @@ class PostgresStore:
         return result
 
     async def _write_shard(
-        self, number: int, rows: Sequence[StagingRow], erasures: Sequence[Erasure]
+        self,
+        number: int,
+        rows: Sequence[StagingRow],
+        erasures: Sequence[Erasure],
+        turn: Turn | None,
     ) -> WriteResult:
-        async with self._shard_turns[number], self._pool.acquire() as conn:
+        if turn is not None:
+            await turn.wait(number)
+        async with self._one_at_a_time[number], self._pool.acquire() as conn:
             try:
                 applied = (
                     await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
@@ -267,7 +287,9 @@ class PostgresStore:
             else:
                 written = await _write_splitting(conn, rows, 0, 1) if rows else WriteResult()
             result.add(written)
-            return result
+        if turn is not None:
+            turn.done_with(number)
+        return result
 
 
 # Retention (recorder_service/retention.py): studentperf.persistence.retention's statements.

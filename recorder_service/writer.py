@@ -31,6 +31,7 @@ from recorder_service.dead_letters import DeadLetterUnavailable, dead_letter
 from recorder_service.health import RecorderHealth, State
 from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.rebalance import BatchGuard, InFlight
+from recorder_service.sharding import Turn
 from recorder_service.store import DatabaseUnusable, WriteResult, describe
 from recorder_service.triage import Rejected, Triaged
 from studentperf.retry import Backoff
@@ -79,23 +80,40 @@ class BatchWriter:
         self._health = health
         self._guard = guard
         self._commit_timeout_s = commit_timeout_s
+        # The batches under way whose last try failed: an outage lasts while any does.
+        self._failing: set[InFlight] = set()
 
-    async def finish(
+    def start(
         self,
         consumer: Consumer,
         prepared: Prepared,
         stop: asyncio.Event,
         before: asyncio.Task[bool] | None = None,
+    ) -> asyncio.Task[bool]:
+        """Starts finishing the batch in a task of its own. Its place in the rebalance's
+        watch and in the order shards are written is taken here, at once, in the order the
+        batches are handed over."""
+        flight = self._guard.begin()
+        turn = self._store.turn()
+        return asyncio.create_task(self._finish(consumer, prepared, stop, flight, turn, before))
+
+    async def _finish(
+        self,
+        consumer: Consumer,
+        prepared: Prepared,
+        stop: asyncio.Event,
+        flight: InFlight,
+        turn: Turn,
+        before: asyncio.Task[bool] | None,
     ) -> bool:
         """Writes the batch, dead-letters what cannot be written, and commits its offsets once
         `before` (the batch before it, still being finished) has ended; returns False when
         the batch was given up uncommitted. A batch whose predecessor was given up is given
         up too: its offsets would commit past records nobody wrote."""
         batch, triaged = prepared.batch, prepared.triaged
-        flight = self._guard.begin()
         try:
             written = await self._until_done(
-                lambda: self._write(triaged), consumer, flight, stop, "database"
+                lambda: self._write(triaged, turn), consumer, flight, stop, "database"
             )
             rejected = triaged.rejected + [
                 Rejected(triaged.sources[r.index], r.reason, r.error, r.attempts)
@@ -123,12 +141,14 @@ class BatchWriter:
                 log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)
             return False
         finally:
+            turn.end()
+            self._failing.discard(flight)
             self._guard.end(flight)
         return True
 
-    async def _write(self, triaged: Triaged) -> WriteResult:
+    async def _write(self, triaged: Triaged, turn: Turn) -> WriteResult:
         started = time.perf_counter()
-        written = await self._store.write(triaged.rows, triaged.erasures)
+        written = await self._store.write(triaged.rows, triaged.erasures, turn)
         if triaged.rows or triaged.erasures:  # an all-rejected batch touches no database
             self._health.write_seconds.observe(time.perf_counter() - started)
         return written
@@ -148,10 +168,13 @@ class BatchWriter:
             try:
                 result = await action()
             except Exception as error:  # see the module: no record gets here
+                self._failing.add(flight)
                 self._health.degraded(f"{what} unavailable: {_outage_text(error)}")
                 self._health.retries += 1
             else:
-                if self._health.state is State.DEGRADED:
+                self._failing.discard(flight)
+                # Over only when no batch under way is waiting one out.
+                if self._health.state is State.DEGRADED and not self._failing:
                     consumer.resume(*consumer.paused())
                     self._health.running()
                 return result

@@ -257,3 +257,58 @@ async def test_two_batches_under_way_never_write_one_students_rows_at_once(
     assert [a.new for a in erased.erasures] == [True]
     assert predicted.erased == 1 and predicted.stored == 0
     assert left == 0
+
+
+async def test_a_later_batch_waits_for_an_earlier_one_retrying_the_same_shard(
+    store: PostgresStore, db: asyncpg.Pool, stack: Stack
+) -> None:
+    # The first batch erases a student; the second holds the student's new enrolment, after
+    # the erasure. The first fails mid-way and is retried; had the second written meanwhile,
+    # the retried erasure would delete the enrolment, and both batches would commit.
+    tag = uuid.uuid4().hex[:6]
+    student = students_of_shard(f"r{tag}", 0, 1)[0]
+    log = Log()
+    await store.write([log.row(student, BASE_S, 14, 2.0)])
+    erasure = Erasure(
+        str(uuid.uuid4()), student, datetime.fromtimestamp(BASE_S + 50, UTC), "test", ""
+    )
+    first = [log.row(s, BASE_S + 1, 15, 3.0) for s in students_of_shard(f"p{tag}", 0, 20)]
+    enrolment = log.row(student, BASE_S + 100, 16, 3.5)  # after the erasure: to be kept
+    first_turn, second_turn = store.turn(), store.turn()
+
+    blocker = await asyncpg.connect(stack.database_url)
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
+    try:
+        erasing = asyncio.create_task(store.write(first, [erasure], first_turn))
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        enrolling = asyncio.create_task(store.write([enrolment], [], second_turn))
+        # The database fails the first: its connection is cut while it waits on the lock.
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE $1 = ANY(pg_blocking_pids(pid))",
+            blocker.get_server_pid(),
+        )
+        with pytest.raises(Exception) as failed:
+            await erasing
+    finally:
+        await lock.rollback()
+        await blocker.close()
+    assert is_transient(failed.value)
+    await asyncio.sleep(0.5)  # time enough for the second to write, if it may
+    waited = not enrolling.done()
+    retried = await store.write(first, [erasure], first_turn)  # the writer's retry
+    enrolled = await enrolling
+    first_turn.end()
+    second_turn.end()
+    left = int(await db.fetchval("SELECT count(*) FROM predictions WHERE student_id = $1", student))
+    print(
+        f"\nerasure retried with a later enrolment waiting: the enrolment waited for the retry: "
+        f"{waited}; predictions of the student left: {left} (the enrolment)"
+    )
+    assert waited  # it waited for the first batch's retry
+    assert [a.new for a in retried.erasures] == [True]
+    assert enrolled.stored == 1 and not enrolled.refused
+    assert left == 1

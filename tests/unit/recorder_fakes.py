@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from recorder_service.dead_letters import DeadLetter
 from recorder_service.erasure import Erasure
 from recorder_service.rows import StagingRow
+from recorder_service.sharding import ShardTurns, Turn
 from recorder_service.store import Refusal, WriteResult
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -125,9 +126,16 @@ class FakeStore:
     written: list[StagingRow] = field(default_factory=list)
     under_way: int = 0
     most_at_once: int = 0
+    _turns: ShardTurns = field(default_factory=lambda: ShardTurns(1))
+
+    def turn(self) -> Turn:
+        return self._turns.take()  # the order of shards is the real store's to keep
 
     async def write(
-        self, rows: Sequence[StagingRow], erasures: Sequence[Erasure] = ()
+        self,
+        rows: Sequence[StagingRow],
+        erasures: Sequence[Erasure] = (),
+        turn: Turn | None = None,
     ) -> WriteResult:
         self.attempts += 1
         if self.calls is not None:

@@ -81,10 +81,10 @@ async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
     recorder = make(store)
     original = store.write
 
-    async def watching(rows, erasures=()):  # type: ignore[no-untyped-def]
+    async def watching(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
         states.append(recorder.health.state)
         assert not consumer.commits  # nothing committed while the database is away
-        return await original(rows, erasures)
+        return await original(rows, erasures, turn)
 
     store.write = watching  # type: ignore[method-assign]
     await run_until(recorder, consumer, lambda: bool(consumer.commits))
@@ -222,12 +222,12 @@ async def test_an_error_of_the_whole_store_is_waited_out_not_the_end_of_the_reco
     write = store.write
     failures = 2
 
-    async def broken_twice(rows, erasures=()):  # type: ignore[no-untyped-def]
+    async def broken_twice(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
         nonlocal failures
         if failures:
             failures -= 1
             raise RuntimeError("bug")
-        return await write(rows, erasures)
+        return await write(rows, erasures, turn)
 
     store.write = broken_twice  # type: ignore[method-assign]
     recorder = make(store)
@@ -262,8 +262,8 @@ async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_o
     fetched_during_first_write: list[int] = []
     write = store.write
 
-    async def watching(rows, erasures=()):  # type: ignore[no-untyped-def]
-        result = await write(rows, erasures)
+    async def watching(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
+        result = await write(rows, erasures, turn)
         fetched_during_first_write.append(len(consumer.chunks))
         return result
 
@@ -297,6 +297,68 @@ async def test_no_batch_is_committed_past_one_given_up() -> None:
     async with asyncio.timeout(2):
         await task
     assert consumer.commits == []  # not the second's offset either: it would skip the first
+
+
+async def test_batches_read_after_a_rebalance_commit_though_one_from_before_is_given_up() -> None:
+    consumer = FakeConsumer({P0: records(0, [event_bytes()])})
+    store = FakeStore(delays=[0.5, 0.1, 0.1, 0.1])  # the first outlasts the revocation's wait
+    recorder = make(store, batch_max_events=1, revoke_wait_ms=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: store.attempts == 1)
+    await recorder.listener.on_partitions_revoked({P0})
+    # Assigned again: read from the last commit, the first record comes again, then more.
+    consumer.chunks += [{P0: records(0, [event_bytes()], first_offset=n)} for n in range(3)]
+    # Not chained to the batch given up: they commit in their own order.
+    await wait_for(lambda: len(consumer.commits) == 3, timeout=3)
+    await wait_for(lambda: recorder.health.batches_abandoned == 1)  # when its write ends
+    stop.set()
+    await task
+    assert consumer.commits == [{P0: 1}, {P0: 2}, {P0: 3}]
+
+
+async def test_an_outage_lasts_while_any_batch_under_way_waits_one_out() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    # The first fails quickly; the second is written while the first waits to try again.
+    store = FakeStore(delays=[0.05, 0.3, 0.3, 0.05, 0.05])
+    recorder = make(store, batch_max_events=1)
+    original = store.write
+    failures = 0
+
+    async def first_fails_twice(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
+        nonlocal failures
+        result = await original(rows, erasures, turn)
+        if rows[0][0] == 0:  # the first batch's log offset
+            if failures < 2:
+                failures += 1
+                raise ConnectionRefusedError("database is away")
+            consumer.calls.append("first written")
+        return result
+
+    store.write = first_fails_twice  # type: ignore[method-assign]
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 2)
+    # Fetching resumed only once the first was written, not when the second was.
+    assert consumer.calls.index("resume") > consumer.calls.index("first written")
+    assert consumer.commits == [{P0: 1}, {P0: 2}]
+
+
+async def test_a_writer_that_fails_ends_the_loop_and_leaves_no_task_behind() -> None:
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    store = FakeStore(delays=[0.0, 5.0])
+
+    async def broken_commit(offsets: dict[TopicPartition, int]) -> None:
+        raise RuntimeError("a bug")
+
+    consumer.commit = broken_commit  # type: ignore[method-assign]
+    recorder = make(store, batch_max_events=1)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(recorder.run(consumer, asyncio.Event()), 3)
+    left = [t for t in asyncio.all_tasks() if "_finish" in repr(t.get_coro())]
+    assert left == []
 
 
 async def test_a_batch_waiting_behind_the_writers_is_dropped_when_partitions_are_revoked() -> None:
