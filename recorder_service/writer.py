@@ -120,6 +120,12 @@ class BatchWriter:
                 for r in written.refused
             ]
             letters = [dead_letter(r, batch.first_seen_at) for r in rejected]
+            if before is not None:
+                # First, so that a batch given up behind one given up sends no dead letters
+                # (they would be sent again when its records are read again).
+                await asyncio.wait({before})  # not `await before`: a cancel would reach it
+                if not before.result():
+                    raise GivenUp
             await self._until_done(
                 lambda: self._dead_letters.send(letters),
                 consumer,
@@ -127,10 +133,6 @@ class BatchWriter:
                 stop,
                 "dead-letter topic",
             )
-            if before is not None:
-                await asyncio.wait({before})  # not `await before`: a cancel would reach it
-                if not before.result():
-                    raise GivenUp
             if flight.abandoned:
                 raise GivenUp
             self._account(batch, written, rejected)
