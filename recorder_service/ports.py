@@ -6,7 +6,7 @@ the unit tests pass fakes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -39,7 +39,7 @@ class Consumer(Protocol):
 
 
 class Store(Protocol):
-    def turn(self) -> Turn: ...
+    def turn(self, given_up: Callable[[], bool] = ...) -> Turn: ...
     async def write(
         self,
         rows: Sequence[StagingRow],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from recorder_service.erasure import Erasure
@@ -56,6 +56,10 @@ def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) 
     return [part for part in parts if not part.empty]
 
 
+class TurnGivenUp(Exception):
+    """The batch was given up while it waited for its turn: nothing of it was written."""
+
+
 class ShardTurns:
     """The order in which batches write each shard number: the batch handed over first writes
     it first. With two batches under way, a batch whose shard failed keeps its place there
@@ -65,11 +69,12 @@ class ShardTurns:
     def __init__(self, shards: int) -> None:
         self._last: list[asyncio.Future[None] | None] = [None] * shards
 
-    def take(self) -> Turn:
-        """The next batch's place; taken in the order the batches are handed over."""
+    def take(self, given_up: Callable[[], bool] = lambda: False) -> Turn:
+        """The next batch's place; taken in the order the batches are handed over.
+        `given_up` says when the batch may no longer write (its partitions revoked)."""
         loop = asyncio.get_running_loop()
         mine = [loop.create_future() for _ in self._last]
-        turn = Turn(after=list(self._last), mine=mine)
+        turn = Turn(after=list(self._last), mine=mine, given_up=given_up)
         self._last = list[asyncio.Future[None] | None](mine)
         return turn
 
@@ -81,11 +86,21 @@ class Turn:
 
     after: list[asyncio.Future[None] | None]
     mine: list[asyncio.Future[None]]
+    given_up: Callable[[], bool]
 
     async def wait(self, shard: int) -> None:
+        """Until this batch may write `shard`; raises TurnGivenUp if it may no longer write."""
         earlier = self.after[shard]
         if earlier is not None and not earlier.done():
             await asyncio.wait({earlier})  # not `await earlier`: a cancel would reach it
+        self.check()
+
+    def check(self) -> None:
+        # A batch given up while it waited must not write after all: its partitions may be
+        # another member's by now, writing the same students (and erasing them) from its
+        # last commit.
+        if self.given_up():
+            raise TurnGivenUp
 
     def done_with(self, shard: int) -> None:
         """Shard `shard` written (committed once), or not this batch's: the next batch's turn

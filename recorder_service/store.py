@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -198,10 +198,11 @@ class PostgresStore:
         self._order = ShardTurns(self._shards)
         self._one_at_a_time = [asyncio.Lock() for _ in range(self._shards)]
 
-    def turn(self) -> Turn:
+    def turn(self, given_up: Callable[[], bool] = lambda: False) -> Turn:
         """A batch's place in the order shards are written; take it as the batch is handed
-        over, pass it to every `write` of the batch, and `end()` it when the batch is done."""
-        return self._order.take()
+        over, pass it to every `write` of the batch, and `end()` it when the batch is done.
+        Once `given_up()`, a write of the batch raises TurnGivenUp rather than start a shard."""
+        return self._order.take(given_up)
 
     async def write(
         self,
@@ -266,6 +267,8 @@ class PostgresStore:
         if turn is not None:
             await turn.wait(number)
         async with self._one_at_a_time[number], self._pool.acquire() as conn:
+            if turn is not None:
+                turn.check()  # the lock and the connection may have taken a while
             try:
                 applied = (
                     await apply_erasures(conn, erasures, self._erasure_key) if erasures else []

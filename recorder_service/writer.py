@@ -31,7 +31,7 @@ from recorder_service.dead_letters import DeadLetterUnavailable, dead_letter
 from recorder_service.health import RecorderHealth, State
 from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.rebalance import BatchGuard, InFlight
-from recorder_service.sharding import Turn
+from recorder_service.sharding import Turn, TurnGivenUp
 from recorder_service.store import DatabaseUnusable, WriteResult, describe
 from recorder_service.triage import Rejected, Triaged
 from studentperf.retry import Backoff
@@ -94,7 +94,7 @@ class BatchWriter:
         watch and in the order shards are written is taken here, at once, in the order the
         batches are handed over."""
         flight = self._guard.begin()
-        turn = self._store.turn()
+        turn = self._store.turn(lambda: flight.abandoned)
         return asyncio.create_task(self._finish(consumer, prepared, stop, flight, turn, before))
 
     async def _finish(
@@ -169,6 +169,8 @@ class BatchWriter:
                 raise GivenUp
             try:
                 result = await action()
+            except TurnGivenUp:
+                raise GivenUp from None
             except Exception as error:  # see the module: no record gets here
                 self._failing.add(flight)
                 self._health.degraded(f"{what} unavailable: {_outage_text(error)}")

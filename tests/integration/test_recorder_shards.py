@@ -15,7 +15,7 @@ import pytest
 
 from recorder_service.erasure import Erasure
 from recorder_service.rows import STAGING_COLUMNS, StagingRow, staging_row
-from recorder_service.sharding import shard_of, split
+from recorder_service.sharding import TurnGivenUp, shard_of, split
 from recorder_service.store import PostgresStore, is_transient
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import Stack
@@ -312,3 +312,41 @@ async def test_a_later_batch_waits_for_an_earlier_one_retrying_the_same_shard(
     assert [a.new for a in retried.erasures] == [True]
     assert enrolled.stored == 1 and not enrolled.refused
     assert left == 1
+
+
+async def test_a_batch_given_up_while_it_waits_for_its_turn_writes_nothing(
+    store: PostgresStore, db: asyncpg.Pool, stack: Stack
+) -> None:
+    # A rebalance gives up both batches under way; the second must not write once the first
+    # lets it through, for its partitions may be another member's by then.
+    tag = uuid.uuid4().hex[:6]
+    student = students_of_shard(f"g{tag}", 0, 1)[0]
+    log = Log()
+    await store.write([log.row(student, BASE_S, 14, 2.0)])
+    others = students_of_shard(f"h{tag}", 0, 4)
+    first = [log.row(s, BASE_S + 1, 15, 3.0) for s in [student, *others]]
+    second = log.row(student, BASE_S + 10, 15, 3.0)
+    revoked = False
+    first_turn, second_turn = store.turn(), store.turn(lambda: revoked)
+
+    blocker = await asyncpg.connect(stack.database_url)
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
+    try:
+        writing = asyncio.create_task(store.write(first, [], first_turn))
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        waiting = asyncio.create_task(store.write([second], [], second_turn))
+        await asyncio.sleep(0.2)
+        revoked = True
+    finally:
+        await lock.rollback()
+        await blocker.close()
+    assert (await writing).stored == len(first)
+    first_turn.end()
+    with pytest.raises(TurnGivenUp):
+        await waiting
+    second_turn.end()
+    count = "SELECT count(*) FROM predictions WHERE prediction_id = $1"
+    assert int(await db.fetchval(count, second[PREDICTION])) == 0

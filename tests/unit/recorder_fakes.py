@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
@@ -128,8 +128,8 @@ class FakeStore:
     most_at_once: int = 0
     _turns: ShardTurns = field(default_factory=lambda: ShardTurns(1))
 
-    def turn(self) -> Turn:
-        return self._turns.take()  # the order of shards is the real store's to keep
+    def turn(self, given_up: Callable[[], bool] = lambda: False) -> Turn:
+        return self._turns.take(given_up)  # the order of shards is the real store's to keep
 
     async def write(
         self,
