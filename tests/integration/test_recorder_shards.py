@@ -8,6 +8,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -216,13 +217,47 @@ async def test_a_failed_shard_retried_with_its_committed_sibling_adds_nothing_an
     assert facts == {locked: (17, 3.0), erased_student: (17, 3.0)}
 
 
-async def test_two_batches_under_way_never_write_one_students_rows_at_once(
-    store: PostgresStore, db: asyncpg.Pool, stack: Stack
-) -> None:
-    # The writer starts a batch while the one before it ends. Here the first erases a student
-    # and the second holds that student's prediction from before the erasure: written at the
-    # same time, the second's lookup of erasures would miss the first's, not yet committed, and
-    # keep a prediction of an erased student.
+BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+
+
+class HeldRow:
+    """Another transaction holding a student's row FOR UPDATE, so that a write touching it
+    stays open, blocked, until the block ends."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+
+    async def until_blocked(self, db: asyncpg.Pool) -> None:
+        pid = self.connection.get_server_pid()
+        assert await eventually(count_rows(db, BLOCKED_BY, pid), 1) == 1
+
+    async def cut_blocked(self, db: asyncpg.Pool) -> None:
+        """The database fails the blocked write: its connection is cut mid-transaction."""
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE $1 = ANY(pg_blocking_pids(pid))",
+            self.connection.get_server_pid(),
+        )
+
+
+@asynccontextmanager
+async def holding(stack: Stack, student: str) -> AsyncIterator[HeldRow]:
+    connection = await asyncpg.connect(stack.database_url)
+    lock = connection.transaction()
+    await lock.start()
+    await connection.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
+    try:
+        yield HeldRow(connection)
+    finally:
+        await lock.rollback()
+        await connection.close()
+
+
+async def a_student_and_a_batch_erasing_it(
+    store: PostgresStore,
+) -> tuple[str, Log, Erasure, list[StagingRow]]:
+    """A student already stored, and a batch that erases it as of BASE_S + 50 among events of
+    20 other students of its shard."""
     tag = uuid.uuid4().hex[:6]
     student = students_of_shard(f"e{tag}", 0, 1)[0]
     log = Log()
@@ -231,22 +266,25 @@ async def test_two_batches_under_way_never_write_one_students_rows_at_once(
         str(uuid.uuid4()), student, datetime.fromtimestamp(BASE_S + 50, UTC), "test", ""
     )
     first = [log.row(s, BASE_S + 1, 15, 3.0) for s in students_of_shard(f"o{tag}", 0, 20)]
+    return student, log, erasure, first
+
+
+async def test_two_batches_under_way_never_write_one_students_rows_at_once(
+    store: PostgresStore, db: asyncpg.Pool, stack: Stack
+) -> None:
+    # The writer starts a batch while the one before it ends. Here the first erases a student
+    # and the second holds that student's prediction from before the erasure: written at the
+    # same time, the second's lookup of erasures would miss the first's, not yet committed, and
+    # keep a prediction of an erased student.
+    student, log, erasure, first = await a_student_and_a_batch_erasing_it(store)
     late = log.row(student, BASE_S + 10, 15, 3.0)  # occurred before the erasure
 
     # Another transaction holds the student's row, so the erasure stays uncommitted meanwhile.
-    blocker = await asyncpg.connect(stack.database_url)
-    lock = blocker.transaction()
-    await lock.start()
-    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
-    try:
+    async with holding(stack, student) as held:
         erasing = asyncio.create_task(store.write(first, [erasure]))
-        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
-        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        await held.until_blocked(db)
         predicting = asyncio.create_task(store.write([late]))
         await asyncio.sleep(0.5)  # time enough for the second to look its student up, if it may
-    finally:
-        await lock.rollback()
-        await blocker.close()
     erased, predicted = await erasing, await predicting
     left = int(await db.fetchval("SELECT count(*) FROM predictions WHERE student_id = $1", student))
     print(
@@ -265,37 +303,17 @@ async def test_a_later_batch_waits_for_an_earlier_one_retrying_the_same_shard(
     # The first batch erases a student; the second holds the student's new enrolment, after
     # the erasure. The first fails mid-way and is retried; had the second written meanwhile,
     # the retried erasure would delete the enrolment, and both batches would commit.
-    tag = uuid.uuid4().hex[:6]
-    student = students_of_shard(f"r{tag}", 0, 1)[0]
-    log = Log()
-    await store.write([log.row(student, BASE_S, 14, 2.0)])
-    erasure = Erasure(
-        str(uuid.uuid4()), student, datetime.fromtimestamp(BASE_S + 50, UTC), "test", ""
-    )
-    first = [log.row(s, BASE_S + 1, 15, 3.0) for s in students_of_shard(f"p{tag}", 0, 20)]
+    student, log, erasure, first = await a_student_and_a_batch_erasing_it(store)
     enrolment = log.row(student, BASE_S + 100, 16, 3.5)  # after the erasure: to be kept
     first_turn, second_turn = store.turn(), store.turn()
 
-    blocker = await asyncpg.connect(stack.database_url)
-    lock = blocker.transaction()
-    await lock.start()
-    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
-    try:
+    async with holding(stack, student) as held:
         erasing = asyncio.create_task(store.write(first, [erasure], first_turn))
-        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
-        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        await held.until_blocked(db)
         enrolling = asyncio.create_task(store.write([enrolment], [], second_turn))
-        # The database fails the first: its connection is cut while it waits on the lock.
-        await db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE $1 = ANY(pg_blocking_pids(pid))",
-            blocker.get_server_pid(),
-        )
+        await held.cut_blocked(db)  # the first fails while it waits on the lock
         with pytest.raises(Exception) as failed:
             await erasing
-    finally:
-        await lock.rollback()
-        await blocker.close()
     assert is_transient(failed.value)
     await asyncio.sleep(0.5)  # time enough for the second to write, if it may
     waited = not enrolling.done()
@@ -329,20 +347,12 @@ async def test_a_batch_given_up_while_it_waits_for_its_turn_writes_nothing(
     revoked = False
     first_turn, second_turn = store.turn(), store.turn(lambda: revoked)
 
-    blocker = await asyncpg.connect(stack.database_url)
-    lock = blocker.transaction()
-    await lock.start()
-    await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
-    try:
+    async with holding(stack, student) as held:
         writing = asyncio.create_task(store.write(first, [], first_turn))
-        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
-        assert await eventually(count_rows(db, blocked, blocker.get_server_pid()), 1) == 1
+        await held.until_blocked(db)
         waiting = asyncio.create_task(store.write([second], [], second_turn))
         await asyncio.sleep(0.2)
         revoked = True
-    finally:
-        await lock.rollback()
-        await blocker.close()
     assert (await writing).stored == len(first)
     first_turn.end()
     with pytest.raises(TurnGivenUp):
