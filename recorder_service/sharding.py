@@ -46,6 +46,9 @@ def shard_of(student_id: str, shards: int) -> int:
 
 def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) -> list[Shard]:
     """The batch's non-empty shards (at most `shards`), each keeping the batch's order."""
+    if shards == 1:  # every student's: no hash to take
+        whole = Shard(0, list(range(len(rows))), list(rows), list(erasures))
+        return [] if whole.empty else [whole]
     parts = [Shard(number) for number in range(shards)]
     for index, row in enumerate(rows):
         part = parts[shard_of(str(row[_STUDENT]), shards)]
@@ -75,7 +78,7 @@ class ShardTurns:
         loop = asyncio.get_running_loop()
         mine = [loop.create_future() for _ in self._last]
         turn = Turn(after=list(self._last), mine=mine, given_up=given_up)
-        self._last = list[asyncio.Future[None] | None](mine)
+        self._last = [*mine]
         return turn
 
 

@@ -65,4 +65,4 @@ def test_one_shard_or_one_student_is_the_batch_unsplit() -> None:
     assert [p.indexes for p in split(rows, [erasure("alice")], 3)] == [[0, 1, 2, 3, 4]]
     mixed = [row(f"s{i}", i) for i in range(20)]
     assert [p.indexes for p in split(mixed, [], 1)] == [list(range(20))]
-    assert split([], [], 2) == []
+    assert split([], [], 2) == split([], [], 1) == []
