@@ -1,19 +1,23 @@
 """Both services as real child processes on a broker and database server of the test module's
-own, which its tests may stop, pause or kill (test_faults.py, test_workers.py).
+own, which its tests may stop, pause or kill.
 
 `ServiceStack.create` gives each test a fresh topic and database, the two processes configured
 by environment variables as in production but not started, and the inference service's status
 port; `close` stops the processes and brings back a broker or database a test left stopped.
+Used by test_faults.py, test_workers.py and test_broker_stalls.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 from infra.bench.process import HealthClient
 from infra.devstack import KafkaBroker, PostgresServer, free_port
+from infra.up import wait_serving
 from tests.integration.conftest import fresh_topic_and_database
 from tests.integration.processes import Load, ServiceProcess, Tally, tally
 
@@ -77,6 +81,22 @@ class ServiceStack:
             recorder,
             HealthClient(status_port),
         )
+
+    async def start_services(self) -> None:
+        """Starts the recorder, then the inference service, and waits until it serves."""
+        self.recorder.start()
+        self.inference.start()
+        await wait_serving(self.address)
+
+    async def spooled(self) -> int:
+        """Events the running inference service has spooled since it started."""
+        metrics = await asyncio.to_thread(self.status.metrics)
+        return int(metrics.get("studentperf_inference_spooled_events_total", 0))
+
+    async def spool_events(self) -> int:
+        """Events waiting in the running inference service's spool now."""
+        _, body = await asyncio.to_thread(self.status.get, "/health")
+        return int(json.loads(body)["spool_events"])
 
     async def kafka_back(self) -> None:
         self.kafka.start()

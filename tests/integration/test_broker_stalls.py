@@ -11,10 +11,8 @@ It has a broker of its own: pausing the session's one would stall every other mo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,12 +22,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from infra.devstack import KafkaBroker, PostgresServer, free_port
-from infra.up import wait_serving
+from infra.devstack import KafkaBroker, PostgresServer
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from tests.integration.conftest import fresh_topic_and_database, running_kafka
+from tests.integration.conftest import running_kafka
 from tests.integration.helpers import topic_size
-from tests.integration.processes import Load, ServiceProcess, drive_load
+from tests.integration.processes import Load, drive_load
+from tests.integration.service_stack import ServiceStack
 
 PUBLISH_TIMEOUT_S = 1.0
 # Pauses of the broker, each longer than the publish timeout, the last one many times over,
@@ -43,18 +41,6 @@ CALLERS = 16
 async def stall_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
     async for broker in running_kafka(tmp_path_factory.mktemp("stall-kafka")):
         yield broker
-
-
-def status(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-        return str(answer.read().decode())
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
 
 
 async def copies_per_prediction(bootstrap: str, topic: str) -> Counter[uuid.UUID]:
@@ -91,38 +77,19 @@ async def stall(broker: KafkaBroker, seconds: float) -> None:
 async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
     stall_kafka: KafkaBroker, postgres: PostgresServer, model_path: Path, tmp_path: Path
 ) -> None:
-    name = await fresh_topic_and_database(stall_kafka, postgres, "stall")
-    database_url = postgres.dsn(name)
-    shared = {
-        "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": stall_kafka.bootstrap_servers,
-        "STUDENTPERF_KAFKA_TOPIC": name,
-        "STUDENTPERF_DATABASE_URL": database_url,
-    }
-    address, health = f"127.0.0.1:{free_port()}", free_port()
-    inference = ServiceProcess(
-        "inference_service",
-        {
-            **shared,
-            "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODELS_DIR": str(model_path),
-            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
-            "STUDENTPERF_PUBLISH_TIMEOUT_S": str(PUBLISH_TIMEOUT_S),
-            "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health),
-        },
-        tmp_path / "inference.log",
+    stack = await ServiceStack.create(
+        stall_kafka,
+        postgres,
+        model_path,
+        tmp_path,
+        "stall",
+        STUDENTPERF_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S),
     )
-    recorder = ServiceProcess(
-        "recorder_service",
-        {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-        tmp_path / "recorder.log",
-    )
-    recorder.start()
-    inference.start()
     try:
-        await wait_serving(address)
+        await stack.start_services()
         stop = asyncio.Event()
         load_task = asyncio.create_task(
-            drive_load(address, stop, workers=CALLERS, batch=1, prefix="stall")
+            drive_load(stack.address, stop, workers=CALLERS, batch=1, prefix="stall")
         )
         try:
             await asyncio.sleep(GAP_S)
@@ -133,19 +100,12 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
             stop.set()
             load: Load = await load_task
 
-        async def spool_events() -> int:
-            detail = json.loads(await asyncio.to_thread(status, health, "/health"))
-            return int(detail["spool_events"])
-
         async with asyncio.timeout(120):
-            while await spool_events():  # noqa: ASYNC110 (the service announces nothing)
+            while await stack.spool_events():  # noqa: ASYNC110 (the service announces nothing)
                 await asyncio.sleep(0.25)
-        spooled = metric(
-            await asyncio.to_thread(status, health, "/metrics"),
-            "studentperf_inference_spooled_events_total",
-        )
+        spooled = await stack.spooled()
         acknowledged = load.acknowledged
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(stack.database_url)
         try:
             async with asyncio.timeout(120):
                 while True:
@@ -160,10 +120,9 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
                     await asyncio.sleep(0.25)
         finally:
             await conn.close()
-        copies = await copies_per_prediction(stall_kafka.bootstrap_servers, name)
+        copies = await copies_per_prediction(stall_kafka.bootstrap_servers, stack.topic)
     finally:
-        await inference.stop_async()
-        await recorder.stop_async()
+        await stack.close()
 
     in_topic = sum(copies[i] for i in acknowledged)
     extra = in_topic - len(acknowledged)
@@ -172,7 +131,7 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
     print(
         f"\nbroker stalls {STALLS_S} s (publish timeout {PUBLISH_TIMEOUT_S:g} s, "
         f"{CALLERS} callers): sent {load.sent} / acknowledged {len(acknowledged)} / "
-        f"spooled {spooled:.0f} / topic copies {in_topic} (extra {extra}, most of one "
+        f"spooled {spooled} / topic copies {in_topic} (extra {extra}, most of one "
         f"prediction {most}) / stored {stored} / lost {lost}; refused {dict(load.failures)}"
     )
     assert spooled > 0, "no stall outlasted the publish timeout: nothing was tested"

@@ -47,16 +47,6 @@ from tests.integration.service_stack import ServiceStack
 
 
 class Faults(ServiceStack):
-    async def start_services(self) -> None:
-        self.recorder.start()
-        self.inference.start()
-        await wait_serving(self.address)
-
-    async def spooled(self) -> int:
-        """Events the running inference service has spooled since it started."""
-        metrics = await asyncio.to_thread(self.status.metrics)
-        return int(metrics.get("studentperf_inference_spooled_events_total", 0))
-
     def report(self, name: str, load: Load, counts: Tally) -> None:
         print(f"\n{counts.line(name)}; refused {dict(load.failures) or 0}")
         print(f"  slowest call {load.slowest_s:.2f} s; refusals: {sorted(load.failure_details)}")
