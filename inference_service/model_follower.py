@@ -8,11 +8,16 @@ local `current` link; the reloader then loads it as it does a local promotion. A
 bytes do not match what the trainer recorded is refused: logged once, counted in
 studentperf_inference_model_artifacts_refused, and the old version keeps serving; it is tried
 again only when the pointer moves. An unreachable database is logged once and retried on the
-next poll: the replica serves what it has meanwhile.
+next poll: the replica serves what it has meanwhile. So is a database that stops answering
+(a failover that leaves the connection half-open sends no error): every statement is bounded
+by COMMAND_TIMEOUT_S, and the connection is dropped and made again on the next poll; without
+the bound one poll would wait for the kernel to give up on the connection, and the replica
+would follow nothing, not even its local link, for as long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -25,13 +30,21 @@ from studentperf.model_store import ArtifactRefused, follow_pointer
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# Long enough to download a version of some megabytes; far below a dead connection's wait.
+COMMAND_TIMEOUT_S = 30.0
 
 
 class ModelFollower:
     def __init__(
-        self, database_url: str, models_dir: str, metrics: InferenceMetrics | None = None
+        self,
+        database_url: str,
+        models_dir: str,
+        metrics: InferenceMetrics | None = None,
+        *,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self._url = database_url
+        self._command_timeout_s = command_timeout_s
         self._models = Path(models_dir)
         self._metrics = metrics
         self._conn: asyncpg.Connection | None = None
@@ -42,7 +55,9 @@ class ModelFollower:
         """Follows the pointer once; returns the version now linked locally (None: none)."""
         try:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+                self._conn = await asyncpg.connect(
+                    self._url, timeout=CONNECT_TIMEOUT_S, command_timeout=self._command_timeout_s
+                )
             followed = await follow_pointer(self._conn, self._models, refused=self._refused)
         except ArtifactRefused as err:
             self._refused = err.version
@@ -51,7 +66,7 @@ class ModelFollower:
                 self._metrics.artifact_refused()
             return None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
-            await self.close()
+            self._drop()
             problem = f"cannot read the model pointer in {mask_dsn(self._url)}: {err}"
             if problem != self._problem:
                 self._problem = problem
@@ -65,7 +80,17 @@ class ModelFollower:
             log.info("model source: downloaded version %s, hashes checked", followed.version)
         return followed.version
 
+    def _drop(self) -> None:
+        """Forgets a connection that failed, without a goodbye it may never answer."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close(timeout=1)
+            # A failure to say goodbye leaves it terminated by asyncpg: nothing more to do.
+            with contextlib.suppress(
+                asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
+            ):
+                await conn.close(timeout=1)

@@ -30,6 +30,7 @@ from typing import Final
 import asyncpg
 
 from studentperf.config import ConfigError, env_str
+from studentperf.durable import fsync_path
 from studentperf.model_artifact import (
     CURRENT,
     METADATA_FILE,
@@ -75,8 +76,9 @@ def sha256_hex(content: bytes) -> str:
 
 
 def _plain_name(name: str) -> bool:
-    """A name that is one path component, never hidden or climbing out of its folder."""
-    return bool(name) and Path(name).name == name and not name.startswith(".")
+    """A name that is one path component, never hidden or climbing out of its folder, and not
+    the `current` link's (a version of that name would make the link point at itself)."""
+    return bool(name) and Path(name).name == name and not name.startswith(".") and name != CURRENT
 
 
 async def store_version(conn: asyncpg.Connection, directory: Path) -> int:
@@ -176,7 +178,9 @@ def check_files(version: str, files: list[tuple[str, bytes, str]]) -> None:
 
 
 def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> None:
-    """Writes the checked files as `models_dir/version`, all or nothing."""
+    """Writes the checked files as `models_dir/version`, all or nothing, and durably: a
+    version folder that exists is trusted as complete (`download_version`), so its files reach
+    the disk before its name does, or a machine crash could leave it there with empty files."""
     target = models_dir / version
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".download-{version}-{uuid.uuid4().hex[:8]}"
@@ -184,8 +188,11 @@ def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> No
     try:
         for name, content in files:
             (staging / name).write_bytes(content)
+            fsync_path(staging / name)
+        fsync_path(staging)
         try:
             staging.rename(target)
+            fsync_path(models_dir)
         except OSError:
             # Another process of this machine (a worker) placed it meanwhile: the same checked
             # bytes, or the rename would not have failed on a complete folder.

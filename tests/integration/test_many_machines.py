@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ import asyncpg
 import grpc
 import pytest
 
+from inference_service.model_follower import ModelFollower
 from infra.bench.process import HealthClient
 from infra.devstack import free_port
 from studentperf.config import DatabaseRole
@@ -322,3 +325,71 @@ async def test_the_inference_role_cannot_write_a_version_or_the_pointer(
             await inference.execute("UPDATE model_artifact_files SET content = ''::bytea")
     finally:
         await inference.close()
+
+
+async def _promote(stack: Stack, folder: Path, version: str) -> None:
+    """Stores `version` from `folder` and points `current` at it, as the trainer does."""
+    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
+    try:
+        await store_version(trainer, folder / version)
+        before = await current_pointer(trainer)
+        assert await move_pointer(
+            trainer, version, before, kind=MoveKind.PROMOTION, reason="for the follower's test"
+        )
+    finally:
+        await trainer.close()
+
+
+async def _backends_of(stack: Stack, role: DatabaseRole) -> list[int]:
+    """The server processes of the role's connections to the test's database."""
+    owner = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await owner.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = current_database()",
+            role.value,
+        )
+    finally:
+        await owner.close()
+    return [row["pid"] for row in rows]
+
+
+async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches_up(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A failover can leave the follower's connection open and silent: no error comes, and an
+    unbounded query would stop the replica following anything, its local link included."""
+    trainer_models = tmp_path / "trainer-models"
+    first = await asyncio.to_thread(_spare_version, trainer_models)
+    await _promote(stack, trainer_models, first)
+    follower = ModelFollower(
+        stack.database_url_as(DatabaseRole.INFERENCE),
+        str(tmp_path / "replica"),
+        command_timeout_s=0.5,
+    )
+    try:
+        assert await follower.sync() == first
+        [backend] = await _backends_of(stack, DatabaseRole.INFERENCE)  # the follower's
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            followed = await asyncio.wait_for(follower.sync(), 20)
+            gave_up_s = time.monotonic() - started
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        print(f"\na silent database: the follower gave up after {gave_up_s:.1f} s")
+        assert followed is None  # and the replica serves what it has
+        second = await asyncio.to_thread(_spare_version, trainer_models)
+        await _promote(stack, trainer_models, second)
+        assert await follower.sync() == second  # a new connection, on the next poll
+    finally:
+        await follower.close()
+
+
+async def test_no_version_may_be_named_like_the_current_link(stack: Stack) -> None:
+    # Migration 0018: every replica's folder keeps its `current` link under that name.
+    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
+    try:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await trainer.execute("INSERT INTO model_artifacts (model_version) VALUES ('current')")
+    finally:
+        await trainer.close()

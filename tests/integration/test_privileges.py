@@ -136,6 +136,8 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
             "UPDATE students SET student_id = 'other'",
             "SELECT * FROM predictions",
             "UPDATE model_versions SET promoted_at = now()",
+            # Migration 0018: a bare version row only, never a promotion time of its own.
+            "INSERT INTO model_versions (model_version, promoted_at) VALUES ('v', now())",
             "DELETE FROM outcomes",
             "UPDATE outcomes SET term = '2020-x'",
             "UPDATE outcomes SET student_id = 'other'",
