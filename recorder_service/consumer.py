@@ -87,7 +87,12 @@ class Recorder:
         """Records batches until `stop` is set; the batches being written are finished first,
         unless the database is away (then they are left uncommitted)."""
         self.health.running()
-        poller = Poller(consumer, lambda: self._guard.epoch, self._raw_fetch)
+        poller = Poller(
+            consumer,
+            lambda: self._guard.epoch,
+            self._raw_fetch,
+            reassigning=lambda: self._guard.reassigning,
+        )
         writing: list[asyncio.Task[bool]] = []  # oldest first
         epochs: dict[asyncio.Task[bool], int] = {}  # when each one's records were fetched
         ready: Prepared | None = None

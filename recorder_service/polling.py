@@ -45,10 +45,18 @@ class Poller:
     `epoch()` is the rebalance epoch: a new assignment starts from the committed offsets, so
     what was tracked before it is forgotten."""
 
-    def __init__(self, consumer: Consumer, epoch: Callable[[], int], raw_fetch: RawFetch) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        epoch: Callable[[], int],
+        raw_fetch: RawFetch,
+        reassigning: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """`reassigning()`: true from a revocation until the next assignment."""
         self._consumer = consumer
         self._raw_fetch = raw_fetch
         self._epoch = epoch
+        self._reassigning = reassigning
         self._tracked_epoch = epoch()
         self._next: dict[TopicPartition, int] = {}
         # Set while positions may be past records never handed on; cleared once they are back.
@@ -68,6 +76,11 @@ class Poller:
                 self._handed_on(chunk)
                 return chunk
         self._forget_if_reassigned()
+        if self._reassigning():
+            # The partitions being revoked are not ours to read any more, nor the next ones
+            # yet (aiokafka's getmany() waits here): read raw once they are assigned.
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
         try:
             ends = await self._seek_back()
             chunk = await self._read_raw(ends, max_records or DEFAULT_MAX_RECORDS)

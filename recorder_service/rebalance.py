@@ -1,9 +1,10 @@
 """What the fetch loop and the rebalance listener share, and the listener itself.
 
 When partitions are revoked, the batches being written (at most two, committed in order) are
-finished and committed under the old generation if that takes less than `wait_s`; otherwise, or
-when the writer is waiting out an outage, what is not finished is abandoned uncommitted, and
-whoever gets the partitions reads it again (writing it twice adds nothing). No lock is
+finished and committed under the old generation if that takes less than `wait_s`; otherwise
+what is not finished is abandoned uncommitted, and whoever gets the partitions reads it again
+(writing it twice adds nothing). A batch waiting out an outage gives up at once (and so does
+the one behind it, after the write it may be in the middle of). No lock is
 shared: aiokafka runs the listener while a rebalance holds `getmany()`, so a lock the fetch
 loop keeps across a poll would deadlock (aiokafka#335); the writer, which the listener may wait
 for, never polls.
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class InFlight:
     abandoned: bool = False
-    # True while the writer waits out an outage: the batch cannot be finished now.
-    stalled: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -38,6 +37,8 @@ class BatchGuard:
         # write or commit.
         self.epoch = 0
         self.revoking = False
+        # From a revocation until the next assignment: no partition is this member's to read.
+        self.reassigning = False
         self._in_flight: list[InFlight] = []  # oldest first
 
     def begin(self) -> InFlight:
@@ -53,18 +54,22 @@ class BatchGuard:
     async def revoke(self, wait_s: float) -> None:
         """Lets the batches in flight finish within `wait_s`, else abandons those that did not."""
         # First: a batch fetched but not yet handed to the writer must not be handed over
-        # while (or after) the partitions move.
+        # while (or after) the partitions move, nor another read meanwhile.
         self.epoch += 1
+        self.reassigning = True
         flights = list(self._in_flight)
         if not flights:
             return
         self.revoking = True
         try:
-            if not any(flight.stalled for flight in flights):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        for flight in flights:
-                            await flight.done.wait()
+            # Waited for even when one waits out an outage: that one gives up at once (it sees
+            # `revoking`), but the other may be mid-transaction, and its rows must not land
+            # after the partitions have moved on, beside the next owner's (whose erasure of a
+            # student could then miss a prediction this write commits).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    for flight in flights:
+                        await flight.done.wait()
             for flight in flights:
                 if not flight.done.is_set():
                     flight.abandoned = True
@@ -85,6 +90,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked: %s", _names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._guard.reassigning = False
         self._health.rebalances += 1
         self._health.forget(assigned)
         if assigned and not self._health.first_assigned_at:

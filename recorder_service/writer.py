@@ -188,16 +188,12 @@ class BatchWriter:
     async def _wait(self, delay: float, flight: InFlight, stop: asyncio.Event) -> None:
         """Waits `delay` before the next try; raises GivenUp when the batch cannot be kept."""
         deadline = time.monotonic() + delay
-        # A rebalance does not wait for a batch that cannot be finished now.
-        flight.stalled = True
-        try:
-            while time.monotonic() < deadline:
-                if stop.is_set() or flight.abandoned or self._guard.revoking:
-                    flight.abandoned = True
-                    raise GivenUp
-                await asyncio.sleep(min(CHECK_S, max(0.0, deadline - time.monotonic())))
-        finally:
-            flight.stalled = False
+        while time.monotonic() < deadline:
+            # A revocation: the batch cannot be finished now, so the rebalance need not wait.
+            if stop.is_set() or flight.abandoned or self._guard.revoking:
+                flight.abandoned = True
+                raise GivenUp
+            await asyncio.sleep(min(CHECK_S, max(0.0, deadline - time.monotonic())))
 
     def _account(self, batch: Batch, written: WriteResult, rejected: list[Rejected]) -> None:
         self._health.batches += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from aiokafka import TopicPartition
@@ -12,8 +12,12 @@ from aiokafka import TopicPartition
 from recorder_service import consumer as consumer_module
 from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
+from recorder_service.erasure import Erasure
 from recorder_service.health import RecorderHealth, State
+from recorder_service.rows import StagingRow
 from recorder_service.settings import Settings
+from recorder_service.sharding import Turn
+from recorder_service.store import WriteResult
 from tests.unit.recorder_fakes import (
     TOPIC,
     FakeConsumer,
@@ -378,6 +382,50 @@ async def test_a_batch_waiting_behind_the_writers_is_dropped_when_partitions_are
     # The two finished, committed in order; the third was never written.
     assert consumer.commits == [{P0: 1}, {P0: 2}]
     assert store.attempts == 2
+
+
+async def test_no_write_lands_after_a_revocation_that_found_a_batch_waiting_out_an_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batch 1 waits out an outage of its shard while batch 2's transaction is under way. The
+    revocation must wait for batch 2's write (which then commits nothing): once it returns,
+    the partition's next owner writes, and batch 2's rows landing beside an erasure it applies
+    could keep a prediction of an erased student."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 1.0)  # batch 1 stays stalled meanwhile
+    monkeypatch.setattr(writer_module, "MAX_RETRY_S", 1.0)
+    consumer = FakeConsumer(
+        {P0: records(0, [event_bytes()])}, {P0: records(0, [event_bytes()], first_offset=1)}
+    )
+    store = FakeStore()
+    loop = asyncio.get_running_loop()
+    second_started = asyncio.Event()
+    second_landed: list[float] = []
+
+    async def write(
+        rows: Sequence[StagingRow], erasures: Sequence[Erasure] = (), turn: Turn | None = None
+    ) -> WriteResult:
+        if rows[0][0] == 0:  # batch 1 (offset 0): its shard's connection is lost, every time
+            await asyncio.sleep(0.05)
+            raise ConnectionResetError("connection lost")
+        second_started.set()  # batch 2: its transaction is under way...
+        await asyncio.sleep(0.5)
+        second_landed.append(loop.time())  # ...and commits now
+        return await FakeStore.write(store, rows, erasures, turn)
+
+    store.write = write  # type: ignore[method-assign]
+    recorder = make(store, batch_max_wait_ms=1, batch_max_events=1, revoke_wait_ms=60_000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(consumer, stop))
+    await wait_for(lambda: second_started.is_set() and recorder.health.state is State.DEGRADED)
+    await recorder.listener.on_partitions_revoked({P0})
+    revoked_at = loop.time()  # the rebalance goes on: another member may write P0 now
+    await wait_for(lambda: bool(second_landed), 2)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert consumer.commits == []  # batch 2 follows batch 1, given up: neither commits
+    assert second_landed[0] <= revoked_at, (
+        f"batch 2's rows landed {second_landed[0] - revoked_at:.3f} s after the revocation"
+    )
 
 
 async def test_a_record_with_a_null_header_value_does_not_stop_the_recorder() -> None:

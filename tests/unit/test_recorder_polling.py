@@ -223,3 +223,29 @@ def test_a_rebalance_during_the_raw_read_hands_on_nothing_read_under_the_old_one
 
     assert asyncio.run(polls()) == [[], [(0, False), (1, True)]]
     assert consumer.position[tp] == 2
+
+
+def test_nothing_is_read_raw_between_a_revocation_and_the_next_assignment() -> None:
+    """aiokafka's getmany() waits through a rebalance; the raw read must too, or it reads the
+    partitions being revoked and hands them on under the new epoch, beside their next owner."""
+    tp = TopicPartition(TOPIC, 0)
+    consumer = AiokafkaLike({tp: [[False, True, False]]})
+    epoch, reassigning = [0], [False]
+    failures = [KafkaConnectionError("leader moving")]
+
+    async def fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        if failures:
+            raise failures.pop()
+        return await consumer.raw_fetch(tp, offset, wait_ms)
+
+    poller = Poller(consumer, lambda: epoch[0], fetch, reassigning=lambda: reassigning[0])
+
+    async def polls() -> list[list[int]]:
+        found = [await poller(timeout_ms=0, max_records=10)]  # raises inside; raw read fails
+        epoch[0], reassigning[0] = 1, True  # a revocation began
+        found.append(await poller(timeout_ms=0, max_records=10))
+        reassigning[0] = False  # assigned again (the same partition, from offset 0)
+        found.append(await poller(timeout_ms=0, max_records=10))
+        return [[r.offset for rs in chunk.values() for r in rs] for chunk in found]
+
+    assert asyncio.run(polls()) == [[], [], [0, 1, 2]]
