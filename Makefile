@@ -36,7 +36,7 @@ train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
 	@$(BIN)/studentperf-train --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)
 
-rollback: setup ## serve an earlier version again: VERSION=v, or the one promoted before the current; hashes checked first
+rollback: setup ## serve an earlier version again: VERSION=v, or the one the current replaced; hashes checked first
 	@$(BIN)/studentperf-rollback $(if $(VERSION),"$(VERSION)")
 
 monitor: setup ## drift + live quality report, HTML in .local/reports (SINCE=7d|LAST=n; RETRAIN=1; JSON=path; PROM=path); exit 1 on alert

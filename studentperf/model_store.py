@@ -229,16 +229,23 @@ def _local_current(models_dir: Path) -> str | None:
 @dataclass(frozen=True)
 class Published:
     """A version a model source holds, and when the gate last promoted it (None: never, or
-    not known)."""
+    not known). With `replaced_known`, `replaced` is the version that promotion took `current`
+    from (None: it was the first one served); promotions noted before the sources kept that
+    (the database's before migration 0017, a folder's log before this rule) leave it unknown."""
 
     version: str
     promoted_at: datetime | None
+    replaced: str | None = None
+    replaced_known: bool = False
 
 
 async def published_versions(conn: asyncpg.Connection) -> list[Published]:
     """Every version stored in the database, with its last promotion (model_versions)."""
     rows = await conn.fetch(PUBLISHED_VERSIONS)
-    return [Published(row["model_version"], row["promoted_at"]) for row in rows]
+    return [
+        Published(row["model_version"], row["promoted_at"], row["replaced"], row["replaced_known"])
+        for row in rows
+    ]
 
 
 async def verify_stored(conn: asyncpg.Connection, version: str) -> int:

@@ -197,7 +197,8 @@ def promote_if_not_worse(
         )
         if decision.promoted:
             set_current(models_dir, version)
-            note_promotion(models_dir, version)  # what a rollback goes back along
+            # What a rollback goes back along.
+            note_promotion(models_dir, version, replaced=decision.current_version)
     return decision
 
 

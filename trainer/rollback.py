@@ -3,9 +3,12 @@ no I/O, so each is tested on its own (trainer/rollback_cli.py applies them to a 
 
 - A named version must be one the source holds (published: a version folder on one machine, a
   stored version in the database); serving it again is a move of `current`, nothing retrained.
-- Without a name: the version the gate promoted last before the one served now, so repeated
-  rollbacks walk back through the promotions one by one. A rollback itself promotes nothing
-  (it leaves each version's promotion time as it is).
+- Without a name: the version the one served now replaced when the gate promoted it, so
+  repeated rollbacks walk back through the promotions one by one. A rollback itself promotes
+  nothing. So a version a rollback took off is not gone back to: A promoted, then B; B rolled
+  back to A; C promoted against A: a rollback from C serves A again, not B. Where the source
+  did not note what a promotion replaced (promotions from before it did), the version promoted
+  last before the one served now.
 - Whatever is chosen must still hash to what the trainer recorded; that check is the source's
   (ArtifactRefused), made before `current` moves.
 """
@@ -49,6 +52,8 @@ def choose_version(
     if current is None:
         raise RollbackRefused("no version is served yet: there is nothing to roll back from")
     served = by_name.get(current)
+    if served is not None and served.replaced_known:
+        return _replaced(served, by_name, published)
     since = served.promoted_at if served is not None else None
     earlier = sorted(
         (
@@ -67,6 +72,26 @@ def choose_version(
         )
     chosen = earlier[-1]
     return Choice(chosen.version, f"the version promoted before {current} ({chosen.promoted_at})")
+
+
+def _replaced(
+    served: Published, by_name: dict[str, Published], published: Sequence[Published]
+) -> Choice:
+    """The version `served` took `current` from when the gate promoted it."""
+    if served.replaced is None:
+        raise RollbackRefused(
+            f"{served.version}, the one served, was the first version promoted: nothing to roll "
+            f"back to; {_listing(published, served.version)}"
+        )
+    if served.replaced not in by_name:
+        raise RollbackRefused(
+            f"{served.version} replaced {served.replaced}, which is not held here any more; "
+            f"{_listing(published, served.version)}"
+        )
+    return Choice(
+        served.replaced,
+        f"the version {served.version} replaced when promoted ({served.promoted_at})",
+    )
 
 
 def _listing(published: Sequence[Published], current: str | None, most: int = 5) -> str:

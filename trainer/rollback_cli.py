@@ -3,10 +3,10 @@
 Moves `current` back, in the model source STUDENTPERF_MODEL_SOURCE names: the models folder's
 `current` link (folder, one machine) or the database's pointer (database, many machines, as the
 trainer's role: the one that may move it, recording the move in model_pointer_moves as a
-rollback, with why this version). Without VERSION, the version promoted before the one
-served (trainer.rollback). The chosen version's files are checked against the SHA-256s the
-trainer recorded before anything moves. Services pick the move up as they do a promotion: hot
-reload follows the link, or the pointer, on its next poll.
+rollback, with why this version). Without VERSION, the version the one served replaced when
+the gate promoted it (trainer.rollback). The chosen version's files are checked against the
+SHA-256s the trainer recorded before anything moves. Services pick the move up as they do a
+promotion: hot reload follows the link, or the pointer, on its next poll.
 
 Exit status: 0 moved (or the version is served already), 2 refused (no such version, bytes that
 do not verify, nothing to go back to; bad arguments), 1 the database could not be used or the
@@ -49,7 +49,7 @@ FAILED = 1
 
 @dataclass(frozen=True)
 class RollbackConfig:
-    version: str | None  # None: the version promoted before the current one
+    version: str | None  # None: the version the current one replaced (trainer.rollback)
     source: str  # one of MODEL_SOURCES
     models_dir: Path
     database_url: str
@@ -70,7 +70,9 @@ class PointerMoved(Exception):
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RollbackConfig:
     parser = argparse.ArgumentParser(prog="studentperf-rollback", description=__doc__)
     parser.add_argument(
-        "version", nargs="?", help="the version to serve (default: the previous promoted one)"
+        "version",
+        nargs="?",
+        help="the version to serve (default: the one the current version replaced)",
     )
     try:
         source = read_model_source(environ)

@@ -46,8 +46,17 @@ WHERE model_version = $1 ORDER BY file_name
 """
 # Every stored version, with when the trainer last promoted it (model_versions.promoted_at;
 # NULL: never promoted, or not registered); a rollback chooses among them (trainer/rollback.py).
+# Each stored version, its last promotion, and the version that promotion took `current` from
+# (replaced_known false: never promoted through the pointer since migration 0017 recorded moves).
 PUBLISHED_VERSIONS: Final = """
-SELECT a.model_version, v.promoted_at
-FROM model_artifacts a LEFT JOIN model_versions v ON v.model_version = a.model_version
+SELECT a.model_version, v.promoted_at, p.from_version AS replaced,
+       p.id IS NOT NULL AS replaced_known
+FROM model_artifacts a
+LEFT JOIN model_versions v ON v.model_version = a.model_version
+LEFT JOIN LATERAL (
+    SELECT m.id, m.from_version FROM model_pointer_moves m
+    WHERE m.kind = 'promotion' AND m.to_version = a.model_version
+    ORDER BY m.id DESC LIMIT 1
+) p ON true
 ORDER BY a.model_version
 """

@@ -120,7 +120,7 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
         code, said = await roll_back(*args, "20990101T000000Z-deadbeef")
         assert code == 2 and "does not exist" in said, said
         started = time.time()
-        code, said = await roll_back(*args)  # no VERSION: the one promoted before
+        code, said = await roll_back(*args)  # no VERSION: the one the current replaced
         print(f"\n{said.strip()}")
         assert code == 0 and f"{new} -> {old}" in said
         said_back.append(said)
@@ -132,6 +132,13 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
     check_switched(replicas, answers, old, act.result(), "the rollback")
     for replica in replicas:
         assert await replica.model_version() == old
+
+    # A third version promoted over the rolled-back-to one; a rollback from it serves what it
+    # replaced, never the version a rollback took off (which was promoted after `old`).
+    third = await train(training(trainer_models, stack, seed=13))
+    assert third.decision.current_version == old
+    code, said = await roll_back(*args)
+    assert code == 0 and f"{third.version} -> {old}" in said, said
 
     # A stored version whose pickle was changed in the table: refused before the pointer moves.
     forged = await asyncio.to_thread(_spare_version, trainer_models)
@@ -171,12 +178,15 @@ async def test_replicas_serve_the_rolled_back_version_within_seconds(
         (None, old, "promotion", trainer_role),
         (old, new, "promotion", trainer_role),
         (new, old, "rollback", trainer_role),
+        (old, third.version, "promotion", trainer_role),
+        (third.version, old, "rollback", trainer_role),
         (old, new, "rollback", trainer_role),
     ]
     # Promotions carry the gate's reason, rollbacks why that version.
     assert [m["reason"] for m in moves[:2]] == [first.decision.reason, second.decision.reason]
-    assert moves[2]["reason"].startswith(f"the version promoted before {new} (")
-    assert moves[3]["reason"] == "named"
+    assert moves[2]["reason"].startswith(f"the version {new} replaced when promoted (")
+    assert moves[4]["reason"].startswith(f"the version {third.version} replaced when promoted (")
+    assert moves[5]["reason"] == "named"
     # The command names the row it wrote.
     assert (
         f"recorded as move {moves[2]['id']} in model_pointer_moves (by {trainer_role} at"

@@ -59,6 +59,26 @@ def test_it_refuses_when_there_is_nothing_to_go_back_to() -> None:
         choose_version(None, "v1", [])
 
 
+# Promotions noted with the version each replaced: v1 first, v2 over v1, then v2 rolled back to
+# v1 (a rollback promotes nothing), then v3 promoted over v1.
+NOTED = [
+    Published("v1", at(1), None, True),
+    Published("v2", at(2), "v1", True),
+    Published("v3", at(3), "v1", True),
+]
+
+
+def test_without_a_name_it_serves_what_the_current_replaced_never_a_version_taken_off() -> None:
+    choice = choose_version(None, "v3", NOTED)
+    assert choice.version == "v1", "v2 was rolled back: v3 replaced v1"
+    assert choice.reason.startswith("the version v3 replaced when promoted")
+    assert choose_version(None, "v2", NOTED).version == "v1"
+    with pytest.raises(RollbackRefused, match="v1, the one served, was the first version"):
+        choose_version(None, "v1", NOTED)
+    with pytest.raises(RollbackRefused, match="v3 replaced v1, which is not held here"):
+        choose_version(None, "v3", NOTED[1:])
+
+
 def test_a_named_version_must_exist() -> None:
     assert choose_version("v1", "v3", HISTORY).version == "v1"
     with pytest.raises(RollbackRefused, match=r"version v9 does not exist.*v3 \(current\)"):
@@ -80,6 +100,9 @@ def fitted() -> object:
 
 
 def saved(models: Path, fitted: object, hour: int, *, promote: bool = True) -> str:
+    """A version saved at `hour`, and promoted as the gate does unless `promote` is False."""
+    link = models / CURRENT
+    replacing = link.readlink().name if link.is_symlink() else None
     version = save_artifact(
         models,
         fitted,  # type: ignore[arg-type]
@@ -90,7 +113,7 @@ def saved(models: Path, fitted: object, hour: int, *, promote: bool = True) -> s
         extra_files={"reference_inputs.csv": b"a,b\n1,2\n"},
     ).name
     if promote:
-        note_promotion(models, version, at(hour))
+        note_promotion(models, version, replaced=replacing, at=at(hour))
     return version
 
 
@@ -123,7 +146,7 @@ def test_the_folder_rollback_moves_current_back_and_says_so(
     assert f"{second} -> {first}" in out and "2 files verified" in out
     # Nothing before the first promotion: refused, exit 2, the link stays.
     assert main(args) == 2
-    assert f"no version was promoted before {first}" in capsys.readouterr().err
+    assert f"{first}, the one served, was the first version promoted" in capsys.readouterr().err
     assert current(tmp_path) == first
     # Named: forward again, or to the version the gate refused.
     assert main([*args, second]) == 0 and current(tmp_path) == second
@@ -173,9 +196,21 @@ def test_the_current_link_and_the_promotion_log_are_no_versions(
 
 
 def test_a_torn_line_in_the_promotion_log_is_skipped(tmp_path: Path) -> None:
-    note_promotion(tmp_path, "v1", at(1))
+    note_promotion(tmp_path, "v1", replaced=None, at=at(1))
     with (tmp_path / PROMOTIONS_FILE).open("a") as log:
         log.write('{"version": "v2", "promo')
     assert read_promotions(tmp_path) == {"v1": at(1)}
     os.remove(tmp_path / PROMOTIONS_FILE)
     assert read_promotions(tmp_path) == {}
+
+
+def test_the_folder_rollback_does_not_go_back_to_a_version_it_took_off(
+    tmp_path: Path, fitted: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = saved(tmp_path, fitted, 1), saved(tmp_path, fitted, 2)
+    args = ["--source", "folder", "--models-dir", str(tmp_path)]
+    assert main(args) == 0 and current(tmp_path) == first  # the second judged bad
+    third = saved(tmp_path, fitted, 3)  # promoted over the first
+    assert main(args) == 0
+    assert f"{third} -> {first}" in capsys.readouterr().out
+    assert current(tmp_path) == first, f"not back to {second}, which a rollback took off"
