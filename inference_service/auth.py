@@ -25,7 +25,7 @@ import grpc
 
 from inference_service.metrics import InferenceMetrics
 from studentperf.config import ConfigError
-from studentperf.erasure import ANONYMOUS
+from studentperf.erasure import ANONYMOUS, REQUESTED_BY_MAX_LENGTH, requested_by_is_valid
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,13 @@ def parse_token_table(text: str) -> dict[bytes, Client]:
                 f"STUDENTPERF_AUTH_TOKENS line {number}: expected '<name> <token> <methods>'"
             )
         name, token, methods = parts
+        if not requested_by_is_valid(name):
+            # The name is who asked for an erasure, in its event: the recorder would refuse
+            # the event of a name it cannot record, and the student's rows would stay.
+            raise ConfigError(
+                f"STUDENTPERF_AUTH_TOKENS line {number}: a client name is printable, without "
+                f"spaces, at most {REQUESTED_BY_MAX_LENGTH} characters"
+            )
         if len(token) < 16:
             raise ConfigError(
                 f"STUDENTPERF_AUTH_TOKENS line {number} ({name}): tokens need 16+ characters"

@@ -77,10 +77,7 @@ class Poller:
                 return chunk
         self._forget_if_reassigned()
         if self._reassigning():
-            # The partitions being revoked are not ours to read any more, nor the next ones
-            # yet (aiokafka's getmany() waits here): read raw once they are assigned.
-            await asyncio.sleep(timeout_ms / 1000)
-            return {}
+            return await self._through_the_reassignment(timeout_ms, max_records)
         try:
             ends = await self._seek_back()
             chunk = await self._read_raw(ends, max_records or DEFAULT_MAX_RECORDS)
@@ -91,6 +88,21 @@ class Poller:
             await asyncio.sleep(timeout_ms / 1000)
             return {}
         self._rewind = False
+        return chunk
+
+    async def _through_the_reassignment(self, timeout_ms: int, max_records: int | None) -> Chunk:
+        """From a revocation to the next assignment, the partitions being revoked are not ours
+        to read raw any more. getmany() waits there as always: until the new assignment, or
+        raising what the group's coordination pushed to it (a rejoin that failed), which only
+        a call to it delivers; so it is called, never skipped."""
+        try:
+            chunk = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except UnicodeDecodeError:
+            return {}  # unreadable in the new assignment too: read raw, now that it is in place
+        # Of the new assignment, which starts at the committed offsets: nothing was skipped.
+        self._rewind = False
+        self._forget_if_reassigned()
+        self._handed_on(chunk)
         return chunk
 
     def seek(self, tp: TopicPartition, offset: int) -> None:

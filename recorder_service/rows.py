@@ -11,7 +11,6 @@ same inputs sent again are one row, and a prediction always points at the inputs
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 
 from studentperf.enums import CATEGORY_BY_NUMBER
+from studentperf.envelope import canonical_uuid
 from studentperf.features import ACADEMIC_RECORD_FEATURES, PROFILE_FEATURES
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
@@ -30,8 +30,6 @@ from studentperf.v1.student_pb2 import AcademicRecord, StudentProfile
 _NAMESPACE = uuid.UUID("6b0d6a55-58c4-4d7a-9a0b-2f1bb0c2d7e1")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The form asyncpg parses itself; any other form uuid.UUID accepts is rewritten into it.
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 Value = float | bool | str | None
 StagingRow = tuple[object, ...]
@@ -137,7 +135,7 @@ def staging_row(event: PredictionEvent, log_offset: int, trace_id: str | None = 
     pid = p.prediction_id
     return (
         log_offset,
-        pid if _CANONICAL_UUID.fullmatch(pid) else str(uuid.UUID(pid)),
+        canonical_uuid(pid),
         sid,
         content_key("profile", sid, profile),
         *profile,
@@ -223,8 +221,6 @@ def import_staging_row(event: ImportEvent, log_offset: int) -> StagingRow:
         o.term,
         o.final_score,
         None,  # explanation
-        event.event_id
-        if _CANONICAL_UUID.fullmatch(event.event_id)
-        else str(uuid.UUID(event.event_id)),
+        canonical_uuid(event.event_id),
         import_outcome_source(event.source.file_sha256),
     )

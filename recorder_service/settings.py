@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from studentperf.config import (
     ConfigError,
@@ -21,7 +21,25 @@ DEFAULT_MAX_FUTURE_SKEW_S = 300
 # trusts local connections (as their DSNs need no password). Anywhere else the key is required.
 DEV_ERASURE_KEY = b"studentperf-development-erasure-key: not a secret, never use it elsewhere"
 ERASURE_KEY_MIN_LENGTH = 32
-_LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", ""})
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# Where this machine's PostgreSQL listens on a Unix socket (Debian's, and the server's default).
+_LOCAL_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+
+
+def _on_this_machine(database_url: str, env: Mapping[str, str]) -> bool:
+    """Whether the URL names a database on this machine: a loopback address, or this machine's
+    Unix socket. A host may also come from the URL's query (`?host=`) or from PGHOST when the
+    URL has none; a socket folder elsewhere (`/cloudsql/...`) is a proxy to another machine."""
+    parts = urlsplit(database_url)
+    hosts = [parts.hostname or ""]
+    hosts += [v for k, v in parse_qsl(parts.query) if k == "host"]
+    if not any(hosts):
+        hosts.append(env.get("PGHOST", ""))
+    named = [h for h in hosts if h]
+    return not named or all(
+        h in _LOCAL_HOSTS or (h.startswith("/") and h.rstrip("/").startswith(_LOCAL_SOCKET_DIRS))
+        for h in named
+    )
 
 
 @dataclass(frozen=True)
@@ -103,8 +121,7 @@ def erasure_key(env: Mapping[str, str], database_url: str) -> bytes:
                 "characters (e.g. `openssl rand -hex 32`)"
             )
         return key.encode()
-    host = urlsplit(database_url).hostname or ""
-    if host in _LOCAL_HOSTS or host.startswith("/"):
+    if _on_this_machine(database_url, env):
         return DEV_ERASURE_KEY
     raise ConfigError(
         "STUDENTPERF_ERASURE_KEY (or STUDENTPERF_ERASURE_KEY_FILE) is required when the database "

@@ -129,7 +129,13 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
         )
         raise _Refused(Reason.FUTURE_EVENT, ahead)
     if isinstance(event, ErasureEvent):
-        return Erasure(event.event_id, event.student_id, when, event.requested_by, event.reason)
+        return Erasure(
+            envelope.canonical_uuid(event.event_id),
+            event.student_id,
+            when,
+            event.requested_by,
+            event.reason,
+        )
     if isinstance(event, ImportEvent):
         return import_staging_row(event, record.offset)
     if isinstance(event, OutcomeEvent):

@@ -261,12 +261,19 @@ _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{
 
 
 def _check_event_id(event_id: str, refusal: str = "event_id is not a UUID") -> None:
-    if _CANONICAL_UUID.fullmatch(event_id):
-        return
     try:
-        uuid.UUID(event_id)
+        canonical_uuid(event_id)
     except ValueError:
         raise UndecodableEvent(refusal) from None
+
+
+def canonical_uuid(text: str) -> str:
+    """`text`, a UUID in any form Python reads (braces, a urn: prefix, no hyphens), in the
+    canonical one, the only one the database driver writes; raises ValueError if none.
+
+    An event's ids are stored in that form: a forged event with another one would otherwise
+    fail in the driver, a fault the recorder cannot tell from the database's."""
+    return text if _CANONICAL_UUID.fullmatch(text) else str(uuid.UUID(text))
 
 
 def _check_outcome(outcome: Outcome, invalid: type[InvalidOutcome]) -> None:

@@ -131,6 +131,17 @@ def test_triage_sets_erasures_apart_from_rows() -> None:
     assert found.erasures == [Erasure(event.event_id, "s-1", T0, "registrar", "ticket-1")]
 
 
+@pytest.mark.parametrize("form", ["{%s}", "urn:uuid:%s", "%s"])
+def test_an_erasure_s_event_id_in_another_form_is_stored_in_the_canonical_one(form: str) -> None:
+    # Any producer may write the topic: an id the database driver cannot write would stop the
+    # recorder as if the database were away, on every try, for every student of the batch.
+    canonical = str(uuid.uuid4())
+    given = form % (canonical.replace("-", "") if form == "%s" else canonical)
+    event = erasure_event(event_id=given)
+    [found] = triage([as_record(envelope.encode_erasure(event))], now=T0).erasures
+    assert found.event_id == canonical
+
+
 def test_an_erasure_far_in_the_future_is_refused() -> None:
     event = erasure_event()
     event.occurred_at.FromDatetime(T0 + timedelta(days=1))
@@ -154,6 +165,20 @@ def test_the_erasure_key_is_required_for_a_database_elsewhere() -> None:
     assert erasure_key({"STUDENTPERF_ERASURE_KEY": "x" * 32}, remote) == b"x" * 32
     for local in ("postgresql://u@127.0.0.1:5432/x", "postgresql://u@localhost/x"):
         assert erasure_key({}, local) == DEV_ERASURE_KEY
+    # No host in the URL's authority: the query or PGHOST may still name another machine.
+    for elsewhere, env in [
+        ("postgresql://u@/x?host=db.example.org", {}),
+        ("postgresql://u@/x?host=/cloudsql/project:region:db", {}),
+        ("postgresql:///x", {"PGHOST": "db.example.org"}),
+    ]:
+        with pytest.raises(ConfigError, match="STUDENTPERF_ERASURE_KEY"):
+            erasure_key(env, elsewhere)
+    for local, env in [
+        ("postgresql:///x", {}),
+        ("postgresql://u@/x?host=/var/run/postgresql", {}),
+        ("postgresql:///x", {"PGHOST": "localhost"}),
+    ]:
+        assert erasure_key(env, local) == DEV_ERASURE_KEY
 
 
 def test_the_erasure_key_may_come_from_a_file(tmp_path: Path) -> None:
@@ -161,6 +186,13 @@ def test_the_erasure_key_may_come_from_a_file(tmp_path: Path) -> None:
     path.write_text("f" * 40 + "\n")
     env = {"STUDENTPERF_ERASURE_KEY_FILE": str(path)}
     assert erasure_key(env, "postgresql://u@db/x") == b"f" * 40
+
+
+@pytest.mark.parametrize("name", ["x" * 129, "zero\u200bwidth"])
+def test_a_client_name_an_erasure_event_cannot_carry_is_refused_at_start(name: str) -> None:
+    # Its erasures would be accepted, then refused by the recorder: the rows would stay.
+    with pytest.raises(ConfigError, match="line 1: a client name is printable"):
+        parse_token_table(f"{name} 0123456789abcdef0123 EraseStudent\n")
 
 
 def test_who_asked_is_the_token_s_client_or_anonymous() -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBatchBuilderPy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -225,26 +226,39 @@ def test_a_rebalance_during_the_raw_read_hands_on_nothing_read_under_the_old_one
     assert consumer.position[tp] == 2
 
 
-def test_nothing_is_read_raw_between_a_revocation_and_the_next_assignment() -> None:
-    """aiokafka's getmany() waits through a rebalance; the raw read must too, or it reads the
-    partitions being revoked and hands them on under the new epoch, beside their next owner."""
+def test_between_a_revocation_and_the_next_assignment_only_getmany_is_called() -> None:
+    """The raw read must not read the partitions being revoked (it would hand them on under the
+    new epoch, beside their next owner); and getmany() must still be called, for it alone
+    delivers an error aiokafka's group coordination pushed (a failed rejoin), without which the
+    member waits for an assignment that never comes."""
     tp = TopicPartition(TOPIC, 0)
     consumer = AiokafkaLike({tp: [[False, True, False]]})
     epoch, reassigning = [0], [False]
+    fetches: list[int] = []
     failures = [KafkaConnectionError("leader moving")]
 
     async def fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        fetches.append(offset)
         if failures:
             raise failures.pop()
         return await consumer.raw_fetch(tp, offset, wait_ms)
 
     poller = Poller(consumer, lambda: epoch[0], fetch, reassigning=lambda: reassigning[0])
+    getmany = consumer.getmany
+
+    async def pushed(*_: object, **__: object) -> object:
+        raise KafkaError("the rejoin failed")
 
     async def polls() -> list[list[int]]:
         found = [await poller(timeout_ms=0, max_records=10)]  # raises inside; raw read fails
         epoch[0], reassigning[0] = 1, True  # a revocation began
-        found.append(await poller(timeout_ms=0, max_records=10))
-        reassigning[0] = False  # assigned again (the same partition, from offset 0)
+        consumer.getmany = pushed  # type: ignore[method-assign,assignment]
+        with pytest.raises(KafkaError, match="the rejoin failed"):
+            await poller(timeout_ms=0, max_records=10)
+        assert fetches == [0], "nothing read raw during the reassignment"
+        consumer.getmany = getmany  # type: ignore[method-assign]
+        found.append(await poller(timeout_ms=0, max_records=10))  # assigned: still unreadable
+        reassigning[0] = False
         found.append(await poller(timeout_ms=0, max_records=10))
         return [[r.offset for rs in chunk.values() for r in rs] for chunk in found]
 
