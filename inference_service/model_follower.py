@@ -67,7 +67,8 @@ class ModelFollower:
             return None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
             self._drop()
-            problem = f"cannot read the model pointer in {mask_dsn(self._url)}: {err}"
+            why = f"no answer within {self._command_timeout_s:g} s" if _silent(err) else err
+            problem = f"cannot read the model pointer in {mask_dsn(self._url)}: {why}"
             if problem != self._problem:
                 self._problem = problem
                 log.warning("model source: %s; serving what %s holds", problem, self._models)
@@ -94,3 +95,8 @@ class ModelFollower:
                 asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
             ):
                 await conn.close(timeout=1)
+
+
+def _silent(error: BaseException) -> bool:
+    """A statement that timed out: asyncpg's TimeoutError carries no text of its own."""
+    return isinstance(error, TimeoutError) and not str(error)

@@ -192,12 +192,12 @@ def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> No
         fsync_path(staging)
         try:
             staging.rename(target)
-            fsync_path(models_dir)
         except OSError:
             # Another process of this machine (a worker) placed it meanwhile: the same checked
             # bytes, or the rename would not have failed on a complete folder.
             if not (target / MODEL_FILE).is_file():
                 raise
+        fsync_path(models_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

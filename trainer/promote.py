@@ -42,6 +42,7 @@ import pandas as pd
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.group_quality_record import Gap, GroupQuality
 from studentperf.model_artifact import (
+    CURRENT,
     LoadedModel,
     ModelArtifactError,
     load_artifact,
@@ -196,9 +197,12 @@ def promote_if_not_worse(
             force=force,
         )
         if decision.promoted:
+            link = models_dir / CURRENT
+            # What a rollback goes back to: what was served, even a version the gate could not
+            # load to compare against (decision.current_version is None then).
+            replaced = link.readlink().name if link.is_symlink() else None
             set_current(models_dir, version)
-            # What a rollback goes back along.
-            note_promotion(models_dir, version, replaced=decision.current_version)
+            note_promotion(models_dir, version, replaced=replaced)
     return decision
 
 

@@ -8,7 +8,9 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
+import pandas as pd
 import pytest
 
 from studentperf.model_artifact import CURRENT, FILES_SHA256, MODEL_FILE, save_artifact
@@ -23,6 +25,7 @@ from studentperf.model_store import ArtifactRefused, Published
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
+from trainer.promote import promote_if_not_worse
 from trainer.rollback import RollbackRefused, choose_version
 from trainer.rollback_cli import main
 
@@ -214,3 +217,20 @@ def test_the_folder_rollback_does_not_go_back_to_a_version_it_took_off(
     assert main(args) == 0
     assert f"{third} -> {first}" in capsys.readouterr().out
     assert current(tmp_path) == first, f"not back to {second}, which a rollback took off"
+
+
+def test_a_promotion_over_a_version_the_gate_cannot_load_notes_what_it_replaced(
+    tmp_path: Path, fitted: object
+) -> None:
+    first = saved(tmp_path, fitted, 1)
+    (tmp_path / first / MODEL_FILE).write_bytes(b"not a pickle")
+    second = saved(tmp_path, fitted, 2, promote=False)
+    # The gate promotes over a current it cannot load, comparing nothing.
+    no_metrics = cast(Any, None)
+    decision = promote_if_not_worse(tmp_path, second, no_metrics, pd.DataFrame(), pass_mark=50.0)
+    assert decision.promoted and decision.current_version is None
+    [noted] = [p for p in local_versions(tmp_path) if p.version == second]
+    assert (noted.replaced, noted.replaced_known) == (first, True), "not 'the first version'"
+    # So a rollback goes back to it, and refuses it for its bytes, saying so.
+    with pytest.raises(ArtifactRefused, match="hashes to"):
+        verify_local(tmp_path, choose_version(None, second, local_versions(tmp_path)).version)
