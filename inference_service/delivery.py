@@ -90,6 +90,11 @@ class DurablePublisher:
         # Held while a segment is replayed, and while a student's events are dropped from the
         # spool (forget): the two never touch a segment at once.
         self._replaying = asyncio.Lock()
+        self._forgetting: set[asyncio.Task[int]] = set()  # erasures running to their end
+        # Publishes sent straight to Kafka and not over yet (acknowledged, or spooled after a
+        # timeout), by the order they started (`_spool_after`).
+        self._straight: dict[int, asyncio.Future[None]] = {}
+        self._started = 0
 
     @property
     def spool(self) -> Spool:
@@ -112,12 +117,31 @@ class DurablePublisher:
         self._spool.destination = self._kafka.destination
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        if self._spool.empty and self._kafka.connected.is_set():
+        if not (self._spool.empty and self._kafka.connected.is_set()):
+            await self._spool_after(records, self._started)
+            return
+        number, self._started = self._started, self._started + 1
+        over = asyncio.get_running_loop().create_future()
+        self._straight[number] = over
+        try:
             try:
                 await self._kafka.publish(records)
                 return
             except PublishUnavailable as error:
                 log.warning("%s; spooling them", error)
+            await self._spool_after(records, number)
+        finally:
+            del self._straight[number]
+            over.set_result(None)
+
+    async def _spool_after(self, records: Sequence[KafkaRecord], number: int) -> None:
+        """Spools `records` once every publish sent straight to Kafka before the `number`th is
+        over: one that times out is spooled then, ahead of these. Else a student's older event
+        could be spooled, and replayed, behind a newer one spooled meanwhile (a timeout comes a
+        publish timeout after its send)."""
+        earlier = [over for n, over in self._straight.items() if n < number]
+        if earlier:
+            await asyncio.wait(earlier)
         try:
             await self._spool.append(records)
         except SpoolFull as error:
@@ -157,15 +181,31 @@ class DurablePublisher:
     async def forget(self, key: bytes) -> int:
         """Drops every spooled event keyed `key` (a student's, for EraseStudent) from disk, so
         it is never replayed; returns how many. Waits for a segment being replayed to be done
-        with (a chunk is at most the publish timeout away)."""
+        with (a chunk is at most the publish timeout away).
+
+        The work runs to its end even when the call is cancelled (a deadline): a segment
+        rewritten on disk while the replay's place in it was not corrected would make the
+        replay skip records it never sent."""
+        work = asyncio.create_task(self._forget(key))
+        self._forgetting.add(work)
+        work.add_done_callback(self._forgetting.discard)
+        return await asyncio.shield(work)
+
+    async def _forget(self, key: bytes) -> int:
+        # A publish of the student sent straight to Kafka before may yet time out and be
+        # spooled: over first, so that nothing of the student stays in the spool.
+        earlier = list(self._straight.values())
+        if earlier:
+            await asyncio.wait(earlier)
         async with self._replaying:
-            dropped, progress = await self._spool.drop_key(key, self._progress)
-            self._progress.update(progress)
-            if dropped:
-                # The chunk whose sends a retry would wait for may have changed: a retry waiting
-                # for the old sends would count records it never sent. Sent again instead (the
-                # recorder stores each event once).
-                self._chunk = None
+            changed: set[Path] = set()
+            try:
+                dropped = await self._spool.drop_key(key, self._progress, changed)
+            finally:
+                if self._chunk is not None and self._chunk[0] in changed:
+                    # A retry of the chunk would wait for sends of records that moved: sent
+                    # again instead (the recorder stores each event once).
+                    self._chunk = None
         if dropped:
             log.info("spool: dropped %d event(s) of an erased student", dropped)
         return dropped
@@ -206,7 +246,8 @@ class DurablePublisher:
         """Stops replaying (what is left stays on disk for the next start) and disconnects."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # An erasure's rewrites finish before the spool closes under them.
+        await asyncio.gather(*self._tasks, *self._forgetting, return_exceptions=True)
         await self._spool.close()
         await self._kafka.stop(timeout_s)
         if self._spool.records:

@@ -35,7 +35,7 @@ import asyncio
 import contextvars
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,7 @@ class Spool:
         self._lock: int | None = None
         self._next_seq = 0
         self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
+        self._writing: list[tuple[bytes, int, asyncio.Future[None]]] = []  # the flush's batch
         self._flusher: asyncio.Task[None] | None = None
         self._reserved = 0  # bytes accepted but not yet flushed
         self._seal_requested = False  # the replayer wants the active segment closed
@@ -262,6 +263,7 @@ class Spool:
     async def _flush_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            self._writing = batch
             data = b"".join(frames for frames, _, _ in batch)
             try:
                 if self._seal_requested:
@@ -346,24 +348,27 @@ class Spool:
     # -- erasing -----------------------------------------------------------------------------
 
     async def drop_key(
-        self, key: RecordKey, sent: Mapping[Path, int] | None = None
-    ) -> tuple[int, dict[Path, int]]:
+        self,
+        key: RecordKey,
+        sent: MutableMapping[Path, int] | None = None,
+        changed: set[Path] | None = None,
+    ) -> int:
         """Removes from disk every spooled record keyed `key` (a student's events, for
-        EraseStudent), in every segment, set-aside ones too; returns how many, and for each
-        segment in `sent` (records already acknowledged, the replayer's progress) how many of
-        the records kept come before that point.
+        EraseStudent), in every segment, set-aside ones too; returns how many.
+
+        `sent` is the replayer's progress (of a segment, how many records were acknowledged):
+        as each segment is rewritten, its entry becomes how many of the records kept come
+        before that point, and the segment's path is added to `changed`; at once, so that
+        both hold whatever happens to the segments after it (an error, a cancelled caller).
 
         The caller keeps the replayer out meanwhile (delivery.DurablePublisher.forget). The
-        active segment is sealed first; appends made meanwhile go to a new segment. Each
-        rewritten segment is written aside, fsync'd and renamed over the old file, so a crash
-        leaves either the old segment or the new one, never a torn one.
+        active segment is sealed first (appends made meanwhile go to a new one). Each rewritten
+        segment is written aside, fsync'd and renamed over the old file, so a crash leaves
+        either the old segment or the new one, never a torn one.
         """
-        while self._flusher is not None and not self._flusher.done():
-            self._seal_requested = True  # a flush owns the active file: it seals it
-            await asyncio.wait([self._flusher], timeout=0.05)
-        self._seal_active()  # no flush can start before the next await
-        sent = dict(sent or {})
-        progress: dict[Path, int] = {}
+        await self._seal_the_active_segment()
+        sent = {} if sent is None else sent
+        changed = set() if changed is None else changed
         dropped = 0
         for group in (self._sealed, self._set_aside):
             for segment in list(group):
@@ -372,9 +377,6 @@ class Spool:
                 if len(kept) == len(contents.records):
                     continue
                 dropped += len(contents.records) - len(kept)
-                if segment.path in sent:
-                    done = contents.records[: sent[segment.path]]
-                    progress[segment.path] = sum(1 for r in done if r.key != key)
                 if kept:
                     segment.size = await asyncio.to_thread(
                         rewrite_segment, segment.path, segment.destination, kept
@@ -383,7 +385,28 @@ class Spool:
                 else:
                     group.remove(segment)
                     await asyncio.to_thread(unlink_durably, segment.path)
-        return dropped, progress
+                changed.add(segment.path)
+                if segment.path in sent:
+                    done = contents.records[: sent[segment.path]]
+                    sent[segment.path] = sum(1 for r in done if r.key != key)
+        return dropped
+
+    async def _seal_the_active_segment(self) -> None:
+        """Seals the segment that holds every append made before now, so that it can be
+        rewritten. A flush in progress owns its file: it is asked to seal it at its next write,
+        and later appends go to a new segment; waiting for the flusher to end instead would wait
+        as long as calls keep coming."""
+        earlier = [done for _, _, done in (*self._writing, *self._pending) if not done.done()]
+        if earlier:
+            await asyncio.wait(earlier)  # written (or failed) by the flushes under way
+        target = self._active
+        while target is not None and self._active is target:
+            if self._flusher is None or self._flusher.done():
+                self._seal_requested = False
+                self._seal_active()  # no flush can start before the next await
+                return
+            self._seal_requested = True
+            await asyncio.wait([self._flusher], timeout=0.05)
 
     def set_aside(self, path: Path, why: str) -> None:
         """Stops offering a segment that must not be sent here; its file stays as it is."""

@@ -6,13 +6,17 @@ tests/integration/test_erasure.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from inference_service import spool_segments
 from inference_service.auth import client_name, parse_token_table
 from inference_service.core import HistoryUnavailable, PredictionCore, PublishUnavailable
 from inference_service.delivery import DurablePublisher, PendingSends, open_durable_publisher
@@ -217,7 +221,8 @@ async def test_the_spool_drops_a_key_from_every_segment_on_disk(tmp_path: Path) 
     segments = sorted(tmp_path.glob("*.spool"))
     first = segments[0]
     sent_before = len(read_segment(first).records)
-    dropped, progress = await spool.drop_key(b"a", {first: sent_before})
+    progress = {first: sent_before}
+    dropped = await spool.drop_key(b"a", progress)
     left = [r for path in sorted(tmp_path.glob("*.spool")) for r in read_segment(path).records]
     assert dropped == 7 and spool.records == 6
     assert [r.value for r in left] == [f"b{n}".encode() for n in range(6)]
@@ -423,3 +428,164 @@ async def test_erase_refuses_bad_input_naming_each_field_and_publishes_nothing()
         await eraser(publisher, None).erase_student("s 1", reason="a@b")
     assert [v.field for v in refused.value.violations] == ["student_id", "reason"]
     assert publisher.records == []
+
+
+class RefusingBroker:
+    """Takes `allowed` publishes, then refuses (as after a Kafka error, whose producer is
+    replaced: its sends cannot be waited for); -1 takes every one."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.allowed = 0
+        self.log: list[bytes] = []
+
+    @property
+    def destination(self) -> Destination:
+        return DESTINATION
+
+    async def connect(self) -> None:
+        self.connected.set()
+
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
+        if self.allowed == 0:
+            raise PublishUnavailable("Kafka refused the event(s)")
+        self.allowed -= 1 if self.allowed > 0 else 0
+        self.log += [r.value for r in records]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self.connected.clear()
+
+
+async def test_an_erasure_whose_call_is_cancelled_midway_leaves_the_replay_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segment is rewritten on disk; if the replay's place in it were not corrected with
+    it, the replay would skip records whose callers were answered OK."""
+    monkeypatch.setattr("inference_service.delivery._REPLAY_CHUNK", 4)
+    rewrite = spool_segments.rewrite_segment
+
+    def slow_rewrite(*args: Any) -> int:
+        size = rewrite(*args)
+        time.sleep(0.2)  # done on disk; the call is cancelled meanwhile
+        return size
+
+    monkeypatch.setattr("inference_service.spool.rewrite_segment", slow_rewrite)
+    broker = RefusingBroker()
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
+    keys = ["S", "S", "a", "b", "c", "d", "e", "f"]
+    await publisher.spool.append([keyed(k, f"{i}-{k}") for i, k in enumerate(keys)])
+    broker.allowed = 1  # the first chunk (0-3) is acknowledged, the second (4-7) refused
+    publisher.start()
+    async with asyncio.timeout(5):
+        while not broker.log:  # noqa: ASYNC110 (the replayer sends)
+            await asyncio.sleep(0.01)
+    erasing = asyncio.create_task(publisher.forget(b"S"))
+    await asyncio.sleep(0.1)
+    erasing.cancel()  # EraseStudent's deadline passes mid-rewrite
+    await asyncio.gather(erasing, return_exceptions=True)
+    broker.allowed = -1  # Kafka is back
+    await until_empty(publisher)
+    await publisher.stop()
+    expected = {f"{i}-{k}".encode() for i, k in enumerate(keys) if k != "S"}
+    assert expected <= set(broker.log), f"never sent: {sorted(expected - set(broker.log))}"
+
+
+async def test_an_erasure_ends_while_calls_keep_spooling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waits for the appends made before it, not for the flushes to stop: under steady
+    calls they never do, and it holds the replay up while it waits."""
+    fsync = os.fsync
+
+    def disk_fsync(fd: int) -> None:  # as a disk's, not a tmpfs's: a few ms
+        time.sleep(0.002)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_fsync)
+    spool = await Spool.open(tmp_path, max_bytes=1 << 30, destination=DESTINATION)
+    calling = True
+    appended = [0] * 32  # each caller's appends so far, started or done
+
+    async def caller(n: int) -> None:
+        while calling:
+            appended[n] += 1
+            await spool.append([keyed(f"s{n}", f"{appended[n]:08d}" + "x" * 200)])
+
+    callers = [asyncio.create_task(caller(n)) for n in range(32)]
+    await asyncio.sleep(0.2)
+    before = appended[1]
+    try:
+        async with asyncio.timeout(10):  # it takes well under a second; it used never to end
+            dropped = await spool.drop_key(b"s1")
+    finally:
+        calling = False
+        await asyncio.gather(*callers)
+    assert dropped >= before - 1
+    left = [r for path in tmp_path.glob("*.spool") for r in read_segment(path).records]
+    # What s1 appended after the erasure began may remain; nothing from before it does.
+    assert all(int(r.value[:8]) > before for r in left if r.key == b"s1")
+    await spool.close()
+
+
+class TimingOutBroker:
+    """A stalled Kafka: each publish fails after the publish timeout (0.2 s), until `up`."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.up = False
+        self.log: list[bytes] = []
+
+    @property
+    def destination(self) -> Destination:
+        return DESTINATION
+
+    async def connect(self) -> None:
+        self.connected.set()
+
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
+        if not self.up:
+            await asyncio.sleep(0.2)
+            raise PublishUnavailable("not acknowledged in time")
+        self.log += [r.value for r in records]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self.connected.clear()
+
+
+async def test_a_student_s_events_are_spooled_in_the_order_made_when_kafka_stalls(
+    tmp_path: Path,
+) -> None:
+    broker = TimingOutBroker()
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
+    publisher.start()
+    await asyncio.sleep(0.01)
+    other = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))  # straight, stalls
+    await asyncio.sleep(0.05)
+    older = asyncio.create_task(publisher.publish([keyed("S", "S-1")]))  # straight, stalls
+    await other  # timed out and spooled: the spool is not empty any more
+    newer = asyncio.create_task(publisher.publish([keyed("S", "S-2")]))  # for the spool
+    await asyncio.gather(older, newer)
+    broker.up = True
+    await until_empty(publisher)
+    await publisher.stop()
+    assert [v for v in broker.log if v.startswith(b"S")] == [b"S-1", b"S-2"]
+
+
+async def test_an_erasure_leaves_nothing_of_the_student_in_the_spool(tmp_path: Path) -> None:
+    broker = TimingOutBroker()
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
+    publisher.start()
+    await asyncio.sleep(0.01)
+    predicting = asyncio.create_task(publisher.publish([keyed("S", "S-predicted")]))
+    await asyncio.sleep(0.05)
+    # As EraseStudent does: forget, then publish the erasure. The prediction sent straight
+    # before is spooled when it times out: the erasure waits for that, then drops it.
+    assert await publisher.forget(b"S") == 1
+    assert predicting.done()
+    left = [r.value for path in tmp_path.glob("*.spool") for r in read_segment(path).records]
+    assert b"S-predicted" not in left
+    await publisher.stop()
