@@ -95,6 +95,9 @@ class DurablePublisher:
         # timeout), by the order they started (`_spool_after`).
         self._straight: dict[int, asyncio.Future[None]] = {}
         self._started = 0
+        # Publishes on their way to the spool, not queued in it yet; the last one's turn.
+        self._queueing = 0
+        self._last_turn: asyncio.Future[None] | None = None
 
     @property
     def spool(self) -> Spool:
@@ -117,8 +120,8 @@ class DurablePublisher:
         self._spool.destination = self._kafka.destination
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        if not (self._spool.empty and self._kafka.connected.is_set()):
-            await self._spool_after(records, self._started)
+        if not (self._spool.empty and not self._queueing and self._kafka.connected.is_set()):
+            await self._spool_after(records, self._started, in_turn=True)
             return
         number, self._started = self._started, self._started + 1
         over = asyncio.get_running_loop().create_future()
@@ -129,19 +132,38 @@ class DurablePublisher:
                 return
             except PublishUnavailable as error:
                 log.warning("%s; spooling them", error)
-            await self._spool_after(records, number)
+            await self._spool_after(records, number, in_turn=False)
         finally:
             del self._straight[number]
             over.set_result(None)
 
-    async def _spool_after(self, records: Sequence[KafkaRecord], number: int) -> None:
+    async def _spool_after(
+        self, records: Sequence[KafkaRecord], number: int, *, in_turn: bool
+    ) -> None:
         """Spools `records` once every publish sent straight to Kafka before the `number`th is
-        over: one that times out is spooled then, ahead of these. Else a student's older event
-        could be spooled, and replayed, behind a newer one spooled meanwhile (a timeout comes a
-        publish timeout after its send)."""
+        over (one that times out is spooled then, ahead of these) and, `in_turn`, once those
+        that came to the spool before them are queued in it. Else a student's older event could
+        be spooled, and replayed, behind a newer one: a timeout comes a publish timeout after
+        its send, and a publish that waited resumes a few loop turns after what it waited for.
+        A straight publish that timed out is not `in_turn`: those that came to the spool after
+        it started wait for it, not it for them."""
         earlier = [over for n, over in self._straight.items() if n < number]
-        if earlier:
-            await asyncio.wait(earlier)
+        turn = None
+        if in_turn:
+            if self._last_turn is not None and not self._last_turn.done():
+                earlier.append(self._last_turn)
+            turn = self._last_turn = asyncio.get_running_loop().create_future()
+        # Meanwhile nothing goes straight: it would overtake these to Kafka.
+        self._queueing += 1
+        try:
+            if earlier:
+                await asyncio.wait(earlier)
+        finally:
+            self._queueing -= 1
+            if turn is not None:
+                # Who waits for this turn runs after the append below has queued the records
+                # (Spool.append queues them before its first await).
+                turn.set_result(None)
         try:
             await self._spool.append(records)
         except SpoolFull as error:
@@ -193,8 +215,11 @@ class DurablePublisher:
 
     async def _forget(self, key: bytes) -> int:
         # A publish of the student sent straight to Kafka before may yet time out and be
-        # spooled: over first, so that nothing of the student stays in the spool.
+        # spooled, and one on its way to the spool may not be queued in it yet: both first,
+        # so that nothing of the student stays in the spool.
         earlier = list(self._straight.values())
+        if self._last_turn is not None and not self._last_turn.done():
+            earlier.append(self._last_turn)
         if earlier:
             await asyncio.wait(earlier)
         async with self._replaying:

@@ -589,3 +589,57 @@ async def test_an_erasure_leaves_nothing_of_the_student_in_the_spool(tmp_path: P
     left = [r.value for path in tmp_path.glob("*.spool") for r in read_segment(path).records]
     assert b"S-predicted" not in left
     await publisher.stop()
+
+
+class GatedBroker:
+    """Connected; every publish waits for `gate`, then times out."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.gate = asyncio.Event()
+
+    @property
+    def destination(self) -> Destination:
+        return DESTINATION
+
+    async def connect(self) -> None:
+        pass
+
+    async def publish(
+        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
+    ) -> None:
+        await self.gate.wait()
+        raise PublishUnavailable("not acknowledged in time")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+async def test_publishes_waiting_their_turn_for_the_spool_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """S-1 waits for a straight publish to be over; S-2, made after S-1, starts in the loop
+    turns between that publish's end and S-1's wake-up: it must still queue behind S-1."""
+    broker = GatedBroker()
+    spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=DESTINATION)
+    publisher = DurablePublisher(broker, spool)  # no replayer: the order stays on disk
+    straight = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))
+    await asyncio.sleep(0)
+    await spool.append([keyed("U", "U-1")])  # the spool holds something: calls spool
+    older = asyncio.create_task(publisher.publish([keyed("S", "S-1")]))  # waits for T-1
+    await asyncio.sleep(0)
+
+    async def newer_call() -> None:
+        await straight  # runnable in the same loop turn as the straight publish's end
+        await publisher.publish([keyed("S", "S-2")])
+
+    newer = asyncio.create_task(newer_call())
+    await asyncio.sleep(0)
+    broker.gate.set()
+    await asyncio.gather(older, newer)
+    await spool.close()
+    values = [
+        r.value for path in sorted(tmp_path.glob("*.spool")) for r in read_segment(path).records
+    ]
+    assert [v for v in values if v.startswith(b"S")] == [b"S-1", b"S-2"], values
