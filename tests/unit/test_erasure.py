@@ -430,14 +430,12 @@ async def test_erase_refuses_bad_input_naming_each_field_and_publishes_nothing()
     assert publisher.records == []
 
 
-class RefusingBroker:
-    """Takes `allowed` publishes, then refuses (as after a Kafka error, whose producer is
-    replaced: its sends cannot be waited for); -1 takes every one."""
+class FakeBroker:
+    """What the durable publisher needs of Kafka; `publish` is each fake's own."""
 
     def __init__(self) -> None:
         self.connected = asyncio.Event()
-        self.allowed = 0
-        self.log: list[bytes] = []
+        self.log: list[bytes] = []  # what was acknowledged, in order
 
     @property
     def destination(self) -> Destination:
@@ -446,6 +444,18 @@ class RefusingBroker:
     async def connect(self) -> None:
         self.connected.set()
 
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self.connected.clear()
+
+
+class RefusingBroker(FakeBroker):
+    """Takes `allowed` publishes, then refuses (as after a Kafka error, whose producer is
+    replaced: its sends cannot be waited for); -1 takes every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.allowed = 0
+
     async def publish(
         self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
     ) -> None:
@@ -453,9 +463,6 @@ class RefusingBroker:
             raise PublishUnavailable("Kafka refused the event(s)")
         self.allowed -= 1 if self.allowed > 0 else 0
         self.log += [r.value for r in records]
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        self.connected.clear()
 
 
 async def test_an_erasure_whose_call_is_cancelled_midway_leaves_the_replay_its_place(
@@ -529,20 +536,12 @@ async def test_an_erasure_ends_while_calls_keep_spooling(
     await spool.close()
 
 
-class TimingOutBroker:
+class TimingOutBroker(FakeBroker):
     """A stalled Kafka: each publish fails after the publish timeout (0.2 s), until `up`."""
 
     def __init__(self) -> None:
-        self.connected = asyncio.Event()
+        super().__init__()
         self.up = False
-        self.log: list[bytes] = []
-
-    @property
-    def destination(self) -> Destination:
-        return DESTINATION
-
-    async def connect(self) -> None:
-        self.connected.set()
 
     async def publish(
         self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
@@ -551,9 +550,6 @@ class TimingOutBroker:
             await asyncio.sleep(0.2)
             raise PublishUnavailable("not acknowledged in time")
         self.log += [r.value for r in records]
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        self.connected.clear()
 
 
 async def test_a_student_s_events_are_spooled_in_the_order_made_when_kafka_stalls(
@@ -591,29 +587,19 @@ async def test_an_erasure_leaves_nothing_of_the_student_in_the_spool(tmp_path: P
     await publisher.stop()
 
 
-class GatedBroker:
+class GatedBroker(FakeBroker):
     """Connected; every publish waits for `gate`, then times out."""
 
     def __init__(self) -> None:
-        self.connected = asyncio.Event()
+        super().__init__()
         self.connected.set()
         self.gate = asyncio.Event()
-
-    @property
-    def destination(self) -> Destination:
-        return DESTINATION
-
-    async def connect(self) -> None:
-        pass
 
     async def publish(
         self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
     ) -> None:
         await self.gate.wait()
         raise PublishUnavailable("not acknowledged in time")
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        pass
 
 
 async def test_publishes_waiting_their_turn_for_the_spool_keep_their_order(
