@@ -91,13 +91,12 @@ class DurablePublisher:
         # spool (forget): the two never touch a segment at once.
         self._replaying = asyncio.Lock()
         self._forgetting: set[asyncio.Task[int]] = set()  # erasures running to their end
-        # Publishes sent straight to Kafka and not over yet (acknowledged, or spooled after a
-        # timeout), by the order they started (`_spool_after`).
-        self._straight: dict[int, asyncio.Future[None]] = {}
-        self._started = 0
-        # Publishes on their way to the spool, not queued in it yet; the last one's turn.
-        self._queueing = 0
+        # Two chains (`_spool_after`), each link done once its publish and every one before it
+        # are: the last publish sent straight to Kafka (over once acknowledged, or spooled after
+        # a timeout), and the last one that came to the spool (its turn, done once queued).
+        self._last_straight: asyncio.Future[None] | None = None
         self._last_turn: asyncio.Future[None] | None = None
+        self._queueing = 0  # publishes on their way to the spool, not queued in it yet
 
     @property
     def spool(self) -> Spool:
@@ -121,49 +120,53 @@ class DurablePublisher:
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
         if not (self._spool.empty and not self._queueing and self._kafka.connected.is_set()):
-            await self._spool_after(records, self._started, in_turn=True)
+            await self._spool_after(records, self._last_straight, in_turn=True)
             return
-        number, self._started = self._started, self._started + 1
-        over = asyncio.get_running_loop().create_future()
-        self._straight[number] = over
+        before, over = self._last_straight, asyncio.get_running_loop().create_future()
+        self._last_straight = over
         try:
             try:
                 await self._kafka.publish(records)
                 return
             except PublishUnavailable as error:
                 log.warning("%s; spooling them", error)
-            await self._spool_after(records, number, in_turn=False)
+            await self._spool_after(records, before, in_turn=False)
         finally:
-            del self._straight[number]
-            over.set_result(None)
+            _done_after(over, before)
 
     async def _spool_after(
-        self, records: Sequence[KafkaRecord], number: int, *, in_turn: bool
+        self,
+        records: Sequence[KafkaRecord],
+        straight_before: asyncio.Future[None] | None,
+        *,
+        in_turn: bool,
     ) -> None:
-        """Spools `records` once every publish sent straight to Kafka before the `number`th is
-        over (one that times out is spooled then, ahead of these) and, `in_turn`, once those
-        that came to the spool before them are queued in it. Else a student's older event could
-        be spooled, and replayed, behind a newer one: a timeout comes a publish timeout after
-        its send, and a publish that waited resumes a few loop turns after what it waited for.
-        A straight publish that timed out is not `in_turn`: those that came to the spool after
-        it started wait for it, not it for them."""
-        earlier = [over for n, over in self._straight.items() if n < number]
-        turn = None
+        """Spools `records` once every publish sent straight to Kafka before them is over
+        (`straight_before`, the chain's link then: one that times out is spooled then, ahead
+        of these) and, `in_turn`, once those that came to the spool before them are queued in
+        it. Else a student's older event could be spooled, and replayed, behind a newer one: a
+        timeout comes a publish timeout after its send, and a publish that waited resumes a few
+        loop turns after what it waited for. A straight publish that timed out is not `in_turn`:
+        those that came to the spool after it started wait for it, not it for them."""
+        earlier = [straight_before] if straight_before is not None else []
+        previous = turn = None
         if in_turn:
-            if self._last_turn is not None and not self._last_turn.done():
-                earlier.append(self._last_turn)
+            previous = self._last_turn
+            if previous is not None:
+                earlier.append(previous)
             turn = self._last_turn = asyncio.get_running_loop().create_future()
         # Meanwhile nothing goes straight: it would overtake these to Kafka.
         self._queueing += 1
         try:
-            if earlier:
+            if not all(link.done() for link in earlier):
                 await asyncio.wait(earlier)
         finally:
             self._queueing -= 1
             if turn is not None:
                 # Who waits for this turn runs after the append below has queued the records
-                # (Spool.append queues them before its first await).
-                turn.set_result(None)
+                # (Spool.append queues them before its first await); cancelled, this one
+                # queues nothing, and the turn passes once the one before it has.
+                _done_after(turn, previous)
         try:
             await self._spool.append(records)
         except SpoolFull as error:
@@ -217,10 +220,8 @@ class DurablePublisher:
         # A publish of the student sent straight to Kafka before may yet time out and be
         # spooled, and one on its way to the spool may not be queued in it yet: both first,
         # so that nothing of the student stays in the spool.
-        earlier = list(self._straight.values())
-        if self._last_turn is not None and not self._last_turn.done():
-            earlier.append(self._last_turn)
-        if earlier:
+        earlier = [link for link in (self._last_straight, self._last_turn) if link is not None]
+        if not all(link.done() for link in earlier):
             await asyncio.wait(earlier)
         async with self._replaying:
             changed: set[Path] = set()
@@ -277,6 +278,14 @@ class DurablePublisher:
         await self._kafka.stop(timeout_s)
         if self._spool.records:
             log.warning("stopping with %d event(s) in the spool", self._spool.records)
+
+
+def _done_after(link: asyncio.Future[None], before: asyncio.Future[None] | None) -> None:
+    """Marks a chain's `link` done: now, or once the link `before` it is."""
+    if before is None or before.done():
+        link.set_result(None)
+    else:
+        before.add_done_callback(lambda _: link.set_result(None))
 
 
 async def open_durable_publisher(

@@ -430,6 +430,11 @@ async def test_erase_refuses_bad_input_naming_each_field_and_publishes_nothing()
     assert publisher.records == []
 
 
+def on_disk(folder: Path) -> list[bytes]:
+    """The values of every record in the spool folder's segments, in their order."""
+    return [r.value for path in sorted(folder.glob("*.spool")) for r in read_segment(path).records]
+
+
 class FakeBroker:
     """What the durable publisher needs of Kafka; `publish` is each fake's own."""
 
@@ -582,7 +587,7 @@ async def test_an_erasure_leaves_nothing_of_the_student_in_the_spool(tmp_path: P
     # before is spooled when it times out: the erasure waits for that, then drops it.
     assert await publisher.forget(b"S") == 1
     assert predicting.done()
-    left = [r.value for path in tmp_path.glob("*.spool") for r in read_segment(path).records]
+    left = on_disk(tmp_path)
     assert b"S-predicted" not in left
     await publisher.stop()
 
@@ -625,7 +630,37 @@ async def test_publishes_waiting_their_turn_for_the_spool_keep_their_order(
     broker.gate.set()
     await asyncio.gather(older, newer)
     await spool.close()
-    values = [
-        r.value for path in sorted(tmp_path.glob("*.spool")) for r in read_segment(path).records
-    ]
+    values = on_disk(tmp_path)
     assert [v for v in values if v.startswith(b"S")] == [b"S-1", b"S-2"], values
+
+
+async def test_a_publish_cancelled_while_it_waits_its_turn_lets_none_overtake(
+    tmp_path: Path,
+) -> None:
+    """A cancelled publish (a deadline) queues nothing; its turn must still pass only once
+    the publish before it has queued, or a newer event of a student overtakes an older one,
+    and an erasure waiting for the last turn misses what is still on its way."""
+    broker = GatedBroker()
+    spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=DESTINATION)
+    publisher = DurablePublisher(broker, spool)  # no replayer: the order stays on disk
+    straight = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))
+    await asyncio.sleep(0)
+    await spool.append([keyed("U", "U-1")])  # the spool holds something: calls spool
+    waiting = [
+        asyncio.create_task(publisher.publish([keyed(k, f"{k}-1")])) for k in ("V", "S", "R")
+    ]  # each waits for T-1 and the turn before its own
+    cancelled = asyncio.create_task(publisher.publish([keyed("W", "W-1")]))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    newer = asyncio.create_task(publisher.publish([keyed("S", "S-2")]))
+    erasing = asyncio.create_task(publisher.forget(b"R"))
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(straight, *waiting, newer)
+        assert await erasing == 1
+    await spool.close()
+    values = on_disk(tmp_path)
+    assert [v for v in values if v.startswith(b"S")] == [b"S-1", b"S-2"], values
+    assert b"R-1" not in values
