@@ -19,7 +19,12 @@ import pytest
 from inference_service import spool_segments
 from inference_service.auth import client_name, parse_token_table
 from inference_service.core import HistoryUnavailable, PredictionCore, PublishUnavailable
-from inference_service.delivery import DurablePublisher, PendingSends, open_durable_publisher
+from inference_service.delivery import (
+    DurablePublisher,
+    Handed,
+    PendingSends,
+    open_durable_publisher,
+)
 from inference_service.encoding import InvalidInput
 from inference_service.spool import Destination, Spool, read_segment
 from recorder_service.erasure import Erasure, StudentHasher, student_hash, unerased
@@ -324,16 +329,15 @@ class HandingBroker:
     async def publish(
         self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
     ) -> None:
-        if pending is not None and pending.waitable(self):
-            acks = pending.acks
-        else:
-            acks = []
-            for record in records:
-                ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self.handed.append((record, ack))
-                acks.append(ack)
-            if pending is not None:
-                pending.keep(self, acks)
+        waiting, again = ([], list(records)) if pending is None else pending.left(self, records)
+        sends = list(waiting)
+        for record in again:
+            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.handed.append((record, ack))
+            sends.append(Handed(0, [record], ack))
+        if pending is not None:
+            pending.keep(self, sends)
+        acks = [send.ack for send in sends]
         if self.up:
             self.deliver()
         if not all(ack.done() for ack in acks):
@@ -607,17 +611,26 @@ class GatedBroker(FakeBroker):
         raise PublishUnavailable("not acknowledged in time")
 
 
+async def stalled_with_a_spooled_event(
+    folder: Path,
+) -> tuple[GatedBroker, Spool, DurablePublisher, asyncio.Task[None]]:
+    """A publisher (no replayer: the order stays on disk) with a publish T-1 sent straight and
+    waiting for the gate, and an event in the spool, so that calls from now on spool."""
+    broker = GatedBroker()
+    spool = await Spool.open(folder, max_bytes=1 << 20, destination=DESTINATION)
+    publisher = DurablePublisher(broker, spool)
+    straight = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))
+    await asyncio.sleep(0)
+    await spool.append([keyed("U", "U-1")])
+    return broker, spool, publisher, straight
+
+
 async def test_publishes_waiting_their_turn_for_the_spool_keep_their_order(
     tmp_path: Path,
 ) -> None:
     """S-1 waits for a straight publish to be over; S-2, made after S-1, starts in the loop
     turns between that publish's end and S-1's wake-up: it must still queue behind S-1."""
-    broker = GatedBroker()
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=DESTINATION)
-    publisher = DurablePublisher(broker, spool)  # no replayer: the order stays on disk
-    straight = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))
-    await asyncio.sleep(0)
-    await spool.append([keyed("U", "U-1")])  # the spool holds something: calls spool
+    broker, spool, publisher, straight = await stalled_with_a_spooled_event(tmp_path)
     older = asyncio.create_task(publisher.publish([keyed("S", "S-1")]))  # waits for T-1
     await asyncio.sleep(0)
 
@@ -640,12 +653,7 @@ async def test_a_publish_cancelled_while_it_waits_its_turn_lets_none_overtake(
     """A cancelled publish (a deadline) queues nothing; its turn must still pass only once
     the publish before it has queued, or a newer event of a student overtakes an older one,
     and an erasure waiting for the last turn misses what is still on its way."""
-    broker = GatedBroker()
-    spool = await Spool.open(tmp_path, max_bytes=1 << 20, destination=DESTINATION)
-    publisher = DurablePublisher(broker, spool)  # no replayer: the order stays on disk
-    straight = asyncio.create_task(publisher.publish([keyed("T", "T-1")]))
-    await asyncio.sleep(0)
-    await spool.append([keyed("U", "U-1")])  # the spool holds something: calls spool
+    broker, spool, publisher, straight = await stalled_with_a_spooled_event(tmp_path)
     waiting = [
         asyncio.create_task(publisher.publish([keyed(k, f"{k}-1")])) for k in ("V", "S", "R")
     ]  # each waits for T-1 and the turn before its own
