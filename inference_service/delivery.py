@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,28 +33,64 @@ _REPLAY_CHUNK = 1000
 REPLAY_BACKOFF = Backoff(first_s=0.2, max_s=5.0)
 
 
+@dataclass(frozen=True)
+class Handed:
+    """Records handed to a producer as one batch, and the future of the broker's answer."""
+
+    partition: int
+    records: Sequence[KafkaRecord]
+    ack: asyncio.Future[Any]
+
+
 class PendingSends:
-    """A replay chunk's sends, kept across a timeout so the retry waits for them.
+    """A replay chunk's sends, kept across a failed try so that the retry hands over again only
+    what may not be stored.
 
     A send the broker has not acknowledged in time is still in the producer and will be stored
-    when the broker answers; sending the chunk again on every retry would put one more copy in
-    the topic per retry for as long as a stall lasts.
+    when the broker answers: sending the chunk again on every retry would put one more copy in
+    the topic per retry for as long as a stall lasts. And a chunk goes out as several batches
+    (one or more per partition) that fail or succeed apart: one batch refused must not send
+    again the batches the broker stored.
     """
 
     def __init__(self) -> None:
-        self.acks: list[asyncio.Future[Any]] = []
         self._producer: object = None
+        self._sends: list[Handed] | None = None  # None: nothing handed over yet
 
-    def keep(self, producer: object, acks: list[asyncio.Future[Any]]) -> None:
-        self._producer, self.acks = producer, acks
+    def keep(self, producer: object, sends: list[Handed]) -> None:
+        self._producer, self._sends = producer, sends
 
-    def waitable(self, producer: object) -> bool:
-        """True while the kept sends may still be acknowledged by this producer."""
-        return (
-            bool(self.acks)
-            and self._producer is producer
-            and not any(a.done() and (a.cancelled() or a.exception()) for a in self.acks)
-        )
+    def left(
+        self, producer: object, records: Sequence[KafkaRecord]
+    ) -> tuple[list[Handed], list[KafkaRecord]]:
+        """What a try on `producer` waits for, and what it hands over (again).
+
+        Per partition, from its first send not acknowledged on: wait for those sends while they
+        are all still pending on this producer, else hand their records over again, all of
+        them, so that one student's events keep their order. Acknowledged sends before it are
+        done with.
+        """
+        if self._sends is None:
+            return [], list(records)
+        by_partition: dict[int, list[Handed]] = {}
+        for send in self._sends:
+            by_partition.setdefault(send.partition, []).append(send)
+        waiting: list[Handed] = []
+        again: list[KafkaRecord] = []
+        for sends in by_partition.values():
+            first = next((i for i, s in enumerate(sends) if not _acknowledged(s.ack)), None)
+            if first is None:
+                continue
+            rest = sends[first:]
+            if producer is self._producer and not any(s.ack.done() for s in rest):
+                waiting.extend(rest)
+            else:
+                again.extend(record for send in rest for record in send.records)
+        return waiting, again
+
+
+def _acknowledged(ack: asyncio.Future[Any]) -> bool:
+    return ack.done() and not ack.cancelled() and ack.exception() is None
 
 
 class Broker(Protocol):

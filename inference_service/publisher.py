@@ -26,7 +26,9 @@ Producer settings, in one place, and why:
   the replay of the spooled copy makes a second one (the recorder writes each prediction once).
   A replay that times out is not sent again on retry: the retry waits for the same sends
   (`delivery.PendingSends`), so a stall of any length adds at most that one extra copy (one
-  more if the producer is replaced meanwhile: the replay then sends on the new one).
+  more if the producer is replaced meanwhile: the replay then sends on the new one). Nor does
+  a retry send again the batches the broker did acknowledge: only those of the partitions
+  where a batch failed.
 - `request_timeout_ms` = the publish timeout, and every wait is bounded by it again here:
   aiokafka has no `max.block.ms`, and with idempotence on its batches never expire
   (aio-libs/aiokafka#1101), so an unbounded wait could hang a call for the whole outage.
@@ -52,7 +54,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable, publish_alone
-from inference_service.delivery import PendingSends
+from inference_service.delivery import Handed, PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
@@ -172,12 +174,13 @@ class KafkaPublisher:
         self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                if pending is not None and pending.waitable(producer):
-                    acks = pending.acks
-                else:
+                if pending is None:
                     acks = await self._hand_over(producer, records, alone=alone)
-                    if pending is not None:
-                        pending.keep(producer, acks)
+                else:
+                    waiting, again = pending.left(producer, records)
+                    sends = waiting + await self._send_batches(producer, again)
+                    pending.keep(producer, sends)
+                    acks = [send.ack for send in sends]
                 if acks:
                     await _all_done(acks)
             for ack in acks:
@@ -199,7 +202,7 @@ class KafkaPublisher:
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], *, alone: bool
     ) -> list[asyncio.Future[Any]]:
         if alone or len(records) >= _OWN_BATCHES_FROM:
-            return await self._send_batches(producer, records)
+            return [send.ack for send in await self._send_batches(producer, records)]
         return [
             await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
             for r in records
@@ -207,27 +210,36 @@ class KafkaPublisher:
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
-    ) -> list[asyncio.Future[Any]]:
+    ) -> list[Handed]:
         """Hands the records to the producer in per-partition batches, closed so that they
-        leave without lingering (aiokafka sends a closed batch at once); returns their acks."""
+        leave without lingering (aiokafka sends a closed batch at once)."""
+        if not records:
+            return []
         partitions = sorted(await producer.partitions_for(self._topic))
-        acks: list[asyncio.Future[Any]] = []
-        open_batches: dict[int, Any] = {}
+        sends: list[Handed] = []
+        open_batches: dict[int, tuple[Any, list[KafkaRecord]]] = {}
+
+        async def send(partition: int) -> None:
+            batch, batch_records = open_batches.pop(partition)
+            batch.close()
+            ack = await producer.send_batch(batch, self._topic, partition=partition)
+            sends.append(Handed(partition, batch_records, ack))
+
         for record in records:
             partition = _PARTITIONER(record.key, partitions, partitions)
-            batch = open_batches.get(partition)
-            if batch is None:
-                batch = open_batches[partition] = producer.create_batch()
-            if not _append(batch, record):  # the batch is full: send it and start the next one
-                batch.close()
-                acks.append(await producer.send_batch(batch, self._topic, partition=partition))
-                batch = open_batches[partition] = producer.create_batch()
-                if not _append(batch, record):
+            for _ in range(2):
+                if partition not in open_batches:
+                    open_batches[partition] = (producer.create_batch(), [])
+                batch, batch_records = open_batches[partition]
+                if _append(batch, record):
+                    batch_records.append(record)
+                    break
+                if not batch_records:
                     raise PublishUnavailable(f"an event of {len(record.value)} B is too large")
-        for partition, batch in open_batches.items():
-            batch.close()
-            acks.append(await producer.send_batch(batch, self._topic, partition=partition))
-        return acks
+                await send(partition)  # the batch is full: send it and start the next one
+        for partition in list(open_batches):
+            await send(partition)
+        return sends
 
     async def _replace(self, broken: AIOKafkaProducer, error: KafkaError) -> None:
         if self._producer is not broken:
