@@ -83,10 +83,12 @@ class ServiceStack:
         )
 
     async def start_services(self) -> None:
-        """Starts the recorder, then the inference service, and waits until it serves."""
+        """Starts the recorder, then the inference service, and waits until it serves and
+        publishes to Kafka."""
         self.recorder.start()
         self.inference.start()
         await wait_serving(self.address)
+        await wait_kafka_connected(self.status)
 
     async def spooled(self) -> int:
         """Events the running inference service has spooled since it started."""
@@ -125,3 +127,14 @@ class ServiceStack:
             await self.kafka_back()
         if not self.postgres.running:
             await self.postgres_back()
+
+
+async def wait_kafka_connected(status: HealthClient, timeout_s: float = 60.0) -> None:
+    """Waits until the inference service behind `status` has connected to Kafka: it serves
+    before, spooling, which a test of what Kafka acknowledges must not start under."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            _, body = await asyncio.to_thread(status.get, "/health")
+            if json.loads(body)["kafka_connected"]:
+                return
+            await asyncio.sleep(0.1)

@@ -38,6 +38,7 @@ from infra.up import wait_serving
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.migrate import apply_migrations
 from tests.integration.processes import Load, ServiceProcess, Tally, drive_load, tally
+from tests.integration.service_stack import wait_kafka_connected
 
 # Far longer than a leader's failover (the dead node's session expires after 3 s, then the
 # controller moves leadership; 3 to 5 s seen here): a call waits through it instead of spooling.
@@ -145,6 +146,7 @@ async def services(
     inference.start()
     try:
         await wait_serving(address)
+        await wait_kafka_connected(stack.status)
         yield stack
     finally:
         await inference.stop_async()
