@@ -30,7 +30,9 @@ from studentperf.model_store import ArtifactRefused, follow_pointer
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-# Long enough to download a version of some megabytes; far below a dead connection's wait.
+# Per statement: long enough for a part of a version (model_store.DOWNLOAD_PART_BYTES, 1 MiB)
+# on a slow link, so a model of any size arrives part by part; far below a dead connection's
+# wait.
 COMMAND_TIMEOUT_S = 30.0
 
 

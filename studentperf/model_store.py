@@ -41,12 +41,18 @@ from studentperf.model_artifact import (
 )
 from studentperf.persistence.artifacts import (
     CURRENT_POINTER,
+    FILE_PART,
     MOVE_POINTER,
     PUBLISHED_VERSIONS,
     STORE_FILE,
     STORE_VERSION,
     VERSION_FILES,
 )
+
+# A version's files are read in parts of this size, one statement each: every statement is
+# bounded (the follower's command timeout), so a large model on a slow link still arrives,
+# part by part, where one statement for all of it would time out on every try.
+DOWNLOAD_PART_BYTES = 1 << 20
 
 # Where promoted versions travel: "folder" (one machine, the `current` link) or "database".
 MODEL_SOURCES: Final = ("folder", "database")
@@ -145,11 +151,30 @@ async def download_version(conn: asyncpg.Connection, version: str, models_dir: P
     target = models_dir / version
     if (target / MODEL_FILE).is_file():
         return False  # written only after its hashes were checked (below)
-    rows = await conn.fetch(VERSION_FILES, version)
-    files = [(row["file_name"], bytes(row["content"]), row["sha256"]) for row in rows]
+    files = await stored_files(conn, version)
     # Off the event loop: hashing a model of some megabytes takes a while.
     await asyncio.to_thread(place_checked, models_dir, version, files)
     return True
+
+
+async def stored_files(conn: asyncpg.Connection, version: str) -> list[tuple[str, bytes, str]]:
+    """The version's files as stored, (name, bytes, recorded SHA-256), unchecked; read in
+    parts of DOWNLOAD_PART_BYTES, all from one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(VERSION_FILES, version)
+        files = []
+        for row in rows:
+            name, size = row["file_name"], row["size"]
+            content = bytearray()
+            while len(content) < size:
+                part = await conn.fetchval(
+                    FILE_PART, version, name, len(content) + 1, DOWNLOAD_PART_BYTES
+                )
+                if not part:  # cannot be, in one snapshot; but never loop on it
+                    raise ArtifactRefused(version, f"{name} ends before its recorded size")
+                content += part
+            files.append((name, bytes(content), row["sha256"]))
+    return files
 
 
 def place_checked(models_dir: Path, version: str, files: list[tuple[str, bytes, str]]) -> None:
@@ -251,7 +276,6 @@ async def published_versions(conn: asyncpg.Connection) -> list[Published]:
 async def verify_stored(conn: asyncpg.Connection, version: str) -> int:
     """Checks the stored version's files against their recorded SHA-256s, nothing written;
     returns how many files. Raises ArtifactRefused."""
-    rows = await conn.fetch(VERSION_FILES, version)
-    files = [(row["file_name"], bytes(row["content"]), row["sha256"]) for row in rows]
+    files = await stored_files(conn, version)
     await asyncio.to_thread(check_files, version, files)
     return len(files)

@@ -39,10 +39,16 @@ SELECT $2::text, model_version, $3::text, $4::text
 FROM (SELECT model_version FROM updated UNION ALL SELECT model_version FROM inserted) AS moved
 RETURNING id, moved_at, moved_by
 """
-# $1: the version.
+# $1: the version. Each file's name, size and SHA-256, not its bytes: those come in parts.
 VERSION_FILES: Final = """
-SELECT file_name, content, sha256 FROM model_artifact_files
+SELECT file_name, octet_length(content) AS size, sha256 FROM model_artifact_files
 WHERE model_version = $1 ORDER BY file_name
+"""
+# $1: the version, $2: a file name, $3: the first byte wanted (from 1), $4: how many bytes.
+# NULL when the file is not there (any more).
+FILE_PART: Final = """
+SELECT substring(content FROM $3 FOR $4) FROM model_artifact_files
+WHERE model_version = $1 AND file_name = $2
 """
 # Every stored version, with when the trainer last promoted it (model_versions.promoted_at;
 # NULL: never promoted, or not registered); a rollback chooses among them (trainer/rollback.py).

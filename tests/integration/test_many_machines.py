@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
@@ -34,6 +35,7 @@ from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
 from tests.integration.conftest import Stack
 from tests.integration.processes import ServiceProcess
+from tests.integration.slow_link import slow_link
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
@@ -383,6 +385,37 @@ async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches
         assert await follower.sync() == second  # a new connection, on the next poll
     finally:
         await follower.close()
+
+
+async def test_a_version_too_large_for_one_statement_on_a_slow_link_arrives_in_parts(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement of the follower is bounded; a version read in one statement would time
+    out on every poll over a slow link, and the replica would never serve it."""
+    monkeypatch.setattr("studentperf.model_store.DOWNLOAD_PART_BYTES", 64 * 1024)
+    trainer_models = tmp_path / "trainer-models"
+    version = await asyncio.to_thread(_spare_version, trainer_models)
+    ballast = os.urandom(1 << 20)  # incompressible: a megabyte on the wire
+    (trainer_models / version / "ballast.bin").write_bytes(ballast)
+    await _promote(stack, trainer_models, version)
+    url = urlsplit(stack.database_url_as(DatabaseRole.INFERENCE))
+    assert url.hostname is not None and url.port is not None
+    # 1 MB at 256 kB/s: about 4 s in one statement, against a bound of 1.5 s.
+    async with slow_link(url.hostname, url.port, 256 * 1024) as port:
+        follower = ModelFollower(
+            url._replace(netloc=f"{url.username}@127.0.0.1:{port}").geturl(),
+            str(tmp_path / "replica"),
+            command_timeout_s=1.5,
+        )
+        try:
+            started = time.monotonic()
+            followed = await follower.sync()
+            took_s = time.monotonic() - started
+        finally:
+            await follower.close()
+    print(f"\n1 MB over a 256 kB/s link, 1.5 s per statement: followed in {took_s:.1f} s")
+    assert followed == version
+    assert (tmp_path / "replica" / version / "ballast.bin").read_bytes() == ballast
 
 
 async def test_no_version_may_be_named_like_the_current_link(stack: Stack) -> None:
