@@ -231,11 +231,7 @@ class Spool:
         """Returns once the records are fsync'd to disk; raises SpoolFull when there is no room."""
         frames = b"".join(encode_frame(r) for r in records)
         if self.bytes + len(frames) > self.max_bytes:
-            self.full = True
-            raise SpoolFull(
-                f"the local spool is full ({self.records} events, {self.bytes} of "
-                f"{self.max_bytes} bytes) while Kafka is unreachable"
-            )
+            raise self._full()
         self.full = False
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((frames, len(records), done))
@@ -244,6 +240,13 @@ class Spool:
             # Flushes serve every appender: not the first one's request and trace ids.
             self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         await asyncio.shield(done)
+
+    def _full(self) -> SpoolFull:
+        self.full = True
+        return SpoolFull(
+            f"the local spool is full ({self.records} events, {self.bytes} of "
+            f"{self.max_bytes} bytes) while Kafka is unreachable"
+        )
 
     async def _flush(self) -> None:
         # Only this task touches the active segment's file while it runs; list and counter
@@ -269,13 +272,25 @@ class Spool:
                 if self._seal_requested:
                     self._seal_requested = False
                     self._seal_active()
-                if self._active is None or self._active.size >= self.segment_bytes:
+                new_segment = self._active is None or self._active.size >= self.segment_bytes
+                # `append` refused what could not fit, but without knowing which batch would
+                # need a new segment, whose opening takes room too: a batch fits on disk here,
+                # or is refused whole.
+                needed = len(data) + (self._opening_size() if new_segment else 0)
+                if self.bytes - self._reserved + needed > self.max_bytes:
+                    raise self._full()
+                if new_segment:
                     fd, segment = await asyncio.to_thread(self._create_segment, self._next_seq)
                     self._next_seq += 1
                     self._seal_active()
                     self._active_file, self._active = fd, segment
                 assert self._active_file is not None and self._active is not None
                 await asyncio.to_thread(write_durably, self._active_file, data)
+            except SpoolFull as full:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(full)
+                continue
             except Exception as error:
                 for _, _, done in batch:
                     if not done.done():
@@ -302,6 +317,10 @@ class Spool:
         write_durably(fd, opening)
         fsync_path(self.directory)
         return fd, _Segment(path, 0, len(opening), destination)
+
+    def _opening_size(self) -> int:
+        """How many bytes a segment created now starts with: the magic and its destination."""
+        return len(MAGIC + self.destination.encode())
 
     def _seal_active(self) -> None:
         if self._active_file is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from inference_service.spool import (
+    MAGIC,
     MAGIC_V1,
     Destination,
     Spool,
@@ -20,6 +21,7 @@ from inference_service.spool import (
     refusal,
 )
 from inference_service.spool import main as spool_main
+from inference_service.spool_segments import SUFFIX
 from studentperf.durable import FolderInUse
 from studentperf.envelope import KafkaRecord
 
@@ -111,6 +113,31 @@ async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path)
     assert not spool.full
     await spool.append([record(3)])
     assert spool.records == 1
+
+
+def on_disk_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.glob(f"*{SUFFIX}"))
+
+
+async def test_the_spool_never_holds_more_than_its_limit_on_disk(tmp_path: Path) -> None:
+    """A segment's opening (its magic and destination) takes room too: the appends that fit
+    without it, and would need a new segment, are refused, not written past the limit."""
+    opening = len(MAGIC + HERE.encode())
+    frame = len(encode_frame(record(1)))
+    spool = await Spool.open(
+        tmp_path, destination=HERE, max_bytes=opening + 3 * frame, segment_bytes=opening + frame
+    )
+    await spool.append([record(1), record(2)])  # one segment: its opening and two frames
+    # A third frame fits the limit, but the segment is full: the next one's opening does not.
+    with pytest.raises(SpoolFull, match="spool is full"):
+        await spool.append([record(3)])
+    assert spool.full
+    assert on_disk_bytes(tmp_path) <= spool.max_bytes
+    assert spool.bytes == on_disk_bytes(tmp_path)
+    assert await drain(spool) == [record(1), record(2)]
+    await spool.append([record(3)])  # room again
+    assert not spool.full
+    await spool.close()
 
 
 async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
