@@ -302,6 +302,7 @@ class Spool:
                 continue  # the appends queued meanwhile get their own try
             finally:
                 self._reserved -= len(data)
+                self._writing = []  # its appends are answered, or are about to be
             self._active.records += sum(n for _, n, _ in batch)
             self._active.size += len(data)
             for _, _, done in batch:

@@ -67,17 +67,22 @@ class Poller:
 
     async def poll(self, *, timeout_ms: int, max_records: int | None = None) -> Chunk:
         if not self._rewind:
-            try:
-                chunk = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            except UnicodeDecodeError:
-                self._rewind = True
-            else:
-                self._forget_if_reassigned()
-                self._handed_on(chunk)
+            chunk = await self._get_many(timeout_ms, max_records)
+            if chunk is not None:
                 return chunk
+            self._rewind = True
         self._forget_if_reassigned()
         if self._reassigning():
-            return await self._through_the_reassignment(timeout_ms, max_records)
+            # From a revocation to the next assignment, the partitions being revoked are not
+            # ours to read raw any more. getmany() waits there as always: until the new
+            # assignment, or raising what the group's coordination pushed to it (a rejoin that
+            # failed), which only a call to it delivers; so it is called, never skipped.
+            chunk = await self._get_many(timeout_ms, max_records)
+            if chunk is None:
+                return {}  # unreadable in the new assignment too: read raw, now it is in place
+            # Of the new assignment, which starts at the committed offsets: nothing skipped.
+            self._rewind = False
+            return chunk
         try:
             ends = await self._seek_back()
             chunk = await self._read_raw(ends, max_records or DEFAULT_MAX_RECORDS)
@@ -90,17 +95,12 @@ class Poller:
         self._rewind = False
         return chunk
 
-    async def _through_the_reassignment(self, timeout_ms: int, max_records: int | None) -> Chunk:
-        """From a revocation to the next assignment, the partitions being revoked are not ours
-        to read raw any more. getmany() waits there as always: until the new assignment, or
-        raising what the group's coordination pushed to it (a rejoin that failed), which only
-        a call to it delivers; so it is called, never skipped."""
+    async def _get_many(self, timeout_ms: int, max_records: int | None) -> Chunk | None:
+        """aiokafka's getmany(); None when a record it fetched cannot be decoded."""
         try:
             chunk = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except UnicodeDecodeError:
-            return {}  # unreadable in the new assignment too: read raw, now that it is in place
-        # Of the new assignment, which starts at the committed offsets: nothing was skipped.
-        self._rewind = False
+            return None
         self._forget_if_reassigned()
         self._handed_on(chunk)
         return chunk
