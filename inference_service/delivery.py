@@ -56,9 +56,14 @@ class PendingSends:
     def __init__(self) -> None:
         self._producer: object = None
         self._sends: list[Handed] | None = None  # None: nothing handed over yet
+        self._unsent: list[KafkaRecord] = []
 
-    def keep(self, producer: object, sends: list[Handed]) -> None:
-        self._producer, self._sends = producer, sends
+    def keep(
+        self, producer: object, sends: list[Handed], unsent: Sequence[KafkaRecord] = ()
+    ) -> None:
+        """What a try handed over to `producer`, and what it did not get to (a timeout cut it
+        short), in the chunk's order."""
+        self._producer, self._sends, self._unsent = producer, sends, list(unsent)
 
     def left(
         self, producer: object, records: Sequence[KafkaRecord]
@@ -68,7 +73,7 @@ class PendingSends:
         Per partition, from its first send not acknowledged on: wait for those sends while they
         are all still pending on this producer, else hand their records over again, all of
         them, so that one student's events keep their order. Acknowledged sends before it are
-        done with.
+        done with. Then the records the last try never handed over.
         """
         if self._sends is None:
             return [], list(records)
@@ -86,7 +91,8 @@ class PendingSends:
                 waiting.extend(rest)
             else:
                 again.extend(record for send in rest for record in send.records)
-        return waiting, again
+        # Records never handed over come after every handed one of their partition.
+        return waiting, again + self._unsent
 
 
 def _acknowledged(ack: asyncio.Future[Any]) -> bool:

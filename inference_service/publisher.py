@@ -178,8 +178,14 @@ class KafkaPublisher:
                     acks = await self._hand_over(producer, records, alone=alone)
                 else:
                     waiting, again = pending.left(producer, records)
-                    sends = waiting + await self._send_batches(producer, again)
-                    pending.keep(producer, sends)
+                    sends = list(waiting)
+                    try:
+                        await self._send_batches(producer, again, sends)
+                    finally:
+                        # Kept even when the timeout cuts the hand-over short: the batches
+                        # handed over so far are in the producer, not to be handed over again.
+                        handed = {id(r) for send in sends for r in send.records}
+                        pending.keep(producer, sends, [r for r in again if id(r) not in handed])
                     acks = [send.ack for send in sends]
                 if acks:
                     await _all_done(acks)
@@ -202,21 +208,23 @@ class KafkaPublisher:
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], *, alone: bool
     ) -> list[asyncio.Future[Any]]:
         if alone or len(records) >= _OWN_BATCHES_FROM:
-            return [send.ack for send in await self._send_batches(producer, records)]
+            sends: list[Handed] = []
+            await self._send_batches(producer, records, sends)
+            return [send.ack for send in sends]
         return [
             await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
             for r in records
         ]
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord]
-    ) -> list[Handed]:
+        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], sends: list[Handed]
+    ) -> None:
         """Hands the records to the producer in per-partition batches, closed so that they
-        leave without lingering (aiokafka sends a closed batch at once)."""
+        leave without lingering (aiokafka sends a closed batch at once); adds each to `sends`
+        as soon as the producer took it."""
         if not records:
-            return []
+            return
         partitions = sorted(await producer.partitions_for(self._topic))
-        sends: list[Handed] = []
         open_batches: dict[int, tuple[Any, list[KafkaRecord]]] = {}
 
         async def send(partition: int) -> None:
@@ -239,7 +247,6 @@ class KafkaPublisher:
                 await send(partition)  # the batch is full: send it and start the next one
         for partition in list(open_batches):
             await send(partition)
-        return sends
 
     async def _replace(self, broken: AIOKafkaProducer, error: KafkaError) -> None:
         if self._producer is not broken:

@@ -89,3 +89,10 @@ async def test_when_all_was_acknowledged_nothing_is_left() -> None:
     pending = PendingSends()
     pending.keep(PRODUCER, [handed(0, "a1", ended="acknowledged")])
     assert pending.left(PRODUCER, [record("a1")]) == ([], [])
+
+
+async def test_records_a_try_never_handed_over_come_after_its_partitions_resends() -> None:
+    """A timeout cut the hand-over short: a1's batch was refused, a2 never handed over."""
+    pending = PendingSends()
+    pending.keep(PRODUCER, [handed(0, "a1", ended="refused")], [record("a2"), record("b1")])
+    assert values(pending.left(PRODUCER, [])[1]) == ["a1", "a2", "b1"]
