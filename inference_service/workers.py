@@ -118,49 +118,62 @@ def _serve_alone(settings: Settings) -> int:
 # -- a worker ---------------------------------------------------------------------------------
 
 
-def _work(settings: Settings, slot: int, status: bool, reports: Connection) -> None:
-    """A worker process's entry point (spawned)."""
+def _work(
+    settings: Settings, slot: int, status: bool, reports: Connection, supervisor: int
+) -> None:
+    """A worker process's entry point (spawned by the process `supervisor`)."""
     configure_logging(os.environ)
     from inference_service.core import PublishUnavailable
     from studentperf.model_artifact import ModelArtifactError
 
     try:
-        event_loop.run(_serve_slot(settings, slot, status, reports), settings.event_loop)
+        event_loop.run(
+            _serve_slot(settings, slot, status, reports, supervisor), settings.event_loop
+        )
     except (ConfigError, ModelArtifactError, PublishUnavailable) as error:
         log.error("worker %d cannot start: %s", slot, error)
         raise SystemExit(CANNOT_START) from None
 
 
-async def _serve_slot(settings: Settings, slot: int, status: bool, reports: Connection) -> None:
+async def _serve_slot(
+    settings: Settings, slot: int, status: bool, reports: Connection, supervisor: int
+) -> None:
+    """Serves until SIGTERM, or until the supervisor is gone: its pid is passed in, not read
+    here, as a supervisor that died while this worker was starting has left it another
+    parent already."""
     from inference_service.server import start_server
 
-    supervisor = os.getppid()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the server starts: a SIGTERM during start-up stops it gracefully once started.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = await start_server(settings)
-    status_port = 0
-    if status:
-        assert running.status is not None
-        running.status_server = await running.status.serve("127.0.0.1", 0)
-        status_port = running.status_server.sockets[0].getsockname()[1]
-    reports.send((os.getpid(), status_port))
-    log.info(
-        "worker %d (pid %d) serving on the %s event loop, spool %s",
-        slot,
-        os.getpid(),
-        event_loop.running_loop_name(),
-        settings.spool_dir,
-    )
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+    try:  # whatever happens from here, the server stops, or the process would never end
+        status_port = 0
+        if status:
+            assert running.status is not None
+            running.status_server = await running.status.serve("127.0.0.1", 0)
+            status_port = running.status_server.sockets[0].getsockname()[1]
+        try:
+            reports.send((os.getpid(), status_port))
+        except OSError:  # the supervisor's end is closed: it is gone
+            stop.set()
+        else:
+            log.info(
+                "worker %d (pid %d) serving on the %s event loop, spool %s",
+                slot,
+                os.getpid(),
+                event_loop.running_loop_name(),
+                settings.spool_dir,
+            )
+        while not stop.is_set() and os.getppid() == supervisor:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
         if os.getppid() != supervisor:
             log.error("worker %d: the supervisor is gone; stopping", slot)
-            break
-    await running.stop(settings.shutdown_grace_s)
+    finally:
+        await running.stop(settings.shutdown_grace_s)
     log.info(
         "worker %d stopped: %d call(s) cut off in flight, %d event(s) left in the spool",
         slot,
@@ -244,10 +257,18 @@ class Supervisor:
             await stop.wait()
             self.stopping = True
             log.info("stopping: every worker finishes its in-flight calls")
-            codes = await asyncio.gather(*keepers)
+            # Every keeper to its end, whatever one of them raised: each waits for its worker.
+            ended = await asyncio.gather(*keepers, return_exceptions=True)
         finally:
             if status_server is not None:
                 status_server.close()
+        codes = []
+        for slot, outcome in zip(self.slots, ended, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("worker %d's keeper failed", slot.number, exc_info=outcome)
+                codes.append(1)
+            else:
+                codes.append(outcome)
         log.info("stopped: all %d workers", len(self.slots))
         return max(codes)
 
@@ -262,7 +283,13 @@ class Supervisor:
         )
         delay = FIRST_RESTART_DELAY_S
         while True:
-            code = await self._run_worker(slot, settings, stop)
+            try:
+                code: int | None = await self._run_worker(slot, settings, stop)
+            except OSError as error:
+                # No pipe or no process (out of file descriptors, or of processes): a state
+                # of the machine that may pass, so tried again as a worker that died would be.
+                log.error("worker %d could not be started: %s", slot.number, error)
+                code, slot.started_at = None, time.monotonic()
             if stop.is_set():
                 return 0
             if code == CANNOT_START and not slot.served:
@@ -271,15 +298,16 @@ class Supervisor:
                 return CANNOT_START
             lived = time.monotonic() - slot.started_at
             delay = FIRST_RESTART_DELAY_S if lived > STEADY_S else delay
-            log.error(
-                "worker %d (pid %d) exited with status %s after %.0f s; its successor starts "
-                "in %.1f s and replays its spool",
-                slot.number,
-                slot.pid,
-                code,
-                lived,
-                delay,
-            )
+            if code is not None:
+                log.error(
+                    "worker %d (pid %d) exited with status %s after %.0f s; its successor "
+                    "starts in %.1f s and replays its spool",
+                    slot.number,
+                    slot.pid,
+                    code,
+                    lived,
+                    delay,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
@@ -295,11 +323,16 @@ class Supervisor:
         status = bool(self.settings.health_port)
         process: BaseProcess = self._spawn.Process(
             target=_work,
-            args=(settings, slot.number, status, send),
+            args=(settings, slot.number, status, send, os.getpid()),
             name=f"inference-worker-{slot.number}",
         )
-        process.start()
-        send.close()  # the worker holds the only writer: its end reads as EOF when it dies
+        try:
+            process.start()
+        except BaseException:
+            receive.close()
+            raise
+        finally:
+            send.close()  # the worker holds the only writer: its end reads as EOF when it dies
         slot.pid, slot.ready, slot.started_at = process.pid or 0, False, time.monotonic()
         ended, reported = asyncio.Event(), asyncio.Event()
         loop.add_reader(process.sentinel, ended.set)

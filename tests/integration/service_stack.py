@@ -82,13 +82,14 @@ class ServiceStack:
             HealthClient(status_port),
         )
 
-    async def start_services(self) -> None:
-        """Starts the recorder, then the inference service, and waits until it serves and
-        publishes to Kafka."""
+    async def start_services(self, *, kafka_up: bool = True) -> None:
+        """Starts the recorder, then the inference service, and waits until it serves and,
+        unless the test keeps Kafka away (`kafka_up=False`), publishes to Kafka."""
         self.recorder.start()
         self.inference.start()
         await wait_serving(self.address)
-        await wait_kafka_connected(self.status)
+        if kafka_up:
+            await wait_kafka_connected(self.status)
 
     async def spooled(self) -> int:
         """Events the running inference service has spooled since it started."""

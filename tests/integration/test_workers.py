@@ -10,8 +10,10 @@ Each test prints sent / acknowledged / spooled / stored / duplicates / lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import resource
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -255,3 +257,73 @@ async def test_workers_stop_gracefully_when_their_supervisor_is_killed(stack: St
 
     assert await eventually(stopped, WORKERS, timeout=60) == WORKERS
     assert "the supervisor is gone; stopping" in stack.inference.log_path.read_text()
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The worker processes the supervisor `pid` spawned (not multiprocessing's resource
+    tracker, its other child)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(FileNotFoundError):
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
+    return found
+
+
+async def test_workers_stop_when_their_supervisor_is_killed_while_they_start(
+    stack: Stack,
+) -> None:
+    """A worker still starting when its supervisor dies has another parent by the time it
+    looks, and nobody reads its report: it must stop all the same, not serve (and hold its
+    spool folder) forever; and stop as on SIGTERM, its calls finished and its spool closed,
+    not crash on the report nobody reads (which could leave its event loop waiting forever
+    on the server's tasks). (Found by review, helper-52.)"""
+    stack.inference.start()
+    supervisor = stack.inference.pid
+
+    async def spawned() -> int:
+        return len(spawned_workers(supervisor))
+
+    assert await eventually(spawned, WORKERS, timeout=60) == WORKERS
+    workers = spawned_workers(supervisor)
+    await asyncio.sleep(0.2)  # still importing, far from serving
+    await stack.inference.kill_async()
+
+    async def running() -> int:
+        return sum(alive(pid) for pid in workers)
+
+    # Start-up takes seconds on a loaded machine; then the half-second check.
+    left = await eventually(running, 0, timeout=120)
+    for pid in workers:  # not to outlive the test, should they
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == 0, "workers serve on with their supervisor gone"
+    log = stack.inference.log_path.read_text()
+    assert log.count("the supervisor is gone; stopping") == WORKERS
+    assert all(f"worker {i} stopped: 0 call(s) cut off" in log for i in range(WORKERS))
+
+
+async def test_a_worker_that_could_not_be_spawned_is_tried_again(stack: Stack) -> None:
+    """Spawning a successor can fail for a while (no file descriptor, no process left): the
+    slot is tried again once it passes, or its spool would never be replayed; and SIGTERM
+    still stops every worker. (Found by review, helper-52.)"""
+    stack.inference.start()
+    await stack.all_serving()
+    supervisor = stack.inference.pid
+    before = await stack.pids()
+    highest = max(int(fd) for fd in os.listdir(f"/proc/{supervisor}/fd"))
+    soft, hard = resource.prlimit(supervisor, resource.RLIMIT_NOFILE)
+    resource.prlimit(supervisor, resource.RLIMIT_NOFILE, (highest + 1, hard))  # no new fd
+    try:
+        os.kill(before["1"], signal.SIGKILL)
+        await asyncio.sleep(3)  # the successor's pipe cannot be made meanwhile
+    finally:
+        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, (soft, hard))
+    await stack.all_serving()
+    assert (await stack.pids())["1"] != before["1"]
+    assert await stack.inference.stop_async() == 0
+    log = stack.inference.log_path.read_text()
+    assert "worker 1 could not be started" in log
+    assert "stopped: all 2 workers" in log
