@@ -182,14 +182,32 @@ def _workers(env: Mapping[str, str]) -> int:
     return env_int(env, "WORKERS", Settings.workers, minimum=1, maximum=MAX_WORKERS)
 
 
-def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may run on (its affinity), cut down to its cgroup's CPU quota when one
-    is set (a container's CPU limit), rounded up; at least 1."""
+    is set (a container's CPU limit), rounded up; at least 1. The quota is read where a
+    container sees its own cgroup: cgroup v2's `cpu.max`, or cgroup v1's `cpu.cfs_quota_us`
+    and `cpu.cfs_period_us` (a quota of -1: none)."""
     cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = cgroup_cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 limit to read: the affinity is all there is
+    quota = _cgroup_v2_quota(cgroup_root) or _cgroup_v1_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
     return max(cpus, 1)
+
+
+def _cgroup_v2_quota(root: Path) -> float | None:
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_v1_quota(root: Path) -> float | None:
+    for controller in ("cpu", "cpu,cpuacct"):
+        try:
+            quota = int((root / controller / "cpu.cfs_quota_us").read_text())
+            period = int((root / controller / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None

@@ -31,9 +31,22 @@ def test_usable_cpus_is_cut_to_the_cgroup_quota(tmp_path: Path) -> None:
     affinity = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("50000 100000\n")  # half a CPU: rounded up
-    assert usable_cpus(cpu_max) == 1
+    assert usable_cpus(tmp_path) == 1
     cpu_max.write_text(f"{100000 * (affinity + 4)} 100000\n")  # more than there are
-    assert usable_cpus(cpu_max) == affinity
+    assert usable_cpus(tmp_path) == affinity
     cpu_max.write_text("max 100000\n")
-    assert usable_cpus(cpu_max) == affinity
+    assert usable_cpus(tmp_path) == affinity
     assert usable_cpus(tmp_path / "missing") == affinity
+
+
+@pytest.mark.parametrize("controller", ["cpu", "cpu,cpuacct"])
+def test_usable_cpus_is_cut_to_a_cgroup_v1_quota(tmp_path: Path, controller: str) -> None:
+    """A cgroup v1 host (found by review, helper-52): `docker run --cpus=1` sets these."""
+    affinity = len(os.sched_getaffinity(0))
+    folder = tmp_path / controller
+    folder.mkdir()
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    (folder / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+    (folder / "cpu.cfs_quota_us").write_text("-1\n")  # no limit
+    assert usable_cpus(tmp_path) == affinity
