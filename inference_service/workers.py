@@ -248,7 +248,11 @@ class Supervisor:
         if self.settings.health_port:
             host, port = self.settings.health_host, self.settings.health_port
             try:
-                status_server = await serve_health(self.health, self.metrics, host, port)
+                # Off the loop: a hung worker's second of silence must not hold up the
+                # supervisor's signals and its workers' exits.
+                status_server = await serve_health(
+                    self.health, self.metrics, host, port, blocking=True
+                )
             except OSError as error:
                 raise ConfigError(f"cannot serve health on {host}:{port}: {error}") from None
         keepers = [asyncio.create_task(self._keep(slot, address, stop)) for slot in self.slots]

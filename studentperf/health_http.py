@@ -12,16 +12,23 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Health = Callable[[], tuple[bool, dict[str, object]]]
 
 
 async def serve_health(
-    health: Health, metrics: Callable[[], str], host: str, port: int
+    health: Health, metrics: Callable[[], str], host: str, port: int, *, blocking: bool = False
 ) -> asyncio.Server:
-    """Starts the endpoint; the caller closes the returned server."""
+    """Starts the endpoint; the caller closes the returned server. `blocking`: `health` and
+    `metrics` wait on something else (the worker supervisor asks its workers), so they run in
+    a thread, not on the event loop, which must go on serving meanwhile."""
+
+    async def answer(work: Callable[[], T]) -> T:
+        return await asyncio.to_thread(work) if blocking else work()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -32,10 +39,10 @@ async def serve_health(
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else ""
             if path == "/health":
-                healthy, detail = health()
+                healthy, detail = await answer(health)
                 code, kind, body = (200 if healthy else 503), "application/json", json.dumps(detail)
             elif path == "/metrics":
-                code, kind, body = 200, "text/plain; version=0.0.4", metrics()
+                code, kind, body = 200, "text/plain; version=0.0.4", await answer(metrics)
             else:
                 code, kind, body = 404, "text/plain", "GET /health or /metrics\n"
             payload = body.encode()
