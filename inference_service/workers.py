@@ -185,6 +185,10 @@ async def _serve_slot(
 # -- the supervisor ---------------------------------------------------------------------------
 
 
+class SpawnFailed(Exception):
+    """No pipe or no process for a worker (out of file descriptors, or of processes)."""
+
+
 @dataclass
 class Slot:
     number: int
@@ -289,10 +293,15 @@ class Supervisor:
         while True:
             try:
                 code: int | None = await self._run_worker(slot, settings, stop)
-            except OSError as error:
+            except SpawnFailed as error:
                 # No pipe or no process (out of file descriptors, or of processes): a state
                 # of the machine that may pass, so tried again as a worker that died would be.
                 log.error("worker %d could not be started: %s", slot.number, error)
+                code, slot.started_at = None, time.monotonic()
+            except Exception:
+                # The supervisor's own failure while it kept the worker (which it killed):
+                # the slot is kept all the same, or its spool would wait for a restart.
+                log.exception("worker %d: keeping it failed; it was stopped", slot.number)
                 code, slot.started_at = None, time.monotonic()
             if stop.is_set():
                 return 0
@@ -323,7 +332,10 @@ class Supervisor:
         """Starts one worker for the slot and returns its exit status once it has ended;
         SIGTERMs it when `stop` is set."""
         loop = asyncio.get_running_loop()
-        receive, send = self._spawn.Pipe(duplex=False)
+        try:
+            receive, send = self._spawn.Pipe(duplex=False)
+        except OSError as error:
+            raise SpawnFailed(error) from error
         status = bool(self.settings.health_port)
         process: BaseProcess = self._spawn.Process(
             target=_work,
@@ -332,19 +344,21 @@ class Supervisor:
         )
         try:
             process.start()
-        except BaseException:
+        except BaseException as error:
             receive.close()
+            if isinstance(error, OSError):
+                raise SpawnFailed(error) from error
             raise
         finally:
             send.close()  # the worker holds the only writer: its end reads as EOF when it dies
         slot.pid, slot.ready, slot.started_at = process.pid or 0, False, time.monotonic()
         ended, reported = asyncio.Event(), asyncio.Event()
-        loop.add_reader(process.sentinel, ended.set)
-        loop.add_reader(receive.fileno(), reported.set)
         listening_to_reports = True
         stop_by: float | None = None
         killed = False
         try:
+            loop.add_reader(process.sentinel, ended.set)
+            loop.add_reader(receive.fileno(), reported.set)
             while not ended.is_set():
                 waits = [ended.wait()]
                 if listening_to_reports:
@@ -367,13 +381,20 @@ class Supervisor:
                     log.error("worker %d did not stop in time: killing it", slot.number)
                     process.kill()
                     killed = True
+        except BaseException:
+            # A failure of the supervisor's own: the worker must not run on untracked, beside
+            # the successor the keeper starts for its slot and spool folder.
+            process.kill()
+            raise
         finally:
             loop.remove_reader(process.sentinel)
             if listening_to_reports:
                 loop.remove_reader(receive.fileno())
             receive.close()
-        await asyncio.to_thread(process.join)
-        slot.ready = False
+            # Ended (its sentinel said so) or killed just now: at once, and on the loop, not
+            # behind whatever else waits for a thread.
+            process.join()
+            slot.ready = False
         return process.exitcode if process.exitcode is not None else -1
 
     def _take_report(self, slot: Slot, receive: Connection) -> None:

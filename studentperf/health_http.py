@@ -12,7 +12,8 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,8 +28,21 @@ async def serve_health(
     `metrics` wait on something else (the worker supervisor asks its workers), so they run in
     a thread, not on the event loop, which must go on serving meanwhile."""
 
-    async def answer(work: Callable[[], T]) -> T:
-        return await asyncio.to_thread(work) if blocking else work()
+    # One thread of its own, so that requests are answered one at a time and never wait
+    # behind (or hold up) other work on the loop's default threads; a request that comes
+    # while the same path is being answered shares that answer rather than queueing another.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="status") if blocking else None
+    answering: dict[str, asyncio.Future[Any]] = {}
+
+    async def answer(path: str, work: Callable[[], T]) -> T:
+        if pool is None:
+            return work()
+        shared = answering.get(path)
+        if shared is None:
+            shared = answering[path] = asyncio.get_running_loop().run_in_executor(pool, work)
+            shared.add_done_callback(lambda _: answering.pop(path, None))
+        result: T = await asyncio.shield(shared)
+        return result
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -39,10 +53,10 @@ async def serve_health(
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else ""
             if path == "/health":
-                healthy, detail = await answer(health)
+                healthy, detail = await answer(path, health)
                 code, kind, body = (200 if healthy else 503), "application/json", json.dumps(detail)
             elif path == "/metrics":
-                code, kind, body = 200, "text/plain; version=0.0.4", await answer(metrics)
+                code, kind, body = 200, "text/plain; version=0.0.4", await answer(path, metrics)
             else:
                 code, kind, body = 404, "text/plain", "GET /health or /metrics\n"
             payload = body.encode()

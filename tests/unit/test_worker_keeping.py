@@ -1,0 +1,113 @@
+"""The supervisor keeping a slot's worker (workers.Supervisor._run_worker, _keep), with
+forked stand-ins for workers: a dead worker is seen at once, whatever its /health probes wait
+for; and a failure of the supervisor's own after a worker started does not leave it running
+untracked beside its successor. (Found by review, helper-53.)"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pytest
+
+from inference_service.settings import Settings
+from inference_service.workers import Slot, Supervisor
+from studentperf.health_http import serve_health
+
+FORK = multiprocessing.get_context("fork")
+
+
+class StandIns:
+    """The supervisor's spawn context, its workers replaced by `target(*args)` in a fork."""
+
+    def __init__(self, target: Callable[..., Any], *args: Any) -> None:
+        self._target, self._args = target, args
+        self.started: list[BaseProcess] = []
+
+    def Pipe(self, duplex: bool = False) -> Any:
+        return FORK.Pipe(duplex=duplex)
+
+    def Process(self, target: Any, args: Any, name: str) -> BaseProcess:
+        process = FORK.Process(target=self._target, args=self._args, name=name)
+        self.started.append(process)
+        return process
+
+
+def supervisor(tmp_path: Any, spawn: StandIns) -> Supervisor:
+    settings = Settings.from_env(
+        {"STUDENTPERF_SPOOL_DIR": str(tmp_path), "STUDENTPERF_WORKERS": "2"}
+    )
+    made = Supervisor(settings)
+    made._spawn = spawn  # type: ignore[assignment]
+    return made
+
+
+async def probe(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    await writer.drain()
+    await reader.read()
+    writer.close()
+
+
+async def test_a_dead_worker_is_seen_at_once_while_health_probes_wait_on_a_hung_one(
+    tmp_path: Any,
+) -> None:
+    hung = socket.socket()  # a hung worker's status endpoint: takes the call, never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(100)
+    keeper = supervisor(tmp_path, StandIns(os._exit, 3))  # a worker that dies at once
+    keeper.slots[0] = Slot(0, pid=1, status_port=hung.getsockname()[1], ready=True)
+    server = await serve_health(keeper.health, keeper.metrics, "127.0.0.1", 0, blocking=True)
+    port = server.sockets[0].getsockname()[1]
+    probes = [asyncio.create_task(probe(port)) for _ in range(18)]
+    try:
+        await asyncio.sleep(0.3)  # the probes wait on the hung worker (1 s each ask)
+        code = await keeper._run_worker(keeper.slots[1], keeper.settings, asyncio.Event())
+        answered = sum(p.done() for p in probes)
+        assert code == 3
+        assert answered == 0, "the dead worker's exit was seen only after probes were answered"
+    finally:
+        server.close()
+        await asyncio.gather(*probes, return_exceptions=True)
+        hung.close()
+
+
+async def test_a_failure_after_a_worker_started_leaves_no_worker_untracked(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawn = StandIns(time.sleep, 30)  # workers that serve until stopped
+    keeper = supervisor(tmp_path, spawn)
+    loop = asyncio.get_running_loop()
+    add_reader = loop.add_reader
+    calls = 0
+
+    def failing_once(fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # epoll refuses the first worker's sentinel
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        add_reader(fd, callback, *args)
+
+    monkeypatch.setattr(loop, "add_reader", failing_once)
+    stop = asyncio.Event()
+    keeping = asyncio.create_task(keeper._keep(keeper.slots[0], "127.0.0.1:0", stop))
+    try:
+        async with asyncio.timeout(20):
+            while len(spawn.started) < 2:  # noqa: ASYNC110 (the keeper announces nothing)
+                await asyncio.sleep(0.05)
+            stop.set()
+            await keeping
+        assert not spawn.started[0].is_alive(), "the first worker runs on, untracked"
+    finally:
+        for process in spawn.started:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
