@@ -299,10 +299,12 @@ class Supervisor:
                 log.error("worker %d could not be started: %s", slot.number, error)
                 code, slot.started_at = None, time.monotonic()
             except Exception:
-                # The supervisor's own failure while it kept the worker (which it killed):
-                # the slot is kept all the same, or its spool would wait for a restart.
-                log.exception("worker %d: keeping it failed; it was stopped", slot.number)
-                code, slot.started_at = None, time.monotonic()
+                # A fault of the supervisor's own (its worker was killed): it would fail again
+                # on every try, so every worker stops and the service exits, to be restarted
+                # and seen rather than retry for ever behind a /health that says serving.
+                log.exception("worker %d: keeping it failed: stopping every worker", slot.number)
+                stop.set()
+                return 1
             if stop.is_set():
                 return 0
             if code == CANNOT_START and not slot.served:
@@ -381,10 +383,13 @@ class Supervisor:
                     log.error("worker %d did not stop in time: killing it", slot.number)
                     process.kill()
                     killed = True
-        except BaseException:
-            # A failure of the supervisor's own: the worker must not run on untracked, beside
-            # the successor the keeper starts for its slot and spool folder.
+        except BaseException as error:
+            # The worker must not run on untracked, beside a successor for its slot and spool
+            # folder. An OSError (epoll refusing its sentinel: no memory) is a state of the
+            # machine that may pass, as a failed spawn is.
             process.kill()
+            if isinstance(error, OSError):
+                raise SpawnFailed(error) from error
             raise
         finally:
             loop.remove_reader(process.sentinel)

@@ -111,3 +111,27 @@ async def test_a_failure_after_a_worker_started_leaves_no_worker_untracked(
             if process.is_alive():
                 process.kill()
             process.join(5)
+
+
+class Unpicklable(StandIns):
+    """A start() that fails as a bug of the supervisor's would: every time, the same way."""
+
+    def Process(self, target: Any, args: Any, name: str) -> BaseProcess:
+        process = super().Process(target, args, name)
+
+        def start() -> None:
+            raise TypeError("cannot pickle '_thread.lock' object")
+
+        process.start = start  # type: ignore[method-assign]
+        return process
+
+
+async def test_a_fault_of_the_supervisors_own_stops_the_service_rather_than_retry(
+    tmp_path: Any,
+) -> None:
+    """It would fail on every try, behind a /health that says serving while other workers do.
+    (Found by review, helper-54.)"""
+    keeper = supervisor(tmp_path, Unpicklable(time.sleep, 30))
+    stop = asyncio.Event()
+    assert await asyncio.wait_for(keeper._keep(keeper.slots[0], "127.0.0.1:0", stop), 10) == 1
+    assert stop.is_set()
