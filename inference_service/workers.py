@@ -189,6 +189,16 @@ class SpawnFailed(Exception):
     """No pipe or no process for a worker (out of file descriptors, or of processes)."""
 
 
+@contextlib.contextmanager
+def _may_pass() -> Iterator[None]:
+    """An OSError in here is a state of the machine that may pass (no file descriptors,
+    processes or memory), so it becomes SpawnFailed: the slot is tried again later."""
+    try:
+        yield
+    except OSError as error:
+        raise SpawnFailed(error) from error
+
+
 @dataclass
 class Slot:
     number: int
@@ -333,27 +343,33 @@ class Supervisor:
     async def _run_worker(self, slot: Slot, settings: Settings, stop: asyncio.Event) -> int:
         """Starts one worker for the slot and returns its exit status once it has ended;
         SIGTERMs it when `stop` is set."""
-        loop = asyncio.get_running_loop()
-        try:
+        with _may_pass():
             receive, send = self._spawn.Pipe(duplex=False)
-        except OSError as error:
-            raise SpawnFailed(error) from error
         status = bool(self.settings.health_port)
         process: BaseProcess = self._spawn.Process(
             target=_work,
             args=(settings, slot.number, status, send, os.getpid()),
             name=f"inference-worker-{slot.number}",
         )
-        try:
-            process.start()
-        except BaseException as error:
-            receive.close()
-            if isinstance(error, OSError):
-                raise SpawnFailed(error) from error
-            raise
-        finally:
-            send.close()  # the worker holds the only writer: its end reads as EOF when it dies
+        with _may_pass():
+            try:
+                process.start()
+            except BaseException:
+                receive.close()
+                raise
+            finally:
+                send.close()  # the worker holds the only writer: its end reads as EOF when it dies
         slot.pid, slot.ready, slot.started_at = process.pid or 0, False, time.monotonic()
+        with _may_pass():  # epoll refusing the worker's sentinel: no memory
+            await self._watch(slot, process, receive, stop)
+        return process.exitcode if process.exitcode is not None else -1
+
+    async def _watch(
+        self, slot: Slot, process: BaseProcess, receive: Connection, stop: asyncio.Event
+    ) -> None:
+        """Takes the worker's report and waits for it to end, SIGTERMing it when `stop` is set
+        and killing it if it outlives its grace; the worker has ended when this returns."""
+        loop = asyncio.get_running_loop()
         ended, reported = asyncio.Event(), asyncio.Event()
         listening_to_reports = True
         stop_by: float | None = None
@@ -383,13 +399,10 @@ class Supervisor:
                     log.error("worker %d did not stop in time: killing it", slot.number)
                     process.kill()
                     killed = True
-        except BaseException as error:
+        except BaseException:
             # The worker must not run on untracked, beside a successor for its slot and spool
-            # folder. An OSError (epoll refusing its sentinel: no memory) is a state of the
-            # machine that may pass, as a failed spawn is.
+            # folder.
             process.kill()
-            if isinstance(error, OSError):
-                raise SpawnFailed(error) from error
             raise
         finally:
             loop.remove_reader(process.sentinel)
@@ -400,7 +413,6 @@ class Supervisor:
             # behind whatever else waits for a thread.
             process.join()
             slot.ready = False
-        return process.exitcode if process.exitcode is not None else -1
 
     def _take_report(self, slot: Slot, receive: Connection) -> None:
         try:
