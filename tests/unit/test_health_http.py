@@ -7,15 +7,7 @@ import asyncio
 import threading
 
 from studentperf.health_http import serve_health
-
-
-async def get(port: int, path: str) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    await writer.drain()
-    status = int((await reader.readline()).split()[1])
-    writer.close()
-    return status
+from tests.raw_http import get_status
 
 
 async def test_a_blocking_health_leaves_the_loop_free_until_it_answers() -> None:
@@ -30,10 +22,10 @@ async def test_a_blocking_health_leaves_the_loop_free_until_it_answers() -> None
     server = await serve_health(health, lambda: "", "127.0.0.1", 0, blocking=True)
     try:
         port = server.sockets[0].getsockname()[1]
-        waiting = asyncio.create_task(get(port, "/health"))
+        waiting = asyncio.create_task(get_status(port, "/health"))
         await asyncio.to_thread(asked.wait, 10)
         # While /health waits, the loop runs: other requests are answered, timers fire.
-        assert await asyncio.wait_for(get(port, "/elsewhere"), 5) == 404
+        assert await asyncio.wait_for(get_status(port, "/elsewhere"), 5) == 404
         assert not waiting.done()
         release.set()
         assert await waiting == 200

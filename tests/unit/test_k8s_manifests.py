@@ -34,6 +34,7 @@ from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
 from studentperf.health_http import serve_health
 from studentperf.migrate import role_passwords
+from tests.raw_http import get_status
 from trainer.__main__ import parse_args
 from trainer.rollback_cli import parse_args as rollback_args
 
@@ -348,13 +349,7 @@ async def status_code(path: str) -> int:
     """What studentperf.health_http (both services' /health and /metrics) answers for path."""
     server = await serve_health(lambda: (True, {}), lambda: "", "127.0.0.1", 0)
     try:
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
-        await writer.drain()
-        status = int((await reader.readline()).split()[1])
-        writer.close()
-        return status
+        return await get_status(server.sockets[0].getsockname()[1], path)
     finally:
         server.close()
         await server.wait_closed()

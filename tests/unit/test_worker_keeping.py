@@ -20,6 +20,7 @@ import pytest
 from inference_service.settings import Settings
 from inference_service.workers import Slot, Supervisor
 from studentperf.health_http import serve_health
+from tests.raw_http import get_status
 
 FORK = multiprocessing.get_context("fork")
 
@@ -49,14 +50,6 @@ def supervisor(tmp_path: Any, spawn: StandIns) -> Supervisor:
     return made
 
 
-async def probe(port: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
-    await writer.drain()
-    await reader.read()
-    writer.close()
-
-
 async def test_a_dead_worker_is_seen_at_once_while_health_probes_wait_on_a_hung_one(
     tmp_path: Any,
 ) -> None:
@@ -67,7 +60,7 @@ async def test_a_dead_worker_is_seen_at_once_while_health_probes_wait_on_a_hung_
     keeper.slots[0] = Slot(0, pid=1, status_port=hung.getsockname()[1], ready=True)
     server = await serve_health(keeper.health, keeper.metrics, "127.0.0.1", 0, blocking=True)
     port = server.sockets[0].getsockname()[1]
-    probes = [asyncio.create_task(probe(port)) for _ in range(18)]
+    probes = [asyncio.create_task(get_status(port, "/health")) for _ in range(18)]
     try:
         await asyncio.sleep(0.3)  # the probes wait on the hung worker (1 s each ask)
         code = await keeper._run_worker(keeper.slots[1], keeper.settings, asyncio.Event())
