@@ -235,16 +235,15 @@ class KafkaPublisher:
 
         for record in records:
             partition = _PARTITIONER(record.key, partitions, partitions)
-            for _ in range(2):
-                if partition not in open_batches:
-                    open_batches[partition] = (producer.create_batch(), [])
-                batch, batch_records = open_batches[partition]
-                if _append(batch, record):
-                    batch_records.append(record)
-                    break
-                if not batch_records:
+            opened = open_batches.get(partition)
+            if opened is not None and not _append(opened[0], record):
+                await send(partition)  # full: it leaves, and the record starts the next one
+                opened = None
+            if opened is None:
+                opened = open_batches[partition] = (producer.create_batch(), [])
+                if not _append(opened[0], record):
                     raise PublishUnavailable(f"an event of {len(record.value)} B is too large")
-                await send(partition)  # the batch is full: send it and start the next one
+            opened[1].append(record)
         for partition in list(open_batches):
             await send(partition)
 
