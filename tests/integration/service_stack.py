@@ -4,13 +4,15 @@ own, which its tests may stop, pause or kill.
 `ServiceStack.create` gives each test a fresh topic and database, the two processes configured
 by environment variables as in production but not started, and the inference service's status
 port; `close` stops the processes and brings back a broker or database a test left stopped.
-Used by test_faults.py, test_workers.py and test_broker_stalls.py.
+Used by test_faults.py, test_workers.py and test_broker_stalls.py; `ServicePair` (the two
+processes alone) by test_faults_replicated.py and test_security.py too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -23,16 +25,65 @@ from tests.integration.processes import Load, ServiceProcess, Tally, tally
 
 
 @dataclass
-class ServiceStack:
+class ServicePair:
+    """The inference service and the recorder as child processes, configured by environment
+    variables as in production."""
+
+    address: str
+    status: HealthClient  # the inference service's /health and /metrics
+    inference: ServiceProcess
+    recorder: ServiceProcess
+
+    @classmethod
+    def configure(
+        cls, shared: Mapping[str, str], model_path: Path, folder: Path, **inference_env: str
+    ) -> Self:
+        """Both, not started: on the broker, topic and database `shared` names (and whatever
+        else it sets for both), the inference service on a free port with its status on
+        another, its spool and both logs in `folder`; `inference_env` adds to (or overrides)
+        the inference service's variables."""
+        address, status_port = f"127.0.0.1:{free_port()}", free_port()
+        inference = ServiceProcess(
+            "inference_service",
+            {
+                **shared,
+                "STUDENTPERF_LISTEN_ADDRESS": address,
+                "STUDENTPERF_MODELS_DIR": str(model_path),
+                "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
+                "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
+                **inference_env,
+            },
+            folder / "inference.log",
+        )
+        recorder = ServiceProcess(
+            "recorder_service",
+            {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
+            folder / "recorder.log",
+        )
+        # A worker supervisor asks each worker in turn, up to 1 s each, before it answers.
+        return cls(address, HealthClient(status_port, timeout_s=10), inference, recorder)
+
+    async def start(self, *, kafka_up: bool = True) -> None:
+        """Starts the recorder, then the inference service, and waits until it serves and,
+        unless the test keeps Kafka away (`kafka_up=False`), publishes to Kafka."""
+        self.recorder.start()
+        self.inference.start()
+        await wait_serving(self.address)
+        if kafka_up:
+            await wait_kafka_connected(self.status)
+
+    async def stop(self) -> None:
+        await self.inference.stop_async()
+        await self.recorder.stop_async()
+
+
+@dataclass
+class ServiceStack(ServicePair):
     kafka: KafkaBroker
     postgres: PostgresServer
     topic: str
     database_url: str
-    address: str
     spool: Path
-    inference: ServiceProcess
-    recorder: ServiceProcess
-    status: HealthClient  # the inference service's /health and /metrics
 
     @classmethod
     async def create(
@@ -46,50 +97,27 @@ class ServiceStack:
     ) -> Self:
         """`inference_env` adds to (or overrides) the inference service's variables."""
         name = await fresh_topic_and_database(kafka, postgres, prefix)
-        address, status_port = f"127.0.0.1:{free_port()}", free_port()
-        shared = {
-            "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "STUDENTPERF_KAFKA_TOPIC": name,
-            "STUDENTPERF_DATABASE_URL": postgres.dsn(name),
-        }
-        inference = ServiceProcess(
-            "inference_service",
+        pair = ServicePair.configure(
             {
-                **shared,
-                "STUDENTPERF_LISTEN_ADDRESS": address,
-                "STUDENTPERF_MODELS_DIR": str(model_path),
-                "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
-                "STUDENTPERF_PUBLISH_TIMEOUT_S": "1",
-                "STUDENTPERF_INFERENCE_HEALTH_PORT": str(status_port),
-                **inference_env,
+                "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "STUDENTPERF_KAFKA_TOPIC": name,
+                "STUDENTPERF_DATABASE_URL": postgres.dsn(name),
             },
-            folder / "inference.log",
-        )
-        recorder = ServiceProcess(
-            "recorder_service",
-            {**shared, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-            folder / "recorder.log",
+            model_path,
+            folder,
+            **{"STUDENTPERF_PUBLISH_TIMEOUT_S": "1", **inference_env},
         )
         return cls(
+            pair.address,
+            pair.status,
+            pair.inference,
+            pair.recorder,
             kafka,
             postgres,
             name,
             postgres.dsn(name),
-            address,
             folder / "spool",
-            inference,
-            recorder,
-            HealthClient(status_port),
         )
-
-    async def start_services(self, *, kafka_up: bool = True) -> None:
-        """Starts the recorder, then the inference service, and waits until it serves and,
-        unless the test keeps Kafka away (`kafka_up=False`), publishes to Kafka."""
-        self.recorder.start()
-        self.inference.start()
-        await wait_serving(self.address)
-        if kafka_up:
-            await wait_kafka_connected(self.status)
 
     async def spooled(self) -> int:
         """Events the running inference service has spooled since it started."""
@@ -122,8 +150,7 @@ class ServiceStack:
     async def close(self) -> None:
         """Stops both services; leaves the module's broker and database running for the next
         test."""
-        await self.inference.stop_async()
-        await self.recorder.stop_async()
+        await self.stop()
         if not self.kafka.running:
             await self.kafka_back()
         if not self.postgres.running:

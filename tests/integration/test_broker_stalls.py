@@ -86,7 +86,7 @@ async def test_repeated_broker_stalls_lose_nothing_and_keep_copies_bounded(
         STUDENTPERF_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S),
     )
     try:
-        await stack.start_services()
+        await stack.start()
         stop = asyncio.Event()
         load_task = asyncio.create_task(
             drive_load(stack.address, stop, workers=CALLERS, batch=1, prefix="stall")

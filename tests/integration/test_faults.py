@@ -87,7 +87,7 @@ def assert_promise_kept(counts: Tally) -> None:
 
 
 async def test_kafka_killed_under_load_and_back_10_s_later(faults: Faults) -> None:
-    await faults.start_services()
+    await faults.start()
 
     async def fault() -> None:
         faults.kafka.kill()
@@ -104,7 +104,7 @@ async def test_kafka_killed_under_load_and_back_10_s_later(faults: Faults) -> No
 
 async def test_kafka_down_when_the_service_starts(faults: Faults) -> None:
     faults.kafka.stop()
-    await faults.start_services(kafka_up=False)  # serves without Kafka: the spool takes them
+    await faults.start(kafka_up=False)  # serves without Kafka: the spool takes them
 
     async def fault() -> None:
         await faults.kafka_back()
@@ -118,7 +118,7 @@ async def test_kafka_down_when_the_service_starts(faults: Faults) -> None:
 
 
 async def test_postgres_stopped_10_s_under_load(faults: Faults) -> None:
-    await faults.start_services()
+    await faults.start()
 
     async def fault() -> None:
         faults.postgres.stop()
@@ -133,7 +133,7 @@ async def test_postgres_stopped_10_s_under_load(faults: Faults) -> None:
 
 
 async def test_recorder_killed_mid_batch_and_restarted(faults: Faults) -> None:
-    await faults.start_services()
+    await faults.start()
 
     async def fault() -> None:
         await faults.recorder.kill_async()
@@ -147,7 +147,7 @@ async def test_recorder_killed_mid_batch_and_restarted(faults: Faults) -> None:
 
 
 async def test_inference_killed_with_events_in_its_spool(faults: Faults) -> None:
-    await faults.start_services()
+    await faults.start()
     faults.kafka.stop()  # from here on, events wait in the spool
 
     async def fault() -> None:
@@ -172,7 +172,7 @@ async def test_inference_sigterm_under_load_fails_no_call_in_flight(
     faults: Faults, loop: str
 ) -> None:
     faults.inference.env["STUDENTPERF_EVENT_LOOP"] = loop
-    await faults.start_services()
+    await faults.start()
     stop_began: list[float] = []
     spooled: list[int] = []
 
@@ -272,7 +272,7 @@ async def test_sigterm_turns_health_not_serving_and_lets_taken_calls_finish_ok(
     faults: Faults,
 ) -> None:
     held_start(faults, grace_s=HELD_PUBLISH_TIMEOUT_S)
-    await faults.start_services()
+    await faults.start()
     health_seen: list[str] = []
     async with grpc.aio.insecure_channel(faults.address) as channel:
         stub = api_grpc.PredictionServiceStub(channel)
@@ -318,7 +318,7 @@ async def test_sigterm_turns_health_not_serving_and_lets_taken_calls_finish_ok(
 async def test_sigterm_cuts_off_calls_still_running_after_the_grace(faults: Faults) -> None:
     grace_s, publish_timeout_s = 2.0, 20.0
     held_start(faults, grace_s=grace_s, publish_timeout_s=publish_timeout_s)
-    await faults.start_services()
+    await faults.start()
     async with grpc.aio.insecure_channel(faults.address) as channel:
         stub = api_grpc.PredictionServiceStub(channel)
         with paused(faults.kafka):
@@ -380,7 +380,7 @@ async def copy_topic_records(bootstrap: str, topic: str, limit: int) -> list[tup
 
 
 async def test_poison_and_duplicate_records_injected_under_load(faults: Faults) -> None:
-    await faults.start_services()
+    await faults.start()
     bootstrap = faults.kafka.bootstrap_servers
     poison = [b"\x00not protobuf", b"", PredictionEvent(schema_version=99).SerializeToString()]
     copied: list[uuid.UUID] = []

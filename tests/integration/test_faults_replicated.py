@@ -31,14 +31,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from infra.bench.process import HealthClient
-from infra.devstack import PostgresServer, free_port
+from infra.devstack import PostgresServer
 from infra.kafka_cluster import KafkaCluster
-from infra.up import wait_serving
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf.migrate import apply_migrations
-from tests.integration.processes import Load, ServiceProcess, Tally, drive_load, tally
-from tests.integration.service_stack import wait_kafka_connected
+from tests.integration.processes import Load, Tally, drive_load, tally
+from tests.integration.service_stack import ServicePair
 
 # Far longer than a leader's failover (the dead node's session expires after 3 s, then the
 # controller moves leadership; 3 to 5 s seen here): a call waits through it instead of spooling.
@@ -60,14 +58,10 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Kaf
 
 
 @dataclass
-class Replicated:
+class Replicated(ServicePair):
     cluster: KafkaCluster
     topic: str
     database_url: str
-    address: str
-    status: HealthClient
-    inference: ServiceProcess
-    recorder: ServiceProcess
 
     async def metric(self, name: str) -> float:
         return (await asyncio.to_thread(self.status.metrics)).get(name, 0.0)
@@ -110,47 +104,26 @@ async def services(
     publish_timeout_s: float | None = None,
 ) -> AsyncIterator[Replicated]:
     """The inference service and the recorder as processes, for one test."""
-    address, health_port = f"127.0.0.1:{free_port()}", free_port()
     timeout = (
         {}
         if publish_timeout_s is None
         else {"STUDENTPERF_PUBLISH_TIMEOUT_S": str(publish_timeout_s)}
     )
-    inference = ServiceProcess(
-        "inference_service",
-        {
-            **target,
-            **timeout,
-            "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODELS_DIR": str(model_path),
-            "STUDENTPERF_SPOOL_DIR": str(folder / "spool"),
-            "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health_port),
-        },
-        folder / "inference.log",
-    )
-    recorder = ServiceProcess(
-        "recorder_service",
-        {**target, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"},
-        folder / "recorder.log",
-    )
+    pair = ServicePair.configure(target, model_path, folder, **timeout)
     stack = Replicated(
+        pair.address,
+        pair.status,
+        pair.inference,
+        pair.recorder,
         cluster,
         target["STUDENTPERF_KAFKA_TOPIC"],
         target["STUDENTPERF_DATABASE_URL"],
-        address,
-        HealthClient(health_port),
-        inference,
-        recorder,
     )
-    recorder.start()
-    inference.start()
     try:
-        await wait_serving(address)
-        await wait_kafka_connected(stack.status)
+        await stack.start()
         yield stack
     finally:
-        await inference.stop_async()
-        await recorder.stop_async()
+        await stack.stop()
 
 
 async def under_load(

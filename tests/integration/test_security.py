@@ -14,14 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
-from infra.devstack import PostgresServer, free_port
-from infra.up import wait_serving
+from infra.devstack import PostgresServer
 from studentperf.config import SharedSettings
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import Stack
 from tests.integration.helpers import student
-from tests.integration.processes import ServiceProcess
+from tests.integration.service_stack import ServicePair
 
 
 def openssl(*args: str) -> None:
@@ -185,7 +184,6 @@ async def test_no_secret_reaches_the_logs(
         "postgres@", f"postgres:{password}@"
     )
     (tmp_path / "tokens").write_text(TOKENS)
-    address = f"127.0.0.1:{free_port()}"
     shared = SharedSettings(stack.shared.kafka_bootstrap_servers, stack.topic)
     env = {
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": shared.kafka_bootstrap_servers,
@@ -193,31 +191,23 @@ async def test_no_secret_reaches_the_logs(
         "STUDENTPERF_DATABASE_URL": database_url,
         "STUDENTPERF_LOG_LEVEL": "DEBUG",
     }
-    inference = ServiceProcess(
-        "inference_service",
-        {
-            **env,
-            "STUDENTPERF_LISTEN_ADDRESS": address,
-            "STUDENTPERF_MODELS_DIR": str(stack.model_path),
-            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
-            "STUDENTPERF_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
-        },
-        tmp_path / "inference.log",
+    services = ServicePair.configure(
+        env,
+        stack.model_path,
+        tmp_path,
+        STUDENTPERF_AUTH_TOKENS_FILE=str(tmp_path / "tokens"),
     )
-    recorder = ServiceProcess("recorder_service", env, tmp_path / "recorder.log")
-    recorder.start()
-    inference.start()
     try:
-        await wait_serving(address)
-        async with grpc.aio.insecure_channel(address) as channel:
+        await services.start()
+        async with grpc.aio.insecure_channel(services.address) as channel:
             assert await predict(channel, FULL_TOKEN) == grpc.StatusCode.OK
             assert await predict(channel, INFO_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
             assert await predict(channel, "wrong-token-wrong-token") == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
     finally:
-        await inference.stop_async()
-        await recorder.stop_async()
+        await services.stop()
+    inference, recorder = services.inference, services.recorder
     logs = inference.log_path.read_text() + recorder.log_path.read_text()
     assert "starting" in logs and "denied Predict to client dashboard" in logs
     for secret in (password, FULL_TOKEN, INFO_TOKEN, "wrong-token-wrong-token"):
