@@ -24,15 +24,16 @@ def peak_rss_mb(pid: int) -> float:
 class HealthClient:
     """GETs a recorder's endpoint; blocking, so async callers use asyncio.to_thread."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
         self.port = port
         self.host = host
+        self.timeout_s = timeout_s
 
     def get(self, path: str) -> tuple[int, str]:
         """(status code, body); raises OSError while nothing listens."""
         url = f"http://{self.host}:{self.port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()

@@ -46,18 +46,25 @@ def local_dir() -> Path:
 # outgoing connection, so a port chosen here cannot be taken by some client's socket between
 # the choice and the server's bind (CI saw Kafka's controller lose its port that way).
 _CHOSEN_PORTS = range(20000, 32768)
+# Handed out by this process already: two ports asked for before either is bound (a broker's
+# and its controller's) must differ, and a free port that is not bound yet looks free again.
+_handed_out: set[int] = set()
 
 
 def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port that is free right now (for tests; another process may still take it)."""
+    """A TCP port that is free right now and that this process has not handed out before (for
+    tests; another process may still take it)."""
     for _ in range(50):
         port = random.choice(_CHOSEN_PORTS)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         chosen: int = sock.getsockname()[1]

@@ -14,17 +14,16 @@ gives one. A duplicate can show elsewhere:
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from tests.integration.helpers import read_all
 
 # Rows beyond the first of each (student, content) in the child tables, for the given students.
 _DUPLICATE_CHILD_ROWS = """
@@ -56,34 +55,17 @@ class TopicEvents:
 async def read_prediction_events(bootstrap_servers: str, topic: str) -> TopicEvents:
     """Every record the topic holds now, read from its start and decoded as the recorder does
     (studentperf.envelope)."""
-    # Subscribed without a group, the consumer gets every partition and reads from the start.
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        assert partitions, f"no metadata for topic {topic}"
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        total, read = sum(ends.values()), 0
-        found = TopicEvents()
-        async with asyncio.timeout(120):
-            while read < total:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batch.values():
-                    read += len(records)
-                    for record in records:
-                        try:
-                            event = envelope.decode_any(record.value, record.headers)
-                        except envelope.UndecodableEvent:
-                            found.unreadable += 1
-                            continue
-                        if not isinstance(event, PredictionEvent):
-                            found.unreadable += 1
-                            continue
-                        pid = uuid.UUID(event.prediction.prediction_id)
-                        found.per_id[pid] += 1
-                        found.student[pid] = event.input.profile.student_id
-        return found
-    finally:
-        await consumer.stop()
+    found = TopicEvents()
+    for record in await read_all(bootstrap_servers, topic):
+        try:
+            event = envelope.decode_any(record.value, record.headers)
+        except envelope.UndecodableEvent:
+            found.unreadable += 1
+            continue
+        if not isinstance(event, PredictionEvent):
+            found.unreadable += 1
+            continue
+        pid = uuid.UUID(event.prediction.prediction_id)
+        found.per_id[pid] += 1
+        found.student[pid] = event.input.profile.student_id
+    return found

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
@@ -63,3 +63,23 @@ async def group_lag(bootstrap_servers: str, group: str, topic: str) -> int:
         await admin.close()
     done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
     return await topic_size(bootstrap_servers, topic) - int(done)
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record the topic holds right now."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + 120  # the fault tests' topics hold tens of thousands
+        while True:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                return found
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found += records
+    finally:
+        await consumer.stop()

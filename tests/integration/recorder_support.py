@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from infra.bench.process import HealthClient, RecorderProcess
 from studentperf import envelope
@@ -147,26 +147,6 @@ class Load:
                 await asyncio.sleep(0.05)
         finally:
             await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record the topic holds right now."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await consumer.end_offsets(partitions)
-        found: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = time.monotonic() + 20
-        while True:
-            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-            if not behind:
-                return found
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found += records
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True)

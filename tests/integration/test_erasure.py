@@ -22,7 +22,6 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -46,7 +45,7 @@ from tests.integration.conftest import (
     running_kafka,
     serving,
 )
-from tests.integration.helpers import count_rows, eventually, group_lag, student
+from tests.integration.helpers import count_rows, eventually, group_lag, read_all, student
 
 pytestmark = pytest.mark.usefixtures("recorder")
 
@@ -340,18 +339,8 @@ async def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[K
 
 async def keys_in_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bool]]:
     """Every record of the topic: its key, and whether it is an erasure event."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    found: list[tuple[bytes, bool]] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=2000):
-            for records in batch.values():
-                found += [(r.key, envelope.is_erasure(r.headers)) for r in records]
-    finally:
-        await consumer.stop()
-    return found
+    records = await read_all(bootstrap, topic)
+    return [(r.key, envelope.is_erasure(r.headers)) for r in records]
 
 
 async def test_the_student_s_spooled_events_are_dropped_and_never_replayed(

@@ -32,8 +32,8 @@ from recorder_service.triage import Reason
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
-from tests.integration.helpers import eventually
-from tests.integration.recorder_support import Load, make_event, read_all, wait_stored
+from tests.integration.helpers import eventually, read_all
+from tests.integration.recorder_support import Load, make_event, wait_stored
 
 # In every forged student id: a dead-letter header or log line holding it quotes student data.
 SECRET = "Zq7secret"

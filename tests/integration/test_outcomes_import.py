@@ -20,8 +20,7 @@ from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import REPO, RecorderProcess, Stack
-from tests.integration.helpers import count_rows, eventually, group_lag
-from tests.integration.recorder_support import read_all
+from tests.integration.helpers import count_rows, eventually, group_lag, read_all
 from tests.kaggle_csv import kaggle_rows, write
 from trainer import kaggle
 from trainer.import_csv import import_file, import_rows

@@ -16,7 +16,7 @@ from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import RecorderProcess, Stack
-from tests.integration.helpers import eventually, group_lag
+from tests.integration.helpers import eventually, group_lag, read_all
 from tests.integration.recorder_support import (
     Raw,
     dead_lettered,
@@ -24,7 +24,6 @@ from tests.integration.recorder_support import (
     metrics,
     produce,
     raw,
-    read_all,
     report,
     stored,
 )

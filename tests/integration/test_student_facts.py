@@ -25,7 +25,7 @@ from studentperf.v1 import student_pb2 as pb
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
-from tests.integration.helpers import count_rows, eventually
+from tests.integration.helpers import count_rows, eventually, read_all
 from tests.integration.recorder_support import (
     Raw,
     make_event,
@@ -33,7 +33,6 @@ from tests.integration.recorder_support import (
     produce,
     raw,
     raw_outcome,
-    read_all,
 )
 from trainer.db_source import read_labelled_rows
 from trainer.import_events import import_event

@@ -29,9 +29,9 @@ from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, read_all
 from tests.integration.raw_batches import RawRecord, produce_batch
-from tests.integration.recorder_support import Load, make_event, read_all, wait_stored
+from tests.integration.recorder_support import Load, make_event, wait_stored
 
 NOT_UTF8 = b"trace-\xff\xfe-id"
 HUGE_NAME = b"h" * 300_000

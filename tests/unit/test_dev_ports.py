@@ -1,9 +1,13 @@
 """Where `make up` runs its broker and database, and where the default DSNs point: one port each,
 so a second stack (the developer's-loop test's) can run beside the user's."""
 
+import random
+
 import pytest
 
 from inference_service.settings import Settings as InferenceSettings
+from infra.devstack import service
+from infra.devstack.service import free_port
 from infra.up import broker_port
 from studentperf.config import ConfigError, DatabaseRole, SharedSettings
 
@@ -38,3 +42,14 @@ def test_the_broker_runs_where_the_services_look() -> None:
 def test_a_broker_elsewhere_is_refused_naming_the_variable(address: str) -> None:
     with pytest.raises(ConfigError, match="STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS"):
         broker_port({"STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": address})
+
+
+def test_a_free_port_is_handed_out_once_even_before_it_is_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same draw twice, as random.choice may give: a broker and its controller asked for
+    # ports before either bound one, and both got the same.
+    draws = iter([29_001, 29_001, 29_002])
+    monkeypatch.setattr(random, "choice", lambda _: next(draws))
+    monkeypatch.setattr(service, "_handed_out", set())
+    assert [free_port(), free_port()] == [29_001, 29_002]
