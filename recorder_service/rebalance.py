@@ -3,7 +3,9 @@
 When partitions are revoked, the batches being written (at most two, committed in order) are
 finished and committed under the old generation if that takes less than `wait_s`; otherwise
 what is not finished is abandoned uncommitted, and whoever gets the partitions reads it again
-(writing it twice adds nothing). A batch waiting out an outage gives up at once (and so does
+(writing it twice adds nothing). An abandoned batch stops before its next transaction, and the
+revocation waits for the one it may be in, so none of its rows commit after the partitions
+moved on. A batch waiting out an outage gives up at once (and so does
 the one behind it, after the write it may be in the middle of). No lock is
 shared: aiokafka runs the listener while a rebalance holds `getmany()`, so a lock the fetch
 loop keeps across a poll would deadlock (aiokafka#335); the writer, which the listener may wait
@@ -23,6 +25,10 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from recorder_service.health import RecorderHealth
 
 log = logging.getLogger(__name__)
+
+# How long an abandoned batch may take to end: the transaction it is in (its statements are
+# bounded at 60 s each by recorder_service.service's pool), then no other.
+ABANDONED_STOP_S = 180.0
 
 
 @dataclass(eq=False)
@@ -70,9 +76,21 @@ class BatchGuard:
                 async with asyncio.timeout(wait_s):
                     for flight in flights:
                         await flight.done.wait()
-            for flight in flights:
-                if not flight.done.is_set():
-                    flight.abandoned = True
+            abandoned = [flight for flight in flights if not flight.done.is_set()]
+            for flight in abandoned:
+                flight.abandoned = True
+            # An abandoned batch starts no transaction more (each checks first), but one may
+            # be under way; it ends with its statement, each bounded by the pool's command
+            # timeout. Until then the partitions stay here.
+            try:
+                async with asyncio.timeout(ABANDONED_STOP_S):
+                    for flight in abandoned:
+                        await flight.done.wait()
+            except TimeoutError:
+                log.error(
+                    "an abandoned batch did not end within %g s; its partitions move regardless",
+                    ABANDONED_STOP_S,
+                )
         finally:
             self.revoking = False
 

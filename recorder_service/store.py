@@ -148,8 +148,17 @@ async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> i
 
 
 async def _write_splitting(
-    conn: asyncpg.Connection, rows: Sequence[StagingRow], first: int, attempts: int
+    conn: asyncpg.Connection,
+    rows: Sequence[StagingRow],
+    first: int,
+    attempts: int,
+    turn: Turn | None,
 ) -> WriteResult:
+    if turn is not None:
+        # Checked before every transaction, not only the first: a batch split row by row can
+        # run on for seconds after its partitions were revoked, and each transaction then
+        # would commit beside the next owner's erasures, with this batch's lookup of them.
+        turn.check()
     try:
         stored = await _write_once(conn, rows)
     except Exception as error:
@@ -163,8 +172,8 @@ async def _write_splitting(
         log.info("batch of %d refused (%s); splitting it", len(rows), describe(error))
         result = WriteResult(transactions=1)
         half = len(rows) // 2
-        result.add(await _write_splitting(conn, rows[:half], first, attempts + 1))
-        result.add(await _write_splitting(conn, rows[half:], first + half, attempts + 1))
+        result.add(await _write_splitting(conn, rows[:half], first, attempts + 1, turn))
+        result.add(await _write_splitting(conn, rows[half:], first + half, attempts + 1, turn))
         return result
     predictions = sum(1 for row in rows if row[1] is not None)  # row[1]: prediction_id
     return WriteResult(stored, predictions - stored, transactions=1)
@@ -284,11 +293,11 @@ class PostgresStore:
             result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
             if len(keep) < len(rows):
                 kept = [rows[i] for i in keep]
-                written = await _write_splitting(conn, kept, 0, 1) if kept else WriteResult()
+                written = await _write_splitting(conn, kept, 0, 1, turn) if kept else WriteResult()
                 # Refusals name rows by their place in what was given.
                 written.refused = [replace(r, index=keep[r.index]) for r in written.refused]
             else:
-                written = await _write_splitting(conn, rows, 0, 1) if rows else WriteResult()
+                written = await _write_splitting(conn, rows, 0, 1, turn) if rows else WriteResult()
             result.add(written)
         if turn is not None:
             turn.done_with(number)
