@@ -68,7 +68,9 @@ def _bound(
     stamp: Timestamp = getattr(request, name)
     if not 0 <= stamp.nanos < 1_000_000_000:
         raise InvalidInput([FieldViolation(name, "nanos must be 0-999,999,999")])
-    micros = stamp.seconds * 1_000_000 + stamp.nanos // 1000
+    # Up to the next microsecond (predicted_at's precision): exact for an inclusive start and
+    # an exclusive end alike, where truncating let in a prediction before start_time.
+    micros = stamp.seconds * 1_000_000 + -(-stamp.nanos // 1000)
     # PostgreSQL's timestamptz spans years 4713 BC-294276 AD; a Python datetime 1-9999.
     if (
         not _micros(datetime(1, 1, 2, tzinfo=UTC))
@@ -77,6 +79,10 @@ def _bound(
     ):
         raise InvalidInput([FieldViolation(name, "must be between years 1 and 9999")])
     return micros
+
+
+def _nanos(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000_000 + stamp.nanos
 
 
 def page_token(student_id: str, bounds: tuple[int | None, int | None], last: Cursor) -> str:
@@ -122,7 +128,12 @@ def page_query(request: ListStudentPredictionsRequest) -> HistoryPage:
         except InvalidInput as refused:
             violations.extend(refused.violations)
     start, end = bounds
-    if start is not None and end is not None and end <= start:
+    # Compared as given: a range inside one microsecond holds no stored moment, but is valid.
+    if (
+        start is not None
+        and end is not None
+        and _nanos(request.end_time) <= _nanos(request.start_time)
+    ):
         violations.append(FieldViolation("end_time", "must be after start_time"))
     if violations:
         raise InvalidInput(violations)

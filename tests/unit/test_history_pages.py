@@ -49,3 +49,35 @@ def test_a_token_of_another_request_or_of_nobody_is_refused(change: dict[str, ob
     with pytest.raises(InvalidInput) as refused:
         page_query(request)
     assert [v.field for v in refused.value.violations] == ["page_token"]
+
+
+T = 1_767_225_600  # 2026-01-01T00:00:00Z, a prediction's predicted_at (microseconds stored)
+AT_T = datetime.fromtimestamp(T, UTC)
+
+
+def test_bounds_below_a_microsecond_keep_start_inclusive_and_end_exclusive() -> None:
+    after_t = Timestamp(seconds=T, nanos=500)
+    start = page_query(Request(student_id="s-1", start_time=after_t)).query.start
+    end = page_query(Request(student_id="s-1", end_time=after_t)).query.end
+    assert start is not None and end is not None
+    assert start > AT_T, "a prediction before start_time is listed"
+    assert end > AT_T, "a prediction before end_time is left out"
+
+
+def test_a_range_inside_one_microsecond_is_valid_and_holds_nothing() -> None:
+    query = page_query(
+        Request(
+            student_id="s-1",
+            start_time=Timestamp(seconds=T, nanos=100),
+            end_time=Timestamp(seconds=T, nanos=900),
+        )
+    ).query
+    assert query.start == query.end  # [start, end): no stored moment
+    with pytest.raises(InvalidInput, match="end_time"):
+        page_query(
+            Request(
+                student_id="s-1",
+                start_time=Timestamp(seconds=T, nanos=900),
+                end_time=Timestamp(seconds=T, nanos=100),
+            )
+        )
