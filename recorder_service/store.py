@@ -139,7 +139,26 @@ def describe(error: BaseException) -> str:
     return ", ".join(parts)
 
 
+# SPREAD inserts every row a prediction refers to before the prediction, so a foreign key it
+# breaks was kept by a row deleted in between: retention removing a profile or academic record
+# no prediction used any more (an insert that finds one takes no lock on it). Written again,
+# the statement inserts it anew.
+_TRIES_WHILE_PARENTS_GO = 3
+
+
 async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
+    tries = 1
+    while True:
+        try:
+            return await _spread(conn, rows)
+        except asyncpg.ForeignKeyViolationError as error:
+            if tries == _TRIES_WHILE_PARENTS_GO:
+                raise
+            tries += 1
+            log.info("%s: a row referred to was removed meanwhile; writing again", describe(error))
+
+
+async def _spread(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
     async with conn.transaction():
         await conn.execute(CREATE_STAGING)
         await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=STAGING_COLUMNS)

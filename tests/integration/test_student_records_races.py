@@ -1,0 +1,186 @@
+"""Student records where two writers or two copies meet, against the real PostgreSQL through
+the recorder's own store (recorder_service/store.py), as the recorder writes its batches: an
+import run again after an erasure, an import run twice before the recorder got to either, and
+retention removing a profile while a prediction that uses it is written."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from recorder_service.erasure import Erasure
+from recorder_service.rows import (
+    STAGING_COLUMNS,
+    import_staging_row,
+    outcome_staging_row,
+    staging_row,
+)
+from recorder_service.store import PostgresStore, remove_batch
+from studentperf.config import DatabaseRole
+from tests.integration.conftest import Stack
+from tests.integration.helpers import count_rows, eventually
+from tests.integration.recorder_support import make_event, make_outcome_event
+from trainer.import_events import import_event
+from trainer.kaggle import KaggleRow
+
+TERM = "2026-import"
+
+
+@pytest.fixture
+async def store(stack: Stack) -> AsyncIterator[PostgresStore]:
+    pool = await asyncpg.create_pool(
+        stack.database_url_as(DatabaseRole.RECORDER), min_size=1, max_size=2
+    )
+    yield PostgresStore(pool)
+    await pool.close()
+
+
+def _csv_row(student_id: str, line: int = 2, score: float = 50.0) -> KaggleRow:
+    return KaggleRow(line, student_id, "female", "bachelor", "standard", "none", score)
+
+
+def _at(day: int) -> datetime:
+    return datetime(2026, 1, day, tzinfo=UTC)
+
+
+async def _rows_of(db: asyncpg.Pool, student_id: str) -> dict[str, int]:
+    counts = {}
+    for table in ("students", "outcomes", "imported_rows"):
+        counts[table] = await db.fetchval(
+            f"SELECT count(*) FROM {table} WHERE student_id = $1", student_id
+        )
+    return counts
+
+
+async def test_reimporting_the_same_file_after_an_erasure_brings_nothing_back(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """Importing the same file again publishes the same ids and stores nothing new, whatever
+    happened in between: an erasure too. The erasure once took the student's imported_rows
+    with it, so the same event, stamped later by a second `make import`, was stored afresh."""
+    sha = uuid.uuid4().hex * 2
+    sid = f"csv-{sha[:12]}-000002"
+    first = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(1))
+    assert (await store.write([import_staging_row(first, 10)])).refused == []
+    assert (await _rows_of(db, sid))["students"] == 1
+
+    erasure = Erasure(str(uuid.uuid4()), sid, _at(2), "registrar", "ticket-1")
+    await store.write([], [erasure])
+    assert await _rows_of(db, sid) == {"students": 0, "outcomes": 0, "imported_rows": 0}
+
+    # `make import` of the same file again: the same event id, stamped with this run's time.
+    again = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(3))
+    assert again.event_id == first.event_id
+    await store.write([import_staging_row(again, 30)])
+
+    # Nothing of the erased student is back; the event's id is still known, without them.
+    assert await _rows_of(db, sid) == {"students": 0, "outcomes": 0, "imported_rows": 0}
+    assert (
+        await db.fetchval(
+            "SELECT student_id FROM imported_rows WHERE event_id = $1", uuid.UUID(first.event_id)
+        )
+        is None
+    )
+
+
+async def test_the_same_import_twice_in_one_batch_leaves_a_later_outcome_standing(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """A re-import stores nothing new, and a RecordOutcomes call made after an import wins. The
+    second import of a file may land in the recorder's batch beside the first (the recorder
+    away, `make import` run again): its copy, stamped later, must not override the score given
+    in between, as it does not when the copies come in batches of their own."""
+    results = {}
+    for same_batch in (False, True):
+        sha = uuid.uuid4().hex * 2  # a file of its own: event ids of their own
+        sid = f"csv-{sha[:12]}-000002"
+        first = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(1))
+        outcome = make_outcome_event(sid, TERM, 90.0, seconds=int(_at(2).timestamp()))
+        again = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(3))
+        rows = [
+            import_staging_row(first, 1),
+            outcome_staging_row(outcome, 2),
+            import_staging_row(again, 3),
+        ]
+        if same_batch:
+            assert (await store.write(rows)).refused == []
+        else:
+            for row in rows:
+                await store.write([row])
+        results[same_batch] = await db.fetchval(
+            "SELECT final_score FROM outcomes WHERE student_id = $1 AND term = $2", sid, TERM
+        )
+    # Across batches the later RecordOutcomes score stays; in one batch it must too.
+    assert results == {False: 90.0, True: 90.0}
+
+
+async def test_retention_removing_a_profile_while_a_prediction_using_it_is_written_refuses_nothing(
+    stack: Stack, store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """The recorder's write finds the profile there (ON CONFLICT DO NOTHING: no lock taken),
+    then retention deletes the expired prediction that used it and the profile, now unused,
+    and commits; the prediction's foreign key to the profile then fails. A batch of one row was
+    refused on its own (dead-lettered): a prediction the service answered, never recorded.
+
+    The pause between the recorder's two statements is made by a third transaction holding
+    an uncommitted insert of the new academic record (the statement in between)."""
+    sid = f"ret-{uuid.uuid4().hex[:10]}"
+    old = make_event(
+        sid, age=16, gpa=2.0, seconds=int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+    )
+    assert (await store.write([staging_row(old, 1)])).stored == 1
+    outcome = make_outcome_event(sid, "2020-spring", 70.0, seconds=int(_at(1).timestamp()))
+    await store.write([outcome_staging_row(outcome, 2)])
+
+    # The new prediction: the same profile (age 16), another academic record (GPA 3.0).
+    new = make_event(sid, age=16, gpa=3.0)
+    new_row = staging_row(new, 3)
+    record_id = new_row[STAGING_COLUMNS.index("academic_record_id")]
+    assert (
+        new_row[STAGING_COLUMNS.index("student_profile_id")]
+        == staging_row(old, 1)[STAGING_COLUMNS.index("student_profile_id")]
+    )
+
+    blocker = await asyncpg.connect(stack.database_url)
+    retention = await asyncpg.connect(stack.database_url)
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute(
+        "INSERT INTO academic_records (academic_record_id, student_id, previous_gpa) "
+        "VALUES ($1, $2, 3.0)",
+        uuid.UUID(str(record_id)),
+        sid,
+    )
+    writing = asyncio.create_task(store.write([new_row]))
+    try:
+        waiting = await eventually(
+            count_rows(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                blocker.get_server_pid(),
+            ),
+            1,
+        )
+        assert waiting == 1  # the recorder is past the profile insert, at academic_records
+        removed = await asyncio.wait_for(
+            remove_batch(retention, datetime(2021, 1, 1, tzinfo=UTC), 10), 10
+        )
+        assert removed.predictions >= 1 and removed.student_profiles >= 1
+    finally:
+        await holding.rollback()
+        await blocker.close()
+        await retention.close()
+    result = await writing
+    # The prediction made now must be recorded.
+    assert result.refused == []
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM predictions WHERE prediction_id = $1", uuid.UUID(new.event_id)
+        )
+        == 1
+    )
