@@ -123,8 +123,14 @@ async def fresh_topic_and_database(
     kafka: KafkaBroker, postgres: PostgresServer, prefix: str
 ) -> str:
     """A new topic and a migrated database, both under the returned name."""
-    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    name = await migrated_database(postgres, prefix)
     await kafka.create_topic(name, partitions=3)
+    return name
+
+
+async def migrated_database(postgres: PostgresServer, prefix: str) -> str:
+    """A new database with every migration applied; returns its name."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     await postgres.ensure_database(name)
     conn = await asyncpg.connect(postgres.dsn(name))
     try:

@@ -25,6 +25,14 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+
+
+async def blocked_by(db: asyncpg.Pool, blocker: asyncpg.Connection, expected: int = 1) -> int:
+    """Waits until `expected` sessions wait on a lock `blocker` holds; returns how many do."""
+    return await eventually(count_rows(db, BLOCKED_BY, blocker.get_server_pid()), expected)
+
+
 def count_rows(db: asyncpg.Pool, sql: str, *args: object) -> Callable[[], Awaitable[int]]:
     async def probe() -> int:
         return int(await db.fetchval(sql, *args))

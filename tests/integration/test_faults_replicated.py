@@ -23,18 +23,16 @@ import os
 import shutil
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer
 from infra.kafka_cluster import KafkaCluster
 from recorder_service.settings import DEAD_LETTER_SUFFIX
-from studentperf.migrate import apply_migrations
+from tests.integration.conftest import migrated_database
 from tests.integration.processes import Load, Tally, drive_load, tally
 from tests.integration.service_stack import ServicePair
 
@@ -79,15 +77,9 @@ class Replicated(ServicePair):
 @pytest.fixture(scope="module")
 async def target(cluster: KafkaCluster, postgres: PostgresServer) -> dict[str, str]:
     """The module's topic (and its dead-letter topic) on the cluster, and its database."""
-    name = f"r{uuid.uuid4().hex[:12]}"
+    name = await migrated_database(postgres, "r")
     await cluster.create_topic(name, partitions=3)
     await cluster.create_topic(name + DEAD_LETTER_SUFFIX, partitions=3)
-    await postgres.ensure_database(name)
-    conn = await asyncpg.connect(postgres.dsn(name))
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
     return {
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
         "STUDENTPERF_KAFKA_TOPIC": name,

@@ -36,6 +36,7 @@ from studentperf.migrate import MigrationError, apply_migrations, migration_file
 from studentperf.model_store import MoveKind, current_pointer, move_pointer
 from studentperf.persistence.erasure import ERASURE_ROLE
 from studentperf.persistence.retention import RETENTION_ROLE
+from tests.integration.conftest import migrated_database
 from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.db_source import read_labelled_rows
 from trainer.import_events import import_event
@@ -263,14 +264,7 @@ FORBIDDEN_TO_RETENTION = [
 
 @pytest.fixture(scope="module")
 async def database(postgres: PostgresServer) -> str:
-    name = f"p{uuid.uuid4().hex[:12]}"
-    await postgres.ensure_database(name)
-    conn = await asyncpg.connect(postgres.dsn(name))
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
-    return name
+    return await migrated_database(postgres, "p")
 
 
 async def connect_as(postgres: PostgresServer, database: str, role: DatabaseRole) -> Any:

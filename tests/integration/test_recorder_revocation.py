@@ -22,7 +22,7 @@ from recorder_service.settings import Settings
 from recorder_service.sharding import TurnGivenUp
 from recorder_service.store import PostgresStore
 from studentperf.config import DatabaseRole
-from studentperf.migrate import apply_migrations
+from tests.integration.conftest import migrated_database
 from tests.integration.recorder_support import make_event
 from tests.unit.recorder_fakes import TOPIC, FakeConsumer, FakeDeadLetters, FakeRecord
 
@@ -32,14 +32,7 @@ P0 = TopicPartition(TOPIC, 0)
 
 @pytest.fixture(scope="module")
 async def dsn(postgres: PostgresServer) -> str:
-    name = f"review{uuid.uuid4().hex[:10]}"
-    await postgres.ensure_database(name)
-    conn = await asyncpg.connect(postgres.dsn(name))
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
-    return postgres.dsn(name)
+    return postgres.dsn(await migrated_database(postgres, "revoke"))
 
 
 def as_recorder(dsn: str) -> str:

@@ -20,7 +20,7 @@ from recorder_service.sharding import TurnGivenUp, shard_of, split
 from recorder_service.store import PostgresStore, is_transient
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import Stack
-from tests.integration.helpers import count_rows, eventually
+from tests.integration.helpers import blocked_by, count_rows, eventually
 from tests.integration.recorder_support import make_event
 
 SHARDS = 2
@@ -163,15 +163,7 @@ async def test_a_failed_shard_retried_with_its_committed_sibling_adds_nothing_an
     await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", locked)
     writing = asyncio.create_task(store.write(rows, [erasure]))
     try:
-        waiting = await eventually(
-            count_rows(
-                db,
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                blocker.get_server_pid(),
-            ),
-            1,
-        )
-        assert waiting == 1
+        assert await blocked_by(db, blocker) == 1
         count = "SELECT count(*) FROM predictions WHERE prediction_id = ANY($1)"
         committed_a = await eventually(count_rows(db, count, ids_a), len(ids_a))
         committed_b = int(await db.fetchval(count, ids_b))
@@ -217,9 +209,6 @@ async def test_a_failed_shard_retried_with_its_committed_sibling_adds_nothing_an
     assert facts == {locked: (17, 3.0), erased_student: (17, 3.0)}
 
 
-BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
-
-
 class HeldRow:
     """Another transaction holding a student's row FOR UPDATE, so that a write touching it
     stays open, blocked, until the block ends."""
@@ -228,8 +217,7 @@ class HeldRow:
         self.connection = connection
 
     async def until_blocked(self, db: asyncpg.Pool) -> None:
-        pid = self.connection.get_server_pid()
-        assert await eventually(count_rows(db, BLOCKED_BY, pid), 1) == 1
+        assert await blocked_by(db, self.connection) == 1
 
     async def cut_blocked(self, db: asyncpg.Pool) -> None:
         """The database fails the blocked write: its connection is cut mid-transaction."""

@@ -23,7 +23,7 @@ from recorder_service.rows import (
 from recorder_service.store import PostgresStore, remove_batch
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import Stack
-from tests.integration.helpers import count_rows, eventually
+from tests.integration.helpers import blocked_by
 from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.import_events import import_event
 from trainer.kaggle import KaggleRow
@@ -158,15 +158,8 @@ async def test_retention_removing_a_profile_while_a_prediction_using_it_is_writt
     )
     writing = asyncio.create_task(store.write([new_row]))
     try:
-        waiting = await eventually(
-            count_rows(
-                db,
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                blocker.get_server_pid(),
-            ),
-            1,
-        )
-        assert waiting == 1  # the recorder is past the profile insert, at academic_records
+        # The recorder is past the profile insert, waiting at academic_records.
+        assert await blocked_by(db, blocker) == 1
         removed = await asyncio.wait_for(
             remove_batch(retention, datetime(2021, 1, 1, tzinfo=UTC), 10), 10
         )
