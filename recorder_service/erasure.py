@@ -34,6 +34,7 @@ from studentperf.persistence.erasure import (
     DELETE_STUDENT,
     ERASED_AS_OF,
     ERASED_TABLES,
+    FORGET_FACTS,
     SET_ERASURE_ROLE,
 )
 
@@ -105,8 +106,11 @@ async def apply_erasures(
                 applied.append(Applied(erasure.event_id, {}, new=False))
                 continue
             removed: dict[str, int] = {}
+            student, until = erasure.student_id, erasure.erased_as_of
             for table in ERASED_TABLES:
-                count = _count(await conn.execute(DELETE_STUDENT[table], erasure.student_id))
+                if table == "students":
+                    await conn.execute(FORGET_FACTS, student, until)
+                count = _count(await conn.execute(DELETE_STUDENT[table], student, until))
                 if count:
                     removed[table] = count
             await conn.execute(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from studentperf.persistence.student_facts import FACTS, as_of, log_offset
+
 ERASURE_ROLE: Final = "studentperf_erasure"
 SET_ERASURE_ROLE: Final = f"SET LOCAL ROLE {ERASURE_ROLE}"
 
@@ -18,10 +20,48 @@ ERASED_TABLES: Final[tuple[str, ...]] = (
     "academic_records",
     "students",
 )
-# $1: the student id.
+# $1: the student id, $2: the erasure's time (erased_as_of). What the student gave at or
+# before it goes; what came later (a new enrolment whose events met the erasure's in another
+# order: another instance's, or a spooled erasure's) stays, as it would had it come after the
+# erasure in the log, where events at or before that time are skipped. So the outcome does not
+# depend on how the log falls into batches. Profiles and academic records have no time: they go
+# unless a prediction made later uses them.
 DELETE_STUDENT: Final = {
-    table: f"DELETE FROM {table} WHERE student_id = $1" for table in ERASED_TABLES
+    "predictions": "DELETE FROM predictions WHERE student_id = $1 AND predicted_at <= $2",
+    "outcomes": (
+        "DELETE FROM outcomes WHERE student_id = $1 AND COALESCE(recorded_as_of, recorded_at) <= $2"
+    ),
+    **{
+        table: f"""DELETE FROM {table} t WHERE student_id = $1 AND NOT EXISTS (
+    SELECT FROM predictions p
+    WHERE p.student_id = $1 AND p.{key} = t.{key} AND p.predicted_at > $2)"""
+        for table, key in (
+            ("student_profiles", "student_profile_id"),
+            ("academic_records", "academic_record_id"),
+        )
+    },
+    # FORGET_FACTS ran first: a student with a fact of later still has its profile_as_of.
+    "students": """DELETE FROM students WHERE student_id = $1 AND profile_as_of <= $2
+    AND NOT EXISTS (SELECT FROM predictions WHERE student_id = $1)
+    AND NOT EXISTS (SELECT FROM outcomes WHERE student_id = $1)""",
 }
+assert tuple(DELETE_STUDENT) == ERASED_TABLES
+
+
+def _forget(fact: str) -> str:
+    return ", ".join(
+        f"{column} = CASE WHEN {as_of(fact)} > $2 THEN {column} END"
+        for column in (fact, log_offset(fact), as_of(fact))
+    )
+
+
+# The facts of `students` given at or before the erasure ($2), and when the student was first
+# seen, if then; run before DELETE_STUDENT["students"], which removes the row if nothing is left.
+FORGET_FACTS: Final = f"""UPDATE students SET
+    {", ".join(_forget(fact) for fact in FACTS)},
+    profile_as_of = CASE WHEN profile_as_of > $2 THEN profile_as_of ELSE '-infinity' END,
+    first_seen_at = CASE WHEN first_seen_at > $2 THEN first_seen_at ELSE now() END
+WHERE student_id = $1"""
 ALREADY_APPLIED: Final = "SELECT true FROM erasures WHERE event_id = $1"
 AUDIT: Final = """
 INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason, removed)

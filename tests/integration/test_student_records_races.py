@@ -177,3 +177,67 @@ async def test_retention_removing_a_profile_while_a_prediction_using_it_is_writt
         )
         == 1
     )
+
+
+async def _what_is_kept(db: asyncpg.Pool, student: str) -> dict[str, object]:
+    facts = await db.fetchrow(
+        "SELECT age, previous_gpa FROM students WHERE student_id = $1", student
+    )
+    return {
+        "predictions": await db.fetchval(
+            "SELECT array_agg(predicted_at ORDER BY predicted_at) FROM predictions"
+            " WHERE student_id = $1",
+            student,
+        ),
+        "outcomes": await db.fetchval(
+            "SELECT array_agg(term ORDER BY term) FROM outcomes WHERE student_id = $1", student
+        ),
+        "profiles": await db.fetchval(
+            "SELECT array_agg(age) FROM student_profiles WHERE student_id = $1", student
+        ),
+        "records": await db.fetchval(
+            "SELECT count(*) FROM academic_records WHERE student_id = $1", student
+        ),
+        "facts": None if facts is None else tuple(facts),
+    }
+
+
+async def test_an_erasure_keeps_a_later_enrolment_however_the_log_falls_into_batches(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """One student's log: a prediction and an outcome before the erasure's time, a prediction
+    and an outcome after it (a new enrolment, met by the recorder before the erasure: another
+    instance published them while the erasure waited in a spool), then the erasure. Whether the
+    erasure comes in the same batch as the events or in the next, the same is kept: the later
+    enrolment, and nothing the student gave at or before the erasure."""
+    t = int(_at(1).timestamp())
+    kept: dict[str, dict[str, object]] = {}
+    for layout in ("one batch", "two batches"):
+        student = f"later-{uuid.uuid4().hex[:10]}"
+        events = [
+            staging_row(make_event(student, age=15, gpa=2.0, seconds=t + 10), 1),
+            outcome_staging_row(
+                make_outcome_event(student, "2026-spring", 60.0, seconds=t + 12), 2
+            ),
+            staging_row(make_event(student, age=17, gpa=None, seconds=t + 30), 3),
+            outcome_staging_row(make_outcome_event(student, "2026-fall", 70, seconds=t + 31), 4),
+        ]
+        erasure = Erasure(str(uuid.uuid4()), student, _at(1).replace(second=20), "registrar", "")
+        if layout == "one batch":
+            assert (await store.write(events, [erasure])).refused == []
+        else:
+            assert (await store.write(events)).refused == []
+            await store.write([], [erasure])
+        kept[layout] = await _what_is_kept(db, student)
+    print(f"\nkept after the erasure, by layout: {kept}")
+    assert (
+        kept["one batch"]
+        == kept["two batches"]
+        == {
+            "predictions": [datetime.fromtimestamp(t + 30, UTC)],
+            "outcomes": ["2026-fall"],
+            "profiles": [17],
+            "records": 1,
+            "facts": (17, None),  # the GPA was given before the erasure only
+        }
+    )
