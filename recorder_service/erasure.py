@@ -35,6 +35,7 @@ from studentperf.persistence.erasure import (
     ERASED_AS_OF,
     ERASED_TABLES,
     FORGET_FACTS,
+    RESTAMP_OUTCOMES,
     SET_ERASURE_ROLE,
 )
 
@@ -109,6 +110,7 @@ async def apply_erasures(
             student, until = erasure.student_id, erasure.erased_as_of
             for table in ERASED_TABLES:
                 if table == "students":
+                    await conn.execute(RESTAMP_OUTCOMES, student, until)
                     await conn.execute(FORGET_FACTS, student, until)
                 count = _count(await conn.execute(DELETE_STUDENT[table], student, until))
                 if count:

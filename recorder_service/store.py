@@ -48,9 +48,10 @@ from recorder_service.erasure import (
 )
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.settings import DEV_ERASURE_KEY
-from recorder_service.sharding import ShardTurns, Turn, split
+from recorder_service.sharding import ShardTurns, Turn, TurnGivenUp, split
 from recorder_service.triage import Reason
 from studentperf.database_errors import database_unavailable
+from studentperf.persistence.imports import NOTE_SKIPPED
 from studentperf.persistence.recording import CREATE_STAGING, SPREAD, STAGING_TABLE
 from studentperf.persistence.retention import (
     REMOVE_PREDICTIONS,
@@ -61,6 +62,8 @@ from studentperf.persistence.retention import (
 )
 
 log = logging.getLogger(__name__)
+
+_IMPORT_EVENT_ID = STAGING_COLUMNS.index("import_event_id")
 
 
 class DatabaseUnusable(RuntimeError):
@@ -146,7 +149,9 @@ def describe(error: BaseException) -> str:
 _TRIES_WHILE_PARENTS_GO = 3
 
 
-async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
+async def _write_once(
+    conn: asyncpg.Connection, rows: Sequence[StagingRow], turn: Turn | None = None
+) -> int:
     tries = 1
     while True:
         try:
@@ -156,6 +161,8 @@ async def _write_once(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> i
                 raise
             tries += 1
             log.info("%s: a row referred to was removed meanwhile; writing again", describe(error))
+            if turn is not None:
+                turn.check()  # a transaction more: not for a batch given up meanwhile
 
 
 async def _spread(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
@@ -179,9 +186,9 @@ async def _write_splitting(
         # would commit beside the next owner's erasures, with this batch's lookup of them.
         turn.check()
     try:
-        stored = await _write_once(conn, rows)
+        stored = await _write_once(conn, rows, turn)
     except Exception as error:
-        if is_transient(error):
+        if isinstance(error, TurnGivenUp) or is_transient(error):
             raise
         if refusal_reason(error) is Reason.UNEXPECTED_ERROR:
             await _check_usable(conn)
@@ -207,6 +214,13 @@ async def _check_usable(conn: asyncpg.Connection) -> None:
         if is_transient(error):
             raise
         raise DatabaseUnusable(describe(error)) from error
+
+
+def _import_ids(rows: Sequence[StagingRow], keep: Sequence[int]) -> list[object]:
+    """The import event ids of the rows not in `keep`."""
+    kept = set(keep)
+    found = (row[_IMPORT_EVENT_ID] for i, row in enumerate(rows) if i not in kept)
+    return [event_id for event_id in found if event_id is not None]
 
 
 class PostgresStore:
@@ -310,6 +324,11 @@ class PostgresStore:
                 raise DatabaseUnusable(describe(error)) from error
             keep = unerased(rows, erased, erasures)
             result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
+            skipped_imports = _import_ids(rows, keep)
+            if skipped_imports:
+                if turn is not None:
+                    turn.check()
+                await conn.execute(NOTE_SKIPPED, skipped_imports)
             if len(keep) < len(rows):
                 kept = [rows[i] for i in keep]
                 written = await _write_splitting(conn, kept, 0, 1, turn) if kept else WriteResult()

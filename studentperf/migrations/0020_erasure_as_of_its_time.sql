@@ -2,10 +2,12 @@
 -- (studentperf/persistence/erasure.py): a new enrolment's events that reached the log before a
 -- spooled erasure stay, as they would after it. The erasure role now reads the times it
 -- compares, and the ids that tell a profile or academic record still in use, and clears the
--- facts of `students` given at or before the erasure, keeping the row for a later enrolment.
+-- facts of `students` given at or before the erasure, keeping the row for a later enrolment
+-- (seen anew), and a kept outcome's first recording time, if it was the erased student's.
 GRANT SELECT (predicted_at, student_profile_id, academic_record_id) ON predictions
     TO studentperf_erasure;
-GRANT SELECT (recorded_at, recorded_as_of) ON outcomes TO studentperf_erasure;
+GRANT SELECT (recorded_at, recorded_as_of), UPDATE (recorded_at) ON outcomes
+    TO studentperf_erasure;
 GRANT SELECT (student_profile_id) ON student_profiles TO studentperf_erasure;
 GRANT SELECT (academic_record_id) ON academic_records TO studentperf_erasure;
 GRANT SELECT (

@@ -56,12 +56,17 @@ def _forget(fact: str) -> str:
 
 
 # The facts of `students` given at or before the erasure ($2), and when the student was first
-# seen, if then; run before DELETE_STUDENT["students"], which removes the row if nothing is left.
+# seen (the recorder's clock, which says nothing of the events' times: a row kept is seen anew);
+# run before DELETE_STUDENT["students"], which removes the row if nothing later is left.
 FORGET_FACTS: Final = f"""UPDATE students SET
     {", ".join(_forget(fact) for fact in FACTS)},
     profile_as_of = CASE WHEN profile_as_of > $2 THEN profile_as_of ELSE '-infinity' END,
-    first_seen_at = CASE WHEN first_seen_at > $2 THEN first_seen_at ELSE now() END
+    first_seen_at = now()
 WHERE student_id = $1"""
+# A kept outcome (one given after the erasure for a term the student had one for before) was
+# first recorded as of the erased one: it is now recorded as of the score it keeps.
+RESTAMP_OUTCOMES: Final = """UPDATE outcomes SET recorded_at = recorded_as_of
+WHERE student_id = $1 AND recorded_at <= $2 AND recorded_as_of > $2"""
 ALREADY_APPLIED: Final = "SELECT true FROM erasures WHERE event_id = $1"
 AUDIT: Final = """
 INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason, removed)

@@ -1,13 +1,14 @@
 """Student records where two writers or two copies meet, against the real PostgreSQL through
 the recorder's own store (recorder_service/store.py), as the recorder writes its batches: an
-import run again after an erasure, an import run twice before the recorder got to either, and
-retention removing a profile while a prediction that uses it is written."""
+import run again after an erasure, an import run twice before the recorder got to either,
+retention removing a profile while a prediction that uses it is written, and an erasure that
+meets a later enrolment's events in the log before or after them."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,12 +21,15 @@ from recorder_service.rows import (
     outcome_staging_row,
     staging_row,
 )
-from recorder_service.store import PostgresStore, remove_batch
+from recorder_service.sharding import Turn, TurnGivenUp
+from recorder_service.store import PostgresStore, WriteResult, remove_batch
 from studentperf.config import DatabaseRole
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import blocked_by
 from tests.integration.recorder_support import make_event, make_outcome_event
 from trainer.import_events import import_event
+from trainer.import_wait import WaitGaveUp, wait_until_stored
 from trainer.kaggle import KaggleRow
 
 TERM = "2026-import"
@@ -55,37 +59,6 @@ async def _rows_of(db: asyncpg.Pool, student_id: str) -> dict[str, int]:
             f"SELECT count(*) FROM {table} WHERE student_id = $1", student_id
         )
     return counts
-
-
-async def test_reimporting_the_same_file_after_an_erasure_brings_nothing_back(
-    store: PostgresStore, db: asyncpg.Pool
-) -> None:
-    """Importing the same file again publishes the same ids and stores nothing new, whatever
-    happened in between: an erasure too. The erasure once took the student's imported_rows
-    with it, so the same event, stamped later by a second `make import`, was stored afresh."""
-    sha = uuid.uuid4().hex * 2
-    sid = f"csv-{sha[:12]}-000002"
-    first = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(1))
-    assert (await store.write([import_staging_row(first, 10)])).refused == []
-    assert (await _rows_of(db, sid))["students"] == 1
-
-    erasure = Erasure(str(uuid.uuid4()), sid, _at(2), "registrar", "ticket-1")
-    await store.write([], [erasure])
-    assert await _rows_of(db, sid) == {"students": 0, "outcomes": 0, "imported_rows": 0}
-
-    # `make import` of the same file again: the same event id, stamped with this run's time.
-    again = import_event(_csv_row(sid), file_sha256=sha, term=TERM, occurred_at=_at(3))
-    assert again.event_id == first.event_id
-    await store.write([import_staging_row(again, 30)])
-
-    # Nothing of the erased student is back; the event's id is still known, without them.
-    assert await _rows_of(db, sid) == {"students": 0, "outcomes": 0, "imported_rows": 0}
-    assert (
-        await db.fetchval(
-            "SELECT student_id FROM imported_rows WHERE event_id = $1", uuid.UUID(first.event_id)
-        )
-        is None
-    )
 
 
 async def test_the_same_import_twice_in_one_batch_leaves_a_later_outcome_standing(
@@ -119,16 +92,18 @@ async def test_the_same_import_twice_in_one_batch_leaves_a_later_outcome_standin
     assert results == {False: 90.0, True: 90.0}
 
 
-async def test_retention_removing_a_profile_while_a_prediction_using_it_is_written_refuses_nothing(
-    stack: Stack, store: PostgresStore, db: asyncpg.Pool
-) -> None:
-    """The recorder's write finds the profile there (ON CONFLICT DO NOTHING: no lock taken),
-    then retention deletes the expired prediction that used it and the profile, now unused,
-    and commits; the prediction's foreign key to the profile then fails. A batch of one row was
-    refused on its own (dead-lettered): a prediction the service answered, never recorded.
-
-    The pause between the recorder's two statements is made by a third transaction holding
-    an uncommitted insert of the new academic record (the statement in between)."""
+async def _retention_races_a_write(
+    stack: Stack,
+    store: PostgresStore,
+    db: asyncpg.Pool,
+    turn: Turn | None = None,
+    when_blocked: Callable[[], None] = lambda: None,
+) -> tuple[asyncio.Task[WriteResult], PredictionEvent]:
+    """The recorder's write of a new prediction finds its profile there (ON CONFLICT DO
+    NOTHING: no lock taken); then, while the write waits (a third transaction holds an
+    uncommitted insert of its new academic record, the statement in between), retention
+    deletes the expired prediction that used the profile and the profile, now unused, and
+    commits. Returns the write, ended, and the new prediction."""
     sid = f"ret-{uuid.uuid4().hex[:10]}"
     old = make_event(
         sid, age=16, gpa=2.0, seconds=int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
@@ -156,10 +131,11 @@ async def test_retention_removing_a_profile_while_a_prediction_using_it_is_writt
         uuid.UUID(str(record_id)),
         sid,
     )
-    writing = asyncio.create_task(store.write([new_row]))
+    writing = asyncio.create_task(store.write([new_row], (), turn))
     try:
         # The recorder is past the profile insert, waiting at academic_records.
         assert await blocked_by(db, blocker) == 1
+        when_blocked()
         removed = await asyncio.wait_for(
             remove_batch(retention, datetime(2021, 1, 1, tzinfo=UTC), 10), 10
         )
@@ -168,15 +144,27 @@ async def test_retention_removing_a_profile_while_a_prediction_using_it_is_writt
         await holding.rollback()
         await blocker.close()
         await retention.close()
-    result = await writing
-    # The prediction made now must be recorded.
-    assert result.refused == []
-    assert (
+    await asyncio.wait({writing})
+    return writing, new
+
+
+async def _stored(db: asyncpg.Pool, event: PredictionEvent) -> int:
+    return int(
         await db.fetchval(
-            "SELECT count(*) FROM predictions WHERE prediction_id = $1", uuid.UUID(new.event_id)
+            "SELECT count(*) FROM predictions WHERE prediction_id = $1", uuid.UUID(event.event_id)
         )
-        == 1
     )
+
+
+async def test_retention_removing_a_profile_while_a_prediction_using_it_is_written_refuses_nothing(
+    stack: Stack, store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """The prediction's foreign key to the profile retention removed fails; a batch of one row
+    was refused on its own (dead-lettered): a prediction the service answered, never
+    recorded. Written again, the profile is inserted anew."""
+    writing, new = await _retention_races_a_write(stack, store, db)
+    assert writing.result().refused == []
+    assert await _stored(db, new) == 1
 
 
 async def _what_is_kept(db: asyncpg.Pool, student: str) -> dict[str, object]:
@@ -241,3 +229,126 @@ async def test_an_erasure_keeps_a_later_enrolment_however_the_log_falls_into_bat
             "facts": (17, None),  # the GPA was given before the erasure only
         }
     )
+
+
+@pytest.mark.parametrize("layout", ["erasure in the next batch", "erasure in the same batch"])
+async def test_reimport_after_an_erasure_brings_nothing_back_however_the_log_fell(
+    store: PostgresStore, db: asyncpg.Pool, layout: str
+) -> None:
+    """`make import` of the same file after an erasure stores nothing, whether the recorder
+    stored the first import before the erasure came or skipped it as erased (it met the erasure
+    in the same batch): a skipped import event is noted in imported_rows too."""
+    sha = uuid.uuid4().hex * 2
+    sid = f"csv-{sha[:12]}-000002"
+    row = KaggleRow(2, sid, "female", "bachelor", "standard", "none", 50.0)
+    first = import_event(row, file_sha256=sha, term=TERM, occurred_at=_at(1))
+    erasure = Erasure(str(uuid.uuid4()), sid, _at(2), "registrar", "ticket-1")
+    if layout == "erasure in the next batch":
+        await store.write([import_staging_row(first, 10)])
+        await store.write([], [erasure])
+    else:
+        await store.write([import_staging_row(first, 10)], [erasure])
+    nothing = {"students": 0, "outcomes": 0, "imported_rows": 0}
+    assert await _rows_of(db, sid) == nothing
+
+    # `make import` of the same file again: the same event id, stamped with this run's time.
+    again = import_event(row, file_sha256=sha, term=TERM, occurred_at=_at(3))
+    assert again.event_id == first.event_id
+    await store.write([import_staging_row(again, 30)])
+    assert await _rows_of(db, sid) == nothing
+    # The event's id is still known, without the student.
+    found = await db.fetchrow(
+        "SELECT student_id FROM imported_rows WHERE event_id = $1", uuid.UUID(first.event_id)
+    )
+    assert found is not None and found["student_id"] is None
+
+
+async def _outcome_and_student(db: asyncpg.Pool, sid: str) -> tuple[object, ...]:
+    o = await db.fetchrow(
+        "SELECT final_score, recorded_at FROM outcomes WHERE student_id = $1", sid
+    )
+    return (o["final_score"], o["recorded_at"])
+
+
+async def test_an_outcome_kept_by_an_erasure_keeps_no_time_of_before(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """The erased student's outcome for a term (before the erasure), then a new enrolment's
+    outcome for the same term (after it), then the erasure: the same is kept whether the
+    erasure meets the two in one batch or after them, recorded as of the kept score (the
+    upsert never changes recorded_at, which the monitor pairs predictions and outcomes by)."""
+    t = int(_at(1).timestamp())
+    kept = {}
+    for layout in ("one batch", "three batches"):
+        sid = f"oc-{uuid.uuid4().hex[:10]}"
+        old = outcome_staging_row(make_outcome_event(sid, "2026-spring", 60.0, seconds=t + 10), 1)
+        new = outcome_staging_row(make_outcome_event(sid, "2026-spring", 70.0, seconds=t + 30), 2)
+        erasure = Erasure(str(uuid.uuid4()), sid, _at(1).replace(second=20), "registrar", "")
+        if layout == "one batch":
+            await store.write([old, new], [erasure])
+        else:
+            await store.write([old])
+            await store.write([new])
+            await store.write([], [erasure])
+        kept[layout] = await _outcome_and_student(db, sid)
+    print(f"\nkept: {kept}")
+    assert kept["one batch"] == kept["three batches"] == (70.0, datetime.fromtimestamp(t + 30, UTC))
+
+
+async def test_a_students_row_kept_by_an_erasure_keeps_no_first_seen_at_of_before(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """first_seen_at is the recorder's clock when it inserted the row, not an event's time: an
+    erased student recorded after its erasure's time (the recorder behind, or the erasure
+    spooled) must not leave it on the later enrolment's row."""
+    t = int(_at(1).timestamp())
+    sid = f"fs-{uuid.uuid4().hex[:10]}"
+    await store.write([staging_row(make_event(sid, age=15, gpa=2.0, seconds=t + 10), 1)])
+    erased_first_seen = await db.fetchval(
+        "SELECT first_seen_at FROM students WHERE student_id = $1", sid
+    )
+    await asyncio.sleep(0.2)
+    await store.write([staging_row(make_event(sid, age=17, gpa=None, seconds=t + 30), 2)])
+    erasure = Erasure(str(uuid.uuid4()), sid, _at(1).replace(second=20), "registrar", "")
+    await store.write([], [erasure])
+    first_seen = await db.fetchval("SELECT first_seen_at FROM students WHERE student_id = $1", sid)
+    assert first_seen != erased_first_seen, "the erased student's first_seen_at survived"
+
+
+async def test_an_abandoned_batch_starts_no_transaction_more_after_a_foreign_key_retry(
+    stack: Stack, store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """The batch is given up (its partitions revoked) while its one transaction waits; that
+    transaction then fails on a foreign key (retention removed the profile meanwhile). Written
+    again, it would be a transaction started after the batch was given up."""
+    abandoned = False
+
+    def abandon() -> None:
+        nonlocal abandoned
+        abandoned = True
+
+    writing, new = await _retention_races_a_write(
+        stack, store, db, store.turn(lambda: abandoned), when_blocked=abandon
+    )
+    assert isinstance(writing.exception(), TurnGivenUp)
+    assert await _stored(db, new) == 0, "a transaction started after the batch was given up"
+
+
+async def test_make_import_wait_counts_an_import_event_skipped_as_erased(
+    stack: Stack, store: PostgresStore
+) -> None:
+    """`make import --wait` waits for every event id in imported_rows, which notes one the
+    recorder skipped because its student was erased (met in the same batch as the erasure)."""
+    sha = uuid.uuid4().hex * 2
+    sid = f"csv-{sha[:12]}-000002"
+    row = KaggleRow(2, sid, "female", "bachelor", "standard", "none", 50.0)
+    first = import_event(row, file_sha256=sha, term=TERM, occurred_at=_at(1))
+    erasure = Erasure(str(uuid.uuid4()), sid, _at(2), "registrar", "ticket-1")
+    await store.write([import_staging_row(first, 10)], [erasure])
+    try:
+        stored = await wait_until_stored(
+            stack.database_url_as(DatabaseRole.IMPORTER), [first.event_id], stall_timeout_s=3
+        )
+    except WaitGaveUp as gave_up:
+        pytest.fail(f"--wait gave up on an event the recorder handled: {gave_up}")
+    assert stored == 1
