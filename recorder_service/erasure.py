@@ -35,6 +35,8 @@ from studentperf.persistence.erasure import (
     ERASED_AS_OF,
     ERASED_TABLES,
     FORGET_FACTS,
+    HAD_FACTS,
+    RESEEN,
     RESTAMP_OUTCOMES,
     SET_ERASURE_ROLE,
 )
@@ -106,15 +108,7 @@ async def apply_erasures(
             if await conn.fetchval(ALREADY_APPLIED, erasure.event_id):
                 applied.append(Applied(erasure.event_id, {}, new=False))
                 continue
-            removed: dict[str, int] = {}
-            student, until = erasure.student_id, erasure.erased_as_of
-            for table in ERASED_TABLES:
-                if table == "students":
-                    await conn.execute(RESTAMP_OUTCOMES, student, until)
-                    await conn.execute(FORGET_FACTS, student, until)
-                count = _count(await conn.execute(DELETE_STUDENT[table], student, until))
-                if count:
-                    removed[table] = count
+            removed = await _erase(conn, erasure.student_id, erasure.erased_as_of)
             await conn.execute(
                 AUDIT,
                 erasure.event_id,
@@ -126,6 +120,26 @@ async def apply_erasures(
             )
             applied.append(Applied(erasure.event_id, removed))
     return applied
+
+
+async def _erase(conn: asyncpg.Connection, student: str, until: datetime) -> dict[str, int]:
+    """Removes what the student gave at or before `until`; what a later enrolment keeps loses
+    every trace of before. Returns the rows removed per table, and `student_facts`: 1 when a
+    kept students row lost facts."""
+    had_facts = bool(await conn.fetchval(HAD_FACTS, student, until))
+    removed: dict[str, int] = {}
+    for table in ERASED_TABLES:
+        if table == "students":  # what is left of the others is kept
+            await conn.execute(RESTAMP_OUTCOMES, student, until)
+            for statement in RESEEN:
+                await conn.execute(statement, student)
+            await conn.execute(FORGET_FACTS, student, until)
+        count = _count(await conn.execute(DELETE_STUDENT[table], student, until))
+        if count:
+            removed[table] = count
+    if had_facts and "students" not in removed:
+        removed["student_facts"] = 1
+    return removed
 
 
 async def erased_as_of(

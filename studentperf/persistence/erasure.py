@@ -64,9 +64,22 @@ FORGET_FACTS: Final = f"""UPDATE students SET
     first_seen_at = now()
 WHERE student_id = $1"""
 # A kept outcome (one given after the erasure for a term the student had one for before) was
-# first recorded as of the erased one: it is now recorded as of the score it keeps.
-RESTAMP_OUTCOMES: Final = """UPDATE outcomes SET recorded_at = recorded_as_of
+# first recorded as of the erased one: it is now recorded as of the score it keeps, and updated
+# now (an equal score given again does not move updated_at).
+RESTAMP_OUTCOMES: Final = """UPDATE outcomes SET recorded_at = recorded_as_of, updated_at = now()
 WHERE student_id = $1 AND recorded_at <= $2 AND recorded_as_of > $2"""
+# $1: the student id. The rest of what a later enrolment keeps loses its traces of before: a
+# profile or academic record it shares (content-derived) with the erased enrolment is seen
+# anew, and no imported row names the student (the ids stay: a file imported again skips them).
+RESEEN: Final = (
+    "UPDATE student_profiles SET first_seen_at = now() WHERE student_id = $1",
+    "UPDATE academic_records SET first_seen_at = now() WHERE student_id = $1",
+    "UPDATE imported_rows SET student_id = NULL WHERE student_id = $1",
+)
+# Whether the student has a fact given at or before the erasure ($2): a students row a later
+# enrolment keeps then loses facts, which the erasure reports (`student_facts`).
+HAD_FACTS: Final = f"""SELECT EXISTS (SELECT FROM students WHERE student_id = $1 AND (
+    {" OR ".join(f"{as_of(fact)} <= $2" for fact in FACTS)}))"""
 ALREADY_APPLIED: Final = "SELECT true FROM erasures WHERE event_id = $1"
 AUDIT: Final = """
 INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason, removed)

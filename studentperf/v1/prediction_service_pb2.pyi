@@ -1003,8 +1003,9 @@ class EraseStudentResponse(_message.Message):
     """
     @_builtins.property
     def removed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """Rows removed per table (table name to count), tables with none left out; empty when
-        nothing was removed or when not confirmed.
+        """Rows removed per table (table name to count), tables with none left out; and
+        "student_facts": 1 when the student's current facts given before the erasure were cleared
+        from a row a later enrolment keeps. Empty when nothing was removed or when not confirmed.
         """
 
     def __init__(

@@ -14,16 +14,18 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, apply_erasures
 from recorder_service.rows import (
     STAGING_COLUMNS,
     import_staging_row,
     outcome_staging_row,
     staging_row,
 )
+from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.sharding import Turn, TurnGivenUp
 from recorder_service.store import PostgresStore, WriteResult, remove_batch
 from studentperf.config import DatabaseRole
+from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import blocked_by
@@ -352,3 +354,121 @@ async def test_make_import_wait_counts_an_import_event_skipped_as_erased(
     except WaitGaveUp as gave_up:
         pytest.fail(f"--wait gave up on an event the recorder handled: {gave_up}")
     assert stored == 1
+
+
+T = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+ERASED_AS_OF = datetime.fromtimestamp(T + 20, UTC)
+
+
+def _erasure(sid: str) -> Erasure:
+    return Erasure(str(uuid.uuid4()), sid, ERASED_AS_OF, "registrar", "")
+
+
+def _import(sid: str, sha: str, seconds: int) -> ImportEvent:
+    row = KaggleRow(2, sid, "female", "bachelor", "standard", "none", 50.0)
+    return import_event(
+        row, file_sha256=sha, term=TERM, occurred_at=datetime.fromtimestamp(seconds, UTC)
+    )
+
+
+@pytest.mark.parametrize("layout", ["one batch", "two batches"])
+async def test_imported_rows_of_an_erased_enrolment_name_no_student(
+    store: PostgresStore, db: asyncpg.Pool, layout: str
+) -> None:
+    """An import the student gave before the erasure, a prediction of a later enrolment, then
+    the erasure: whether it meets the import in its batch (the import is skipped and noted
+    without the student) or after it, no imported row names the student any more."""
+    sha = uuid.uuid4().hex * 2
+    sid = f"csv-{sha[:12]}-000002"
+    imported = _import(sid, sha, T + 10)
+    rows = [
+        import_staging_row(imported, 1),
+        staging_row(make_event(sid, age=17, gpa=None, seconds=T + 30), 2),
+    ]
+    if layout == "one batch":
+        await store.write(rows, [_erasure(sid)])
+    else:
+        await store.write(rows)
+        await store.write([], [_erasure(sid)])
+    found = await db.fetchrow(
+        "SELECT student_id FROM imported_rows WHERE event_id = $1",
+        uuid.UUID(imported.event_id),
+    )
+    print(f"\n{layout}: imported_rows.student_id of the erased import = {found}")
+    assert found is not None
+    assert found["student_id"] is None, "the erased enrolment's import still names the student"
+
+
+async def test_a_kept_profile_and_record_keep_no_first_seen_at_of_before(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """As the students row: a profile and academic record a later enrolment shares with the
+    erased one (their ids derive from their content) are seen anew."""
+    sid = f"pf-{uuid.uuid4().hex[:10]}"
+    await store.write([staging_row(make_event(sid, age=15, gpa=2.0, seconds=T + 10), 1)])
+    before = await db.fetchrow(
+        "SELECT (SELECT first_seen_at FROM student_profiles WHERE student_id = $1) AS p,"
+        " (SELECT first_seen_at FROM academic_records WHERE student_id = $1) AS r",
+        sid,
+    )
+    await asyncio.sleep(0.2)
+    await store.write([staging_row(make_event(sid, age=15, gpa=2.0, seconds=T + 30), 2)])
+    await store.write([], [_erasure(sid)])
+    after = await db.fetchrow(
+        "SELECT (SELECT first_seen_at FROM student_profiles WHERE student_id = $1) AS p,"
+        " (SELECT first_seen_at FROM academic_records WHERE student_id = $1) AS r",
+        sid,
+    )
+    print(f"\nbefore the erasure {dict(before)}, after {dict(after)}")
+    assert after["p"] is not None and after["r"] is not None  # kept: the later prediction's
+    assert after["p"] != before["p"], "the erased prediction's profile first_seen_at survived"
+    assert after["r"] != before["r"], "the erased prediction's record first_seen_at survived"
+
+
+async def test_a_kept_outcome_keeps_no_updated_at_of_before(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """The later enrolment's score for the term equals the erased one's: the upsert keeps
+    updated_at (a repeat moves only its order), which must not say when the erased student's
+    score was recorded."""
+    sid = f"ou-{uuid.uuid4().hex[:10]}"
+    await store.write([outcome_staging_row(make_outcome_event(sid, TERM, 60.0, seconds=T + 10), 1)])
+    erased_updated = await db.fetchval("SELECT updated_at FROM outcomes WHERE student_id = $1", sid)
+    await asyncio.sleep(0.2)
+    await store.write([outcome_staging_row(make_outcome_event(sid, TERM, 60.0, seconds=T + 30), 2)])
+    await store.write([], [_erasure(sid)])
+    kept = await db.fetchrow(
+        "SELECT recorded_at, recorded_as_of, updated_at FROM outcomes WHERE student_id = $1", sid
+    )
+    print(f"\nerased score recorded (updated_at) {erased_updated}; kept outcome {dict(kept)}")
+    assert kept["updated_at"] != erased_updated, "the erased score's updated_at survived"
+
+
+async def test_erasure_that_cleared_facts_does_not_answer_removed_nothing(
+    stack: Stack, store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """An import before the erasure (profile facts, a score for the term), then a later
+    enrolment's score for the same term: the erasure clears the imported facts, and says so
+    (an empty `removed` is "removed nothing", what an unknown student gets)."""
+    sha = uuid.uuid4().hex * 2
+    sid = f"csv-{sha[:12]}-000002"
+    imported = _import(sid, sha, T + 10)
+    later = outcome_staging_row(make_outcome_event(sid, TERM, 70.0, seconds=T + 30), 2)
+    await store.write([import_staging_row(imported, 1), later])
+    facts_before = await db.fetchval("SELECT gender FROM students WHERE student_id = $1", sid)
+    conn = await asyncpg.connect(stack.database_url_as(DatabaseRole.RECORDER))
+    try:
+        [applied] = await apply_erasures(conn, [_erasure(sid)], DEV_ERASURE_KEY)
+    finally:
+        await conn.close()
+    facts_after = await db.fetchval("SELECT gender FROM students WHERE student_id = $1", sid)
+    left = await db.fetchval(
+        "SELECT student_id FROM imported_rows WHERE event_id = $1", uuid.UUID(imported.event_id)
+    )
+    print(
+        f"\ngender before {facts_before!r}, after {facts_after!r}; removed {dict(applied.removed)};"
+        f" imported_rows.student_id after: {left!r}"
+    )
+    assert facts_before == "female" and facts_after is None
+    assert dict(applied.removed) == {"student_facts": 1}
+    assert left is None
