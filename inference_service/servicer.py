@@ -33,6 +33,7 @@ from inference_service.encoding import InvalidInput
 from inference_service.grpc_errors import bad_request, map_errors
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
+from studentperf.erasure import FACTS_CLEARED
 from studentperf.v1 import prediction_service_pb2 as api
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -234,11 +235,16 @@ def _erasure_response(answer: ErasureAnswer) -> api.EraseStudentResponse:
             "row in table erasures will say what it removed)",
         )
     removed = {table: count for table, count in sorted(answer.removed.items()) if count}
-    summary = (
-        "removed " + ", ".join(f"{count} from {table}" for table, count in removed.items())
-        if removed
-        else "removed nothing"
-    )
     return api.EraseStudentResponse(
-        erasure_id=answer.erasure_id, confirmed=True, removed=removed, summary=summary
+        erasure_id=answer.erasure_id, confirmed=True, removed=removed, summary=_summary(removed)
     )
+
+
+def _summary(removed: Mapping[str, int]) -> str:
+    """What the erasure removed, in words: rows per table, and the current facts it cleared
+    from a students row a later enrolment keeps (`student_facts`, which is no table)."""
+    parts = [f"{count} from {table}" for table, count in removed.items() if table != FACTS_CLEARED]
+    said = ["removed " + ", ".join(parts)] if parts else []
+    if removed.get(FACTS_CLEARED):
+        said.append("cleared the student's facts given before the erasure")
+    return "; ".join(said) or "removed nothing"

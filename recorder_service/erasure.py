@@ -28,6 +28,7 @@ from datetime import datetime
 import asyncpg
 
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
+from studentperf.erasure import FACTS_CLEARED
 from studentperf.persistence.erasure import (
     ALREADY_APPLIED,
     AUDIT,
@@ -138,7 +139,7 @@ async def _erase(conn: asyncpg.Connection, student: str, until: datetime) -> dic
         if count:
             removed[table] = count
     if had_facts and "students" not in removed:
-        removed["student_facts"] = 1
+        removed[FACTS_CLEARED] = 1
     return removed
 
 

@@ -19,6 +19,7 @@ import pytest
 from inference_service import spool_segments
 from inference_service.auth import client_name, parse_token_table
 from inference_service.core import HistoryUnavailable, PredictionCore, PublishUnavailable
+from inference_service.core_ports import ErasureAnswer
 from inference_service.delivery import (
     DurablePublisher,
     Handed,
@@ -26,6 +27,7 @@ from inference_service.delivery import (
     open_durable_publisher,
 )
 from inference_service.encoding import InvalidInput
+from inference_service.servicer import _erasure_response
 from inference_service.spool import Destination, Spool, read_segment
 from recorder_service.erasure import Erasure, StudentHasher, student_hash, unerased
 from recorder_service.rows import STAGING_COLUMNS
@@ -34,7 +36,7 @@ from recorder_service.triage import Reason, triage
 from studentperf import envelope
 from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
-from studentperf.erasure import reason_is_valid
+from studentperf.erasure import FACTS_CLEARED, reason_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from tests.unit.recorder_fakes import FakeRecord
 from tests.unit.test_core import AgeModel, RecordingPublisher
@@ -672,3 +674,23 @@ async def test_a_publish_cancelled_while_it_waits_its_turn_lets_none_overtake(
     values = on_disk(tmp_path)
     assert [v for v in values if v.startswith(b"S")] == [b"S-1", b"S-2"], values
     assert b"R-1" not in values
+
+
+@pytest.mark.parametrize(
+    ("removed", "summary"),
+    [
+        ({}, "removed nothing"),
+        ({"predictions": 2, "students": 1}, "removed 2 from predictions, 1 from students"),
+        (
+            {"outcomes": 1, FACTS_CLEARED: 1},
+            "removed 1 from outcomes; cleared the student's facts given before the erasure",
+        ),
+        ({FACTS_CLEARED: 1}, "cleared the student's facts given before the erasure"),
+    ],
+)
+def test_the_answer_says_what_was_removed_and_names_no_table_that_is_none(
+    removed: dict[str, int], summary: str
+) -> None:
+    answer = _erasure_response(ErasureAnswer("e-1", removed))
+    assert answer.confirmed and answer.summary == summary
+    assert dict(answer.removed) == removed
