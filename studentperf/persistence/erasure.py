@@ -74,6 +74,7 @@ WHERE student_id = $1 AND recorded_at <= $2 AND recorded_as_of > $2"""
 RESEEN: Final = (
     "UPDATE student_profiles SET first_seen_at = now() WHERE student_id = $1",
     "UPDATE academic_records SET first_seen_at = now() WHERE student_id = $1",
+    # Rows noted before imports stopped naming the student (studentperf.persistence.imports).
     "UPDATE imported_rows SET student_id = NULL WHERE student_id = $1",
 )
 # Whether the student has a fact given at or before the erasure ($2): a students row a later

@@ -21,10 +21,12 @@ WHERE b.import_event_id = earlier.import_event_id AND b.log_offset > earlier.log
 
 
 def note_imported(batch: str) -> str:
-    """Notes the import events of the table `batch` as stored."""
+    """Notes the import events of the table `batch` as stored: their ids only. The student is
+    not noted (nothing needs it), so no row ties a student to a file, and an erasure leaves
+    the same here however its events fell into batches (migration 0019 allows it)."""
     return f"""
-INSERT INTO imported_rows (event_id, student_id)
-SELECT DISTINCT import_event_id, student_id FROM {batch}
+INSERT INTO imported_rows (event_id)
+SELECT DISTINCT import_event_id FROM {batch}
 WHERE import_event_id IS NOT NULL
 ON CONFLICT (event_id) DO NOTHING"""
 

@@ -472,3 +472,20 @@ async def test_erasure_that_cleared_facts_does_not_answer_removed_nothing(
     assert facts_before == "female" and facts_after is None
     assert dict(applied.removed) == {"student_facts": 1}
     assert left is None
+
+
+async def test_an_erasure_unties_imported_rows_noted_with_the_student_before(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """Imported rows noted before imports stopped naming the student: a later enrolment keeps
+    the students row (no cascade), and the erasure unties them itself."""
+    sid = f"legacy-{uuid.uuid4().hex[:10]}"
+    await store.write([staging_row(make_event(sid, seconds=T + 30), 1)])
+    event_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO imported_rows (event_id, student_id) VALUES ($1, $2)", event_id, sid
+    )
+    await store.write([], [_erasure(sid)])
+    assert await db.fetchval("SELECT count(*) FROM students WHERE student_id = $1", sid) == 1
+    found = await db.fetchrow("SELECT student_id FROM imported_rows WHERE event_id = $1", event_id)
+    assert found is not None and found["student_id"] is None
