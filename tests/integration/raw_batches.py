@@ -8,13 +8,16 @@ sends it with a plain ProduceRequest to the partition's leader.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaClient, TopicPartition
-from aiokafka.errors import for_code
+from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError, for_code
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+LEADER_TRIES = 10
 
 
 class RawName(str):
@@ -54,22 +57,30 @@ async def produce_batch(
     for delta, record in enumerate(records):
         headers: list[tuple[str, bytes | None]] = [(RawName(k), v) for k, v in record.headers]
         builder.append(delta, timestamp=None, key=record.key, value=record.value, headers=headers)
+    request = ProduceRequest(
+        transactional_id=None,
+        required_acks=-1,
+        timeout=30_000,
+        topics=[(topic, [(partition, bytes(builder.build()))])],
+    )
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
     try:
-        # No public way to learn the leader; the producer asks the same.
-        await client._wait_on_metadata(topic)
-        leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
-        request = ProduceRequest(
-            transactional_id=None,
-            required_acks=-1,
-            timeout=30_000,
-            topics=[(topic, [(partition, bytes(builder.build()))])],
-        )
-        response = await client.send(leader, request)
+        for attempt in range(LEADER_TRIES):
+            # No public way to learn the leader; the producer asks the same.
+            await client._wait_on_metadata(topic)
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            response = await client.send(leader, request)
+            [(_, [(_, error_code, base_offset, *_)])] = response.topics
+            error = for_code(error_code) if error_code else None
+            # A leader not known yet, or moved: nothing was appended, so sending again is safe.
+            if error not in (NotLeaderForPartitionError, LeaderNotAvailableError):
+                break
+            if attempt + 1 < LEADER_TRIES:
+                await client.force_metadata_update()
+                await asyncio.sleep(0.5)
     finally:
         await client.close()
-    [(_, [(_, error_code, base_offset, *_)])] = response.topics
-    if error_code:
-        raise for_code(error_code)(f"{topic}[{partition}]")
+    if error is not None:
+        raise error(f"{topic}[{partition}]")
     return [base_offset + i for i in range(len(records))]
