@@ -14,10 +14,15 @@ def skip_imported(batch: str) -> str:
     """Drops from the table `batch` the rows of import events stored before, and every copy of
     an import event but its first in the log (a file imported twice while the recorder was
     away): a later copy carries a later time, and would win over an outcome given in between.
-    One student's events share a partition, so their offsets compare."""
-    return f"""DELETE FROM {batch} b USING imported_rows i WHERE b.import_event_id = i.event_id;
-DELETE FROM {batch} b USING {batch} earlier
-WHERE b.import_event_id = earlier.import_event_id AND b.log_offset > earlier.log_offset"""
+    One student's events share a partition, so their offsets compare.
+
+    Both run on every batch, and most batches are predictions alone: each looks further only
+    at the rows of import events (no probe of imported_rows, no join, for the others)."""
+    return f"""DELETE FROM {batch} b USING imported_rows i
+WHERE b.import_event_id IS NOT NULL AND b.import_event_id = i.event_id;
+DELETE FROM {batch} b WHERE b.import_event_id IS NOT NULL AND EXISTS (
+    SELECT FROM {batch} earlier
+    WHERE earlier.import_event_id = b.import_event_id AND earlier.log_offset < b.log_offset)"""
 
 
 def note_imported(batch: str) -> str:
