@@ -50,19 +50,18 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable, publish_alone
 from inference_service.delivery import Handed, PendingSends
 from inference_service.metrics import InferenceMetrics
+from inference_service.partitioning import partition_of
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
 log = logging.getLogger(__name__)
 
-_PARTITIONER = DefaultPartitioner()
 # From how many records a publish gets producer batches of its own (see the module doc).
 _OWN_BATCHES_FROM = 64
 
@@ -211,8 +210,17 @@ class KafkaPublisher:
             sends: list[Handed] = []
             await self._send_batches(producer, records, sends)
             return [send.ack for send in sends]
+        # The partition is chosen here, as `send` would choose it, once the topic's partitions
+        # are known: `send` would copy their list for every record (inference_service.partitioning).
+        partitions = len(await producer.partitions_for(self._topic))
         return [
-            await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
+            await producer.send(
+                self._topic,
+                value=r.value,
+                key=r.key,
+                partition=partition_of(r.key, partitions),
+                headers=r.headers,
+            )
             for r in records
         ]
 
@@ -224,7 +232,7 @@ class KafkaPublisher:
         as soon as the producer took it."""
         if not records:
             return
-        partitions = sorted(await producer.partitions_for(self._topic))
+        partitions = len(await producer.partitions_for(self._topic))
         open_batches: dict[int, tuple[Any, list[KafkaRecord]]] = {}
 
         async def send(partition: int) -> None:
@@ -234,7 +242,7 @@ class KafkaPublisher:
             sends.append(Handed(partition, batch_records, ack))
 
         for record in records:
-            partition = _PARTITIONER(record.key, partitions, partitions)
+            partition = partition_of(record.key, partitions)
             opened = open_batches.get(partition)
             if opened is not None and not _append(opened[0], record):
                 await send(partition)  # full: it leaves, and the record starts the next one
