@@ -34,7 +34,7 @@ from studentperf.persistence.erasure import (
     AUDIT,
     DELETE_STUDENT,
     ERASED_AS_OF,
-    ERASED_TABLES,
+    ERASED_CHILD_TABLES,
     FORGET_FACTS,
     HAD_FACTS,
     RESEEN,
@@ -128,19 +128,27 @@ async def _erase(conn: asyncpg.Connection, student: str, until: datetime) -> dic
     every trace of before. Returns the rows removed per table, and `student_facts`: 1 when a
     kept students row lost facts."""
     had_facts = bool(await conn.fetchval(HAD_FACTS, student, until))
-    removed: dict[str, int] = {}
-    for table in ERASED_TABLES:
-        if table == "students":  # what is left of the others is kept
-            await conn.execute(RESTAMP_OUTCOMES, student, until)
-            for statement in RESEEN:
-                await conn.execute(statement, student)
-            await conn.execute(FORGET_FACTS, student, until)
-        count = _count(await conn.execute(DELETE_STUDENT[table], student, until))
-        if count:
-            removed[table] = count
+    deleted: dict[str, int] = {}
+    # (a) The student's rows of the tables below `students`, children first, but those a later
+    # enrolment gave (or a later prediction uses).
+    for table in ERASED_CHILD_TABLES:
+        deleted[table] = await _delete(conn, table, student, until)
+    # (b) What is left is kept and loses every trace of before; the students row loses its
+    # facts given before (whether or not it goes next).
+    await conn.execute(RESTAMP_OUTCOMES, student, until)
+    for statement in RESEEN:
+        await conn.execute(statement, student)
+    await conn.execute(FORGET_FACTS, student, until)
+    # (c) The students row, unless something later is left.
+    deleted["students"] = await _delete(conn, "students", student, until)
+    removed = {table: count for table, count in deleted.items() if count}
     if had_facts and "students" not in removed:
         removed[FACTS_CLEARED] = 1
     return removed
+
+
+async def _delete(conn: asyncpg.Connection, table: str, student: str, until: datetime) -> int:
+    return _count(await conn.execute(DELETE_STUDENT[table], student, until))
 
 
 async def erased_as_of(

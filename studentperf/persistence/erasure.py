@@ -12,14 +12,16 @@ from studentperf.persistence.student_facts import FACTS, as_of, log_offset
 ERASURE_ROLE: Final = "studentperf_erasure"
 SET_ERASURE_ROLE: Final = f"SET LOCAL ROLE {ERASURE_ROLE}"
 
-# Children before the tables they refer to: the foreign keys hold at every step.
-ERASED_TABLES: Final[tuple[str, ...]] = (
+# Children before the tables they refer to: the foreign keys hold at every step. `students`
+# goes last, after what the others keep is restamped and its facts of before are forgotten
+# (RESTAMP_OUTCOMES, RESEEN, FORGET_FACTS; recorder_service/erasure.py runs them in that order).
+ERASED_CHILD_TABLES: Final[tuple[str, ...]] = (
     "predictions",
     "outcomes",
     "student_profiles",
     "academic_records",
-    "students",
 )
+ERASED_TABLES: Final[tuple[str, ...]] = (*ERASED_CHILD_TABLES, "students")
 # $1: the student id, $2: the erasure's time (erased_as_of). What the student gave at or
 # before it goes; what came later (a new enrolment whose events met the erasure's in another
 # order: another instance's, or a spooled erasure's) stays, as it would had it come after the
