@@ -155,17 +155,21 @@ async def _write_once(
     tries = 1
     while True:
         try:
-            return await _spread(conn, rows)
+            return await _spread(conn, rows, turn)
         except asyncpg.ForeignKeyViolationError as error:
             if tries == _TRIES_WHILE_PARENTS_GO:
                 raise
             tries += 1
             log.info("%s: a row referred to was removed meanwhile; writing again", describe(error))
-            if turn is not None:
-                turn.check()  # a transaction more: not for a batch given up meanwhile
 
 
-async def _spread(conn: asyncpg.Connection, rows: Sequence[StagingRow]) -> int:
+async def _spread(conn: asyncpg.Connection, rows: Sequence[StagingRow], turn: Turn | None) -> int:
+    if turn is not None:
+        # Checked before every transaction, not only the shard's first: a batch split row by
+        # row (or written again after a foreign key broke) can run on for seconds after its
+        # partitions were revoked, and each transaction then would commit beside the next
+        # owner's erasures, with this batch's lookup of them.
+        turn.check()
     async with conn.transaction():
         await conn.execute(CREATE_STAGING)
         await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=STAGING_COLUMNS)
@@ -180,11 +184,6 @@ async def _write_splitting(
     attempts: int,
     turn: Turn | None,
 ) -> WriteResult:
-    if turn is not None:
-        # Checked before every transaction, not only the first: a batch split row by row can
-        # run on for seconds after its partitions were revoked, and each transaction then
-        # would commit beside the next owner's erasures, with this batch's lookup of them.
-        turn.check()
     try:
         stored = await _write_once(conn, rows, turn)
     except Exception as error:
@@ -209,6 +208,8 @@ async def _check_usable(conn: asyncpg.Connection) -> None:
     """Raises DatabaseUnusable when an empty batch fails too: then the error that led here
     was the database's, and no row may be dead-lettered for it."""
     try:
+        # No turn to check: an empty batch writes nothing, and TurnGivenUp here would be taken
+        # for the database's fault.
         await _write_once(conn, ())
     except Exception as error:
         if is_transient(error):
@@ -243,7 +244,8 @@ class PostgresStore:
     def turn(self, given_up: Callable[[], bool] = lambda: False) -> Turn:
         """A batch's place in the order shards are written; take it as the batch is handed
         over, pass it to every `write` of the batch, and `end()` it when the batch is done.
-        Once `given_up()`, a write of the batch raises TurnGivenUp rather than start a shard."""
+        Once `given_up()`, a write of the batch raises TurnGivenUp rather than start a shard
+        or another transaction of its rows."""
         return self._order.take(given_up)
 
     async def write(
