@@ -26,6 +26,11 @@ async def eventually(
 
 
 BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+# Run by the owner of a test's own database: lets a stored version's files be changed, which
+# migration 0021 refuses to everyone, so that a test can forge one (a deliberate DDL step).
+ALLOW_CHANGES = (
+    "ALTER TABLE model_artifact_files DISABLE TRIGGER model_artifact_files_no_update_or_delete"
+)
 
 
 async def blocked_by(db: asyncpg.Pool, blocker: asyncpg.Connection, expected: int = 1) -> int:

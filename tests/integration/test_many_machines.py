@@ -34,6 +34,7 @@ from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
 from tests.integration.conftest import Stack
+from tests.integration.helpers import ALLOW_CHANGES
 from tests.integration.processes import ServiceProcess
 from tests.integration.slow_link import slow_link
 from trainer import synthetic
@@ -266,6 +267,8 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
     owner = await asyncpg.connect(stack.database_url)
     try:
         await store_version(trainer, trainer_models / forged)
+        # Past migration 0021's trigger: a deliberate step, which the hash check still catches.
+        await owner.execute(ALLOW_CHANGES)
         changed = await owner.execute(
             "UPDATE model_artifact_files SET content = content || '\\x00'::bytea"
             " WHERE model_version = $1 AND file_name = $2",
