@@ -23,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from studentperf.durable import fsync_path, hold_folder_lock
+from studentperf.durable import fsync_path, hold_folder_lock_once_free
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,12 @@ class Moved:
     segments: int
 
 
-def gather_orphans(spool_dir: Path, workers: int) -> list[Moved]:
+def gather_orphans(spool_dir: Path, workers: int, patience_s: float = 0.0) -> list[Moved]:
     """Moves every segment of a folder no process of this service owns into one it owns.
 
-    The caller holds spool_dir's lock; this takes each orphan folder's (raising FolderInUse,
-    a ConfigError, when a process still runs there) and each target's.
+    The caller holds spool_dir's lock; this takes each orphan folder's and each target's,
+    waiting up to `patience_s` for a process that still runs there (a worker of a supervisor
+    that was killed, finishing its calls), then raising FolderInUse, a ConfigError.
     """
     owned = owned_folders(spool_dir, workers)
     sources: list[Path] = []
@@ -66,7 +67,7 @@ def gather_orphans(spool_dir: Path, workers: int) -> list[Moved]:
     moved = []
     for number, source in enumerate(sources):
         target = owned[number % len(owned)]
-        count = _move_segments(source, target, spool_dir)
+        count = _move_segments(source, target, spool_dir, patience_s)
         if count:
             moved.append(Moved(source, target, count))
             log.warning(
@@ -82,14 +83,19 @@ def gather_orphans(spool_dir: Path, workers: int) -> list[Moved]:
     return moved
 
 
-def _move_segments(source: Path, target: Path, spool_dir: Path) -> int:
+def _move_segments(source: Path, target: Path, spool_dir: Path, patience_s: float) -> int:
     # spool_dir's lock is the caller's already; a slot folder's is taken here.
-    source_lock = hold_folder_lock(source, "spool folder") if source != spool_dir else None
+    def hold(folder: Path) -> int | None:
+        if folder == spool_dir:
+            return None
+        return hold_folder_lock_once_free(folder, "spool folder", patience_s)
+
+    source_lock = hold(source)
     try:
         segments = sorted(source.glob(_SEGMENT))
         if not segments:
             return 0
-        target_lock = hold_folder_lock(target, "spool folder") if target != spool_dir else None
+        target_lock = hold(target)
         try:
             next_seq = 1 + max((int(p.stem) for p in target.glob(_SEGMENT)), default=-1)
             for segment in segments:

@@ -16,7 +16,8 @@ calls finished, every answered event acknowledged or spooled. A worker that dies
 replaced: its successor reopens the slot's spool folder and replays what it left there (after 0.5 s,
 doubling up to 30 s while successors keep dying young). A worker that cannot start at all (exit
 status 2: bad settings, no model) before its slot ever served stops the whole service with status 2.
-A worker whose supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second. One
+A worker whose supervisor is gone (killed) stops by itself, as on SIGTERM, within half a second; a
+service started again meanwhile waits for it to let go of its spool folder (`_stop_bound_s`). One
 process (STUDENTPERF_WORKERS=1) runs with no supervisor, as before workers existed; either way,
 spool folders left by another worker count are gathered first (inference_service.spool_folders).
 
@@ -66,7 +67,7 @@ from inference_service.metrics import PREFIX
 from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
 from studentperf.config import ConfigError, configure_logging
-from studentperf.durable import hold_folder_lock
+from studentperf.durable import hold_folder_lock, hold_folder_lock_once_free
 from studentperf.health_http import serve_health
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ STEADY_S = 60.0
 # After SIGTERM a worker finishes its calls (shutdown grace) and publishes or spools their
 # events (publish timeout); past this margin on top, it is killed: its spool keeps what it had.
 STOP_MARGIN_S = 30.0
+
+
+def _stop_bound_s(settings: Settings) -> float:
+    """How long a worker may take to stop, on SIGTERM or once its supervisor is gone (its
+    calls finished, their events published or spooled), holding its spool folder meanwhile:
+    the supervisor kills one that takes longer, and a service started again at once after its
+    supervisor was killed waits this long for such a folder before it gives up on it."""
+    return settings.shutdown_grace_s + settings.publish_timeout_s + STOP_MARGIN_S
 
 
 def main() -> None:
@@ -99,7 +108,7 @@ def _serve_alone(settings: Settings) -> int:
     spool_dir = Path(settings.spool_dir)
     lock = hold_folder_lock(spool_dir, "spool folder")
     try:
-        gather_orphans(spool_dir, 1)
+        gather_orphans(spool_dir, 1, _stop_bound_s(settings))
     finally:
         os.close(lock)  # the spool takes it again when it opens
     # Here, not at the top: a supervisor must never load grpc (see the module docstring).
@@ -148,6 +157,15 @@ async def _serve_slot(
     # Before the server starts: a SIGTERM during start-up stops it gracefully once started.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Only a worker of this slot holds its folder; one that does now is a killed supervisor's,
+    # stopping: waited for, not taken for a service that cannot start.
+    lock = await asyncio.to_thread(
+        hold_folder_lock_once_free,
+        Path(settings.spool_dir),
+        "spool folder",
+        _stop_bound_s(settings),
+    )
+    os.close(lock)  # the spool takes it again when it opens
     running = await start_server(settings)
     try:  # whatever happens from here, the server stops, or the process would never end
         status_port = 0
@@ -247,7 +265,9 @@ class Supervisor:
         # folder refuses to start.
         lock = await asyncio.to_thread(hold_folder_lock, spool_dir, "spool folder")
         try:
-            await asyncio.to_thread(gather_orphans, spool_dir, self.settings.workers)
+            await asyncio.to_thread(
+                gather_orphans, spool_dir, self.settings.workers, _stop_bound_s(self.settings)
+            )
             with reserve_port(self.settings.listen_address) as address:
                 return await self._supervise(address)
         finally:
@@ -393,8 +413,7 @@ class Supervisor:
                     self._take_report(slot, receive)
                 if stop.is_set() and stop_by is None:
                     process.terminate()  # SIGTERM: a graceful stop
-                    margin = self.settings.shutdown_grace_s + self.settings.publish_timeout_s
-                    stop_by = time.monotonic() + margin + STOP_MARGIN_S
+                    stop_by = time.monotonic() + _stop_bound_s(self.settings)
                 elif stop_by is not None and not killed and time.monotonic() >= stop_by:
                     log.error("worker %d did not stop in time: killing it", slot.number)
                     process.kill()

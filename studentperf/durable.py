@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from studentperf.config import ConfigError
+
+log = logging.getLogger(__name__)
+# How often a folder held by a process that is stopping is tried again.
+_RETRY_S = 0.2
 
 
 def fsync_path(path: Path) -> None:
@@ -52,6 +58,24 @@ def hold_folder_lock(folder: Path, what: str) -> int:
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, holder_text.encode() + b"\n", 0)
     return descriptor
+
+
+def hold_folder_lock_once_free(folder: Path, what: str, patience_s: float) -> int:
+    """hold_folder_lock, tried again for up to `patience_s` while another process holds the
+    folder: for a folder only a process that is stopping can hold (a worker of a supervisor
+    that was killed finishing its calls); raises FolderInUse when it still holds it then."""
+    deadline = time.monotonic() + patience_s
+    waited = False
+    while True:
+        try:
+            return hold_folder_lock(folder, what)
+        except FolderInUse as busy:
+            if time.monotonic() >= deadline:
+                raise
+            if not waited:
+                log.warning("%s; waiting up to %.0f s for it to let go", busy, patience_s)
+                waited = True
+        time.sleep(_RETRY_S)
 
 
 def _holder(path: Path) -> str:

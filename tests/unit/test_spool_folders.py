@@ -5,6 +5,8 @@ folder (inference_service.spool)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,10 +39,10 @@ async def spooled_values(folder: Path) -> list[str]:
     return values
 
 
-def gather(spool_dir: Path, workers: int) -> int:
+def gather(spool_dir: Path, workers: int, patience_s: float = 0.0) -> int:
     lock = hold_folder_lock(spool_dir, "spool folder")
     try:
-        return sum(m.segments for m in gather_orphans(spool_dir, workers))
+        return sum(m.segments for m in gather_orphans(spool_dir, workers, patience_s))
     finally:
         os.close(lock)
 
@@ -98,6 +100,34 @@ async def test_a_removed_slot_still_in_use_is_refused_and_keeps_its_segments(
     try:
         with pytest.raises(FolderInUse):
             gather(tmp_path, 1)
+    finally:
+        os.close(held)
+    assert await spooled_values(slot_folder(tmp_path, 1)) == ["busy"]
+
+
+async def test_a_removed_slot_held_by_a_stopping_worker_is_gathered_once_it_lets_go(
+    tmp_path: Path,
+) -> None:
+    """A worker of a supervisor that was killed still finishing its calls: waited for."""
+    await spool_with(slot_folder(tmp_path, 1), ["late"])
+    held = hold_folder_lock(slot_folder(tmp_path, 1), "spool folder")
+    threading.Timer(0.5, os.close, (held,)).start()
+    started = time.monotonic()
+
+    assert gather(tmp_path, 1, patience_s=30) == 1
+
+    assert time.monotonic() - started >= 0.5
+    assert await spooled_values(tmp_path) == ["late"]
+
+
+async def test_a_removed_slot_held_past_the_patience_is_refused(tmp_path: Path) -> None:
+    await spool_with(slot_folder(tmp_path, 1), ["busy"])
+    held = hold_folder_lock(slot_folder(tmp_path, 1), "spool folder")
+    try:
+        started = time.monotonic()
+        with pytest.raises(FolderInUse):
+            gather(tmp_path, 1, patience_s=0.6)
+        assert time.monotonic() - started >= 0.6
     finally:
         os.close(held)
     assert await spooled_values(slot_folder(tmp_path, 1)) == ["busy"]
