@@ -158,13 +158,18 @@ async def _serve_slot(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # Only a worker of this slot holds its folder; one that does now is a killed supervisor's,
-    # stopping: waited for, not taken for a service that cannot start.
+    # stopping: waited for, not taken for a service that cannot start. A stop, or the end of
+    # this worker's supervisor, ends the wait as it would end the serving.
     lock = await asyncio.to_thread(
         hold_folder_lock_once_free,
         Path(settings.spool_dir),
         "spool folder",
         _stop_bound_s(settings),
+        lambda: not stop.is_set() and os.getppid() == supervisor,
     )
+    if lock is None:
+        log.info("worker %d: stopped while it waited for its spool folder", slot)
+        return
     os.close(lock)  # the spool takes it again when it opens
     running = await start_server(settings)
     try:  # whatever happens from here, the server stops, or the process would never end

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,10 +61,16 @@ def hold_folder_lock(folder: Path, what: str) -> int:
     return descriptor
 
 
-def hold_folder_lock_once_free(folder: Path, what: str, patience_s: float) -> int:
+def hold_folder_lock_once_free(
+    folder: Path,
+    what: str,
+    patience_s: float,
+    keep_waiting: Callable[[], bool] = lambda: True,
+) -> int | None:
     """hold_folder_lock, tried again for up to `patience_s` while another process holds the
     folder: for a folder only a process that is stopping can hold (a worker of a supervisor
-    that was killed finishing its calls); raises FolderInUse when it still holds it then."""
+    that was killed finishing its calls); raises FolderInUse when it still holds it then.
+    None when `keep_waiting()`, asked between tries, says the wait is no longer wanted."""
     deadline = time.monotonic() + patience_s
     waited = False
     while True:
@@ -76,6 +83,8 @@ def hold_folder_lock_once_free(folder: Path, what: str, patience_s: float) -> in
                 log.warning("%s; waiting up to %.0f s for it to let go", busy, patience_s)
                 waited = True
         time.sleep(_RETRY_S)
+        if not keep_waiting():
+            return None
 
 
 def _holder(path: Path) -> str:
