@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+import asyncpg
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
@@ -270,10 +271,14 @@ def test_inference_keeps_its_spool_on_a_volume_of_its_own(tmp_path: Path) -> Non
     }
     size = claims[mount["name"]]["spec"]["resources"]["requests"]["storage"]
     assert size.endswith("Gi") and settings.spool_max_bytes < int(size[:-2]) << 30
-    # The graceful stop fits in the grace period: preStop (20 s), the service's own grace,
-    # and the producer's bounded flush (10 s).
+    # The graceful stop fits in the grace period: preStop (20 s, and its last poll's 2 s
+    # timeout and 1 s sleep), the server's stop (the grace), the last micro-batches (a publish
+    # timeout), handlers still running (the grace and a second: RunningServer.stop), and the
+    # producer's bounded flush (10 s).
     grace = pod_spec(inference)["terminationGracePeriodSeconds"]
-    assert grace > 20 + settings.shutdown_grace_s + 10
+    prestop = 20 + 3
+    handlers = settings.shutdown_grace_s + 1
+    assert grace > prestop + settings.shutdown_grace_s + settings.publish_timeout_s + handlers + 10
 
 
 def dsn_user(url: str) -> str | None:
@@ -575,3 +580,43 @@ def test_the_schema_check_fails_on_a_broken_manifest(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(text)
     subprocess.run(["bash", str(DEPLOY / "check.sh"), "--validate", str(good)], check=True)
+
+
+VERIFYING = ("verify-ca", "verify-full")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_dsn_that_verifies_the_server_has_its_ca_in_the_pod(
+    variant: str, tmp_path: Path
+) -> None:
+    """asyncpg refuses sslmode=verify-ca/verify-full before it touches the network unless a
+    root certificate is readable: `sslrootcert=` in the DSN or PGSSLROOTCERT, else
+    ~/.postgresql/root.crt, which the image does not have. Each such DSN names a file its
+    container mounts."""
+    missing = []
+    for label, workload in workloads(variant):
+        spec = pod_spec(workload)
+        for container in containers(spec):
+            env = environment(variant, spec, container, tmp_path)
+            mounted = set(secret_files(spec, container))
+            for name, value in env.items():
+                if not name.endswith("DATABASE_URL_FILE"):
+                    continue
+                query = dict(parse_qsl(urlsplit(Path(value).read_text()).query))
+                if query.get("sslmode") not in VERIFYING:
+                    continue
+                if (query.get("sslrootcert") or env.get("PGSSLROOTCERT")) not in mounted:
+                    missing.append(f"{label}/{container['name']}: {name}")
+    assert not missing, f"{variant}: sslmode=verify-full, no CA certificate: {missing}"
+
+
+def test_a_verifying_dsn_without_its_ca_is_refused_by_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why the test above matters: the client refuses such a DSN, no server needed."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    dsn = secret_value("managed", ("studentperf", "inference-database-url"))
+    without_ca = dsn.split("&sslrootcert=")[0]
+    with pytest.raises(asyncpg.ClientConfigurationError, match="root certificate"):
+        asyncio.run(asyncpg.connect(without_ca, timeout=1))
