@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from studentperf.model_artifact import save_artifact
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
+from trainer import synthetic
+from trainer.fit import fit_and_evaluate
+from trainer.pipeline import logistic, ridge
 
 
 async def eventually(
@@ -96,3 +102,20 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
                 found += records
     finally:
         await consumer.stop()
+
+
+def train_version(models: Path, seed: int, second: int) -> str:
+    """A small model version in `models`, not made current; returns its name."""
+    fitted = fit_and_evaluate(
+        synthetic.generate(400, seed),
+        pass_mark=50.0,
+        seed=seed,
+        score_options=[ridge(1.0)],
+        pass_options=[logistic(1.0)],
+    )
+    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+    path = save_artifact(
+        models, fitted.model, fingerprint=f"{seed:08x}", details={}, created_at=when,
+        make_current=False,
+    )  # fmt: skip
+    return path.name

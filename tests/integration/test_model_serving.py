@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -14,14 +13,12 @@ import pytest
 from inference_service.model import load_served_model
 from inference_service.server import start_server
 from inference_service.settings import Settings as InferenceSettings
-from studentperf.model_artifact import save_artifact, set_current
+from studentperf.model_artifact import set_current
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
 from tests.integration.conftest import Stack
-from trainer import synthetic
-from trainer.fit import fit_and_evaluate
-from trainer.pipeline import logistic, ridge
+from tests.integration.helpers import train_version
 
 STUDENT = pb.Student(
     profile=pb.StudentProfile(student_id="explain-1", age=16, gender=pb.GENDER_MALE),
@@ -78,22 +75,6 @@ async def test_model_info_has_metrics_and_global_importances(
     assert rmse.interval_low < rmse.interval_high and 0.9 <= rmse.level < 1
 
 
-def _version(models: Path, seed: int, second: int) -> str:
-    fitted = fit_and_evaluate(
-        synthetic.generate(400, seed),
-        pass_mark=50.0,
-        seed=seed,
-        score_options=[ridge(1.0)],
-        pass_options=[logistic(1.0)],
-    )
-    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
-    path = save_artifact(
-        models, fitted.model, fingerprint=f"{seed:08x}", details={}, created_at=when,
-        make_current=False,
-    )  # fmt: skip
-    return path.name
-
-
 # What the README promises of a promotion under load: no call fails and none takes longer than
 # this. Measured on 2 shared cores: slowest 50-200 ms at load averages 5-14, 320 ms with three
 # busy loops beside the test; the bound leaves room for a busier machine, and still catches a
@@ -122,7 +103,7 @@ def _ms(ordered: list[float], q: float) -> str:
 
 async def test_hot_reload_under_load_fails_no_call(tmp_path: Path, stack: Stack) -> None:
     models = tmp_path / "models"
-    old, new = _version(models, 1, 1), _version(models, 2, 2)
+    old, new = train_version(models, 1, 1), train_version(models, 2, 2)
     set_current(models, old)
     # What a reload that blocked the event loop would add to the calls waiting on it.
     loading = time.monotonic()

@@ -15,7 +15,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -30,17 +29,13 @@ from studentperf.config import DatabaseRole
 from studentperf.model_artifact import (
     ModelArtifactError,
     resolve_version_dir,
-    save_artifact,
     set_current,
 )
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import Stack, inference_settings
-from tests.integration.helpers import student, topic_size
+from tests.integration.helpers import student, topic_size, train_version
 from tests.integration.processes import ServiceProcess
-from trainer import synthetic
-from trainer.fit import fit_and_evaluate
-from trainer.pipeline import logistic, ridge
 
 # Concurrent Predict calls sent at once to see whether they share model calls and publishes.
 CONCURRENT_CALLS = 64
@@ -157,23 +152,6 @@ async def test_microbatch_wait_0_gives_each_predict_its_own_publish(
     )
     assert publishes[5.0] < CONCURRENT_CALLS, "micro-batching on, yet no call shared a publish"
     assert publishes[0.0] == CONCURRENT_CALLS
-
-
-def train_version(models: Path, seed: int, second: int) -> str:
-    """A small model version in `models`, not made current; returns its name."""
-    fitted = fit_and_evaluate(
-        synthetic.generate(400, seed),
-        pass_mark=50.0,
-        seed=seed,
-        score_options=[ridge(1.0)],
-        pass_options=[logistic(1.0)],
-    )
-    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
-    path = save_artifact(
-        models, fitted.model, fingerprint=f"{seed:08x}", details={}, created_at=when,
-        make_current=False,
-    )  # fmt: skip
-    return path.name
 
 
 async def served_versions(running: RunningServer) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import pytest
 from inference_service.model_follower import ModelFollower
 from infra.devstack import PostgresServer
 from studentperf.config import DatabaseRole
-from studentperf.model_artifact import MODEL_FILE, save_artifact
+from studentperf.model_artifact import MODEL_FILE
 from studentperf.model_store import (
     MoveKind,
     current_pointer,
@@ -29,22 +29,7 @@ from studentperf.model_store import (
     store_version,
 )
 from tests.integration.conftest import migrated_database
-from trainer import synthetic
-from trainer.fit import fit_and_evaluate
-from trainer.pipeline import logistic, ridge
-
-
-def _version(folder: Path, seed: int) -> str:
-    fitted = fit_and_evaluate(
-        synthetic.generate(400, seed),
-        pass_mark=50.0,
-        seed=seed,
-        score_options=[ridge(1.0)],
-        pass_options=[logistic(1.0)],
-    )
-    return save_artifact(
-        folder, fitted.model, fingerprint=f"{seed:08x}", details={}, make_current=False
-    ).name
+from tests.integration.helpers import train_version
 
 
 @pytest.fixture
@@ -61,7 +46,7 @@ async def test_a_stored_version_cannot_be_rewritten_with_a_matching_hash(
     database: str, tmp_path: Path
 ) -> None:
     trainer_models = tmp_path / "trainer-models"
-    version = await asyncio.to_thread(_version, trainer_models, 3)
+    version = await asyncio.to_thread(train_version, trainer_models, 3, 3)
     trainer = await asyncpg.connect(_as(database, DatabaseRole.TRAINER))
     try:
         await store_version(trainer, trainer_models / version)
@@ -75,7 +60,7 @@ async def test_a_stored_version_cannot_be_rewritten_with_a_matching_hash(
     # Someone with the owner's rights (the role that runs the migrations) swaps the served
     # version's pickle for another one, and its recorded hash with it, in one statement; or
     # removes the version's files, to store forged ones under its name.
-    other = await asyncio.to_thread(_version, tmp_path / "elsewhere", 11)
+    other = await asyncio.to_thread(train_version, tmp_path / "elsewhere", 11, 11)
     forged = (tmp_path / "elsewhere" / other / MODEL_FILE).read_bytes()
     owner = await asyncpg.connect(database)
     try:
