@@ -47,6 +47,7 @@ VARIANTS = ("base", "managed", "strimzi-cnpg")
 OPERATOR_SECRETS = {
     ("studentperf-db-app", "uri"): "postgresql://studentperf:pw@studentperf-db-rw:5432/studentperf",
     ("events-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
+    ("studentperf-db-ca", "ca.crt"): "-----BEGIN CERTIFICATE-----",
 }
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
@@ -592,21 +593,24 @@ def test_every_dsn_that_verifies_the_server_has_its_ca_in_the_pod(
     """asyncpg refuses sslmode=verify-ca/verify-full before it touches the network unless a
     root certificate is readable: `sslrootcert=` in the DSN or PGSSLROOTCERT, else
     ~/.postgresql/root.crt, which the image does not have. Each such DSN names a file its
-    container mounts."""
+    container mounts: under CloudNativePG the operator's own CA, which it renews in place (a
+    copy would expire)."""
+    ca = ("studentperf-db-ca" if variant == "strimzi-cnpg" else "studentperf-postgres-ca", "ca.crt")
     missing = []
     for label, workload in workloads(variant):
         spec = pod_spec(workload)
         for container in containers(spec):
             env = environment(variant, spec, container, tmp_path)
-            mounted = set(secret_files(spec, container))
+            mounted = secret_files(spec, container)
             for name, value in env.items():
                 if not name.endswith("DATABASE_URL_FILE"):
                     continue
                 query = dict(parse_qsl(urlsplit(Path(value).read_text()).query))
                 if query.get("sslmode") not in VERIFYING:
                     continue
-                if (query.get("sslrootcert") or env.get("PGSSLROOTCERT")) not in mounted:
-                    missing.append(f"{label}/{container['name']}: {name}")
+                root = query.get("sslrootcert") or env.get("PGSSLROOTCERT")
+                if root not in mounted or mounted[root] != ca:
+                    missing.append(f"{label}/{container['name']}: {name} ({mounted.get(root)})")
     assert not missing, f"{variant}: sslmode=verify-full, no CA certificate: {missing}"
 
 
