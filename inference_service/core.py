@@ -40,7 +40,6 @@ from inference_service.core_ports import (
     PublishUnavailable,
     ScoreContributions,
     StudentNotFound,
-    publish_alone,
 )
 from inference_service.encoding import EncodedStudent, FieldViolation, InvalidInput, encode_student
 from inference_service.explanation import explanation
@@ -80,7 +79,6 @@ __all__ = [
     "StudentNotFound",
     "explanation",
     "new_uuid4s",
-    "publish_alone",
 ]
 
 
@@ -331,7 +329,7 @@ class PredictionCore:
         self, items: Sequence[_Item], top_factors: int = 0
     ) -> list[Prediction]:
         with self._counted():
-            return await self._predict_and_publish_uncounted(items, top_factors, calls=1)
+            return await self._predict_and_publish_uncounted(items, top_factors)
 
     @contextlib.contextmanager
     def _counted(self) -> Iterator[None]:
@@ -346,12 +344,11 @@ class PredictionCore:
 
     async def _predict_micro_batch(self, items: Sequence[_Item]) -> list[Prediction]:
         # One publish for the batch: all its callers' events are safe, or none of them is.
-        return await self._predict_and_publish_uncounted(items, 0, calls=len(items))
+        return await self._predict_and_publish_uncounted(items, 0)
 
     async def _predict_and_publish_uncounted(
-        self, items: Sequence[_Item], top_factors: int, *, calls: int
+        self, items: Sequence[_Item], top_factors: int
     ) -> list[Prediction]:
-        """`calls`: how many of the calls counted in flight these items answer."""
         model = self._model
         rows = [item.encoded.features for item in items]
 
@@ -412,12 +409,7 @@ class PredictionCore:
             records.append(envelope.encode(event, trace_id=item.trace_id))
         if self._metrics is not None:
             self._metrics.predicted(version, len(predictions), passes)
-        # One call, and no other in progress: with any company, lingering costs less CPU.
-        alone = publish_alone.set(calls == self.in_flight == 1)
-        try:
-            await self._publisher.publish(records)
-        finally:
-            publish_alone.reset(alone)
+        await self._publisher.publish(records)
         return predictions
 
     async def drain(self) -> None:

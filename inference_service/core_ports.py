@@ -8,7 +8,6 @@ back to the servicer. No transport here either: no gRPC, Kafka or SQL.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,12 +20,6 @@ from studentperf.v1.prediction_service_pb2 import ModelInfo
 
 class PublishUnavailable(Exception):
     """The events could not be handed off for recording in time; nothing is promised."""
-
-
-# True around a publish that no other call waits beside (one Predict, the only call in
-# progress): its events should leave for Kafka at once rather than linger for company
-# (inference_service.publisher reads it). Under concurrency they may linger.
-publish_alone: ContextVar[bool] = ContextVar("publish_alone", default=False)
 
 
 @dataclass(frozen=True, slots=True)

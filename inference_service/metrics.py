@@ -18,7 +18,7 @@ PREFIX = "studentperf_inference_"
 
 # Predict takes about a millisecond, a large BatchPredict seconds.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# A publish waits for the broker's acknowledgement, linger included.
+# A publish waits for the broker's acknowledgement, a busy process's hold included.
 PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 

@@ -3,25 +3,19 @@
 Producer settings, in one place, and why:
 - `enable_idempotence=True` (implies `acks="all"`): an acknowledged record is on every in-sync
   replica, and the producer's own retries never write it twice.
-- A publish alone (a lone call: the core marks it, `core.publish_alone`, when no other call
-  is in progress, and no other publish waits for its acknowledgement) goes to the broker at
-  once: its records go in producer batches of its own (`create_batch`, `send_batch`), closed
-  before they are handed over, and a closed batch does not linger. Under concurrency,
-  publishes use `send`: their records join the batch already pending for the partition,
-  shared with concurrent calls (where `send_batch` would wait for that batch to be sent
-  first), and `linger_ms` lets them gather: fewer, larger produce requests, the Kafka client's
-  Python work being much of a call's CPU. So a call waits for the linger only when others
-  wait too.
-- `linger_ms` = 2. Each produce request costs the service a fixed 0.2-0.7 ms of CPU in aiokafka
-  (building and encoding it, the sender task's turns, reading and decoding the answer),
-  whatever it carries, so a longer linger would seem to pay: 5 ms did make a request carry
-  ~20 records instead of ~15 under ghz at c=64 and cut CPU per call by 5-10%, but it left c=64's
-  calls/s where they were and cost c=16 about 30% of its calls/s (the linger is then most of
-  a call's wait), interleaved runs against the trivial server (issue 17). Kept at 2.
-- A large publish (a BatchPredict) has producer batches of its own, alone or not, rather than
-  sending its records one by one: half the CPU per record. Partitions are chosen exactly as
-  `send` would (the default murmur2 partitioner on the key), so one student's events still
-  share a partition, in order.
+- Records are not given to aiokafka's `send` one by one: they join producer batches of the
+  service's own, one open per partition, and every partition's batch leaves together, once
+  the batches before them are acknowledged (inference_service.producer_batches): a lone call's
+  event at once, and under load what came while the last produce request was out, in one
+  request. `send` cost a chain of coroutines, a future and a RecordMetadata per record; a batch
+  costs one future. While the process is busy (most of a core), a generation is held up to
+  10 ms after its first record: each produce request costs a fixed 0.2-0.7 ms of CPU in
+  aiokafka whatever it carries, and a busy server's calls wait for the CPU anyway. A fixed
+  `linger_ms` did the same for busy servers but cost a lightly loaded one's callers the linger
+  on every call (5 ms: a third of c=16's calls/s); it is left at aiokafka's 0, and a closed
+  batch does not linger anyway.
+  Partitions are chosen exactly as `send` would (the default murmur2 partitioner on the key),
+  so one student's events still share a partition, in order.
 - A send that times out is not taken back (aiokafka cannot): the broker may store it later, and
   the replay of the spooled copy makes a second one (the recorder writes each prediction once).
   A replay that times out is not sent again on retry: the retry waits for the same sends
@@ -52,18 +46,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from inference_service.core import PublishUnavailable, publish_alone
+from inference_service.core import PublishUnavailable
 from inference_service.delivery import Handed, PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.partitioning import partition_of
+from inference_service.producer_batches import Load, OpenBatches, RecordTooLarge
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import with_backoff
 
 log = logging.getLogger(__name__)
-
-# From how many records a publish gets producer batches of its own (see the module doc).
-_OWN_BATCHES_FROM = 64
 
 
 class KafkaPublisher:
@@ -73,7 +65,6 @@ class KafkaPublisher:
         topic: str,
         *,
         publish_timeout_s: float,
-        linger_ms: int = 2,
         extra_options: dict[str, Any] | None = None,
         metrics: InferenceMetrics | None = None,
     ) -> None:
@@ -87,12 +78,13 @@ class KafkaPublisher:
             "client_id": "studentperf-inference",
             "enable_idempotence": True,
             "acks": "all",
-            "linger_ms": linger_ms,
             "max_batch_size": 256 * 1024,
             "request_timeout_ms": int(publish_timeout_s * 1000),
             **(extra_options or {}),
         }
         self._producer: AIOKafkaProducer | None = None
+        self._batches: OpenBatches | None = None  # the producer's
+        self._load = Load()
         # Publishes handed to the producer and not yet acknowledged (nor timed out).
         self._publishing = 0
         self._background: set[asyncio.Task[None]] = set()
@@ -138,6 +130,7 @@ class KafkaPublisher:
             )
         except KafkaError as exc:
             raise PublishUnavailable(f"Kafka broker not reachable: {exc}") from exc
+        self._batches = OpenBatches(self._producer, self._topic, load=self._load)
         self.connected.set()
         log.info("connected to Kafka")
 
@@ -149,12 +142,12 @@ class KafkaPublisher:
         With `pending` (the spool's replayer), a retry of the same records after a timeout waits
         for the sends already handed to the producer instead of sending them again.
         """
-        producer = self._producer
-        if producer is None:
+        producer, batches = self._producer, self._batches
+        if producer is None or batches is None:
             raise PublishUnavailable("not connected to Kafka")
         started = time.perf_counter()
         try:
-            await self._publish(producer, records, pending)
+            await self._publish(producer, batches, records, pending)
         except PublishUnavailable:
             if self._metrics is not None:
                 self._metrics.publish_failed()
@@ -165,16 +158,16 @@ class KafkaPublisher:
     async def _publish(
         self,
         producer: AIOKafkaProducer,
+        batches: OpenBatches,
         records: Sequence[KafkaRecord],
         pending: PendingSends | None,
     ) -> None:
         acks: list[asyncio.Future[Any]] = []
-        alone = publish_alone.get() and not self._publishing
         self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
                 if pending is None:
-                    acks = await self._hand_over(producer, records, alone=alone)
+                    acks = await self._hand_over(producer, batches, records)
                 else:
                     waiting, again = pending.left(producer, records)
                     sends = list(waiting)
@@ -204,25 +197,17 @@ class KafkaPublisher:
             self._publishing -= 1
 
     async def _hand_over(
-        self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], *, alone: bool
+        self, producer: AIOKafkaProducer, batches: OpenBatches, records: Sequence[KafkaRecord]
     ) -> list[asyncio.Future[Any]]:
-        if alone or len(records) >= _OWN_BATCHES_FROM:
-            sends: list[Handed] = []
-            await self._send_batches(producer, records, sends)
-            return [send.ack for send in sends]
-        # The partition is chosen here, as `send` would choose it, once the topic's partitions
-        # are known: `send` would copy their list for every record (inference_service.partitioning).
+        """The records join the producer's open batches (inference_service.producer_batches);
+        the futures to wait on, one per batch they joined."""
+        # The partition is chosen here, as `send` would choose it (inference_service.partitioning).
         partitions = len(await producer.partitions_for(self._topic))
-        return [
-            await producer.send(
-                self._topic,
-                value=r.value,
-                key=r.key,
-                partition=partition_of(r.key, partitions),
-                headers=r.headers,
-            )
-            for r in records
-        ]
+        try:
+            acks = [batches.add(partition_of(r.key, partitions), r) for r in records]
+        except RecordTooLarge as error:
+            raise PublishUnavailable(str(error)) from None
+        return list(dict.fromkeys(acks))  # many records share one batch's future
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[KafkaRecord], sends: list[Handed]
@@ -259,8 +244,10 @@ class KafkaPublisher:
         if self._producer is not broken:
             return  # another call replaced it already
         log.warning("replacing the Kafka producer after %r", error)
-        self._producer = None
+        batches, self._producer, self._batches = self._batches, None, None
         self.connected.clear()
+        if batches is not None:
+            await batches.close()
         for work in (self._stop_producer(broken), self.connect()):
             task = asyncio.create_task(work, context=contextvars.Context())  # not the call's ids
             self._background.add(task)
@@ -280,7 +267,10 @@ class KafkaPublisher:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         producer, self._producer = self._producer, None
+        batches, self._batches = self._batches, None
         self.connected.clear()
+        if batches is not None:
+            await batches.close(flush_s=timeout_s)
         if producer is not None:
             await self._stop_producer(producer, timeout_s)
 

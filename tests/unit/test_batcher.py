@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from inference_service.batcher import MicroBatcher
-from inference_service.core import PredictionCore, PublishUnavailable, publish_alone
+from inference_service.core import PredictionCore, PublishUnavailable
 from studentperf import envelope
 from studentperf.envelope import KafkaRecord
 from tests.unit.test_core import AgeModel, RecordingPublisher, student
@@ -173,43 +173,3 @@ async def test_explanations_bypass_the_batcher() -> None:
 def test_the_batcher_refuses_a_zero_wait() -> None:
     with pytest.raises(ValueError, match="positive wait"):
         MicroBatcher(Doubler(), max_wait_s=0, max_items=1)
-
-
-class AlonePublisher(RecordingPublisher):
-    """Records, per publish, whether the core marked it alone (core.publish_alone); holds
-    every publish until `go` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.alone: list[bool] = []
-        self.arrived: asyncio.Queue[None] = asyncio.Queue()  # one item per publish begun
-        self.go = asyncio.Event()
-        self.go.set()
-
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        self.alone.append(publish_alone.get())
-        self.arrived.put_nowait(None)
-        await self.go.wait()
-        await super().publish(records)
-
-
-async def test_only_a_lone_call_is_published_alone_and_skips_the_linger() -> None:
-    publisher = AlonePublisher()
-    core = batched_core(publisher)
-    await core.predict(student("s1", 20))  # the only call
-    await asyncio.gather(*(core.predict(student(f"s{a}", a)) for a in range(30, 34)))
-    await core.predict_batch([student("s2", 21), student("s3", 22)])  # one call, alone
-    assert publisher.alone == [True, False, True]  # the four calls shared one publish
-    assert not publish_alone.get()  # reset after each publish
-
-    # Without micro-batching: a call made while another one waits for its publish has company.
-    publisher = AlonePublisher()
-    core = PredictionCore(AgeModel(), publisher, max_batch_size=10)
-    publisher.go.clear()
-    first = asyncio.create_task(core.predict(student("s1", 20)))
-    await publisher.arrived.get()
-    second = asyncio.create_task(core.predict(student("s2", 21)))
-    await publisher.arrived.get()
-    publisher.go.set()
-    await asyncio.gather(first, second)
-    assert publisher.alone == [True, False]

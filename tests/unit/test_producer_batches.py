@@ -1,0 +1,204 @@
+"""When the service's own producer batches leave (inference_service.producer_batches), against a
+producer that records what it is handed and settles it when told: the order of one partition's
+batches, a generation at a time, holding only while busy, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
+
+from inference_service import producer_batches
+from inference_service.producer_batches import Load, OpenBatches, RecordTooLarge
+from studentperf.envelope import KafkaRecord
+
+
+class Builder:
+    def __init__(self, room: int) -> None:
+        self.values: list[bytes] = []
+        self.room = room
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None, headers: Any) -> object:
+        if self.closed or len(value) > self.room:
+            return None
+        self.room -= len(value)
+        self.values.append(value)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Producer:
+    """Takes batches (`send_batch`), each settled later by `ack` or `fail`; `refuse` makes it
+    refuse the next batch of a partition."""
+
+    def __init__(self, batch_bytes: int = 1000) -> None:
+        self.batch_bytes = batch_bytes
+        self.taken: list[tuple[int, list[bytes], asyncio.Future[None]]] = []
+        self.refused: dict[int, Exception] = {}
+        self.took = asyncio.Event()
+
+    def create_batch(self) -> Builder:
+        return Builder(self.batch_bytes)
+
+    async def send_batch(self, builder: Builder, topic: str, *, partition: int) -> Any:
+        assert builder.closed, "a batch is closed before it is handed over"
+        if partition in self.refused:
+            raise self.refused.pop(partition)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.taken.append((partition, builder.values, future))
+        self.took.set()
+        return future
+
+    def ack_all(self) -> None:
+        for _, _, future in self.taken:
+            if not future.done():
+                future.set_result(None)
+
+    def values(self) -> list[tuple[int, list[bytes]]]:
+        return [(partition, values) for partition, values, _ in self.taken]
+
+
+class Busy(Load):
+    def __init__(self, busy: bool) -> None:
+        super().__init__()
+        self.is_busy = busy
+
+    def busy(self) -> bool:
+        return self.is_busy
+
+
+def record(value: str) -> KafkaRecord:
+    return KafkaRecord(key=b"k", value=value.encode(), headers=[])
+
+
+def batches(producer: Producer, busy: bool = False, hold_s: float = 0.05) -> OpenBatches:
+    return OpenBatches(producer, "t", load=Busy(busy), hold_s=hold_s)
+
+
+async def turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_record_leaves_at_the_end_of_its_loop_turn() -> None:
+    producer = Producer()
+    open_batches = batches(producer)
+    ack = open_batches.add(0, record("a"))
+    assert producer.taken == []  # the other publishes of this turn may still join
+    await turns(3)
+    assert producer.values() == [(0, [b"a"])]
+    producer.ack_all()
+    await ack
+
+
+async def test_what_comes_while_a_generation_is_out_leaves_together_once_it_is_settled() -> None:
+    producer = Producer()
+    open_batches = batches(producer)
+    first = open_batches.add(0, record("a"))
+    await turns(3)
+    later = [open_batches.add(p, record(v)) for p, v in ((0, "b"), (1, "c"), (0, "d"))]
+    await asyncio.sleep(0.02)
+    assert producer.values() == [(0, [b"a"])], "nothing more leaves while one is out"
+    producer.ack_all()
+    await first
+    await turns(3)
+    assert producer.values() == [(0, [b"a"]), (0, [b"b", b"d"]), (1, [b"c"])]
+    assert later[0] is later[2]  # one batch, one future
+    producer.ack_all()
+    await asyncio.gather(*later)
+
+
+async def test_a_busy_process_holds_a_generation_from_its_first_record() -> None:
+    loop = asyncio.get_running_loop()
+    for busy, least, most in ((True, 0.05, 1.0), (False, 0.0, 0.04)):
+        producer = Producer()
+        open_batches = batches(producer, busy=busy, hold_s=0.05)
+        started = loop.time()
+        ack = open_batches.add(0, record("a"))
+        await producer.took.wait()
+        assert least <= loop.time() - started < most, f"busy={busy}"
+        producer.ack_all()
+        await ack
+
+
+async def test_a_full_batch_is_followed_by_another_of_its_partition_in_order() -> None:
+    producer = Producer(batch_bytes=2)
+    open_batches = batches(producer)
+    acks = [open_batches.add(0, record(v)) for v in "abc"]
+    assert acks[0] is acks[1] and acks[1] is not acks[2]
+    await turns(3)
+    assert producer.values() == [(0, [b"a", b"b"]), (0, [b"c"])]
+    with pytest.raises(RecordTooLarge):
+        open_batches.add(0, record("xyz"))
+
+
+async def test_a_batch_refused_fails_the_later_ones_of_its_partition_only() -> None:
+    producer = Producer(batch_bytes=1)
+    open_batches = batches(producer)
+    refusal = NotLeaderForPartitionError()
+    producer.refused[0] = refusal
+    first, second = open_batches.add(0, record("a")), open_batches.add(0, record("b"))
+    other = open_batches.add(1, record("c"))
+    await turns(3)
+    for ack in (first, second):
+        with pytest.raises(NotLeaderForPartitionError):
+            await asyncio.wait_for(ack, 5)  # not left waiting for an answer
+    assert producer.values() == [(1, [b"c"])], "nothing of partition 0 overtakes its refusal"
+    producer.ack_all()
+    await other
+
+
+async def test_the_brokers_answer_reaches_every_record_of_the_batch() -> None:
+    producer = Producer()
+    open_batches = batches(producer)
+    ack = open_batches.add(0, record("a"))
+    await turns(3)
+    producer.taken[0][2].set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await ack
+
+
+async def test_closing_fails_what_the_producer_did_not_take_and_refuses_more() -> None:
+    producer = Producer()
+    open_batches = batches(producer, busy=True, hold_s=10)
+    ack = open_batches.add(0, record("a"))
+    await open_batches.close()
+    with pytest.raises(KafkaConnectionError):
+        await ack
+    with pytest.raises(KafkaConnectionError):
+        open_batches.add(0, record("b"))
+    assert producer.taken == []
+
+
+async def test_a_stop_hands_over_what_is_open_without_holding_it() -> None:
+    producer = Producer()
+    open_batches = batches(producer, busy=True, hold_s=10)
+    ack = open_batches.add(0, record("a"))
+    closing = asyncio.create_task(open_batches.close(flush_s=5))
+    await asyncio.sleep(0.05)
+    assert producer.values() == [(0, [b"a"])]
+    producer.ack_all()
+    await closing
+    await ack
+
+
+async def test_while_a_generation_is_out_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(producer_batches, "MAX_OPEN_BATCHES", 2)
+    producer = Producer(batch_bytes=1)
+    open_batches = batches(producer)
+    out = open_batches.add(0, record("a"))
+    await turns(3)
+    waiting = [open_batches.add(0, record("b")), open_batches.add(0, record("c"))]
+    with pytest.raises(KafkaTimeoutError, match="2 producer batches wait"):
+        open_batches.add(0, record("d"))
+    producer.ack_all()
+    await out
+    await turns(3)
+    producer.ack_all()
+    await asyncio.gather(*waiting)
+    assert producer.values() == [(0, [b"a"]), (0, [b"b"]), (0, [b"c"])]
