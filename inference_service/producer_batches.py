@@ -98,6 +98,7 @@ class OpenBatches:
         self._timer: asyncio.TimerHandle | None = None
         self._out = 0  # batches of the generation under way, not yet settled
         self._handing: asyncio.Task[None] | None = None
+        self._left: list[tuple[int, _Batch]] = []  # the generation's, not handed over yet
         self._closed = False
 
     def add(self, partition: int, record: KafkaRecord) -> asyncio.Future[None]:
@@ -110,7 +111,7 @@ class OpenBatches:
         if batches is None:
             batches = self._open[partition] = []
         if not batches or not _append(batches[-1].builder, record):
-            if self._open_count >= MAX_OPEN_BATCHES:
+            if self._out and self._open_count >= MAX_OPEN_BATCHES:
                 raise KafkaTimeoutError(f"{self._open_count} producer batches wait already")
             batch = _Batch(self._producer.create_batch())
             if not _append(batch.builder, record):
@@ -135,14 +136,14 @@ class OpenBatches:
     def _hand_over(self) -> None:
         self._timer = None
         generation, self._open, self._open_count = self._open, {}, 0
-        self._out = sum(len(batches) for batches in generation.values())
+        left = [(p, batch) for p, batches in generation.items() for batch in batches]
+        self._out, self._left = len(left), left
         # Not a call's context: a generation serves the publishes of many calls.
         self._handing = asyncio.get_running_loop().create_task(
-            self._send(generation), context=contextvars.Context()
+            self._send(left), context=contextvars.Context()
         )
 
-    async def _send(self, generation: dict[int, list[_Batch]]) -> None:
-        left = [(p, batch) for p, batches in generation.items() for batch in batches]
+    async def _send(self, left: list[tuple[int, _Batch]]) -> None:
         failed: dict[int, BaseException] = {}
         try:
             while left:
@@ -165,6 +166,7 @@ class OpenBatches:
             dropped = KafkaConnectionError("the Kafka producer was replaced before taking it")
             for _, batch in left:  # cancelled (close) before the producer took them
                 self._settle(batch, dropped)
+            left.clear()
             self._handing = None
             self._schedule()
 
@@ -206,6 +208,10 @@ class OpenBatches:
             self._handing.cancel()
             await asyncio.gather(self._handing, return_exceptions=True)
         error = KafkaConnectionError("the Kafka producer was replaced or stopped")
+        # A `_send` cancelled before its first step never reached its `finally`.
+        for _, batch in self._left:
+            self._settle(batch, error)
+        self._left, self._handing = [], None
         for batches in self._open.values():
             for batch in batches:
                 if not batch.acked.done():

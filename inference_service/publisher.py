@@ -246,12 +246,15 @@ class KafkaPublisher:
         log.warning("replacing the Kafka producer after %r", error)
         batches, self._producer, self._batches = self._batches, None, None
         self.connected.clear()
-        if batches is not None:
-            await batches.close()
         for work in (self._stop_producer(broken), self.connect()):
             task = asyncio.create_task(work, context=contextvars.Context())  # not the call's ids
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        if batches is not None:
+            # Only once the replacement is under way, and to its end: a call cancelled here (a
+            # deadline, the replayer at stop) must leave neither the publisher without a
+            # producer nor the old batches unfailed.
+            await asyncio.shield(batches.close())
 
     async def _stop_producer(self, producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
         try:
@@ -269,10 +272,12 @@ class KafkaPublisher:
         producer, self._producer = self._producer, None
         batches, self._batches = self._batches, None
         self.connected.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s  # one bound for both: they flush the same batches
         if batches is not None:
             await batches.close(flush_s=timeout_s)
         if producer is not None:
-            await self._stop_producer(producer, timeout_s)
+            await self._stop_producer(producer, max(0.0, deadline - loop.time()))
 
 
 def _all_done(acks: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:

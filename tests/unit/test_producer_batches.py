@@ -202,3 +202,36 @@ async def test_while_a_generation_is_out_memory_is_bounded(monkeypatch: pytest.M
     producer.ack_all()
     await asyncio.gather(*waiting)
     assert producer.values() == [(0, [b"a"]), (0, [b"b"]), (0, [b"c"])]
+
+
+async def test_close_settles_a_generation_whose_hand_over_it_cancelled_before_it_began() -> None:
+    """close() with a hold pending reschedules the hand-over at once (call_later 0); with
+    flush_s=0 (`_replace`) the flush's timeout strikes in the same loop turn, and close cancels
+    the `_send` task before its first step: its `try/finally` never runs, so the generation's
+    batches are neither handed over nor failed. Their futures are never settled: the publishes
+    waiting on them sit out their whole publish timeout (test_producer_batches'
+    test_closing_fails_what_the_producer_did_not_take_and_refuses_more hangs on this)."""
+    producer = Producer()
+    open_batches = batches(producer, busy=True, hold_s=10)
+    ack = open_batches.add(0, record("a"))
+    await open_batches.close()
+    assert producer.taken == []
+    try:
+        await asyncio.wait_for(asyncio.shield(ack), 1)
+    except KafkaConnectionError:
+        pass  # failed, as close() promises for what the producer did not take
+    except TimeoutError:
+        pytest.fail("the batch's future is never settled (not taken, not failed)")
+
+
+async def test_nothing_is_refused_while_no_generation_is_out() -> None:
+    """MAX_OPEN_BATCHES is documented as the bound "while a generation is out: the broker is not
+    answering", but `add` applies it whatever is out: on a topic of more than 64 partitions one
+    micro-batch (up to 256 events, one batch per partition) is refused with the broker idle and
+    healthy, and its events go to the spool, and every later call's behind them."""
+    producer = Producer()
+    open_batches = batches(producer)
+    acks = [open_batches.add(partition, record("a")) for partition in range(100)]
+    await asyncio.sleep(0.01)
+    producer.ack_all()
+    await asyncio.gather(*acks)

@@ -15,6 +15,7 @@ from typing import Any
 
 from inference_service.core import PublishUnavailable
 from inference_service.delivery import PendingSends
+from inference_service.producer_batches import Load, OpenBatches
 from inference_service.publisher import KafkaPublisher
 from studentperf.envelope import KafkaRecord
 
@@ -82,6 +83,7 @@ async def test_a_retried_chunk_cut_in_its_hand_over_gets_through_without_a_copy_
     publisher = KafkaPublisher("fake:9092", "events", publish_timeout_s=TIMEOUT_S)
     producer = SlowBrokerProducer()
     publisher._producer = producer
+    publisher._batches = OpenBatches(producer, "events", load=Load())  # as connect() sets it
     chunk = [KafkaRecord(key=b"S", value=f"S-{i}".encode(), headers=[]) for i in range(120)]
     pending = PendingSends()  # as the replay keeps it across the chunk's retries
     got_through = False
