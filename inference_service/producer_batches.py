@@ -11,11 +11,11 @@ producer sends one request per broker at a time anyway, so records gather here w
 request is out, as they would in aiokafka's own batches), and
 - at the end of the event-loop turn in which its first record came, so that a lone call's
   event leaves at once and the calls of one turn go together; or
-- while the process is busy (`Load.busy`: most of a core over the last tenth of a second), up
-  to `hold_s` after its first record. A busy server's calls queue for the CPU anyway; holding
-  their events a few milliseconds more makes fewer, fuller produce requests and so frees CPU for
-  the calls themselves, where a fixed linger would cost a lightly loaded server's callers that
-  wait on every call.
+- while the process is busy (`Load.busy`: its event loop wanted a core most of the last tenth
+  of a second), up to `hold_s` after its first record. A busy server's calls queue for the
+  CPU anyway; holding their events a few milliseconds more makes fewer, fuller produce
+  requests and so frees CPU for the calls themselves, where a fixed linger would cost a
+  lightly loaded server's callers that wait on every call.
 A partition's batches leave in the order they were opened, and a generation only after the one
 before it is settled, so one student's events (one key, one partition) keep their order. A
 batch that the producer does not take fails, and so do the later batches of its partition in
@@ -40,7 +40,7 @@ from studentperf.envelope import KafkaRecord
 
 # How long a busy process may hold a generation after its first record.
 HOLD_S = 0.010
-# What busy means: this share of one core over the last window.
+# What busy means: this share of the last window spent running or waiting for a CPU.
 BUSY_SHARE = 0.8
 _WINDOW_S = 0.1
 # Open batches beyond which `add` refuses while a generation is out: the broker is not
@@ -53,22 +53,35 @@ class RecordTooLarge(ValueError):
 
 
 class Load:
-    """Whether the process used most of a core lately: its CPU time over the wall time of the
-    last complete window."""
+    """Whether the event loop's thread wanted a core most of the last complete window: the time
+    it ran plus the time it waited for a CPU (/proc/self/schedstat), over the wall time. The
+    wait counts because on a shared machine a saturated server gets less than a core: its own
+    CPU time alone would call it idle exactly when the CPU is what its calls wait for. Where the
+    kernel does not say, the process's CPU time alone."""
 
     def __init__(self, window_s: float = _WINDOW_S) -> None:
         self._window_s = window_s
         self._started = time.monotonic()
-        self._cpu = time.process_time()
+        self._wanted = _cpu_wanted_s()
         self._share = 0.0
 
     def busy(self) -> bool:
         now = time.monotonic()
         if now - self._started >= self._window_s:
-            cpu = time.process_time()
-            self._share = (cpu - self._cpu) / (now - self._started)
-            self._started, self._cpu = now, cpu
+            wanted = _cpu_wanted_s()
+            self._share = (wanted - self._wanted) / (now - self._started)
+            self._started, self._wanted = now, wanted
         return self._share >= BUSY_SHARE
+
+
+def _cpu_wanted_s() -> float:
+    """Seconds this thread has run or waited to run, since it started."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stats:
+            ran_ns, waited_ns, _ = stats.read().split()
+    except (OSError, ValueError):
+        return time.process_time()
+    return (int(ran_ns) + int(waited_ns)) / 1e9
 
 
 class _Batch:

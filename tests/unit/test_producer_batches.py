@@ -5,6 +5,7 @@ batches, a generation at a time, holding only while busy, and failures."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -235,3 +236,13 @@ async def test_nothing_is_refused_while_no_generation_is_out() -> None:
     await asyncio.sleep(0.01)
     producer.ack_all()
     await asyncio.gather(*acks)
+
+
+def test_a_thread_that_wants_a_core_all_the_time_is_busy_and_one_asleep_is_not() -> None:
+    load = Load(window_s=0.05)
+    spun_until = time.monotonic() + 0.08
+    while time.monotonic() < spun_until:  # running, or waiting for a CPU on a shared machine
+        pass
+    assert load.busy()
+    time.sleep(0.08)
+    assert not load.busy()
