@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable
@@ -261,6 +261,9 @@ class KafkaPublisher:
             await asyncio.wait_for(producer.stop(), timeout_s)
         except TimeoutError:
             log.warning("a Kafka producer did not stop within %.1f s; dropped", timeout_s)
+            ending = asyncio.create_task(_abandon(producer), context=contextvars.Context())
+            _ABANDONED.add(ending)
+            ending.add_done_callback(_ABANDONED.discard)
         except KafkaError as exc:
             log.warning("stopping a Kafka producer: %r", exc)
 
@@ -278,6 +281,29 @@ class KafkaPublisher:
             await batches.close(flush_s=timeout_s)
         if producer is not None:
             await self._stop_producer(producer, max(0.0, deadline - loop.time()))
+
+
+# Producers being ended after a stop that timed out (referenced, so that no task is collected).
+_ABANDONED: set[asyncio.Task[None]] = set()
+
+
+async def _abandon(producer: AIOKafkaProducer) -> None:
+    """Ends what a producer's stop() leaves running when its flush is cut short: its sender,
+    which would retry the unsent batches for ever (against a broker that may never come back,
+    one more such producer per replacement during an outage), its metadata sync and its
+    connections. aiokafka has no stop without a flush, hence its private parts. The connections
+    are aborted, not closed: a close waits for a broker that does not read to take what is
+    buffered. The sender's end still waits for its requests in flight to back off (about a
+    second), so this runs in the background, not within the stop's bound. The batches' own
+    futures are failed; the calls waiting on them were answered by OpenBatches.close."""
+    client = producer.client
+    for connection in list(client._conns.values()):
+        if connection._writer is not None:
+            connection._writer.transport.abort()
+    if producer._sender is not None:
+        await producer._sender.close()
+    await client.close()
+    producer._message_accumulator.fail_all(KafkaConnectionError("the producer was dropped"))
 
 
 def _all_done(acks: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:

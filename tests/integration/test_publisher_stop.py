@@ -1,5 +1,7 @@
 """KafkaPublisher.stop against a paused real broker: it keeps to its timeout (the open
-batches' flush and the producer's own share one bound)."""
+batches' flush and the producer's own share one bound), and leaves nothing of the producer
+running (aiokafka's stop, cut short, left its sender retrying the unsent batches for ever: once
+the broker was gone for good, later tests logged its failed connections every few ms)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ async def test_stop_with_the_broker_paused_waits_its_timeout_not_twice_it(
     """The README's grace sum (60 s) counts 10 s for "the producer's bounded flush";
     KafkaPublisher.stop(10) now spends 10 s in OpenBatches.close and 10 s more in
     producer.stop, which flushes the very batches close waited for."""
+    before = aiokafka_tasks()
     topic = f"stop-{uuid.uuid4().hex[:8]}"
     await own_kafka.create_topic(topic, partitions=3)
     publisher = KafkaPublisher(own_kafka.bootstrap_servers, topic, publish_timeout_s=1.0)
@@ -45,7 +48,24 @@ async def test_stop_with_the_broker_paused_waits_its_timeout_not_twice_it(
         started = time.monotonic()
         await publisher.stop(timeout_s)
         took = time.monotonic() - started
+        # Ended in the background once dropped: the requests in flight back off first.
+        for _ in range(50):
+            left = aiokafka_tasks() - before
+            if not left:
+                break
+            await asyncio.sleep(0.1)
     finally:
         os.kill(pid, signal.SIGCONT)
     await asyncio.sleep(0)
     assert took < timeout_s + 0.5, f"stop({timeout_s}) took {took:.1f} s"
+    assert not left, f"still running after stop: {[t.get_coro() for t in left]}"
+
+
+def aiokafka_tasks() -> set[asyncio.Task[object]]:
+    """The running tasks of aiokafka's own (a producer's sender, its client's metadata sync)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and "aiokafka" in getattr(getattr(task.get_coro(), "cr_code", None), "co_filename", "")
+    }
