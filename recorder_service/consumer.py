@@ -32,7 +32,7 @@ from recorder_service.ports import Consumer, DeadLetterSink, Store
 from recorder_service.raw_records import RawFetcher
 from recorder_service.rebalance import BatchGuard, RebalanceListener
 from recorder_service.settings import Settings
-from recorder_service.triage import triage
+from recorder_service.triage import triage_in_steps
 from recorder_service.writer import BatchWriter, Prepared
 from studentperf.retry import with_backoff
 
@@ -173,7 +173,7 @@ class Recorder:
             if records:
                 self.health.read_from(tp, records[0].offset)
         skew = timedelta(seconds=self._settings.max_future_skew_s)
-        return Prepared(batch, triage(batch.records(), max_future_skew=skew))
+        return Prepared(batch, await triage_in_steps(list(batch.records()), max_future_skew=skew))
 
     async def _keep_membership(self, consumer: Consumer, poller: Poller) -> None:
         consumer.pause(*consumer.assignment())

@@ -11,7 +11,8 @@ texts name the rule a record broke and never quote its values, which can be a st
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -65,6 +66,13 @@ class Triaged:
     # Erasure events, in log order: applied before the rows are written (store.py).
     erasures: list[Erasure] = field(default_factory=list)
 
+    def extend(self, later: Triaged) -> None:
+        """Adds the triage of the records that follow these."""
+        self.rows += later.rows
+        self.sources += later.sources
+        self.rejected += later.rejected
+        self.erasures += later.erasures
+
 
 def triage(
     records: Iterable[Record],
@@ -95,6 +103,24 @@ def triage(
                 continue
             out.rows.append(row)
             out.sources.append(record)
+    return out
+
+
+# Records triaged between two turns of the event loop (see `triage_in_steps`).
+STEP = 250
+
+
+async def triage_in_steps(
+    records: Sequence[Record], *, max_future_skew: timedelta, step: int = STEP
+) -> Triaged:
+    """`triage`, giving the event loop a turn every `step` records. A batch of thousands takes
+    tens of milliseconds to decode, and the database connections of the batches being written
+    meanwhile would wait all that time for their next statement: one recorder stored about 10%
+    more events per second in steps than in one go (docs/recorder.md)."""
+    out = Triaged()
+    for start in range(0, len(records), step):
+        out.extend(triage(records[start : start + step], max_future_skew=max_future_skew))
+        await asyncio.sleep(0)
     return out
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from recorder_service.dead_letters import dead_letter
 from recorder_service.rows import STAGING_COLUMNS
-from recorder_service.triage import Reason, triage
+from recorder_service.triage import Reason, triage, triage_in_steps
 from studentperf import envelope
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -138,3 +139,30 @@ def test_the_content_type_routes_outcomes_and_old_records_stay_predictions() -> 
     ]
     assert "final_score" in out.rejected[0].error and "o-2" not in out.rejected[0].error
     assert "term" in out.rejected[1].error and "spring" not in out.rejected[1].error.split()
+
+
+async def test_a_batch_is_triaged_in_steps_that_let_the_writers_run() -> None:
+    """Between steps the loop runs other tasks (the writers' next statements); the result is
+    the one triage() gives for the whole batch at once."""
+    records = [record(i, event_bytes(f"s{i % 7}")) for i in range(1000)]
+    records[500] = record(500, b"\x00not protobuf")
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    try:
+        stepped = await triage_in_steps(records, max_future_skew=timedelta(minutes=5), step=100)
+        seen = turns
+    finally:
+        counter.cancel()
+    assert seen >= 9, f"the loop ran other tasks {seen} times while 10 steps were triaged"
+    whole = triage(records, max_future_skew=timedelta(minutes=5))
+    assert stepped.rows == whole.rows
+    assert [r.offset for r in stepped.sources] == [r.offset for r in whole.sources]
+    assert [r.record.offset for r in stepped.rejected] == [500]
