@@ -296,14 +296,23 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
     buffered. The sender's end still waits for its requests in flight to back off (about a
     second), so this runs in the background, not within the stop's bound. The batches' own
     futures are failed; the calls waiting on them were answered by OpenBatches.close."""
-    client = producer.client
-    for connection in list(client._conns.values()):
-        if connection._writer is not None:
-            connection._writer.transport.abort()
-    if producer._sender is not None:
-        await producer._sender.close()
-    await client.close()
-    producer._message_accumulator.fail_all(KafkaConnectionError("the producer was dropped"))
+    try:
+        client = producer.client
+        for connection in list(client._conns.values()):
+            if connection._writer is not None:
+                connection._writer.transport.abort()
+        if producer._sender is not None:
+            await producer._sender.close()
+        await client.close()
+        accumulator = producer._message_accumulator
+        # A batch sent once and queued again keeps the done-callback of its first send, which
+        # removes it from the pending set it has left: put it back, or failing it raises there.
+        for queued in accumulator._batches.values():
+            accumulator._pending_batches.update(queued)
+        # Ends stop()'s flush, which waits on them.
+        accumulator.fail_all(KafkaConnectionError("the producer was dropped"))
+    except Exception:  # a background task: nobody else would see it
+        log.exception("ending a dropped Kafka producer failed")
 
 
 def _all_done(acks: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:

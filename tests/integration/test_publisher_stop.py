@@ -20,7 +20,7 @@ from studentperf.envelope import KafkaRecord
 
 
 async def test_stop_with_the_broker_paused_waits_its_timeout_not_twice_it(
-    own_kafka: KafkaBroker,
+    own_kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The README's grace sum (60 s) counts 10 s for "the producer's bounded flush";
     KafkaPublisher.stop(10) now spends 10 s in OpenBatches.close and 10 s more in
@@ -59,6 +59,9 @@ async def test_stop_with_the_broker_paused_waits_its_timeout_not_twice_it(
     await asyncio.sleep(0)
     assert took < timeout_s + 0.5, f"stop({timeout_s}) took {took:.1f} s"
     assert not left, f"still running after stop: {[t.get_coro() for t in left]}"
+    # Ending it raised nowhere (a requeued batch's callback did, before its fix).
+    broken = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.exc_info]
+    assert not broken, broken
 
 
 def aiokafka_tasks() -> set[asyncio.Task[object]]:
