@@ -261,9 +261,11 @@ class KafkaPublisher:
             await asyncio.wait_for(producer.stop(), timeout_s)
         except TimeoutError:
             log.warning("a Kafka producer did not stop within %.1f s; dropped", timeout_s)
-            ending = asyncio.create_task(_abandon(producer), context=contextvars.Context())
-            _ABANDONED.add(ending)
-            ending.add_done_callback(_ABANDONED.discard)
+            _drop(producer)
+        except asyncio.CancelledError:
+            # stop() cancels a replacement's stop of the producer it replaced: dropped too.
+            _drop(producer)
+            raise
         except KafkaError as exc:
             log.warning("stopping a Kafka producer: %r", exc)
 
@@ -287,6 +289,12 @@ class KafkaPublisher:
 _ABANDONED: set[asyncio.Task[None]] = set()
 
 
+def _drop(producer: AIOKafkaProducer) -> None:
+    ending = asyncio.create_task(_abandon(producer), context=contextvars.Context())
+    _ABANDONED.add(ending)
+    ending.add_done_callback(_ABANDONED.discard)
+
+
 async def _abandon(producer: AIOKafkaProducer) -> None:
     """Ends what a producer's stop() leaves running when its flush is cut short: its sender,
     which would retry the unsent batches for ever (against a broker that may never come back,
@@ -297,6 +305,9 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
     second), so this runs in the background, not within the stop's bound. The batches' own
     futures are failed; the calls waiting on them were answered by OpenBatches.close."""
     try:
+        # A stop cancelled before its first step never marked it closed: aiokafka would report
+        # it unclosed when it is collected.
+        producer._closed = True
         client = producer.client
         for connection in list(client._conns.values()):
             if connection._writer is not None:

@@ -11,13 +11,20 @@
 -- foreign key's other half, which also needed the lock: nothing can remove it meanwhile).
 ALTER TABLE predictions DROP CONSTRAINT predictions_model_version_fkey;
 
+-- model_versions is named with the schema of the table the trigger is on, as the foreign key
+-- named it by its oid: unqualified, the inserting session's temporary table of that name (the
+-- recorder may create temporary tables) would be looked up first.
 CREATE FUNCTION predictions_name_known_versions() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    unknown boolean;
 BEGIN
-    IF EXISTS (
-        SELECT FROM changed_predictions p
-        WHERE NOT EXISTS (SELECT FROM model_versions v WHERE v.model_version = p.model_version)
-    ) THEN
+    EXECUTE format(
+        'SELECT EXISTS (SELECT FROM changed_predictions p WHERE NOT EXISTS ('
+        'SELECT FROM %I.model_versions v WHERE v.model_version = p.model_version))',
+        TG_TABLE_SCHEMA
+    ) INTO unknown;
+    IF unknown THEN
         RAISE EXCEPTION 'a prediction names a model version that model_versions does not hold'
             USING ERRCODE = 'foreign_key_violation', TABLE = 'predictions',
                   COLUMN = 'model_version', CONSTRAINT = 'predictions_model_version_fkey';

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer
+from studentperf.config import DatabaseRole
 from tests.integration.conftest import migrated_database
 
 PARENTS = """
@@ -97,3 +98,28 @@ async def test_the_trainer_may_still_change_a_version_rows_facts(
 ) -> None:
     await owner.execute("UPDATE model_versions SET pass_mark = 55 WHERE model_version = 'v1'")
     assert await owner.fetchval("SELECT pass_mark FROM model_versions") == 55
+
+
+async def test_a_temporary_table_cannot_stand_in_for_model_versions(
+    postgres: PostgresServer, owner: asyncpg.Connection
+) -> None:
+    """The foreign key looked up "public"."model_versions"; the trigger's unqualified
+    name follows the inserting session's search_path, whose pg_temp comes first. The recorder,
+    the role that inserts predictions, is also the one granted TEMPORARY (0004)."""
+    database = await owner.fetchval("SELECT current_database()")
+    recorder = await asyncpg.connect(postgres.dsn(database, user=DatabaseRole.RECORDER))
+    try:
+        async with recorder.transaction():
+            await recorder.execute(
+                "CREATE TEMPORARY TABLE model_versions (model_version text) ON COMMIT DROP;"
+                "INSERT INTO model_versions VALUES ('ghost')"
+            )
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await recorder.execute(INSERT_THREE, "ghost", "ghost", "ghost")
+    finally:
+        await recorder.close()
+    dangling = await owner.fetchval(
+        "SELECT count(*) FROM predictions p WHERE NOT EXISTS"
+        " (SELECT FROM model_versions v WHERE v.model_version = p.model_version)"
+    )
+    assert dangling == 0
