@@ -7,8 +7,11 @@ holds its slot's spool folder until it has. A supervisor started again meanwhile
 Restart=, a shell loop) spawns a new worker for that slot, which waits for the folder rather than
 take it for a service that cannot start (it stopped the whole service with status 2), and while
 it waits still obeys what every worker obeys: it stops when its own supervisor is gone, and on
-the SIGTERM of a stop. Here the old worker is held in its stop with SIGSTOP (as a long call in
-flight, or a loaded machine, holds it) and let go after a few seconds.
+the SIGTERM of a stop. Here the old worker is held with SIGSTOP (as a long call in flight, or a
+loaded machine, holds it in its stop) and let go after a few seconds. It is held just before its
+supervisor is killed, not after: an idle worker's stop is quick, and twice in CI it had ended
+before a SIGSTOP sent after the kill reached it, leaving a test without its premise. Let go, it
+stops as it would have.
 """
 
 from __future__ import annotations
@@ -70,13 +73,14 @@ async def stack(
 
 
 async def restarted_with_worker_1_waiting(stack: Stack) -> tuple[int, list[int]]:
-    """The old supervisor SIGKILLed, its worker 1 SIGSTOPped in its stop, a new service
-    started whose worker 1 now waits; returns the old worker 1 and the new workers."""
+    """The old supervisor SIGKILLed, its worker 1 SIGSTOPped (just before: see the module), a
+    new service started whose worker 1 now waits; returns the old worker 1 and the new
+    workers."""
     stack.inference.start()
     await stack.all_serving()
     old = await stack.pids()
-    await stack.inference.kill_async()
     os.kill(old["1"], signal.SIGSTOP)
+    await stack.inference.kill_async()
     stack.inference.start()
     await waiting_for_the_folder(stack)
     await asyncio.sleep(1)
@@ -138,9 +142,7 @@ async def test_a_restart_while_a_killed_supervisors_worker_still_stops_serves_on
     stack.inference.start()
     await stack.all_serving()
     old = await stack.pids()
-    # Worker 1 held first: an idle worker's stop is quick, and under load it could end before
-    # a SIGSTOP sent after the kill reached it (it did, once: the test then had no premise).
-    os.kill(old["1"], signal.SIGSTOP)  # it will be in its stop, its folder held
+    os.kill(old["1"], signal.SIGSTOP)  # held just before (see the module): its folder held
     await stack.inference.kill_async()  # SIGKILL: its workers stop by themselves
     try:
         stack.inference.start()  # restarted at once, as a service manager does
