@@ -85,8 +85,6 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._batches: OpenBatches | None = None  # the producer's
         self._load = Load()
-        # Publishes handed to the producer and not yet acknowledged (nor timed out).
-        self._publishing = 0
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
@@ -163,7 +161,6 @@ class KafkaPublisher:
         pending: PendingSends | None,
     ) -> None:
         acks: list[asyncio.Future[Any]] = []
-        self._publishing += 1
         try:
             async with asyncio.timeout(self._timeout_s):
                 if pending is None:
@@ -193,8 +190,6 @@ class KafkaPublisher:
         except KafkaError as exc:
             await self._replace(producer, exc)
             raise PublishUnavailable(f"Kafka refused the event(s): {exc}") from exc
-        finally:
-            self._publishing -= 1
 
     async def _hand_over(
         self, producer: AIOKafkaProducer, batches: OpenBatches, records: Sequence[KafkaRecord]
