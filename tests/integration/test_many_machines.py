@@ -14,6 +14,7 @@ import io
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -239,6 +240,8 @@ async def test_two_replicas_follow_one_promotion_without_failing_a_call(
 
 
 def _spare_version(folder: Path) -> str:
+    """A version of its own: the module's tests share one database, and two versions saved in
+    the same second from different folders would otherwise have one name."""
     fitted = fit_and_evaluate(
         synthetic.generate(400, 7),
         pass_mark=50.0,
@@ -247,7 +250,7 @@ def _spare_version(folder: Path) -> str:
         pass_options=[logistic(1.0)],
     )
     return save_artifact(
-        folder, fitted.model, fingerprint="f0e1d2c3", details={}, make_current=False
+        folder, fitted.model, fingerprint=uuid.uuid4().hex[:8], details={}, make_current=False
     ).name
 
 
