@@ -40,6 +40,7 @@ from infra.bench.mlserver_peer import (
     prepare,
     same_score,
 )
+from infra.bench.process import HealthClient
 from infra.devstack import KafkaBroker, free_port, repo_root
 from infra.processes import ChildProcess
 from infra.processes import started as process
@@ -87,7 +88,12 @@ def train_model(models: Path) -> None:
 
 
 def service_env(
-    folder: Path, address: str, bootstrap_servers: str, workers: int = 1, loop: str = UVLOOP
+    folder: Path,
+    address: str,
+    bootstrap_servers: str,
+    workers: int = 1,
+    loop: str = UVLOOP,
+    health_port: int = 0,
 ) -> dict[str, str]:
     return {
         **os.environ,
@@ -98,6 +104,7 @@ def service_env(
         "STUDENTPERF_SPOOL_DIR": str(folder / f"spool-{workers}w-{loop}"),
         "STUDENTPERF_WORKERS": str(workers),
         "STUDENTPERF_EVENT_LOOP": loop,
+        "STUDENTPERF_INFERENCE_HEALTH_PORT": str(health_port),
         "STUDENTPERF_LOG_LEVEL": os.environ.get("STUDENTPERF_LOG_LEVEL", "WARNING"),
     }
 
@@ -196,6 +203,31 @@ class Peers:
     addresses: dict[str, str]
     pids: dict[str, int]
     mlserver: MLServerPeer | None
+    health_ports: dict[str, int]  # the services' (load_driver.WORKERS), for their /metrics
+
+    def spooled_events(self) -> int:
+        """Events every service has written to its spool so far."""
+        return sum(spooled_events(port) for port in self.health_ports.values())
+
+
+SPOOLED = "studentperf_inference_spooled_events_total"
+
+
+def spooled_events(health_port: int) -> int:
+    """The service's count of spooled events, from its /metrics."""
+    return spooled_in(HealthClient(health_port).get("/metrics")[1])
+
+
+def spooled_in(metrics_text: str) -> int:
+    """The count of spooled events in a service's /metrics, summed over its workers (the
+    supervisor labels each worker's samples)."""
+    return round(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics_text.splitlines()
+            if line.startswith((SPOOLED + " ", SPOOLED + "{"))
+        )
+    )
 
 
 @contextmanager
@@ -206,10 +238,14 @@ def running_peers(
     with ExitStack() as running:
         addresses: dict[str, str] = {}
         pids: dict[str, int] = {}
+        health_ports: dict[str, int] = {}
         for name, workers in WORKERS.items():
             addresses[name] = f"127.0.0.1:{free_port()}"
+            health_ports[name] = free_port()
             loop = EVENT_LOOP.get(name, UVLOOP)
-            env = service_env(folder, addresses[name], broker.bootstrap_servers, workers, loop)
+            env = service_env(
+                folder, addresses[name], broker.bootstrap_servers, workers, loop, health_ports[name]
+            )
             command = [sys.executable, "-m", "inference_service"]
             pids[name] = running.enter_context(process(command, env, folder / f"{name}.log")).pid
         for name in (TRIVIAL, TRIVIAL_ASYNCIO):
@@ -231,7 +267,7 @@ def running_peers(
         wait_port(addresses[TRIVIAL_ASYNCIO])
         if peer is not None:
             check_mlserver(peer, addresses[SERVICE], say)
-        yield Peers(addresses, pids, peer)
+        yield Peers(addresses, pids, peer, health_ports)
 
 
 def e2e_service(folder: Path, broker: KafkaBroker) -> Callable[[str, str], ChildProcess]:

@@ -22,7 +22,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class HealthClient:
-    """GETs a recorder's endpoint; blocking, so async callers use asyncio.to_thread."""
+    """GETs a process's health endpoint (a recorder's, the inference service's); blocking, so
+    async callers use asyncio.to_thread."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
         self.port = port

@@ -152,13 +152,14 @@ def measure(folder: Path, plan: Plan) -> Measured:
             results, answered = drive(peers, broker, plan, folder)
             published = published_events(broker.bootstrap_servers, answered)
             peak_mb = peak_rss_mb(peers.pids[SERVICE])
+            spooled = peers.spooled_events()
         # After the servers above have stopped: these cases have the CPUs to themselves.
         rates, events = asyncio.run(recorder_alone(broker, plan, folder))
         e2e = asyncio.run(
             end_to_end.run(folder, broker, e2e_service(folder, broker), plan.quick, say)
         )
         why_not = mlserver if isinstance(mlserver, str) else ""
-        return Measured(results, answered, published, peak_mb, why_not, e2e, rates, events)
+        return Measured(results, answered, published, peak_mb, why_not, e2e, rates, events, spooled)
     finally:
         broker.stop()
 

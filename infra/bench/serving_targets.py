@@ -192,6 +192,13 @@ def other_targets(measured: Measured, found: Sequence[Summary]) -> list[Target]:
             measured.published >= measured.answered,
             "all",
         ),
+        Target(
+            "every event published straight, none through the spool (else a call's figures "
+            "include the spool's fsync and replay)",
+            f"{measured.spooled:,} events spooled",
+            measured.spooled == 0,
+            "0",
+        ),
     ]
     e2e = measured.e2e
     targets += [

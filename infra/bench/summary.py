@@ -24,6 +24,9 @@ class Measured:
     e2e: EndToEnd
     recorder_rates: list[float] = field(default_factory=list)  # events/s, one recorder, per run
     recorder_events: int = 0  # per run
+    # Events the services spooled over the ghz cases (Kafka did not acknowledge a publish in
+    # time); any means those calls paid for the spool's fsync, not for a straight publish.
+    spooled: int = 0
 
 
 @dataclass(frozen=True)

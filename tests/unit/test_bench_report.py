@@ -8,7 +8,7 @@ from pathlib import Path
 from infra.bench.end_to_end import EndToEnd, backlog, percentile
 from infra.bench.load_driver import BATCH_PREDICT, PREDICT, Case, Result
 from infra.bench.mlserver_peer import BATCHED, MODEL_INFER, UNBATCHED, requirements, same_score
-from infra.bench.peers import full_student_row
+from infra.bench.peers import full_student_row, spooled_in
 from infra.bench.plot import Point, plot
 from infra.bench.serving_report import table
 from infra.bench.serving_targets import targets
@@ -147,3 +147,26 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     }
     plot(series, "test", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_that_spooled_events_says_so() -> None:
+    def spool_row(spooled: int) -> tuple[str, bool | None]:
+        measured = Measured(RESULTS, 10, 10, 190.0, "", e2e(), spooled=spooled)
+        [row] = [t for t in targets(measured) if "through the spool" in t.what]
+        return row.figure, row.met
+
+    assert spool_row(0) == ("0 events spooled", True)
+    assert spool_row(1_234) == ("1,234 events spooled", False)
+
+
+def test_spooled_events_are_summed_over_workers() -> None:
+    one = "# TYPE studentperf_inference_spooled_events_total counter\n"
+    one += "studentperf_inference_spooled_events_total 7.0\n"
+    one += "studentperf_inference_spooled_events_created 1.7e9\n"
+    assert spooled_in(one) == 7
+    two = (
+        'studentperf_inference_spooled_events_total{worker="0"} 3.0\n'
+        'studentperf_inference_spooled_events_total{worker="1"} 5.0\n'
+        'studentperf_inference_spooled_events_created{worker="1"} 1.7e9\n'
+    )
+    assert spooled_in(two) == 8
