@@ -34,23 +34,33 @@ OUTCOME_COLUMNS: Final = (
 
 def upsert_outcomes(rows: str, *, returning: str = "") -> str:
     """The statement that stores the outcomes `rows` (a SELECT of OUTCOME_COLUMNS, at most one
-    row per student and term) by the rule above. `returning` is an optional RETURNING list."""
+    row per student and term, its recorded_at the earliest of what it stands for) by the rule
+    above. `returning` is an optional RETURNING list.
+
+    recorded_at is when an outcome of the student and term was first accepted: the earliest
+    ever offered, so that it is the same however the events fell into batches and whichever
+    came to the log first (an older outcome a spool replays late lowers it without replacing
+    the score)."""
+    newer = (
+        "(EXCLUDED.recorded_as_of, EXCLUDED.log_offset)\n"
+        "    > (COALESCE(o.recorded_as_of, '-infinity'), COALESCE(o.log_offset, -1))"
+    )
     return f"""
 INSERT INTO outcomes AS o ({", ".join(OUTCOME_COLUMNS)})
 {rows}
 ON CONFLICT (student_id, term) DO UPDATE SET
-    final_score = EXCLUDED.final_score,
-    source = EXCLUDED.source,
+    final_score = CASE WHEN {newer} THEN EXCLUDED.final_score ELSE o.final_score END,
+    source = CASE WHEN {newer} THEN EXCLUDED.source ELSE o.source END,
     -- When the score last changed: an event that repeats it (a duplicate a spool replay may
     -- publish, at a later offset) moves only its order.
-    updated_at = CASE WHEN o.final_score = EXCLUDED.final_score AND o.source = EXCLUDED.source
-                      THEN o.updated_at ELSE now() END,
-    recorded_as_of = EXCLUDED.recorded_as_of,
-    log_offset = EXCLUDED.log_offset
-WHERE (EXCLUDED.recorded_as_of, EXCLUDED.log_offset)
-    > (COALESCE(o.recorded_as_of, '-infinity'), COALESCE(o.log_offset, -1))""" + (
-        f"\nRETURNING {returning}" if returning else ""
-    )
+    updated_at = CASE WHEN {newer}
+                       AND (o.final_score <> EXCLUDED.final_score OR o.source <> EXCLUDED.source)
+                      THEN now() ELSE o.updated_at END,
+    recorded_at = LEAST(o.recorded_at, EXCLUDED.recorded_at),
+    recorded_as_of = CASE WHEN {newer} THEN EXCLUDED.recorded_as_of ELSE o.recorded_as_of END,
+    log_offset = CASE WHEN {newer} THEN EXCLUDED.log_offset ELSE o.log_offset END
+WHERE {newer}
+    OR EXCLUDED.recorded_at < o.recorded_at""" + (f"\nRETURNING {returning}" if returning else "")
 
 
 # As of now, outside the event log: an outcome event recorded later replaces it, a late replay

@@ -63,11 +63,12 @@ _GIVEN_FACTS: Final = (
     f"      FROM {STAGING_TABLE}) AS given"
 )
 
-# Outcome and import events (no prediction id); a new outcome's recorded_at is its event's time,
-# when RecordOutcomes accepted it, not when the recorder got to it. The latest of a batch's
-# outcomes of a student and term is the one offered.
+# Outcome and import events (no prediction id); an outcome's time is its event's, when
+# RecordOutcomes accepted it, not when the recorder got to it. The latest of a batch's outcomes
+# of a student and term is the one offered, recorded as of the earliest of them.
 _GIVEN_OUTCOMES: Final = f"""SELECT DISTINCT ON (student_id, term) student_id, term, final_score,
-       COALESCE(outcome_source, '{OUTCOME_SOURCE}'), predicted_at, predicted_at, log_offset
+       COALESCE(outcome_source, '{OUTCOME_SOURCE}'),
+       min(predicted_at) OVER (PARTITION BY student_id, term), predicted_at, log_offset
 FROM {STAGING_TABLE} WHERE prediction_id IS NULL
 ORDER BY student_id, term, predicted_at DESC, log_offset DESC"""
 

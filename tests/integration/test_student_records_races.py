@@ -278,7 +278,8 @@ async def test_an_outcome_kept_by_an_erasure_keeps_no_time_of_before(
     """The erased student's outcome for a term (before the erasure), then a new enrolment's
     outcome for the same term (after it), then the erasure: the same is kept whether the
     erasure meets the two in one batch or after them, recorded as of the kept score (the
-    upsert never changes recorded_at, which the monitor pairs predictions and outcomes by)."""
+    upsert keeps the earliest acceptance as recorded_at, which the monitor pairs predictions
+    and outcomes by: the erased one's must not survive)."""
     t = int(_at(1).timestamp())
     kept = {}
     for layout in ("one batch", "three batches"):
@@ -489,3 +490,42 @@ async def test_an_erasure_unties_imported_rows_noted_with_the_student_before(
     assert await db.fetchval("SELECT count(*) FROM students WHERE student_id = $1", sid) == 1
     found = await db.fetchrow("SELECT student_id FROM imported_rows WHERE event_id = $1", event_id)
     assert found is not None and found["student_id"] is None
+
+
+async def test_an_outcome_is_recorded_as_of_its_first_acceptance_however_the_log_fell(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """Two outcomes of one student and term, accepted at T+10 and T+30: the later score stands,
+    and recorded_at says when the first was accepted (the time the monitor pairs an outcome
+    with the predictions made before it), whether the two meet in one batch or two, and
+    whether the older one reaches the log first or comes late (a spool's replay)."""
+    layouts = {
+        "in order, one batch": [[(10, 60.0, 1), (30, 70.0, 2)]],
+        "in order, two batches": [[(10, 60.0, 1)], [(30, 70.0, 2)]],
+        "replayed late, one batch": [[(30, 70.0, 1), (10, 60.0, 2)]],
+        "replayed late, two batches": [[(30, 70.0, 1)], [(10, 60.0, 2)]],
+    }
+    found = {}
+    for layout, batches in layouts.items():
+        sid = f"oa-{uuid.uuid4().hex[:10]}"
+        for batch in batches:
+            await store.write(
+                [
+                    outcome_staging_row(
+                        make_outcome_event(sid, TERM, score, seconds=T + seconds), offset
+                    )
+                    for seconds, score, offset in batch
+                ]
+            )
+        row = await db.fetchrow(
+            "SELECT final_score, recorded_at, recorded_as_of FROM outcomes WHERE student_id = $1",
+            sid,
+        )
+        found[layout] = tuple(row)
+    print(f"\n{found}")
+    expected = (
+        70.0,
+        datetime.fromtimestamp(T + 10, UTC),
+        datetime.fromtimestamp(T + 30, UTC),
+    )
+    assert found == dict.fromkeys(layouts, expected)
