@@ -67,7 +67,9 @@ FORGET_FACTS: Final = f"""UPDATE students SET
 WHERE student_id = $1"""
 # A kept outcome (one given after the erasure for a term the student had one for before) was
 # first recorded as of the erased one: it is now recorded as of the score it keeps, and updated
-# now (an equal score given again does not move updated_at).
+# now (an equal score given again does not move updated_at). The time the first outcome after
+# the erasure was accepted is not stored once a later one replaced it, so recorded_at may be
+# later here than had the erasure been applied before them (README, "Erasure").
 RESTAMP_OUTCOMES: Final = """UPDATE outcomes SET recorded_at = recorded_as_of, updated_at = now()
 WHERE student_id = $1 AND recorded_at <= $2 AND recorded_as_of > $2"""
 # $1: the student id. The rest of what a later enrolment keeps loses its traces of before: a

@@ -65,12 +65,16 @@ WHERE {newer}
 
 # As of now, outside the event log: an outcome event recorded later replaces it, a late replay
 # of an older one does not (migration 0009). xmax is 0 on a freshly inserted row version and
-# set on one that an update produced.
+# set on one that an update produced; an update that kept the score (it only moved recorded_at
+# earlier, below one stamped by a clock ahead) left the row's order as it was, not this one.
 _STORE_OUTCOMES: Final = upsert_outcomes(
     f"""SELECT student_id, term, final_score, source, now(), now(), {OUTSIDE_THE_LOG}::bigint
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[])
     AS given(student_id, term, final_score, source)""",
-    returning="student_id, term, xmax <> 0 AS replaced",
+    returning=(
+        "student_id, term, xmax <> 0 AND recorded_as_of = now()"
+        f" AND log_offset = {OUTSIDE_THE_LOG} AS replaced"
+    ),
 )
 
 
@@ -100,7 +104,8 @@ async def store_outcomes(
             [r.final_score for r in rows],
             [source] * len(rows),
         )
-    # A row the rule kept (one recorded later than now: a clock ahead) is not returned.
+    # A row the rule kept (one recorded later than now: a clock ahead) is not returned, or
+    # returned as not replaced when only its recorded_at moved.
     replaced = {(r["student_id"], r["term"]): bool(r["replaced"]) for r in written}
     return [
         StoredOutcome(replaced.get((r.student_id, r.term), False), r.student_id in added)

@@ -133,21 +133,24 @@ async def test_a_direct_outcome_is_stored_by_the_recorders_rule(db: asyncpg.Pool
         again = await store_outcomes(
             conn, [OutcomeRow("direct-1", "2026-spring", 65.0)], source="test"
         )
+        # As an event stamped by a clock ahead is stored: accepted, and so first, later.
         await conn.execute(
-            "UPDATE outcomes SET recorded_as_of = now() + interval '1 day'"
-            " WHERE student_id = 'direct-1'"
+            "UPDATE outcomes SET recorded_as_of = now() + interval '1 day',"
+            " recorded_at = now() + interval '1 day' WHERE student_id = 'direct-1'"
         )
         later = await store_outcomes(
             conn, [OutcomeRow("direct-1", "2026-spring", 70.0)], source="test"
         )
-        score = await conn.fetchval(
-            "SELECT final_score FROM outcomes WHERE student_id = 'direct-1'"
+        score, earlier = await conn.fetchrow(
+            "SELECT final_score, recorded_at < now() + interval '1 hour' FROM outcomes"
+            " WHERE student_id = 'direct-1'"
         )
     print(f"\n[direct outcome] 60, then 65, then 70 against one recorded later: {score}")
     assert first == [StoredOutcome(replaced=False, student_added=True)]
     assert again == [StoredOutcome(replaced=True, student_added=False)]
     assert later == [StoredOutcome(replaced=False, student_added=False)]
     assert score == 65.0
+    assert earlier  # the 70 was accepted first, if not last
 
 
 async def test_a_late_replay_fills_gaps_but_overrides_nothing_newer(
