@@ -88,6 +88,18 @@ class PostgresHistoryStore:
             ) from err
 
     async def close(self) -> None:
+        """Closes the pool within the statement bound: a database that stopped answering (a
+        failover can leave the connections open and silent) would keep a graceful close, and
+        the service's stop, waiting for ever. Cut short, asyncpg terminates the connections."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await pool.close()
+        except TimeoutError:
+            log.warning(
+                "history: %s did not answer the close within %g s; connections dropped",
+                mask_dsn(self._dsn),
+                self._timeout_s,
+            )

@@ -119,3 +119,17 @@ def train_version(models: Path, seed: int, second: int) -> str:
         make_current=False,
     )  # fmt: skip
     return path.name
+
+
+async def backends_of(owner_dsn: str, role: str) -> list[int]:
+    """The server processes of `role`'s connections to the owner's database (to stop one with
+    SIGSTOP: a database that keeps its connections open and answers nothing)."""
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        rows = await owner.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = current_database()",
+            role,
+        )
+    finally:
+        await owner.close()
+    return [row["pid"] for row in rows]

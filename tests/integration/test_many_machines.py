@@ -35,7 +35,7 @@ from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
 from tests.integration.conftest import Stack
-from tests.integration.helpers import ALLOW_CHANGES
+from tests.integration.helpers import ALLOW_CHANGES, backends_of
 from tests.integration.processes import ServiceProcess
 from tests.integration.slow_link import slow_link
 from trainer import synthetic
@@ -348,19 +348,6 @@ async def _promote(stack: Stack, folder: Path, version: str) -> None:
         await trainer.close()
 
 
-async def _backends_of(stack: Stack, role: DatabaseRole) -> list[int]:
-    """The server processes of the role's connections to the test's database."""
-    owner = await asyncpg.connect(stack.database_url)
-    try:
-        rows = await owner.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = current_database()",
-            role.value,
-        )
-    finally:
-        await owner.close()
-    return [row["pid"] for row in rows]
-
-
 async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches_up(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -376,7 +363,8 @@ async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches
     )
     try:
         assert await follower.sync() == first
-        [backend] = await _backends_of(stack, DatabaseRole.INFERENCE)  # the follower's
+        # The follower's connection.
+        [backend] = await backends_of(stack.database_url, DatabaseRole.INFERENCE.value)
         os.kill(backend, signal.SIGSTOP)
         try:
             started = time.monotonic()
