@@ -30,9 +30,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# The bound of every statement, of opening the pool, and of closing it at a stop.
+STATEMENT_TIMEOUT_S = 5.0
+
+
 class PostgresHistoryStore:
     def __init__(
-        self, database_url: str, *, timeout_s: float = 5.0, max_connections: int = 4
+        self,
+        database_url: str,
+        *,
+        timeout_s: float = STATEMENT_TIMEOUT_S,
+        max_connections: int = 4,
     ) -> None:
         self._dsn = database_url
         self._timeout_s = timeout_s
