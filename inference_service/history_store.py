@@ -96,9 +96,10 @@ class PostgresHistoryStore:
             ) from err
 
     async def close(self) -> None:
-        """Closes the pool within the statement bound: a database that stopped answering (a
-        failover can leave the connections open and silent) would keep a graceful close, and
-        the service's stop, waiting for ever. Cut short, asyncpg terminates the connections."""
+        """Closes the pool within the statement bound, and never raises for a database that
+        stopped answering (a failover can leave the connections open and silent): asyncpg's
+        graceful close then raised TimeoutError out of the service's stop, past what the stop
+        does after it. Cut short, asyncpg terminates the connections."""
         pool, self._pool = self._pool, None
         if pool is None:
             return

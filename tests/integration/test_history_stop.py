@@ -1,6 +1,6 @@
-"""A service stops within its bound while the history database stops answering: a failover
-can leave the pool's connections open and silent, and a graceful close of them waited for
-ever (the service's stop with it)."""
+"""A service stops, within its bound and without an error, while the history database stops
+answering: a failover can leave the pool's connections open and silent, and the graceful close
+of them raised TimeoutError out of the service's stop."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_stop_with_the_broker_paused_waits_its_timeout_not_twice_it(
     own_kafka: KafkaBroker, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The README's grace sum (60 s) counts 10 s for "the producer's bounded flush";
+    """The README's grace sum (62 s) counts 10 s for "the producer's bounded flush";
     KafkaPublisher.stop(10) spent 10 s in OpenBatches.close and 10 s more in producer.stop,
     which flushes the very batches close waited for."""
     publisher = started.publisher
