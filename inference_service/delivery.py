@@ -29,6 +29,8 @@ from studentperf.retry import Backoff
 log = logging.getLogger(__name__)
 
 _REPLAY_CHUNK = 1000
+# How long a stop waits for Kafka to take the events still pending.
+FLUSH_BOUND_S = 10.0
 # Pauses of the spool's replay while Kafka refuses it, from the first failure after a success.
 REPLAY_BACKOFF = Backoff(first_s=0.2, max_s=5.0)
 
@@ -115,7 +117,7 @@ class Broker(Protocol):
         self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
     ) -> None: ...
 
-    async def stop(self, timeout_s: float = 10.0) -> None: ...
+    async def stop(self, timeout_s: float = FLUSH_BOUND_S) -> None: ...
 
 
 class DurablePublisher:
@@ -311,7 +313,7 @@ class DurablePublisher:
         log.info("spool: sent %d event(s) to Kafka; %d left", len(records), self._spool.records)
         return True
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
+    async def stop(self, timeout_s: float = FLUSH_BOUND_S) -> None:
         """Stops replaying (what is left stays on disk for the next start) and disconnects."""
         for task in self._tasks:
             task.cancel()

@@ -34,6 +34,8 @@ CONNECT_TIMEOUT_S = 5.0
 # on a slow link, so a model of any size arrives part by part; far below a dead connection's
 # wait.
 COMMAND_TIMEOUT_S = 30.0
+# A goodbye the database does not answer in this time is cut short (asyncpg terminates).
+CLOSE_TIMEOUT_S = 1.0
 
 
 class ModelFollower:
@@ -96,7 +98,7 @@ class ModelFollower:
             with contextlib.suppress(
                 asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
             ):
-                await conn.close(timeout=1)
+                await conn.close(timeout=CLOSE_TIMEOUT_S)
 
 
 def _silent(error: BaseException) -> bool:

@@ -47,7 +47,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from inference_service.core import PublishUnavailable
-from inference_service.delivery import Handed, PendingSends
+from inference_service.delivery import FLUSH_BOUND_S, Handed, PendingSends
 from inference_service.metrics import InferenceMetrics
 from inference_service.partitioning import partition_of
 from inference_service.producer_batches import Load, OpenBatches, RecordTooLarge
@@ -264,7 +264,7 @@ class KafkaPublisher:
         except KafkaError as exc:
             log.warning("stopping a Kafka producer: %r", exc)
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
+    async def stop(self, timeout_s: float = FLUSH_BOUND_S) -> None:
         """Flushes what is pending and disconnects, waiting at most `timeout_s`."""
         for task in self._background:
             task.cancel()

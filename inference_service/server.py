@@ -26,6 +26,7 @@ from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, watches
 from inference_service.servicer import PredictionServicer, add_to_server
 from inference_service.settings import Settings
+from inference_service.stop_bound import IN_FLIGHT_MARGIN_S
 from studentperf.config import ConfigError
 from studentperf.v1 import prediction_service_pb2
 
@@ -88,7 +89,7 @@ class RunningServer:
         # server.stop can return while handlers still run (grpc/grpc#37239): their events
         # must reach Kafka or the spool before the spool closes.
         try:
-            async with asyncio.timeout(grace_s + 1):
+            async with asyncio.timeout(grace_s + IN_FLIGHT_MARGIN_S):
                 while self.core.in_flight:  # noqa: ASYNC110 (no event marks the last one out)
                     await asyncio.sleep(0.01)
         except TimeoutError:

@@ -66,6 +66,7 @@ from inference_service import event_loop
 from inference_service.metrics import PREFIX
 from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
+from inference_service.stop_bound import longest_stop_s
 from studentperf.config import ConfigError, configure_logging
 from studentperf.durable import hold_folder_lock, hold_folder_lock_once_free
 from studentperf.health_http import serve_health
@@ -77,17 +78,17 @@ FIRST_RESTART_DELAY_S = 0.5
 LAST_RESTART_DELAY_S = 30.0
 # A worker that ran this long died of something new: its successor starts without backoff.
 STEADY_S = 60.0
-# After SIGTERM a worker finishes its calls (shutdown grace) and publishes or spools their
-# events (publish timeout); past this margin on top, it is killed: its spool keeps what it had.
-STOP_MARGIN_S = 30.0
+# Past its longest graceful stop and this margin, a worker is killed: its spool keeps what it had.
+STOP_MARGIN_S = 10.0
 
 
 def _stop_bound_s(settings: Settings) -> float:
     """How long a worker may take to stop, on SIGTERM or once its supervisor is gone (its
-    calls finished, their events published or spooled), holding its spool folder meanwhile:
-    the supervisor kills one that takes longer, and a service started again at once after its
-    supervisor was killed waits this long for such a folder before it gives up on it."""
-    return settings.shutdown_grace_s + settings.publish_timeout_s + STOP_MARGIN_S
+    calls finished, their events published or spooled, its connections closed), holding its
+    spool folder meanwhile: the supervisor kills one that takes longer, and a service started
+    again at once after its supervisor was killed waits this long for such a folder before it
+    gives up on it."""
+    return longest_stop_s(settings) + STOP_MARGIN_S
 
 
 def main() -> None:

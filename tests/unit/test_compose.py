@@ -28,8 +28,8 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from inference_service.history_store import STATEMENT_TIMEOUT_S as HISTORY_STATEMENT_TIMEOUT_S
 from inference_service.settings import Settings as InferenceSettings
+from inference_service.stop_bound import longest_stop_s
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
 from studentperf.migrate import role_passwords
@@ -292,13 +292,8 @@ def test_inference_publishes_its_listen_port() -> None:
 
 
 def test_inference_stop_grace_outlasts_its_whole_stop() -> None:
-    env = environment("inference")
-    grace = float(env["STUDENTPERF_SHUTDOWN_GRACE_S"])
-    publish = float(env.get("STUDENTPERF_PUBLISH_TIMEOUT_S", InferenceSettings.publish_timeout_s))
-    # The server's stop, the last micro-batches, handlers still running (the grace and a
-    # second), the producer's flush (10 s), the follower's and the history pool's closes.
-    whole = grace + publish + (grace + 1) + 10 + 1 + HISTORY_STATEMENT_TIMEOUT_S
-    assert seconds(services()["inference"]["stop_grace_period"]) > whole
+    settings = InferenceSettings.from_env(environment("inference"))
+    assert seconds(services()["inference"]["stop_grace_period"]) > longest_stop_s(settings)
 
 
 def test_database_url_points_at_the_postgres_service() -> None:

@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry
 
 from inference_service.auth import parse_token_table
 from inference_service.health_endpoint import InferenceHealth
-from inference_service.history_store import STATEMENT_TIMEOUT_S as HISTORY_STATEMENT_TIMEOUT_S
 from inference_service.settings import Settings as InferenceSettings
+from inference_service.stop_bound import longest_stop_s
 from recorder_service.settings import ERASURE_KEY_MIN_LENGTH
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
@@ -274,17 +274,10 @@ def test_inference_keeps_its_spool_on_a_volume_of_its_own(tmp_path: Path) -> Non
     size = claims[mount["name"]]["spec"]["resources"]["requests"]["storage"]
     assert size.endswith("Gi") and settings.spool_max_bytes < int(size[:-2]) << 30
     # The graceful stop fits in the grace period: preStop (20 s, and its last poll's 2 s
-    # timeout and 1 s sleep), the server's stop (the grace), the last micro-batches (a publish
-    # timeout), handlers still running (the grace and a second: RunningServer.stop), the
-    # producer's bounded flush (10 s), and the database connections' closes (the follower's
-    # 1 s, the history pool's bound).
+    # timeout and 1 s sleep), then the service's stop.
     grace = pod_spec(inference)["terminationGracePeriodSeconds"]
     prestop = 20 + 3
-    handlers = settings.shutdown_grace_s + 1
-    closes = 1 + HISTORY_STATEMENT_TIMEOUT_S
-    assert grace > (
-        prestop + settings.shutdown_grace_s + settings.publish_timeout_s + handlers + 10 + closes
-    )
+    assert grace > prestop + longest_stop_s(settings)
 
 
 def dsn_user(url: str) -> str | None:
