@@ -47,9 +47,14 @@ class PostgresHistoryStore:
         self._max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
     async def _get_pool(self) -> asyncpg.Pool:
         async with self._opening:
+            if self._closed:
+                # A call grpc's stop left running (grpc/grpc#37239) would open a pool that
+                # nobody closes.
+                raise HistoryUnavailable("the service is stopping")
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
@@ -99,13 +104,15 @@ class PostgresHistoryStore:
         """Closes the pool within the statement bound, and never raises for a database that
         stopped answering (a failover can leave the connections open and silent): asyncpg's
         graceful close then raised TimeoutError out of the service's stop, past what the stop
-        does after it. Cut short, asyncpg terminates the connections."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
+        does after it. Cut short, asyncpg terminates the connections. Calls made after it get
+        HistoryUnavailable."""
+        self._closed = True
         try:
             async with asyncio.timeout(self._timeout_s):
-                await pool.close()
+                async with self._opening:  # a pool being opened now is closed too
+                    pool, self._pool = self._pool, None
+                    if pool is not None:
+                        await pool.close()
         except TimeoutError:
             log.warning(
                 "history: %s did not answer the close within %g s; connections dropped",

@@ -11,9 +11,13 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
+from inference_service.core import HistoryUnavailable
+from inference_service.history_store import PostgresHistoryStore
 from inference_service.server import start_server
 from studentperf.config import DatabaseRole
+from studentperf.history import PageQuery
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from tests.integration.conftest import Stack, inference_settings
@@ -44,3 +48,21 @@ async def test_a_silent_history_database_does_not_hold_up_a_stop(
             os.kill(pid, signal.SIGCONT)
     print(f"\na silent history database: the service stopped in {took:.1f} s")
     assert took < 10  # the grace, the publisher's flush, then the pool's bound of 5 s
+
+
+async def test_a_closed_history_store_opens_no_new_pool(stack: Stack, tmp_path: Path) -> None:
+    """A call grpc's stop left running (grpc/grpc#37239) reaches the store after its close: it
+    is refused, rather than opening a pool that nobody would close."""
+    settings = inference_settings(stack, tmp_path / "spool")
+    store = PostgresHistoryStore(settings.history_database_url)
+    assert await store.page(PageQuery(student_id="hs-2", limit=1)) is None  # no such student
+    await store.close()
+    with pytest.raises(HistoryUnavailable, match="stopping"):
+        await store.page(PageQuery(student_id="hs-2", limit=1))
+    # A backend outlives its client's goodbye by a moment; a pool's would stay for minutes.
+    for _ in range(50):
+        left = await backends_of(stack.database_url, DatabaseRole.ANALYST.value)
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+    assert left == [], "the store holds connections after its close"
