@@ -12,6 +12,7 @@ version promoted only on this disk would reach no replica.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +23,7 @@ from studentperf.model_store import (
     MoveKind,
     PointerMove,
     current_pointer,
+    download_version,
     follow_pointer,
     move_pointer,
     store_version,
@@ -75,6 +77,28 @@ def follow_database(database_url: str, models_dir: Path) -> tuple[str | None, st
         return asyncio.run(follow())
     except _FAILURES as err:
         raise PublishFailed(f"reading the database's current version: {err}") from err
+
+
+async def fetch_versions(
+    database_url: str, versions: Sequence[str], models_dir: Path
+) -> dict[str, str]:
+    """Brings each of `versions` into `models_dir` from the database (hashes checked; one the
+    folder holds already is not read again), so that the monitor reads a version's reference
+    inputs and held-out figures on a machine that never trained it, as a replica serves it.
+    Returns why each version that could not be brought was refused (not stored, or bytes that
+    do not match their recorded SHA-256); a database that cannot be reached raises
+    DatabaseUnavailable."""
+    refused: dict[str, str] = {}
+    conn = await connect(database_url)
+    try:
+        for version in versions:
+            try:
+                await download_version(conn, version, models_dir)
+            except ArtifactRefused as err:
+                refused[version] = str(err)
+    finally:
+        await conn.close()
+    return refused
 
 
 def database_current(database_url: str) -> str | None:

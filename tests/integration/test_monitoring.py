@@ -34,6 +34,7 @@ from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
 from studentperf.config import DatabaseRole
 from studentperf.features import CATEGORIES, FEATURE_COLUMNS
+from studentperf.model_store import store_version
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
@@ -315,6 +316,45 @@ async def test_json_and_textfile_name_exactly_the_drifted_features(
     samples = textfile.read_text().splitlines()
     assert f'studentperf_monitor_alerts{{model_version="{version}"}} 2' in samples
     assert "studentperf_monitor_exit_code 1" in samples
+
+
+async def test_with_versions_in_the_database_an_empty_folder_still_measures_drift(
+    stack: Stack, models: Path, drift_frame: pd.DataFrame, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """STUDENTPERF_MODEL_SOURCE=database, as deploy/'s monitor CronJob runs: no version folder
+    on the machine, so the served version's reference inputs come from the database (hashes
+    checked) and the planted drift is found as on the machine that trained it. A version the
+    database does not hold is named in the report with the reason."""
+    drift_versions = await db.fetch(
+        "SELECT DISTINCT model_version FROM predictions WHERE student_id LIKE 'drift-%'"
+    )
+    (version,) = [row["model_version"] for row in drift_versions]
+    empty = tmp_path / "fresh-models"
+    as_trainer = {
+        "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.TRAINER),
+        "STUDENTPERF_MODEL_SOURCE": "database",
+    }
+    window = ("--last", str(ROWS), "--models-dir", str(empty))
+    # Not stored yet: refused, and the report says why (no reference data, no drift measured).
+    missing = await run(
+        "-m", "trainer.monitor", *window, "--report", str(tmp_path / "missing.html"),
+        env=as_trainer,
+    )  # fmt: skip
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+    assert "the database holds no model.joblib" in missing.stdout
+    assert alerted_features(missing.stdout) == set()
+    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
+    try:
+        await store_version(trainer, models / version)
+    finally:
+        await trainer.close()
+    found = await run(
+        "-m", "trainer.monitor", *window, "--report", str(tmp_path / "found.html"),
+        env=as_trainer,
+    )  # fmt: skip
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert alerted_features(found.stdout) == {"study_hours_per_week", "lunch_program"}
+    assert (empty / version / "reference_inputs.csv").is_file()
 
 
 async def test_live_quality_appears_and_the_report_renders_in_chromium(

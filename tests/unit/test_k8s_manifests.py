@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -38,6 +39,7 @@ from studentperf.health_http import serve_health
 from studentperf.migrate import role_passwords
 from tests.raw_http import get_status
 from trainer.__main__ import parse_args
+from trainer.monitor.cli import parse_args as monitor_args
 from trainer.rollback_cli import parse_args as rollback_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,6 +193,7 @@ READERS: dict[str, Callable[[Mapping[str, str], list[str]], object]] = {
     "studentperf-record": lambda env, _: RecorderSettings.from_env(env),
     "studentperf-train": lambda env, args: parse_args(args, env),
     "studentperf-rollback": lambda env, args: rollback_args(args, env),
+    "studentperf-monitor": lambda env, args: monitor_args(args, env, datetime.now(UTC)),
     "studentperf-migrate": lambda env, _: (
         SharedSettings.from_env(env, DatabaseRole.OWNER),
         role_passwords(env),
@@ -315,7 +318,13 @@ def test_models_travel_through_the_database_under_the_right_roles(
     assert {m["name"] for m in wait["volumeMounts"] if m["mountPath"] == serve.models_dir} == {
         mount["name"]
     }
-    for kind, name in [("Job", "studentperf-train"), ("CronJob", "studentperf-retrain")]:
+    trainers = [
+        ("Job", "studentperf-train"),
+        ("CronJob", "studentperf-retrain"),
+        # Reads the versions it judges from the database, as the trainer's role.
+        ("CronJob", "studentperf-monitor"),
+    ]
+    for kind, name in trainers:
         trainer, _ = settings_of(variant, kind, name, tmp_path)
         assert trainer.publish, name
         assert dsn_user(trainer.database_url) == DatabaseRole.TRAINER, name

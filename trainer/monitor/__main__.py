@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -32,6 +32,7 @@ from trainer.monitor.data import read_group_quality, read_held_out, read_recent
 from trainer.monitor.report_html import render
 from trainer.monitor.report_json import Retrain, as_dict, as_json
 from trainer.monitor.report_textfile import as_prometheus_text, write_atomically
+from trainer.publish import fetch_versions
 from trainer.train import TrainingConfig
 from trainer.train import run as train
 
@@ -51,12 +52,13 @@ class VersionFiles:
     notes: tuple[str, ...] = ()
 
 
-def _version_files(models_dir: Path, version: str) -> VersionFiles:
+def _version_files(models_dir: Path, version: str, refused: str | None = None) -> VersionFiles:
     """The version's reference inputs, held-out metrics, calibration and per-group figures
-    from disk."""
+    from disk; `refused`: why the database did not hand the version over."""
     directory = models_dir / version
     if not directory.is_dir():
-        return VersionFiles(notes=(f"version {version} is not in {models_dir}",))
+        missing = f"version {version} is not in {models_dir}"
+        return VersionFiles(notes=(f"{missing}: {refused}" if refused else missing,))
     notes: list[str] = []
     try:
         inputs = reference.read(directory)
@@ -82,6 +84,8 @@ class Stored:
 
     metrics: dict[str, dict[str, float]]
     groups: dict[str, object]
+    # Versions the database could not hand over (STUDENTPERF_MODEL_SOURCE=database), and why.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, Stored]:
@@ -90,8 +94,12 @@ async def _read(config: MonitorConfig) -> tuple[pd.DataFrame, Stored]:
     versions = sorted(set(recent["model_version"]))
     if not versions:
         return recent, Stored({}, {})
+    refused = {}
+    if config.publish:
+        refused = await fetch_versions(config.database_url, versions, config.models_dir)
     metrics = await read_held_out(config.database_url, versions)
-    return recent, Stored(metrics, await read_group_quality(config.database_url, versions))
+    groups_found = await read_group_quality(config.database_url, versions)
+    return recent, Stored(metrics, groups_found, refused)
 
 
 def build_report(config: MonitorConfig, now: datetime) -> MonitorReport:
@@ -103,7 +111,7 @@ def build_report(config: MonitorConfig, now: datetime) -> MonitorReport:
     versions = []
     for version, rows in recent.groupby("model_version", sort=True):
         name = str(version)
-        found = _version_files(config.models_dir, name)
+        found = _version_files(config.models_dir, name, stored.refused.get(name))
         versions.append(
             assess_version(
                 name,

@@ -2,11 +2,12 @@
 
 Reads the predictions of a window (--since, default 7d, or --last N) from PostgreSQL, groups them
 by the model version that served them, and compares each group's inputs with that version's
-training inputs (models/<version>/reference_inputs.csv) and its recorded outcomes with its
-held-out metrics, overall and per group of students (gender, lunch program, parental education:
-the gaps between groups against the version's gaps at training). Prints a short summary, writes
-a self-contained HTML report (--report, default .local/reports/monitor-<UTC time>.html) and says
-where.
+training inputs (models/<version>/reference_inputs.csv; with STUDENTPERF_MODEL_SOURCE=database
+each version is first brought from the database into --models-dir, hashes checked, as a replica
+does) and its recorded outcomes with its held-out metrics, overall and per group of students
+(gender, lunch program, parental education: the gaps between groups against the version's gaps
+at training). Prints a short summary, writes a self-contained HTML report (--report, default
+.local/reports/monitor-<UTC time>.html) and says where.
 
 Exit status: 0 no threshold crossed (or nothing to judge), 1 a threshold crossed, 2 a usage
 error or a failure (database unreachable, report not writable, a retrain that failed).
@@ -74,7 +75,8 @@ class MonitorConfig:
     textfile: Path | None = None
     pass_mark: float = DEFAULT_PASS_MARK
     min_training_rows: int = 200
-    # A retrain publishes its version to the database (STUDENTPERF_MODEL_SOURCE=database).
+    # Versions travel through the database (STUDENTPERF_MODEL_SOURCE=database): the versions
+    # judged are fetched from it, and a retrain publishes its version there.
     publish: bool = False
 
 
