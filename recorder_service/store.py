@@ -64,6 +64,7 @@ from studentperf.persistence.retention import (
 log = logging.getLogger(__name__)
 
 _IMPORT_EVENT_ID = STAGING_COLUMNS.index("import_event_id")
+MAX_REMEMBERED_ERASURES = 1000
 
 
 class DatabaseUnusable(RuntimeError):
@@ -240,6 +241,10 @@ class PostgresStore:
         # The writer may have two batches under way (see `write`).
         self._order = ShardTurns(self._shards)
         self._one_at_a_time = [asyncio.Lock() for _ in range(self._shards)]
+        # Erasures a try of a batch applied for the first time, kept until a try of the whole
+        # batch succeeds: the batch's retry finds them applied already (new=False), and would
+        # otherwise neither count them nor log them.
+        self._first_applied: dict[str, Applied] = {}
 
     def turn(self, given_up: Callable[[], bool] = lambda: False) -> Turn:
         """A batch's place in the order shards are written; take it as the batch is handed
@@ -284,7 +289,9 @@ class PostgresStore:
         if not parts:
             return WriteResult()
         if len(parts) == 1:
-            return await self._write_shard(parts[0].number, rows, erasures, turn)
+            return self._applied_once(
+                await self._write_shard(parts[0].number, rows, erasures, turn)
+            )
         # Every shard runs to its end even when another fails, so none is left mid-transaction
         # while the batch is retried.
         outcomes = await asyncio.gather(
@@ -299,7 +306,23 @@ class PostgresStore:
             outcome.refused = [replace(r, index=part.indexes[r.index]) for r in outcome.refused]
             result.add(outcome)
         result.refused.sort(key=lambda r: r.index)
+        return self._applied_once(result)
+
+    def _applied_once(self, result: WriteResult) -> WriteResult:
+        """The batch is written: each of its erasures is reported new by the try that first
+        applied it."""
+        for applied in result.erasures:
+            self._first_applied.pop(applied.event_id, None)
         return result
+
+    def _remember_first(self, applied: list[Applied]) -> list[Applied]:
+        applied = [self._first_applied.pop(a.event_id, a) for a in applied]
+        for first in (a for a in applied if a.new):
+            self._first_applied[first.event_id] = first
+        # Only a batch given up after a failed try leaves some here: keep the newest.
+        while len(self._first_applied) > MAX_REMEMBERED_ERASURES:
+            del self._first_applied[next(iter(self._first_applied))]
+        return applied
 
     async def _write_shard(
         self,
@@ -314,7 +337,7 @@ class PostgresStore:
             if turn is not None:
                 turn.check()  # the lock and the connection may have taken a while
             try:
-                applied = (
+                applied = self._remember_first(
                     await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
                 )
                 erased = await erased_as_of(conn, students_of(rows), self._hasher)
