@@ -32,6 +32,7 @@ for the service's own modules, which know the spool as one thing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -313,10 +314,19 @@ class Spool:
     def _create_segment(self, seq: int) -> tuple[int, _Segment]:
         path = self.directory / f"{seq:012d}{SUFFIX}"
         destination = self.destination
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # A file of this number can only be one whose opening failed (the number moves on once
+        # a segment is open): it holds no record, and an opening appended to a torn one would
+        # make the segment unreadable, the records written to it after set aside unsent.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         opening = MAGIC + destination.encode()
-        write_durably(fd, opening)
-        fsync_path(self.directory)
+        try:
+            write_durably(fd, opening)
+            fsync_path(self.directory)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         return fd, _Segment(path, 0, len(opening), destination)
 
     def _opening_size(self) -> int:

@@ -162,6 +162,32 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
     assert await drain(spool) == [record(1), record(3)]
 
 
+async def test_a_segment_whose_opening_failed_is_opened_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails while a new segment's opening (magic and destination) is written: the
+    next append starts that segment again rather than append a second opening to the torn one,
+    which would make every record written after it unreadable, though answered as spooled."""
+    import inference_service.spool as spool_module
+    from inference_service.spool_segments import write_durably as real_write
+
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+
+    def torn_write(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "write_durably", torn_write)
+    with pytest.raises(OSError, match="No space"):
+        await spool.append([record(1)])
+    monkeypatch.setattr(spool_module, "write_durably", real_write)
+    await spool.append([record(2)])
+    await spool.close()
+    reopened = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert (reopened.records, reopened.damaged_regions) == (1, 0)
+    assert await drain(reopened) == [record(2)]
+
+
 async def test_the_spool_is_not_empty_while_a_write_is_in_progress(tmp_path: Path) -> None:
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     writing = asyncio.create_task(spool.append([record(1)]))
