@@ -34,6 +34,12 @@ def record(i: int) -> KafkaRecord:
     )
 
 
+def torn_write(fd: int, data: bytes) -> None:
+    """Half of what was to be written lands, then the disk fails."""
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(28, "No space left on device")
+
+
 async def drain(spool: Spool) -> list[KafkaRecord]:
     out: list[KafkaRecord] = []
     while (oldest := await spool.oldest()) is not None:
@@ -149,10 +155,6 @@ async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1)])
 
-    def torn_write(fd: int, data: bytes) -> None:
-        os.write(fd, data[: len(data) // 2])  # half a frame lands, then the disk fails
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(spool_module, "write_durably", torn_write)
     with pytest.raises(OSError, match="No space"):
         await spool.append([record(2)])
@@ -172,10 +174,6 @@ async def test_a_segment_whose_opening_failed_is_opened_anew(
     from inference_service.spool_segments import write_durably as real_write
 
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
-
-    def torn_write(fd: int, data: bytes) -> None:
-        os.write(fd, data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(spool_module, "write_durably", torn_write)
     with pytest.raises(OSError, match="No space"):
