@@ -90,7 +90,8 @@ def _plain_name(name: str) -> bool:
 async def store_version(conn: asyncpg.Connection, directory: Path) -> int:
     """Stores the version folder's files with their SHA-256 in one transaction; returns how many
     bytes. A version stored already is an error (asyncpg.UniqueViolationError): versions never
-    change once saved."""
+    change once saved. Not inside another transaction: a file is accepted only in the top-level
+    transaction that inserted its version (migration 0024)."""
     files = await asyncio.to_thread(_read_files, directory)
     async with conn.transaction():
         await conn.execute(STORE_VERSION, directory.name)

@@ -5,7 +5,8 @@ The SHA-256 a replica checks a file against sits in the same row as the file's b
 the check then compares the forged bytes with the forger's hash, and the replica writes the
 pickle to its folder and unpickles it. The tests in test_many_machines.py forge the bytes only.
 So the tables refuse any change, to their owner too (migration 0021, as model_pointer_moves
-does since 0017): changing a stored version takes a deliberate DDL step.
+does since 0017), and a file is only inserted with its version (0024): changing a stored
+version takes a deliberate DDL step.
 """
 
 from __future__ import annotations
@@ -79,6 +80,22 @@ async def test_a_stored_version_cannot_be_rewritten_with_a_matching_hash(
                 await owner.execute(statement, *args)
     finally:
         await owner.close()
+    # Nor may it gain a file, which a replica that downloaded it before would never have: not
+    # from the trainer's role, which stores versions, nor from the owner.
+    added = b"feature,value\n"
+    for url in (_as(database, DatabaseRole.TRAINER), database):
+        conn = await asyncpg.connect(url)
+        try:
+            with pytest.raises(asyncpg.RaiseError, match="gains no file"):
+                await conn.execute(
+                    "INSERT INTO model_artifact_files VALUES ($1, $2, $3, $4)",
+                    version,
+                    "reference_inputs_extra.csv",
+                    added,
+                    sha256_hex(added),
+                )
+        finally:
+            await conn.close()
 
     # A new replica (an empty folder of its own) follows the pointer: the trainer's bytes.
     replica = tmp_path / "replica"
