@@ -242,6 +242,18 @@ def test_every_container_has_resources(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_every_scheduled_job_ends_within_a_deadline(variant: str) -> None:
+    """The trainer's connections bound no statement: a scheduled run against a database that
+    stopped answering would otherwise hold its CronJob (concurrencyPolicy Forbid) for as long
+    as TCP waits, skipping every later run."""
+    for doc in rendered(variant):
+        if doc["kind"] == "CronJob" and not doc["spec"].get("suspend"):
+            assert doc["spec"]["concurrencyPolicy"] == "Forbid", doc["metadata"]["name"]
+            deadline = doc["spec"]["jobTemplate"]["spec"].get("activeDeadlineSeconds")
+            assert deadline is not None, f"{doc['metadata']['name']} has no deadline"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_secrets_come_from_files_the_pods_mount(variant: str, tmp_path: Path) -> None:
     """No secret is a plain variable; each _FILE names a key the example Secret has."""
     secret_names = ("DATABASE_URL", "AUTH_TOKENS", "SASL_PASSWORD", "ERASURE_KEY", "PASSWORD_")
