@@ -64,6 +64,7 @@ from studentperf.persistence.retention import (
 log = logging.getLogger(__name__)
 
 _IMPORT_EVENT_ID = STAGING_COLUMNS.index("import_event_id")
+_LOG_OFFSET = STAGING_COLUMNS.index("log_offset")
 MAX_REMEMBERED_ERASURES = 1000
 
 
@@ -218,11 +219,30 @@ async def _check_usable(conn: asyncpg.Connection) -> None:
         raise DatabaseUnusable(describe(error)) from error
 
 
-def _import_ids(rows: Sequence[StagingRow], keep: Sequence[int]) -> list[object]:
-    """The import event ids of the rows not in `keep`."""
+def _first_copies_decide(
+    rows: Sequence[StagingRow], keep: Sequence[int]
+) -> tuple[list[int], list[object]]:
+    """`keep` (the rows not erased) without the copies of an import event whose first copy in
+    the log was erased, and the ids of those events, to be noted as handled. Only an import
+    event's first copy in the log counts (imports.skip_imported), in one batch as in batches of
+    their own: a first copy erased takes its later copies with it, and a first copy kept is
+    stored whatever became of a later copy (run twice, one file's copies may reach the log out
+    of time order, on either side of an erasure)."""
+    first: dict[object, int] = {}
+    for index, row in enumerate(rows):
+        event_id = row[_IMPORT_EVENT_ID]
+        if event_id is None:
+            continue
+        seen = first.get(event_id)
+        if seen is None or row[_LOG_OFFSET] < rows[seen][_LOG_OFFSET]:  # type: ignore[operator]
+            first[event_id] = index
+    if not first:
+        return list(keep), []
     kept = set(keep)
-    found = (row[_IMPORT_EVENT_ID] for i, row in enumerate(rows) if i not in kept)
-    return [event_id for event_id in found if event_id is not None]
+    erased_first = {event_id for event_id, index in first.items() if index not in kept}
+    if not erased_first:
+        return list(keep), []
+    return [i for i in keep if rows[i][_IMPORT_EVENT_ID] not in erased_first], list(erased_first)
 
 
 class PostgresStore:
@@ -347,9 +367,8 @@ class PostgresStore:
                 if is_transient(error):
                     raise
                 raise DatabaseUnusable(describe(error)) from error
-            keep = unerased(rows, erased, erasures)
+            keep, skipped_imports = _first_copies_decide(rows, unerased(rows, erased, erasures))
             result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
-            skipped_imports = _import_ids(rows, keep)
             if skipped_imports:
                 if turn is not None:
                     turn.check()
