@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from recorder_service.settings import Settings
+from recorder_service.settings import MAX_RETENTION_DAYS, Settings
 from recorder_service.store import Removed, describe, is_transient, remove_batch
 from studentperf.config import ConfigError, configure_logging, mask_dsn
 
@@ -118,6 +118,8 @@ def main() -> None:
         help="remove predictions older than this (default: $STUDENTPERF_RETENTION_DAYS)",
     )
     args = parser.parse_args()
+    if args.days > MAX_RETENTION_DAYS:
+        parser.error(f"--days must be at most {MAX_RETENTION_DAYS} (a hundred years)")
     if args.days <= 0:
         print(
             "retention is off (STUDENTPERF_RETENTION_DAYS=0): nothing removed; "

@@ -21,6 +21,8 @@ DEFAULT_MAX_FUTURE_SKEW_S = 300
 # trusts local connections (as their DSNs need no password). Anywhere else the key is required.
 DEV_ERASURE_KEY = b"studentperf-development-erasure-key: not a secret, never use it elsewhere"
 ERASURE_KEY_MIN_LENGTH = 32
+# A retention longer than this is a mistake: its cutoff would fall before the year 1.
+MAX_RETENTION_DAYS = 36_500
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # Where this machine's PostgreSQL listens on a Unix socket (Debian's, and the server's default).
 _LOCAL_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
@@ -100,7 +102,9 @@ class Settings:
             health_host=env_str(env, "RECORDER_HEALTH_HOST", cls.health_host),
             revoke_wait_ms=env_int(env, "REVOKE_WAIT_MS", cls.revoke_wait_ms, minimum=0),
             max_future_skew_s=env_int(env, "MAX_FUTURE_SKEW_S", cls.max_future_skew_s, minimum=0),
-            retention_days=env_int(env, "RETENTION_DAYS", cls.retention_days, minimum=0),
+            retention_days=env_int(
+                env, "RETENTION_DAYS", cls.retention_days, minimum=0, maximum=MAX_RETENTION_DAYS
+            ),
             retention_interval_s=env_int(
                 env, "RETENTION_INTERVAL_S", cls.retention_interval_s, minimum=1
             ),
