@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -127,7 +128,19 @@ def main() -> None:
         )
         return
     started = time.monotonic()
-    removed = asyncio.run(_once(settings.shared.database_url, args.days, settings.retention_batch))
+    try:
+        removed = asyncio.run(
+            _once(settings.shared.database_url, args.days, settings.retention_batch)
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        # A deadlock lost to the recorder's writes, or the database away: what earlier batches
+        # removed stays removed, and the next run takes up the rest.
+        print(
+            f"retention stopped early: {describe(error)}; what it removed before stays "
+            "removed, run it again for the rest",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     for table in TABLES:
         print(f"  {table:<17} {getattr(removed, table):>10,} removed")
     print(f"done in {time.monotonic() - started:.1f} s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -175,3 +176,25 @@ async def test_the_recorder_removes_expired_predictions_on_its_schedule(
         await db.fetchval("SELECT prediction_id::text FROM predictions WHERE student_id = 's-new'")
         == new.event_id
     )
+
+
+async def test_make_retention_without_its_database_says_so_without_a_traceback() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "recorder_service.retention", "--days", "365"],
+        env={
+            **os.environ,
+            "STUDENTPERF_DATABASE_URL": f"postgresql://studentperf_recorder@127.0.0.1:{port}/x",
+        },
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "retention stopped early" in done.stderr
+    assert "Traceback" not in done.stderr
