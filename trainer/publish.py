@@ -86,8 +86,8 @@ async def fetch_versions(
     folder holds already is not read again), so that the monitor reads a version's reference
     inputs and held-out figures on a machine that never trained it, as a replica serves it.
     Returns why each version that could not be brought was refused (not stored, or bytes that
-    do not match their recorded SHA-256); a database that cannot be reached raises
-    DatabaseUnavailable."""
+    do not match their recorded SHA-256); a database that cannot be reached or read, or a
+    folder that cannot be written, raises DatabaseUnavailable."""
     refused: dict[str, str] = {}
     conn = await connect(database_url)
     try:
@@ -96,6 +96,12 @@ async def fetch_versions(
                 await download_version(conn, version, models_dir)
             except ArtifactRefused as err:
                 refused[version] = str(err)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+                # As the monitor's other reads: a failure (exit 2), never taken for an alert.
+                raise DatabaseUnavailable(
+                    f"bringing version {version} from the database into {models_dir} failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
     finally:
         await conn.close()
     return refused

@@ -12,13 +12,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 import pytest
 
 from inference_service.settings import Settings
-from inference_service.workers import Slot, Supervisor
+from inference_service.stop_bound import longest_stop_s
+from inference_service.workers import Slot, Supervisor, _stop_bound_s
 from studentperf.health_http import serve_health
 from tests.raw_http import get_status
 
@@ -128,3 +130,15 @@ async def test_a_fault_of_the_supervisors_own_stops_the_service_rather_than_retr
     stop = asyncio.Event()
     assert await asyncio.wait_for(keeper._keep(keeper.slots[0], "127.0.0.1:0", stop), 10) == 1
     assert stop.is_set()
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 10.0, 20.0, 60.0])
+def test_the_supervisor_waits_out_a_workers_longest_graceful_stop(grace_s: float) -> None:
+    """It once waited grace + publish timeout + 30 s, short of the stop's second grace (handlers
+    left running) and its connections' closes from a grace of 14 s on: a worker closing its
+    history pool was killed."""
+    settings = replace(Settings(), shutdown_grace_s=grace_s)
+    assert _stop_bound_s(settings) > longest_stop_s(settings)
+    # The stop's own steps, each at its bound: both graces, the last micro-batches, the margin
+    # for handlers, the producer's flush, and the follower's and the history pool's closes.
+    assert longest_stop_s(settings) >= 2 * grace_s + settings.publish_timeout_s + 10 + 1 + 5
