@@ -146,6 +146,11 @@ class BatchWriter:
             turn.end()
             self._failing.discard(flight)
             self._guard.end(flight)
+            if flight.abandoned and not self._failing and self._health.state is State.DEGRADED:
+                # The batch that waited out the outage was given up (a revocation): none waits
+                # now, and consuming goes on; the next batch that meets the outage says so again.
+                # Left degraded, an idle member would report an outage that may be long over.
+                self._health.running()
         return True
 
     async def _write(self, triaged: Triaged, turn: Turn) -> WriteResult:
