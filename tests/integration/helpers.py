@@ -133,3 +133,14 @@ async def backends_of(owner_dsn: str, role: str) -> list[int]:
     finally:
         await owner.close()
     return [row["pid"] for row in rows]
+
+
+# One student's profile and academic record, for tests that insert predictions by hand: the
+# ids 00000000-0000-4000-8000-000000000001 (profile) and ...0002 (record) of student 's'.
+ONE_STUDENTS_PARENTS = """
+INSERT INTO students (student_id, profile_as_of) VALUES ('s', now());
+INSERT INTO student_profiles (student_profile_id, student_id, age)
+    VALUES ('00000000-0000-4000-8000-000000000001', 's', 15);
+INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
+    VALUES ('00000000-0000-4000-8000-000000000002', 's', 3);
+"""

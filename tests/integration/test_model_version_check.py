@@ -15,15 +15,9 @@ import pytest
 from infra.devstack import PostgresServer
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import migrated_database
+from tests.integration.helpers import ONE_STUDENTS_PARENTS
 
-PARENTS = """
-INSERT INTO model_versions (model_version) VALUES ('v1');
-INSERT INTO students (student_id, profile_as_of) VALUES ('s', now());
-INSERT INTO student_profiles (student_profile_id, student_id, age)
-    VALUES ('00000000-0000-4000-8000-000000000001', 's', 15);
-INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
-    VALUES ('00000000-0000-4000-8000-000000000002', 's', 3);
-"""
+PARENTS = "INSERT INTO model_versions (model_version) VALUES ('v1');" + ONE_STUDENTS_PARENTS
 
 # Three predictions of the one student, each naming the version given as $1, $2, $3.
 INSERT_THREE = """

@@ -20,15 +20,8 @@ from infra.devstack import PostgresServer
 from studentperf.config import DatabaseRole
 from studentperf.model_store import store_version
 from tests.integration.conftest import REPO, migrated_database
-from tests.integration.helpers import train_version
+from tests.integration.helpers import ONE_STUDENTS_PARENTS, train_version
 
-PARENTS = """
-INSERT INTO students (student_id, profile_as_of) VALUES ('s', now());
-INSERT INTO student_profiles (student_profile_id, student_id, age)
-    VALUES ('00000000-0000-4000-8000-000000000001', 's', 15);
-INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
-    VALUES ('00000000-0000-4000-8000-000000000002', 's', 3);
-"""
 PREDICTION = """
 INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic_record_id,
     model_version, predicted_final_score, pass_probability, predicted_pass, pass_mark,
@@ -52,7 +45,7 @@ async def database(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFa
     owner = await asyncpg.connect(url)
     try:
         await owner.execute("INSERT INTO model_versions (model_version) VALUES ($1)", version)
-        await owner.execute(PARENTS)
+        await owner.execute(ONE_STUDENTS_PARENTS)
         await owner.execute(PREDICTION, version)
     finally:
         await owner.close()
