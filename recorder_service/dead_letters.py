@@ -239,5 +239,9 @@ async def ensure_topic(
                 )
     except KafkaError as error:
         log.warning("cannot create dead-letter topic %s: %s", topic, error)
+    except AttributeError:
+        # aiokafka's way of saying the metadata names no controller yet (a broker that just
+        # started): not a reason to stop the recorder.
+        log.warning("cannot create dead-letter topic %s: no Kafka controller known yet", topic)
     finally:
         await admin.close()

@@ -18,6 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -297,7 +298,7 @@ async def create_topic(
     created = False
     try:
         await admin.start()
-        response = await admin.create_topics([topic], timeout_ms=int(timeout * 1000))
+        response = await _create_when_a_controller_is_known(admin, topic, timeout)
         for entry in response.to_object()["topic_errors"]:
             code = int(entry["error_code"])
             if code == TopicAlreadyExistsError.errno:
@@ -310,6 +311,22 @@ async def create_topic(
     finally:
         await admin.close()
     return created
+
+
+async def _create_when_a_controller_is_known(
+    admin: AIOKafkaAdminClient, topic: NewTopic, timeout: float
+) -> Any:
+    """admin.create_topics, tried again while the metadata names no controller: a broker just
+    (re)started answers metadata before it lists itself, and aiokafka then fails on the missing
+    controller with an AttributeError rather than a Kafka error (CI, test_faults)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await admin.create_topics([topic], timeout_ms=int(timeout * 1000))
+        except AttributeError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def _wait_leaders(

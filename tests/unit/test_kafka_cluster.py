@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import NewTopic
 
 from infra.devstack import KafkaBroker
+from infra.devstack.kafka import _create_when_a_controller_is_known
 from infra.kafka_cluster import KafkaCluster, default_kafka_cluster
 from infra.up import chosen_kafka
 from studentperf.config import ConfigError
@@ -54,3 +56,27 @@ def test_make_up_runs_one_broker_unless_told_three() -> None:
     assert cluster.nodes[0].port == 9092
     with pytest.raises(ConfigError, match="1 or 3"):
         chosen_kafka({"STUDENTPERF_KAFKA_BROKERS": "2"})
+
+
+async def test_a_topic_is_created_once_the_metadata_names_a_controller() -> None:
+    """A broker just restarted answers metadata before it lists itself: aiokafka's
+    create_topics then fails with an AttributeError (no controller), which CI met in
+    test_faults; it is tried again until the timeout rather than failing the caller."""
+
+    class NoControllerYet:
+        def __init__(self) -> None:
+            self.tries = 0
+
+        async def create_topics(self, topics: list[NewTopic], timeout_ms: int) -> str:
+            self.tries += 1
+            if self.tries < 3:
+                raise AttributeError("'NoneType' object has no attribute 'nodeId'")
+            return "created"
+
+    admin = NoControllerYet()
+    topic = NewTopic(name="t", num_partitions=1, replication_factor=1)
+    created = await _create_when_a_controller_is_known(admin, topic, 5.0)
+    assert (created, admin.tries) == ("created", 3)
+    admin.tries = -(10**6)  # never a controller: the timeout ends it
+    with pytest.raises(AttributeError):
+        await _create_when_a_controller_is_known(admin, topic, 0.3)

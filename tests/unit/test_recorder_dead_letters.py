@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
+from recorder_service import dead_letters as dead_letters_module
 from recorder_service.dead_letters import OMITTED_HEADER, dead_letter
 from recorder_service.store import describe, refusal_reason
 from recorder_service.triage import Reason, Rejected
@@ -68,3 +70,33 @@ def test_what_the_driver_cannot_encode_is_invalid_data_and_not_quoted() -> None:
     assert refusal_reason(OverflowError("value out of int16 range")) is Reason.INVALID_DATA
     assert describe(error) == "ValueError"
     assert refusal_reason(RuntimeError("x")) is Reason.UNEXPECTED_ERROR
+
+
+async def test_a_broker_with_no_controller_yet_does_not_stop_the_recorder(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiokafka's create_topics fails with an AttributeError while the metadata names no
+    controller (a broker just started, met in CI): logged, as a refusal is, not raised."""
+
+    class NoController:
+        closed = False
+
+        def __init__(self, **options: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def describe_cluster(self) -> dict[str, list[object]]:
+            return {"brokers": [1]}
+
+        async def create_topics(self, topics: list[object]) -> None:
+            raise AttributeError("'NoneType' object has no attribute 'nodeId'")
+
+        async def close(self) -> None:
+            NoController.closed = True
+
+    monkeypatch.setattr(dead_letters_module, "AIOKafkaAdminClient", NoController)
+    await dead_letters_module.ensure_topic("127.0.0.1:9", "t.dead-letter", 3)
+    assert "no Kafka controller known yet" in caplog.text
+    assert NoController.closed
