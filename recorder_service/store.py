@@ -228,6 +228,8 @@ def _first_copies_decide(
     their own: a first copy erased takes its later copies with it, and a first copy kept is
     stored whatever became of a later copy (run twice, one file's copies may reach the log out
     of time order, on either side of an erasure)."""
+    if len(keep) == len(rows):  # nothing erased: every first copy is kept (most batches)
+        return list(keep), []
     first: dict[object, int] = {}
     for index, row in enumerate(rows):
         event_id = row[_IMPORT_EVENT_ID]
@@ -236,12 +238,8 @@ def _first_copies_decide(
         seen = first.get(event_id)
         if seen is None or row[_LOG_OFFSET] < rows[seen][_LOG_OFFSET]:  # type: ignore[operator]
             first[event_id] = index
-    if not first:
-        return list(keep), []
     kept = set(keep)
     erased_first = {event_id for event_id, index in first.items() if index not in kept}
-    if not erased_first:
-        return list(keep), []
     return [i for i in keep if rows[i][_IMPORT_EVENT_ID] not in erased_first], list(erased_first)
 
 
