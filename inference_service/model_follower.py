@@ -3,8 +3,10 @@
 With STUDENTPERF_MODEL_SOURCE=database, the models folder is this replica's own cache. Before
 the model is loaded at start-up, and then on every poll of the hot reloader
 (inference_service.reload), `sync` downloads the version the pointer names if the folder lacks
-it, its SHA-256 checked before a byte reaches the disk (studentperf.model_store), and moves the
-local `current` link; the reloader then loads it as it does a local promotion. A version whose
+it, its SHA-256 checked before a byte reaches the disk (studentperf.model_store); the reloader
+then loads it, and only once it loaded moves the local `current` link, so the link always names
+a version this replica can serve and a restart never starts on one it could not (another pass
+mark, another library). A version whose
 bytes do not match what the trainer recorded is refused: logged once, counted in
 studentperf_inference_model_artifacts_refused, and the old version keeps serving; it is tried
 again only when the pointer moves. An unreachable database is logged once and retried on the
@@ -25,7 +27,7 @@ import asyncpg
 
 from inference_service.metrics import InferenceMetrics
 from studentperf.config import mask_dsn
-from studentperf.model_store import ArtifactRefused, follow_pointer
+from studentperf.model_store import ArtifactRefused, fetch_current
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,15 @@ class ModelFollower:
         self._problem = ""  # the last reason the database could not be read, logged once
 
     async def sync(self) -> str | None:
-        """Follows the pointer once; returns the version now linked locally (None: none)."""
+        """Follows the pointer once; returns the version it names, now in the folder (None:
+        none, or the database could not be read: the folder's own link then says what to
+        serve)."""
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(
                     self._url, timeout=CONNECT_TIMEOUT_S, command_timeout=self._command_timeout_s
                 )
-            followed = await follow_pointer(self._conn, self._models, refused=self._refused)
+            followed = await fetch_current(self._conn, self._models, refused=self._refused)
         except ArtifactRefused as err:
             self._refused = err.version
             log.error("model source: %s; still serving the current model", err)

@@ -8,8 +8,10 @@ pass mark, another feature schema) is logged once and the current model stays; i
 again only when the link moves.
 
 With a `follower` (inference_service.model_follower, STUDENTPERF_MODEL_SOURCE=database), each
-poll first brings the folder's link to the database's pointer, so a version promoted on another
-machine is loaded on the same poll.
+poll first brings the version the database's pointer names into the folder, so a version
+promoted on another machine is loaded on the same poll; the folder's link is moved to it only
+once it loaded. The link then always names the last version this replica could serve, which is
+what a restarted worker starts on (`load_at_start`) when the pointer's version does not load.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from pathlib import Path
 
 from inference_service.model import ServedModel, load_served_model
 from inference_service.model_follower import ModelFollower
-from studentperf.model_artifact import CURRENT, ModelArtifactError, resolve_version_dir
+from studentperf.model_artifact import (
+    CURRENT,
+    ModelArtifactError,
+    resolve_version_dir,
+    set_current,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,38 @@ log = logging.getLogger(__name__)
 def watches(model_path: str) -> bool:
     """Whether `model_path` is a models folder (with `current`), not one fixed version."""
     return (Path(model_path) / CURRENT).is_symlink()
+
+
+async def load_at_start(
+    models_dir: str, *, expected_pass_mark: float, follower: ModelFollower | None
+) -> tuple[ServedModel, Path | None]:
+    """The model a server starts with, and the version it found it could not load (None: none).
+
+    With a follower, the version the database's pointer names, if it loads (the folder's link
+    then moves to it); otherwise, or while the database cannot be read, the version the link
+    names. What loads nowhere raises the pointer's version's own reason.
+    """
+    followed = await follower.sync() if follower is not None else None
+    if followed is None:
+        return load_served_model(models_dir, expected_pass_mark=expected_pass_mark), None
+    target = (Path(models_dir) / followed).resolve()
+    try:
+        model = load_served_model(str(target), expected_pass_mark=expected_pass_mark)
+    except Exception as err:  # whatever is wrong with that version, serve the last good one
+        try:
+            model = load_served_model(models_dir, expected_pass_mark=expected_pass_mark)
+        except Exception:
+            raise err from None
+        log.error(
+            "cannot serve %s, the version the database's pointer names (%s); serving %s, "
+            "the last version this replica loaded",
+            followed,
+            err,
+            model.version,
+        )
+        return model, target
+    set_current(models_dir, followed)
+    return model, None
 
 
 class ModelReloader:
@@ -42,13 +81,15 @@ class ModelReloader:
         install: Callable[[ServedModel], None],
         interval_s: float = 1.0,
         follower: ModelFollower | None = None,
+        failed: Path | None = None,
     ) -> None:
         self._follower = follower
         self._root = model_path
         self._pass_mark = expected_pass_mark
         self._install = install
         self._interval_s = interval_s
-        self._seen = Path(serving.path)  # the version directory last acted on
+        self._serving = Path(serving.path)
+        self._failed = failed  # the version that last failed to load: not tried until replaced
         self._problem = ""  # the last reason the link could not be followed, logged once
         self._task: asyncio.Task[None] | None = None
 
@@ -74,31 +115,44 @@ class ModelReloader:
 
     async def check(self) -> bool:
         """Loads and installs the linked version if it is new; returns whether it did."""
-        if self._follower is not None:
-            await self._follower.sync()
-        try:
-            target = resolve_version_dir(self._root)
-        except ModelArtifactError as err:
-            if str(err) != self._problem:
-                log.warning("model reload: %s; still serving the current model", err)
-                self._problem = str(err)
+        followed = await self._follower.sync() if self._follower is not None else None
+        if followed is not None:
+            target = (Path(self._root) / followed).resolve()
+        else:
+            try:
+                target = resolve_version_dir(self._root)
+            except ModelArtifactError as err:
+                if str(err) != self._problem:
+                    log.warning("model reload: %s; still serving the current model", err)
+                    self._problem = str(err)
+                return False
+            self._problem = ""
+        if target in (self._serving, self._failed):
             return False
-        self._problem = ""
-        if target == self._seen:
-            return False
-        self._seen = target
         try:
             model = await asyncio.to_thread(self._load, target)
         except Exception as err:  # whatever is wrong with that version, keep serving this one
+            self._failed = target
             log.error(
                 "model reload: cannot serve %s (%s); still serving the current model",
                 target.name,
                 err,
             )
             return False
+        if followed is not None:
+            await asyncio.to_thread(self._link, followed)
+        self._serving, self._failed = target, None
         self._install(model)
         log.info("model reload: now serving %s", model.version)
         return True
+
+    def _link(self, version: str) -> None:
+        """Points the folder's link at a version that loaded, for the next start."""
+        try:
+            set_current(self._root, version)
+        except (OSError, ModelArtifactError) as err:
+            # The version serves all the same; a restart starts on the older one, then follows.
+            log.warning("model reload: cannot link %s as current (%s)", version, err)
 
     def _load(self, target: Path) -> ServedModel:
         model = load_served_model(str(target), expected_pass_mark=self._pass_mark)

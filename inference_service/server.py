@@ -20,10 +20,9 @@ from inference_service.health_endpoint import InferenceHealth
 from inference_service.history_store import PostgresHistoryStore
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
-from inference_service.model import load_served_model
 from inference_service.model_follower import ModelFollower
 from inference_service.publisher import KafkaPublisher
-from inference_service.reload import ModelReloader, watches
+from inference_service.reload import ModelReloader, load_at_start, watches
 from inference_service.servicer import PredictionServicer, add_to_server
 from inference_service.settings import Settings
 from inference_service.stop_bound import IN_FLIGHT_MARGIN_S
@@ -131,9 +130,11 @@ async def start_server(settings: Settings) -> RunningServer:
     follower = None
     if settings.model_source == "database":
         follower = ModelFollower(settings.shared.database_url, settings.models_dir, metrics)
-        await follower.sync()  # what it cannot fetch now, the folder may hold from before
     try:
-        model = load_served_model(settings.models_dir, expected_pass_mark=settings.pass_mark)
+        # What the database cannot give now, the folder may hold from before.
+        model, failed = await load_at_start(
+            settings.models_dir, expected_pass_mark=settings.pass_mark, follower=follower
+        )
     except BaseException:
         if follower is not None:
             await follower.close()
@@ -173,6 +174,7 @@ async def start_server(settings: Settings) -> RunningServer:
             install=core.use_model,
             interval_s=settings.model_poll_interval_s,
             follower=follower,
+            failed=failed,
         )
     elif follower is not None:
         await follower.close()

@@ -49,9 +49,10 @@ async def wait_for_model(
         follower = ModelFollower(settings.shared.database_url, settings.models_dir)
     try:
         while True:
-            if follower is not None:
-                await follower.sync()  # logs why not, once, when it cannot
-            version = local_version(settings.models_dir)
+            # The follower logs why not, once, when it cannot; the service links the version
+            # it brought once it loaded it.
+            followed = await follower.sync() if follower is not None else None
+            version = followed or local_version(settings.models_dir)
             if version is not None:
                 return version
             where = "the database's pointer" if follower else f"{settings.models_dir}/current"

@@ -3,9 +3,10 @@
 The trainer stores every version it saves (`store_version`: each file of the version folder with
 its SHA-256, in one transaction) and moves the `current` pointer when it promotes one
 (`move_pointer`, which records who moved it, from which version to which and why, in
-model_pointer_moves). A replica follows the pointer (`follow_pointer`): it downloads a version it
-does not have into its own models folder, which then looks exactly like the trainer's (version
-folders and a `current` link), so loading and hot reload stay what they are for one machine.
+model_pointer_moves). A replica follows the pointer (`fetch_current`): it downloads a version it
+does not have into its own models folder, which then looks like the trainer's (version folders
+and a `current` link, which the replica moves once it has loaded the version: see
+inference_service.reload), so loading and hot reload stay what they are for one machine.
 
 Every file's bytes are hashed and compared with the hash the trainer recorded BEFORE anything is
 written to disk, let alone unpickled: a pickle is code, and a version whose bytes were changed in
@@ -228,19 +229,25 @@ def _place(models_dir: Path, version: str, files: list[tuple[str, bytes]]) -> No
         shutil.rmtree(staging, ignore_errors=True)
 
 
-async def follow_pointer(
+async def fetch_current(
     conn: asyncpg.Connection, models_dir: Path, *, refused: str | None = None
 ) -> Followed | None:
-    """Brings `models_dir` to the database's `current`: downloads that version if missing and
-    points the local `current` link at it. None: nothing was promoted in the database yet, or
-    the pointer still names `refused` (a version refused already: not downloaded again)."""
+    """Makes `models_dir` hold the version the database's `current` names (downloaded if
+    missing, hashes checked) without moving the local link. None: nothing was promoted in the
+    database yet, or the pointer still names `refused` (refused already: not downloaded again)."""
     version = await current_pointer(conn)
     if version is None or version == refused:
         return None
-    downloaded = await download_version(conn, version, models_dir)
-    if _local_current(models_dir) != version:
-        await asyncio.to_thread(set_current, models_dir, version)
-    return Followed(version, downloaded)
+    return Followed(version, await download_version(conn, version, models_dir))
+
+
+async def follow_pointer(conn: asyncpg.Connection, models_dir: Path) -> Followed | None:
+    """`fetch_current`, then points the local `current` link at that version: the trainer's
+    folder, which gates against what the database serves."""
+    followed = await fetch_current(conn, models_dir)
+    if followed is not None and _local_current(models_dir) != followed.version:
+        await asyncio.to_thread(set_current, models_dir, followed.version)
+    return followed
 
 
 def _local_current(models_dir: Path) -> str | None:

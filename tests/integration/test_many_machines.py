@@ -239,12 +239,12 @@ async def test_two_replicas_follow_one_promotion_without_failing_a_call(
         ).read_bytes()
 
 
-def _spare_version(folder: Path) -> str:
+def _spare_version(folder: Path, pass_mark: float = 50.0) -> str:
     """A version of its own: the module's tests share one database, and two versions saved in
     the same second from different folders would otherwise have one name."""
     fitted = fit_and_evaluate(
         synthetic.generate(400, 7),
-        pass_mark=50.0,
+        pass_mark=pass_mark,
         seed=7,
         score_options=[ridge(1.0)],
         pass_options=[logistic(1.0)],
@@ -346,6 +346,37 @@ async def _promote(stack: Stack, folder: Path, version: str) -> None:
         )
     finally:
         await trainer.close()
+
+
+async def test_a_version_that_does_not_load_is_not_what_a_restarted_replica_starts_on(
+    stack: Stack, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """Its bytes are the trainer's, so no hash refuses it, but it was made for another pass
+    mark (or another library): the replica keeps serving, and so must it after a restart."""
+    trainer_models = tmp_path / "trainer-models"
+    old = (await train(training(trainer_models, stack, seed=5))).version
+    replica = replicas[0]
+    replica.process.start()
+    assert await replica.ready() == old
+
+    other_mark = await asyncio.to_thread(_spare_version, trainer_models, 60.0)
+    await _promote(stack, trainer_models, other_mark)
+    refusal = f"cannot serve {other_mark}"
+    deadline = time.monotonic() + 30
+    logged = replica.process.log_path.read_text
+    while refusal not in logged() and time.monotonic() < deadline:  # noqa: ASYNC110 (it logs)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3 * POLL_S)
+    assert refusal in replica.process.log_path.read_text()
+    assert await replica.model_version() == old
+    assert os.readlink(replica.models / "current") == old
+
+    await replica.process.stop_async()
+    before_restart = len(replica.process.log_path.read_text())
+    replica.process.start()
+    assert await replica.ready() == old
+    restarted = replica.process.log_path.read_text()[before_restart:]
+    assert f"{refusal}, the version the database's pointer names" in restarted
 
 
 async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches_up(

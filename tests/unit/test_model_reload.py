@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from inference_service.model import ServedModel, load_served_model
-from inference_service.reload import ModelReloader, watches
-from studentperf.model_artifact import StudentModel, save_artifact, set_current
+from inference_service.model_follower import ModelFollower
+from inference_service.reload import ModelReloader, load_at_start, watches
+from studentperf.model_artifact import (
+    CURRENT,
+    ModelArtifactError,
+    StudentModel,
+    save_artifact,
+    set_current,
+)
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
@@ -111,3 +118,66 @@ async def test_the_watcher_switches_on_its_own(
     finally:
         await reloader.stop()
     assert installed.versions == [first, second]
+
+
+class Pointer(ModelFollower):
+    """The database's pointer as the follower reports it (its own reading of the database is
+    tested in tests/integration/test_many_machines.py): the version it brought, or None."""
+
+    def __init__(self, version: str | None) -> None:
+        super().__init__("postgresql://unused", "unused")
+        self.version = version
+
+    async def sync(self) -> str | None:
+        return self.version
+
+
+async def test_a_followed_version_that_cannot_load_never_becomes_what_a_restart_loads(
+    tmp_path: Path,
+    models: tuple[StudentModel, StudentModel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    set_current(tmp_path, first)
+    # Hashes right, as the trainer stored it, but made for another pass mark.
+    other_mark = save(tmp_path, tiny_model(4, pass_mark=60.0), 4)
+    pointer = Pointer(other_mark)
+
+    with caplog.at_level(logging.ERROR):
+        serving, failed = await load_at_start(
+            str(tmp_path), expected_pass_mark=50.0, follower=pointer
+        )
+    assert serving.version == first and failed == (tmp_path / other_mark).resolve()
+    assert os.readlink(tmp_path / CURRENT) == first
+    assert [r.message for r in caplog.records if other_mark in r.message]
+
+    installed = Installed(serving)
+    reloader = ModelReloader(
+        str(tmp_path),
+        expected_pass_mark=50.0,
+        serving=serving,
+        install=installed,
+        follower=pointer,
+        failed=failed,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert not await reloader.check()  # refused at start: not loaded again
+        pointer.version = None  # the database cannot be read: the link names what serves
+        assert not await reloader.check()
+        pointer.version = other_mark
+        assert not await reloader.check()
+    assert caplog.records == []
+    assert os.readlink(tmp_path / CURRENT) == first
+
+    pointer.version = second
+    assert await reloader.check()
+    assert installed.versions == [first, second]
+    assert os.readlink(tmp_path / CURRENT) == second  # linked once it loaded
+
+    # A new replica, its folder holding only the version it cannot load: it says why.
+    empty = tmp_path / "new-replica"
+    alone = save(empty, tiny_model(4, pass_mark=60.0), 4)
+    with pytest.raises(ModelArtifactError, match="pass mark 60"):
+        await load_at_start(str(empty), expected_pass_mark=50.0, follower=Pointer(alone))
+    assert not (empty / CURRENT).exists()
