@@ -67,8 +67,17 @@ async def load_at_start(
             model.version,
         )
         return model, target
-    set_current(models_dir, followed)
+    await asyncio.to_thread(_link, models_dir, followed)
     return model, None
+
+
+def _link(models_dir: str, version: str) -> None:
+    """Points the folder's link at a version that loaded, for the next start."""
+    try:
+        set_current(models_dir, version)
+    except (OSError, ModelArtifactError) as err:
+        # The version serves all the same; a restart starts on the older one, then follows.
+        log.warning("model reload: cannot link %s as current (%s)", version, err)
 
 
 class ModelReloader:
@@ -140,19 +149,11 @@ class ModelReloader:
             )
             return False
         if followed is not None:
-            await asyncio.to_thread(self._link, followed)
+            await asyncio.to_thread(_link, self._root, followed)
         self._serving, self._failed = target, None
         self._install(model)
         log.info("model reload: now serving %s", model.version)
         return True
-
-    def _link(self, version: str) -> None:
-        """Points the folder's link at a version that loaded, for the next start."""
-        try:
-            set_current(self._root, version)
-        except (OSError, ModelArtifactError) as err:
-            # The version serves all the same; a restart starts on the older one, then follows.
-            log.warning("model reload: cannot link %s as current (%s)", version, err)
 
     def _load(self, target: Path) -> ServedModel:
         model = load_served_model(str(target), expected_pass_mark=self._pass_mark)
