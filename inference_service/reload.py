@@ -10,8 +10,9 @@ again only when the link moves.
 With a `follower` (inference_service.model_follower, STUDENTPERF_MODEL_SOURCE=database), each
 poll first brings the version the database's pointer names into the folder, so a version
 promoted on another machine is loaded on the same poll; the folder's link is moved to it only
-once it loaded. The link then always names the last version this replica could serve, which is
-what a restarted worker starts on (`load_at_start`) when the pointer's version does not load.
+once it loaded. The pointer alone says what to serve: while it cannot be read, a worker keeps
+what it serves. The link is what a restarted worker starts on (`load_at_start`) when the
+pointer's version does not load or the database does not answer: a version this replica loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from inference_service.model_follower import ModelFollower
 from studentperf.model_artifact import (
     CURRENT,
     ModelArtifactError,
+    linked_version,
     resolve_version_dir,
     set_current,
 )
@@ -73,6 +75,8 @@ async def load_at_start(
 
 def _link(models_dir: str, version: str) -> None:
     """Points the folder's link at a version that loaded, for the next start."""
+    if linked_version(models_dir) == version:
+        return
     try:
         set_current(models_dir, version)
     except (OSError, ModelArtifactError) as err:
@@ -127,6 +131,10 @@ class ModelReloader:
         followed = await self._follower.sync() if self._follower is not None else None
         if followed is not None:
             target = (Path(self._root) / followed).resolve()
+        elif self._follower is not None:
+            # The pointer cannot be read (or names a refused version): keep what serves. The
+            # link is for a start only; a worker beside this one may have moved it back.
+            return False
         else:
             try:
                 target = resolve_version_dir(self._root)

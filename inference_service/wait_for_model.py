@@ -21,20 +21,12 @@ from collections.abc import Callable
 from inference_service.model_follower import ModelFollower
 from inference_service.settings import Settings
 from studentperf.config import ConfigError, configure_logging
-from studentperf.model_artifact import ModelArtifactError, resolve_version_dir
+from studentperf.model_artifact import linked_version, set_current
 
 log = logging.getLogger(__name__)
 
 CANNOT_START = 2
 DEFAULT_INTERVAL_S = 5.0
-
-
-def local_version(models_dir: str) -> str | None:
-    """The version the folder's `current` names, if it is there to load."""
-    try:
-        return resolve_version_dir(models_dir).name
-    except ModelArtifactError:
-        return None
 
 
 async def wait_for_model(
@@ -49,10 +41,15 @@ async def wait_for_model(
         follower = ModelFollower(settings.shared.database_url, settings.models_dir)
     try:
         while True:
-            # The follower logs why not, once, when it cannot; the service links the version
-            # it brought once it loaded it.
+            # The follower logs why not, once, when it cannot.
             followed = await follower.sync() if follower is not None else None
-            version = followed or local_version(settings.models_dir)
+            linked = linked_version(settings.models_dir)
+            if followed is not None and linked is None:
+                # A new pod's folder: linked, so that the service starts on it even if the
+                # database does not answer at that moment (from then on the service moves the
+                # link, only to versions it loaded).
+                await asyncio.to_thread(set_current, settings.models_dir, followed)
+            version = followed or linked
             if version is not None:
                 return version
             where = "the database's pointer" if follower else f"{settings.models_dir}/current"

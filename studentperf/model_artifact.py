@@ -246,6 +246,17 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     return candidate.resolve()
 
 
+def linked_version(models_dir: str | os.PathLike[str]) -> str | None:
+    """The version the folder's `current` link names, if it is there to load (None: no link,
+    or a dangling one)."""
+    if not (Path(models_dir) / CURRENT).is_symlink():
+        return None
+    try:
+        return resolve_version_dir(models_dir).name
+    except ModelArtifactError:
+        return None
+
+
 def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """A version folder's metadata.json: the one reader of that file.
 

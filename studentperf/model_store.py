@@ -37,7 +37,7 @@ from studentperf.model_artifact import (
     METADATA_FILE,
     MODEL_FILE,
     ModelArtifactError,
-    resolve_version_dir,
+    linked_version,
     set_current,
 )
 from studentperf.persistence.artifacts import (
@@ -245,18 +245,9 @@ async def follow_pointer(conn: asyncpg.Connection, models_dir: Path) -> Followed
     """`fetch_current`, then points the local `current` link at that version: the trainer's
     folder, which gates against what the database serves."""
     followed = await fetch_current(conn, models_dir)
-    if followed is not None and _local_current(models_dir) != followed.version:
+    if followed is not None and linked_version(models_dir) != followed.version:
         await asyncio.to_thread(set_current, models_dir, followed.version)
     return followed
-
-
-def _local_current(models_dir: Path) -> str | None:
-    if not (models_dir / CURRENT).is_symlink():
-        return None
-    try:
-        return resolve_version_dir(models_dir).name
-    except ModelArtifactError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -181,3 +182,52 @@ async def test_a_followed_version_that_cannot_load_never_becomes_what_a_restart_
     with pytest.raises(ModelArtifactError, match="pass mark 60"):
         await load_at_start(str(empty), expected_pass_mark=50.0, follower=Pointer(alone))
     assert not (empty / CURRENT).exists()
+
+
+async def test_a_worker_that_loaded_slowly_never_takes_another_off_the_pointers_version(
+    tmp_path: Path, models: tuple[StudentModel, StudentModel]
+) -> None:
+    """Two workers of one replica share its folder. One reads the pointer just before it moves
+    on and loads slowly (a bigger model, a busier core) while the other loads and links the
+    newer version: the slow one then moves the link back. That must not take the fast one off
+    the pointer's version while the database cannot be read."""
+    v1, v2 = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    v3 = save(tmp_path, tiny_model(3), 3)
+    set_current(tmp_path, v1)
+    pointer_a, pointer_b = Pointer(v2), Pointer(v2)
+
+    def worker(pointer: Pointer) -> tuple[ModelReloader, Installed]:
+        serving = load_served_model(str(tmp_path), expected_pass_mark=50.0)
+        installed = Installed(serving)
+        return ModelReloader(
+            str(tmp_path),
+            expected_pass_mark=50.0,
+            serving=serving,
+            install=installed,
+            follower=pointer,
+        ), installed
+
+    (a, served_a), (b, served_b) = worker(pointer_a), worker(pointer_b)
+    loading, go_on = threading.Event(), threading.Event()
+    b_load = b._load
+
+    def slow_load(target: Path) -> ServedModel:
+        loading.set()
+        go_on.wait(30)
+        return b_load(target)
+
+    b._load = slow_load  # type: ignore[method-assign]
+    b_check = asyncio.create_task(b.check())
+    assert await asyncio.to_thread(loading.wait, 30)
+    pointer_a.version = pointer_b.version = v3
+    assert await a.check()
+    go_on.set()
+    assert await b_check
+    assert os.readlink(tmp_path / CURRENT) == v2  # moved back by the slow worker
+
+    pointer_a.version = pointer_b.version = None  # the database cannot be read
+    assert not await a.check() and not await b.check()
+    assert served_a.versions == [v1, v3]
+    pointer_b.version = v3  # it answers again: the slow worker catches up, and links it
+    assert await b.check()
+    assert served_b.versions == [v1, v2, v3] and os.readlink(tmp_path / CURRENT) == v3
