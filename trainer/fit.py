@@ -1,6 +1,9 @@
 """Split, choose a candidate per target on validation, refit, evaluate on test: no I/O.
 
-The split is 70 % train / 10 % validation / 20 % test, seeded and stratified on pass/fail. Each
+The split is 70 % train / 10 % validation / 20 % test, seeded and stratified on pass/fail, by
+student: the database gives one row per (student, term) outcome, each with the student's same
+facts, and a student's rows on both sides would make the held-out figures, and the interval's
+width, those of students the model was fitted on. Each
 candidate is fitted on train and scored on validation (score: RMSE; pass: log loss, which also
 rewards calibration); the first with the lowest loss wins, so a more complex model has to be
 strictly better. The winners are refitted on train + validation, and only then is the test
@@ -39,6 +42,7 @@ VALIDATION_SHARE = 0.1
 MIN_ROWS = 50
 MIN_PER_CLASS = 5
 IMPORTANCE_REPEATS = 5
+STUDENT = "student_id"  # the column naming a row's student, where the source gives one
 
 Progress = Callable[[str], None]
 
@@ -85,7 +89,8 @@ class TrainingResult:
 
 
 def split(frame: pd.DataFrame, *, pass_mark: float, seed: int) -> Split:
-    """70/10/20, seeded, stratified on pass/fail; TrainingDataError when too small for that."""
+    """70/10/20 of the students, seeded, stratified on pass/fail (a student's mean score, when
+    the student has several rows); TrainingDataError when too small for that."""
     passed = pass_labels(frame[TARGET_SCORE], pass_mark)
     per_class = np.bincount(passed, minlength=2)
     if len(frame) < MIN_ROWS or per_class.min() < MIN_PER_CLASS:
@@ -93,14 +98,42 @@ def split(frame: pd.DataFrame, *, pass_mark: float, seed: int) -> Split:
             f"{len(frame)} rows with {per_class[1]} passes and {per_class[0]} fails at pass mark "
             f"{pass_mark:g}: need at least {MIN_ROWS} rows and {MIN_PER_CLASS} of each"
         )
-    rest, test = train_test_split(frame, test_size=TEST_SHARE, random_state=seed, stratify=passed)
-    train, validation = train_test_split(
-        rest,
+    if STUDENT not in frame.columns or not frame[STUDENT].duplicated().any():
+        rest, test = train_test_split(
+            frame, test_size=TEST_SHARE, random_state=seed, stratify=passed
+        )
+        train, validation = train_test_split(
+            rest,
+            test_size=VALIDATION_SHARE / (1 - TEST_SHARE),
+            random_state=seed,
+            stratify=pass_labels(rest[TARGET_SCORE], pass_mark),
+        )
+        return Split(train, validation, test)
+    students = frame.groupby(STUDENT, sort=True)[TARGET_SCORE].mean()
+    if len(students) < MIN_ROWS:
+        raise TrainingDataError(
+            f"{len(frame)} rows from {len(students)} students: a student's rows stay on one side "
+            f"of the split, so at least {MIN_ROWS} students are needed"
+        )
+    labels = pd.Series(pass_labels(students, pass_mark), index=students.index)
+    # Stratified where each side can get students of both kinds, else by chance alone.
+    stratify = np.bincount(labels, minlength=2).min() >= MIN_PER_CLASS
+    rest_ids, test_ids = train_test_split(
+        students.index,
+        test_size=TEST_SHARE,
+        random_state=seed,
+        stratify=labels if stratify else None,
+    )
+    train_ids, validation_ids = train_test_split(
+        rest_ids,
         test_size=VALIDATION_SHARE / (1 - TEST_SHARE),
         random_state=seed,
-        stratify=pass_labels(rest[TARGET_SCORE], pass_mark),
+        stratify=labels[rest_ids] if stratify else None,
     )
-    return Split(train, validation, test)
+    ids = frame[STUDENT]
+    return Split(
+        frame[ids.isin(train_ids)], frame[ids.isin(validation_ids)], frame[ids.isin(test_ids)]
+    )
 
 
 def _features(frame: pd.DataFrame) -> pd.DataFrame:
