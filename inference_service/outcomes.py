@@ -43,7 +43,11 @@ def encode_outcomes(outcomes: Sequence[Outcome]) -> list[OutcomeRow | InvalidInp
     for indexes in positions.values():
         if len(indexes) > 1:
             for index in indexes:
-                others = ", ".join(f"outcomes[{i}]" for i in indexes if i != index)
+                # One other copy named, the rest counted: a list of them all would make n
+                # copies answer n^2 characters.
+                other = indexes[1] if index == indexes[0] else indexes[0]
+                more = len(indexes) - 2
+                others = f"outcomes[{other}]" + (f" and {more} more" if more else "")
                 answers[index] = InvalidInput(
                     [
                         FieldViolation(

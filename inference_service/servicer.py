@@ -42,6 +42,10 @@ R = TypeVar("R")
 
 SERVICE = api.DESCRIPTOR.services_by_name["PredictionService"]
 UNDECODABLE = "it could not be decoded (malformed protobuf, or a string that is not UTF-8)"
+# An item's refusal names every bad field and its rule in bad_request; its message shows this
+# many and counts the rest, so that a full batch of items breaking every rule is answered within
+# the response limit (studentperf.limits.LARGEST_ANSWER_BYTES), not refused whole.
+MESSAGE_VIOLATIONS = 2
 
 
 class PredictionServicer:
@@ -207,9 +211,13 @@ async def _abort_undecodable(message_type: type[Message], context: Context) -> N
 
 
 def _item_error(what: str, error: InvalidInput) -> api.ItemError:
+    shown = error.violations[:MESSAGE_VIOLATIONS]
+    message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+    if more := len(error.violations) - len(shown):
+        message += f"; and {more} more (bad_request names each)"
     return api.ItemError(
         code=code_pb2.INVALID_ARGUMENT,
-        message=f"invalid {what}: {error}",
+        message=f"invalid {what}: {message}",
         bad_request=bad_request(error),
     )
 

@@ -26,7 +26,9 @@ from studentperf.limits import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
+    MAX_BATCH_SIZE,
     max_request_bytes,
+    max_response_bytes,
 )
 from studentperf.model_store import MODEL_SOURCES, read_model_source
 from studentperf.outcomes import TERM_FORMAT, term_is_valid
@@ -51,7 +53,8 @@ class Settings:
     # Largest request accepted, in bytes (from the environment: by default, what the largest
     # valid request of max_batch_size items takes, see studentperf.limits).
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    # Largest response sent, in bytes.
+    # Largest response sent, in bytes (by default 16 MiB, or what a batch of max_batch_size
+    # items' answers may take if more; never less than that, see studentperf.limits).
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # How long a call waits for the broker to acknowledge its events before it spools them.
     publish_timeout_s: float = 2.0
@@ -116,6 +119,13 @@ class Settings:
                 f"{', '.join(MODEL_SOURCES)}"
             )
         check_event_loop(self.event_loop)
+        if self.max_message_bytes < max_response_bytes(self.max_batch_size):
+            raise ConfigError(
+                f"STUDENTPERF_MAX_MESSAGE_BYTES={self.max_message_bytes} is too small for "
+                f"STUDENTPERF_MAX_BATCH_SIZE={self.max_batch_size}: a batch's answer may take "
+                f"{max_response_bytes(self.max_batch_size)} bytes; raise the one or lower the "
+                "other"
+            )
         if self.current_term and not term_is_valid(self.current_term):
             raise ConfigError(
                 f"STUDENTPERF_CURRENT_TERM={self.current_term!r} is not valid: must be "
@@ -124,7 +134,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        max_batch_size = env_int(env, "MAX_BATCH_SIZE", cls.max_batch_size, minimum=1)
+        max_batch_size = env_int(
+            env, "MAX_BATCH_SIZE", cls.max_batch_size, minimum=1, maximum=MAX_BATCH_SIZE
+        )
         return cls(
             shared=SharedSettings.from_env(env, DatabaseRole.INFERENCE),
             listen_address=env_str(env, "LISTEN_ADDRESS", cls.listen_address),
@@ -136,7 +148,10 @@ class Settings:
                 env, "MAX_REQUEST_BYTES", max_request_bytes(max_batch_size), minimum=1024
             ),
             max_message_bytes=env_int(
-                env, "MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
+                env,
+                "MAX_MESSAGE_BYTES",
+                max(cls.max_message_bytes, max_response_bytes(max_batch_size)),
+                minimum=1024,
             ),
             publish_timeout_s=env_float(
                 env, "PUBLISH_TIMEOUT_S", cls.publish_timeout_s, minimum=0.1, maximum=600

@@ -196,7 +196,7 @@ class ItemError(_message.Message):
     code: _code_pb2.Code.ValueType
     """Why, as a gRPC status code: INVALID_ARGUMENT."""
     message: _builtins.str
-    """Human-readable: which rules the item broke."""
+    """Human-readable: the first two rules the item broke, and how many more."""
     @_builtins.property
     def bad_request(self) -> _error_details_pb2.BadRequest:
         """The bad fields, named by their path in the request (e.g. "students[3].profile.age")."""
