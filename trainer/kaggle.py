@@ -12,7 +12,9 @@ a sensitive attribute has no place in a decision about a student.
 
 "some high school" (a parent who did not finish high school; about one row in five of the
 published file) is the level some_high_school, below high_school. An empty category is "not
-given"; an empty or out-of-range math score makes the row bad.
+given"; an empty or out-of-range math score, or one that is not written as a plain decimal
+number (no sign, exponent, underscore or other digits than 0-9), makes the row bad. A line with
+nothing in it, blank or only the commas a spreadsheet pads with, is skipped.
 
 The file has no student ids: each row's id is `csv-<first 12 hex of the file's SHA-256>-<line>`,
 so importing the same file again finds the same students, and a changed file is a new set.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -101,8 +104,13 @@ class KaggleFile:
     errors: tuple[RowError, ...]
 
 
+# What a score is written as; float() would also take "7_2", "1e1", "-0" or other scripts' digits.
+_DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
 def _header(text: str) -> tuple[str, ...]:
-    first = next(csv.reader(io.StringIO(text)), [])
+    # newline="": the csv module's own line endings, CR alone included, as for the rows.
+    first = next(csv.reader(io.StringIO(text, newline="")), [])
     return tuple(name.strip() for name in first)
 
 
@@ -144,7 +152,7 @@ def read(path: Path) -> KaggleFile:
             continue
         line = reader.line_num
         if not any(field.strip() for field in fields):
-            continue  # a blank line
+            continue  # nothing in it: a blank line, or a spreadsheet's padding
         parsed = _row(fields, line, sha256)
         if isinstance(parsed, RowError):
             errors.append(parsed)
@@ -171,10 +179,7 @@ def _row(fields: list[str], line: int, sha256: str) -> KaggleRow | RowError:
                 f"{column}: unknown value {given[column]!r}; expected one of {expected}"
             )
     score_text = given["math score"]
-    try:
-        score = float(score_text)
-    except ValueError:
-        score = float("nan")
+    score = float(score_text) if _DECIMAL.fullmatch(score_text) else float("nan")
     if not score_is_valid(score):
         problems.append(f"math score: {score_text!r} is not a number from 0 to 100")
     if problems:

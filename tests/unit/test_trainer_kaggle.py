@@ -77,6 +77,35 @@ def test_another_header_is_refused_whole(tmp_path: Path) -> None:
         kaggle.read(other)
 
 
+def test_lines_ended_by_cr_alone_are_read_like_any_other(tmp_path: Path) -> None:
+    """Some spreadsheets export lines ended by a carriage return alone; the header's check read
+    them as one unquoted field with a newline in it, and both commands ended in a traceback."""
+    lines = [",".join(f'"{field}"' for field in row) for row in [list(kaggle.HEADER), *GOOD]]
+    path = tmp_path / "exams.csv"
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    assert kaggle.is_kaggle_file(path)
+    found = kaggle.read(path)
+    assert [r.line for r in found.rows] == [2, 3, 4] and found.errors == ()
+
+
+def test_a_score_is_a_plain_decimal_number(tmp_path: Path) -> None:
+    """float() also reads "7_2" as 72, "1e1" as 10 and other scripts' digits as ours."""
+    scores = ["7_2", "1e1", "\u0667\u0662", "+72", "72.5", ".5", "72."]
+    found = kaggle.read(
+        write(tmp_path / "exams.csv", [[*GOOD[0][:5], s, "1", "1"] for s in scores])
+    )
+    assert [r.final_score for r in found.rows] == [72.5, 0.5, 72.0]
+    assert [e.line for e in found.errors] == [2, 3, 4, 5]
+
+
+def test_a_line_with_nothing_in_it_is_skipped_as_blank(tmp_path: Path) -> None:
+    path = tmp_path / "exams.csv"
+    good = ",".join(f'"{field}"' for field in GOOD[0])
+    path.write_text("\n".join([",".join(kaggle.HEADER), good, "", ",,,,,,,", " , ", good]) + "\n")
+    found = kaggle.read(path)
+    assert [r.line for r in found.rows] == [2, 6] and found.errors == ()
+
+
 def test_training_data_from_the_file_leaves_the_rest_missing(mixed: Path) -> None:
     data = load_training_data(csv=mixed, rows=0, seed=0)
     assert len(data.frame) == 3 and data.dropped_rows == 4
