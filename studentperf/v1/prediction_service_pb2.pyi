@@ -828,7 +828,9 @@ class ListStudentPredictionsRequest(_message.Message):
     """
     page_token: _builtins.str
     """Empty for the first page; else the next_page_token of the previous page, sent with the same
-    student_id, start_time and end_time (INVALID_ARGUMENT otherwise, or if it was altered).
+    student_id, start_time and end_time (INVALID_ARGUMENT otherwise, or if it is not one the
+    service made). Not signed: an edited cursor moves only within the rows of that student and
+    range, which the same request can read without it.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
