@@ -5,8 +5,9 @@
 Columns are the fields of StudentInput (student_id, age, gender, parental_education,
 lunch_program, test_preparation, attendance_percentage, study_hours_per_week, previous_gpa,
 assignments_completed); any may be missing or empty except student_id. The client splits the
-rows over the server's batch limit and sends a few calls at a time (asyncio). Each output row
-names its input line and holds the prediction or why that student got none.
+rows over the server's limits and sends a few calls at a time (asyncio). Each output row names
+its input line and holds the prediction or why that student got none; if a call fails, the
+answers that came are still written (they are recorded predictions) and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import csv
 import sys
 from pathlib import Path
 
-from studentperf.client import ServiceError, StudentInput
+from studentperf.client import PartlyAnswered, StudentInput
 from studentperf.client.aio import connect
+from studentperf.v1.prediction_service_pb2 import BatchPredictResult
 
 OUTPUT_COLUMNS = [
     "line", "student_id", "predicted_final_score", "pass_probability", "predicted_pass",
@@ -43,18 +45,25 @@ def read_students(path: Path) -> tuple[list[tuple[int, StudentInput]], list[dict
 async def run(args: argparse.Namespace) -> int:
     students, rows = read_students(args.csv)
     async with connect(args.target, default_deadline_s=args.deadline) as client:
+        status = 0
+        results: list[BatchPredictResult | None]
         try:
-            results = await client.predict_many(
-                [student for _, student in students],
-                batch_size=args.batch_size,
-                concurrency=args.concurrency,
+            results = list(
+                await client.predict_many(
+                    [student for _, student in students],
+                    batch_size=args.batch_size,
+                    concurrency=args.concurrency,
+                )
             )
-        except ServiceError as error:
-            print(f"refused: {error}", file=sys.stderr)
-            return 1
+        except PartlyAnswered as error:
+            # The answers that came are recorded predictions: written, not thrown away.
+            print(f"stopped: {error}; {error.answered} answers written", file=sys.stderr)
+            results, status = error.results, 1
     for (line, student), result in zip(students, results, strict=True):
         row: dict[str, object] = {"line": line, "student_id": student.student_id}
-        if result.HasField("prediction"):
+        if result is None:
+            row["error"] = "not answered: the run stopped (see its error)"
+        elif result.HasField("prediction"):
             p = result.prediction
             row.update(predicted_final_score=round(p.predicted_final_score, 2),
                        pass_probability=round(p.pass_probability, 4),
@@ -72,7 +81,7 @@ async def run(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     failed = sum(1 for r in rows if r.get("error"))
     print(f"{len(rows)} rows: {len(rows) - failed} predicted, {failed} refused -> {args.out}")
-    return 0
+    return status
 
 
 def main() -> int:

@@ -13,7 +13,9 @@ shared modules (retry policy, chunking, request building, errors); the flavours 
 how they wait. Both take the proto messages or `StudentInput`, return the proto responses,
 bound every call by a deadline (retries included), retry UNAVAILABLE only, with exponential
 backoff and jitter, and raise `ServiceError` carrying the status code and the server's field
-violations. `predict_many` splits any number of students over the server's batch limit.
+violations. `predict_many` splits any number of students over the server's batch and
+request-size limits; when one of its calls fails it raises `PartlyAnswered`, with the answers
+that came (recorded predictions).
 
 Retrying and idempotency: GetModelInfo reads, and RecordOutcomes replaces a student's score for
 a term, so retrying them is harmless. Predict and BatchPredict are not idempotent: the server
@@ -29,13 +31,14 @@ This package imports only grpc, protobuf and `studentperf`'s shared modules: not
 """
 
 from studentperf.client._base import RetryEvent
-from studentperf.client.errors import FieldViolation, ServiceError
+from studentperf.client.errors import FieldViolation, PartlyAnswered, ServiceError
 from studentperf.client.inputs import StudentInput, outcome
 from studentperf.client.retry import RetryPolicy
 from studentperf.client.sync import PredictionClient, connect
 
 __all__ = [
     "FieldViolation",
+    "PartlyAnswered",
     "PredictionClient",
     "RetryEvent",
     "RetryPolicy",

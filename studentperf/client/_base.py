@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from studentperf.client.errors import ServiceError
+from studentperf.client.chunking import Chunk
+from studentperf.client.errors import PartlyAnswered, ServiceError
 from studentperf.client.inputs import StudentLike, as_student
 from studentperf.client.retry import RetryPolicy
 from studentperf.v1 import prediction_service_pb2 as api
@@ -117,3 +118,26 @@ def shift_item_paths(
                 for violation in result.error.bad_request.field_violations:
                     violation.field = shift(violation.field)
     return list(results)
+
+
+def chunk_results(
+    results: Sequence[api.BatchPredictResult], chunk: Chunk
+) -> list[api.BatchPredictResult]:
+    """One chunk's answer, its error paths numbered as in the whole list; a server that answered
+    another number of results than students (one per student, in order, is the contract) would
+    shift every later answer onto the wrong student, so that is refused."""
+    if len(results) != len(chunk.students):
+        raise ServiceError(
+            grpc.StatusCode.UNKNOWN,
+            f"the server answered {len(results)} results for {len(chunk.students)} students",
+        )
+    return shift_item_paths(results, chunk.start)
+
+
+def all_answered(
+    results: list[api.BatchPredictResult | None], failed: ServiceError | None
+) -> list[api.BatchPredictResult]:
+    """predict_many's answer: every result, or PartlyAnswered with those that came."""
+    if failed is not None:
+        raise PartlyAnswered(failed, results) from failed
+    return [result for result in results if result is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,31 @@ def _pem(value: Pem | None) -> bytes | None:
 
 
 def is_local(target: str) -> bool:
-    """Whether `target` names this machine (a token may then travel without TLS)."""
+    """Whether `target` names this machine (a token may then travel without TLS): a unix
+    socket, `localhost`, or loopback addresses only (every one of an `ipv4:`/`ipv6:` list).
+    A name is not resolved: `127.example.org` may be anywhere."""
     if target.startswith(("unix:", "unix-abstract:")):
         return True
-    address = target.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]" in address else address
-    host = host.strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    for prefix in ("ipv4:", "ipv6:"):
+        if target.startswith(prefix):
+            addresses = target.removeprefix(prefix).split(",")
+            return all(_loopback(_host(address)) for address in addresses)
+    host = _host(target.removeprefix("dns:///").removeprefix("dns:"))
+    return host == "localhost" or _loopback(host)
+
+
+def _host(address: str) -> str:
+    """The host of `host:port`, `[v6]:port`, or a bare host."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0].lower()
+    return (address.rsplit(":", 1)[0] if address.count(":") == 1 else address).lower()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
 
 
 def plan_channel(

@@ -13,7 +13,8 @@ from studentperf.client import _base
 from studentperf.client._base import Deadline, OnRetry, RetryState
 from studentperf.client._channel import Pem, plan_channel
 from studentperf.client.chunking import batch_limit, chunks
-from studentperf.client.inputs import StudentLike
+from studentperf.client.errors import ServiceError
+from studentperf.client.inputs import StudentLike, as_student
 from studentperf.client.retry import RetryPolicy
 from studentperf.limits import DEFAULT_MAX_MESSAGE_BYTES
 from studentperf.v1 import prediction_service_pb2 as api
@@ -164,20 +165,28 @@ class AsyncPredictionClient:
         concurrency: int = 4,
         timeout: float | None = None,
     ) -> list[api.BatchPredictResult]:
-        """As PredictionClient.predict_many: in input order, `concurrency` calls at a time; the
-        first failure cancels the other calls and is raised."""
+        """As PredictionClient.predict_many: in input order, `concurrency` calls at a time; when
+        a call fails, calls not started are not made, those under way are finished, and
+        PartlyAnswered is raised with every answer that came."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         size = batch_limit(top_factors, batch_size)
-        parts = chunks(students, size)
+        parts = chunks([as_student(s) for s in students], size)
         gate = asyncio.Semaphore(concurrency)
+        failures: list[ServiceError] = []
 
-        async def run(index: int) -> list[api.BatchPredictResult]:
+        async def run(index: int) -> list[api.BatchPredictResult] | None:
             async with gate:
-                answer = await self.batch_predict(
-                    parts[index], top_factors=top_factors, term=term, timeout=timeout
-                )
-            return _base.shift_item_paths(answer.results, index * size)
+                if failures:
+                    return None  # not made
+                try:
+                    answer = await self.batch_predict(
+                        parts[index].students, top_factors=top_factors, term=term, timeout=timeout
+                    )
+                except ServiceError as error:
+                    failures.append(error)
+                    return None
+            return _base.chunk_results(answer.results, parts[index])
 
         tasks = [asyncio.ensure_future(run(index)) for index in range(len(parts))]
         try:
@@ -187,7 +196,11 @@ class AsyncPredictionClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return [result for answer in answers for result in answer]
+        results: list[api.BatchPredictResult | None] = [None] * len(students)
+        for part, answer in zip(parts, answers, strict=True):
+            if answer is not None:
+                results[part.start : part.start + len(answer)] = answer
+        return _base.all_answered(results, failures[0] if failures else None)
 
     async def _call(
         self,

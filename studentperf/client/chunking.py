@@ -1,13 +1,18 @@
-"""Splitting a long list of students over the server's batch limit."""
+"""Splitting a long list of students over the server's batch and request-size limits."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Final
 
-from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
-
-T = TypeVar("T")
+from studentperf.limits import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_REQUEST_BYTES,
+    MAX_EXPLAINED_BATCH,
+    REQUEST_FIELDS_BYTES,
+)
+from studentperf.v1.student_pb2 import Student
 
 
 def batch_limit(top_factors: int, batch_size: int | None = None) -> int:
@@ -25,8 +30,37 @@ def batch_limit(top_factors: int, batch_size: int | None = None) -> int:
     return MAX_EXPLAINED_BATCH if top_factors else DEFAULT_MAX_BATCH_SIZE
 
 
-def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """Consecutive slices of at most `size` items, covering `items` in order."""
+# What a BatchPredict's students may take of the server's request limit: the rest is for
+# top_factors and term at their longest.
+STUDENTS_BYTES: Final = DEFAULT_MAX_REQUEST_BYTES - REQUEST_FIELDS_BYTES
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # the index of its first student in the whole list
+    students: Sequence[Student]
+
+
+def chunks(students: Sequence[Student], size: int, max_bytes: int = STUDENTS_BYTES) -> list[Chunk]:
+    """Consecutive slices covering `students` in order, each of at most `size` students taking
+    at most `max_bytes` on the wire, so that no request goes over the server's limit: students
+    it refuses one by one (a 200-character id) can be longer than the valid ones its limit is
+    made for. A student too large to go with any other goes alone (and is refused alone)."""
     if size < 1:
         raise ValueError(f"chunk size must be at least 1, got {size}")
-    return [items[start : start + size] for start in range(0, len(items), size)]
+    found: list[Chunk] = []
+    start = used = 0
+    for index, student in enumerate(students):
+        length = student.ByteSize()
+        wire = 1 + _varint_bytes(length) + length  # the field's tag, its length, the student
+        if index > start and (index - start >= size or used + wire > max_bytes):
+            found.append(Chunk(start, students[start:index]))
+            start, used = index, 0
+        used += wire
+    if start < len(students):
+        found.append(Chunk(start, students[start:]))
+    return found
+
+
+def _varint_bytes(number: int) -> int:
+    return max(1, (number.bit_length() + 6) // 7)

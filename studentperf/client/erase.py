@@ -43,15 +43,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         token = env_secret(os.environ, "TOKEN") or None
     except ConfigError as error:
         parser.error(str(error))
-    client = connect(
-        args.target,
-        tls=args.tls or args.ca is not None,
-        root_certificates=args.ca,
-        client_certificate=args.cert,
-        client_key=args.key,
-        token=token,
-        default_deadline_s=args.timeout,
-    )
+    try:
+        client = connect(
+            args.target,
+            tls=args.tls or args.ca is not None,
+            root_certificates=args.ca,
+            client_certificate=args.cert,
+            client_key=args.key,
+            token=token,
+            default_deadline_s=args.timeout,
+        )
+    except (ValueError, OSError) as error:  # options the client refuses, a PEM file unread
+        parser.error(str(error))
     with client:
         try:
             answer = client.erase_student(args.student_id, reason=args.reason)

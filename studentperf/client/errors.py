@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from studentperf.v1 import prediction_service_pb2 as api
+
 # Where gRPC carries a google.rpc.Status with typed details (grpcio-status reads the same key).
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -52,6 +54,20 @@ class ServiceError(Exception):
         # (key, value) pairs: grpc's sync Metadatum namedtuples, or grpc.aio's Metadata items.
         trailing: Iterable[object] = error.trailing_metadata() or ()
         return cls(code, message, _field_violations(trailing), attempts)
+
+
+class PartlyAnswered(ServiceError):
+    """predict_many's failure: the first of its calls that failed (code, message, attempts), and
+    in `results`, one per student in input order, the answers of the calls that succeeded (their
+    predictions are recorded) and None for the students no answer came for."""
+
+    def __init__(self, failed: ServiceError, results: list[api.BatchPredictResult | None]) -> None:
+        super().__init__(failed.code, failed.message, failed.field_violations, failed.attempts)
+        self.results = results
+
+    @property
+    def answered(self) -> int:
+        return sum(result is not None for result in self.results)
 
 
 def _field_violations(trailing: Iterable[object]) -> tuple[FieldViolation, ...]:

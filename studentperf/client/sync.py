@@ -14,7 +14,8 @@ from studentperf.client import _base
 from studentperf.client._base import Deadline, OnRetry, RetryState
 from studentperf.client._channel import Pem, plan_channel
 from studentperf.client.chunking import batch_limit, chunks
-from studentperf.client.inputs import StudentLike
+from studentperf.client.errors import ServiceError
+from studentperf.client.inputs import StudentLike, as_student
 from studentperf.client.retry import RetryPolicy
 from studentperf.limits import DEFAULT_MAX_MESSAGE_BYTES
 from studentperf.v1 import prediction_service_pb2 as api
@@ -169,31 +170,45 @@ class PredictionClient:
         timeout: float | None = None,
     ) -> list[api.BatchPredictResult]:
         """Any number of students: BatchPredict calls of at most `batch_size` (default: the
-        server's default limit), `concurrency` at a time; one result per student, in input
-        order, error paths numbered as in `students`. `timeout` bounds each call. The first
-        call that fails raises its ServiceError; calls not started by then are not made."""
+        server's default limit) and of at most the server's request size, `concurrency` at a
+        time; one result per student, in input order, error paths numbered as in `students`.
+        `timeout` bounds each call. When a call fails, calls not started by then are not made,
+        those under way are finished, and PartlyAnswered (a ServiceError) is raised with every
+        answer that came (those students' predictions are recorded: predicting them again
+        records them again)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         size = batch_limit(top_factors, batch_size)
-        parts = chunks(students, size)
+        parts = chunks([as_student(s) for s in students], size)
 
         def run(index: int) -> list[api.BatchPredictResult]:
             answer = self.batch_predict(
-                parts[index], top_factors=top_factors, term=term, timeout=timeout
+                parts[index].students, top_factors=top_factors, term=term, timeout=timeout
             )
-            return _base.shift_item_paths(answer.results, index * size)
+            return _base.chunk_results(answer.results, parts[index])
 
-        results: list[api.BatchPredictResult] = []
+        results: list[api.BatchPredictResult | None] = [None] * len(students)
+        failed: ServiceError | None = None
         with ThreadPoolExecutor(max_workers=min(concurrency, max(len(parts), 1))) as pool:
             futures = [pool.submit(run, index) for index in range(len(parts))]
             try:
-                for future in futures:
-                    results.extend(future.result())
+                for part, future in zip(parts, futures, strict=True):
+                    if future.cancelled():
+                        continue
+                    try:
+                        answer = future.result()
+                    except ServiceError as error:
+                        if failed is None:
+                            failed = error
+                            for later in futures:
+                                later.cancel()  # those not started; the others finish
+                        continue
+                    results[part.start : part.start + len(answer)] = answer
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
-        return results
+        return _base.all_answered(results, failed)
 
     def _call(
         self,

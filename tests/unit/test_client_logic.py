@@ -13,14 +13,20 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from studentperf.client import RetryPolicy, ServiceError, StudentInput
+from studentperf.client import RetryPolicy, ServiceError, StudentInput, erase
 from studentperf.client._base import shift_item_paths
 from studentperf.client._channel import _pem, is_local, plan_channel
 from studentperf.client.chunking import batch_limit, chunks
 from studentperf.client.inputs import enum_number
-from studentperf.limits import DEFAULT_MAX_BATCH_SIZE, MAX_EXPLAINED_BATCH
+from studentperf.largest_items import LONGEST_TERM, LONGEST_TOP_FACTORS, largest_student
+from studentperf.limits import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_REQUEST_BYTES,
+    MAX_EXPLAINED_BATCH,
+)
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import student_pb2
+from studentperf.v1.student_pb2 import Student, StudentProfile
 
 REPO = Path(__file__).resolve().parents[2]
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -83,13 +89,35 @@ def test_a_bad_policy_is_refused() -> None:
 
 
 def test_chunks_cover_the_list_in_order() -> None:
-    items = list(range(23))
+    items = [Student(profile=StudentProfile(student_id=f"s-{i}")) for i in range(23)]
     parts = chunks(items, 10)
-    assert [len(p) for p in parts] == [10, 10, 3]
-    assert [x for p in parts for x in p] == items
+    assert [(p.start, len(p.students)) for p in parts] == [(0, 10), (10, 10), (20, 3)]
+    assert [x for p in parts for x in p.students] == items
     assert chunks([], 10) == []
     with pytest.raises(ValueError):
         chunks(items, 0)
+
+
+def test_chunks_keep_each_request_within_the_servers_size_limit() -> None:
+    """Students the server refuses one by one can be longer than the valid ones its limit is
+    made for: 10,000 largest valid students fit one request, but not with every tenth id 200
+    characters long."""
+    full = [largest_student(f"{i:064d}") for i in range(DEFAULT_MAX_BATCH_SIZE)]
+    assert [len(p.students) for p in chunks(full, DEFAULT_MAX_BATCH_SIZE)] == [10_000]
+    long_ids = [
+        largest_student("x" * 200) if i % 10 == 0 else student for i, student in enumerate(full)
+    ]
+    parts = chunks(long_ids, DEFAULT_MAX_BATCH_SIZE)
+    assert len(parts) == 2 and [x for p in parts for x in p.students] == long_ids
+    assert parts[1].start == len(parts[0].students)
+    for part in parts:
+        request = api.BatchPredictRequest(
+            students=part.students, top_factors=LONGEST_TOP_FACTORS, term=LONGEST_TERM
+        )
+        assert request.ByteSize() <= DEFAULT_MAX_REQUEST_BYTES
+    huge = largest_student("x" * 2_000_000)  # goes alone, to be refused alone
+    lone = chunks([full[0], huge, full[1]], 10)
+    assert [(p.start, len(p.students)) for p in lone] == [(0, 1), (1, 1), (2, 1)]
 
 
 def test_batch_limit_defaults_to_the_servers_limits() -> None:
@@ -190,7 +218,16 @@ def test_service_error_reads_the_bad_request_details() -> None:
 def test_targets_on_this_machine() -> None:
     for target in ("127.0.0.1:50051", "localhost:1", "[::1]:50051", "dns:///localhost:5"):
         assert is_local(target), target
+    for target in ("ipv4:127.0.0.1:1,127.0.0.2:1", "ipv6:[::1]:1", "127.0.0.1", "::1"):
+        assert is_local(target), target
     for target in ("10.0.0.5:50051", "api.school.example:443", "[2001:db8::1]:50051"):
+        assert not is_local(target), target
+    # Names are not resolved, and a list is local only if every address is.
+    for target in (
+        "127.school-district.example:50051",
+        "127.0.0.1.attacker.example:50051",
+        "ipv4:127.0.0.1:50051,10.0.0.5:50051",
+    ):
         assert not is_local(target), target
 
 
@@ -225,3 +262,28 @@ def test_certificates_as_bytes_text_or_file(tmp_path: Path) -> None:
         assert _pem(given) == pem.encode()
     with pytest.raises(FileNotFoundError):
         _pem(tmp_path / "missing.pem")
+
+
+@pytest.mark.parametrize(
+    ("argv", "token"),
+    [
+        (["s-1", "--target", "api.school.example:50051"], "t" * 24),  # in the clear
+        (["s-1", "--cert", "/dev/null"], None),  # a certificate without its key
+        (["s-1", "--ca", "/nonexistent/ca.pem"], None),
+    ],
+)
+def test_the_erase_commands_refused_options_are_a_usage_error(
+    argv: list[str],
+    token: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 2, its docstring says; a traceback and exit 1 read as "refused or failed"."""
+    monkeypatch.delenv("STUDENTPERF_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("STUDENTPERF_TOKEN", raising=False)
+    if token:
+        monkeypatch.setenv("STUDENTPERF_TOKEN", token)
+    with pytest.raises(SystemExit) as stopped:
+        erase.main(argv)
+    assert stopped.value.code == 2
+    assert "error:" in capsys.readouterr().err
