@@ -105,6 +105,7 @@ class Broker(Protocol):
     """What the durable publisher needs of Kafka (publisher.KafkaPublisher in production)."""
 
     connected: asyncio.Event
+    answering: bool  # whether the last publish that ended was acknowledged in time
 
     @property
     def destination(self) -> Destination:
@@ -149,7 +150,7 @@ class DurablePublisher:
 
     @property
     def kafka_connected(self) -> bool:
-        return self._kafka.connected.is_set()
+        return self._kafka.connected.is_set() and self._kafka.answering
 
     def start(self) -> None:
         """Connects to Kafka and drains the spool in the background; serving need not wait."""

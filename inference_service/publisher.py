@@ -87,6 +87,11 @@ class KafkaPublisher:
         self._load = Load()
         self._background: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
+        # False from a publish the broker did not acknowledge in time until one it did: the
+        # producer is kept through an outage (a timeout never replaces it), so `connected`
+        # alone stays set while no broker answers. The kafka_connected gauge and /health read
+        # both.
+        self.answering = True
 
     @property
     def destination(self) -> Destination:
@@ -129,6 +134,7 @@ class KafkaPublisher:
         except KafkaError as exc:
             raise PublishUnavailable(f"Kafka broker not reachable: {exc}") from exc
         self._batches = OpenBatches(self._producer, self._topic, load=self._load)
+        self.answering = True
         self.connected.set()
         log.info("connected to Kafka")
 
@@ -180,7 +186,9 @@ class KafkaPublisher:
                     await _all_done(acks)
             for ack in acks:
                 ack.result()  # raises what the broker answered, if not an acknowledgement
+            self.answering = True
         except (TimeoutError, KafkaTimeoutError):
+            self.answering = False
             for ack in acks:
                 ack.add_done_callback(_retrieve)
             raise PublishUnavailable(

@@ -17,6 +17,7 @@ from studentperf.envelope import KafkaRecord
 class FakeBroker:
     def __init__(self, topic: str = "predictions", cluster_id: str = "c-1") -> None:
         self.connected = asyncio.Event()
+        self.answering = True
         self.up = True
         self.log: list[bytes] = []
         self._topic, self._cluster_id, self._known_cluster = topic, cluster_id, ""

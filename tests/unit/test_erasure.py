@@ -245,6 +245,7 @@ class StallingBroker:
 
     def __init__(self) -> None:
         self.connected = asyncio.Event()
+        self.answering = True
         self.reachable = asyncio.Event()
         self.release = asyncio.Event()
         self.log: list[bytes] = []
@@ -311,6 +312,7 @@ class HandingBroker:
 
     def __init__(self) -> None:
         self.connected = asyncio.Event()
+        self.answering = True
         self.up = False
         self.handed: list[tuple[KafkaRecord, asyncio.Future[None]]] = []
         self.log: list[bytes] = []
@@ -446,6 +448,7 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.connected = asyncio.Event()
+        self.answering = True
         self.log: list[bytes] = []  # what was acknowledged, in order
 
     @property
