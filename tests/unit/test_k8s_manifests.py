@@ -499,11 +499,74 @@ def test_prometheus_loads_the_alert_rules_promtool_checks() -> None:
     infra/prometheus/alerts.yml word for word, and its configuration loads them."""
     data = find("base", "ConfigMap", "studentperf-prometheus")["data"]
     config = yaml.safe_load(data["prometheus.yml"])
-    assert config["rule_files"] == ["/etc/prometheus/studentperf/alerts.yml"]
+    assert config["rule_files"] == [
+        "/etc/prometheus/studentperf/alerts.yml",
+        "/etc/prometheus/studentperf/cluster-alerts.yml",
+    ]
     assert data["alerts.yml"] == (ROOT / "infra" / "prometheus" / "alerts.yml").read_text()
     alerts = {r["alert"] for g in yaml.safe_load(data["alerts.yml"])["groups"] for r in g["rules"]}
     print(f"alert rules in the cluster's Prometheus: {sorted(alerts)}")
     assert {"InferenceSpoolBacklog", "InferenceKafkaDisconnected"} <= alerts
+
+
+MONITOR_RUNS = """
+rule_files: [cluster-alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # failed: the run scheduled at 1000 never succeeded (the last success is from before).
+      - series: 'SCHEDULED{namespace="failed",cronjob="studentperf-monitor"}'
+        values: '1000x120'
+      - series: 'SUCCEEDED{namespace="failed",cronjob="studentperf-monitor"}'
+        values: '500x120'
+      # never: its first run did not succeed, so there is no success at all.
+      - series: 'SCHEDULED{namespace="never",cronjob="studentperf-monitor"}'
+        values: '1000x120'
+      # slow: the next run, scheduled at minute 30, ran for half an hour and succeeded.
+      - series: 'SCHEDULED{namespace="slow",cronjob="studentperf-monitor"}'
+        values: '1000x29 2000x90'
+      - series: 'SUCCEEDED{namespace="slow",cronjob="studentperf-monitor"}'
+        values: '1100x59 2100x60'
+      # another CronJob is none of its business.
+      - series: 'SCHEDULED{namespace="failed",cronjob="other"}'
+        values: '1000x120'
+    alert_rule_test:
+      - eval_time: 80m
+        alertname: ModelMonitorRunFailed
+        exp_alerts: []
+      - eval_time: 100m
+        alertname: ModelMonitorRunFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: failed, cronjob: studentperf-monitor}
+            exp_annotations:
+              summary: "failed: the last studentperf-monitor run did not succeed"
+          - exp_labels: {severity: warning, namespace: never, cronjob: studentperf-monitor}
+            exp_annotations:
+              summary: "never: the last studentperf-monitor run did not succeed"
+""".replace("SCHEDULED", "kube_cronjob_status_last_schedule_time").replace(
+    "SUCCEEDED", "kube_cronjob_status_last_successful_time"
+)
+
+
+def test_the_cluster_alerts_when_the_monitors_last_run_did_not_succeed(tmp_path: Path) -> None:
+    """The monitor CronJob's verdict is its exit status, so only kube-state-metrics' view of the
+    CronJob can tell a cluster's Prometheus that a threshold was crossed (or the run failed);
+    the shared rules' ModelDriftAlert needs a text file nothing in deploy/ writes. promtool
+    checks the cluster's rule and runs its unit tests."""
+    data = find("base", "ConfigMap", "studentperf-prometheus")["data"]
+    (tmp_path / "cluster-alerts.yml").write_text(data["cluster-alerts.yml"])
+    (tmp_path / "cluster-alerts_test.yml").write_text(MONITOR_RUNS)
+    promtool = str(ROOT / ".local" / "bin" / "promtool")
+    for command in (["check", "rules"], ["test", "rules"]):
+        name = "cluster-alerts.yml" if command[0] == "check" else "cluster-alerts_test.yml"
+        ran = subprocess.run(
+            [promtool, *command, name], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    monitor = find("base", "CronJob", "studentperf-monitor")
+    assert monitor["metadata"]["name"] == "studentperf-monitor"  # the rule's cronjob label
+    assert monitor["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] <= 3600  # < for: 90m
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
