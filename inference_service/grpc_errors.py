@@ -31,6 +31,7 @@ from inference_service.core import HistoryUnavailable, PublishUnavailable, Stude
 from inference_service.encoding import InvalidInput
 from inference_service.metrics import InferenceMetrics
 from studentperf import tracing
+from studentperf.error_reasons import ERROR_DOMAIN, MAY_BE_RECORDED
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,19 @@ async def _abort_invalid(
     )
     found = rpc_status.to_status(status)
     # Passed explicitly: an abort with trailing metadata replaces what the call had set.
+    trailing = (*found.trailing_metadata, *(context.trailing_metadata() or ()))
+    await context.abort(found.code, found.details, trailing)
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _abort_may_be_recorded(
+    context: grpc.aio.ServicerContext[Any, Any], message: str
+) -> NoReturn:
+    """UNAVAILABLE, with the reason a client reads to know a retry may record twice."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=MAY_BE_RECORDED, domain=ERROR_DOMAIN))
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail])
+    found = rpc_status.to_status(status)
     trailing = (*found.trailing_metadata, *(context.trailing_metadata() or ()))
     await context.abort(found.code, found.details, trailing)
     raise AssertionError("unreachable: abort raises")
@@ -112,8 +126,8 @@ def map_errors(
                 what, retry = "erasure", "retrying is safe (erasing twice removes nothing more)"
             else:
                 what, retry = "prediction", "a retry makes a new prediction"
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
+            await _abort_may_be_recorded(
+                context,
                 f"{what} not confirmed as recorded: {error}. It may still be recorded; {retry}",
             )
         except HistoryUnavailable as error:

@@ -21,11 +21,14 @@ Retrying and idempotency: GetModelInfo reads, and RecordOutcomes replaces a stud
 a term, so retrying them is harmless. Predict and BatchPredict are not idempotent: the server
 gives every prediction a fresh id and there is no request id to deduplicate by. UNAVAILABLE
 mostly means the call never reached a handler (server not up, restarting, stopping) and the
-retry is the first prediction made; but a call refused because its events could not be made
-safe ("prediction not confirmed as recorded") may still have been recorded, so its retry can
-leave two recorded predictions for the student, with different ids (the README's
-"Not promised"). The answer the caller gets is still one correct prediction. Pass
-`retry=RetryPolicy.none()` where a second recorded prediction matters more than availability.
+retry is the first prediction made. A call refused because its events could not be made safe
+("prediction not confirmed as recorded") may still have been recorded: the server marks it
+(google.rpc.ErrorInfo reason MAY_BE_RECORDED, `ServiceError.reason`), and the client does not
+retry such a Predict or BatchPredict, so no second prediction is recorded behind the caller's
+back; `RetryPolicy(retry_may_be_recorded=True)` retries it anyway, where an answer matters more
+than a second recorded prediction (different ids). A call cut off by a stopping server after
+its grace (UNAVAILABLE or CANCELLED with no such mark) can also have been recorded: the
+README's "Not promised". `retry=RetryPolicy.none()` turns retrying off.
 
 This package imports only grpc, protobuf and `studentperf`'s shared modules: not the services.
 """

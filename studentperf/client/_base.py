@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import grpc
 
@@ -14,6 +15,7 @@ from studentperf.client.chunking import Chunk
 from studentperf.client.errors import PartlyAnswered, ServiceError
 from studentperf.client.inputs import StudentLike, as_student
 from studentperf.client.retry import RetryPolicy
+from studentperf.error_reasons import MAY_BE_RECORDED
 from studentperf.v1 import prediction_service_pb2 as api
 
 
@@ -70,6 +72,12 @@ def outcomes_request(
     return api.RecordOutcomesRequest(outcomes=outcomes)
 
 
+# Calls whose retry makes new records beside those a failed try may have left: every
+# prediction gets a fresh id. (RecordOutcomes records the same scores again; EraseStudent
+# removes nothing more: both safe.)
+NOT_IDEMPOTENT: Final = frozenset({"Predict", "BatchPredict"})
+
+
 class RetryState:
     """The attempts of one call: decides, after a failure, whether and how long to pause."""
 
@@ -82,6 +90,13 @@ class RetryState:
         self._deadline = deadline
         self._on_retry = on_retry
 
+    def _would_record_twice(self, failed: ServiceError) -> bool:
+        return (
+            failed.reason == MAY_BE_RECORDED
+            and self.method in NOT_IDEMPOTENT
+            and not self._policy.retry_may_be_recorded
+        )
+
     def next_timeout_s(self) -> float:
         """The time left for the attempt about to start."""
         self.attempts += 1
@@ -90,9 +105,10 @@ class RetryState:
     def pause_or_raise(self, error: grpc.RpcError) -> float:
         """The pause before the next attempt; raises ServiceError when there is to be none."""
         code: grpc.StatusCode = error.code()
+        failed = ServiceError.from_rpc_error(error, self.attempts)
         pause = self._policy.pause_before_retry(code, self.attempts, self._deadline.remaining_s())
-        if pause is None:
-            raise ServiceError.from_rpc_error(error, self.attempts) from None
+        if pause is None or self._would_record_twice(failed):
+            raise failed from None
         if self._on_retry is not None:
             message: str = error.details() or ""
             self._on_retry(RetryEvent(self.method, self.attempts, code, message, pause))

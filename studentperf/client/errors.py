@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from studentperf.error_reasons import ERROR_DOMAIN
 from studentperf.v1 import prediction_service_pb2 as api
 
 # Where gRPC carries a google.rpc.Status with typed details (grpcio-status reads the same key).
@@ -25,7 +27,9 @@ class FieldViolation:
 class ServiceError(Exception):
     """A call that failed: its status code, the server's message and the bad fields, if any.
 
-    `attempts` counts the tries made (more than 1 when UNAVAILABLE was retried).
+    `attempts` counts the tries made (more than 1 when UNAVAILABLE was retried). `reason` is
+    the server's google.rpc.ErrorInfo reason, if it gave one (studentperf.error_reasons:
+    MAY_BE_RECORDED says the call's predictions may be recorded though it failed).
     """
 
     def __init__(
@@ -34,11 +38,13 @@ class ServiceError(Exception):
         message: str,
         field_violations: tuple[FieldViolation, ...] = (),
         attempts: int = 1,
+        reason: str = "",
     ) -> None:
         self.code = code
         self.message = message
         self.field_violations = field_violations
         self.attempts = attempts
+        self.reason = reason
         text = f"{code.name}: {message}"
         unsaid = [f"{v.field}: {v.description}" for v in field_violations]
         unsaid = [violation for violation in unsaid if violation not in message]
@@ -53,7 +59,8 @@ class ServiceError(Exception):
         message: str = error.details() or ""
         # (key, value) pairs: grpc's sync Metadatum namedtuples, or grpc.aio's Metadata items.
         trailing: Iterable[object] = error.trailing_metadata() or ()
-        return cls(code, message, _field_violations(trailing), attempts)
+        details = _details(trailing)
+        return cls(code, message, _field_violations(details), attempts, _reason(details))
 
 
 class PartlyAnswered(ServiceError):
@@ -70,7 +77,8 @@ class PartlyAnswered(ServiceError):
         return sum(result is not None for result in self.results)
 
 
-def _field_violations(trailing: Iterable[object]) -> tuple[FieldViolation, ...]:
+def _details(trailing: Iterable[object]) -> list[any_pb2.Any]:
+    """The typed details of the google.rpc.Status the server sent, if it sent one."""
     raw = next(
         (
             item[1]
@@ -80,11 +88,22 @@ def _field_violations(trailing: Iterable[object]) -> tuple[FieldViolation, ...]:
         None,
     )
     if not isinstance(raw, bytes):
-        return ()
-    status = status_pb2.Status.FromString(raw)
+        return []
+    return list(status_pb2.Status.FromString(raw).details)
+
+
+def _field_violations(details: Iterable[any_pb2.Any]) -> tuple[FieldViolation, ...]:
     violations: list[FieldViolation] = []
-    for detail in status.details:
+    for detail in details:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):
             violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
     return tuple(violations)
+
+
+def _reason(details: Iterable[any_pb2.Any]) -> str:
+    for detail in details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            return str(info.reason)
+    return ""

@@ -30,6 +30,11 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
     retryable: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+    # Whether to retry Predict and BatchPredict after an UNAVAILABLE whose predictions the
+    # server says may be recorded (studentperf.error_reasons.MAY_BE_RECORDED): a retry then
+    # leaves two recorded predictions for a student. Off: the caller gets the error and
+    # decides; that refusal mostly means the spool is full, which a retry would meet again.
+    retry_may_be_recorded: bool = False
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

@@ -76,7 +76,10 @@ class PredictionServiceServicer:
     def Predict(self, request, context):
         """Predicts one student's final score and chance of passing. Invalid input fails the call
         with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad field; if the
-        prediction cannot be handed off for recording in time the call fails with UNAVAILABLE.
+        prediction cannot be handed off for recording in time the call fails with UNAVAILABLE,
+        with a google.rpc.ErrorInfo (domain "studentperf.v1", reason "MAY_BE_RECORDED") when the
+        prediction may be recorded all the same: a retry then records a second one. The same holds
+        for BatchPredict.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,10 @@ class PredictionServiceStub:
     Predict: _grpc.UnaryUnaryMultiCallable[_prediction_service_pb2.PredictRequest, _prediction_service_pb2.PredictResponse]
     """Predicts one student's final score and chance of passing. Invalid input fails the call
     with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad field; if the
-    prediction cannot be handed off for recording in time the call fails with UNAVAILABLE.
+    prediction cannot be handed off for recording in time the call fails with UNAVAILABLE,
+    with a google.rpc.ErrorInfo (domain "studentperf.v1", reason "MAY_BE_RECORDED") when the
+    prediction may be recorded all the same: a retry then records a second one. The same holds
+    for BatchPredict.
     """
     BatchPredict: _grpc.UnaryUnaryMultiCallable[_prediction_service_pb2.BatchPredictRequest, _prediction_service_pb2.BatchPredictResponse]
     """Predicts for many students at once (up to the server's batch limit, 10,000 by default).
@@ -93,7 +96,10 @@ class PredictionServiceAsyncStub(PredictionServiceStub):
     Predict: _aio.UnaryUnaryMultiCallable[_prediction_service_pb2.PredictRequest, _prediction_service_pb2.PredictResponse]  # type: ignore[assignment]
     """Predicts one student's final score and chance of passing. Invalid input fails the call
     with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad field; if the
-    prediction cannot be handed off for recording in time the call fails with UNAVAILABLE.
+    prediction cannot be handed off for recording in time the call fails with UNAVAILABLE,
+    with a google.rpc.ErrorInfo (domain "studentperf.v1", reason "MAY_BE_RECORDED") when the
+    prediction may be recorded all the same: a retry then records a second one. The same holds
+    for BatchPredict.
     """
     BatchPredict: _aio.UnaryUnaryMultiCallable[_prediction_service_pb2.BatchPredictRequest, _prediction_service_pb2.BatchPredictResponse]  # type: ignore[assignment]
     """Predicts for many students at once (up to the server's batch limit, 10,000 by default).
@@ -149,7 +155,10 @@ class PredictionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_prediction_service_pb2.PredictResponse, _abc.Awaitable[_prediction_service_pb2.PredictResponse]]:
         """Predicts one student's final score and chance of passing. Invalid input fails the call
         with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad field; if the
-        prediction cannot be handed off for recording in time the call fails with UNAVAILABLE.
+        prediction cannot be handed off for recording in time the call fails with UNAVAILABLE,
+        with a google.rpc.ErrorInfo (domain "studentperf.v1", reason "MAY_BE_RECORDED") when the
+        prediction may be recorded all the same: a retry then records a second one. The same holds
+        for BatchPredict.
         """
 
     @_abc_1.abstractmethod
