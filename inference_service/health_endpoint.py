@@ -60,7 +60,8 @@ class InferenceHealth(Collector):
         for name, help_text, value in [
             (
                 "kafka_connected",
-                "1 while a Kafka producer is connected.",
+                "1 while a Kafka producer is connected and its last publish was acknowledged "
+                "in time.",
                 1 if self._publisher.kafka_connected else 0,
             ),
             ("spool_events", "Events waiting in the local spool for Kafka.", spool.records),

@@ -4,9 +4,9 @@ With STUDENTPERF_MODEL_SOURCE=database, the models folder is this replica's own 
 the model is loaded at start-up, and then on every poll of the hot reloader
 (inference_service.reload), `sync` downloads the version the pointer names if the folder lacks
 it, its SHA-256 checked before a byte reaches the disk (studentperf.model_store); the reloader
-then loads it, and only once it loaded moves the local `current` link, so the link always names
-a version this replica can serve and a restart never starts on one it could not (another pass
-mark, another library). A version whose
+then loads it, and only once it loaded moves the local `current` link (a new pod's init
+container links the first version a folder gets), so a restart never starts on a version this
+replica found it could not serve (another pass mark, another library). A version whose
 bytes do not match what the trainer recorded is refused: logged once, counted in
 studentperf_inference_model_artifacts_refused, and the old version keeps serving; it is tried
 again only when the pointer moves. An unreachable database is logged once and retried on the

@@ -116,19 +116,21 @@ def split(frame: pd.DataFrame, *, pass_mark: float, seed: int) -> Split:
             f"of the split, so at least {MIN_ROWS} students are needed"
         )
     labels = pd.Series(pass_labels(students, pass_mark), index=students.index)
-    # Stratified where each side can get students of both kinds, else by chance alone.
-    stratify = np.bincount(labels, minlength=2).min() >= MIN_PER_CLASS
+    kinds = np.bincount(labels, minlength=2)
+    if kinds.min() < MIN_PER_CLASS:
+        raise TrainingDataError(
+            f"{len(students)} students, {kinds[1]} passing and {kinds[0]} failing on average at "
+            f"pass mark {pass_mark:g}: a student's rows stay on one side of the split, so at "
+            f"least {MIN_PER_CLASS} students of each are needed"
+        )
     rest_ids, test_ids = train_test_split(
-        students.index,
-        test_size=TEST_SHARE,
-        random_state=seed,
-        stratify=labels if stratify else None,
+        students.index, test_size=TEST_SHARE, random_state=seed, stratify=labels
     )
     train_ids, validation_ids = train_test_split(
         rest_ids,
         test_size=VALIDATION_SHARE / (1 - TEST_SHARE),
         random_state=seed,
-        stratify=labels[rest_ids] if stratify else None,
+        stratify=labels[rest_ids],
     )
     ids = frame[STUDENT]
     return Split(

@@ -150,10 +150,24 @@ def chunk_results(
     return shift_item_paths(results, chunk.start)
 
 
+def place(
+    parts: Sequence[Chunk],
+    answers: Sequence[list[api.BatchPredictResult] | None],
+    students: int,
+) -> list[api.BatchPredictResult | None]:
+    """Each chunk's answer in its students' places; None where a chunk got none."""
+    results: list[api.BatchPredictResult | None] = [None] * students
+    for part, answer in zip(parts, answers, strict=True):
+        if answer is not None:
+            results[part.start : part.start + len(answer)] = answer
+    return results
+
+
 def all_answered(
-    results: list[api.BatchPredictResult | None], failed: ServiceError | None
+    results: list[api.BatchPredictResult | None], failures: Sequence[ServiceError]
 ) -> list[api.BatchPredictResult]:
-    """predict_many's answer: every result, or PartlyAnswered with those that came."""
-    if failed is not None:
-        raise PartlyAnswered(failed, results) from failed
+    """predict_many's answer: every result, or PartlyAnswered (the first failure) with those
+    that came."""
+    if failures:
+        raise PartlyAnswered(failures[0], results) from failures[0]
     return [result for result in results if result is not None]

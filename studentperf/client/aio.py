@@ -183,10 +183,10 @@ class AsyncPredictionClient:
                     answer = await self.batch_predict(
                         parts[index].students, top_factors=top_factors, term=term, timeout=timeout
                     )
+                    return _base.chunk_results(answer.results, parts[index])
                 except ServiceError as error:
                     failures.append(error)
                     return None
-            return _base.chunk_results(answer.results, parts[index])
 
         tasks = [asyncio.ensure_future(run(index)) for index in range(len(parts))]
         try:
@@ -196,11 +196,7 @@ class AsyncPredictionClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        results: list[api.BatchPredictResult | None] = [None] * len(students)
-        for part, answer in zip(parts, answers, strict=True):
-            if answer is not None:
-                results[part.start : part.start + len(answer)] = answer
-        return _base.all_answered(results, failures[0] if failures else None)
+        return _base.all_answered(_base.place(parts, answers, len(students)), failures)
 
     async def _call(
         self,

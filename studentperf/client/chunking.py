@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from studentperf.limits import (
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_REQUEST_BYTES,
     MAX_EXPLAINED_BATCH,
     REQUEST_FIELDS_BYTES,
+    max_request_bytes,
 )
 from studentperf.v1.student_pb2 import Student
 
@@ -30,24 +29,21 @@ def batch_limit(top_factors: int, batch_size: int | None = None) -> int:
     return MAX_EXPLAINED_BATCH if top_factors else DEFAULT_MAX_BATCH_SIZE
 
 
-# What a BatchPredict's students may take of the server's request limit: the rest is for
-# top_factors and term at their longest.
-STUDENTS_BYTES: Final = DEFAULT_MAX_REQUEST_BYTES - REQUEST_FIELDS_BYTES
-
-
 @dataclass(frozen=True)
 class Chunk:
     start: int  # the index of its first student in the whole list
     students: Sequence[Student]
 
 
-def chunks(students: Sequence[Student], size: int, max_bytes: int = STUDENTS_BYTES) -> list[Chunk]:
-    """Consecutive slices covering `students` in order, each of at most `size` students taking
-    at most `max_bytes` on the wire, so that no request goes over the server's limit: students
-    it refuses one by one (a 200-character id) can be longer than the valid ones its limit is
-    made for. A student too large to go with any other goes alone (and is refused alone)."""
+def chunks(students: Sequence[Student], size: int) -> list[Chunk]:
+    """Consecutive slices covering `students` in order, each of at most `size` students, and no
+    larger on the wire than the request limit of a server whose batch limit is `size`
+    (limits.max_request_bytes, less the request's other fields at their longest): students it
+    refuses one by one (a 200-character id) can be longer than the valid ones its limit is made
+    for. A student too large to go with any other goes alone (and is refused alone)."""
     if size < 1:
         raise ValueError(f"chunk size must be at least 1, got {size}")
+    max_bytes = max_request_bytes(size) - REQUEST_FIELDS_BYTES
     found: list[Chunk] = []
     start = used = 0
     for index, student in enumerate(students):

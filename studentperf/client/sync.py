@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -181,34 +182,31 @@ class PredictionClient:
         size = batch_limit(top_factors, batch_size)
         parts = chunks([as_student(s) for s in students], size)
 
-        def run(index: int) -> list[api.BatchPredictResult]:
-            answer = self.batch_predict(
-                parts[index].students, top_factors=top_factors, term=term, timeout=timeout
-            )
-            return _base.chunk_results(answer.results, parts[index])
+        failures: list[ServiceError] = []
+        stopping = threading.Event()  # set by the first failure, seen by every later start
 
-        results: list[api.BatchPredictResult | None] = [None] * len(students)
-        failed: ServiceError | None = None
+        def run(index: int) -> list[api.BatchPredictResult] | None:
+            if stopping.is_set():
+                return None  # not made
+            try:
+                answer = self.batch_predict(
+                    parts[index].students, top_factors=top_factors, term=term, timeout=timeout
+                )
+                return _base.chunk_results(answer.results, parts[index])
+            except ServiceError as error:
+                failures.append(error)
+                stopping.set()
+                return None
+
         with ThreadPoolExecutor(max_workers=min(concurrency, max(len(parts), 1))) as pool:
             futures = [pool.submit(run, index) for index in range(len(parts))]
             try:
-                for part, future in zip(parts, futures, strict=True):
-                    if future.cancelled():
-                        continue
-                    try:
-                        answer = future.result()
-                    except ServiceError as error:
-                        if failed is None:
-                            failed = error
-                            for later in futures:
-                                later.cancel()  # those not started; the others finish
-                        continue
-                    results[part.start : part.start + len(answer)] = answer
+                answers = [future.result() for future in futures]
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
-        return _base.all_answered(results, failed)
+        return _base.all_answered(_base.place(parts, answers, len(students)), failures)
 
     def _call(
         self,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -11,7 +12,10 @@ import pytest
 
 from inference_service.core import PredictionCore, PublishUnavailable
 from inference_service.servicer import PredictionServicer, add_to_server
-from studentperf.client import PartlyAnswered, aio, connect
+from inference_service.settings import Settings
+from studentperf.client import PartlyAnswered, ServiceError, aio, connect
+from studentperf.client.aio import AsyncPredictionClient
+from studentperf.client.sync import PredictionClient
 from studentperf.envelope import KafkaRecord
 from studentperf.largest_items import largest_student
 from studentperf.limits import (
@@ -20,7 +24,7 @@ from studentperf.limits import (
     DEFAULT_MAX_REQUEST_BYTES,
 )
 from studentperf.v1 import prediction_service_pb2 as api
-from studentperf.v1.student_pb2 import Student
+from studentperf.v1.student_pb2 import Student, StudentProfile
 from tests.unit.test_core import AgeModel, RecordingPublisher
 
 
@@ -119,3 +123,95 @@ async def test_a_failed_call_hands_back_every_answer_that_came() -> None:
         assert kinds(error.results) == ["prediction"] * 100 + [None] * 200
         assert error.answered == 100
     assert len(publisher.records) == 200  # what the two answered, and nothing else
+
+
+async def test_a_server_with_a_smaller_batch_limit_answers_student_by_student() -> None:
+    """The server's request limit follows its batch limit: so must the client's split."""
+    batch = 1_000
+    settings = Settings.from_env({"STUDENTPERF_MAX_BATCH_SIZE": str(batch)})
+    core = PredictionCore(AgeModel(), RecordingPublisher(), max_batch_size=batch)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    add_to_server(PredictionServicer(core), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    students = roster()[:batch]
+    assert api.BatchPredictRequest(students=students).ByteSize() > settings.max_request_bytes
+    try:
+        async with aio.connect(f"127.0.0.1:{port}", default_deadline_s=60) as client:
+            results = await client.predict_many(students, batch_size=batch)
+    finally:
+        await server.stop(None)
+    assert kinds(results) == ["error" if i % 10 == 9 else "prediction" for i in range(batch)]
+
+
+SHORT = [Student(profile=StudentProfile(student_id=f"s{i}")) for i in range(30)]
+
+
+def short_answer(students: Sequence[Student]) -> api.BatchPredictResponse:
+    """The second chunk is answered one result short: refused, not shifted onto others."""
+    answered = len(students) - (students[0].profile.student_id == "s10")
+    return api.BatchPredictResponse(
+        results=[api.BatchPredictResult(prediction=api.Prediction()) for _ in range(answered)]
+    )
+
+
+async def test_a_chunk_answered_short_is_refused_and_the_rest_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def batch_predict(
+        self: object, students: Sequence[Student], **_: object
+    ) -> api.BatchPredictResponse:
+        await asyncio.sleep(0)
+        return short_answer(students)
+
+    monkeypatch.setattr(AsyncPredictionClient, "batch_predict", batch_predict)
+    monkeypatch.setattr(
+        PredictionClient, "batch_predict", lambda self, students, **_: short_answer(students)
+    )
+    async with aio.connect("127.0.0.1:1") as client:
+        with pytest.raises(PartlyAnswered) as failed:
+            await client.predict_many(SHORT, batch_size=10, concurrency=1)
+    with connect("127.0.0.1:1") as blocking, pytest.raises(PartlyAnswered) as failed_blocking:
+        blocking.predict_many(SHORT, batch_size=10, concurrency=1)
+    for error in (failed.value, failed_blocking.value):
+        assert "answered 9 results for 10 students" in error.message
+        # The third chunk is not sent once the second failed.
+        assert kinds(error.results) == ["prediction"] * 10 + [None] * 20
+
+
+def test_the_blocking_client_starts_no_call_after_one_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two at a time: the first call is slow, the second fails at once; the pool's thread that
+    ran the second must not go on to the third (the results loop is still waiting on the
+    first)."""
+    students = [Student(profile=StudentProfile(student_id=f"s{i}")) for i in range(60)]
+    made: list[str] = []
+    lock = threading.Lock()
+    second_failed = threading.Event()
+
+    def batch_predict(
+        self: object, chunk: Sequence[Student], **_: object
+    ) -> api.BatchPredictResponse:
+        first = chunk[0].profile.student_id
+        with lock:
+            made.append(first)
+        if first == "s0":
+            second_failed.wait(30)  # slow, until the other call has failed
+        if first == "s10":
+            second_failed.set()
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "the spool is full")
+        return api.BatchPredictResponse(
+            results=[api.BatchPredictResult(prediction=api.Prediction()) for _ in chunk]
+        )
+
+    monkeypatch.setattr(PredictionClient, "batch_predict", batch_predict)
+    with connect("127.0.0.1:1") as client, pytest.raises(PartlyAnswered) as failed:
+        client.predict_many(students, batch_size=10, concurrency=2)
+    assert sorted(made) == ["s0", "s10"], f"calls made after the failure: {made}"
+    assert failed.value.answered == 10

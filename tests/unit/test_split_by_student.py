@@ -52,6 +52,17 @@ def test_too_few_students_for_a_split_by_student_is_refused_clearly() -> None:
         split(students(30, 1, 3), pass_mark=50.0, seed=42)
 
 
+def test_too_few_students_of_one_kind_is_refused_clearly() -> None:
+    """Six failing rows pass the row checks, but they are two students: split by student,
+    training could get none of them and scikit-learn would fail on one class."""
+    frame = students(60, 1, 3)
+    failing = frame["student_id"].isin(sorted(set(frame["student_id"]))[:2])
+    frame[TARGET_SCORE] = np.where(failing, 30.0, np.maximum(frame[TARGET_SCORE], 60.0))
+    assert (frame[TARGET_SCORE] < 50).sum() == 6
+    with pytest.raises(TrainingDataError, match="58 passing and 2 failing"):
+        split(frame, pass_mark=50.0, seed=42)
+
+
 def test_held_out_figures_are_those_of_new_students() -> None:
     fresh = students(2000, 7, 1)  # new students, as the service will see them
     features = fresh[list(FEATURE_COLUMNS)]
