@@ -21,12 +21,21 @@ from collections.abc import Callable
 from inference_service.model_follower import ModelFollower
 from inference_service.settings import Settings
 from studentperf.config import ConfigError, configure_logging
-from studentperf.model_artifact import linked_version, set_current
+from studentperf.model_artifact import ModelArtifactError, resolve_version_dir, set_current
 
 log = logging.getLogger(__name__)
 
 CANNOT_START = 2
 DEFAULT_INTERVAL_S = 5.0
+
+
+def local_version(models_dir: str) -> str | None:
+    """The version the folder holds to serve: the one its `current` names, or the folder itself
+    when it is one version's (fixed)."""
+    try:
+        return resolve_version_dir(models_dir).name
+    except ModelArtifactError:
+        return None
 
 
 async def wait_for_model(
@@ -43,7 +52,7 @@ async def wait_for_model(
         while True:
             # The follower logs why not, once, when it cannot.
             followed = await follower.sync() if follower is not None else None
-            linked = linked_version(settings.models_dir)
+            linked = local_version(settings.models_dir)
             if followed is not None and linked is None:
                 # A new pod's folder: linked, so that the service starts on it even if the
                 # database does not answer at that moment (from then on the service moves the

@@ -39,6 +39,18 @@ async def test_the_wait_ends_once_the_folder_has_a_current_version(tmp_path: Pat
     assert "models/current" in said[0]
 
 
+async def test_a_fixed_version_folder_needs_no_wait(tmp_path: Path) -> None:
+    """STUDENTPERF_MODELS_DIR may name one version's folder (served fixed, no link)."""
+    place_version(tmp_path / "models", "v1")
+    settings = Settings.from_env(
+        {
+            "STUDENTPERF_MODELS_DIR": str(tmp_path / "models" / "v1"),
+            "STUDENTPERF_SPOOL_DIR": str(tmp_path / "spool"),
+        }
+    )
+    assert await asyncio.wait_for(wait_for_model(settings, interval_s=0.01), 5) == "v1"
+
+
 def test_first_only_trains_nothing_once_a_version_is_served(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
