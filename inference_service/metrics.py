@@ -12,7 +12,7 @@ model version and cached here, rather than through `.labels()` on every call.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "studentperf_inference_"
 
@@ -68,6 +68,12 @@ class InferenceMetrics:
             "not hash to what the trainer recorded (inference_service.model_follower).",
             registry=registry,
         )
+        self._pointer_refused = Gauge(
+            PREFIX + "model_pointer_refused",
+            "1 while the database's pointer names a version this process refused unread; 0 "
+            "once it names another (the counter above only says when).",
+            registry=registry,
+        )
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
         self._version_children: dict[str, tuple[Counter, Counter]] = {}
 
@@ -96,6 +102,11 @@ class InferenceMetrics:
 
     def artifact_refused(self) -> None:
         self._artifacts_refused.inc()
+        self._pointer_refused.set(1)
+
+    def pointer_followed(self) -> None:
+        """The pointer names a version that was not refused (or none)."""
+        self._pointer_refused.set(0)
 
     def spooled(self, count: int) -> None:
         self._spooled.inc(count)

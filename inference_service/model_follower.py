@@ -8,7 +8,8 @@ then loads it, and only once it loaded moves the local `current` link (a new pod
 container links the first version a folder gets), so a restart never starts on a version this
 replica found it could not serve (another pass mark, another library). A version whose
 bytes do not match what the trainer recorded is refused: logged once, counted in
-studentperf_inference_model_artifacts_refused, and the old version keeps serving; it is tried
+studentperf_inference_model_artifacts_refused (and studentperf_inference_model_pointer_refused
+is 1 until the pointer names another version), and the old version keeps serving; it is tried
 again only when the pointer moves. An unreachable database is logged once and retried on the
 next poll: the replica serves what it has meanwhile. So is a database that stops answering
 (a failover that leaves the connection half-open sends no error): every statement is bounded
@@ -83,8 +84,12 @@ class ModelFollower:
             return None
         self._problem = ""
         if followed is None:
+            if self._refused is None and self._metrics is not None:
+                self._metrics.pointer_followed()  # nothing promoted yet
             return None
         self._refused = None
+        if self._metrics is not None:
+            self._metrics.pointer_followed()
         if followed.downloaded:
             log.info("model source: downloaded version %s, hashes checked", followed.version)
         return followed.version

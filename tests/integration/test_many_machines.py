@@ -49,6 +49,7 @@ from trainer.train import RunResult, TrainingConfig, run
 POLL_S = 0.2
 SWITCH_BOUND_S = 5.0
 REFUSED = "studentperf_inference_model_artifacts_refused_total"
+POINTER_REFUSED = "studentperf_inference_model_pointer_refused"
 
 
 @dataclass
@@ -299,7 +300,9 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
     print(f"\nforged {forged}: refused {refused}; replicas serve {served}")
     assert served == [old, old]
     for replica in replicas:
-        assert (await asyncio.to_thread(replica.status.metrics)).get(REFUSED) == 1.0
+        metrics = await asyncio.to_thread(replica.status.metrics)
+        assert metrics.get(REFUSED) == 1.0
+        assert metrics.get(POINTER_REFUSED) == 1.0  # for as long as the pointer names it
         assert not (replica.models / forged).exists(), "nothing of it reached the disk"
         assert "the trainer recorded; refused unread" in replica.process.log_path.read_text()
         assert replica.process.running
@@ -314,6 +317,8 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
         served = [await r.model_version() for r in replicas]
     print(f"then promoted {fixed}: replicas serve {served}")
     assert served == [fixed, fixed]
+    for replica in replicas:
+        assert (await asyncio.to_thread(replica.status.metrics)).get(POINTER_REFUSED) == 0.0
 
 
 async def test_the_inference_role_cannot_write_a_version_or_the_pointer(
