@@ -29,7 +29,11 @@ class InvalidInput(ValueError):
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        super().__init__(self.describe())
+
+    def describe(self, limit: int | None = None) -> str:
+        """Each bad field and its rule, the first `limit` of them (None: all)."""
+        return "; ".join(f"{v.field}: {v.description}" for v in self.violations[:limit])
 
 
 @dataclass(frozen=True, slots=True)

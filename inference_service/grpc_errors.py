@@ -24,6 +24,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeAlias, T
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -59,29 +60,26 @@ def bad_request(error: InvalidInput) -> error_details_pb2.BadRequest:
     )
 
 
-async def _abort_invalid(
-    context: grpc.aio.ServicerContext[Any, Any], error: InvalidInput
-) -> NoReturn:
-    detail = any_pb2.Any()
-    detail.Pack(bad_request(error))
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {error}", details=[detail]
+async def _abort_invalid(context: Context, error: InvalidInput) -> NoReturn:
+    await _abort_with_detail(
+        context, code_pb2.INVALID_ARGUMENT, f"invalid request: {error}", bad_request(error)
     )
-    found = rpc_status.to_status(status)
-    # Passed explicitly: an abort with trailing metadata replaces what the call had set.
-    trailing = (*found.trailing_metadata, *(context.trailing_metadata() or ()))
-    await context.abort(found.code, found.details, trailing)
-    raise AssertionError("unreachable: abort raises")
 
 
-async def _abort_may_be_recorded(
-    context: grpc.aio.ServicerContext[Any, Any], message: str
-) -> NoReturn:
+async def _abort_may_be_recorded(context: Context, message: str) -> NoReturn:
     """UNAVAILABLE, with the reason a client reads to know a retry may record twice."""
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=MAY_BE_RECORDED, domain=ERROR_DOMAIN))
-    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail])
-    found = rpc_status.to_status(status)
+    reason = error_details_pb2.ErrorInfo(reason=MAY_BE_RECORDED, domain=ERROR_DOMAIN)
+    await _abort_with_detail(context, code_pb2.UNAVAILABLE, message, reason)
+
+
+async def _abort_with_detail(
+    context: Context, code: int, message: str, detail: Message
+) -> NoReturn:
+    """Ends the call with `code` and a google.rpc.Status carrying `detail`, keeping the
+    trailing metadata the call had set (an abort with metadata replaces it)."""
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    found = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[packed]))
     trailing = (*found.trailing_metadata, *(context.trailing_metadata() or ()))
     await context.abort(found.code, found.details, trailing)
     raise AssertionError("unreachable: abort raises")

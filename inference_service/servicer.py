@@ -211,9 +211,8 @@ async def _abort_undecodable(message_type: type[Message], context: Context) -> N
 
 
 def _item_error(what: str, error: InvalidInput) -> api.ItemError:
-    shown = error.violations[:MESSAGE_VIOLATIONS]
-    message = "; ".join(f"{v.field}: {v.description}" for v in shown)
-    if more := len(error.violations) - len(shown):
+    message = error.describe(MESSAGE_VIOLATIONS)
+    if (more := len(error.violations) - MESSAGE_VIOLATIONS) > 0:
         message += f"; and {more} more (bad_request names each)"
     return api.ItemError(
         code=code_pb2.INVALID_ARGUMENT,
