@@ -16,6 +16,10 @@ next poll: the replica serves what it has meanwhile. So is a database that stops
 by COMMAND_TIMEOUT_S, and the connection is dropped and made again on the next poll; without
 the bound one poll would wait for the kernel to give up on the connection, and the replica
 would follow nothing, not even its local link, for as long.
+
+A new replica has no version of its own to keep serving when the pointer's version does not load
+or is refused: `earlier_versions` and `fetch_version` let it fall back to one the pointer's
+version replaced (inference_service.reload), downloaded and checked as the pointer's is.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ import asyncpg
 
 from inference_service.metrics import InferenceMetrics
 from studentperf.config import mask_dsn
-from studentperf.model_store import ArtifactRefused, fetch_current
+from studentperf.model_store import (
+    ArtifactRefused,
+    download_version,
+    fetch_current,
+    replaced_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +64,19 @@ class ModelFollower:
         self._models = Path(models_dir)
         self._metrics = metrics
         self._conn: asyncpg.Connection | None = None
-        self._refused: str | None = None  # the version last refused, until the pointer moves
+        # The version last refused and why, until the pointer moves.
+        self._refusal: ArtifactRefused | None = None
         self._problem = ""  # the last reason the database could not be read, logged once
 
     async def sync(self) -> str | None:
         """Follows the pointer once; returns the version it names, now in the folder (None:
         none, or the database could not be read: the folder's own link then says what to
         serve)."""
+        refused = self._refusal.version if self._refusal is not None else None
         try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(
-                    self._url, timeout=CONNECT_TIMEOUT_S, command_timeout=self._command_timeout_s
-                )
-            followed = await fetch_current(self._conn, self._models, refused=self._refused)
+            followed = await fetch_current(await self._connect(), self._models, refused=refused)
         except ArtifactRefused as err:
-            self._refused = err.version
+            self._refusal = err
             log.error("model source: %s; still serving the current model", err)
             if self._metrics is not None:
                 self._metrics.artifact_refused()
@@ -84,15 +91,47 @@ class ModelFollower:
             return None
         self._problem = ""
         if followed is None:
-            if self._refused is None and self._metrics is not None:
+            if self._refusal is None and self._metrics is not None:
                 self._metrics.pointer_followed()  # nothing promoted yet
             return None
-        self._refused = None
+        self._refusal = None
         if self._metrics is not None:
             self._metrics.pointer_followed()
         if followed.downloaded:
             log.info("model source: downloaded version %s, hashes checked", followed.version)
         return followed.version
+
+    @property
+    def refusal(self) -> ArtifactRefused | None:
+        """Why the pointer's version was refused unread, while the pointer still names it."""
+        return self._refusal
+
+    async def earlier_versions(self, version: str, most: int) -> list[str]:
+        """The versions `version` replaced when promoted, nearest first, at most `most`
+        (studentperf.model_store.replaced_versions). Raises what the database raises."""
+        try:
+            return await replaced_versions(await self._connect(), version, most)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            self._drop()
+            raise
+
+    async def fetch_version(self, version: str) -> Path:
+        """Makes the folder hold `version`, downloaded and checked if missing, as for the
+        pointer's version; returns its folder. Raises ArtifactRefused (nothing written: not
+        counted, since the pointer does not name it) or what the database raises."""
+        try:
+            await download_version(await self._connect(), version, self._models)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            self._drop()
+            raise
+        return self._models / version
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._url, timeout=CONNECT_TIMEOUT_S, command_timeout=self._command_timeout_s
+            )
+        return self._conn
 
     def _drop(self) -> None:
         """Forgets a connection that failed, without a goodbye it may never answer."""

@@ -13,6 +13,8 @@ promoted on another machine is loaded on the same poll; the folder's link is mov
 once it loaded. The pointer alone says what to serve: while it cannot be read, a worker keeps
 what it serves. The link is what a restarted worker starts on (`load_at_start`) when the
 pointer's version does not load or the database does not answer: a version this replica loaded.
+A new replica has no such version (its folder holds the pointer's version at most): it falls
+back to the newest version the pointer's version replaced that it can load (`FALLBACK_VERSIONS`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def watches(model_path: str) -> bool:
     return (Path(model_path) / CURRENT).is_symlink()
 
 
+# How many versions back a replica with nothing of its own goes, from the pointer's version,
+# for one it can load. Each step downloads and unpickles a version, so the start waits for
+# every one tried; and each is older than the last, replaced for a reason: a pointer whose last
+# few versions all fail here (another scikit-learn in this image, a pass mark no version of
+# late was trained for) is a fault for an operator, not one to serve around with a stale model.
+FALLBACK_VERSIONS = 3
+
+
 async def load_at_start(
     models_dir: str, *, expected_pass_mark: float, follower: ModelFollower | None
 ) -> tuple[ServedModel, Path | None]:
@@ -48,11 +58,26 @@ async def load_at_start(
 
     With a follower, the version the database's pointer names, if it loads (the folder's link
     then moves to it); otherwise, or while the database cannot be read, the version the link
-    names. What loads nowhere raises the pointer's version's own reason.
+    names; and when that does not load either (a new replica's folder), the newest version the
+    pointer's version replaced that loads (`fall_back`). What loads nowhere raises the pointer's
+    version's own reason.
     """
-    followed = await follower.sync() if follower is not None else None
-    if followed is None:
+    if follower is None:
         return load_served_model(models_dir, expected_pass_mark=expected_pass_mark), None
+    followed = await follower.sync()
+    if followed is None:
+        try:
+            return load_served_model(models_dir, expected_pass_mark=expected_pass_mark), None
+        except Exception:
+            refusal = follower.refusal
+            if refusal is None:
+                raise  # nothing promoted yet, or the database cannot be read: no walk either
+            # Refused unread, and nothing of this replica's own loads (a new one). The refusal
+            # stays counted, its gauge 1 while the pointer names it: operators still see it.
+            model = await fall_back(
+                models_dir, follower, refusal.version, refusal, expected_pass_mark
+            )
+            return model, None
     target = (Path(models_dir) / followed).resolve()
     try:
         model = load_served_model(str(target), expected_pass_mark=expected_pass_mark)
@@ -60,7 +85,7 @@ async def load_at_start(
         try:
             model = load_served_model(models_dir, expected_pass_mark=expected_pass_mark)
         except Exception:
-            raise err from None
+            return await fall_back(models_dir, follower, followed, err, expected_pass_mark), target
         log.error(
             "cannot serve %s, the version the database's pointer names (%s); serving %s, "
             "the last version this replica loaded",
@@ -71,6 +96,61 @@ async def load_at_start(
         return model, target
     await asyncio.to_thread(_link, models_dir, followed)
     return model, None
+
+
+async def fall_back(
+    models_dir: str,
+    follower: ModelFollower,
+    pointed: str,
+    why: Exception,
+    expected_pass_mark: float,
+) -> ServedModel:
+    """The newest of the (at most FALLBACK_VERSIONS) versions `pointed` replaced that downloads,
+    hashes right and loads, linked as the folder's current; raises `why`, the pointer's
+    version's reason, when none does. Each is downloaded only when the one before failed."""
+    try:
+        earlier = await follower.earlier_versions(pointed, FALLBACK_VERSIONS)
+    except Exception as err:
+        log.error(
+            "cannot serve %s, the version the database's pointer names (%s), and cannot read "
+            "which versions it replaced (%s)",
+            pointed,
+            why,
+            err,
+        )
+        raise why from None
+    tried = []
+    for back, version in enumerate(earlier, start=1):
+        try:
+            folder = await follower.fetch_version(version)
+            model = load_served_model(str(folder.resolve()), expected_pass_mark=expected_pass_mark)
+        except Exception as err:  # refused, unreadable, not loadable here: try the next
+            tried.append(f"{version} ({err})")
+            continue
+        log.error(
+            "cannot serve %s, the version the database's pointer names (%s); this replica "
+            "has no version it loaded before, so it serves %s instead, the version %s "
+            "replaced %d promotion(s) back%s; it follows the pointer again once that names "
+            "a version that loads",
+            pointed,
+            why,
+            model.version,
+            pointed,
+            back,
+            f", after {'; '.join(tried)}" if tried else "",
+        )
+        await asyncio.to_thread(_link, models_dir, version)
+        return model
+    log.error(
+        "cannot serve %s, the version the database's pointer names (%s), nor %s: nothing to "
+        "start on",
+        pointed,
+        why,
+        f"the versions it replaced ({'; '.join(tried)})"
+        if tried
+        else "a version it replaced (no promotion to it recorded)",
+    )
+    raise why from None
 
 
 def _link(models_dir: str, version: str) -> None:

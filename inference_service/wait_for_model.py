@@ -8,6 +8,13 @@ checked first, as the inference role), so the service then starts on a folder th
 the version; with `folder` it waits for the folder's `current` link. Settings are the service's
 own (Settings.from_env), so it reads what the service will read. Exits 0 once a version is
 there, 2 on bad settings.
+
+What it brings need not load: that is for the service to find out, with its pass mark and its
+libraries, and a new replica whose pointer's version does not load, or was refused unread
+(its bytes do not match their SHA-256), starts on the newest version that one replaced that
+does load (inference_service.reload, `fall_back`). So a refused pointer's version ends the wait
+too, with nothing brought: a training did promote a version, and waiting would keep the pod
+from starting until the next promotion, where the service can serve an earlier one now.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ async def wait_for_model(
     interval_s: float = DEFAULT_INTERVAL_S,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Returns the version the service will serve once the models folder holds one."""
+    """Returns the version the service will serve once the models folder holds one, or the
+    pointer's version when it was refused (the service then falls back from it)."""
     follower = None
     if settings.model_source == "database":
         follower = ModelFollower(settings.shared.database_url, settings.models_dir)
@@ -61,6 +69,13 @@ async def wait_for_model(
             version = followed or linked
             if version is not None:
                 return version
+            refusal = follower.refusal if follower is not None else None
+            if refusal is not None:
+                say(
+                    f"the database's pointer names a version refused unread ({refusal}); the "
+                    "service starts on the newest version it replaced that loads"
+                )
+                return refusal.version
             where = "the database's pointer" if follower else f"{settings.models_dir}/current"
             say(f"waiting for a promoted model ({where}); trying again in {interval_s:g} s")
             await asyncio.sleep(interval_s)
@@ -77,7 +92,7 @@ def main() -> None:
         print(f"cannot wait for a model: {err}", file=sys.stderr)
         raise SystemExit(CANNOT_START) from None
     version = asyncio.run(wait_for_model(settings))
-    print(f"model {version} is in {settings.models_dir}")
+    print(f"model {version}: the service may start on {settings.models_dir}")
 
 
 if __name__ == "__main__":

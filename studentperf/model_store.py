@@ -12,7 +12,9 @@ Every file's bytes are hashed and compared with the hash the trainer recorded BE
 written to disk, let alone unpickled: a pickle is code, and a version whose bytes were changed in
 the table is refused (ArtifactRefused) without touching the folder. Only the trainer's role may
 write the tables (migration 0015). A rollback (trainer/rollback_cli.py) checks a stored version
-with `verify_stored` and chooses among `published_versions` before it moves the pointer.
+with `verify_stored` and chooses among `published_versions` before it moves the pointer. A new
+replica whose pointer's version does not load there walks `replaced_versions` back for one that
+does (inference_service.reload).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from studentperf.persistence.artifacts import (
     FILE_PART,
     MOVE_POINTER,
     PUBLISHED_VERSIONS,
+    REPLACED_VERSIONS,
     STORE_FILE,
     STORE_VERSION,
     VERSION_FILES,
@@ -137,6 +140,25 @@ async def move_pointer(
     if row is None:
         return None
     return PointerMove(row["id"], row["moved_at"], row["moved_by"])
+
+
+async def replaced_versions(conn: asyncpg.Connection, version: str, most: int) -> list[str]:
+    """The versions `version` replaced, walking its promotions back, nearest first: at most
+    `most` steps, each version once and never `version` itself (a walk may come round to one
+    again). Empty when no promotion to it was recorded (migration 0017)."""
+    rows = await conn.fetch(REPLACED_VERSIONS, version, most)
+    return distinct_versions(version, [row["model_version"] for row in rows])
+
+
+def distinct_versions(version: str, walked: list[str]) -> list[str]:
+    """`walked` in its order, each once, without `version`: a version a walk comes round to
+    again was tried already, or is the one being replaced."""
+    seen, distinct = {version}, []
+    for walked_version in walked:
+        if walked_version not in seen:
+            seen.add(walked_version)
+            distinct.append(walked_version)
+    return distinct
 
 
 @dataclass(frozen=True)

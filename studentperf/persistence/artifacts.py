@@ -39,6 +39,26 @@ SELECT $2::text, model_version, $3::text, $4::text
 FROM (SELECT model_version FROM updated UNION ALL SELECT model_version FROM inserted) AS moved
 RETURNING id, moved_at, moved_by
 """
+# $1: a version, $2: how many steps back at most. The versions $1 replaced, nearest first: the
+# one its last promotion took `current` from, the one that one's last promotion took it from,
+# and so on (a replica's fallback when $1 does not load there: inference_service/reload.py).
+# Promotions only, as a rollback walks (trainer/rollback.py): a version a rollback took off is
+# never gone back to. The bound also ends a walk that comes round to a version again.
+REPLACED_VERSIONS: Final = """
+WITH RECURSIVE replaced (model_version, step) AS (
+    SELECT $1::text, 0
+    UNION ALL
+    SELECT p.from_version, r.step + 1
+    FROM replaced r
+    CROSS JOIN LATERAL (
+        SELECT m.from_version FROM model_pointer_moves m
+        WHERE m.kind = 'promotion' AND m.to_version = r.model_version
+        ORDER BY m.id DESC LIMIT 1
+    ) p
+    WHERE r.step < $2 AND p.from_version IS NOT NULL
+)
+SELECT model_version FROM replaced WHERE step > 0 ORDER BY step
+"""
 # $1: the version. Each file's name, size and SHA-256, not its bytes: those come in parts.
 VERSION_FILES: Final = """
 SELECT file_name, octet_length(content) AS size, sha256 FROM model_artifact_files

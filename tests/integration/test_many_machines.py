@@ -26,10 +26,12 @@ import grpc
 import pytest
 
 from inference_service.model_follower import ModelFollower
+from inference_service.settings import Settings
+from inference_service.wait_for_model import wait_for_model
 from infra.bench.process import HealthClient
 from infra.devstack import free_port
 from studentperf.config import DatabaseRole
-from studentperf.model_artifact import MODEL_FILE, save_artifact
+from studentperf.model_artifact import CURRENT, MODEL_FILE, save_artifact
 from studentperf.model_store import MoveKind, current_pointer, move_pointer, store_version
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
@@ -382,6 +384,100 @@ async def test_a_version_that_does_not_load_is_not_what_a_restarted_replica_star
     assert await replica.ready() == old
     restarted = replica.process.log_path.read_text()[before_restart:]
     assert f"{refusal}, the version the database's pointer names" in restarted
+
+
+async def init_container(stack: Stack, replica: Replica) -> str:
+    """What a new pod's init container does before its service starts (deploy/)."""
+    settings = Settings.from_env(
+        {
+            "STUDENTPERF_MODEL_SOURCE": "database",
+            "STUDENTPERF_MODELS_DIR": str(replica.models),
+            "STUDENTPERF_SPOOL_DIR": str(replica.models.parent / "init-spool"),
+            "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.INFERENCE),
+        }
+    )
+    return await asyncio.wait_for(wait_for_model(settings, say=lambda _: None), 30)
+
+
+async def test_a_new_replica_serves_the_newest_replaced_version_that_loads(
+    stack: Stack, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """A replica that loaded a version before keeps serving it when the pointer's does not load
+    (above); a new one (a new pod: an empty folder) has none, and without a fallback it could
+    not start at all. It walks the promotions back from the pointer's version and serves the
+    newest that loads, and follows the pointer again once that names a version that loads."""
+    trainer_models = tmp_path / "trainer-models"
+    old = await asyncio.to_thread(_spare_version, trainer_models)
+    await _promote(stack, trainer_models, old)
+    # Two promotions in a row made for another pass mark: the walk goes past the first.
+    first_bad = await asyncio.to_thread(_spare_version, trainer_models, 60.0)
+    await _promote(stack, trainer_models, first_bad)
+    pointed = await asyncio.to_thread(_spare_version, trainer_models, 60.0)
+    await _promote(stack, trainer_models, pointed)
+
+    replica = replicas[0]
+    assert await init_container(stack, replica) == pointed
+    replica.process.start()
+    assert await replica.ready() == old
+    logged = replica.process.log_path.read_text()
+    assert f"cannot serve {pointed}, the version the database's pointer names" in logged
+    assert f"serves {old} instead, the version {pointed} replaced 2 promotion(s) back" in logged
+    assert f"after {first_bad} (" in logged and "pass mark 60" in logged
+    assert os.readlink(replica.models / CURRENT) == old  # what a restart starts on
+    metrics = await asyncio.to_thread(replica.status.metrics)
+    assert metrics.get(POINTER_REFUSED) == 0.0  # its bytes are the trainer's: not refused
+
+    fixed = await asyncio.to_thread(_spare_version, trainer_models)
+    await _promote(stack, trainer_models, fixed)
+    deadline = time.monotonic() + 30
+    served = await replica.model_version()
+    while served != fixed and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        served = await replica.model_version()
+    assert served == fixed
+    assert os.readlink(replica.models / CURRENT) == fixed
+
+
+async def test_a_new_replica_whose_pointer_names_a_forged_version_serves_the_replaced_one(
+    stack: Stack, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """Refused unread, as on a replica that serves already (the refusal counted, the gauge 1 so
+    that InferenceModelArtifactRefused fires), but a new replica has nothing to keep serving: it
+    serves the version the forged one replaced rather than wait for the next promotion."""
+    trainer_models = tmp_path / "trainer-models"
+    old = await asyncio.to_thread(_spare_version, trainer_models)
+    await _promote(stack, trainer_models, old)
+    forged = await asyncio.to_thread(_spare_version, trainer_models)
+    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
+    owner = await asyncpg.connect(stack.database_url)
+    try:
+        await store_version(trainer, trainer_models / forged)
+        await owner.execute(ALLOW_CHANGES)
+        await owner.execute(
+            "UPDATE model_artifact_files SET content = content || '\\x00'::bytea"
+            " WHERE model_version = $1 AND file_name = $2",
+            forged,
+            MODEL_FILE,
+        )
+        assert await move_pointer(
+            trainer, forged, old, kind=MoveKind.PROMOTION, reason="a forged version, for the test"
+        )
+    finally:
+        await trainer.close()
+        await owner.close()
+
+    replica = replicas[0]
+    assert await init_container(stack, replica) == forged
+    replica.process.start()
+    assert await replica.ready() == old
+    assert not (replica.models / forged).exists(), "nothing of it reached the disk"
+    logged = replica.process.log_path.read_text()
+    assert "the trainer recorded; refused unread" in logged
+    assert f"serves {old} instead, the version {forged} replaced 1 promotion(s) back" in logged
+    await asyncio.sleep(3 * POLL_S)  # polls after the refusal neither retry nor count again
+    metrics = await asyncio.to_thread(replica.status.metrics)
+    assert metrics.get(REFUSED) == 1.0
+    assert metrics.get(POINTER_REFUSED) == 1.0
 
 
 async def test_a_replica_gives_up_on_a_database_that_stops_answering_and_catches_up(

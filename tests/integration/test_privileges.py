@@ -203,7 +203,9 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
     ],
     # Migration 0017: the pointer's moves are an append-only audit. Only the trainer, which
     # moves the pointer, records a move, and it cannot choose who or when; only it and the
-    # analyst read them (not the replicas); nobody changes or removes one.
+    # analyst read them, and the replicas (0025) only which version a promotion replaced, for
+    # a new replica's fallback: not who moved the pointer, when or why; nobody changes or
+    # removes one.
     *[
         (role, sql)
         for role in PROCESS_ROLES
@@ -213,7 +215,11 @@ FORBIDDEN: list[tuple[DatabaseRole, str]] = [
     *[
         (role, "SELECT count(*) FROM model_pointer_moves")
         for role in PROCESS_ROLES
-        if role not in (DatabaseRole.TRAINER, DatabaseRole.ANALYST)
+        if role not in (DatabaseRole.TRAINER, DatabaseRole.ANALYST, DatabaseRole.INFERENCE)
+    ],
+    *[
+        (DatabaseRole.INFERENCE, f"SELECT {column} FROM model_pointer_moves")
+        for column in ("reason", "moved_by", "moved_at", "*")
     ],
     (
         DatabaseRole.TRAINER,

@@ -13,7 +13,7 @@ import pytest
 
 from inference_service.model import ServedModel, load_served_model
 from inference_service.model_follower import ModelFollower
-from inference_service.reload import ModelReloader, load_at_start, watches
+from inference_service.reload import FALLBACK_VERSIONS, ModelReloader, load_at_start, watches
 from studentperf.model_artifact import (
     CURRENT,
     ModelArtifactError,
@@ -21,6 +21,7 @@ from studentperf.model_artifact import (
     save_artifact,
     set_current,
 )
+from studentperf.model_store import ArtifactRefused, distinct_versions
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
@@ -123,14 +124,35 @@ async def test_the_watcher_switches_on_its_own(
 
 class Pointer(ModelFollower):
     """The database's pointer as the follower reports it (its own reading of the database is
-    tested in tests/integration/test_many_machines.py): the version it brought, or None."""
+    tested in tests/integration/test_many_machines.py): the version it brought, or None; and
+    the versions it replaced, in `folder` already (`forged` ones refused as a mismatch)."""
 
-    def __init__(self, version: str | None) -> None:
-        super().__init__("postgresql://unused", "unused")
+    def __init__(
+        self,
+        version: str | None,
+        *,
+        earlier: list[str] | None = None,
+        folder: Path | None = None,
+        forged: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__("postgresql://unused", str(folder or "unused"))
         self.version = version
+        self.earlier = earlier or []
+        self.folder = folder or Path("unused")
+        self.forged = forged
+        self.fetched: list[str] = []
 
     async def sync(self) -> str | None:
         return self.version
+
+    async def earlier_versions(self, version: str, most: int) -> list[str]:
+        return self.earlier[:most]
+
+    async def fetch_version(self, version: str) -> Path:
+        self.fetched.append(version)
+        if version in self.forged:
+            raise ArtifactRefused(version, "model.joblib hashes to something else; refused unread")
+        return self.folder / version
 
 
 async def test_a_followed_version_that_cannot_load_never_becomes_what_a_restart_loads(
@@ -182,6 +204,89 @@ async def test_a_followed_version_that_cannot_load_never_becomes_what_a_restart_
     with pytest.raises(ModelArtifactError, match="pass mark 60"):
         await load_at_start(str(empty), expected_pass_mark=50.0, follower=Pointer(alone))
     assert not (empty / CURRENT).exists()
+
+
+async def test_a_new_replica_serves_the_newest_replaced_version_that_loads(
+    tmp_path: Path,
+    models: tuple[StudentModel, StudentModel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing of its own (a new pod): the pointer's version does not load here, so it walks
+    back, past a version refused unread and one that does not load either, to one that does;
+    links it, for a restart; and follows the pointer again once that names a version that
+    loads."""
+    oldest, good = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    forged = save(tmp_path, tiny_model(3), 3)
+    also_other = save(tmp_path, tiny_model(4, pass_mark=60.0), 4)
+    pointed = save(tmp_path, tiny_model(5, pass_mark=60.0), 5)
+    pointer = Pointer(
+        pointed, earlier=[also_other, forged, good, oldest], folder=tmp_path, forged={forged}
+    )
+
+    with caplog.at_level(logging.ERROR):
+        serving, failed = await load_at_start(
+            str(tmp_path), expected_pass_mark=50.0, follower=pointer
+        )
+    assert serving.version == good and failed == (tmp_path / pointed).resolve()
+    assert pointer.fetched == [also_other, forged, good]  # one at a time, until one loads
+    assert os.readlink(tmp_path / CURRENT) == good
+    [said] = [r.message for r in caplog.records]
+    assert f"cannot serve {pointed}, the version the database's pointer names" in said
+    assert "pass mark 60" in said and f"serves {good} instead" in said
+    assert f"replaced 3 promotion(s) back, after {also_other} (" in said and forged in said
+
+    installed = Installed(serving)
+    reloader = ModelReloader(
+        str(tmp_path),
+        expected_pass_mark=50.0,
+        serving=serving,
+        install=installed,
+        follower=pointer,
+        failed=failed,
+    )
+    assert not await reloader.check()  # the pointer's version is not tried again
+    pointer.version = oldest
+    assert await reloader.check()
+    assert installed.versions == [good, oldest] and os.readlink(tmp_path / CURRENT) == oldest
+
+
+async def test_a_new_replica_goes_back_a_few_versions_at_most_then_says_why_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = [save(tmp_path, tiny_model(s, pass_mark=60.0), s) for s in range(1, 6)]
+    pointed, earlier = other[-1], other[-2::-1]
+    pointer = Pointer(pointed, earlier=earlier, folder=tmp_path)
+    with caplog.at_level(logging.ERROR), pytest.raises(ModelArtifactError, match="pass mark 60"):
+        await load_at_start(str(tmp_path), expected_pass_mark=50.0, follower=pointer)
+    assert pointer.fetched == earlier[:FALLBACK_VERSIONS]
+    assert not (tmp_path / CURRENT).exists()
+    assert "nothing to start on" in caplog.records[-1].message
+
+
+async def test_a_new_replica_whose_pointer_names_a_refused_version_serves_the_replaced_one(
+    tmp_path: Path, models: tuple[StudentModel, StudentModel]
+) -> None:
+    """The follower refused the pointer's version unread (nothing of it on disk), and the
+    folder holds nothing else: the walk starts from the refused version."""
+    previous = save(tmp_path, models[0], 1)
+    pointer = Pointer(None, earlier=[previous], folder=tmp_path)
+    pointer._refusal = ArtifactRefused("forged", "hashes to something else; refused unread")
+    serving, failed = await load_at_start(str(tmp_path), expected_pass_mark=50.0, follower=pointer)
+    assert serving.version == previous and failed is None
+    assert os.readlink(tmp_path / CURRENT) == previous
+
+    # The database could not be read, nothing refused: a new replica has nothing to walk from.
+    with pytest.raises(ModelArtifactError):
+        await load_at_start(
+            str(tmp_path / "empty"), expected_pass_mark=50.0, follower=Pointer(None)
+        )
+
+
+def test_a_walk_back_tries_each_version_once() -> None:
+    # The SQL bounds the walk by steps, not by what it met: moves written by hand, or a version
+    # stored again under an old name, can bring it round to a version, or to B, its start.
+    assert distinct_versions("B", ["A", "C", "A", "B", "D"]) == ["A", "C", "D"]
+    assert distinct_versions("B", []) == []
 
 
 async def test_a_worker_that_loaded_slowly_never_takes_another_off_the_pointers_version(
