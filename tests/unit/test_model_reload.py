@@ -220,7 +220,10 @@ async def test_a_new_replica_serves_the_newest_replaced_version_that_loads(
     also_other = save(tmp_path, tiny_model(4, pass_mark=60.0), 4)
     pointed = save(tmp_path, tiny_model(5, pass_mark=60.0), 5)
     pointer = Pointer(
-        pointed, earlier=[also_other, forged, good, oldest], folder=tmp_path, forged={forged}
+        pointed,
+        earlier=[also_other, forged, good, oldest],
+        folder=tmp_path,
+        forged=frozenset({forged}),
     )
 
     with caplog.at_level(logging.ERROR):
