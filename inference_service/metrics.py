@@ -74,6 +74,13 @@ class InferenceMetrics:
             "once it names another (the counter above only says when).",
             registry=registry,
         )
+        self._named_unloadable = Gauge(
+            PREFIX + "model_named_unloadable",
+            "1 while the version this process is told to serve (the database's pointer, or "
+            "the models folder's current link) does not load here (made for another pass mark, "
+            "another scikit-learn), so it serves an older one; 0 while it serves the named one.",
+            registry=registry,
+        )
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
         self._version_children: dict[str, tuple[Counter, Counter]] = {}
 
@@ -107,6 +114,9 @@ class InferenceMetrics:
     def pointer_followed(self) -> None:
         """The pointer names a version that was not refused (or none)."""
         self._pointer_refused.set(0)
+
+    def named_unloadable(self, unloadable: bool) -> None:
+        self._named_unloadable.set(1 if unloadable else 0)
 
     def spooled(self, count: int) -> None:
         self._spooled.inc(count)

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from inference_service.metrics import InferenceMetrics
 from inference_service.model import ServedModel, load_served_model
 from inference_service.model_follower import ModelFollower
 from studentperf.model_artifact import (
@@ -175,8 +176,10 @@ class ModelReloader:
         interval_s: float = 1.0,
         follower: ModelFollower | None = None,
         failed: Path | None = None,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self._follower = follower
+        self._metrics = metrics
         self._root = model_path
         self._pass_mark = expected_pass_mark
         self._install = install
@@ -224,12 +227,18 @@ class ModelReloader:
                     self._problem = str(err)
                 return False
             self._problem = ""
-        if target in (self._serving, self._failed):
+        if target == self._serving:
+            # Named again (a rollback, say): a version that failed is tried again if named again.
+            self._failed = None
+            self._named_unloadable(False)
+            return False
+        if target == self._failed:
             return False
         try:
             model = await asyncio.to_thread(self._load, target)
         except Exception as err:  # whatever is wrong with that version, keep serving this one
             self._failed = target
+            self._named_unloadable(True)
             log.error(
                 "model reload: cannot serve %s (%s); still serving the current model",
                 target.name,
@@ -240,8 +249,13 @@ class ModelReloader:
             await asyncio.to_thread(_link, self._root, followed)
         self._serving, self._failed = target, None
         self._install(model)
+        self._named_unloadable(False)
         log.info("model reload: now serving %s", model.version)
         return True
+
+    def _named_unloadable(self, unloadable: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.named_unloadable(unloadable)
 
     def _load(self, target: Path) -> ServedModel:
         model = load_served_model(str(target), expected_pass_mark=self._pass_mark)

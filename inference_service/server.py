@@ -140,6 +140,7 @@ async def start_server(settings: Settings) -> RunningServer:
             await follower.close()
         raise
     log.info("serving model %s from %s", model.version, settings.models_dir)
+    metrics.named_unloadable(failed is not None)
     kafka = KafkaPublisher(
         settings.shared.kafka_bootstrap_servers,
         settings.shared.kafka_topic,
@@ -175,6 +176,7 @@ async def start_server(settings: Settings) -> RunningServer:
             interval_s=settings.model_poll_interval_s,
             follower=follower,
             failed=failed,
+            metrics=metrics,
         )
     elif follower is not None:
         await follower.close()

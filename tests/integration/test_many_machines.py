@@ -52,6 +52,7 @@ POLL_S = 0.2
 SWITCH_BOUND_S = 5.0
 REFUSED = "studentperf_inference_model_artifacts_refused_total"
 POINTER_REFUSED = "studentperf_inference_model_pointer_refused"
+NAMED_UNLOADABLE = "studentperf_inference_model_named_unloadable"
 
 
 @dataclass
@@ -377,6 +378,7 @@ async def test_a_version_that_does_not_load_is_not_what_a_restarted_replica_star
     assert refusal in replica.process.log_path.read_text()
     assert await replica.model_version() == old
     assert os.readlink(replica.models / "current") == old
+    assert (await asyncio.to_thread(replica.status.metrics)).get(NAMED_UNLOADABLE) == 1.0
 
     await replica.process.stop_async()
     before_restart = len(replica.process.log_path.read_text())
@@ -384,6 +386,7 @@ async def test_a_version_that_does_not_load_is_not_what_a_restarted_replica_star
     assert await replica.ready() == old
     restarted = replica.process.log_path.read_text()[before_restart:]
     assert f"{refusal}, the version the database's pointer names" in restarted
+    assert (await asyncio.to_thread(replica.status.metrics)).get(NAMED_UNLOADABLE) == 1.0
 
 
 async def init_container(stack: Stack, replica: Replica) -> str:
@@ -426,6 +429,7 @@ async def test_a_new_replica_serves_the_newest_replaced_version_that_loads(
     assert os.readlink(replica.models / CURRENT) == old  # what a restart starts on
     metrics = await asyncio.to_thread(replica.status.metrics)
     assert metrics.get(POINTER_REFUSED) == 0.0  # its bytes are the trainer's: not refused
+    assert metrics.get(NAMED_UNLOADABLE) == 1.0  # but it does not load here
 
     fixed = await asyncio.to_thread(_spare_version, trainer_models)
     await _promote(stack, trainer_models, fixed)
@@ -436,6 +440,7 @@ async def test_a_new_replica_serves_the_newest_replaced_version_that_loads(
         served = await replica.model_version()
     assert served == fixed
     assert os.readlink(replica.models / CURRENT) == fixed
+    assert (await asyncio.to_thread(replica.status.metrics)).get(NAMED_UNLOADABLE) == 0.0
 
 
 async def test_a_new_replica_whose_pointer_names_a_forged_version_serves_the_replaced_one(

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from inference_service.metrics import PREFIX, InferenceMetrics
 from inference_service.model import ServedModel, load_served_model
 from inference_service.model_follower import ModelFollower
 from inference_service.reload import FALLBACK_VERSIONS, ModelReloader, load_at_start, watches
@@ -54,7 +56,9 @@ class Installed:
         self.versions.append(model.version)
 
 
-def reloader_for(root: Path, interval_s: float = 1.0) -> tuple[ModelReloader, Installed]:
+def reloader_for(
+    root: Path, interval_s: float = 1.0, metrics: InferenceMetrics | None = None
+) -> tuple[ModelReloader, Installed]:
     serving = load_served_model(str(root), expected_pass_mark=50.0)
     installed = Installed(serving)
     reloader = ModelReloader(
@@ -63,6 +67,7 @@ def reloader_for(root: Path, interval_s: float = 1.0) -> tuple[ModelReloader, In
         serving=serving,
         install=installed,
         interval_s=interval_s,
+        metrics=metrics,
     )
     return reloader, installed
 
@@ -102,6 +107,33 @@ async def test_follows_current_and_refuses_what_it_cannot_serve(
     set_current(tmp_path, first)
     assert await reloader.check()
     assert installed.versions == [first, second, first]
+
+
+async def test_a_gauge_says_while_the_named_version_does_not_load_here(
+    tmp_path: Path, models: tuple[StudentModel, StudentModel]
+) -> None:
+    """studentperf_inference_model_named_unloadable: 1 while the version named does not load
+    and an older one serves, whether the name then stays, goes back to what serves and returns,
+    or moves on to one that loads."""
+    first, second = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    other_mark = save(tmp_path, tiny_model(4, pass_mark=60.0), 4)
+    set_current(tmp_path, first)
+    metrics = InferenceMetrics(CollectorRegistry())
+    reloader, installed = reloader_for(tmp_path, metrics=metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value(PREFIX + "model_named_unloadable")
+
+    set_current(tmp_path, other_mark)
+    assert not await reloader.check() and gauge() == 1
+    assert not await reloader.check() and gauge() == 1  # still named: still not served
+    set_current(tmp_path, first)  # back to the version that serves
+    assert not await reloader.check() and gauge() == 0
+    set_current(tmp_path, other_mark)  # named again: tried again, refused again
+    assert not await reloader.check() and gauge() == 1
+    set_current(tmp_path, second)
+    assert await reloader.check() and gauge() == 0
+    assert installed.versions == [first, second]
 
 
 async def test_the_watcher_switches_on_its_own(
