@@ -97,7 +97,10 @@ def dead_letter(rejected: Rejected, first_seen_at: datetime) -> DeadLetter:
         attempts=rejected.attempts,
     )
     source = f"{record.topic}[{record.partition}]@{record.offset}"
-    return DeadLetter(record.key, record.value, headers, rejected.reason.value, source)
+    # Kafka keeps a record with neither key nor value, but a producer sends none (aiokafka
+    # asserts): its letter has an empty value, or no try could ever send it.
+    value = b"" if record.key is None and record.value is None else record.value
+    return DeadLetter(record.key, value, headers, rejected.reason.value, source)
 
 
 class KafkaDeadLetters:

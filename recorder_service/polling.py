@@ -12,6 +12,8 @@ So this remembers, per partition, the offset the recorder gets next. When getman
 seeks every assigned partition back there and reads each one once raw (raw_records.py): whole
 batches, the bad record handed on as an UnreadableRecord (dead-lettered as `undecodable`, with
 its key, value and headers), then seeks past the batches read and goes back to getmany().
+A batch compressed with a codec whose library is not installed (snappy, lz4, zstd) makes
+getmany() raise in the same way; read raw, its records are handed on as unreadable too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnsupportedCodecError
 
 from recorder_service.batching import Chunk, Record, UnreadableRecord
 from recorder_service.ports import Consumer
@@ -99,7 +101,9 @@ class Poller:
         """aiokafka's getmany(); None when a record it fetched cannot be decoded."""
         try:
             chunk = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, UnsupportedCodecError):
+            # UnsupportedCodecError: a batch compressed with a codec whose library is missing
+            # raises as a bad name does, with the same losses.
             return None
         self._forget_if_reassigned()
         self._handed_on(chunk)

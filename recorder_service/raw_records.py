@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaClient, TopicPartition
-from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
+from aiokafka.codec import (
+    gzip_decode,
+    has_gzip,
+    has_lz4,
+    has_snappy,
+    has_zstd,
+    lz4_decode,
+    snappy_decode,
+    zstd_decode,
+)
 from aiokafka.errors import CorruptRecordException, LeaderNotAvailableError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.util import decode_varint
@@ -36,6 +45,18 @@ _CODECS: Mapping[int, Callable[[bytes], bytes]] = {
     3: lz4_decode,
     4: zstd_decode,
 }
+# Kafka's codecs; aiokafka reads all but gzip only with a library that may not be installed.
+_CODEC_NAMES: Mapping[int, str] = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+_CODEC_READABLE: Mapping[int, Callable[[], bool]] = {
+    1: has_gzip,
+    2: has_snappy,
+    3: has_lz4,
+    4: has_zstd,
+}
+UNDECOMPRESSABLE = (
+    "its record batch is compressed with {codec}, which this recorder cannot decompress;"
+    " its key, value and headers are left in the source topic"
+)
 _CONTROL = 0x20
 _LOG_APPEND_TIME = 0x08
 FETCH_MAX_BYTES = 1024 * 1024  # aiokafka's max_partition_fetch_bytes
@@ -73,9 +94,25 @@ def parse(
                 raise CorruptRecordException(f"{tp}: record batch format v{magic}")
             body = data[pos + _BATCH.size : end]
             codec = attributes & 0x07
-            if codec:
-                body = _CODECS[codec](body)
-            if not attributes & _CONTROL:
+            if attributes & _CONTROL:
+                pass  # transaction markers: no record
+            elif codec and not (codec in _CODEC_READABLE and _CODEC_READABLE[codec]()):
+                # aiokafka cannot read it either: what the batch holds is unknown here, and
+                # the recorder goes on past it rather than stop at it.
+                first = max(start, base_offset)
+                records += [
+                    UnreadableRecord(
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                        UNDECOMPRESSABLE.format(codec=_CODEC_NAMES.get(codec, f"codec {codec}")),
+                        max_ts if attributes & _LOG_APPEND_TIME else first_ts,
+                    )
+                    for offset in range(first, base_offset + last_delta + 1)
+                ]
+            else:
+                if codec:
+                    body = _CODECS[codec](body)
                 log_append = bool(attributes & _LOG_APPEND_TIME)
                 for record in _records(bytearray(body), count, tp, base_offset, first_ts):
                     if record.offset >= start:

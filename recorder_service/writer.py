@@ -82,6 +82,7 @@ class BatchWriter:
         self._commit_timeout_s = commit_timeout_s
         # The batches under way whose last try failed: an outage lasts while any does.
         self._failing: set[InFlight] = set()
+        self._flights: dict[asyncio.Task[bool], InFlight] = {}
 
     def start(
         self,
@@ -94,8 +95,15 @@ class BatchWriter:
         watch and in the order shards are written is taken here, at once, in the order the
         batches are handed over."""
         flight = self._guard.begin()
-        turn = self._store.turn(lambda: flight.abandoned)
-        return asyncio.create_task(self._finish(consumer, prepared, stop, flight, turn, before))
+        prior = self._flights.get(before) if before is not None else None
+        # A batch behind one given up writes nothing either: where that one wrote nothing,
+        # these later records would be stored before it, and an import's later copy become
+        # its first once both are read again.
+        turn = self._store.turn(lambda: flight.abandoned or (prior is not None and prior.abandoned))
+        task = asyncio.create_task(self._finish(consumer, prepared, stop, flight, turn, before))
+        self._flights[task] = flight
+        task.add_done_callback(lambda done: self._flights.pop(done, None))
+        return task
 
     async def _finish(
         self,
@@ -138,6 +146,7 @@ class BatchWriter:
             self._account(batch, written, rejected)
             await self._commit(consumer, batch)
         except GivenUp:
+            flight.abandoned = True  # before its turn ends: the batch behind sees it
             if not stop.is_set():
                 self._health.batches_abandoned += 1
                 log.warning("batch of %d abandoned uncommitted: partitions revoked", batch.size)

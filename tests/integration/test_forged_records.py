@@ -33,6 +33,7 @@ from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, read_all
+from tests.integration.raw_batches import RawRecord, produce_batch
 from tests.integration.recorder_support import Load, make_event, wait_stored
 
 # In every forged student id: a dead-letter header or log line holding it quotes student data.
@@ -328,3 +329,51 @@ async def test_a_database_that_refuses_every_batch_is_an_outage_not_poison(
             await PostgresStore(pool).write([staging(make_event("unusable"), 0)])
     finally:
         await pool.close()
+
+
+async def test_a_record_with_neither_key_nor_value_is_dead_lettered_and_recording_goes_on(
+    stack: Stack, dead_letter_topic: str
+) -> None:
+    # Kafka takes a record with neither key nor value (a topic that is not compacted; any
+    # client but aiokafka's producer writes one), and it is undecodable: its letter must go
+    # out in some form, or the batch waits for the dead-letter topic for ever.
+    bootstrap = stack.shared.kafka_bootstrap_servers
+    events = [make_event(f"{SECRET}-around-nothing-{i}") for i in range(3)]
+    kept = [envelope.encode(e) for e in events]
+    raw = [RawRecord(r.key, r.value, [(k.encode(), v) for k, v in r.headers]) for r in kept]
+    offsets = await produce_batch(
+        bootstrap, stack.topic, 0, [raw[0], RawRecord(None, None), raw[1]]
+    )
+    settings = RecorderSettings(
+        shared=stack.shared, consumer_group=f"nothing-{uuid.uuid4().hex[:6]}", batch_max_wait_ms=50
+    )
+    stop = asyncio.Event()
+    recording = asyncio.create_task(run_recorder(settings, stop))
+    try:
+        await asyncio.sleep(3)  # the first batch is read (and its letter sent, or not)
+        await produce_batch(bootstrap, stack.topic, 0, [raw[2]])  # a later batch
+        found = await wait_stored(
+            stack.database_url, [uuid.UUID(e.event_id) for e in events], timeout=30
+        )
+        letters = [
+            dict(letter.headers)
+            for letter in await read_all(bootstrap, dead_letter_topic)
+            if dict(letter.headers).get(envelope.DEAD_LETTER_SOURCE_TOPIC_HEADER)
+            == stack.topic.encode()
+        ]
+        from_nothing = [
+            h
+            for h in letters
+            if h[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] == b"0"
+            and h[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] == str(offsets[1]).encode()
+        ]
+    finally:
+        stop.set()
+        recorder = await asyncio.wait_for(recording, 30)
+    print(
+        f"\n[neither key nor value] good sent {len(events)} / stored {found.stored}"
+        f" / missing {found.missing} / its letters {len(from_nothing)}"
+        f" / retries {recorder.health.retries}"
+    )
+    assert found.missing == 0, "events after it are never stored: the recorder waits for ever"
+    assert from_nothing and from_nothing[0][envelope.DEAD_LETTER_REASON_HEADER] == b"undecodable"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,17 +14,22 @@ import pytest
 from aiokafka import TopicPartition
 
 from infra.devstack import PostgresServer
+from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
 from recorder_service.erasure import Erasure
 from recorder_service.health import RecorderHealth
-from recorder_service.rows import staging_row
+from recorder_service.rows import outcome_staging_row, staging_row
 from recorder_service.settings import Settings
 from recorder_service.sharding import TurnGivenUp
 from recorder_service.store import PostgresStore
+from studentperf import envelope
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import migrated_database
-from tests.integration.recorder_support import make_event
+from tests.integration.helpers import blocked_by
+from tests.integration.recorder_support import make_event, make_outcome_event
 from tests.unit.recorder_fakes import TOPIC, FakeConsumer, FakeDeadLetters, FakeRecord
+from trainer.import_events import import_event
+from trainer.kaggle import KaggleRow
 
 BASE_S = 1_700_000_000
 P0 = TopicPartition(TOPIC, 0)
@@ -146,3 +151,110 @@ async def test_a_write_given_up_mid_split_starts_no_more_transactions(
     finally:
         await store._pool.close()
     assert await predictions_of(db, student) == 0
+
+
+@pytest.mark.parametrize("given_up_by", ["revocation", "stop"])
+async def test_a_batch_behind_one_given_up_writes_nothing_before_it(
+    dsn: str, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, given_up_by: str
+) -> None:
+    """Batch 1 holds a student's first import of a file and a later RecordOutcomes score; batch
+    2, after it in the log, the same file's row imported again (a copy stamped later, which the
+    first copy in the log outranks). Batch 1's transaction is cut and it waits to try again
+    when a revocation (or the recorder's stop) gives it up. Batch 2, waiting for its turn at the
+    shard, must not write then: its copy, stored first, would be the import's first, and once
+    the partition is read again from the last commit the first copy is skipped and the later
+    score loses to it."""
+    monkeypatch.setattr(writer_module, "FIRST_RETRY_S", 5.0)  # batch 1 waits: the revocation
+    monkeypatch.setattr(writer_module, "MAX_RETRY_S", 5.0)
+    tag = uuid.uuid4().hex[:6]
+    student, term, sha = f"c{tag}", "2026-spring", uuid.uuid4().hex * 2
+    row = KaggleRow(2, student, "female", "bachelor", "standard", "none", 50.0)
+    first = import_event(row, file_sha256=sha, term=term, occurred_at=_at(BASE_S))
+    later = make_outcome_event(student, term, 90.0, seconds=BASE_S + 10)
+    again = import_event(row, file_sha256=sha, term=term, occurred_at=_at(BASE_S + 20))
+    log = [
+        envelope.encode_import(first),
+        envelope.encode_outcome(later),
+        envelope.encode_import(again),
+    ]
+    recs = [
+        FakeRecord(TOPIC, 0, offset, r.value, r.key, headers=r.headers)
+        for offset, r in enumerate(log)
+    ]
+    setup = await a_store(dsn)
+    try:  # the student's row, for another transaction to hold
+        other = make_outcome_event(student, "2025-fall", 60.0, seconds=BASE_S - 100)
+        await setup.write([outcome_staging_row(other, 0)])
+    finally:
+        await setup._pool.close()
+
+    store1 = await a_store(dsn)
+    settings = Settings(batch_max_events=2, batch_max_wait_ms=20, revoke_wait_ms=5_000)
+    member1 = Recorder(settings, store1, FakeDeadLetters(), RecorderHealth())
+    consumer1 = FakeConsumer({P0: recs[:2]}, {P0: recs[2:]}, partitions=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member1.run(consumer1, stop))
+    blocker = await asyncpg.connect(dsn)
+    holding = blocker.transaction()
+    await holding.start()
+    try:
+        await blocker.execute("SELECT 1 FROM students WHERE student_id = $1 FOR UPDATE", student)
+        assert await blocked_by(db, blocker) == 1  # batch 1, mid-transaction
+        await until(lambda: len(member1._guard._in_flight) == 2)  # batch 2, behind it
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE $1 = ANY(pg_blocking_pids(pid))",
+            blocker.get_server_pid(),
+        )
+        await holding.rollback()
+        await until(lambda: member1.health.retries > 0)  # batch 1 waits to try again
+        if given_up_by == "revocation":
+            await member1.listener.on_partitions_revoked({P0})
+        else:
+            stop.set()
+            await asyncio.wait_for(asyncio.shield(task), 30)
+    finally:
+        await blocker.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await store1._pool.close()
+    written_while_given_up = int(
+        await db.fetchval(
+            "SELECT count(*) FROM imported_rows WHERE event_id = $1", uuid.UUID(first.event_id)
+        )
+    )
+
+    # The partition's next owner reads it again from the last commit (none).
+    store2 = await a_store(dsn)
+    member2 = Recorder(settings, store2, FakeDeadLetters(), RecorderHealth())
+    consumer2 = FakeConsumer({P0: recs[:2]}, {P0: recs[2:]}, partitions=1)
+    stop2 = asyncio.Event()
+    task2 = asyncio.create_task(member2.run(consumer2, stop2))
+    try:
+        await until(lambda: {P0: 3} in consumer2.commits, timeout=30)
+    finally:
+        stop2.set()
+        await asyncio.wait_for(task2, 30)
+        await store2._pool.close()
+    score = await db.fetchval(
+        "SELECT final_score FROM outcomes WHERE student_id = $1 AND term = $2", student, term
+    )
+    print(
+        f"\nbatch 2 behind batch 1 given up: commits of member 1 {consumer1.commits}; "
+        f"import rows written as batch 1 was given up ({given_up_by}) {written_while_given_up}; "
+        f"score after the next owner read the partition again {score} (the later outcome: 90)"
+    )
+    assert consumer1.commits == []
+    assert written_while_given_up == 0
+    assert score == 90.0
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -188,3 +188,57 @@ async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: o for tp, o in (await consumer.end_offsets(partitions)).items()}
     finally:
         await consumer.stop()
+
+
+async def test_a_batch_compressed_with_a_codec_the_recorder_lacks_does_not_stop_it(
+    stack: Stack,
+) -> None:
+    # Kafka takes batches compressed with gzip, snappy, lz4 or zstd from any producer (a Java
+    # client configured with compression.type=zstd, say). aiokafka reads the last three only
+    # with a library this recorder does not have, and getmany() raises on such a batch. Its
+    # records cannot be read: they are dead-lettered, and the records around them stored.
+    bootstrap = stack.shared.kafka_bootstrap_servers
+    good_ids: list[uuid.UUID] = []
+
+    def events(*names: str) -> list[RawRecord]:
+        made = [good(f"codec-{name}") for name in names]
+        good_ids.extend(event_id for event_id, _ in made)
+        return [record for _, record in made]
+
+    await produce_batch(bootstrap, stack.topic, 0, events("a1", "a2"))
+    packed = [good("codec-packed-1")[1], good("codec-packed-2")[1]]
+    packed_at = await produce_batch(bootstrap, stack.topic, 0, packed, zstd=True)
+    await produce_batch(bootstrap, stack.topic, 0, events("a3"))
+    await produce_batch(bootstrap, stack.topic, 1, events("b1", "b2"))
+    settings = RecorderSettings(
+        shared=stack.shared, consumer_group="unreadable-codec", batch_max_wait_ms=50
+    )
+    stop = asyncio.Event()
+    recording = asyncio.create_task(run_recorder(settings, stop))
+    try:
+        found = await unless_ended(recording, wait_stored(stack.database_url, good_ids, timeout=60))
+        # Partitions with records (an empty one has nothing to commit).
+        ends = {p: end for p, end in (await topic_ends(bootstrap, stack.topic)).items() if end}
+        committed = await unless_ended(
+            recording, wait_committed(bootstrap, settings.consumer_group, ends, timeout=30)
+        )
+        letters = {
+            letter_source(h): h
+            for h in await letter_headers(bootstrap, stack.topic + DEAD_LETTER_SUFFIX)
+        }
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.wait({recording}), 30)
+    print(
+        f"\n[batch compressed with zstd] good sent {len(good_ids)} / stored {found.stored}"
+        f" / missing {found.missing} / packed at {packed_at}"
+        f" / their letters {[letters.get((0, o), {}).get('dead-letter-reason') for o in packed_at]}"
+        f" / committed {committed} / ends {ends}"
+    )
+    assert found.missing == 0
+    for offset in packed_at:
+        letter = letters[(0, offset)]
+        assert letter[envelope.DEAD_LETTER_REASON_HEADER] == b"undecodable"
+        assert b"zstd" in (letter[envelope.DEAD_LETTER_ERROR_HEADER] or b"")
+    assert committed == ends
+    recording.result()
