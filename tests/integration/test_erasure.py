@@ -15,7 +15,9 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -29,13 +31,14 @@ from inference_service.server import RunningServer
 from inference_service.spool import read_segment
 from infra.devstack import KafkaBroker, PostgresServer
 from recorder_service.erasure import student_hash
-from recorder_service.settings import DEV_ERASURE_KEY
+from recorder_service.settings import DEAD_LETTER_SUFFIX, DEV_ERASURE_KEY
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
 from studentperf.config import DatabaseRole, SharedSettings
 from studentperf.persistence.erasure import ERASED_TABLES, ERASURE_ROLE
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
+from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from tests.integration.conftest import (
     REPO,
     RecorderProcess,
@@ -46,6 +49,14 @@ from tests.integration.conftest import (
     serving,
 )
 from tests.integration.helpers import count_rows, eventually, group_lag, read_all, student
+from tests.integration.recorder_support import (
+    Raw,
+    make_event,
+    make_outcome_event,
+    produce,
+    raw,
+    raw_outcome,
+)
 
 pytestmark = pytest.mark.usefixtures("recorder")
 
@@ -463,3 +474,130 @@ async def test_only_the_erasure_role_deletes_and_the_audit_is_read_only_to_reade
 
 class _RollBack(Exception):
     """Leaves an attempt's transaction without a trace."""
+
+
+def invalid_outcome(student_id: str, when: datetime) -> Raw:
+    """An outcome event of the student the recorder refuses as invalid (its term breaks the
+    rule): it decodes, names the student and its time, and is never stored."""
+    return raw_outcome(
+        make_outcome_event(student_id, "no term", 50.0, seconds=int(when.timestamp()))
+    )
+
+
+async def dead_letters_by_source(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
+    """The dead letters of `topic`'s records: how many there are of each (partition, offset)."""
+    letters = await read_all(bootstrap, topic + DEAD_LETTER_SUFFIX)
+    found: Counter[tuple[int, int]] = Counter()
+    for letter in letters:
+        h = dict(letter.headers)
+        if h.get(envelope.DEAD_LETTER_SOURCE_TOPIC_HEADER) == topic.encode():
+            partition = int(h[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] or b"")
+            found[partition, int(h[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] or b"")] += 1
+    return found
+
+
+async def test_an_erased_student_s_refused_records_are_skipped_not_dead_lettered(
+    kafka: KafkaBroker, postgres: PostgresServer, stack: Stack
+) -> None:
+    # A topic and database of its own: the module's recorder must not dead-letter these too.
+    name = await fresh_topic_and_database(kafka, postgres, "erasedletters")
+    own = Stack(
+        kafka,
+        SharedSettings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            kafka_topic=name,
+            database_url=postgres.dsn(name),
+        ),
+        stack.model_path,
+    )
+    bootstrap = kafka.bootstrap_servers
+    sid, bystander = "erased-letters-1", "kept-letters-1"
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    future = make_event(sid, seconds=int((datetime.now(UTC) + timedelta(days=1)).timestamp()))
+    earlier = [
+        raw(make_event(sid, seconds=int(before.timestamp()))),  # stored, then erased
+        invalid_outcome(sid, before),  # invalid-event: refused after decoding
+        Raw(sid.encode(), b"\x00\xff not an event"),  # undecodable: only the key names it
+        raw(future),  # future-event: its occurred_at cannot place it
+        invalid_outcome(bystander, before),  # not the erased student's: dead-lettered always
+    ]
+    recorder = RecorderProcess(
+        RecorderSettings(shared=own.shared_as(DatabaseRole.RECORDER), batch_max_wait_ms=50)
+    )
+
+    async def run_to_the_end(group: str) -> None:
+        lag = partial(group_lag, bootstrap, group, name)
+        assert await eventually(lag, 0, timeout=60) == 0
+
+    first_group = f"erased-letters-{uuid.uuid4().hex[:8]}"
+    recorder.start(consumer_group=first_group)
+    try:
+        positions = await produce(bootstrap, name, earlier)
+        await run_to_the_end(first_group)
+        # Only now is the student erased: letters of before were the student's to send.
+        erasure = ErasureEvent(
+            schema_version=envelope.SCHEMA_VERSION,
+            event_id=str(uuid.uuid4()),
+            student_id=sid,
+            requested_by="registrar",
+        )
+        erased_at = datetime.now(UTC)
+        erasure.occurred_at.FromDatetime(erased_at)
+        record = envelope.encode_erasure(erasure)
+        later = [
+            Raw(record.key, record.value, record.headers),
+            # From an instance whose send was held up: it occurred before the erasure.
+            invalid_outcome(sid, before),
+            # A new enrolment's, after the erasure: dead-lettered as any other.
+            invalid_outcome(sid, erased_at + timedelta(seconds=1)),
+        ]
+        positions += await produce(bootstrap, name, later)
+        await run_to_the_end(first_group)
+    finally:
+        first = await recorder.stop()
+    first_letters = await dead_letters_by_source(bootstrap, name)
+
+    replay_group = f"erased-letters-replay-{uuid.uuid4().hex[:8]}"
+    recorder.start(consumer_group=replay_group)
+    try:
+        await run_to_the_end(replay_group)
+    finally:
+        replay = await recorder.stop()
+    replay_letters = await dead_letters_by_source(bootstrap, name) - first_letters
+
+    labels = [
+        "prediction",
+        "invalid outcome",
+        "undecodable",
+        "future",
+        "bystander's invalid outcome",
+        "erasure",
+        "late invalid outcome",
+        "new enrolment's invalid outcome",
+    ]
+    label_at = dict(zip(positions, labels, strict=True))
+    first_sent = sorted(label_at[pos] for pos in first_letters)
+    replay_sent = sorted(label_at[pos] for pos in replay_letters)
+    print(
+        f"\nfirst pass: {first.health.events_erased} skipped as erased, letters of {first_sent}"
+        f"\nreplay from offset 0: {replay.health.events_erased} skipped as erased,"
+        f" letters of {replay_sent}, by reason {dict(replay.health.dead_lettered)}"
+    )
+    # Before the erasure, the refused records of the student were dead-lettered; after it, a
+    # record of the student from before it is skipped and counted, on the first pass as on
+    # the replay: a letter would be a new copy of the erased student's data, kept for the
+    # dead-letter topic's retention from now on.
+    assert first_sent == sorted(
+        [
+            "invalid outcome",
+            "undecodable",
+            "future",
+            "bystander's invalid outcome",
+            "new enrolment's invalid outcome",
+        ]
+    )
+    assert first.health.events_erased == 1  # the late invalid outcome
+    assert replay_sent == sorted(["bystander's invalid outcome", "new enrolment's invalid outcome"])
+    # The prediction, the three refused records of before and the late one.
+    assert replay.health.events_erased == 5
+    assert dict(replay.health.dead_lettered) == {"invalid-event": 2}
