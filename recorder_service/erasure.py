@@ -12,8 +12,12 @@ by `student_hash`, an HMAC-SHA256 of the id under the recorder's key
 After that, every event of the student whose time is at or before the erasure's is skipped and
 counted, not stored; a later one (a new enrolment) is stored. Skipped rather than dead-lettered:
 the dead-letter topic is there for records someone should look at and replay, and a copy there
-would be a fresh copy of the erased student's data, kept for that topic's own retention. Each
-batch's students are looked up in `erasures` in one query. Nothing here logs a student id.
+would be a fresh copy of the erased student's data, kept for that topic's own retention. That
+holds for the records triage refuses before the database too (not an event, invalid, from the
+future): one that names the student (`Named`), by its key or by the event its value still
+parses as, at a time at or before the erasure's, is skipped and counted rather than
+dead-lettered. Each batch's students, those of its refused records with them, are looked up
+in `erasures` in one query. Nothing here logs a student id.
 """
 
 from __future__ import annotations
@@ -56,6 +60,16 @@ class Erasure:
     erased_as_of: datetime  # the event's occurred_at
     requested_by: str
     reason: str  # "" for none
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A student a record refused before the database names (triage.py says how), and the
+    time that puts the record before or after an erasure of the student."""
+
+    index: int  # the record's place among its batch's refused records (Triaged.rejected)
+    student_id: str
+    as_of: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +176,19 @@ async def erased_as_of(
     return {by_hash[bytes(r["student_hash"])]: r["erased_as_of"] for r in found}
 
 
-def students_of(rows: Sequence[StagingRow]) -> list[str]:
-    return list({str(row[_STUDENT]) for row in rows})
+def students_of(rows: Sequence[StagingRow], named: Sequence[Named] = ()) -> list[str]:
+    return list({str(row[_STUDENT]) for row in rows} | {n.student_id for n in named})
+
+
+def _latest(erased: Mapping[str, datetime], erasures: Sequence[Erasure]) -> dict[str, datetime]:
+    """Each erased student's latest erasure: in the database (`erased`) or by this batch's
+    `erasures`, wherever it stands in the batch."""
+    latest = dict(erased)
+    for erasure in erasures:
+        known = latest.get(erasure.student_id)
+        if known is None or erasure.erased_as_of > known:
+            latest[erasure.student_id] = erasure.erased_as_of
+    return latest
 
 
 def unerased(
@@ -174,11 +199,7 @@ def unerased(
     """The indexes of the rows to store: all but the events of an erased student (in the
     database, `erased`, or by this batch's `erasures`) that occurred at or before the student's
     latest erasure."""
-    latest = dict(erased)
-    for erasure in erasures:
-        known = latest.get(erasure.student_id)
-        if known is None or erasure.erased_as_of > known:
-            latest[erasure.student_id] = erasure.erased_as_of
+    latest = _latest(erased, erasures)
     if not latest:
         return list(range(len(rows)))
     kept = []
@@ -187,3 +208,20 @@ def unerased(
         if until is None or row[_OCCURRED_AT] > until:  # type: ignore[operator]
             kept.append(index)
     return kept
+
+
+def erased_records(
+    named: Sequence[Named],
+    erased: Mapping[str, datetime],
+    erasures: Sequence[Erasure] = (),
+) -> set[int]:
+    """The refused records to skip rather than dead-letter (their `Named.index`): those naming
+    a student erased (as for `unerased`) at or after their time. A record naming two students
+    is skipped when either is."""
+    latest = _latest(erased, erasures)
+    skipped = set()
+    for name in named:
+        until = latest.get(name.student_id)
+        if until is not None and name.as_of <= until:
+            skipped.add(name.index)
+    return skipped

@@ -61,7 +61,8 @@ class RecorderHealth:
     degraded_since: float = 0.0  # time.monotonic()
     events_stored: int = 0
     events_already_stored: int = 0
-    # Events not stored because their student was erased after they occurred; erasures applied.
+    # Events neither stored nor dead-lettered because their student was erased after they
+    # occurred (refused records too: recorder_service/erasure.py); erasures applied.
     events_erased: int = 0
     erasures_applied: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
@@ -191,7 +192,8 @@ class _HealthCollector(Collector):
             ),
             (
                 "events_erased",
-                "Events skipped: their student was erased after they occurred.",
+                "Events neither stored nor dead-lettered: their student was erased after they"
+                " occurred.",
                 health.events_erased,
             ),
             ("erasures_applied", "Erasure events applied (each once).", health.erasures_applied),

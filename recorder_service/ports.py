@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 
 from recorder_service.batching import Chunk
 from recorder_service.dead_letters import DeadLetter
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import StagingRow
 from recorder_service.sharding import Turn
 from recorder_service.store import WriteResult
@@ -45,6 +45,7 @@ class Store(Protocol):
         rows: Sequence[StagingRow],
         erasures: Sequence[Erasure] = (),
         turn: Turn | None = None,
+        named: Sequence[Named] = (),
     ) -> WriteResult: ...
 
 

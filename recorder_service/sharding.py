@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 
 _STUDENT = STAGING_COLUMNS.index("student_id")
@@ -32,10 +32,12 @@ class Shard:
     indexes: list[int] = field(default_factory=list)
     rows: list[StagingRow] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
+    # The students of the batch's refused records that fall here, looked up with the rows'.
+    named: list[Named] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.rows and not self.erasures
+        return not self.rows and not self.erasures and not self.named
 
 
 def shard_of(student_id: str, shards: int) -> int:
@@ -44,10 +46,15 @@ def shard_of(student_id: str, shards: int) -> int:
     return zlib.crc32(student_id.encode()) % shards
 
 
-def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) -> list[Shard]:
+def split(
+    rows: Sequence[StagingRow],
+    erasures: Sequence[Erasure],
+    shards: int,
+    named: Sequence[Named] = (),
+) -> list[Shard]:
     """The batch's non-empty shards (at most `shards`), each keeping the batch's order."""
     if shards == 1:  # every student's: no hash to take
-        whole = Shard(0, list(range(len(rows))), list(rows), list(erasures))
+        whole = Shard(0, list(range(len(rows))), list(rows), list(erasures), list(named))
         return [] if whole.empty else [whole]
     parts = [Shard(number) for number in range(shards)]
     for index, row in enumerate(rows):
@@ -56,6 +63,9 @@ def split(rows: Sequence[StagingRow], erasures: Sequence[Erasure], shards: int) 
         part.rows.append(row)
     for erasure in erasures:
         parts[shard_of(erasure.student_id, shards)].erasures.append(erasure)
+    # In the shard of the student it names, after that student's erasures of earlier batches.
+    for name in named:
+        parts[shard_of(name.student_id, shards)].named.append(name)
     return [part for part in parts if not part.empty]
 
 

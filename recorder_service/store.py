@@ -40,9 +40,11 @@ import asyncpg
 from recorder_service.erasure import (
     Applied,
     Erasure,
+    Named,
     StudentHasher,
     apply_erasures,
     erased_as_of,
+    erased_records,
     students_of,
     unerased,
 )
@@ -91,6 +93,9 @@ class WriteResult:
     # this write applied.
     erased: int = 0
     erasures: list[Applied] = field(default_factory=list)
+    # The records refused before the database to skip as of an erased student rather than
+    # dead-letter: the `Named.index`es of those given.
+    erased_refused: set[int] = field(default_factory=set)
 
     def add(self, other: WriteResult) -> None:
         self.stored += other.stored
@@ -99,6 +104,7 @@ class WriteResult:
         self.transactions += other.transactions
         self.erased += other.erased
         self.erasures += other.erasures
+        self.erased_refused |= other.erased_refused
 
 
 def is_transient(error: BaseException) -> bool:
@@ -276,12 +282,15 @@ class PostgresStore:
         rows: Sequence[StagingRow],
         erasures: Sequence[Erasure] = (),
         turn: Turn | None = None,
+        named: Sequence[Named] = (),
     ) -> WriteResult:
         """Applies the batch's erasures, then writes the rows, but those of erased students
         that occurred at or before their erasure; rows refused on their own (as data, or by
         any error only they cause) are reported by index, and every other row is written.
         Each shard does that for its students in its own transactions (its erasures in one,
-        its rows in one), all shards at once.
+        its rows in one), all shards at once. The students `named` by the batch's records
+        refused before the database are looked up with the rows' (in the same query), and
+        those records erased as of their time are reported (`erased_refused`).
 
         Two batches may be under way at once (the writer starts the next while this one
         ends). With their `turn`s, each shard number is written in the batches' order: a
@@ -298,7 +307,7 @@ class PostgresStore:
         the whole batch again adds nothing (an erasure is applied once, by its event id), so
         the caller retries it whole.
         """
-        parts = split(rows, erasures, self._shards) if rows or erasures else []
+        parts = split(rows, erasures, self._shards, named) if rows or erasures or named else []
         if turn is not None:
             written = {part.number for part in parts}
             for number in range(self._shards):
@@ -308,12 +317,15 @@ class PostgresStore:
             return WriteResult()
         if len(parts) == 1:
             return self._applied_once(
-                await self._write_shard(parts[0].number, rows, erasures, turn)
+                await self._write_shard(parts[0].number, rows, erasures, turn, parts[0].named)
             )
         # Every shard runs to its end even when another fails, so none is left mid-transaction
         # while the batch is retried.
         outcomes = await asyncio.gather(
-            *(self._write_shard(part.number, part.rows, part.erasures, turn) for part in parts),
+            *(
+                self._write_shard(part.number, part.rows, part.erasures, turn, part.named)
+                for part in parts
+            ),
             return_exceptions=True,
         )
         result = WriteResult()
@@ -348,6 +360,7 @@ class PostgresStore:
         rows: Sequence[StagingRow],
         erasures: Sequence[Erasure],
         turn: Turn | None,
+        named: Sequence[Named] = (),
     ) -> WriteResult:
         if turn is not None:
             await turn.wait(number)
@@ -358,7 +371,7 @@ class PostgresStore:
                 applied = self._remember_first(
                     await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
                 )
-                erased = await erased_as_of(conn, students_of(rows), self._hasher)
+                erased = await erased_as_of(conn, students_of(rows, named), self._hasher)
             except Exception as error:
                 # No record is at fault: an erasure event that reached here breaks no rule the
                 # table checks (envelope.decode_erasure checked them), and a lookup reads only.
@@ -366,7 +379,11 @@ class PostgresStore:
                     raise
                 raise DatabaseUnusable(describe(error)) from error
             keep, skipped_imports = _first_copies_decide(rows, unerased(rows, erased, erasures))
-            result = WriteResult(erased=len(rows) - len(keep), erasures=applied)
+            result = WriteResult(
+                erased=len(rows) - len(keep),
+                erasures=applied,
+                erased_refused=erased_records(named, erased, erasures),
+            )
             if skipped_imports:
                 if turn is not None:
                     turn.check()

@@ -7,18 +7,24 @@ topic; the database may still refuse a row later (store.py), which rejects it th
 Whatever a record holds, triage does not raise: an error nobody foresaw while reading one
 record is that record's problem (`unexpected-error`), never a reason to stop recording. Error
 texts name the rule a record broke and never quote its values, which can be a student's data.
+
+A rejected record notes the students it names and its time (`Rejected.students`, `.as_of`):
+the store skips it, rather than dead-letter it, when one of them was erased at or after that
+time (recorder_service/erasure.py), for its letter would be a new copy of the erased student's
+data. See `_named` for how a record that is no event is tied to a student and a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from recorder_service.batching import Record, UnreadableRecord
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import (
     StagingRow,
     import_staging_row,
@@ -28,6 +34,7 @@ from recorder_service.rows import (
 )
 from recorder_service.settings import DEFAULT_MAX_FUTURE_SKEW_S
 from studentperf import envelope
+from studentperf.student_id import student_id_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
@@ -56,6 +63,10 @@ class Rejected:
     reason: Reason
     error: str
     attempts: int = 1
+    # The students the record names and its time (`_named`): none for a record refused by the
+    # database, whose student was not erased when it was written (store.py checked first).
+    students: tuple[str, ...] = ()
+    as_of: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +84,16 @@ class Triaged:
         self.rejected += later.rejected
         self.erasures += later.erasures
 
+    def named(self) -> list[Named]:
+        """The students the rejected records name, each with its record's place in `rejected`
+        and time, for the store to look up with the rows' students."""
+        return [
+            Named(index, student, r.as_of)
+            for index, r in enumerate(self.rejected)
+            if r.as_of is not None
+            for student in r.students
+        ]
+
 
 def triage(
     records: Iterable[Record],
@@ -88,15 +109,15 @@ def triage(
     latest = (now or datetime.now(UTC)) + max_future_skew
     for record in records:
         if isinstance(record, UnreadableRecord):
-            out.rejected.append(Rejected(record, Reason.UNDECODABLE, record.error))
+            out.rejected.append(_rejected(record, Reason.UNDECODABLE, record.error))
             continue
         try:
             row = _row(record, latest, max_future_skew)
         except _Refused as refused:
-            out.rejected.append(Rejected(record, refused.reason, refused.error))
+            out.rejected.append(_rejected(record, refused.reason, refused.error))
         except Exception as error:  # one record's problem, not the recorder's
             error_text = f"{type(error).__name__} while reading the record"
-            out.rejected.append(Rejected(record, Reason.UNEXPECTED_ERROR, error_text))
+            out.rejected.append(_rejected(record, Reason.UNEXPECTED_ERROR, error_text))
         else:
             if isinstance(row, Erasure):
                 out.erasures.append(row)
@@ -104,6 +125,58 @@ def triage(
             out.rows.append(row)
             out.sources.append(record)
     return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Refused for the time they give, or for a layout that may give the field another meaning:
+# their occurred_at puts them nowhere.
+_TIME_UNTRUSTED = (Reason.FUTURE_EVENT, Reason.UNKNOWN_SCHEMA_VERSION)
+
+
+def _rejected(record: Record, reason: Reason, error: str) -> Rejected:
+    try:
+        students, as_of = _named(record, reason)
+    except Exception:  # tied to no student: dead-lettered, as before
+        students, as_of = (), None
+    return Rejected(record, reason, error, students=students, as_of=as_of)
+
+
+def _named(record: Record, reason: Reason) -> tuple[tuple[str, ...], datetime | None]:
+    """The students a refused record names, and its time.
+
+    Every event is keyed by its student's id (studentperf.envelope), so the key names one when
+    it is a student id by the rule: no other can be an erased student's, for an erasure event
+    whose id breaks it is refused. The value names one when it still parses as the event its
+    content type says, whatever rule it broke (it may name another student than the key: both
+    count, for its letter would copy both).
+
+    Its time is the event's occurred_at, which puts every event before or after an erasure:
+    the record is then judged as it would be were it valid, and an event held up in a spool is
+    placed when it occurred, not when it reached Kafka. A record without a readable one, or
+    refused for it (from the future) or for a schema version whose fields may mean something
+    else, is placed by its Kafka timestamp: when it was produced (or appended), normally no
+    earlier than it occurred. With neither it is tied to no student."""
+    students = []
+    if record.key:
+        try:
+            key = record.key.decode("ascii")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if student_id_is_valid(key):
+                students.append(key)
+    event = envelope.parse_unchecked(record.value, record.headers or ())
+    as_of = None
+    if event is not None:
+        students += [sid for sid in envelope.student_ids(event) if student_id_is_valid(sid)]
+        if reason not in _TIME_UNTRUSTED and event.HasField("occurred_at"):
+            with contextlib.suppress(ValueError, OverflowError):  # no date: the timestamp's
+                as_of = occurred_at(event)
+    if as_of is None and record.timestamp >= 0:
+        as_of = _EPOCH + timedelta(milliseconds=record.timestamp)
+    if not students or as_of is None:
+        return (), None
+    return tuple(dict.fromkeys(students)), as_of
 
 
 # Records triaged between two turns of the event loop (see `triage_in_steps`).

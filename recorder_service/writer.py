@@ -123,7 +123,11 @@ class BatchWriter:
             written = await self._until_done(
                 lambda: self._write(triaged, turn), consumer, flight, stop, "database"
             )
-            rejected = triaged.rejected + [
+            # An erased student's refused record is skipped as the student's events are: its
+            # letter would be a new copy of the student's data (recorder_service/erasure.py).
+            rejected = [
+                r for i, r in enumerate(triaged.rejected) if i not in written.erased_refused
+            ] + [
                 Rejected(triaged.sources[r.index], r.reason, r.error, r.attempts)
                 for r in written.refused
             ]
@@ -164,8 +168,10 @@ class BatchWriter:
 
     async def _write(self, triaged: Triaged, turn: Turn) -> WriteResult:
         started = time.perf_counter()
-        written = await self._store.write(triaged.rows, triaged.erasures, turn)
-        if triaged.rows or triaged.erasures:  # an all-rejected batch touches no database
+        named = triaged.named()
+        written = await self._store.write(triaged.rows, triaged.erasures, turn, named)
+        # A batch of rejected records naming no student touches no database.
+        if triaged.rows or triaged.erasures or named:
             self._health.write_seconds.observe(time.perf_counter() - started)
         return written
 
@@ -215,14 +221,15 @@ class BatchWriter:
         self._health.transactions += written.transactions
         self._health.events_stored += written.stored
         self._health.events_already_stored += written.already_stored
-        self._health.events_erased += written.erased
+        erased = written.erased + len(written.erased_refused)
+        self._health.events_erased += erased
         for applied in written.erasures:
             if applied.new:
                 self._health.erasures_applied += 1
                 # The event id and the counts only: the audit row has the rest, hashed.
                 log.info("erasure %s applied: removed %s", applied.event_id, dict(applied.removed))
-        if written.erased:
-            log.info("skipped %d event(s) of erased students", written.erased)
+        if erased:
+            log.info("skipped %d event(s) of erased students", erased)
         for r in rejected:
             self._health.dead_lettered[r.reason.value] += 1
             log.error(

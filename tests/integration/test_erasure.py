@@ -516,6 +516,8 @@ async def test_an_erased_student_s_refused_records_are_skipped_not_dead_lettered
     future = make_event(sid, seconds=int((datetime.now(UTC) + timedelta(days=1)).timestamp()))
     earlier = [
         raw(make_event(sid, seconds=int(before.timestamp()))),  # stored, then erased
+        # Refused by the database (age 5): a replay skips it before writing, as any row.
+        raw(make_event(sid, age=5, seconds=int(before.timestamp()))),
         invalid_outcome(sid, before),  # invalid-event: refused after decoding
         Raw(sid.encode(), b"\x00\xff not an event"),  # undecodable: only the key names it
         raw(future),  # future-event: its occurred_at cannot place it
@@ -567,6 +569,7 @@ async def test_an_erased_student_s_refused_records_are_skipped_not_dead_lettered
 
     labels = [
         "prediction",
+        "refused by the database",
         "invalid outcome",
         "undecodable",
         "future",
@@ -589,6 +592,7 @@ async def test_an_erased_student_s_refused_records_are_skipped_not_dead_lettered
     # dead-letter topic's retention from now on.
     assert first_sent == sorted(
         [
+            "refused by the database",
             "invalid outcome",
             "undecodable",
             "future",
@@ -598,6 +602,6 @@ async def test_an_erased_student_s_refused_records_are_skipped_not_dead_lettered
     )
     assert first.health.events_erased == 1  # the late invalid outcome
     assert replay_sent == sorted(["bystander's invalid outcome", "new enrolment's invalid outcome"])
-    # The prediction, the three refused records of before and the late one.
-    assert replay.health.events_erased == 5
+    # The prediction, the four refused records of before and the late one.
+    assert replay.health.events_erased == 6
     assert dict(replay.health.dead_lettered) == {"invalid-event": 2}

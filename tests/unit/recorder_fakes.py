@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from recorder_service.dead_letters import DeadLetter
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import StagingRow
 from recorder_service.sharding import ShardTurns, Turn
 from recorder_service.store import Refusal, WriteResult
@@ -124,6 +124,8 @@ class FakeStore:
     calls: list[str] | None = None
     attempts: int = 0
     written: list[StagingRow] = field(default_factory=list)
+    # Students taken as erased after every time: their refused records are reported skipped.
+    erased: set[str] = field(default_factory=set)
     under_way: int = 0
     most_at_once: int = 0
     _turns: ShardTurns = field(default_factory=lambda: ShardTurns(1))
@@ -136,6 +138,7 @@ class FakeStore:
         rows: Sequence[StagingRow],
         erasures: Sequence[Erasure] = (),
         turn: Turn | None = None,
+        named: Sequence[Named] = (),
     ) -> WriteResult:
         self.attempts += 1
         if self.calls is not None:
@@ -152,7 +155,8 @@ class FakeStore:
         kept = [r for i, r in enumerate(rows) if i not in self.refuse]
         self.written += kept
         refused = [Refusal(i, "CheckViolationError: no", 2) for i in sorted(self.refuse)]
-        return WriteResult(len(kept), 0, refused, transactions=1)
+        skipped = {n.index for n in named if n.student_id in self.erased}
+        return WriteResult(len(kept), 0, refused, transactions=1, erased_refused=skipped)
 
 
 @dataclass

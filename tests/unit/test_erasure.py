@@ -29,7 +29,14 @@ from inference_service.delivery import (
 from inference_service.encoding import InvalidInput
 from inference_service.servicer import _erasure_response
 from inference_service.spool import Destination, Spool, read_segment
-from recorder_service.erasure import Erasure, StudentHasher, student_hash, unerased
+from recorder_service.erasure import (
+    Erasure,
+    Named,
+    StudentHasher,
+    erased_records,
+    student_hash,
+    unerased,
+)
 from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.settings import DEV_ERASURE_KEY, erasure_key
 from recorder_service.triage import Reason, triage
@@ -38,7 +45,10 @@ from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
 from studentperf.erasure import FACTS_CLEARED, reason_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
-from tests.unit.recorder_fakes import FakeRecord
+from studentperf.v1.outcome_event_pb2 import OutcomeEvent
+from studentperf.v1.prediction_event_pb2 import PredictionEvent
+from studentperf.v1.prediction_service_pb2 import Outcome
+from tests.unit.recorder_fakes import FakeRecord, event_bytes
 from tests.unit.test_core import AgeModel, RecordingPublisher
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -88,6 +98,81 @@ def test_a_batch_s_own_erasure_counts_and_the_latest_erasure_wins() -> None:
     later = [erasure("s", T0 + timedelta(hours=2))]
     assert unerased(rows, {"s": T0}, later) == [2]
     assert unerased(rows, {"s": T0 + timedelta(hours=2)}, [erasure("s", T0)]) == [2]
+
+
+def test_a_refused_record_is_skipped_when_a_student_it_names_was_erased_at_or_after_it() -> None:
+    named = [
+        Named(0, "s", T0),
+        Named(1, "s", T0 + timedelta(hours=1)),
+        Named(2, "other", T0),
+        # A record naming two students (its key and its value's): either erased skips it.
+        Named(3, "other", T0),
+        Named(3, "s", T0),
+    ]
+    assert erased_records(named, {}) == set()
+    assert erased_records(named, {"s": T0}) == {0, 3}
+    assert erased_records(named, {}, [erasure("s", T0 + timedelta(hours=1))]) == {0, 1, 3}
+    assert erased_records(named, {"s": T0 + timedelta(hours=2)}, [erasure("s", T0)]) == {0, 1, 3}
+
+
+MS = 1_700_000_000_000  # a record's Kafka timestamp
+AT_MS = datetime.fromtimestamp(MS / 1000, UTC)
+
+
+def refused(value: bytes | None, key: bytes | None, **kwargs: Any) -> tuple[object, ...]:
+    """What triage notes of a refused record: its reason, students and time."""
+    record = FakeRecord("t", 0, 0, value, key, **{"timestamp": MS, **kwargs})
+    [rejected] = triage([record], now=T0).rejected
+    return rejected.reason, rejected.students, rejected.as_of
+
+
+def outcome_bytes(student_id: str, term: str, at: datetime) -> tuple[bytes, list[Any]]:
+    event = OutcomeEvent(
+        schema_version=envelope.SCHEMA_VERSION,
+        event_id=str(uuid.uuid4()),
+        outcome=Outcome(student_id=student_id, term=term, final_score=50.0),
+    )
+    event.occurred_at.FromDatetime(at)
+    record = envelope.encode_outcome(event)
+    return record.value, list(record.headers)
+
+
+def test_a_refused_record_names_its_key_s_student_and_its_event_s_placed_by_its_time() -> None:
+    # Not an event: its key, by the rule of student ids, and its Kafka timestamp.
+    assert refused(b"\x00not an event", b"s-1") == (Reason.UNDECODABLE, ("s-1",), AT_MS)
+    # A key that breaks the rule can be no erased student's; no key, no student.
+    assert refused(b"\x00not an event", "s é".encode()) == (Reason.UNDECODABLE, (), None)
+    assert refused(b"\x00not an event", None) == (Reason.UNDECODABLE, (), None)
+    # Decoded but refused: the student its value names too, and its occurred_at, which a
+    # held-up delivery's Kafka timestamp would put later.
+    value, headers = outcome_bytes("s-3", "no term", T0 - timedelta(hours=1))
+    assert refused(value, b"s-2", headers=headers) == (
+        Reason.INVALID_EVENT,
+        ("s-2", "s-3"),
+        T0 - timedelta(hours=1),
+    )
+    # From the future, or of a schema version read here as another: the timestamp places it.
+    future = PredictionEvent.FromString(event_bytes("s-4"))
+    future.occurred_at.FromDatetime(T0 + timedelta(days=1))
+    assert refused(future.SerializeToString(), b"s-4") == (Reason.FUTURE_EVENT, ("s-4",), AT_MS)
+    other_version = [("schema-version", b"2")]
+    assert refused(event_bytes("s-5"), b"s-5", headers=other_version) == (
+        Reason.UNKNOWN_SCHEMA_VERSION,
+        ("s-5",),
+        AT_MS,
+    )
+    # No time at all: tied to no student (dead-lettered as before).
+    assert refused(b"\x00not an event", b"s-1", timestamp=-1) == (Reason.UNDECODABLE, (), None)
+
+
+def test_the_students_of_a_batch_s_refused_records_keep_their_places() -> None:
+    records = [
+        FakeRecord("t", 0, 0, b"\x00bad", b"s-1", MS),
+        FakeRecord("t", 0, 1, event_bytes("s-2"), b"s-2", MS),
+        FakeRecord("t", 0, 2, b"\x00bad", None, MS),
+        FakeRecord("t", 0, 3, b"\x00bad", b"s-3", MS),
+    ]
+    assert triage(records, now=T0).named() == [Named(0, "s-1", AT_MS), Named(2, "s-3", AT_MS)]
 
 
 def erasure_event(**changes: str) -> ErasureEvent:

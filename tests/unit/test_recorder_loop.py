@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from recorder_service import consumer as consumer_module
 from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.health import RecorderHealth, State
 from recorder_service.rows import StagingRow
 from recorder_service.settings import Settings
@@ -22,6 +22,7 @@ from tests.unit.recorder_fakes import (
     TOPIC,
     FakeConsumer,
     FakeDeadLetters,
+    FakeRecord,
     FakeStore,
     event_bytes,
     records,
@@ -85,10 +86,10 @@ async def test_an_outage_pauses_commits_nothing_and_resumes_by_itself() -> None:
     recorder = make(store)
     original = store.write
 
-    async def watching(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
+    async def watching(rows, erasures=(), turn=None, named=()):  # type: ignore[no-untyped-def]
         states.append(recorder.health.state)
         assert not consumer.commits  # nothing committed while the database is away
-        return await original(rows, erasures, turn)
+        return await original(rows, erasures, turn, named)
 
     store.write = watching  # type: ignore[method-assign]
     await run_until(recorder, consumer, lambda: bool(consumer.commits))
@@ -200,6 +201,26 @@ async def test_poison_is_dead_lettered_before_the_commit_and_the_rest_written() 
     assert consumer.commits == [{P0: 4}]
 
 
+async def test_an_erased_student_s_poison_is_skipped_and_counted_not_dead_lettered() -> None:
+    # The store finds the student the record names erased (after its time): its letter would
+    # be a new copy of the erased student's data.
+    values: list[tuple[bytes, bytes]] = [
+        (b"s-kept", event_bytes("s-kept")),
+        (b"s-erased", b"\x00garbage"),
+        (b"s-kept", b"\x00garbage"),
+    ]
+    batch = [FakeRecord(TOPIC, 0, i, value, key) for i, (key, value) in enumerate(values)]
+    consumer = FakeConsumer({P0: batch})
+    store, dead = FakeStore(erased={"s-erased"}), FakeDeadLetters()
+    recorder = make(store, dead)
+    await run_until(recorder, consumer, lambda: bool(consumer.commits))
+    assert [dict(d.headers)["dead-letter-source-offset"] for d in dead.sent] == [b"2"]
+    assert len(store.written) == 1
+    assert recorder.health.events_erased == 1
+    assert recorder.health.dead_lettered == {"undecodable": 1}
+    assert consumer.commits == [{P0: 3}]
+
+
 async def test_an_unreachable_dead_letter_topic_holds_the_commit_back() -> None:
     from recorder_service.dead_letters import DeadLetterUnavailable
 
@@ -229,12 +250,12 @@ async def test_an_error_of_the_whole_store_is_waited_out_not_the_end_of_the_reco
     write = store.write
     failures = 2
 
-    async def broken_twice(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
+    async def broken_twice(rows, erasures=(), turn=None, named=()):  # type: ignore[no-untyped-def]
         nonlocal failures
         if failures:
             failures -= 1
             raise RuntimeError("bug")
-        return await write(rows, erasures, turn)
+        return await write(rows, erasures, turn, named)
 
     store.write = broken_twice  # type: ignore[method-assign]
     recorder = make(store)
@@ -269,8 +290,8 @@ async def test_the_next_batch_is_fetched_while_one_is_written_and_commits_keep_o
     fetched_during_first_write: list[int] = []
     write = store.write
 
-    async def watching(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
-        result = await write(rows, erasures, turn)
+    async def watching(rows, erasures=(), turn=None, named=()):  # type: ignore[no-untyped-def]
+        result = await write(rows, erasures, turn, named)
         fetched_during_first_write.append(len(consumer.chunks))
         return result
 
@@ -334,9 +355,9 @@ async def test_an_outage_lasts_while_any_batch_under_way_waits_one_out() -> None
     original = store.write
     failures = 0
 
-    async def first_fails_twice(rows, erasures=(), turn=None):  # type: ignore[no-untyped-def]
+    async def first_fails_twice(rows, erasures=(), turn=None, named=()):  # type: ignore[no-untyped-def]
         nonlocal failures
-        result = await original(rows, erasures, turn)
+        result = await original(rows, erasures, turn, named)
         if rows[0][0] == 0:  # the first batch's log offset
             if failures < 2:
                 failures += 1
@@ -405,7 +426,10 @@ async def test_no_write_lands_after_a_revocation_that_found_a_batch_waiting_out_
     second_landed: list[float] = []
 
     async def write(
-        rows: Sequence[StagingRow], erasures: Sequence[Erasure] = (), turn: Turn | None = None
+        rows: Sequence[StagingRow],
+        erasures: Sequence[Erasure] = (),
+        turn: Turn | None = None,
+        named: Sequence[Named] = (),
     ) -> WriteResult:
         if rows[0][0] == 0:  # batch 1 (offset 0): its shard's connection is lost, every time
             await asyncio.sleep(0.05)
@@ -413,7 +437,7 @@ async def test_no_write_lands_after_a_revocation_that_found_a_batch_waiting_out_
         second_started.set()  # batch 2: its transaction is under way...
         await asyncio.sleep(0.5)
         second_landed.append(loop.time())  # ...and commits now
-        return await FakeStore.write(store, rows, erasures, turn)
+        return await FakeStore.write(store, rows, erasures, turn, named)
 
     store.write = write  # type: ignore[method-assign]
     recorder = make(store, batch_max_wait_ms=1, batch_max_events=1, revoke_wait_ms=60_000)

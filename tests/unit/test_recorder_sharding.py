@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from recorder_service.erasure import Erasure
+from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.sharding import shard_of, split
 
@@ -66,3 +66,19 @@ def test_one_shard_or_one_student_is_the_batch_unsplit() -> None:
     mixed = [row(f"s{i}", i) for i in range(20)]
     assert [p.indexes for p in split(mixed, [], 1)] == [list(range(20))]
     assert split([], [], 2) == split([], [], 1) == []
+
+
+def test_a_refused_record_s_student_is_looked_up_in_that_student_s_shard() -> None:
+    # Where the student's erasures of every batch are applied: in turn, before the lookup.
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    students = [f"s{i}" for i in range(20)]
+    named = [Named(i, student, at) for i, student in enumerate(students)]
+
+    parts = split([], [], 2, named)  # a batch of refused records only still has its shards
+
+    assert sorted(n.index for part in parts for n in part.named) == list(range(20))
+    for part in parts:
+        assert not part.empty and not part.rows and not part.erasures
+        assert {shard_of(n.student_id, 2) for n in part.named} == {part.number}
+    [whole] = split([], [], 1, named)
+    assert whole.named == named
