@@ -1,8 +1,11 @@
 """Where `make up` runs its broker and database, and where the default DSNs point: one port each,
 so a second stack (the developer's-loop test's) can run beside the user's."""
 
+import os
 import random
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +92,26 @@ def test_a_taken_port_of_the_stack_is_named_with_the_setting_that_moves_it() -> 
             check_ports_free(stack_ports([], inference, RecorderSettings(), one_broker=True))
     finally:
         taken.close()
+
+
+def erase_command(env: dict[str, str], *args: str) -> str:
+    """The command `make erase` runs (make -n prints it), in this repository."""
+    root = Path(__file__).resolve().parents[2]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STUDENTPERF_")}
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-C", str(root), "erase", "STUDENT=s-1", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_make_erase_calls_the_service_where_make_up_runs_it() -> None:
+    # make up and make demo follow STUDENTPERF_LISTEN_ADDRESS; make erase called 50051 instead.
+    moved = {"STUDENTPERF_LISTEN_ADDRESS": "127.0.0.1:50152"}
+    assert erase_command(moved).endswith("--target 127.0.0.1:50152")
+    assert "--target" not in erase_command({})  # the script's default, 127.0.0.1:50051
+    assert "--target" not in erase_command({**moved, "STUDENTPERF_TARGET": "api:443"})
+    assert erase_command(moved, "TARGET=api:443").endswith("--target api:443")
