@@ -49,9 +49,13 @@ import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
 	@$(BIN)/studentperf-retention $(if $(DAYS),--days $(DAYS))
 
+# The service where make up runs it (STUDENTPERF_LISTEN_ADDRESS, as make demo finds it), unless
+# TARGET or STUDENTPERF_TARGET names another.
+ERASE_TARGET = $(or $(TARGET),$(if $(STUDENTPERF_TARGET),,$(STUDENTPERF_LISTEN_ADDRESS)))
+
 erase: setup ## erase a student through the running service: make erase STUDENT=id [REASON=ref] [TARGET=host:port]
 	@test -n "$(STUDENT)" || { echo "usage: make erase STUDENT=id [REASON=ticket-1] [TARGET=host:port] (token: STUDENTPERF_TOKEN)"; exit 2; }
-	@$(BIN)/studentperf-erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(TARGET),--target $(TARGET))
+	@$(BIN)/studentperf-erase "$(STUDENT)" $(if $(REASON),--reason "$(REASON)") $(if $(ERASE_TARGET),--target $(ERASE_TARGET))
 
 migrate: setup ## apply the SQL migrations as the owner (STUDENTPERF_DATABASE_URL); sets role passwords given
 	@$(BIN)/studentperf-migrate

@@ -102,6 +102,32 @@ class RunningServer:
             self.status_server.close()
 
 
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Binds the listen address; one taken (or not this machine's) stops the start, named."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        raise ConfigError(
+            f"STUDENTPERF_LISTEN_ADDRESS: cannot listen on {address}: is another service "
+            "there (or the address not this machine's)? Stop it, or set another address"
+        ) from None
+
+
+async def serve_status(status: InferenceHealth, settings: Settings) -> asyncio.Server | None:
+    """The HTTP /health and /metrics, when a port is set; one taken stops the start, named."""
+    if not settings.health_port:
+        return None
+    try:
+        return await status.serve(settings.health_host, settings.health_port)
+    except OSError as error:
+        raise ConfigError(
+            f"STUDENTPERF_INFERENCE_HEALTH_PORT: cannot listen on "
+            f"{settings.health_host}:{settings.health_port}: {error.strerror or error}"
+        ) from None
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS when a certificate is configured; mutual TLS when a client CA is too."""
     if not (settings.tls_cert_file or settings.tls_key_file):
@@ -192,7 +218,10 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             # Workers share the port their supervisor reserved (inference_service.workers).
-            *([("grpc.so_reuseport", 1)] if settings.workers > 1 else []),
+            # One process shares it with nobody: gRPC's default is SO_REUSEPORT on, under
+            # which a second server on a taken address binds too and the kernel splits the
+            # connections between the two (another checkout's `make up`, an old instance).
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
     in_flight = InFlightBytes(
@@ -202,18 +231,18 @@ async def start_server(settings: Settings) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((SERVICE_NAME, health.SERVICE_NAME), server)
-    credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(settings.listen_address)
-    else:
-        port = server.add_secure_port(settings.listen_address, credentials)
     status = InferenceHealth(core, publisher, metrics.registry)
-    # Bound before anything starts: a port already taken fails with nothing to undo.
-    status_server = (
-        await status.serve(settings.health_host, settings.health_port)
-        if settings.health_port
-        else None
-    )
+    try:
+        port = bind(server, settings.listen_address, server_credentials(settings))
+        # Bound before anything starts: a port already taken fails with little to undo.
+        status_server = await serve_status(status, settings)
+    except BaseException:
+        # The spool folder is let go, so the same process may start a server on it again.
+        await publisher.stop()
+        await history.close()
+        if follower is not None:
+            await follower.close()
+        raise
     running = RunningServer(
         server,
         port,

@@ -112,6 +112,8 @@ if [ -f "$PY_STAMP" ] && [ "$PY_STAMP" -nt "$ROOT/pyproject.toml" ] && [ "$PY_ST
     say venv "ok: $("$VENV/bin/python" --version) in .venv"
 else
     start_step
+    # The longest step (minutes on a slow link or machine), quiet otherwise: say it started.
+    say venv "installing requirements/dev.lock into .venv (log: .local/setup-logs/venv.log)"
     PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     quietly venv "$VENV/bin/python" -m pip install --disable-pip-version-check \

@@ -8,7 +8,9 @@ Ctrl-C (or SIGTERM) stops everything it started, in reverse order, each one grac
 
 Ports: the broker's is the one STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS names (default 9092, the
 controller on the next), PostgreSQL's is STUDENTPERF_POSTGRES_PORT (default 5432), the service's
-STUDENTPERF_LISTEN_ADDRESS; `make demo` and the other targets follow the same variables.
+STUDENTPERF_LISTEN_ADDRESS; `make demo` and the other targets follow the same variables. Each
+port (and a health port set) is checked before anything starts: one taken stops `make up`
+at once, naming the variable that moves it.
 
 Kafka is one broker; with STUDENTPERF_KAFKA_BROKERS=3 (`make up KAFKA_BROKERS=3`) it is a
 three-node cluster, replication factor 3 and min.insync.replicas 2 (infra.kafka_cluster). That
@@ -24,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -87,17 +90,73 @@ async def wait_serving(address: str, timeout: float = 120.0) -> None:
             await asyncio.sleep(0.3)
 
 
-def check_ports_free(services: list[Service]) -> None:
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A port the stack listens on, and the setting that moves it (None: fixed)."""
+
+    name: str
+    host: str
+    port: int
+    moved_by: str | None
+
+
+def stack_ports(
+    services: list[Service],
+    inference: InferenceSettings,
+    recorder: RecorderSettings,
+    *,
+    one_broker: bool,
+) -> list[Port]:
+    """Every port `make up` is about to take: checked before anything starts, so a port held
+    by another stack (or by a service of this machine's) stops it at once, naming the setting."""
+    ports: list[Port] = []
     for service in services:
-        ports = [service.port]
+        moved_by = None
+        if isinstance(service, PostgresServer):
+            moved_by = "STUDENTPERF_POSTGRES_PORT"
+        elif one_broker:
+            moved_by = "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS"
+        ports.append(Port(service.name, service.host, service.port, moved_by))
         if isinstance(service, KafkaBroker):
-            ports.append(service.controller_port)
-        for port in ports:
-            if port_open(service.host, port):
-                raise ServiceError(
-                    f"{service.host}:{port} is already taken, so {service.name} cannot start "
-                    "there: is another stack (or a system service) running? Stop it first."
+            ports.append(
+                Port(
+                    f"{service.name}'s controller", service.host, service.controller_port, moved_by
                 )
+            )
+    host, _, port = inference.listen_address.rpartition(":")
+    if port.isdigit() and int(port) > 0:
+        host = host.strip("[]")
+        local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        ports.append(Port("the inference service", local, int(port), "STUDENTPERF_LISTEN_ADDRESS"))
+    if inference.health_port:
+        ports.append(
+            Port(
+                "the inference service's /health",
+                inference.health_host,
+                inference.health_port,
+                "STUDENTPERF_INFERENCE_HEALTH_PORT",
+            )
+        )
+    if recorder.health_port:
+        ports.append(
+            Port(
+                "the recorder's /health",
+                recorder.health_host,
+                recorder.health_port,
+                "STUDENTPERF_RECORDER_HEALTH_PORT",
+            )
+        )
+    return ports
+
+
+def check_ports_free(ports: list[Port]) -> None:
+    for port in ports:
+        if port_open(port.host, port.port):
+            move = f"Stop it, or set {port.moved_by} to move it." if port.moved_by else "Stop it."
+            raise ServiceError(
+                f"{port.host}:{port.port} is already taken, so {port.name} cannot start "
+                f"there: is another stack (or a system service) running? {move}"
+            )
 
 
 async def ensure_model(settings: InferenceSettings, database_url: str) -> None:
@@ -170,7 +229,11 @@ async def run(stop: asyncio.Event) -> int:
     started: list[KafkaBroker | KafkaCluster | PostgresServer] = []
     try:
         nodes = kafka.nodes if isinstance(kafka, KafkaCluster) else [kafka]
-        check_ports_free([*nodes, postgres])
+        recorder_settings = RecorderSettings.from_env(os.environ)
+        one_broker = not isinstance(kafka, KafkaCluster)
+        check_ports_free(
+            stack_ports([*nodes, postgres], settings, recorder_settings, one_broker=one_broker)
+        )
         for service in infra:
             service.start()
             started.append(service)

@@ -73,11 +73,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> Recorder:
         mask_dsn(settings.shared.database_url),
     )
     health = RecorderHealth()
-    endpoint = (
-        await serve(health, settings.health_host, settings.health_port)
-        if settings.health_port
-        else None
-    )
+    try:
+        endpoint = (
+            await serve(health, settings.health_host, settings.health_port)
+            if settings.health_port
+            else None
+        )
+    except OSError as error:  # taken: a line naming the setting, not a traceback
+        raise ConfigError(
+            f"STUDENTPERF_RECORDER_HEALTH_PORT: cannot listen on "
+            f"{settings.health_host}:{settings.health_port}: {error.strerror or error}"
+        ) from None
     try:
         # One connection per write shard, and one for retention.
         pool = await connect_database(
@@ -144,4 +150,7 @@ def main() -> None:
         settings = Settings.from_env(os.environ)
     except ConfigError as error:
         raise SystemExit(f"cannot start: {error}") from None
-    asyncio.run(_main(settings))
+    try:
+        asyncio.run(_main(settings))
+    except ConfigError as error:
+        raise SystemExit(f"cannot start: {error}") from None

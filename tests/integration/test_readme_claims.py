@@ -4,7 +4,8 @@ service, broker and models of the test session:
 - `/health` answers 503 once the spool is full, and 200 again once it drains;
 - `STUDENTPERF_MICROBATCH_WAIT_MS=0` turns micro-batching off, `STUDENTPERF_MODEL_POLL_INTERVAL_S=0`
   hot reload, and the service serves on without them;
-- a model trained for another pass mark is refused at start-up, not only on reload.
+- a model trained for another pass mark is refused at start-up, not only on reload;
+- a listen address or health port another server holds stops the start with a message naming it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -25,7 +27,7 @@ from inference_service.server import RunningServer, start_server
 from inference_service.settings import Settings as InferenceSettings
 from infra.bench.process import HealthClient
 from infra.devstack import KafkaBroker, free_port, port_open
-from studentperf.config import DatabaseRole
+from studentperf.config import ConfigError, DatabaseRole
 from studentperf.model_artifact import (
     ModelArtifactError,
     resolve_version_dir,
@@ -233,3 +235,28 @@ async def test_a_model_for_another_pass_mark_is_refused_at_start_up(
     )
     with pytest.raises(ModelArtifactError, match="trained for pass mark 50"):
         await start_server(settings)
+
+
+async def test_a_listen_address_or_health_port_taken_by_another_server_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Held as another gRPC server holds it: gRPC's default is SO_REUSEPORT on, with which a
+    # second server bound the same address too and the kernel split the connections between them.
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    spool = tmp_path / "spool"
+    try:
+        with pytest.raises(
+            ConfigError, match=f"STUDENTPERF_LISTEN_ADDRESS: cannot listen on {address}"
+        ):
+            await start_server(inference_settings(stack, spool, listen_address=address))
+        with pytest.raises(ConfigError, match="STUDENTPERF_INFERENCE_HEALTH_PORT: cannot listen"):
+            await start_server(inference_settings(stack, spool, health_port=taken.getsockname()[1]))
+    finally:
+        taken.close()
+    # Each refused start let go of the spool folder: the same process serves on it at once.
+    async with served(inference_settings(stack, spool)) as running:
+        assert running.port > 0
