@@ -267,28 +267,7 @@ async def test_a_forged_artifact_is_refused_and_the_old_version_keeps_serving(
         replica.process.start()
     assert [await r.ready() for r in replicas] == [old, old]
 
-    # The trainer stores a version; someone with the owner's rights changes its pickle; then
-    # the pointer moves to it.
-    forged = await asyncio.to_thread(_spare_version, trainer_models)
-    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
-    owner = await asyncpg.connect(stack.database_url)
-    try:
-        await store_version(trainer, trainer_models / forged)
-        # Past migration 0021's trigger: a deliberate step, which the hash check still catches.
-        await owner.execute(ALLOW_CHANGES)
-        changed = await owner.execute(
-            "UPDATE model_artifact_files SET content = content || '\\x00'::bytea"
-            " WHERE model_version = $1 AND file_name = $2",
-            forged,
-            MODEL_FILE,
-        )
-        assert changed == "UPDATE 1"
-        assert await move_pointer(
-            trainer, forged, old, kind=MoveKind.PROMOTION, reason="a forged version, for the test"
-        )
-    finally:
-        await trainer.close()
-        await owner.close()
+    forged = await _promote_forged(stack, trainer_models, old)
 
     refused: dict[str, float] = {}
     deadline = time.monotonic() + 30
@@ -341,6 +320,32 @@ async def test_the_inference_role_cannot_write_a_version_or_the_pointer(
             await inference.execute("UPDATE model_artifact_files SET content = ''::bytea")
     finally:
         await inference.close()
+
+
+async def _promote_forged(stack: Stack, folder: Path, old: str) -> str:
+    """A version the trainer stores, whose pickle someone with the owner's rights then changes,
+    promoted over `old`: its bytes no longer hash to what the trainer recorded."""
+    forged = await asyncio.to_thread(_spare_version, folder)
+    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
+    owner = await asyncpg.connect(stack.database_url)
+    try:
+        await store_version(trainer, folder / forged)
+        # Past migration 0021's trigger: a deliberate step, which the hash check still catches.
+        await owner.execute(ALLOW_CHANGES)
+        changed = await owner.execute(
+            "UPDATE model_artifact_files SET content = content || '\\x00'::bytea"
+            " WHERE model_version = $1 AND file_name = $2",
+            forged,
+            MODEL_FILE,
+        )
+        assert changed == "UPDATE 1"
+        assert await move_pointer(
+            trainer, forged, old, kind=MoveKind.PROMOTION, reason="a forged version, for the test"
+        )
+    finally:
+        await trainer.close()
+        await owner.close()
+    return forged
 
 
 async def _promote(stack: Stack, folder: Path, version: str) -> None:
@@ -452,24 +457,7 @@ async def test_a_new_replica_whose_pointer_names_a_forged_version_serves_the_rep
     trainer_models = tmp_path / "trainer-models"
     old = await asyncio.to_thread(_spare_version, trainer_models)
     await _promote(stack, trainer_models, old)
-    forged = await asyncio.to_thread(_spare_version, trainer_models)
-    trainer = await asyncpg.connect(stack.database_url_as(DatabaseRole.TRAINER))
-    owner = await asyncpg.connect(stack.database_url)
-    try:
-        await store_version(trainer, trainer_models / forged)
-        await owner.execute(ALLOW_CHANGES)
-        await owner.execute(
-            "UPDATE model_artifact_files SET content = content || '\\x00'::bytea"
-            " WHERE model_version = $1 AND file_name = $2",
-            forged,
-            MODEL_FILE,
-        )
-        assert await move_pointer(
-            trainer, forged, old, kind=MoveKind.PROMOTION, reason="a forged version, for the test"
-        )
-    finally:
-        await trainer.close()
-        await owner.close()
+    forged = await _promote_forged(stack, trainer_models, old)
 
     replica = replicas[0]
     assert await init_container(stack, replica) == forged
