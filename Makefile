@@ -5,7 +5,6 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 # The console scripts of pyproject.toml's [project.scripts], one per process.
 BIN := .venv/bin
-ROWS ?= 5000
 SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
@@ -30,8 +29,8 @@ up: setup ## run Kafka, PostgreSQL, the inference service and the recorder (KAFK
 demo: setup ## send predictions and a batch to the running stack, then show the recorded rows
 	@$(PY) -m infra.demo
 
-train: setup ## train from the database, else synthetic (ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
-	@$(BIN)/studentperf-train --rows $(ROWS) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(FORCE),--force)
+train: setup ## train from the database, else synthetic (SYNTHETIC=1: synthetic only; ROWS, SEED, PASS_MARK; CSV=path; FORCE=1)
+	@$(BIN)/studentperf-train $(if $(ROWS),--rows $(ROWS)) --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(CSV),--csv $(CSV)) $(if $(SYNTHETIC),--synthetic) $(if $(FORCE),--force)
 
 retrain: setup ## train on the database's recorded outcomes only (never synthetic), gate, promote (FORCE=1)
 	@$(BIN)/studentperf-train --database-only --seed $(SEED) --pass-mark $(PASS_MARK) $(if $(FORCE),--force)

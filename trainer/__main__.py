@@ -24,7 +24,7 @@ from studentperf.features import DEFAULT_PASS_MARK, SCORE_RANGE
 from studentperf.model_artifact import CURRENT, ModelArtifactError
 from studentperf.model_store import read_model_source
 from trainer.conformal import COVERAGE_VARIABLE, DEFAULT_COVERAGE
-from trainer.data import TrainingDataError
+from trainer.data import SYNTHETIC_ROWS, TrainingDataError
 from trainer.fit import MIN_ROWS
 from trainer.promote import GAP_THRESHOLDS_VARIABLE, parse_gap_thresholds
 from trainer.publish import database_current
@@ -43,7 +43,12 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
         action="store_true",
         help="retrain on the database's recorded rows; fail rather than fall back to synthetic",
     )
-    parser.add_argument("--rows", type=int, default=5000, help="synthetic rows (default 5000)")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        help=f"synthetic rows (default {SYNTHETIC_ROWS}); said to be unused when the rows come "
+        "from the database or a CSV",
+    )
     parser.add_argument("--seed", type=int, default=42, help="data and split seed (default 42)")
     parser.add_argument(
         "--models-dir",
@@ -133,7 +138,7 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Traini
             f"--interval-coverage ({COVERAGE_VARIABLE}) must be in [0.5, 1), "
             f"got {args.interval_coverage}"
         )
-    if args.rows < MIN_ROWS:
+    if args.rows is not None and args.rows < MIN_ROWS:
         parser.error(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
     if args.publish and args.no_database:
         parser.error("--publish needs a database; it contradicts --no-database")

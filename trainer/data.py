@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,10 @@ from trainer import kaggle, synthetic
 from trainer.db_source import DatabaseUnavailable, read_labelled_rows
 
 SHOWN_ROW_ERRORS = 20
+
+
+# Synthetic students drawn when no number is given.
+SYNTHETIC_ROWS: Final = 5000
 
 
 class TrainingDataError(Exception):
@@ -55,7 +60,7 @@ class TrainingData:
 def load_training_data(
     *,
     csv: Path | None = None,
-    rows: int,
+    rows: int | None = None,
     seed: int,
     database_url: str | None = None,
     min_database_rows: int = 200,
@@ -64,14 +69,15 @@ def load_training_data(
     unfair_group: str | None = None,
 ) -> TrainingData:
     """Rows from `csv` when given; else from the database when it has at least
-    `min_database_rows`; else `rows` synthetic students drawn with `seed`. With
-    `database_only` (retraining on recorded data) the fallback is a TrainingDataError instead.
+    `min_database_rows`; else `rows` synthetic students (None: SYNTHETIC_ROWS) drawn with
+    `seed`. With `database_only` (retraining on recorded data) the fallback is a
+    TrainingDataError instead. A `rows` given for data that is not synthetic is noted as unused.
     `unfair_group` plants unfairness in synthetic data (trainer.synthetic); it needs
     `synthetic_only`, so that it never silently does nothing."""
     if unfair_group is not None and not synthetic_only:
         raise TrainingDataError("planting unfairness needs synthetic data (--synthetic)")
     if csv is not None:
-        return read_kaggle(csv) if kaggle.is_kaggle_file(csv) else read_csv(csv)
+        return _rows_unused(read_kaggle(csv) if kaggle.is_kaggle_file(csv) else read_csv(csv), rows)
     if synthetic_only:
         return generate(rows, seed, unfair_group=unfair_group)
     if database_url is None:
@@ -96,15 +102,26 @@ def load_training_data(
             )
         return generate(rows, seed, f"{shortfall}: using synthetic data instead")
     frame = prepare(found.frame, f"database {found.where}")
-    return TrainingData(
-        frame,
-        f"database {found.where}: outcomes joined to their students' current facts",
+    return _rows_unused(
+        TrainingData(
+            frame, f"database {found.where}: outcomes joined to their students' current facts"
+        ),
+        rows,
     )
 
 
+def _rows_unused(data: TrainingData, rows: int | None) -> TrainingData:
+    """`data`, saying that `rows` sized nothing: a number asked for is not silently dropped."""
+    if rows is None:
+        return data
+    note = f"--rows {rows} sizes synthetic data only, and these rows are not synthetic: not used"
+    return replace(data, notes=(*data.notes, note))
+
+
 def generate(
-    rows: int, seed: int, note: str | None = None, *, unfair_group: str | None = None
+    rows: int | None, seed: int, note: str | None = None, *, unfair_group: str | None = None
 ) -> TrainingData:
+    rows = SYNTHETIC_ROWS if rows is None else rows
     try:
         frame = synthetic.generate(rows, seed, unfair_group)
     except ValueError as err:

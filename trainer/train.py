@@ -36,7 +36,7 @@ STEPS = 6
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    rows: int = 5000
+    rows: int | None = None  # synthetic students to draw (None: trainer.data.SYNTHETIC_ROWS)
     seed: int = 42
     csv: Path | None = None
     models_dir: Path = Path("models")

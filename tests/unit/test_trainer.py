@@ -185,13 +185,23 @@ def test_scores_are_clipped_to_the_score_range(result: TrainingResult) -> None:
 def test_csv_source_round_trips_and_names_missing_columns(tmp_path: Path) -> None:
     csv = tmp_path / "students.csv"
     synthetic.generate(200, 1).to_csv(csv, index=False)
-    data = load_training_data(csv=csv, rows=0, seed=0)
+    data = load_training_data(csv=csv, seed=0)
     assert len(data.sha256) == 64
     assert len(data.frame) == 200 and data.source.startswith("csv ")
     assert data.frame["gender"].dtype == object and None in set(data.frame["gender"])
     synthetic.generate(20, 1).drop(columns=["previous_gpa", TARGET_SCORE]).to_csv(csv, index=False)
     with pytest.raises(TrainingDataError, match=f"previous_gpa, {TARGET_SCORE}"):
-        load_training_data(csv=csv, rows=0, seed=0)
+        load_training_data(csv=csv, seed=0)
+
+
+def test_rows_asked_for_data_that_is_not_synthetic_are_said_unused(tmp_path: Path) -> None:
+    csv = tmp_path / "students.csv"
+    synthetic.generate(200, 1).to_csv(csv, index=False)
+    assert load_training_data(csv=csv, seed=0).notes == ()
+    [said] = load_training_data(csv=csv, rows=1000, seed=0).notes
+    assert said.startswith("--rows 1000 sizes synthetic data only") and "not used" in said
+    drawn = load_training_data(rows=300, seed=0, synthetic_only=True)
+    assert len(drawn.frame) == 300 and drawn.notes == ()
 
 
 # --- the artifact ---------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_a_line_with_nothing_in_it_is_skipped_as_blank(tmp_path: Path) -> None:
 
 
 def test_training_data_from_the_file_leaves_the_rest_missing(mixed: Path) -> None:
-    data = load_training_data(csv=mixed, rows=0, seed=0)
+    data = load_training_data(csv=mixed, seed=0)
     assert len(data.frame) == 3 and data.dropped_rows == 4
     assert data.notes[0].endswith("3 good rows, 4 bad rows left out")
     assert "line 5: lunch" in data.notes[1]
