@@ -43,7 +43,7 @@ from recorder_service.triage import Reason, triage
 from studentperf import envelope
 from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
-from studentperf.erasure import FACTS_CLEARED, reason_is_valid
+from studentperf.erasure import EVENTS_SKIPPED, FACTS_CLEARED, reason_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -774,6 +774,21 @@ async def test_a_publish_cancelled_while_it_waits_its_turn_lets_none_overtake(
             "removed 1 from outcomes; cleared the student's facts given before the erasure",
         ),
         ({FACTS_CLEARED: 1}, "cleared the student's facts given before the erasure"),
+        # Events of the student that came with the erasure and were skipped, never stored: the
+        # student had data, which "removed nothing" would deny.
+        (
+            {EVENTS_SKIPPED: 2},
+            "removed nothing stored; skipped 2 event(s) of the student not yet recorded",
+        ),
+        (
+            {"predictions": 1, EVENTS_SKIPPED: 1},
+            "removed 1 from predictions; skipped 1 event(s) of the student not yet recorded",
+        ),
+        (
+            {FACTS_CLEARED: 1, EVENTS_SKIPPED: 3},
+            "cleared the student's facts given before the erasure; skipped 3 event(s) of the "
+            "student not yet recorded",
+        ),
     ],
 )
 def test_the_answer_says_what_was_removed_and_names_no_table_that_is_none(
