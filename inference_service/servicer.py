@@ -33,7 +33,7 @@ from inference_service.encoding import InvalidInput
 from inference_service.grpc_errors import bad_request, map_errors
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
-from studentperf.erasure import FACTS_CLEARED
+from studentperf.erasure import EVENTS_SKIPPED, FACTS_CLEARED
 from studentperf.v1 import prediction_service_pb2 as api
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -248,10 +248,21 @@ def _erasure_response(answer: ErasureAnswer) -> api.EraseStudentResponse:
 
 
 def _summary(removed: Mapping[str, int]) -> str:
-    """What the erasure removed, in words: rows per table, and the current facts it cleared
-    from a students row a later enrolment keeps (`student_facts`, which is no table)."""
-    parts = [f"{count} from {table}" for table, count in removed.items() if table != FACTS_CLEARED]
+    """What the erasure removed, in words: rows per table, the current facts it cleared from a
+    students row a later enrolment keeps (`student_facts`), and the student's events it found
+    not yet stored and skipped (`events_skipped`); neither of those two is a table."""
+    parts = [
+        f"{count} from {table}"
+        for table, count in removed.items()
+        if table not in (FACTS_CLEARED, EVENTS_SKIPPED)
+    ]
     said = ["removed " + ", ".join(parts)] if parts else []
     if removed.get(FACTS_CLEARED):
         said.append("cleared the student's facts given before the erasure")
+    if skipped := removed.get(EVENTS_SKIPPED):
+        # "removed nothing" alone would tell the caller the student had no data; the events
+        # were the student's, erased before the recorder stored them.
+        if not said:
+            said.append("removed nothing stored")
+        said.append(f"skipped {skipped} event(s) of the student not yet recorded")
     return "; ".join(said) or "removed nothing"

@@ -18,6 +18,13 @@ future): one that names the student (`Named`), by its key or by the event its va
 parses as, at a time at or before the erasure's, is skipped and counted rather than
 dead-lettered. Each batch's students, those of its refused records with them, are looked up
 in `erasures` in one query. Nothing here logs a student id.
+
+An erasure that comes in the same write as the student's events of before it (one made just
+after a prediction, before the recorder got to it) finds them not stored: they are skipped, so
+its audit row says how many (`events_skipped`, counted before the row is written, which is
+written once), lest it read as a student who had nothing. Events of before that come in a later
+write (a spool's replay) are skipped and counted in the metric only: the audit row is written
+by then, and is never changed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +40,7 @@ from datetime import datetime
 import asyncpg
 
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
-from studentperf.erasure import FACTS_CLEARED
+from studentperf.erasure import EVENTS_SKIPPED, FACTS_CLEARED
 from studentperf.persistence.erasure import (
     ALREADY_APPLIED,
     AUDIT,
@@ -74,8 +82,9 @@ class Named:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What one erasure removed, by table (tables with none left out); `new` is False for an
-    event applied before (a redelivery), which removed nothing this time."""
+    """What one erasure removed, by table (tables with none left out), with the entries that
+    name no table (studentperf.erasure); `new` is False for an event applied before (a
+    redelivery), which removed nothing this time."""
 
     event_id: str
     removed: Mapping[str, int]
@@ -113,9 +122,14 @@ def _count(status: str) -> int:
 
 
 async def apply_erasures(
-    conn: asyncpg.Connection, erasures: Sequence[Erasure], key: bytes
+    conn: asyncpg.Connection,
+    erasures: Sequence[Erasure],
+    key: bytes,
+    skipped: Mapping[str, int] | None = None,
 ) -> list[Applied]:
-    """Applies the erasures in order, in one transaction; one answer per erasure."""
+    """Applies the erasures in order, in one transaction; one answer per erasure. `skipped`:
+    the events of the same write each erasure skips (`skipped_by_erasure`, by event id), which
+    its audit row reports beside the rows removed."""
     applied: list[Applied] = []
     async with conn.transaction():
         await conn.execute(SET_ERASURE_ROLE)
@@ -124,6 +138,8 @@ async def apply_erasures(
                 applied.append(Applied(erasure.event_id, {}, new=False))
                 continue
             removed = await _erase(conn, erasure.student_id, erasure.erased_as_of)
+            if skipped and skipped.get(erasure.event_id):
+                removed[EVENTS_SKIPPED] = skipped[erasure.event_id]
             await conn.execute(
                 AUDIT,
                 erasure.event_id,
@@ -208,6 +224,43 @@ def unerased(
         if until is None or row[_OCCURRED_AT] > until:  # type: ignore[operator]
             kept.append(index)
     return kept
+
+
+def skipped_by_erasure(
+    rows: Sequence[StagingRow],
+    named: Sequence[Named],
+    erased: Mapping[str, datetime],
+    erasures: Sequence[Erasure],
+) -> dict[str, int]:
+    """How many of a write's events each of its erasures skips, by event id (those skipping
+    none left out): the rows, and the refused records (`named`, each once per student it
+    names), of its student at or before its time. Each is counted once, by the erasure that
+    would have removed it had it been stored before them all, as the rows per table are
+    counted: not when an erasure looked up before the write (`erased`) covers it, for that
+    one's audit row is written already (a redelivered erasure of the write among them); else
+    by the write's first erasure of the student, in the write's order, at or after it."""
+    by_student: dict[str, list[Erasure]] = {}
+    for erasure in erasures:
+        by_student.setdefault(erasure.student_id, []).append(erasure)
+    if not by_student:
+        return {}
+    counts: Counter[str] = Counter()
+
+    def count(student: str, at: datetime) -> None:
+        before = erased.get(student)
+        if before is not None and at <= before:
+            return
+        for erasure in by_student.get(student, ()):
+            if at <= erasure.erased_as_of:
+                counts[erasure.event_id] += 1
+                return
+
+    for row in rows:
+        count(str(row[_STUDENT]), row[_OCCURRED_AT])  # type: ignore[arg-type]
+    # A record's key and value may both name its student: one record still.
+    for name in {(n.index, n.student_id): n for n in named}.values():
+        count(name.student_id, name.as_of)
+    return dict(counts)
 
 
 def erased_records(

@@ -45,6 +45,7 @@ from recorder_service.erasure import (
     apply_erasures,
     erased_as_of,
     erased_records,
+    skipped_by_erasure,
     students_of,
     unerased,
 )
@@ -368,10 +369,17 @@ class PostgresStore:
             if turn is not None:
                 turn.check()  # the lock and the connection may have taken a while
             try:
-                applied = self._remember_first(
-                    await apply_erasures(conn, erasures, self._erasure_key) if erasures else []
-                )
+                # Looked up before the erasures are applied, so each counts the events it skips
+                # here before its audit row is written (once: EraseStudent polls for the row
+                # and must never read part of it). What skips them is the same either way: the
+                # write's own erasures are taken with those looked up.
                 erased = await erased_as_of(conn, students_of(rows, named), self._hasher)
+                skipped = skipped_by_erasure(rows, named, erased, erasures)
+                applied = self._remember_first(
+                    await apply_erasures(conn, erasures, self._erasure_key, skipped)
+                    if erasures
+                    else []
+                )
             except Exception as error:
                 # No record is at fault: an erasure event that reached here breaks no rule the
                 # table checks (envelope.decode_erasure checked them), and a lookup reads only.

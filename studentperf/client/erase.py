@@ -4,9 +4,13 @@
 
 The bearer token comes from STUDENTPERF_TOKEN (or the file STUDENTPERF_TOKEN_FILE names), as
 the client examples take it; none is sent when neither is set (a server without tokens). Prints
-what was removed per table, "removed nothing", or that the erasure is accepted and not yet
-confirmed (the recorder will apply it). Exit status: 0 erased or accepted, 1 refused or
-failed (the status, and each bad field with its rule, are printed), 2 a usage error.
+the service's summary and what was removed per table ("removed nothing" for a student with no
+data), with `events_skipped`: the student's events that had not been stored yet when the
+erasure came and were skipped, never stored ("removed nothing stored; skipped 2 event(s) of the
+student not yet recorded" for a student erased just after a prediction and an outcome); or
+that the erasure is accepted and not yet confirmed (the recorder will apply it). Exit status:
+0 erased or accepted, 1 refused or failed (the status, and each bad field with its rule, are
+printed), 2 a usage error.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ INSERT INTO erasures (event_id, student_hash, erased_as_of, requested_by, reason
 VALUES ($1, $2, $3, $4, $5, $6::jsonb)
 ON CONFLICT (event_id) DO NOTHING
 """
-# What the erasure $1 removed, per table (jsonb); no row until the recorder applied it.
+# What the erasure $1 removed, per table, with the entries that name no table (jsonb; the keys
+# of studentperf.erasure); no row until the recorder applied it, and the row is written whole.
 ERASURE_REMOVED: Final = "SELECT removed FROM erasures WHERE event_id = $1"
 # The newest erasure of each of a batch's students.
 ERASED_AS_OF: Final = """

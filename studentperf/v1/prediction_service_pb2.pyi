@@ -1000,14 +1000,18 @@ class EraseStudentResponse(_message.Message):
     confirmed; the audit row (table erasures) will say what was removed.
     """
     summary: _builtins.str
-    """Human-readable: what was removed ("removed nothing" when the student had no rows), or that
-    the erasure is accepted and not yet confirmed.
+    """Human-readable: what was removed ("removed nothing" when the student had no data; "removed
+    nothing stored; skipped 2 event(s) of the student not yet recorded" when its only data were
+    events not yet stored), or that the erasure is accepted and not yet confirmed.
     """
     @_builtins.property
     def removed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """Rows removed per table (table name to count), tables with none left out; and
-        "student_facts": 1 when the student's current facts given before the erasure were cleared
-        from a row a later enrolment keeps. Empty when nothing was removed or when not confirmed.
+        """Rows removed per table (table name to count), tables with none left out; and two keys
+        that name no table: "student_facts": 1 when the student's current facts given before the
+        erasure were cleared from a row a later enrolment keeps; "events_skipped": how many of the
+        student's events from before the erasure reached the recorder with it, not yet stored, and
+        were skipped, never stored (an erasure made just after a prediction). Empty when nothing
+        was removed or skipped, or when not confirmed.
         """
 
     def __init__(

@@ -7,6 +7,7 @@ meets a later enrolment's events in the log before or after them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -14,7 +15,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from recorder_service.erasure import Erasure, apply_erasures
+from inference_service.core_ports import ErasureAnswer
+from inference_service.history_store import PostgresHistoryStore
+from inference_service.servicer import _erasure_response
+from recorder_service.erasure import Erasure, Named, apply_erasures
 from recorder_service.rows import (
     STAGING_COLUMNS,
     import_staging_row,
@@ -529,3 +533,93 @@ async def test_an_outcome_is_recorded_as_of_its_first_acceptance_however_the_log
         datetime.fromtimestamp(T + 30, UTC),
     )
     assert found == dict.fromkeys(layouts, expected)
+
+
+async def test_an_erasure_in_the_batch_of_the_student_s_events_says_it_skipped_them(
+    stack: Stack, store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """A user's walkthrough: a prediction for a student, an outcome, and the student erased at
+    once. The three events reach the recorder in one batch; the erasure is applied first and
+    the two events are skipped, never stored. The student's data is gone, and EraseStudent's
+    answer (read from the audit row, as the service reads it) says two events were skipped:
+    not "removed nothing", which tells the school the student had no data. The same batch
+    again (a redelivery) adds nothing to the audit."""
+    sid = f"sb-{uuid.uuid4().hex[:10]}"
+    rows = [
+        staging_row(make_event(sid, seconds=T + 10), 1),
+        outcome_staging_row(make_outcome_event(sid, TERM, 60.0, seconds=T + 15), 2),
+    ]
+    erasure = _erasure(sid)  # at T + 20
+    written = await store.write(rows, [erasure])
+    history = PostgresHistoryStore(stack.database_url_as(DatabaseRole.ANALYST))
+    try:
+        removed = await history.erasure(erasure.event_id)
+        again = await store.write(rows, [erasure])
+        after_redelivery = await history.erasure(erasure.event_id)
+    finally:
+        await history.close()
+    assert removed is not None
+    answer = _erasure_response(ErasureAnswer(erasure.event_id, removed))
+    print(f"\nskipped {written.erased}; audit removed {removed}; summary {answer.summary!r}")
+    assert written.erased == 2 and again.erased == 2
+    assert removed == {"events_skipped": 2}
+    assert answer.summary == (
+        "removed nothing stored; skipped 2 event(s) of the student not yet recorded"
+    )
+    assert after_redelivery == removed
+    assert [a.new for a in again.erasures] == [False]
+    assert (
+        await db.fetchval(
+            "SELECT (SELECT count(*) FROM predictions WHERE student_id = $1)"
+            " + (SELECT count(*) FROM outcomes WHERE student_id = $1)"
+            " + (SELECT count(*) FROM students WHERE student_id = $1)",
+            sid,
+        )
+        == 0
+    )
+
+
+async def test_two_erasures_in_one_write_each_count_the_events_they_skip_once(
+    store: PostgresStore, db: asyncpg.Pool
+) -> None:
+    """One student's stored prediction, then one write with two erasures of the student (asked
+    twice, ten seconds apart), the student's events before each, a refused record naming the
+    student, and a new enrolment's prediction after both. The first erasure deletes the stored
+    rows and counts the events before it; the second counts only the one between them, never
+    one the first counted. Each audit row is whole once written: the same write again changes
+    neither."""
+    sid = f"tw-{uuid.uuid4().hex[:10]}"
+    await store.write([staging_row(make_event(sid, seconds=T + 5), 1)])
+    early = _erasure(sid)  # at T + 20
+    late = Erasure(str(uuid.uuid4()), sid, datetime.fromtimestamp(T + 30, UTC), "registrar", "")
+    rows = [
+        staging_row(make_event(sid, seconds=T + 8), 2),
+        outcome_staging_row(make_outcome_event(sid, TERM, 60.0, seconds=T + 25), 3),
+        staging_row(make_event(sid, seconds=T + 40), 5),  # a new enrolment: stored
+    ]
+    # Refused before the database (its value unreadable, say), named by its key, at T + 12.
+    named = [Named(0, sid, datetime.fromtimestamp(T + 12, UTC))]
+
+    async def audits() -> dict[str, object]:
+        found = await db.fetch(
+            "SELECT event_id, removed FROM erasures WHERE event_id = ANY($1::uuid[])",
+            [uuid.UUID(late.event_id), uuid.UUID(early.event_id)],
+        )
+        return {str(r["event_id"]): json.loads(r["removed"]) for r in found}
+
+    written = await store.write(rows, [early, late], named=named)
+    first = await audits()
+    again = await store.write(rows, [early, late], named=named)
+    print(f"\naudits {first}; skipped {written.erased} row(s), refused {written.erased_refused}")
+    assert written.erased == 2 and written.erased_refused == {0}
+    assert first[early.event_id] == {
+        "predictions": 1,
+        "student_profiles": 1,
+        "academic_records": 1,
+        "students": 1,
+        "events_skipped": 2,  # the prediction at T + 8, the refused record at T + 12
+    }
+    assert first[late.event_id] == {"events_skipped": 1}  # the outcome at T + 25
+    assert again.erased == 2 and [a.new for a in again.erasures] == [False, False]
+    assert await audits() == first
+    assert await db.fetchval("SELECT count(*) FROM predictions WHERE student_id = $1", sid) == 1

@@ -34,6 +34,7 @@ from recorder_service.erasure import (
     Named,
     StudentHasher,
     erased_records,
+    skipped_by_erasure,
     student_hash,
     unerased,
 )
@@ -43,7 +44,7 @@ from recorder_service.triage import Reason, triage
 from studentperf import envelope
 from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
-from studentperf.erasure import FACTS_CLEARED, reason_is_valid
+from studentperf.erasure import EVENTS_SKIPPED, FACTS_CLEARED, reason_is_valid
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -113,6 +114,65 @@ def test_a_refused_record_is_skipped_when_a_student_it_names_was_erased_at_or_af
     assert erased_records(named, {"s": T0}) == {0, 3}
     assert erased_records(named, {}, [erasure("s", T0 + timedelta(hours=1))]) == {0, 1, 3}
     assert erased_records(named, {"s": T0 + timedelta(hours=2)}, [erasure("s", T0)]) == {0, 1, 3}
+
+
+def test_an_erasure_counts_the_events_of_its_student_its_write_skips() -> None:
+    """The user's case: a prediction and an outcome, then the erasure, in one write. Another
+    student's events, and the student's later one (a new enrolment, stored), count for none."""
+    gone = erasure("s", T0)
+    rows = [
+        row("s", T0 - timedelta(minutes=2)),
+        row("s", T0 - timedelta(minutes=1)),
+        row("s", T0),  # at the erasure's time: skipped
+        row("s", T0 + timedelta(microseconds=1)),
+        row("other", T0 - timedelta(days=1)),
+    ]
+    assert skipped_by_erasure(rows, (), {}, [gone]) == {gone.event_id: 3}
+    assert len(rows) - len(unerased(rows, {}, [gone])) == 3  # what the metric counts
+    assert skipped_by_erasure(rows, (), {}, []) == {}
+    assert skipped_by_erasure([row("other", T0)], (), {}, [gone]) == {}
+
+
+def test_each_skipped_event_counts_once_for_the_erasure_that_would_have_removed_it() -> None:
+    """Two erasures of one student in a write: an event counts for the first, in the write's
+    order, that covers it (the one that would have deleted it, stored), never for both."""
+    early, late = erasure("s", T0), erasure("s", T0 + timedelta(hours=2))
+    rows = [row("s", T0 - timedelta(hours=1)), row("s", T0 + timedelta(hours=1))]
+    assert skipped_by_erasure(rows, (), {}, [early, late]) == {
+        early.event_id: 1,
+        late.event_id: 1,
+    }
+    # The later one first in the log (the earlier one came late, from a spool): it deletes
+    # both, had they been stored, so it counts both.
+    assert skipped_by_erasure(rows, (), {}, [late, early]) == {late.event_id: 2}
+    again = erasure("s", T0)  # two at one time: the first
+    assert skipped_by_erasure(rows, (), {}, [early, again]) == {early.event_id: 1}
+
+
+def test_an_event_an_erasure_of_an_earlier_write_covers_counts_for_none() -> None:
+    """Its audit row was written without it: a replay of the student's old events, counted by
+    the metric alone. So is the same erasure delivered again with them (it is in `erasures`)."""
+    gone = erasure("s", T0 + timedelta(hours=2))
+    rows = [row("s", T0 - timedelta(hours=1)), row("s", T0 + timedelta(hours=1))]
+    assert skipped_by_erasure(rows, (), {"s": T0}, [gone]) == {gone.event_id: 1}
+    assert skipped_by_erasure(rows, (), {"s": gone.erased_as_of}, [gone]) == {}
+    assert skipped_by_erasure(rows, (), {"s": T0 + timedelta(days=1)}, [gone]) == {}
+
+
+def test_a_refused_record_counts_once_for_each_student_it_names() -> None:
+    gone, other = erasure("s", T0), erasure("other", T0)
+    named = [
+        Named(0, "s", T0 - timedelta(hours=1)),
+        Named(0, "s", T0 - timedelta(hours=1)),  # by its key and by its value
+        Named(1, "s", T0 + timedelta(hours=1)),  # a new enrolment's: dead-lettered
+        Named(2, "s", T0),
+        Named(2, "other", T0),
+    ]
+    assert skipped_by_erasure([row("s", T0)], named, {}, [gone, other]) == {
+        gone.event_id: 3,
+        other.event_id: 1,
+    }
+    assert erased_records(named, {}, [gone, other]) == {0, 2}  # what the metric counts
 
 
 MS = 1_700_000_000_000  # a record's Kafka timestamp
@@ -774,6 +834,21 @@ async def test_a_publish_cancelled_while_it_waits_its_turn_lets_none_overtake(
             "removed 1 from outcomes; cleared the student's facts given before the erasure",
         ),
         ({FACTS_CLEARED: 1}, "cleared the student's facts given before the erasure"),
+        # Events of the student that came with the erasure and were skipped, never stored: the
+        # student had data, which "removed nothing" would deny.
+        (
+            {EVENTS_SKIPPED: 2},
+            "removed nothing stored; skipped 2 event(s) of the student not yet recorded",
+        ),
+        (
+            {"predictions": 1, EVENTS_SKIPPED: 1},
+            "removed 1 from predictions; skipped 1 event(s) of the student not yet recorded",
+        ),
+        (
+            {FACTS_CLEARED: 1, EVENTS_SKIPPED: 3},
+            "cleared the student's facts given before the erasure; skipped 3 event(s) of the "
+            "student not yet recorded",
+        ),
     ],
 )
 def test_the_answer_says_what_was_removed_and_names_no_table_that_is_none(
