@@ -32,7 +32,8 @@ class AcceptedOutcome:
 @dataclass(frozen=True, slots=True)
 class ErasureAnswer:
     """An erasure handed off for recording: its event id and, when the recorder applied it
-    within the wait, the rows it removed per table (empty: nothing); None: not yet confirmed."""
+    within the wait, what it removed: rows per table, and the entries that are no table
+    (studentperf.erasure FACTS_CLEARED, EVENTS_SKIPPED); empty: nothing. None: not yet confirmed."""
 
     erasure_id: str
     removed: Mapping[str, int] | None
@@ -101,5 +102,6 @@ class HeldEvents(Protocol):
 
 class ErasureAudit(Protocol):
     async def erasure(self, event_id: str) -> Mapping[str, int] | None:
-        """Rows removed per table by the erasure `event_id`, once the recorder has applied it;
-        None before. Raises HistoryUnavailable while the database cannot be read."""
+        """What the erasure `event_id` removed (rows per table, and FACTS_CLEARED and
+        EVENTS_SKIPPED, which are no table), once the recorder has applied it; None before.
+        Raises HistoryUnavailable while the database cannot be read."""

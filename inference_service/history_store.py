@@ -72,8 +72,9 @@ class PostgresHistoryStore:
         return await self._read(lambda conn: fetch_page(conn, query))
 
     async def erasure(self, event_id: str) -> Mapping[str, int] | None:
-        """Rows removed per table by the erasure `event_id` (its audit row, migration 0010);
-        None until the recorder has applied it."""
+        """What the erasure `event_id` removed, as its audit row says (migration 0010): rows
+        per table, and FACTS_CLEARED and EVENTS_SKIPPED (studentperf.erasure), which are no
+        table; None until the recorder has applied it."""
 
         async def read(conn: asyncpg.Connection) -> Mapping[str, int] | None:
             found = await conn.fetchval(ERASURE_REMOVED, event_id)
