@@ -36,6 +36,10 @@ class InFlightBytes:
     def waiting(self) -> int:
         return sum(1 for _, future in self._waiting if not future.done())
 
+    def is_small(self, size: int) -> bool:
+        """Whether a request of `size` bytes goes ahead at once, holding nothing."""
+        return size <= self._small
+
     def hold(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
         """Holds `size` bytes of the budget (all of it, if larger) for the block's duration,
         waiting until they are free; a small request goes ahead at once."""

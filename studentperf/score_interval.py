@@ -9,6 +9,7 @@ Neither needs anything beyond numpy at serving time: the interval is one half-wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,18 @@ class ScoreInterval:
         return (
             np.clip(served - self.half_width, low, high),
             np.clip(served + self.half_width, low, high),
+        )
+
+    def bounds_of(self, scores: Sequence[float]) -> tuple[list[float], list[float]]:
+        """`bounds` as lists of plain floats, computed without numpy: the same float64
+        subtraction and clip per score, so the same values bit for bit (NaN included). The
+        service answers a few scores at a time, on every micro-batch: there numpy's per-call
+        overhead (arrays, clip's dispatch, tolist) cost several times the arithmetic."""
+        low, high = SCORE_RANGE
+        half_width = self.half_width
+        return (
+            [min(max(score - half_width, low), high) for score in scores],
+            [min(max(score + half_width, low), high) for score in scores],
         )
 
     def as_dict(self) -> dict[str, float]:

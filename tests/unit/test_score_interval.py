@@ -90,6 +90,19 @@ def test_bounds_are_clipped_to_the_score_range_and_coverage_counts_the_ends() ->
     assert width == pytest.approx((15 + 20 + 13 + 20) / 4)
 
 
+def test_bounds_of_plain_floats_are_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(17)
+    scores = [*rng.uniform(-20.0, 120.0, 2000).tolist(), 0.0, 100.0, -0.0, float("nan")]
+    for half_width in (0.0, 3.7, 12.25, 1e-9, 150.0):
+        interval = ScoreInterval(half_width=half_width, coverage=0.9)
+        low, high = interval.bounds(scores)
+        plain_low, plain_high = interval.bounds_of(scores)
+        assert all(isinstance(x, float) for x in plain_low + plain_high)
+        # Compared as bytes: equal floats, NaN where numpy has NaN, the same sign of zero.
+        assert np.array(plain_low).tobytes() == low.tobytes()
+        assert np.array(plain_high).tobytes() == high.tobytes()
+
+
 # Each run's test coverage varies by chance: about 2.5 points (one standard deviation) from the
 # 500 validation rows the half-width comes from and the 1,000 test rows that judge it. So each
 # run may be off by up to 8 points (3 standard deviations), while the mean deviation over the

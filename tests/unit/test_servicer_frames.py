@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from inference_service.encoding import InvalidInput
-from inference_service.servicer import _forgetting_frames
+from inference_service.inflight import InFlightBytes
+from inference_service.servicer import PredictionServicer, _forgetting_frames
+from studentperf.v1 import prediction_service_pb2 as api
+from studentperf.v1.student_pb2 import Student, StudentProfile
 
 
 def frame_names(error: BaseException) -> list[str]:
@@ -39,3 +42,23 @@ async def test_an_unexpected_error_keeps_its_traceback() -> None:
     with pytest.raises(RuntimeError) as caught:
         await _forgetting_frames(decode_and_refuse(RuntimeError("bug")))
     assert "decode_and_refuse" in frame_names(caught.value)
+
+
+class RefusingCore:
+    async def predict(self, *_: object, **__: object) -> None:
+        await decode_and_refuse(InvalidInput([]))
+
+
+async def test_a_small_predict_drops_the_frames_too() -> None:
+    """Predict's own path for small requests, which does not go through _forgetting_frames."""
+    servicer = PredictionServicer(
+        RefusingCore(),  # type: ignore[arg-type]
+        in_flight=InFlightBytes(1 << 20, small=1024),
+    )
+    student = Student(profile=StudentProfile(student_id="s1"))
+    request = api.PredictRequest(student=student).SerializeToString()
+    unwrapped = PredictionServicer.Predict.__wrapped__  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput) as caught:
+        await unwrapped(servicer, request, None)
+    assert "decode_and_refuse" not in frame_names(caught.value)
+    assert "predict" not in frame_names(caught.value)
