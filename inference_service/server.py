@@ -232,11 +232,17 @@ async def start_server(settings: Settings) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((SERVICE_NAME, health.SERVICE_NAME), server)
     status = InferenceHealth(core, publisher, metrics.registry)
+    status_server = None
     try:
-        port = bind(server, settings.listen_address, server_credentials(settings))
-        # Bound before anything starts: a port already taken fails with little to undo.
+        # Bound before anything starts: a port already taken fails with little to undo. The
+        # health port first: a gRPC port once bound is let go only by a server that started,
+        # so a refused health port after it would keep the listen address from the next start.
         status_server = await serve_status(status, settings)
+        port = bind(server, settings.listen_address, server_credentials(settings))
     except BaseException:
+        if status_server is not None:
+            status_server.close()
+            await status_server.wait_closed()
         # The spool folder is let go, so the same process may start a server on it again.
         await publisher.stop()
         await history.close()

@@ -260,3 +260,26 @@ async def test_a_listen_address_or_health_port_taken_by_another_server_is_refuse
     # Each refused start let go of the spool folder: the same process serves on it at once.
     async with served(inference_settings(stack, spool)) as running:
         assert running.port > 0
+
+
+async def test_a_start_refused_for_its_health_port_lets_go_of_its_listen_address(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # One process, one listen address: a start stopped by a taken health port must not keep
+    # the gRPC port it bound, or (SO_REUSEPORT off) the next start there is refused as taken.
+    address = f"127.0.0.1:{free_port()}"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    spool = tmp_path / "spool"
+    try:
+        with pytest.raises(ConfigError, match="STUDENTPERF_INFERENCE_HEALTH_PORT: cannot listen"):
+            await start_server(
+                inference_settings(
+                    stack, spool, listen_address=address, health_port=taken.getsockname()[1]
+                )
+            )
+    finally:
+        taken.close()
+    async with served(inference_settings(stack, spool, listen_address=address)) as running:
+        assert f"127.0.0.1:{running.port}" == address
