@@ -120,6 +120,13 @@ class BatchWriter:
         up too: its offsets would commit past records nobody wrote."""
         batch, triaged = prepared.batch, prepared.triaged
         try:
+            if triaged.erasures and before is not None:
+                # The batch before may still send letters of a student this batch erases (its
+                # refused records of before the erasure): sent after the audit row, which tells
+                # EraseStudent the student is gone, they would be copies made after the erasure.
+                await asyncio.wait({before})  # not `await before`: a cancel would reach it
+                if not before.result():
+                    raise GivenUp
             written = await self._until_done(
                 lambda: self._write(triaged, turn), consumer, flight, stop, "database"
             )

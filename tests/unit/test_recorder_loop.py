@@ -464,3 +464,50 @@ async def test_a_record_with_a_null_header_value_does_not_stop_the_recorder() ->
     await run_until(recorder, consumer, lambda: len(consumer.commits) == 2)
     assert consumer.commits == [{P0: 3}, {P0: 4}]
     assert recorder.stored == 4
+
+
+async def test_no_letter_of_a_student_is_sent_after_a_later_batch_applied_their_erasure() -> None:
+    """Batch 1 holds a student's undecodable record, batch 2 (after it in the log) the
+    student's erasure. Batch 1's letter is slow to be acknowledged; batch 2, handed over
+    meanwhile, must not apply the erasure before it is: once the audit row is written,
+    EraseStudent tells the caller the student is erased, and no copy of their records may be
+    made after that (README, Erasure: the horizon)."""
+    from recorder_service.dead_letters import DeadLetter
+    from studentperf import envelope
+    from tests.unit.test_erasure import erasure_event
+
+    order: list[str] = []
+
+    @dataclasses.dataclass
+    class TurnTakingStore(FakeStore):
+        async def write(
+            self,
+            rows: Sequence[StagingRow],
+            erasures: Sequence[Erasure] = (),
+            turn: Turn | None = None,
+            named: Sequence[Named] = (),
+        ) -> WriteResult:
+            if turn is not None:
+                await turn.wait(0)
+            if erasures:
+                order.append("erasure applied")
+            result = await super().write(rows, erasures, turn, named)
+            if turn is not None:
+                turn.done_with(0)
+            return result
+
+    class SlowDeadLetters(FakeDeadLetters):
+        async def send(self, letters: Sequence[DeadLetter]) -> None:
+            if letters:
+                await asyncio.sleep(0.3)  # acks=all, a slow broker
+                order.append("letter sent")
+            await super().send(letters)
+
+    erasure = envelope.encode_erasure(erasure_event(student_id="s-x"))
+    consumer = FakeConsumer(
+        {P0: [FakeRecord(TOPIC, 0, 0, b"\x00garbage", b"s-x")]},
+        {P0: [FakeRecord(TOPIC, 0, 1, erasure.value, erasure.key, headers=erasure.headers)]},
+    )
+    recorder = make(TurnTakingStore(), SlowDeadLetters(), batch_max_events=1)
+    await run_until(recorder, consumer, lambda: len(consumer.commits) == 2)
+    assert order == ["letter sent", "erasure applied"]
