@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.codec import (
@@ -39,19 +39,20 @@ UNREADABLE = (
 # Batch header after base offset and length: leader epoch, magic, crc, attributes,
 # last offset delta, first and max timestamp, producer id and epoch, base sequence, count.
 _BATCH = struct.Struct(">qiiBIhiqqqhii")
-_CODECS: Mapping[int, Callable[[bytes], bytes]] = {
-    1: gzip_decode,
-    2: snappy_decode,
-    3: lz4_decode,
-    4: zstd_decode,
-}
-# Kafka's codecs; aiokafka reads all but gzip only with a library that may not be installed.
-_CODEC_NAMES: Mapping[int, str] = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
-_CODEC_READABLE: Mapping[int, Callable[[], bool]] = {
-    1: has_gzip,
-    2: has_snappy,
-    3: has_lz4,
-    4: has_zstd,
+
+
+class _Codec(NamedTuple):
+    name: str
+    readable: Callable[[], bool]  # aiokafka reads all but gzip only with a library installed
+    decode: Callable[[bytes], bytes]
+
+
+# Kafka's codecs, by the number a batch's attributes give.
+_CODECS: Mapping[int, _Codec] = {
+    1: _Codec("gzip", has_gzip, gzip_decode),
+    2: _Codec("snappy", has_snappy, snappy_decode),
+    3: _Codec("lz4", has_lz4, lz4_decode),
+    4: _Codec("zstd", has_zstd, zstd_decode),
 }
 UNDECOMPRESSABLE = (
     "its record batch is compressed with {codec}, which this recorder cannot decompress;"
@@ -60,6 +61,10 @@ UNDECOMPRESSABLE = (
 _CONTROL = 0x20
 _LOG_APPEND_TIME = 0x08
 FETCH_MAX_BYTES = 1024 * 1024  # aiokafka's max_partition_fetch_bytes
+
+
+def _codec_name(codec: int) -> str:
+    return _CODECS[codec].name if codec in _CODECS else f"codec {codec}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +101,7 @@ def parse(
             codec = attributes & 0x07
             if attributes & _CONTROL:
                 pass  # transaction markers: no record
-            elif codec and not (codec in _CODEC_READABLE and _CODEC_READABLE[codec]()):
+            elif codec and not (codec in _CODECS and _CODECS[codec].readable()):
                 # aiokafka cannot read it either: what the batch holds is unknown here, and
                 # the recorder goes on past it rather than stop at it.
                 first = max(start, base_offset)
@@ -105,14 +110,14 @@ def parse(
                         tp.topic,
                         tp.partition,
                         offset,
-                        UNDECOMPRESSABLE.format(codec=_CODEC_NAMES.get(codec, f"codec {codec}")),
+                        UNDECOMPRESSABLE.format(codec=_codec_name(codec)),
                         max_ts if attributes & _LOG_APPEND_TIME else first_ts,
                     )
                     for offset in range(first, base_offset + last_delta + 1)
                 ]
             else:
                 if codec:
-                    body = _CODECS[codec](body)
+                    body = _CODECS[codec].decode(body)
                 log_append = bool(attributes & _LOG_APPEND_TIME)
                 for record in _records(bytearray(body), count, tp, base_offset, first_ts):
                     if record.offset >= start:

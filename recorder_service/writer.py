@@ -124,9 +124,7 @@ class BatchWriter:
                 # The batch before may still send letters of a student this batch erases (its
                 # refused records of before the erasure): sent after the audit row, which tells
                 # EraseStudent the student is gone, they would be copies made after the erasure.
-                await asyncio.wait({before})  # not `await before`: a cancel would reach it
-                if not before.result():
-                    raise GivenUp
+                await _after(before)
             written = await self._until_done(
                 lambda: self._write(triaged, turn), consumer, flight, stop, "database"
             )
@@ -142,9 +140,7 @@ class BatchWriter:
             if before is not None:
                 # First, so that a batch given up behind one given up sends no dead letters
                 # (they would be sent again when its records are read again).
-                await asyncio.wait({before})  # not `await before`: a cancel would reach it
-                if not before.result():
-                    raise GivenUp
+                await _after(before)
             await self._until_done(
                 lambda: self._dead_letters.send(letters),
                 consumer,
@@ -265,3 +261,10 @@ class BatchWriter:
             self._health.commits += 1
             self._health.last_commit_at = time.time()
             self._health.committed.update(offsets)
+
+
+async def _after(before: asyncio.Task[bool]) -> None:
+    """Returns once the batch before has ended; raises GivenUp when it was given up."""
+    await asyncio.wait({before})  # not `await before`: a cancel would reach it
+    if not before.result():
+        raise GivenUp
