@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeAlias, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -47,6 +47,7 @@ from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Outcome
 
+AnyEvent: TypeAlias = PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent
 SCHEMA_VERSION = 1
 CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.PredictionEvent"
 OUTCOME_CONTENT_TYPE = b"application/x-protobuf; messageType=studentperf.v1.OutcomeEvent"
@@ -207,37 +208,17 @@ def _check_version(headers: Sequence[Header]) -> None:
             )
 
 
-def decode_any(
-    value: bytes | None, headers: Sequence[Header] = ()
-) -> PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent:
+def decode_any(value: bytes | None, headers: Sequence[Header] = ()) -> AnyEvent:
     """Parses a record's value as the event its content type names (see the module's doc)."""
-    content_type = _content_type(headers)  # read once: the recorder calls this per record
-    if content_type == OUTCOME_CONTENT_TYPE:
-        return decode_outcome(value, headers)
-    if content_type == IMPORT_CONTENT_TYPE:
-        return decode_import(value, headers)
-    if content_type == ERASURE_CONTENT_TYPE:
-        return decode_erasure(value, headers)
-    return decode(value, headers)
+    return _kind(headers).decode(value, headers)
 
 
-def parse_unchecked(
-    value: bytes | None, headers: Sequence[Header] = ()
-) -> PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent | None:
+def parse_unchecked(value: bytes | None, headers: Sequence[Header] = ()) -> AnyEvent | None:
     """The record's value parsed as the event its content type names with no rule checked, not
     even its schema version; None when protobuf cannot parse it. Only for what a refused
     record says of its student and time (the recorder keeps no letter of an erased student's
     record): what it returns may break every rule and is never to be stored."""
-    content_type = _content_type(headers)
-    event: PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent
-    if content_type == OUTCOME_CONTENT_TYPE:
-        event = OutcomeEvent()
-    elif content_type == IMPORT_CONTENT_TYPE:
-        event = ImportEvent()
-    elif content_type == ERASURE_CONTENT_TYPE:
-        event = ErasureEvent()
-    else:
-        event = PredictionEvent()
+    event = _kind(headers).event()
     try:
         event.ParseFromString(value or b"")
     except DecodeError:
@@ -245,7 +226,7 @@ def parse_unchecked(
     return event
 
 
-def student_ids(event: PredictionEvent | OutcomeEvent | ImportEvent | ErasureEvent) -> list[str]:
+def student_ids(event: AnyEvent) -> list[str]:
     """The student ids the event names, as given (an import's profile may name another student
     than its outcome, which decode_import refuses)."""
     if isinstance(event, PredictionEvent):
@@ -365,6 +346,24 @@ def decode(value: bytes | None, headers: Sequence[Header] = ()) -> PredictionEve
         raise UndecodableEvent("event_id differs from prediction.prediction_id")
     _check_event_id(event.event_id)
     return event
+
+
+class _Kind(NamedTuple):
+    event: type[AnyEvent]
+    decode: Callable[[bytes | None, Sequence[Header]], AnyEvent]
+
+
+# By content type; a record with another, or none, is read as a prediction (the module's doc).
+_KINDS: Mapping[bytes | None, _Kind] = {
+    OUTCOME_CONTENT_TYPE: _Kind(OutcomeEvent, decode_outcome),
+    IMPORT_CONTENT_TYPE: _Kind(ImportEvent, decode_import),
+    ERASURE_CONTENT_TYPE: _Kind(ErasureEvent, decode_erasure),
+}
+_PREDICTION = _Kind(PredictionEvent, decode)
+
+
+def _kind(headers: Sequence[Header]) -> _Kind:
+    return _KINDS.get(_content_type(headers), _PREDICTION)
 
 
 DEAD_LETTER_REASON_HEADER = "dead-letter-reason"
