@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -48,6 +49,8 @@ CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 # A goodbye the database does not answer in this time is cut short (asyncpg terminates).
 CLOSE_TIMEOUT_S = 1.0
+# What a lost or refusing database raises: the connection is dropped, made again next time.
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class ModelFollower:
@@ -81,7 +84,7 @@ class ModelFollower:
             if self._metrics is not None:
                 self._metrics.artifact_refused()
             return None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
+        except _DATABASE_ERRORS as err:
             self._drop()
             why = f"no answer within {self._command_timeout_s:g} s" if _silent(err) else err
             problem = f"cannot read the model pointer in {mask_dsn(self._url)}: {why}"
@@ -109,22 +112,25 @@ class ModelFollower:
     async def earlier_versions(self, version: str, most: int) -> list[str]:
         """The versions `version` replaced when promoted, nearest first, at most `most`
         (studentperf.model_store.replaced_versions). Raises what the database raises."""
-        try:
+        with self._dropped_on_failure():
             return await replaced_versions(await self._connect(), version, most)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            self._drop()
-            raise
 
     async def fetch_version(self, version: str) -> Path:
         """Makes the folder hold `version`, downloaded and checked if missing, as for the
         pointer's version; returns its folder. Raises ArtifactRefused (nothing written: not
         counted, since the pointer does not name it) or what the database raises."""
-        try:
+        with self._dropped_on_failure():
             await download_version(await self._connect(), version, self._models)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        return self._models / version
+
+    @contextlib.contextmanager
+    def _dropped_on_failure(self) -> Iterator[None]:
+        """Lets the database's errors through, dropping the connection they came on."""
+        try:
+            yield
+        except _DATABASE_ERRORS:
             self._drop()
             raise
-        return self._models / version
 
     async def _connect(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
