@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -20,6 +21,7 @@ from inference_service.health_endpoint import InferenceHealth
 from inference_service.history_store import PostgresHistoryStore
 from inference_service.inflight import InFlightBytes
 from inference_service.metrics import InferenceMetrics
+from inference_service.model import ServedModel
 from inference_service.model_follower import ModelFollower
 from inference_service.publisher import KafkaPublisher
 from inference_service.reload import ModelReloader, load_at_start, watches
@@ -48,30 +50,29 @@ SERVICE_NAME = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionSer
 
 
 class RunningServer:
-    """A started server and what it needs to stop cleanly."""
+    """A server and what it needs to stop cleanly; `port` and `status_server` are set once
+    bound."""
 
     def __init__(
         self,
         server: grpc.aio.Server,
-        port: int,
         health_servicer: health.aio.HealthServicer,
         publisher: DurablePublisher,
         core: PredictionCore,
-        reloader: ModelReloader | None = None,
-        status_server: asyncio.Server | None = None,
-        status: InferenceHealth | None = None,
-        metrics: InferenceMetrics | None = None,
-        history: PostgresHistoryStore | None = None,
+        status: InferenceHealth,
+        metrics: InferenceMetrics,
+        history: PostgresHistoryStore,
+        reloader: ModelReloader | None,
     ) -> None:
         self.server = server
         self.history = history
         self.metrics = metrics
         self.core = core
-        self.port = port
+        self.port = 0
         self.health = health_servicer
         self.publisher = publisher
         self.reloader = reloader
-        self.status_server = status_server
+        self.status_server: asyncio.Server | None = None
         self.status = status
 
     async def stop(self, grace_s: float) -> None:
@@ -80,8 +81,7 @@ class RunningServer:
         Every call answered OK has its events acknowledged or spooled by then; what is still in
         the spool stays on disk for the next start.
         """
-        if self.status is not None:
-            self.status.stopping = True
+        self.status.stopping = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         await self.core.drain()
@@ -96,10 +96,14 @@ class RunningServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.publisher.stop()
-        if self.history is not None:
-            await self.history.close()
+        await self.history.close()
         if self.status_server is not None:
             self.status_server.close()
+
+
+async def _closed(status_server: asyncio.Server) -> None:
+    status_server.close()
+    await status_server.wait_closed()
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
@@ -153,32 +157,78 @@ async def start_server(settings: Settings) -> RunningServer:
     """Loads the model, binds the port, connects to Kafka and starts serving."""
     # This server's own registry: several servers in one process (tests) never collide.
     metrics = InferenceMetrics(CollectorRegistry())
-    follower = None
-    if settings.model_source == "database":
-        follower = ModelFollower(settings.shared.database_url, settings.models_dir, metrics)
-    try:
+    # What a start refused part-way took is given back, newest first: a start again in this
+    # process (a test, a worker's successor) finds the spool folder free, and no database
+    # connection outlives the refusal.
+    async with contextlib.AsyncExitStack() as taken:
+        follower = None
+        if settings.model_source == "database":
+            follower = ModelFollower(settings.shared.database_url, settings.models_dir, metrics)
+            taken.push_async_callback(follower.close)
         # What the database cannot give now, the folder may hold from before.
         model, failed = await load_at_start(
             settings.models_dir, expected_pass_mark=settings.pass_mark, follower=follower
         )
+        log.info("serving model %s from %s", model.version, settings.models_dir)
+        metrics.named_unloadable(failed is not None)
+        kafka = KafkaPublisher(
+            settings.shared.kafka_bootstrap_servers,
+            settings.shared.kafka_topic,
+            publish_timeout_s=settings.publish_timeout_s,
+            extra_options=settings.shared.kafka_security.client_options(),
+            metrics=metrics,
+        )
+        publisher = await open_durable_publisher(
+            kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, metrics=metrics
+        )
+        # Stopped, the spool folder is let go.
+        taken.push_async_callback(publisher.stop)
+        # Opened on the first history call: predictions never wait for the database.
+        history = PostgresHistoryStore(settings.history_database_url)
+        taken.push_async_callback(history.close)
+        running = _build(settings, metrics, model, failed, follower, publisher, history)
+        if running.reloader is None and follower is not None:
+            await follower.close()  # nothing follows the pointer after the start
+        # Bound before anything starts: a port already taken fails with little to undo. The
+        # health port first: a gRPC port once bound is let go only by a server that started,
+        # so a refused health port after it would keep the listen address from the next start.
+        running.status_server = await serve_status(running.status, settings)
+        if running.status_server is not None:
+            taken.push_async_callback(_closed, running.status_server)
+        running.port = bind(running.server, settings.listen_address, server_credentials(settings))
+        taken.pop_all()  # from here, running.stop gives everything back
+    try:
+        # Serving does not wait for Kafka: until it answers, events go to the spool.
+        publisher.start()
+        await running.server.start()
+        for name in ("", SERVICE_NAME):
+            await running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if running.reloader is not None:
+            running.reloader.start()
     except BaseException:
-        if follower is not None:
-            await follower.close()
+        await running.stop(grace_s=0)
         raise
-    log.info("serving model %s from %s", model.version, settings.models_dir)
-    metrics.named_unloadable(failed is not None)
-    kafka = KafkaPublisher(
-        settings.shared.kafka_bootstrap_servers,
-        settings.shared.kafka_topic,
-        publish_timeout_s=settings.publish_timeout_s,
-        extra_options=settings.shared.kafka_security.client_options(),
-        metrics=metrics,
-    )
-    publisher = await open_durable_publisher(
-        kafka, Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, metrics=metrics
-    )
-    # Opened on the first history call: predictions never wait for the database.
-    history = PostgresHistoryStore(settings.history_database_url)
+    # Everything loaded so far (libraries, the model) lives as long as the process. Frozen, it
+    # is left out of the collector's full passes, which otherwise walk its ~140,000 objects
+    # and stop every call for about 100 ms now and then: most of Predict's p99 at load.
+    gc.freeze()
+    # A call allocates enough that the default first-generation threshold (700) collects every
+    # ~20 calls; at 10,000, measured with gc.callbacks at concurrency 64, collections took
+    # 0.7% of the service's CPU instead of 2.1%, each under 2 ms. Later generations keep theirs.
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+    return running
+
+
+def _build(
+    settings: Settings,
+    metrics: InferenceMetrics,
+    model: ServedModel,
+    failed: Path | None,
+    follower: ModelFollower | None,
+    publisher: DurablePublisher,
+    history: PostgresHistoryStore,
+) -> RunningServer:
+    """The server and its parts, neither bound nor started (port 0, no health port yet)."""
     core = PredictionCore(
         model,
         publisher,
@@ -204,9 +254,6 @@ async def start_server(settings: Settings) -> RunningServer:
             failed=failed,
             metrics=metrics,
         )
-    elif follower is not None:
-        await follower.close()
-
     interceptors = []
     # A table of comments only is still on: it lets nobody in.
     clients = parse_token_table(settings.auth_tokens) if settings.auth_tokens else None
@@ -232,55 +279,9 @@ async def start_server(settings: Settings) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((SERVICE_NAME, health.SERVICE_NAME), server)
     status = InferenceHealth(core, publisher, metrics.registry)
-    status_server = None
-    try:
-        # Bound before anything starts: a port already taken fails with little to undo. The
-        # health port first: a gRPC port once bound is let go only by a server that started,
-        # so a refused health port after it would keep the listen address from the next start.
-        status_server = await serve_status(status, settings)
-        port = bind(server, settings.listen_address, server_credentials(settings))
-    except BaseException:
-        if status_server is not None:
-            status_server.close()
-            await status_server.wait_closed()
-        # The spool folder is let go, so the same process may start a server on it again.
-        await publisher.stop()
-        await history.close()
-        if follower is not None:
-            await follower.close()
-        raise
-    running = RunningServer(
-        server,
-        port,
-        health_servicer,
-        publisher,
-        core,
-        reloader,
-        status_server,
-        status,
-        metrics,
-        history,
+    return RunningServer(
+        server, health_servicer, publisher, core, status, metrics, history, reloader
     )
-    try:
-        # Serving does not wait for Kafka: until it answers, events go to the spool.
-        publisher.start()
-        await server.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if reloader is not None:
-            reloader.start()
-    except BaseException:
-        await running.stop(grace_s=0)
-        raise
-    # Everything loaded so far (libraries, the model) lives as long as the process. Frozen, it
-    # is left out of the collector's full passes, which otherwise walk its ~140,000 objects
-    # and stop every call for about 100 ms now and then: most of Predict's p99 at load.
-    gc.freeze()
-    # A call allocates enough that the default first-generation threshold (700) collects every
-    # ~20 calls; at 10,000, measured with gc.callbacks at concurrency 64, collections took
-    # 0.7% of the service's CPU instead of 2.1%, each under 2 ms. Later generations keep theirs.
-    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-    return running
 
 
 async def serve(settings: Settings) -> None:
