@@ -254,6 +254,23 @@ def test_refusal_names_the_destination_a_segment_was_written_for() -> None:
     assert "does not say" in (refusal(None, HERE) or "")
 
 
+async def test_a_damaged_destination_is_read_as_unknown_and_its_frames_kept(
+    tmp_path: Path,
+) -> None:
+    # Still JSON, naming another cluster: only the header's checksum tells it was damaged.
+    # Trusted, a flipped byte could name a cluster the events were never meant for.
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await spool.append([record(1), record(2)])
+    await spool.close()
+    [segment] = tmp_path.glob("*.spool")
+    data = segment.read_bytes()
+    assert data.count(b'"c-1"') == 1
+    segment.write_bytes(data.replace(b'"c-1"', b'"c-9"'))
+    contents = read_segment(segment)
+    assert contents.destination is None
+    assert contents.records == [record(1), record(2)]
+
+
 async def test_a_first_format_segment_is_read_as_of_no_known_destination(tmp_path: Path) -> None:
     bodies = [encode_frame(record(i))[12:] for i in range(2)]  # after mark, length and crc
     frames = [struct.pack(">II", len(body), zlib.crc32(body)) + body for body in bodies]
