@@ -36,6 +36,8 @@ def build(base: int, records: list[tuple[bytes | None, list[Header]]], codec: in
         builder.append(delta, timestamp=1_000 + delta, key=b"k", value=value, headers=named)
     batch = bytearray(builder.build())
     batch[0:8] = base.to_bytes(8, "big")  # the broker assigns the base offset
+    # The builder leaves records uncompressed when compressing would not make them smaller.
+    assert batch[22] & 0x07 == codec, "records too small to compress: make them longer"
     return bytes(batch)
 
 
@@ -55,11 +57,14 @@ def test_parse_reads_what_aiokafka_reads_and_the_record_it_cannot() -> None:
     assert parse(data, TP, 12, budget=100)[0][0].offset == 12  # earlier ones are dropped
 
 
-def test_parse_reads_compressed_batches_and_stops_at_whole_batches() -> None:
+@pytest.mark.parametrize("codec", [1, 2, 3, 4], ids=["gzip", "snappy", "lz4", "zstd"])
+def test_parse_reads_compressed_batches_and_stops_at_whole_batches(codec: int) -> None:
     plain = build(0, [(b"a", []), (b"b", [(BAD_NAME, None)])])
-    packed = build(2, [(b"c", []), (b"d", [])], codec=1)
+    c, d = b"c" * 100, b"d" * 100
+    packed = build(2, [(c, []), (d, [(BAD_NAME, b"x")])], codec=codec)
     records, after = parse(plain + packed + packed[:20], TP, 0, budget=100)
-    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, c), (3, d)]
+    assert [type(r) for r in records[2:]] == [FetchedRecord, UnreadableRecord]
     assert after == 4
     assert parse(plain + packed, TP, 0, budget=1) == (records[:2], 2)  # whole batches only
 
