@@ -12,8 +12,10 @@ So this remembers, per partition, the offset the recorder gets next. When getman
 seeks every assigned partition back there and reads each one once raw (raw_records.py): whole
 batches, the bad record handed on as an UnreadableRecord (dead-lettered as `undecodable`, with
 its key, value and headers), then seeks past the batches read and goes back to getmany().
-A batch compressed with a codec whose library is not installed (snappy, lz4, zstd) makes
-getmany() raise in the same way; read raw, its records are handed on as unreadable too.
+A batch compressed with snappy, lz4 or zstd where their library (cramjam, which the recorder
+extra installs) is missing, or with a codec aiokafka does not know, makes getmany() raise in
+the same way; read raw, its records are handed on as unreadable too. With the library, the raw
+read decompresses such a batch as aiokafka does.
 """
 
 from __future__ import annotations

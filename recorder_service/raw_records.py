@@ -43,7 +43,9 @@ _BATCH = struct.Struct(">qiiBIhiqqqhii")
 
 class _Codec(NamedTuple):
     name: str
-    readable: Callable[[], bool]  # aiokafka reads all but gzip only with a library installed
+    # aiokafka reads all but gzip only with cramjam (the recorder extra installs it); where it
+    # is missing, such a batch's records are dead-lettered rather than stop the recorder.
+    readable: Callable[[], bool]
     decode: Callable[[bytes], bytes]
 
 
@@ -54,17 +56,24 @@ _CODECS: Mapping[int, _Codec] = {
     3: _Codec("lz4", has_lz4, lz4_decode),
     4: _Codec("zstd", has_zstd, zstd_decode),
 }
-UNDECOMPRESSABLE = (
-    "its record batch is compressed with {codec}, which this recorder cannot decompress;"
-    " its key, value and headers are left in the source topic"
-)
 _CONTROL = 0x20
 _LOG_APPEND_TIME = 0x08
 FETCH_MAX_BYTES = 1024 * 1024  # aiokafka's max_partition_fetch_bytes
 
 
-def _codec_name(codec: int) -> str:
-    return _CODECS[codec].name if codec in _CODECS else f"codec {codec}"
+def undecompressable(codec: int) -> str:
+    """Why a batch compressed with `codec` is not read, and what becomes of its records."""
+    if codec in _CODECS:
+        why = (
+            f"{_CODECS[codec].name}, and its library (cramjam) is not installed:"
+            " pip install 'studentperf[recorder]' brings it"
+        )
+    else:
+        why = f"codec {codec}, which this Kafka client does not know"
+    return (
+        f"its record batch is compressed with {why};"
+        " its key, value and headers are left in the source topic"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +119,7 @@ def parse(
                         tp.topic,
                         tp.partition,
                         offset,
-                        UNDECOMPRESSABLE.format(codec=_codec_name(codec)),
+                        undecompressable(codec),
                         max_ts if attributes & _LOG_APPEND_TIME else first_ts,
                     )
                     for offset in range(first, base_offset + last_delta + 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ def project() -> dict[str, Any]:
 
 
 def requirements(extras: tuple[str, ...]) -> list[Requirement]:
-    """The project's own requirements plus those of `extras`, self-references expanded."""
+    """The project's own requirements plus those of `extras`, self-references expanded, and
+    what the extras of a library add (aiokafka[zstd]: cramjam)."""
     optional: dict[str, list[str]] = project()["optional-dependencies"]
     listed = [Requirement(item) for item in project()["dependencies"]]
     pending = list(extras)
@@ -35,8 +37,25 @@ def requirements(extras: tuple[str, ...]) -> list[Requirement]:
             if canonicalize_name(requirement.name) == "studentperf":
                 pending.extend(requirement.extras)
             else:
-                listed.append(requirement)
+                listed += [requirement, *brought_by_extras(requirement)]
     return listed
+
+
+def brought_by_extras(requirement: Requirement) -> list[Requirement]:
+    """What `requirement`'s extras add to its library's own requirements, read from the
+    installed library's metadata (the dev extra installs every library a lock holds)."""
+    brought: list[Requirement] = []
+    for item in (metadata.requires(requirement.name) or []) if requirement.extras else []:
+        dependency = Requirement(item)
+        marker = dependency.marker
+        if (
+            marker is not None
+            and not marker.evaluate({"extra": ""})
+            and any(marker.evaluate({"extra": extra}) for extra in requirement.extras)
+        ):
+            dependency.marker = None  # named in a failure as the lock would pin it
+            brought.append(dependency)
+    return brought
 
 
 def pins(lock: str) -> dict[str, tuple[Version, int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiokafka.codec
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -36,6 +37,8 @@ def build(base: int, records: list[tuple[bytes | None, list[Header]]], codec: in
         builder.append(delta, timestamp=1_000 + delta, key=b"k", value=value, headers=named)
     batch = bytearray(builder.build())
     batch[0:8] = base.to_bytes(8, "big")  # the broker assigns the base offset
+    # The builder leaves records uncompressed when compressing would not make them smaller.
+    assert batch[22] & 0x07 == codec, "records too small to compress: make them longer"
     return bytes(batch)
 
 
@@ -55,13 +58,41 @@ def test_parse_reads_what_aiokafka_reads_and_the_record_it_cannot() -> None:
     assert parse(data, TP, 12, budget=100)[0][0].offset == 12  # earlier ones are dropped
 
 
-def test_parse_reads_compressed_batches_and_stops_at_whole_batches() -> None:
+@pytest.mark.parametrize("codec", [1, 2, 3, 4], ids=["gzip", "snappy", "lz4", "zstd"])
+def test_parse_reads_compressed_batches_and_stops_at_whole_batches(codec: int) -> None:
     plain = build(0, [(b"a", []), (b"b", [(BAD_NAME, None)])])
-    packed = build(2, [(b"c", []), (b"d", [])], codec=1)
+    c, d = b"c" * 100, b"d" * 100
+    packed = build(2, [(c, []), (d, [(BAD_NAME, b"x")])], codec=codec)
     records, after = parse(plain + packed + packed[:20], TP, 0, budget=100)
-    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, c), (3, d)]
+    assert [type(r) for r in records[2:]] == [FetchedRecord, UnreadableRecord]
     assert after == 4
     assert parse(plain + packed, TP, 0, budget=1) == (records[:2], 2)  # whole batches only
+
+
+def test_parse_hands_on_a_batch_it_cannot_decompress_as_unreadable_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    packed = build(0, [(b"a" * 100, []), (b"b" * 100, [])], codec=4)
+    unknown = bytearray(build(2, [(b"c", [])]))
+    unknown[22] |= 0x05  # codec 5 in the attributes (their low byte): none Kafka has yet
+    after_them = build(3, [(b"d", [])])
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # what aiokafka sees without it
+    records, after = parse(packed + bytes(unknown) + after_them, TP, 1, budget=100)
+    assert after == 4
+    assert [(type(r), r.offset) for r in records] == [
+        (UnreadableRecord, 1),
+        (UnreadableRecord, 2),
+        (FetchedRecord, 3),
+    ]
+    assert all(r.value is None for r in records[:2])  # nothing of a batch it cannot read
+    assert [r.error for r in records[:2] if isinstance(r, UnreadableRecord)] == [
+        "its record batch is compressed with zstd, and its library (cramjam) is not installed:"
+        " pip install 'studentperf[recorder]' brings it;"
+        " its key, value and headers are left in the source topic",
+        "its record batch is compressed with codec 5, which this Kafka client does not know;"
+        " its key, value and headers are left in the source topic",
+    ]
 
 
 class AiokafkaLike:
