@@ -36,7 +36,7 @@ m-out-of-n bootstrap, see `_deviations`) at a Bonferroni-widened level: with k j
 there are k(k-1)/2 pairs, and the largest difference of many is large by chance, so the
 interval is at 1 - 0.05 / pairs. A gap whose interval reaches 0 is within noise
 (`Gap.beyond_noise` is false). The level holds per attribute and figure: over a whole table
-of 21 gaps, about one is called real by chance on data without any.
+of 24 gaps, about one is called real by chance on data without any.
 
 The per-group figures come from Fairlearn's MetricFrame; the bootstrap is ours, because
 MetricFrame's resamples the whole frame and reports the spread of max - min across groups,
