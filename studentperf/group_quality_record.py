@@ -20,7 +20,9 @@ class GroupFigures:
     group: str
     rows: int
     judged: bool  # at least MIN_GROUP_ROWS rows, and not "not_given"
-    figures: Mapping[str, float | None]  # None: undefined (too few of a class)
+    # None: undefined (too few of a class, or no served intervals). A record written before a
+    # figure existed lacks its key (`GroupQuality.predates`).
+    figures: Mapping[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,18 @@ class GroupQuality:
     min_group_rows: int = MIN_GROUP_ROWS
     min_class_rows: int = MIN_CLASS_ROWS
     resamples: int = RESAMPLES
+    # The coverage the score intervals behind `interval_coverage` state (None: no intervals,
+    # or a record from before the figure).
+    stated_coverage: float | None = None
 
     def attribute(self, name: str) -> AttributeQuality | None:
         return next((a for a in self.attributes if a.attribute == name), None)
+
+    def predates(self, figure: str) -> bool:
+        """Whether the record was written before `figure` existed: it has groups and none holds
+        the figure, not even as None (undefined), so its gaps cannot be told from "no gap"."""
+        groups = [g for a in self.attributes for g in a.groups]
+        return bool(groups) and not any(figure in g.figures for g in groups)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what metadata.json and the model_versions row keep."""
@@ -68,6 +79,7 @@ class GroupQuality:
             "min_group_rows": self.min_group_rows,
             "min_class_rows": self.min_class_rows,
             "resamples": self.resamples,
+            "stated_coverage": self.stated_coverage,
             "attributes": [
                 {
                     "attribute": a.attribute,
@@ -100,7 +112,8 @@ class GroupQuality:
 
     @classmethod
     def from_dict(cls, found: Mapping[str, Any]) -> GroupQuality:
-        """The inverse of as_dict (KeyError or TypeError when `found` is not one)."""
+        """The inverse of as_dict (KeyError or TypeError when `found` is not one). A record
+        from before `interval_coverage` reads as it was: no such figure, stated_coverage None."""
         return cls(
             attributes=tuple(
                 AttributeQuality(
@@ -134,4 +147,9 @@ class GroupQuality:
             min_group_rows=int(found["min_group_rows"]),
             min_class_rows=int(found["min_class_rows"]),
             resamples=int(found["resamples"]),
+            stated_coverage=_optional_float(found.get("stated_coverage")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

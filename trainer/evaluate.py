@@ -9,7 +9,8 @@ predicted probability (the row-weighted mean gap between the predicted probabili
 observed pass rate in each bin); `calibration_table` gives the bins themselves.
 
 Every evaluation also holds the model's quality per group of students (trainer.group_quality):
-the same figures per gender, lunch program and parental education, and the gaps between groups.
+the same figures per gender, lunch program and parental education, and the gaps between groups,
+among them how often each group's scores fall inside the score interval the model serves.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sklearn.metrics import (
 
 from studentperf.group_quality_record import GroupQuality
 from studentperf.model_artifact import StudentModel
-from trainer.group_quality import group_quality
+from trainer.group_quality import model_group_quality
 from trainer.pipeline import pass_labels
 
 FloatArray = npt.NDArray[np.float64]
@@ -141,7 +142,5 @@ def evaluate(
     predicted = model.predict_scores(test)
     found = metrics(test_scores, predicted, probabilities, model.pass_mark)
     calibration = calibration_table(pass_labels(test_scores, model.pass_mark), probabilities)
-    groups = group_quality(
-        test, test_scores, predicted, probabilities, pass_mark=model.pass_mark, seed=seed
-    )
+    groups = model_group_quality(model, test, test_scores, seed)
     return Evaluation(model=found, baseline=baseline, calibration=tuple(calibration), groups=groups)

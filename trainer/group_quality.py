@@ -14,12 +14,20 @@ For each group, on rows with known outcomes (`FIGURES`):
   calibration error over ten equal-width bins, as trainer.evaluate computes it);
 - `false_negative_rate`: of the students at risk (final score below the pass mark), the share
   the model called safe (P(pass) >= 0.5); `false_positive_rate`: of those who passed, the share
-  flagged at risk; `flagged_rate`: the share flagged at risk (P(pass) < 0.5).
+  flagged at risk; `flagged_rate`: the share flagged at risk (P(pass) < 0.5);
+- `interval_coverage`: of the students whose prediction carried a score interval, the share
+  whose final score lies within it (ends included). The interval has one half-width for every
+  student and states one coverage (`GroupQuality.stated_coverage`); a group whose scores
+  spread wider than the others' is covered less often than stated, and this says by how much.
+  It needs the intervals as given (`interval_low`, `interval_high`, NaN where a prediction
+  had none: an artifact from before intervals, a prediction recorded without them); rows
+  without one are left out of it, never given one.
 
 A group with fewer than `MIN_GROUP_ROWS` rows is too small to judge: its figures are shown but
 it takes no part in the gaps. A figure that conditions on a class (ROC-AUC on both, the false
 negative rate on the students at risk, the false positive rate on those who passed) is left
-undefined (None) for a group with fewer than `MIN_CLASS_ROWS` students of that class.
+undefined (None) for a group with fewer than `MIN_CLASS_ROWS` students of that class; so is
+`interval_coverage` for a group with fewer than `MIN_CLASS_ROWS` students with an interval.
 
 The gap of a figure is the highest group's value minus the lowest's among the judged groups.
 Its interval is a seeded percentile bootstrap of that difference (each of the two groups'
@@ -28,7 +36,7 @@ m-out-of-n bootstrap, see `_deviations`) at a Bonferroni-widened level: with k j
 there are k(k-1)/2 pairs, and the largest difference of many is large by chance, so the
 interval is at 1 - 0.05 / pairs. A gap whose interval reaches 0 is within noise
 (`Gap.beyond_noise` is false). The level holds per attribute and figure: over a whole table
-of 21 gaps, about one is called real by chance on data without any.
+of 24 gaps, about one is called real by chance on data without any.
 
 The per-group figures come from Fairlearn's MetricFrame; the bootstrap is ours, because
 MetricFrame's resamples the whole frame and reports the spread of max - min across groups,
@@ -37,7 +45,7 @@ figure functions below, which work along the last axis of 1-D or 2-D arrays (one
 resample). Nothing here knows about models or files: `make monitor` can pass recorded
 predictions and outcomes to `group_quality` just as training passes the test split.
 
-About 400 lines, kept whole: the figure functions, the bootstrap that judges their gaps and the
+About 500 lines, kept whole: the figure functions, the bootstrap that judges their gaps and the
 table that prints them are one computation; the result types and their JSON form are in
 studentperf.group_quality_record.
 """
@@ -46,7 +54,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -81,29 +89,45 @@ FIGURES: Final = (
     "false_negative_rate",
     "false_positive_rate",
     "flagged_rate",
+    "interval_coverage",
 )
 
 if not set(GROUP_ATTRIBUTES) <= set(CATEGORIES):
     raise ImportError("every group attribute must be a categorical feature")
 
 
-# --- the figures: actual scores, predicted scores, P(pass) along the last axis -------------
+# --- the figures: actual and predicted scores, P(pass), interval ends along the last axis ---
 
 
 def score_rmse(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     return np.sqrt(np.mean((predicted - actual) ** 2, axis=-1))
 
 
 def score_mean_error(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     return np.mean(predicted - actual, axis=-1)
 
 
 def pass_roc_auc(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     """Mann-Whitney: the chance that a random pass gets a higher P(pass) than a random fail
     (ties count half), which is the area under the ROC curve."""
@@ -118,7 +142,12 @@ def pass_roc_auc(
 
 
 def pass_ece(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     """Sum over bins of |sum of P(pass) - number passed|, over the rows: the row-weighted mean
     gap between predicted and observed pass rate per bin."""
@@ -143,24 +172,53 @@ def _share(where: Any, of: Any) -> Any:
 
 
 def false_negative_rate(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     return _share(probability >= 0.5, actual < mark)
 
 
 def false_positive_rate(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     return _share(probability < 0.5, actual >= mark)
 
 
 def flagged_rate(
-    actual: FloatArray, predicted: FloatArray, probability: FloatArray, mark: float
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
 ) -> Any:
     return np.mean(probability < 0.5, axis=-1)
 
 
-Figure = Callable[[FloatArray, FloatArray, FloatArray, float], Any]
+def interval_coverage(
+    actual: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    mark: float,
+) -> Any:
+    """Among the rows with an interval (both ends known), the share inside it, ends included
+    as trainer.conformal.coverage_on and the monitor count it."""
+    served = ~np.isnan(low) & ~np.isnan(high)
+    return _share((actual >= low) & (actual <= high), served)
+
+
+Figure = Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], Any]
 FIGURE_FUNCTIONS: Final[dict[str, Figure]] = {
     "score_rmse": score_rmse,
     "score_mean_error": score_mean_error,
@@ -169,6 +227,7 @@ FIGURE_FUNCTIONS: Final[dict[str, Figure]] = {
     "false_negative_rate": false_negative_rate,
     "false_positive_rate": false_positive_rate,
     "flagged_rate": flagged_rate,
+    "interval_coverage": interval_coverage,
 }
 assert tuple(FIGURE_FUNCTIONS) == FIGURES
 
@@ -181,32 +240,39 @@ def group_labels(values: pd.Series) -> npt.NDArray[np.object_]:
     return np.array([NOT_GIVEN if v is None or v != v else str(v) for v in values], dtype=object)
 
 
-def _by_group(
-    labels: npt.NDArray[np.object_],
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    pass_mark: float,
-) -> pd.DataFrame:
+class _Rows(NamedTuple):
+    """Aligned per-student arrays, in the order every figure takes them."""
+
+    actual: FloatArray
+    predicted: FloatArray
+    probability: FloatArray
+    low: FloatArray  # the served interval's ends; NaN where a prediction had none
+    high: FloatArray
+
+    def of(self, chosen: Any) -> _Rows:
+        """The rows `chosen` (a mask, or an array of row numbers of any shape) picks."""
+        return _Rows(*(values[chosen] for values in self))
+
+
+def _by_group(labels: npt.NDArray[np.object_], rows: _Rows, pass_mark: float) -> pd.DataFrame:
     def metric(figure: Figure) -> Callable[..., float]:
-        def call(y_true: Any, y_pred: Any, *, probability: Any) -> float:
-            return float(
-                figure(
-                    np.asarray(y_true, dtype=float),
-                    np.asarray(y_pred, dtype=float),
-                    np.asarray(probability, dtype=float),
-                    pass_mark,
-                )
+        def call(y_true: Any, y_pred: Any, *, probability: Any, low: Any, high: Any) -> float:
+            given = _Rows(
+                *(np.asarray(v, dtype=float) for v in (y_true, y_pred, probability, low, high))
             )
+            return float(figure(*given, pass_mark))
 
         return functools.wraps(figure)(call)
 
     frame = MetricFrame(
         metrics={name: metric(f) for name, f in FIGURE_FUNCTIONS.items()},
-        y_true=actual,
-        y_pred=predicted,
+        y_true=rows.actual,
+        y_pred=rows.predicted,
         sensitive_features=pd.Series(labels, name="group"),
-        sample_params={name: {"probability": probability} for name in FIGURES},
+        sample_params={
+            name: {"probability": rows.probability, "low": rows.low, "high": rows.high}
+            for name in FIGURES
+        },
     )
     by_group: pd.DataFrame = frame.by_group
     return by_group
@@ -214,7 +280,7 @@ def _by_group(
 
 def _deviations(
     group: GroupFigures,
-    rows: tuple[FloatArray, FloatArray, FloatArray],
+    rows: _Rows,
     pass_mark: float,
     rng: np.random.Generator,
     resamples: int,
@@ -223,13 +289,12 @@ def _deviations(
     figure. A group larger than BOOTSTRAP_ROWS is resampled BOOTSTRAP_ROWS rows at a time and
     the deviations shrunk by sqrt(BOOTSTRAP_ROWS / rows) (the m-out-of-n bootstrap): figures
     that are means spread as 1/sqrt(rows), and a test split of a million rows stays seconds."""
-    n = len(rows[0])
+    n = len(rows.actual)
     m = min(n, BOOTSTRAP_ROWS)
     chunk = max(1, BOOTSTRAP_CELLS // m)
     found: dict[str, list[Any]] = {name: [] for name in FIGURES}
     for start in range(0, resamples, chunk):
-        pick = rng.integers(0, n, size=(min(chunk, resamples - start), m))
-        drawn = rows[0][pick], rows[1][pick], rows[2][pick]
+        drawn = rows.of(rng.integers(0, n, size=(min(chunk, resamples - start), m)))
         for name, figure in FIGURE_FUNCTIONS.items():
             found[name].append(figure(*drawn, pass_mark))
     shrink = np.sqrt(m / n)
@@ -244,14 +309,12 @@ def _deviations(
 def _attribute_quality(
     attribute: str,
     labels: npt.NDArray[np.object_],
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
+    rows: _Rows,
     pass_mark: float,
     rng: np.random.Generator,
     resamples: int,
 ) -> AttributeQuality:
-    table = _by_group(labels, actual, predicted, probability, pass_mark)
+    table = _by_group(labels, rows, pass_mark)
     counts = pd.Series(labels).value_counts()
     order = [level for level in (*CATEGORIES[attribute], NOT_GIVEN) if level in counts.index]
     groups = tuple(
@@ -276,17 +339,7 @@ def _attribute_quality(
             ends[name] = (*max(defined), *min(defined))
     # Each group at either end of a gap is resampled once, for all its figures, in table order.
     deviations = {
-        g.group: _deviations(
-            g,
-            (
-                actual[labels == g.group],
-                predicted[labels == g.group],
-                probability[labels == g.group],
-            ),
-            pass_mark,
-            rng,
-            resamples,
-        )
+        g.group: _deviations(g, rows.of(labels == g.group), pass_mark, rng, resamples)
         for g in judged
         if any(g.group in (top, bottom) for _, top, _, bottom in ends.values())
     }
@@ -310,48 +363,66 @@ def group_quality(
     *,
     pass_mark: float,
     seed: int,
+    interval_low: npt.ArrayLike | None = None,
+    interval_high: npt.ArrayLike | None = None,
+    stated_coverage: float | None = None,
     attributes: Sequence[str] = GROUP_ATTRIBUTES,
     resamples: int = RESAMPLES,
 ) -> GroupQuality:
     """The figures per group of each attribute, and their gaps with intervals.
 
     `inputs` holds the attribute columns (names as in CATEGORIES, None when not given), one row
-    per student, in the order of `actual` (final scores), `predicted` (predicted scores) and
-    `probability` (P(pass)). The same arguments and seed give the same result.
+    per student, in the order of `actual` (final scores), `predicted` (predicted scores),
+    `probability` (P(pass)) and `interval_low`, `interval_high` (the ends of the score interval
+    each prediction was served with, NaN where it had none; both None: no intervals at all, so
+    `interval_coverage` is undefined everywhere), whose stated level is `stated_coverage`. The
+    same arguments and seed give the same result.
     """
     scores = np.asarray(actual, dtype=float)
-    guesses = np.asarray(predicted, dtype=float)
-    chances = np.asarray(probability, dtype=float)
-    if not len(inputs) == len(scores) == len(guesses) == len(chances):
-        raise ValueError("inputs, actual, predicted and probability differ in length")
+    if (interval_low is None) != (interval_high is None):
+        raise ValueError("interval_low and interval_high go together: give both or neither")
+    none = np.full(len(scores), np.nan)
+    rows = _Rows(
+        scores,
+        np.asarray(predicted, dtype=float),
+        np.asarray(probability, dtype=float),
+        none if interval_low is None else np.asarray(interval_low, dtype=float),
+        none if interval_high is None else np.asarray(interval_high, dtype=float),
+    )
+    if not all(len(values) == len(inputs) for values in rows):
+        raise ValueError(
+            "inputs, actual, predicted, probability and the interval ends differ in length"
+        )
     rng = np.random.default_rng(seed)
     found = tuple(
         _attribute_quality(
-            attribute,
-            group_labels(inputs[attribute]),
-            scores,
-            guesses,
-            chances,
-            pass_mark,
-            rng,
-            resamples,
+            attribute, group_labels(inputs[attribute]), rows, pass_mark, rng, resamples
         )
         for attribute in attributes
     )
-    return GroupQuality(found, rows=len(scores), seed=seed, resamples=resamples)
+    return GroupQuality(
+        found, rows=len(scores), seed=seed, resamples=resamples, stated_coverage=stated_coverage
+    )
 
 
 def model_group_quality(
     model: Any, test: pd.DataFrame, actual: FloatArray, seed: int
 ) -> GroupQuality:
-    """`group_quality` of a trained StudentModel on the feature frame `test`."""
+    """`group_quality` of a trained StudentModel on the feature frame `test`, with the score
+    interval it serves (none for a model from before intervals)."""
+    predicted = model.predict_scores(test)
+    interval = model.score_interval
+    low, high = (None, None) if interval is None else interval.bounds(predicted)
     return group_quality(
         test,
         actual,
-        model.predict_scores(test),
+        predicted,
         model.pass_probabilities(test),
         pass_mark=model.pass_mark,
         seed=seed,
+        interval_low=low,
+        interval_high=high,
+        stated_coverage=None if interval is None else interval.coverage,
     )
 
 
@@ -365,6 +436,7 @@ SHORT_NAMES: Final = {
     "false_negative_rate": "FNR",
     "false_positive_rate": "FPR",
     "flagged_rate": "flagged",
+    "interval_coverage": "covered",
 }
 
 
@@ -376,6 +448,11 @@ def format_group_quality(found: GroupQuality) -> str:
     """The per-group table and the gaps, as `make train` prints them."""
     header = f"    {'group':<24}{'rows':>6}" + "".join(f"{SHORT_NAMES[f]:>9}" for f in FIGURES)
     lines = [header]
+    if found.stated_coverage is not None:
+        lines.append(
+            "    covered: share of final scores inside their score interval "
+            f"(stated coverage {found.stated_coverage:.0%}, one width for every student)"
+        )
     for attribute in found.attributes:
         lines.append(f"    {attribute.attribute}")
         for g in attribute.groups:
@@ -399,5 +476,15 @@ def format_group_quality(found: GroupQuality) -> str:
                 f"      gap {SHORT_NAMES[gap.figure]:<8}{gap.gap:>8.3f} "
                 f"({gap.highest} - {gap.lowest}), {gap.level:.1%} interval "
                 f"[{gap.interval_low:.3f}, {gap.interval_high:.3f}]: {verdict}"
+                + _beside_stated(gap, attribute, found.stated_coverage)
             )
     return "\n".join(lines)
+
+
+def _beside_stated(gap: Gap, attribute: AttributeQuality, stated: float | None) -> str:
+    """For the coverage gap: the stated level beside the least covered group's, so the line
+    reads "stated 90%, male 81.0%"."""
+    if gap.figure != "interval_coverage" or stated is None:
+        return ""
+    lowest = next(g for g in attribute.groups if g.group == gap.lowest).figures[gap.figure]
+    return "" if lowest is None else f" (stated {stated:.0%}, {gap.lowest} {lowest:.1%})"

@@ -18,7 +18,9 @@ promoted with (its metadata.json), so a retrain on data that serves a group wors
 even though the current model, scored on that data, would serve the group badly too: the
 operator should look before serving it (`force`). A version from before per-group figures is
 measured on the new version's test split instead; a gap the current version did not have (too
-few rows in a group then) counts as 0.
+few rows in a group then) counts as 0. A figure its record predates (`interval_coverage`, in a
+record written before that figure existed) is not compared at all, and the decision says so:
+its gap then is unknown, and 0 would call the gap the version may always have had a widening.
 
 With nothing to compare against (no current version, one
 that cannot be loaded, or one made for another pass mark) the new version is promoted, and
@@ -67,6 +69,10 @@ GAP_THRESHOLDS: Final[dict[str, float]] = {
     "false_negative_rate": 0.10,
     "false_positive_rate": 0.10,
     "flagged_rate": 0.10,
+    # Points of coverage, like the rates: one group's share of scores inside the interval
+    # falling 10 points further behind the best covered group's (at the interval's low end,
+    # so beyond noise) than before, e.g. 70 % where 80 % is stated and was reached.
+    "interval_coverage": 0.10,
 }
 GAP_THRESHOLDS_VARIABLE: Final = "STUDENTPERF_GROUP_GAP_THRESHOLDS"
 
@@ -127,11 +133,14 @@ def gap_widenings(
     candidate: GroupQuality, current: GroupQuality, thresholds: Mapping[str, float]
 ) -> list[WidenedGap]:
     """The gate per group: each real gap of `candidate` wider than `current`'s by more than its
-    threshold (empty: none). `make monitor` applies the same rule to live figures."""
+    threshold (empty: none), among the figures `current` measured (`not_compared`). `make
+    monitor` applies the same rule to live figures."""
     found = []
     for attribute in candidate.attributes:
         before = current.attribute(attribute.attribute)
         for gap in attribute.gaps:
+            if current.predates(gap.figure):
+                continue
             previous = before.gap(gap.figure) if before is not None else None
             was = previous.gap if previous is not None else 0.0
             limit = thresholds.get(gap.figure, GAP_THRESHOLDS[gap.figure])
@@ -139,6 +148,13 @@ def gap_widenings(
             if gap.interval_low - was > limit:
                 found.append(WidenedGap(attribute.attribute, gap, was, limit))
     return found
+
+
+def not_compared(candidate: GroupQuality, current: GroupQuality) -> tuple[str, ...]:
+    """The figures with a gap in `candidate` that `current`'s record predates, in FIGURES
+    order: `gap_widenings` leaves them out, for want of a gap to compare with."""
+    gapped = {gap.figure for attribute in candidate.attributes for gap in attribute.gaps}
+    return tuple(f for f in FIGURES if f in gapped and current.predates(f))
 
 
 def widened_gaps(
@@ -251,14 +267,19 @@ def _decide(
     passes, figures = not_worse(candidate, found)
     widened: tuple[str, ...] = ()
     if groups is not None:
-        widened = tuple(
-            widened_gaps(groups, _current_groups(current, test, groups.seed), gap_thresholds)
-        )
+        current_groups = _current_groups(current, test, groups.seed)
+        widened = tuple(widened_gaps(groups, current_groups, gap_thresholds))
         figures += (
             "; group gaps widened: " + "; ".join(widened)
             if widened
             else "; no gap between groups widened beyond its threshold"
         )
+        unknown = not_compared(groups, current_groups)
+        if unknown:
+            figures += (
+                f" (gaps in {', '.join(unknown)} not compared: the figures "
+                f"{current.version} was promoted with predate them)"
+            )
     if passes and not widened:
         return Decision(
             True, f"not worse than {current.version}: {figures}: promoted", current.version, found

@@ -1038,8 +1038,10 @@ class GroupQuality(_message.Message):
     GroupGap.figure): "score_rmse", "score_mean_error" (predicted minus actual score: positive
     means over-predicted), "pass_roc_auc", "pass_ece" (expected calibration error of P(pass),
     ten bins), "false_negative_rate" (students at risk, i.e. below the pass mark, whom the model
-    called safe), "false_positive_rate" (students who passed, flagged at risk) and
-    "flagged_rate" (the share flagged at risk, P(pass) < 0.5).
+    called safe), "false_positive_rate" (students who passed, flagged at risk), "flagged_rate"
+    (the share flagged at risk, P(pass) < 0.5) and "interval_coverage" (of the students whose
+    prediction carried a score interval, the share whose final score lay inside it, against
+    ScoreIntervalInfo.coverage; absent for a version without an interval or trained before it).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

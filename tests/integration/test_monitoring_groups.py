@@ -5,7 +5,10 @@ the recorder into PostgreSQL, and their outcomes through RecordOutcomes. First a
 outcomes are the generator's scores: no group alert. Then a batch whose outcomes carry planted
 unfairness for the students on free or reduced lunch (trainer.synthetic, extra noise no input
 explains): the monitor must alert naming the lunch program, its groups and the figure, against
-the gaps the served version recorded at training (its metadata.json).
+the gaps the served version recorded at training (its metadata.json). Among the figures is the
+share of each group's outcomes inside the score interval the service answered with, as the
+recorder stored it (predictions.score_interval_low/high): one width for every student covers
+the group with the planted noise far less often than the 80 % stated.
 """
 
 from __future__ import annotations
@@ -106,8 +109,15 @@ async def test_calm_outcomes_show_every_group_and_raise_no_group_alert(
     # The "other" gender is 2 % of the students: about 12 here, shown and marked.
     assert re.search(r"other +\d+ .*\(too small to judge: < 50 rows\)", done.stdout)
     assert "gaps at training (each live gap is compared with its own):" in done.stdout
+    # Coverage per group, from the intervals as served and stored, beside the stated level.
+    assert "covered: share of final scores inside their score interval (stated coverage 80%" in (
+        done.stdout
+    )
+    standard = re.search(r"standard +\d+ .* (0\.\d+|1\.000)$", done.stdout, re.MULTILINE)
+    assert standard is not None and 0.6 < float(standard[1]) <= 1.0, done.stdout
     page = report.read_text()
     assert "<h3>Live quality per group of students</h3>" in page
+    assert "Stated interval coverage: 80% for every student" in page
     assert "<h4>lunch_program</h4>" in page and "ALERT: wider than at training" not in page
 
 
@@ -127,6 +137,13 @@ async def test_planted_unfairness_alerts_naming_the_group_and_the_figure(
     gap = float(re.search(r"score_rmse gap ([0-9.]+)", rmse)[1])  # type: ignore[index]
     # Planted noise of sd 15 on top of the model's 7: an RMSE near 16.6 against about 7.
     assert 5 < gap < 15
+    # The same students' scores fall outside the one-width interval far more often: covered
+    # about 40 % against about 80 %, read from the intervals the recorder stored.
+    covered = next(a for a in alerts if a.startswith("lunch_program interval_coverage gap"))
+    assert "(standard vs free_or_reduced" in covered and "at training" in covered
+    line = re.search(r"gap covered +([0-9.]+) \(standard - free_or_reduced\).*", done.stdout)
+    assert line is not None and float(line[1]) > 0.2, done.stdout
+    assert re.search(r"\(stated 80%, free_or_reduced \d+\.\d%\)", line[0]), line[0]
     page = report.read_text()
     assert "ALERT: wider than at training" in page
     assert "a group of students is served worse than at training: lunch_program score_rmse" in page

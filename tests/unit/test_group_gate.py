@@ -174,3 +174,27 @@ def test_a_current_version_without_recorded_figures_is_measured_on_the_new_rows(
     lunch_rmse = [w for w in unfair.decision.widened_gaps if "lunch_program score_rmse" in w]
     assert lunch_rmse == []
     assert np.isfinite(unfair.training.evaluation.model.score_rmse)
+
+
+def test_a_current_version_from_before_interval_coverage_is_not_compared_on_it(
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    first, _ = train(models, 5)
+    # As a version promoted before coverage per group was measured: no such figure, anywhere.
+    meta_path = first.path / "metadata.json"
+    metadata = json.loads(meta_path.read_text())
+    recorded = metadata["group_quality"]
+    del recorded["stated_coverage"]
+    for attribute in recorded["attributes"]:
+        attribute["gaps"] = [g for g in attribute["gaps"] if g["figure"] != "interval_coverage"]
+        for group in attribute["groups"]:
+            del group["figures"]["interval_coverage"]
+    meta_path.write_text(json.dumps(metadata))
+    calm, output = train(models, 6)
+    print(calm.decision.reason)
+    assert calm.decision.promoted
+    assert f"(gaps in interval_coverage not compared: the figures {first.version} was " in (
+        calm.decision.reason
+    )
+    assert "(stated coverage 80%" in output  # the new version measured it, and records it

@@ -18,12 +18,21 @@ MARK = 50.0
 
 
 def figure(
-    name: str, actual: Sequence[float], predicted: Sequence[float], probability: Sequence[float]
+    name: str,
+    actual: Sequence[float],
+    predicted: Sequence[float],
+    probability: Sequence[float],
+    low: Sequence[float] | None = None,
+    high: Sequence[float] | None = None,
 ) -> float:
+    """A figure on one group's rows; without `low` and `high`, no row had an interval."""
+    none = [np.nan] * len(actual)
     value = gq.FIGURE_FUNCTIONS[name](
         np.array(actual, dtype=float),
         np.array(predicted, dtype=float),
         np.array(probability, dtype=float),
+        np.array(none if low is None else low, dtype=float),
+        np.array(none if high is None else high, dtype=float),
         MARK,
     )
     return float(value)
@@ -92,11 +101,12 @@ def test_every_figure_works_row_by_row_on_resamples() -> None:
     actual = rng.uniform(20, 80, (4, 60))
     predicted = actual + rng.normal(0, 5, (4, 60))
     probability = rng.uniform(0, 1, (4, 60))
+    low, high = predicted - 6, predicted + 6
+    low[:, :5] = high[:, :5] = np.nan  # predictions recorded without an interval
+    rows = (actual, predicted, probability, low, high)
     for name, function in gq.FIGURE_FUNCTIONS.items():
-        together = function(actual, predicted, probability, MARK)
-        one_by_one = [
-            function(a, p, q, MARK) for a, p, q in zip(actual, predicted, probability, strict=True)
-        ]
+        together = function(*rows, MARK)
+        one_by_one = [function(*one, MARK) for one in zip(*rows, strict=True)]
         np.testing.assert_allclose(together, one_by_one, err_msg=name)
 
 

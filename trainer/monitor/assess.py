@@ -10,7 +10,8 @@ figures are shown and marked as too few to judge. Live quality alerts when the R
 `rmse_ratio` times the held-out RMSE, or the ROC-AUC is more than `auc_drop` below the held-out.
 Per group of students (trainer.monitor.groups), a live gap between groups alerts when it is wider
 than the version's training-time gap by more than its threshold (`group_gaps`, the promotion
-gate's GAP_THRESHOLDS and rule), judged from `min_outcomes` outcomes like the rest of quality.
+gate's GAP_THRESHOLDS and rule), judged from `min_outcomes` outcomes like the rest of quality;
+one of those figures is the share of each group's outcomes inside their prediction's interval.
 
 Why this module is a little over 300 lines: the thresholds, the alerts they raise and the
 summary that prints them are one set of rules; the summary names each threshold as it is
@@ -219,6 +220,11 @@ def assess_version(
             said.append(
                 f"no per-group figures from training for version {version}: gaps between "
                 "groups shown, not compared"
+            )
+        if groups.not_compared:
+            said.append(
+                f"per-group {', '.join(groups.not_compared)} not recorded at training for "
+                f"version {version}: those gaps shown, not compared"
             )
         if groups.sampled:
             said.append(

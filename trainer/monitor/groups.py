@@ -6,8 +6,14 @@ The group of a prediction is read from the inputs it was made with (the stored p
 at), as the model saw them. A gap alerts by the promotion gate's own rule
 (trainer.promote.gap_widenings): a live gap whose bootstrap interval's low end exceeds the
 version's training-time gap by more than the figure's threshold. So a gap within noise never
-alerts, nor does a gap the version already had when it was promoted. Groups of fewer than
-MIN_GROUP_ROWS outcomes are shown, marked too small, and take no part in the gaps.
+alerts, nor does a gap the version already had when it was promoted, nor a gap of a figure its
+training-time record predates (`not_compared`: interval coverage, for a version trained before
+it was measured per group). Groups of fewer than MIN_GROUP_ROWS outcomes are shown, marked too
+small, and take no part in the gaps.
+
+Interval coverage per group counts the interval each prediction was answered with
+(predictions.score_interval_low/high) against its outcome; predictions recorded without one
+(NULL: a version from before intervals) are left out of it, and with none it is undefined.
 
 The figures and their bootstrap cost grow with the rows (Fairlearn's MetricFrame alone takes
 seconds per 10,000), so at most `max_rows` outcomes are used: above that, a seeded sample of
@@ -21,11 +27,12 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from studentperf.group_quality_record import GroupQuality
 from trainer.group_quality import group_quality
-from trainer.promote import WidenedGap, gap_widenings
+from trainer.promote import WidenedGap, gap_widenings, not_compared
 
 # Enough for the thresholds: a group of 4 % still has 400 outcomes, whose RMSE is known to
 # well within the 2 points a gap may widen by; and a version's bootstrap stays seconds.
@@ -48,6 +55,11 @@ class LiveGroups:
     def sampled(self) -> bool:
         return self.live.rows < self.outcomes
 
+    @property
+    def not_compared(self) -> tuple[str, ...]:
+        """Figures with a live gap that the training-time record predates."""
+        return () if self.recorded is None else not_compared(self.live, self.recorded)
+
 
 def live_groups(
     labelled: pd.DataFrame,
@@ -57,7 +69,9 @@ def live_groups(
     max_rows: int = MAX_ROWS,
 ) -> LiveGroups:
     """`labelled`: predictions with an outcome, with the group attributes as stored (None: not
-    given), final_score, predicted_final_score, pass_probability and pass_mark."""
+    given), final_score, predicted_final_score, pass_probability and pass_mark, and when read
+    from the database score_interval_low, score_interval_high and interval_coverage (NaN: the
+    prediction had no interval)."""
     if labelled.empty:
         raise ValueError("per-group quality needs at least one prediction with an outcome")
     rows = labelled
@@ -66,6 +80,7 @@ def live_groups(
         rows = rows.iloc[pick]
     # One version predicts with one pass mark; the most frequent one, should a window mix them.
     pass_mark = float(rows["pass_mark"].mode().iloc[0])
+    low, high, stated = _served_intervals(rows)
     live = group_quality(
         rows.reset_index(drop=True),
         rows["final_score"].to_numpy(dtype=float),
@@ -73,9 +88,28 @@ def live_groups(
         rows["pass_probability"].to_numpy(dtype=float),
         pass_mark=pass_mark,
         seed=SEED,
+        interval_low=low,
+        interval_high=high,
+        stated_coverage=stated,
     )
     widened = () if recorded is None else tuple(gap_widenings(live, recorded, thresholds))
     return LiveGroups(live, len(labelled), recorded, widened)
+
+
+def _served_intervals(
+    rows: pd.DataFrame,
+) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, float | None]:
+    """The interval ends as recorded (None: the frame has no such columns) and the stated
+    coverage: one version states one level; should rows disagree, the most demanding one, as
+    trainer.monitor.coverage judges it (None: no row states one)."""
+    if "score_interval_low" not in rows:
+        return None, None, None
+    levels = rows["interval_coverage"].dropna()
+    return (
+        rows["score_interval_low"].to_numpy(dtype=float),
+        rows["score_interval_high"].to_numpy(dtype=float),
+        float(levels.max()) if len(levels) else None,
+    )
 
 
 def recorded_groups(found: object) -> GroupQuality | None:

@@ -3,9 +3,9 @@
 Per version: a PSI bar per feature with the threshold line, the training and recent shares of
 each feature's PSI bins side by side (the histograms PSI is computed from), and, when outcomes
 have been recorded, the calibration curve of the live pass probabilities and the tables of live
-quality per group of students, with each gap beside the version's gap at training. Nothing is
-fetched
-when the file is opened, so it can be mailed or archived as it is.
+quality per group of students (score-interval coverage among the figures, beside the stated
+level), with each gap beside the version's gap at training. Nothing is fetched when the file is
+opened, so it can be mailed or archived as it is.
 
 Plots use matplotlib's object API (Figure, no pyplot), so no global state or GUI backend is
 involved; PNG output goes through the Agg renderer.
@@ -242,8 +242,11 @@ _READING_GROUPS = (
     "program or parental education. RMSE and bias (predicted minus actual score: positive means "
     "over-predicted) are in points; AUC and ECE describe P(pass); FNR is the share of students "
     "at risk the model called safe, FPR the share of those who passed that it flagged, flagged "
-    "the share flagged at risk. A gap is the highest group's figure minus the lowest's, with a "
-    "seeded bootstrap interval: one that reaches 0 is within noise. An alert needs even the "
+    "the share flagged at risk; covered is the share of outcomes inside the score interval "
+    "their prediction was served with (predictions recorded without one left out), against "
+    "one stated coverage for every student. A gap is the highest group's figure minus the "
+    "lowest's, with a seeded bootstrap interval: one that reaches 0 is within noise. An alert "
+    "needs even the "
     "interval's low end to exceed the version's gap at training by more than the threshold, "
     "the promotion gate's rule. A group of fewer than {rows} outcomes is too small to judge: "
     "shown, left out of the gaps.</p>"
@@ -259,6 +262,11 @@ def _group_tables(groups: LiveGroups, thresholds: Thresholds) -> str:
         + ".</p>",
         _READING_GROUPS.format(rows=live.min_group_rows),
     ]
+    if live.stated_coverage is not None:
+        parts.append(
+            f"<p>Stated interval coverage: {live.stated_coverage:.0%} for every student; the "
+            "covered column is what each group got.</p>"
+        )
     widened = {(w.attribute, w.gap.figure) for w in groups.widened}
     for attribute in live.attributes:
         rows = []
@@ -288,12 +296,14 @@ def _group_tables(groups: LiveGroups, thresholds: Thresholds) -> str:
                 verdict = '<span class="alert">ALERT: wider than at training</span>'
             elif not gap.beyond_noise:
                 verdict = "within noise"
-            elif groups.recorded is None:
+            elif groups.recorded is None or gap.figure in groups.not_compared:
                 verdict = "a real gap (not compared)"
             else:
                 verdict = "a real gap, within its threshold"
             recorded = (
-                "n/a" if groups.recorded is None else _number(was.gap if was is not None else 0.0)
+                "n/a"
+                if groups.recorded is None or gap.figure in groups.not_compared
+                else _number(was.gap if was is not None else 0.0)
             )
             gap_rows.append(
                 f"<tr><td>{SHORT_NAMES[gap.figure]}</td><td>{gap.gap:.3f}</td>"
