@@ -7,6 +7,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,22 +147,35 @@ async def test_the_spool_never_holds_more_than_its_limit_on_disk(tmp_path: Path)
     await spool.close()
 
 
-async def test_a_failed_write_fails_its_callers_and_hides_nothing_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def landed_then_unsynced(fd: int, data: bytes) -> None:
+    """Every byte lands, then the fsync fails: on disk now, but not known to survive."""
+    os.write(fd, data)
+    raise OSError(5, "Input/output error")
+
+
+@pytest.mark.parametrize("failing_write", [torn_write, landed_then_unsynced])
+async def test_a_failed_write_fails_its_callers_and_leaves_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_write: Any
 ) -> None:
+    """The failed append's bytes are cut off: its caller was told it failed, so its events
+    are not sent later (its retry makes them again), and what is appended after them does not
+    sit behind a damaged region (read back, but reported as corruption on disk)."""
     import inference_service.spool as spool_module
     from inference_service.spool_segments import write_durably as real_write
 
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
     await spool.append([record(1)])
 
-    monkeypatch.setattr(spool_module, "write_durably", torn_write)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(spool_module, "write_durably", failing_write)
+    with pytest.raises(OSError, match=r"No space|Input/output"):
         await spool.append([record(2)])
     monkeypatch.setattr(spool_module, "write_durably", real_write)
     await spool.append([record(3)])
     assert spool.records == 2
-    assert await drain(spool) == [record(1), record(3)]
+    await spool.close()
+    reopened = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert (reopened.records, reopened.damaged_regions) == (2, 0)
+    assert await drain(reopened) == [record(1), record(3)]
 
 
 async def test_a_segment_whose_opening_failed_is_opened_anew(
