@@ -58,6 +58,7 @@ async def test_appends_come_back_in_order_across_segments(tmp_path: Path) -> Non
     assert len(list(tmp_path.glob("*.spool"))) > 1  # rotated into several segments
     assert await drain(spool) == [record(i) for i in range(200)]
     assert spool.empty and spool.bytes == 0
+    assert (spool.damaged_bytes, spool.damaged_regions) == (0, 0)  # read back whole
     assert not list(tmp_path.glob("*.spool"))
 
 
@@ -109,6 +110,7 @@ async def test_a_corrupted_last_frame_is_cut_like_a_torn_tail(tmp_path: Path) ->
 
 async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path) -> None:
     spool = await Spool.open(tmp_path, destination=HERE, max_bytes=300)
+    assert not spool.full  # a new spool: /health says ready
     await spool.append([record(1), record(2)])
     assert not spool.full
     with pytest.raises(SpoolFull, match="spool is full"):
@@ -116,6 +118,10 @@ async def test_full_spool_refuses_and_accepts_again_once_drained(tmp_path: Path)
     assert spool.records == 2  # the refused batch left nothing behind
     # Full (what /health reports) though short of max_bytes: the refused batch did not fit.
     assert spool.full and spool.bytes < spool.max_bytes
+    await spool.append([record(3)])  # a smaller one fits: not full any more
+    assert not spool.full and spool.records == 3
+    with pytest.raises(SpoolFull, match="spool is full"):
+        await spool.append([record(i) for i in range(4, 10)])
     await drain(spool)
     assert not spool.full
     await spool.append([record(3)])
@@ -293,6 +299,28 @@ async def test_a_first_format_segment_is_read_as_of_no_known_destination(tmp_pat
     assert spool.records == 2
     oldest = await spool.oldest()
     assert oldest is not None and oldest[1:] == (None, [record(0), record(1)])
+
+
+async def test_a_spool_that_fails_to_open_lets_go_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inference_service.spool as spool_module
+
+    spool = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    await spool.append([record(1)])
+    await spool.close()
+
+    def unreadable(path: Path) -> Any:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(spool_module, "read_segment", unreadable)
+    with pytest.raises(PermissionError):
+        await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    monkeypatch.undo()
+    # Fixed (the files made readable), the same process opens it: not "in use".
+    reopened = await Spool.open(tmp_path, destination=HERE, max_bytes=1 << 20)
+    assert await drain(reopened) == [record(1)]
+    await reopened.close()
 
 
 async def test_a_second_owner_is_refused_naming_the_holder(tmp_path: Path) -> None:
