@@ -239,4 +239,4 @@ def _row(record: Record, latest: datetime, max_future_skew: timedelta) -> Stagin
         return import_staging_row(event, record.offset)
     if isinstance(event, OutcomeEvent):
         return outcome_staging_row(event, record.offset, envelope.trace_id(headers))
-    return staging_row(event, record.offset, envelope.trace_id(headers))
+    return staging_row(event, record.offset, envelope.trace_id(headers), when)

@@ -20,7 +20,8 @@ STAGING_TABLE: Final = "recorder_batch"
 OUTCOME_SOURCE: Final = "rpc"
 
 # Types are as wide as the event's: an out-of-range age is then refused by PostgreSQL as data
-# (and dead-lettered), rather than by the driver's encoder.
+# (and dead-lettered), rather than by the driver's encoder. imputed_fields is NULL for a
+# prediction that imputed nothing (recorder_service/rows.py), stored as '{}'.
 CREATE_STAGING: Final = f"""
 CREATE TEMPORARY TABLE {STAGING_TABLE} (
     log_offset bigint NOT NULL,
@@ -107,7 +108,8 @@ INSERT INTO predictions (prediction_id, student_id, student_profile_id, academic
                          event_schema_version, trace_id, term, explanation,
                          score_interval_low, score_interval_high, interval_coverage)
 SELECT prediction_id, student_id, student_profile_id, academic_record_id, model_version,
-       predicted_final_score, pass_probability, predicted_pass, pass_mark, imputed_fields,
+       predicted_final_score, pass_probability, predicted_pass, pass_mark,
+       COALESCE(imputed_fields, '{{}}'),
        predicted_at, event_schema_version, trace_id, term, explanation,
        score_interval_low, score_interval_high, interval_coverage
 FROM {STAGING_TABLE} WHERE prediction_id IS NOT NULL

@@ -61,6 +61,8 @@ async def test_the_same_events_produced_twice_are_stored_once(
         for s in range(150)
         for i in range(4)
     ]
+    for event in events[::4]:  # and most impute nothing, which the recorder sends as no array
+        event.prediction.imputed_fields.append("academic_record.previous_gpa")
     records = [raw(e) for e in events]
     before = await metrics(health)
     await produce(stack.shared.kafka_bootstrap_servers, stack.topic, records)
@@ -81,6 +83,11 @@ async def test_the_same_events_produced_twice_are_stored_once(
     )
     assert (found.stored, found.duplicates, found.missing) == (600, 0, 0)
     assert redelivered == 600
+    imputed = await db.fetch(
+        "SELECT prediction_id::text, imputed_fields FROM predictions WHERE prediction_id = ANY($1)",
+        ids,
+    )
+    assert dict(imputed) == {e.event_id: list(e.prediction.imputed_fields) for e in events}
 
     students = await db.fetch(
         "SELECT student_id, age FROM students WHERE student_id LIKE 'dup-%' ORDER BY student_id"

@@ -123,3 +123,14 @@ def test_content_ids_are_the_ones_already_stored() -> None:
         uuid.UUID("6b0d6a55-58c4-4d7a-9a0b-2f1bb0c2d7e1"),
         "\x1f".join(["profile", "s-1", "16", "'male'", "None", "None", "None"]),
     )
+
+
+def test_a_given_zero_is_kept_and_an_unknown_enum_number_shown() -> None:
+    assert academic_record_values(AcademicRecord(previous_gpa=0.0)) == [None, None, 0.0, None]
+    assert profile_values(StudentProfile(age=0, gender=99)) == [  # type: ignore[arg-type]
+        0,
+        "unknown enum number 99",
+        None,
+        None,
+        None,
+    ]
