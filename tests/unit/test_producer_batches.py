@@ -154,6 +154,39 @@ async def test_a_batch_refused_fails_the_later_ones_of_its_partition_only() -> N
     await other
 
 
+class SlowToRefuse(Producer):
+    """Refuses partition 1's batch, a moment after it is handed over."""
+
+    async def send_batch(self, builder: Builder, topic: str, *, partition: int) -> Any:
+        if partition == 1:
+            await asyncio.sleep(0.02)
+        return await super().send_batch(builder, topic, partition=partition)
+
+
+async def test_what_comes_while_a_generation_settles_within_its_hand_over_leaves_by_itself() -> (
+    None
+):
+    """The generation settles before its hand-over ends (a batch acknowledged at once, the last
+    refused): the record that came meanwhile leaves then, not only once another record comes
+    (a lone caller would wait out its publish timeout)."""
+    producer = SlowToRefuse()
+    producer.refused[1] = NotLeaderForPartitionError()
+    open_batches = batches(producer)
+    first, refused = open_batches.add(0, record("a")), open_batches.add(1, record("b"))
+    await producer.took.wait()  # partition 0's batch taken, partition 1's under way
+    producer.ack_all()
+    later = open_batches.add(0, record("c"))
+    await first
+    with pytest.raises(NotLeaderForPartitionError):
+        await refused
+    async with asyncio.timeout(1):
+        while len(producer.taken) < 2:  # noqa: ASYNC110 (polls what the fake records)
+            await asyncio.sleep(0.005)
+    assert producer.values() == [(0, [b"a"]), (0, [b"c"])]
+    producer.ack_all()
+    await later
+
+
 async def test_the_brokers_answer_reaches_every_record_of_the_batch() -> None:
     producer = Producer()
     open_batches = batches(producer)
