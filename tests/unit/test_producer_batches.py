@@ -187,6 +187,18 @@ async def test_what_comes_while_a_generation_settles_within_its_hand_over_leaves
     await later
 
 
+async def test_a_batch_the_producer_drops_fails_its_records_at_once() -> None:
+    """aiokafka cancels a batch's future when it drops the batch (a producer stopped under
+    it): its records' publishes fail then, to be spooled, rather than wait out their timeout."""
+    producer = Producer()
+    open_batches = batches(producer)
+    ack = open_batches.add(0, record("a"))
+    await producer.took.wait()
+    producer.taken[0][2].cancel()
+    with pytest.raises(KafkaConnectionError, match="dropped the batch"):
+        await asyncio.wait_for(ack, 1)
+
+
 async def test_the_brokers_answer_reaches_every_record_of_the_batch() -> None:
     producer = Producer()
     open_batches = batches(producer)
