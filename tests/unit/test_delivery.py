@@ -11,13 +11,13 @@ import pytest
 from inference_service.core import PublishUnavailable
 from inference_service.delivery import (
     DurablePublisher,
-    Handed,
     PendingSends,
     open_durable_publisher,
 )
 from inference_service.spool import Destination
 from studentperf.envelope import KafkaRecord
 from studentperf.retry import Backoff
+from tests.unit.broker_fakes import HandingBroker
 
 
 class FakeBroker:
@@ -147,46 +147,6 @@ async def test_segments_spooled_before_connecting_name_the_cluster_after(tmp_pat
     await until(lambda: publisher.spool.empty)
     assert broker.log == [b"before"]
     await publisher.stop()
-
-
-class HandingBroker(FakeBroker):
-    """As aiokafka is under a stall: what a publish hands over stays handed over, and is stored
-    once the broker answers again, even after the publish timed out. The broker acknowledges
-    `acks_left` records, then nothing until `recover`."""
-
-    def __init__(self, acks_left: int) -> None:
-        super().__init__()
-        self.acks_left = acks_left
-        self.handed: list[tuple[KafkaRecord, asyncio.Future[None]]] = []
-        self.tries = 0
-
-    def recover(self) -> None:
-        self.acks_left = 1 << 30
-        self._deliver()
-
-    def _deliver(self) -> None:
-        for record, ack in self.handed:
-            if not ack.done() and self.acks_left > 0:
-                self.acks_left -= 1
-                self.log.append(record.value)
-                ack.set_result(None)
-
-    async def publish(
-        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
-    ) -> None:
-        self.tries += 1
-        waiting, again = ([], list(records)) if pending is None else pending.left(self, records)
-        sends = list(waiting)
-        for record in again:
-            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.handed.append((record, ack))
-            sends.append(Handed(0, [record], ack))
-        if pending is not None:
-            pending.keep(self, sends)
-        self._deliver()
-        if not all(send.ack.done() for send in sends):
-            await asyncio.sleep(0.01)
-            raise PublishUnavailable("not acknowledged in time")
 
 
 async def test_a_stalled_replay_hands_each_event_over_once_however_often_it_retries(

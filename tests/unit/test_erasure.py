@@ -22,7 +22,6 @@ from inference_service.core import HistoryUnavailable, PredictionCore, PublishUn
 from inference_service.core_ports import ErasureAnswer
 from inference_service.delivery import (
     DurablePublisher,
-    Handed,
     PendingSends,
     open_durable_publisher,
 )
@@ -49,6 +48,7 @@ from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Outcome
+from tests.unit.broker_fakes import HandingBroker
 from tests.unit.recorder_fakes import FakeRecord, event_bytes
 from tests.unit.test_core import AgeModel, RecordingPublisher
 
@@ -496,58 +496,11 @@ async def test_forget_waits_for_a_segment_being_replayed(tmp_path: Path) -> None
     await publisher.stop()
 
 
-class HandingBroker:
-    """As aiokafka is: what a publish hands over stays handed over, and is delivered once the
-    broker is up, even after the publish timed out; a retry with the same PendingSends waits
-    for those sends rather than handing the records over again."""
-
-    def __init__(self) -> None:
-        self.connected = asyncio.Event()
-        self.answering = True
-        self.up = False
-        self.handed: list[tuple[KafkaRecord, asyncio.Future[None]]] = []
-        self.log: list[bytes] = []
-
-    @property
-    def destination(self) -> Destination:
-        return DESTINATION
-
-    async def connect(self) -> None:
-        self.connected.set()
-
-    def deliver(self) -> None:
-        for record, ack in self.handed:
-            if not ack.done():
-                self.log.append(record.value)
-                ack.set_result(None)
-
-    async def publish(
-        self, records: Sequence[KafkaRecord], pending: PendingSends | None = None
-    ) -> None:
-        waiting, again = ([], list(records)) if pending is None else pending.left(self, records)
-        sends = list(waiting)
-        for record in again:
-            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.handed.append((record, ack))
-            sends.append(Handed(0, [record], ack))
-        if pending is not None:
-            pending.keep(self, sends)
-        acks = [send.ack for send in sends]
-        if self.up:
-            self.deliver()
-        if not all(ack.done() for ack in acks):
-            await asyncio.sleep(0.01)
-            raise PublishUnavailable("not acknowledged in time")
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        self.connected.clear()
-
-
 async def test_a_chunk_rewritten_under_a_stalled_replay_is_sent_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("inference_service.delivery._REPLAY_CHUNK", 2)
-    broker = HandingBroker()
+    broker = HandingBroker(destination=DESTINATION)
     publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
     await publisher.spool.append([keyed("a", "a1"), keyed("b", "b1"), keyed("b", "b2")])
     publisher.start()
@@ -555,7 +508,7 @@ async def test_a_chunk_rewritten_under_a_stalled_replay_is_sent_whole(
         while not broker.handed:  # noqa: ASYNC110 (the replayer's first try hands a1, b1 over)
             await asyncio.sleep(0.01)
     assert await publisher.forget(b"a") == 1  # the segment is now b1, b2
-    broker.up = True
+    broker.recover()
     await until_empty(publisher)
     # a1 was in the Kafka client already (README, Erasure: refused by the recorder); b2, past
     # the old chunk, is sent, not taken for sent with the old chunk's acknowledgements.
