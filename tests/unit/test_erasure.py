@@ -479,6 +479,30 @@ async def test_forgotten_events_are_never_replayed(tmp_path: Path) -> None:
     await publisher.stop()
 
 
+async def test_a_stop_waits_for_an_erasure_rewriting_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool closes (and lets go of its folder, for the next process) only once an
+    erasure's rewrite is done: not under it, half the student's events dropped."""
+    rewrite = spool_segments.rewrite_segment
+
+    def slow_rewrite(*args: Any) -> int:
+        time.sleep(0.2)
+        return rewrite(*args)
+
+    # Where the spool looks it up: it imports the function by name.
+    monkeypatch.setattr("inference_service.spool.rewrite_segment", slow_rewrite)
+    broker = StallingBroker()  # never reachable: everything is spooled
+    publisher = await open_durable_publisher(broker, tmp_path, max_bytes=1 << 20)
+    publisher.start()
+    await publisher.publish([keyed("a", "a1"), keyed("b", "b1")])
+    forgetting = asyncio.create_task(publisher.forget(b"a"))
+    await asyncio.sleep(0.05)  # rewriting the segment
+    await publisher.stop()
+    assert forgetting.done() and forgetting.result() == 1
+    assert on_disk(tmp_path) == [b"b1"]
+
+
 async def test_forget_waits_for_a_segment_being_replayed(tmp_path: Path) -> None:
     broker = StallingBroker()
     broker.reachable.set()
