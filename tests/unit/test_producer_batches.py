@@ -127,6 +127,27 @@ async def test_a_busy_process_holds_a_generation_from_its_first_record() -> None
         await ack
 
 
+async def test_records_that_join_a_held_generation_leave_with_it_and_later_ones_still_leave() -> (
+    None
+):
+    """Each `add` asks for a hand-over; while one is held, a second must not be scheduled: the
+    second would hand over an empty generation and reset the count of batches out, after which
+    nothing would ever leave again."""
+    producer = Producer()
+    open_batches = batches(producer, busy=True, hold_s=0.02)
+    held = [open_batches.add(0, record("a")), open_batches.add(1, record("b"))]
+    await producer.took.wait()
+    await asyncio.sleep(0.05)
+    assert producer.values() == [(0, [b"a"]), (1, [b"b"])]
+    producer.ack_all()
+    await asyncio.gather(*held)
+    later = open_batches.add(0, record("c"))
+    await asyncio.sleep(0.1)
+    assert producer.values()[2:] == [(0, [b"c"])]
+    producer.ack_all()
+    await later
+
+
 async def test_a_full_batch_is_followed_by_another_of_its_partition_in_order() -> None:
     producer = Producer(batch_bytes=2)
     open_batches = batches(producer)
@@ -228,6 +249,21 @@ async def test_a_stop_hands_over_what_is_open_without_holding_it() -> None:
     closing = asyncio.create_task(open_batches.close(flush_s=5))
     await asyncio.sleep(0.05)
     assert producer.values() == [(0, [b"a"])]
+    producer.ack_all()
+    await closing
+    await ack
+
+
+async def test_a_stop_waits_for_the_generation_it_hands_over_to_settle() -> None:
+    """The hold close() cuts short must not fire later: a second hand-over of nothing would
+    take the generation under way for settled, and close would return before its ack."""
+    producer = Producer()
+    open_batches = batches(producer, busy=True, hold_s=0.02)
+    ack = open_batches.add(0, record("a"))
+    closing = asyncio.create_task(open_batches.close(flush_s=5))
+    await asyncio.sleep(0.1)
+    assert producer.values() == [(0, [b"a"])]
+    assert not closing.done(), "close returned with a batch under way"
     producer.ack_all()
     await closing
     await ack
