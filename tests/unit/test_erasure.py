@@ -43,7 +43,15 @@ from recorder_service.triage import Reason, triage
 from studentperf import envelope
 from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
-from studentperf.erasure import EVENTS_SKIPPED, FACTS_CLEARED, reason_is_valid
+from studentperf.erasure import (
+    ANONYMOUS,
+    EVENTS_SKIPPED,
+    FACTS_CLEARED,
+    REASON_MAX_LENGTH,
+    REQUESTED_BY_MAX_LENGTH,
+    reason_is_valid,
+    requested_by_is_valid,
+)
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
@@ -307,9 +315,17 @@ def test_an_erasure_far_in_the_future_is_refused() -> None:
 
 def test_the_reason_rule() -> None:
     assert reason_is_valid("") and reason_is_valid("GDPR art. 17: ticket #4711/b")
+    assert reason_is_valid("x" * REASON_MAX_LENGTH), "the rule says at most, not fewer than"
     assert (
         not reason_is_valid("x" * 201) and not reason_is_valid("a@b") and not reason_is_valid("é")
     )
+
+
+def test_the_requested_by_rule() -> None:
+    assert requested_by_is_valid("registrar") and requested_by_is_valid(ANONYMOUS)
+    assert requested_by_is_valid("x" * REQUESTED_BY_MAX_LENGTH)
+    assert not requested_by_is_valid("x" * (REQUESTED_BY_MAX_LENGTH + 1))
+    assert not any(map(requested_by_is_valid, ("", "two words", "tab\there")))
 
 
 def test_the_erasure_key_is_required_for_a_database_elsewhere() -> None:

@@ -81,3 +81,11 @@ def test_a_range_inside_one_microsecond_is_valid_and_holds_nothing() -> None:
                 end_time=Timestamp(seconds=T, nanos=100),
             )
         )
+
+
+def test_nanos_of_a_bound_run_from_0_to_999_999_999() -> None:
+    last = Timestamp(seconds=T, nanos=999_999_999)
+    assert page_query(Request(student_id="s-1", start_time=last)).query.start is not None
+    for nanos in (1_000_000_000, -1):
+        with pytest.raises(InvalidInput, match="start_time: nanos must be 0-999,999,999"):
+            page_query(Request(student_id="s-1", start_time=Timestamp(seconds=T, nanos=nanos)))
