@@ -213,6 +213,23 @@ def test_version_names_sort_by_time() -> None:
     assert early < make_version(datetime(2025, 1, 2, 3, 4, 6, tzinfo=UTC), "00000000")
 
 
+@pytest.mark.parametrize(
+    "name", ["model.joblib", "metadata.json", "../reference.csv", "sub/reference.csv", ".hidden"]
+)
+def test_an_extra_file_may_neither_replace_the_model_nor_leave_its_folder(
+    tmp_path: Path, result: TrainingResult, name: str
+) -> None:
+    with pytest.raises(ModelArtifactError, match="cannot be an extra file"):
+        save_artifact(
+            tmp_path / "models",
+            result.model,
+            fingerprint="ab" * 32,
+            details={},
+            extra_files={name: b"x"},
+        )
+    assert not (tmp_path / "models").exists() and not (tmp_path / "reference.csv").exists()
+
+
 def test_the_same_rows_trained_twice_in_one_second_are_two_versions(
     tmp_path: Path, result: TrainingResult
 ) -> None:
