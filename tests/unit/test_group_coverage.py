@@ -23,7 +23,7 @@ ROWS = 400  # per group
 def coverage(actual: list[float], low: list[float], high: list[float]) -> float:
     n = len(actual)
     value = gq.interval_coverage(
-        np.array(actual), np.zeros(n), np.zeros(n), np.array(low), np.array(high), MARK
+        gq.Rows(np.array(actual), np.zeros(n), np.zeros(n), np.array(low), np.array(high), MARK)
     )
     return float(value)
 
