@@ -10,6 +10,7 @@ import pytest
 
 from inference_service.model import load_served_model
 from studentperf.model_artifact import METADATA_FILE, save_artifact
+from tests.unit.group_records import before_interval_coverage
 from trainer import synthetic
 from trainer.fit import TrainingResult, fit_and_evaluate
 from trainer.pipeline import logistic, ridge
@@ -86,10 +87,7 @@ def test_stated_coverage_is_unset_where_the_figures_have_no_interval_coverage(
     # Figures recorded before interval coverage per group: no key and no such figure, while
     # the version itself has an interval. Its stated level is not borrowed from that interval:
     # nothing says these figures were measured against it.
-    before = {k: v for k, v in recorded.items() if k != "stated_coverage"}
-    for attribute in before["attributes"]:
-        for group in attribute["groups"]:
-            del group["figures"]["interval_coverage"]
+    before = before_interval_coverage(recorded)
     old = save_artifact(
         tmp_path,
         fitted.model,
