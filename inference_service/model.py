@@ -185,7 +185,8 @@ def _importances(meta: Mapping[str, Any]) -> list[FeatureImportance]:
 
 def _group_quality(found: Mapping[str, Any]) -> GroupQuality:
     """metadata.json's `group_quality` (read by studentperf.group_quality_record) as the
-    message; figures left undefined (null) are left out of the map."""
+    message; figures left undefined (null) are left out of the map, and stated_coverage is
+    unset where the record has none (no intervals, or written before it was recorded)."""
     record = GroupQualityRecord.from_dict(found)
     return GroupQuality(
         rows=record.rows,
@@ -193,6 +194,7 @@ def _group_quality(found: Mapping[str, Any]) -> GroupQuality:
         min_class_rows=record.min_class_rows,
         resamples=record.resamples,
         seed=record.seed,
+        stated_coverage=record.stated_coverage,
         attributes=[
             GroupAttributeQuality(
                 attribute=FEATURE_PATHS.get(a.attribute, a.attribute),

@@ -41,11 +41,11 @@ of 24 gaps, about one is called real by chance on data without any.
 The per-group figures come from Fairlearn's MetricFrame; the bootstrap is ours, because
 MetricFrame's resamples the whole frame and reports the spread of max - min across groups,
 which is above zero by construction and so cannot say that a gap is within noise. Both use the
-figure functions below, which work along the last axis of 1-D or 2-D arrays (one row per
+figure functions below, each given one `Rows`, whose arrays may be 1-D or 2-D (one row per
 resample). Nothing here knows about models or files: `make monitor` can pass recorded
 predictions and outcomes to `group_quality` just as training passes the test split.
 
-About 500 lines, kept whole: the figure functions, the bootstrap that judges their gaps and the
+About 450 lines, kept whole: the figure functions, the bootstrap that judges their gaps and the
 table that prints them are one computation; the result types and their JSON form are in
 studentperf.group_quality_record.
 """
@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -96,62 +97,62 @@ if not set(GROUP_ATTRIBUTES) <= set(CATEGORIES):
     raise ImportError("every group attribute must be a categorical feature")
 
 
-# --- the figures: actual and predicted scores, P(pass), interval ends along the last axis ---
+# --- the figures: each reads what it is about from one group's rows -------------------------
 
 
-def score_rmse(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
-    return np.sqrt(np.mean((predicted - actual) ** 2, axis=-1))
+@dataclass(frozen=True)
+class Rows:
+    """Aligned per-student arrays along the last axis (1-D: one group's students; 2-D: one
+    resample of them per row), and the pass mark that splits them into passed and at risk."""
+
+    actual: FloatArray  # final scores
+    predicted: FloatArray  # predicted final scores
+    probability: FloatArray  # P(pass)
+    low: FloatArray  # the served interval's ends; NaN where a prediction had none
+    high: FloatArray
+    pass_mark: float
+
+    @property
+    def passed(self) -> Any:
+        return self.actual >= self.pass_mark
+
+    def of(self, chosen: Any) -> Rows:
+        """The rows `chosen` (a mask, or an array of row numbers of any shape) picks."""
+        return Rows(
+            self.actual[chosen],
+            self.predicted[chosen],
+            self.probability[chosen],
+            self.low[chosen],
+            self.high[chosen],
+            self.pass_mark,
+        )
 
 
-def score_mean_error(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
-    return np.mean(predicted - actual, axis=-1)
+def score_rmse(rows: Rows) -> Any:
+    return np.sqrt(np.mean((rows.predicted - rows.actual) ** 2, axis=-1))
 
 
-def pass_roc_auc(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
+def score_mean_error(rows: Rows) -> Any:
+    return np.mean(rows.predicted - rows.actual, axis=-1)
+
+
+def pass_roc_auc(rows: Rows) -> Any:
     """Mann-Whitney: the chance that a random pass gets a higher P(pass) than a random fail
     (ties count half), which is the area under the ROC curve."""
-    passed = actual >= mark
+    passed = rows.passed
     n_pass = passed.sum(axis=-1)
     n_fail = passed.shape[-1] - n_pass
-    ranks = rankdata(probability, axis=-1)
+    ranks = rankdata(rows.probability, axis=-1)
     rank_sum = np.where(passed, ranks, 0.0).sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         auc = (rank_sum - n_pass * (n_pass + 1) / 2) / (n_pass * n_fail)
     return np.where(np.minimum(n_pass, n_fail) >= MIN_CLASS_ROWS, auc, np.nan)
 
 
-def pass_ece(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
+def pass_ece(rows: Rows) -> Any:
     """Sum over bins of |sum of P(pass) - number passed|, over the rows: the row-weighted mean
     gap between predicted and observed pass rate per bin."""
-    passed = (actual >= mark).astype(float)
+    probability, passed = rows.probability, rows.passed.astype(float)
     edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
     index = np.clip(np.searchsorted(edges, probability, side="right") - 1, 0, CALIBRATION_BINS - 1)
     # One bin number per (leading row, bin), so one bincount sums every row's bins at once.
@@ -161,7 +162,7 @@ def pass_ece(
         flat, weights=(probability - passed).ravel(), minlength=leading.size * CALIBRATION_BINS
     )
     gaps = np.abs(sums.reshape((*index.shape[:-1], CALIBRATION_BINS)))
-    return gaps.sum(axis=-1) / actual.shape[-1]
+    return gaps.sum(axis=-1) / rows.actual.shape[-1]
 
 
 def _share(where: Any, of: Any) -> Any:
@@ -171,54 +172,26 @@ def _share(where: Any, of: Any) -> Any:
     return np.where(count >= MIN_CLASS_ROWS, share, np.nan)
 
 
-def false_negative_rate(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
-    return _share(probability >= 0.5, actual < mark)
+def false_negative_rate(rows: Rows) -> Any:
+    return _share(rows.probability >= 0.5, rows.actual < rows.pass_mark)
 
 
-def false_positive_rate(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
-    return _share(probability < 0.5, actual >= mark)
+def false_positive_rate(rows: Rows) -> Any:
+    return _share(rows.probability < 0.5, rows.passed)
 
 
-def flagged_rate(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
-    return np.mean(probability < 0.5, axis=-1)
+def flagged_rate(rows: Rows) -> Any:
+    return np.mean(rows.probability < 0.5, axis=-1)
 
 
-def interval_coverage(
-    actual: FloatArray,
-    predicted: FloatArray,
-    probability: FloatArray,
-    low: FloatArray,
-    high: FloatArray,
-    mark: float,
-) -> Any:
+def interval_coverage(rows: Rows) -> Any:
     """Among the rows with an interval (both ends known), the share inside it, ends included
     as trainer.conformal.coverage_on and the monitor count it."""
-    served = ~np.isnan(low) & ~np.isnan(high)
-    return _share((actual >= low) & (actual <= high), served)
+    served = ~np.isnan(rows.low) & ~np.isnan(rows.high)
+    return _share((rows.actual >= rows.low) & (rows.actual <= rows.high), served)
 
 
-Figure = Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], Any]
+Figure = Callable[[Rows], Any]
 FIGURE_FUNCTIONS: Final[dict[str, Figure]] = {
     "score_rmse": score_rmse,
     "score_mean_error": score_mean_error,
@@ -240,27 +213,12 @@ def group_labels(values: pd.Series) -> npt.NDArray[np.object_]:
     return np.array([NOT_GIVEN if v is None or v != v else str(v) for v in values], dtype=object)
 
 
-class _Rows(NamedTuple):
-    """Aligned per-student arrays, in the order every figure takes them."""
-
-    actual: FloatArray
-    predicted: FloatArray
-    probability: FloatArray
-    low: FloatArray  # the served interval's ends; NaN where a prediction had none
-    high: FloatArray
-
-    def of(self, chosen: Any) -> _Rows:
-        """The rows `chosen` (a mask, or an array of row numbers of any shape) picks."""
-        return _Rows(*(values[chosen] for values in self))
-
-
-def _by_group(labels: npt.NDArray[np.object_], rows: _Rows, pass_mark: float) -> pd.DataFrame:
+def _by_group(labels: npt.NDArray[np.object_], rows: Rows) -> pd.DataFrame:
     def metric(figure: Figure) -> Callable[..., float]:
         def call(y_true: Any, y_pred: Any, *, probability: Any, low: Any, high: Any) -> float:
-            given = _Rows(
-                *(np.asarray(v, dtype=float) for v in (y_true, y_pred, probability, low, high))
-            )
-            return float(figure(*given, pass_mark))
+            given = (y_true, y_pred, probability, low, high)
+            actual, predicted, p, lows, highs = (np.asarray(v, dtype=float) for v in given)
+            return float(figure(Rows(actual, predicted, p, lows, highs, rows.pass_mark)))
 
         return functools.wraps(figure)(call)
 
@@ -280,8 +238,7 @@ def _by_group(labels: npt.NDArray[np.object_], rows: _Rows, pass_mark: float) ->
 
 def _deviations(
     group: GroupFigures,
-    rows: _Rows,
-    pass_mark: float,
+    rows: Rows,
     rng: np.random.Generator,
     resamples: int,
 ) -> dict[str, FloatArray]:
@@ -296,7 +253,7 @@ def _deviations(
     for start in range(0, resamples, chunk):
         drawn = rows.of(rng.integers(0, n, size=(min(chunk, resamples - start), m)))
         for name, figure in FIGURE_FUNCTIONS.items():
-            found[name].append(figure(*drawn, pass_mark))
+            found[name].append(figure(drawn))
     shrink = np.sqrt(m / n)
     deviations = {}
     for name, values in found.items():
@@ -309,12 +266,11 @@ def _deviations(
 def _attribute_quality(
     attribute: str,
     labels: npt.NDArray[np.object_],
-    rows: _Rows,
-    pass_mark: float,
+    rows: Rows,
     rng: np.random.Generator,
     resamples: int,
 ) -> AttributeQuality:
-    table = _by_group(labels, rows, pass_mark)
+    table = _by_group(labels, rows)
     counts = pd.Series(labels).value_counts()
     order = [level for level in (*CATEGORIES[attribute], NOT_GIVEN) if level in counts.index]
     groups = tuple(
@@ -339,7 +295,7 @@ def _attribute_quality(
             ends[name] = (*max(defined), *min(defined))
     # Each group at either end of a gap is resampled once, for all its figures, in table order.
     deviations = {
-        g.group: _deviations(g, rows.of(labels == g.group), pass_mark, rng, resamples)
+        g.group: _deviations(g, rows.of(labels == g.group), rng, resamples)
         for g in judged
         if any(g.group in (top, bottom) for _, top, _, bottom in ends.values())
     }
@@ -382,22 +338,22 @@ def group_quality(
     if (interval_low is None) != (interval_high is None):
         raise ValueError("interval_low and interval_high go together: give both or neither")
     none = np.full(len(scores), np.nan)
-    rows = _Rows(
+    rows = Rows(
         scores,
         np.asarray(predicted, dtype=float),
         np.asarray(probability, dtype=float),
         none if interval_low is None else np.asarray(interval_low, dtype=float),
         none if interval_high is None else np.asarray(interval_high, dtype=float),
+        pass_mark,
     )
-    if not all(len(values) == len(inputs) for values in rows):
+    aligned = (rows.actual, rows.predicted, rows.probability, rows.low, rows.high)
+    if not all(len(values) == len(inputs) for values in aligned):
         raise ValueError(
             "inputs, actual, predicted, probability and the interval ends differ in length"
         )
     rng = np.random.default_rng(seed)
     found = tuple(
-        _attribute_quality(
-            attribute, group_labels(inputs[attribute]), rows, pass_mark, rng, resamples
-        )
+        _attribute_quality(attribute, group_labels(inputs[attribute]), rows, rng, resamples)
         for attribute in attributes
     )
     return GroupQuality(

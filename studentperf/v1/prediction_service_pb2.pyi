@@ -1040,8 +1040,8 @@ class GroupQuality(_message.Message):
     ten bins), "false_negative_rate" (students at risk, i.e. below the pass mark, whom the model
     called safe), "false_positive_rate" (students who passed, flagged at risk), "flagged_rate"
     (the share flagged at risk, P(pass) < 0.5) and "interval_coverage" (of the students whose
-    prediction carried a score interval, the share whose final score lay inside it, against
-    ScoreIntervalInfo.coverage; absent for a version without an interval or trained before it).
+    prediction carried a score interval, the share whose final score lay inside it, to be read
+    against stated_coverage; absent for a version without an interval or trained before it).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1052,6 +1052,7 @@ class GroupQuality(_message.Message):
     RESAMPLES_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    STATED_COVERAGE_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     """Rows the figures come from."""
     min_group_rows: _builtins.int
@@ -1064,6 +1065,12 @@ class GroupQuality(_message.Message):
     """Bootstrap resamples behind each gap's interval, and their seed."""
     seed: _builtins.int
     """The bootstrap's seed: the same model gives the same intervals."""
+    stated_coverage: _builtins.float
+    """The coverage the score intervals behind "interval_coverage" state, 0-1 (e.g. 0.8: each
+    group's figure is read against it). Unset, never guessed, where the figures carry no
+    interval coverage: a version without a score interval, or figures recorded before
+    interval coverage was measured per group (ScoreIntervalInfo.coverage may still be set).
+    """
     @_builtins.property
     def attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAttributeQuality]:
         """One per attribute the groups are drawn from (gender, lunch program, parental education)."""
@@ -1077,12 +1084,15 @@ class GroupQuality(_message.Message):
         resamples: _builtins.int = ...,
         seed: _builtins.int = ...,
         attributes: _abc.Iterable[Global___GroupAttributeQuality] | None = ...,
+        stated_coverage: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stated_coverage", b"_stated_coverage", "stated_coverage", b"stated_coverage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "min_class_rows", b"min_class_rows", "min_group_rows", b"min_group_rows", "resamples", b"resamples", "rows", b"rows", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stated_coverage", b"_stated_coverage", "attributes", b"attributes", "min_class_rows", b"min_class_rows", "min_group_rows", b"min_group_rows", "resamples", b"resamples", "rows", b"rows", "seed", b"seed", "stated_coverage", b"stated_coverage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__stated_coverage: _TypeAlias = _typing.Literal["stated_coverage"]  # noqa: Y015
+    _WhichOneofArgType__stated_coverage: _TypeAlias = _typing.Literal["_stated_coverage", b"_stated_coverage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stated_coverage) -> _WhichOneofReturnType__stated_coverage | None: ...
 
 Global___GroupQuality: _TypeAlias = GroupQuality  # noqa: Y015
 

@@ -72,15 +72,21 @@ def student(student_id: str, **academic: float | bool) -> Student:
     )
 
 
-async def group_lag(bootstrap_servers: str, group: str, topic: str) -> int:
-    """Records of `topic` that consumer group `group` has not committed yet."""
+async def committed_offsets(bootstrap_servers: str, group: str) -> dict[TopicPartition, int]:
+    """What consumer group `group` has committed, per partition of any topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
+    return {tp: meta.offset for tp, meta in committed.items()}
+
+
+async def group_lag(bootstrap_servers: str, group: str, topic: str) -> int:
+    """Records of `topic` that consumer group `group` has not committed yet."""
+    committed = await committed_offsets(bootstrap_servers, group)
+    done = sum(offset for tp, offset in committed.items() if tp.topic == topic)
     return await topic_size(bootstrap_servers, topic) - int(done)
 
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.bench.process import HealthClient, RecorderProcess
+from recorder_service.consumer import Recorder
 from studentperf import envelope
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from studentperf.v1.prediction_service_pb2 import Outcome, Prediction
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from tests.integration.duplicates import duplicate_child_rows
-from tests.integration.helpers import eventually
+from tests.integration.helpers import committed_offsets, eventually, read_all
+
+T = TypeVar("T")
 
 
 def make_event(
@@ -219,3 +223,54 @@ def recorder_process(log_dir: Path, name: str, env: dict[str, str]) -> RecorderP
     return RecorderProcess(
         {**env, "STUDENTPERF_BATCH_MAX_WAIT_MS": "50"}, log_dir / f"recorder-{name}.log"
     )
+
+
+# --- a recorder run in the test's event loop, its dead letters and its group's offsets ---
+
+
+async def unless_ended(recording: asyncio.Task[Recorder], waiting: Awaitable[T]) -> T:
+    """What `waiting` returns; the recorder's own error at once if it ends meanwhile."""
+    wait = asyncio.ensure_future(waiting)
+    await asyncio.wait({wait, recording}, return_when=asyncio.FIRST_COMPLETED)
+    if not wait.done():
+        wait.cancel()
+        recording.result()  # raises what ended the recorder
+        raise AssertionError("the recorder stopped by itself")
+    return wait.result()
+
+
+def letter_source(headers: dict[str, bytes | None]) -> tuple[int, int]:
+    return (
+        int(headers[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] or b""),
+        int(headers[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] or b""),
+    )
+
+
+async def letter_headers(bootstrap: str, topic: str) -> list[dict[str, bytes | None]]:
+    return [dict(letter.headers) for letter in await read_all(bootstrap, topic)]
+
+
+async def wait_committed(
+    bootstrap: str, group: str, ends: dict[int, int], timeout: float
+) -> dict[int, int]:
+    """The group's committed offsets once they are `ends` (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        committed = await group_offsets(bootstrap, group)
+        if committed == ends or time.monotonic() > deadline:
+            return committed
+        await asyncio.sleep(0.2)
+
+
+async def group_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    return {tp.partition: o for tp, o in (await committed_offsets(bootstrap, group)).items()}
+
+
+async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await consumer.stop()

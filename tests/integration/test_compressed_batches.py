@@ -16,12 +16,14 @@ import asyncio
 import struct
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import aiokafka.codec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBatch
 
+from recorder_service.consumer import Recorder
 from recorder_service.dead_letters import OMITTED_HEADER
 from recorder_service.raw_records import RawFetcher
 from recorder_service.service import run as run_recorder
@@ -31,16 +33,18 @@ from studentperf import envelope
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.raw_batches import RawRecord, produce_batch
-from tests.integration.recorder_support import make_event, stored, wait_stored
-from tests.integration.test_unreadable_records import (
-    bad_name,
-    good,
+from tests.integration.recorder_support import (
+    Stored,
     letter_headers,
     letter_source,
+    make_event,
+    stored,
     topic_ends,
     unless_ended,
     wait_committed,
+    wait_stored,
 )
+from tests.integration.test_unreadable_records import bad_name, good
 
 # The codec number a batch's attributes give, by the name aiokafka's producer takes.
 CODECS = {
@@ -102,6 +106,44 @@ async def codecs_in_log(bootstrap: str, topic: str, ends: dict[int, int]) -> dic
     return found
 
 
+async def written_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end of each partition written to (an empty one has no offset to commit)."""
+    return {p: end for p, end in (await topic_ends(bootstrap, topic)).items() if end}
+
+
+class Recorded(NamedTuple):
+    found: Stored  # of the ids waited for
+    committed: dict[int, int]  # the group's offsets, once at the ends or when the time was up
+    recorder: Recorder  # as it stopped
+
+
+async def record_to_the_ends(
+    stack: Stack, group: str, ids: Sequence[uuid.UUID], ends: dict[int, int]
+) -> Recorded:
+    """Runs a recorder of its own consumer group until `ids` are stored and it has committed
+    `ends`, then stops it; the recorder's own error at once if it ends before."""
+    settings = RecorderSettings(shared=stack.shared, consumer_group=group, batch_max_wait_ms=50)
+    bootstrap = stack.shared.kafka_bootstrap_servers
+    stop = asyncio.Event()
+    recording = asyncio.create_task(run_recorder(settings, stop))
+    try:
+        found = await unless_ended(recording, wait_stored(stack.database_url, ids, timeout=60))
+        committed = await unless_ended(
+            recording, wait_committed(bootstrap, group, ends, timeout=30)
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.wait({recording}), 30)
+    return Recorded(found, committed, recording.result())
+
+
+async def letters_by_source(bootstrap: str, topic: str) -> dict[Offset, dict[str, bytes | None]]:
+    """The headers of the dead letters of `topic`'s records, by the record each is of."""
+    return {
+        letter_source(h): h for h in await letter_headers(bootstrap, topic + DEAD_LETTER_SUFFIX)
+    }
+
+
 async def test_batches_compressed_with_each_codec_are_stored_once(stack: Stack) -> None:
     bootstrap = stack.shared.kafka_bootstrap_servers
     ids: list[uuid.UUID] = []
@@ -112,24 +154,11 @@ async def test_batches_compressed_with_each_codec_are_stored_once(stack: Stack) 
         for _ in range(2):  # each batch twice, as a producer's retry or a tool run again sends
             for where in await send_compressed(bootstrap, stack.topic, n % 3, codec, events):
                 sent_with[where] = CODECS[codec]
-    ends = {p: end for p, end in (await topic_ends(bootstrap, stack.topic)).items() if end}
+    ends = await written_ends(bootstrap, stack.topic)
     in_log = await codecs_in_log(bootstrap, stack.topic, ends)
     assert {where: in_log[where] for where in sent_with} == sent_with
 
-    settings = RecorderSettings(
-        shared=stack.shared, consumer_group="compressed-batches", batch_max_wait_ms=50
-    )
-    stop = asyncio.Event()
-    recording = asyncio.create_task(run_recorder(settings, stop))
-    try:
-        found = await unless_ended(recording, wait_stored(stack.database_url, ids, timeout=60))
-        committed = await unless_ended(
-            recording, wait_committed(bootstrap, settings.consumer_group, ends, timeout=30)
-        )
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.wait({recording}), 30)
-    recorder = recording.result()
+    found, committed, recorder = await record_to_the_ends(stack, "compressed-batches", ids, ends)
     print(
         f"\n[compressed with each codec] events {len(ids)}, each sent twice"
         f" / stored {found.stored} / missing {found.missing}"
@@ -157,28 +186,14 @@ async def test_a_compressed_batch_read_raw_is_decompressed_by_the_recorder(stack
         offsets = await produce_batch(bootstrap, stack.topic, n % 3, records, codec=CODECS[codec])
         sent_with |= dict.fromkeys([(n % 3, o) for o in offsets], CODECS[codec])
         bad.add((n % 3, offsets[2]))
-    ends = {p: end for p, end in (await topic_ends(bootstrap, stack.topic)).items() if end}
+    ends = await written_ends(bootstrap, stack.topic)
     in_log = await codecs_in_log(bootstrap, stack.topic, ends)
     assert {where: in_log[where] for where in sent_with} == sent_with
 
-    settings = RecorderSettings(
-        shared=stack.shared, consumer_group="compressed-read-raw", batch_max_wait_ms=50
+    found, committed, recorder = await record_to_the_ends(
+        stack, "compressed-read-raw", good_ids, ends
     )
-    stop = asyncio.Event()
-    recording = asyncio.create_task(run_recorder(settings, stop))
-    try:
-        found = await unless_ended(recording, wait_stored(stack.database_url, good_ids, timeout=60))
-        committed = await unless_ended(
-            recording, wait_committed(bootstrap, settings.consumer_group, ends, timeout=30)
-        )
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.wait({recording}), 30)
-    recorder = recording.result()
-    letters = {
-        letter_source(h): h
-        for h in await letter_headers(bootstrap, stack.topic + DEAD_LETTER_SUFFIX)
-    }
+    letters = await letters_by_source(bootstrap, stack.topic)
     print(
         f"\n[compressed, read raw] good {len(good_ids)} / stored {found.stored}"
         f" / missing {found.missing} / bad {sorted(bad)}"
@@ -221,7 +236,7 @@ async def test_a_batch_compressed_with_a_codec_whose_library_is_missing_is_dead_
     sent_packed = [where for offsets in packed.values() for where in offsets]
     zipped = await send_compressed(bootstrap, stack.topic, 0, "gzip", events("g1", "g2", "g3"))
     await send_compressed(bootstrap, stack.topic, 1, None, events("b1", "b2"))
-    ends = {p: end for p, end in (await topic_ends(bootstrap, stack.topic)).items() if end}
+    ends = await written_ends(bootstrap, stack.topic)
     in_log = await codecs_in_log(bootstrap, stack.topic, ends)
     assert {c: {in_log[where] for where in packed[c]} for c in packed} == {
         c: {CODECS[c]} for c in packed
@@ -230,23 +245,10 @@ async def test_a_batch_compressed_with_a_codec_whose_library_is_missing_is_dead_
 
     # What aiokafka's availability checks (and so the recorder's) see without the library.
     monkeypatch.setattr(aiokafka.codec, "cramjam", None)
-    settings = RecorderSettings(
-        shared=stack.shared, consumer_group="compressed-missing-codec", batch_max_wait_ms=50
+    found, committed, _ = await record_to_the_ends(
+        stack, "compressed-missing-codec", good_ids, ends
     )
-    stop = asyncio.Event()
-    recording = asyncio.create_task(run_recorder(settings, stop))
-    try:
-        found = await unless_ended(recording, wait_stored(stack.database_url, good_ids, timeout=60))
-        committed = await unless_ended(
-            recording, wait_committed(bootstrap, settings.consumer_group, ends, timeout=30)
-        )
-        letters = {
-            letter_source(h): h
-            for h in await letter_headers(bootstrap, stack.topic + DEAD_LETTER_SUFFIX)
-        }
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.wait({recording}), 30)
+    letters = await letters_by_source(bootstrap, stack.topic)
     reasons = [letters.get(w, {}).get(envelope.DEAD_LETTER_REASON_HEADER) for w in sent_packed]
     print(
         f"\n[codec library missing] good sent {len(good_ids)} / stored {found.stored}"
@@ -263,4 +265,3 @@ async def test_a_batch_compressed_with_a_codec_whose_library_is_missing_is_dead_
             assert f"compressed with {codec}, and its library (cramjam) is not installed" in error
             assert "left in the source topic" in error
     assert committed == ends
-    recording.result()

@@ -34,7 +34,7 @@ from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, read_all
 from tests.integration.raw_batches import RawRecord, produce_batch
-from tests.integration.recorder_support import Load, make_event, wait_stored
+from tests.integration.recorder_support import Load, letter_source, make_event, wait_stored
 
 # In every forged student id: a dead-letter header or log line holding it quotes student data.
 SECRET = "Zq7secret"
@@ -246,11 +246,7 @@ async def test_forged_records_under_load_are_dead_lettered_and_the_recorder_stay
     by_source: dict[tuple[int, int], list[dict[str, bytes | None]]] = {}
     for letter in letters:
         h = dict(letter.headers)
-        source = (
-            int(h[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] or b""),
-            int(h[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] or b""),
-        )
-        by_source.setdefault(source, []).append(h)
+        by_source.setdefault(letter_source(h), []).append(h)
     reasons = Counter(f.reason for _, f in bad)
     print(
         f"\n[forged records] good sent {len(good) + len(set(good_forged))}"

@@ -73,6 +73,10 @@ async def test_model_info_has_metrics_and_global_importances(
     assert 0 < lunch["standard"].figures["score_rmse"] < 20
     rmse = next(g for g in groups.attributes[1].gaps if g.figure == "score_rmse")
     assert rmse.interval_low < rmse.interval_high and 0.9 <= rmse.level < 1
+    # Each group's interval_coverage beside the level the served interval states.
+    assert groups.HasField("stated_coverage")
+    assert groups.stated_coverage == info.score_interval.coverage == 0.8
+    assert 0 < lunch["standard"].figures["interval_coverage"] <= 1
 
 
 # What the README promises of a promotion under load: no call fails and none takes longer than

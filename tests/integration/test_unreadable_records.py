@@ -12,16 +12,9 @@ are empty or huge are read fine: those events are stored, or dead-lettered for t
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
-from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
-from recorder_service.consumer import Recorder
 from recorder_service.dead_letters import OMITTED_HEADER
 from recorder_service.service import run as run_recorder
 from recorder_service.settings import DEAD_LETTER_SUFFIX
@@ -31,11 +24,19 @@ from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
 from tests.integration.helpers import eventually, read_all
 from tests.integration.raw_batches import RawRecord, produce_batch
-from tests.integration.recorder_support import Load, make_event, wait_stored
+from tests.integration.recorder_support import (
+    Load,
+    letter_headers,
+    letter_source,
+    make_event,
+    topic_ends,
+    unless_ended,
+    wait_committed,
+    wait_stored,
+)
 
 NOT_UTF8 = b"trace-\xff\xfe-id"
 HUGE_NAME = b"h" * 300_000
-T = TypeVar("T")
 
 
 def good(name: str, *extra: tuple[bytes, bytes | None]) -> tuple[uuid.UUID, RawRecord]:
@@ -134,57 +135,3 @@ async def test_unreadable_header_names_are_dead_lettered_between_good_records(
             assert PredictionEvent.FromString(letter.value or b"").event_id
     assert dict(recorder.health.dead_lettered) == {"undecodable": len(bad) + len(odd_bad)}
     assert committed == ends
-
-
-async def unless_ended(recording: asyncio.Task[Recorder], waiting: Awaitable[T]) -> T:
-    """What `waiting` returns; the recorder's own error at once if it ends meanwhile."""
-    wait = asyncio.ensure_future(waiting)
-    await asyncio.wait({wait, recording}, return_when=asyncio.FIRST_COMPLETED)
-    if not wait.done():
-        wait.cancel()
-        recording.result()  # raises what ended the recorder
-        raise AssertionError("the recorder stopped by itself")
-    return wait.result()
-
-
-def letter_source(headers: dict[str, bytes | None]) -> tuple[int, int]:
-    return (
-        int(headers[envelope.DEAD_LETTER_SOURCE_PARTITION_HEADER] or b""),
-        int(headers[envelope.DEAD_LETTER_SOURCE_OFFSET_HEADER] or b""),
-    )
-
-
-async def letter_headers(bootstrap: str, topic: str) -> list[dict[str, bytes | None]]:
-    return [dict(letter.headers) for letter in await read_all(bootstrap, topic)]
-
-
-async def wait_committed(
-    bootstrap: str, group: str, ends: dict[int, int], timeout: float
-) -> dict[int, int]:
-    """The group's committed offsets once they are `ends` (or the time is up)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        committed = await group_offsets(bootstrap, group)
-        if committed == ends or time.monotonic() > deadline:
-            return committed
-        await asyncio.sleep(0.2)
-
-
-async def group_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
-
-
-async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: o for tp, o in (await consumer.end_offsets(partitions)).items()}
-    finally:
-        await consumer.stop()

@@ -18,12 +18,13 @@ from trainer.promote import GAP_THRESHOLDS, gap_widenings, not_compared
 
 MARK = 50.0
 ROWS = 400  # per group
+INTERVAL = ScoreInterval(13.0, 0.9)  # one half-width for both groups
 
 
 def coverage(actual: list[float], low: list[float], high: list[float]) -> float:
     n = len(actual)
     value = gq.interval_coverage(
-        np.array(actual), np.zeros(n), np.zeros(n), np.array(low), np.array(high), MARK
+        gq.Rows(np.array(actual), np.zeros(n), np.zeros(n), np.array(low), np.array(high), MARK)
     )
     return float(value)
 
@@ -56,6 +57,32 @@ def spread_groups(seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     return frame, actual, actual + error
 
 
+def measured(
+    frame: pd.DataFrame,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    seed: int,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    stated: float | None = None,
+    resamples: int = gqr.RESAMPLES,
+) -> gqr.GroupQuality:
+    """`group_quality` of `spread_groups`' students, served the score intervals `low`-`high`
+    that state `stated` (None: no intervals); P(pass) 0.5 for all: no figure here reads it."""
+    return gq.group_quality(
+        frame,
+        actual,
+        predicted,
+        np.full(2 * ROWS, 0.5),
+        pass_mark=MARK,
+        seed=seed,
+        interval_low=low,
+        interval_high=high,
+        stated_coverage=stated,
+        resamples=resamples,
+    )
+
+
 def test_one_width_for_everyone_under_covers_the_group_whose_scores_spread_wider() -> None:
     frame, actual, predicted = spread_groups(7)
     # One half-width for both groups: the 90 % quantile of all their misses, as a conformal
@@ -63,17 +90,7 @@ def test_one_width_for_everyone_under_covers_the_group_whose_scores_spread_wider
     interval = ScoreInterval(float(np.quantile(np.abs(predicted - actual), 0.9)), 0.9)
     low, high = interval.bounds(predicted)
     assert np.mean((actual >= low) & (actual <= high)) == pytest.approx(0.9, abs=0.01)
-    found = gq.group_quality(
-        frame,
-        actual,
-        predicted,
-        np.full(2 * ROWS, 0.5),
-        pass_mark=MARK,
-        seed=7,
-        interval_low=low,
-        interval_high=high,
-        stated_coverage=interval.coverage,
-    )
+    found = measured(frame, actual, predicted, 7, low, high, interval.coverage)
     gender = found.attribute("gender")
     assert gender is not None and found.stated_coverage == 0.9
     covered = {g.group: g.figures["interval_coverage"] for g in gender.groups}
@@ -101,9 +118,7 @@ def test_one_width_for_everyone_under_covers_the_group_whose_scores_spread_wider
 
 def test_without_intervals_coverage_is_undefined_and_has_no_gap() -> None:
     frame, actual, predicted = spread_groups(8)
-    bare = gq.group_quality(
-        frame, actual, predicted, np.full(2 * ROWS, 0.5), pass_mark=MARK, seed=8, resamples=200
-    )
+    bare = measured(frame, actual, predicted, 8, resamples=200)
     gender = bare.attribute("gender")
     assert gender is not None and bare.stated_coverage is None
     assert all(g.figures["interval_coverage"] is None for g in gender.groups)
@@ -112,20 +127,9 @@ def test_without_intervals_coverage_is_undefined_and_has_no_gap() -> None:
 
     # Live, the males' predictions were recorded without their interval (NULL): their figure
     # is undefined, the females' is not, and one group alone makes no gap.
-    low, high = ScoreInterval(13.0, 0.9).bounds(predicted)
+    low, high = INTERVAL.bounds(predicted)
     low[ROWS:] = high[ROWS:] = np.nan
-    part = gq.group_quality(
-        frame,
-        actual,
-        predicted,
-        np.full(2 * ROWS, 0.5),
-        pass_mark=MARK,
-        seed=8,
-        interval_low=low,
-        interval_high=high,
-        stated_coverage=0.9,
-        resamples=200,
-    )
+    part = measured(frame, actual, predicted, 8, low, high, INTERVAL.coverage, resamples=200)
     gender = part.attribute("gender")
     assert gender is not None
     covered = {g.group: g.figures["interval_coverage"] for g in gender.groups}
@@ -191,18 +195,8 @@ def test_a_record_from_before_interval_coverage_still_reads_and_prints() -> None
 
 def test_the_gate_compares_coverage_gaps_only_with_a_record_that_measured_them() -> None:
     frame, actual, predicted = spread_groups(9)
-    low, high = ScoreInterval(13.0, 0.9).bounds(predicted)
-    candidate = gq.group_quality(
-        frame,
-        actual,
-        predicted,
-        np.full(2 * ROWS, 0.5),
-        pass_mark=MARK,
-        seed=9,
-        interval_low=low,
-        interval_high=high,
-        stated_coverage=0.9,
-    )
+    low, high = INTERVAL.bounds(predicted)
+    candidate = measured(frame, actual, predicted, 9, low, high, INTERVAL.coverage)
     wide = candidate.attribute("gender").gap("interval_coverage")  # type: ignore[union-attr]
     assert wide is not None and wide.interval_low > GAP_THRESHOLDS["interval_coverage"]
 
@@ -213,18 +207,7 @@ def test_the_gate_compares_coverage_gaps_only_with_a_record_that_measured_them()
 
     # Against a version that served every group alike: the widened coverage gap is refused.
     alike = actual + np.random.default_rng(9).normal(0, 5, 2 * ROWS)
-    alike_low, alike_high = ScoreInterval(13.0, 0.9).bounds(alike)
-    even = gq.group_quality(
-        frame,
-        actual,
-        alike,
-        np.full(2 * ROWS, 0.5),
-        pass_mark=MARK,
-        seed=9,
-        interval_low=alike_low,
-        interval_high=alike_high,
-        stated_coverage=0.9,
-    )
+    even = measured(frame, actual, alike, 9, *INTERVAL.bounds(alike), INTERVAL.coverage)
     assert not_compared(candidate, even) == ()
     widened = {w.gap.figure: w for w in gap_widenings(candidate, even, GAP_THRESHOLDS)}
     assert widened["interval_coverage"].limit == 0.10
@@ -233,7 +216,7 @@ def test_the_gate_compares_coverage_gaps_only_with_a_record_that_measured_them()
 
 def live(actual: np.ndarray, predicted: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
     """Predictions with outcomes as trainer.monitor.data reads them, each with its interval."""
-    low, high = ScoreInterval(13.0, 0.9).bounds(predicted)
+    low, high = INTERVAL.bounds(predicted)
     return frame.assign(
         model_version="v1",
         predicted_at=pd.Timestamp("2026-12-03T18:00:00Z"),
@@ -242,7 +225,7 @@ def live(actual: np.ndarray, predicted: np.ndarray, frame: pd.DataFrame) -> pd.D
         pass_mark=MARK,
         score_interval_low=low,
         score_interval_high=high,
-        interval_coverage=0.9,
+        interval_coverage=INTERVAL.coverage,
         final_score=actual,
     )
 

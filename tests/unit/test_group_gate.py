@@ -6,12 +6,14 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from studentperf.features import FEATURE_COLUMNS, TARGET_SCORE
 from studentperf.group_quality_record import AttributeQuality, Gap, GroupQuality
+from tests.unit.group_records import before_interval_coverage
 from trainer import synthetic
 from trainer.__main__ import parse_args
 from trainer.pipeline import boosted_classifier, boosted_regressor, logistic, ridge
@@ -112,6 +114,16 @@ def train(models: Path, seed: int, **changes: object) -> tuple[RunResult, str]:
     return result, out.getvalue()
 
 
+def rewrite_group_quality(version: Path, recorded: dict[str, Any] | None) -> None:
+    """The version's metadata.json with `recorded` as its group_quality, or none at all."""
+    path = version / "metadata.json"
+    metadata = json.loads(path.read_text())
+    del metadata["group_quality"]
+    if recorded is not None:
+        metadata["group_quality"] = recorded
+    path.write_text(json.dumps(metadata))
+
+
 def test_the_gate_refuses_a_version_that_serves_a_group_worse_and_passes_calm_ones(
     tmp_path: Path,
 ) -> None:
@@ -161,11 +173,7 @@ def test_a_current_version_without_recorded_figures_is_measured_on_the_new_rows(
 ) -> None:
     models = tmp_path / "models"
     first, _ = train(models, 5)
-    # As a version trained before per-group figures existed.
-    meta_path = first.path / "metadata.json"
-    metadata = json.loads(meta_path.read_text())
-    del metadata["group_quality"]
-    meta_path.write_text(json.dumps(metadata))
+    rewrite_group_quality(first.path, None)  # as a version trained before per-group figures
     unfair, _ = train(models, 7, unfair_group=UNFAIR)
     print(unfair.decision.reason)
     # Measured on the planted rows, the old calm model serves the group badly too: the new
@@ -182,15 +190,8 @@ def test_a_current_version_from_before_interval_coverage_is_not_compared_on_it(
     models = tmp_path / "models"
     first, _ = train(models, 5)
     # As a version promoted before coverage per group was measured: no such figure, anywhere.
-    meta_path = first.path / "metadata.json"
-    metadata = json.loads(meta_path.read_text())
-    recorded = metadata["group_quality"]
-    del recorded["stated_coverage"]
-    for attribute in recorded["attributes"]:
-        attribute["gaps"] = [g for g in attribute["gaps"] if g["figure"] != "interval_coverage"]
-        for group in attribute["groups"]:
-            del group["figures"]["interval_coverage"]
-    meta_path.write_text(json.dumps(metadata))
+    recorded = json.loads((first.path / "metadata.json").read_text())["group_quality"]
+    rewrite_group_quality(first.path, before_interval_coverage(recorded))
     calm, output = train(models, 6)
     print(calm.decision.reason)
     assert calm.decision.promoted

@@ -28,12 +28,14 @@ def figure(
     """A figure on one group's rows; without `low` and `high`, no row had an interval."""
     none = [np.nan] * len(actual)
     value = gq.FIGURE_FUNCTIONS[name](
-        np.array(actual, dtype=float),
-        np.array(predicted, dtype=float),
-        np.array(probability, dtype=float),
-        np.array(none if low is None else low, dtype=float),
-        np.array(none if high is None else high, dtype=float),
-        MARK,
+        gq.Rows(
+            np.array(actual, dtype=float),
+            np.array(predicted, dtype=float),
+            np.array(probability, dtype=float),
+            np.array(none if low is None else low, dtype=float),
+            np.array(none if high is None else high, dtype=float),
+            MARK,
+        )
     )
     return float(value)
 
@@ -105,8 +107,8 @@ def test_every_figure_works_row_by_row_on_resamples() -> None:
     low[:, :5] = high[:, :5] = np.nan  # predictions recorded without an interval
     rows = (actual, predicted, probability, low, high)
     for name, function in gq.FIGURE_FUNCTIONS.items():
-        together = function(*rows, MARK)
-        one_by_one = [function(*one, MARK) for one in zip(*rows, strict=True)]
+        together = function(gq.Rows(*rows, MARK))
+        one_by_one = [function(gq.Rows(*one, MARK)) for one in zip(*rows, strict=True)]
         np.testing.assert_allclose(together, one_by_one, err_msg=name)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from inference_service.model import load_served_model
 from studentperf.model_artifact import METADATA_FILE, save_artifact
+from tests.unit.group_records import before_interval_coverage
 from trainer import synthetic
 from trainer.fit import TrainingResult, fit_and_evaluate
 from trainer.pipeline import logistic, ridge
@@ -63,6 +64,42 @@ def test_model_info_carries_the_groups_and_gaps_of_metadata(
     lunch = found.attributes[1]
     assert {g.group for g in lunch.groups if g.judged} == {"standard", "free_or_reduced"}
     assert {g.figure for g in lunch.gaps} >= {"score_rmse", "false_negative_rate"}
+    # The level each group's interval_coverage is read against, as the record states it.
+    assert groups.stated_coverage is not None
+    assert found.HasField("stated_coverage") and found.stated_coverage == groups.stated_coverage
+    assert all("interval_coverage" in g.figures for g in lunch.groups if g.judged)
+
+
+def test_stated_coverage_is_unset_where_the_figures_have_no_interval_coverage(
+    tmp_path: Path, fitted: TrainingResult
+) -> None:
+    recorded = fitted.evaluation.groups.as_dict()
+    # Figures as a version without an interval records them: stated_coverage null.
+    bare = save_artifact(
+        tmp_path,
+        fitted.model,
+        fingerprint="3" * 8,
+        details={"group_quality": recorded | {"stated_coverage": None}},
+    )
+    found = load_served_model(str(bare), expected_pass_mark=50.0).info().group_quality
+    assert found.rows == recorded["rows"] and not found.HasField("stated_coverage")
+
+    # Figures recorded before interval coverage per group: no key and no such figure, while
+    # the version itself has an interval. Its stated level is not borrowed from that interval:
+    # nothing says these figures were measured against it.
+    before = before_interval_coverage(recorded)
+    old = save_artifact(
+        tmp_path,
+        fitted.model,
+        fingerprint="4" * 8,
+        details={"group_quality": before, "score_interval": fitted.interval.as_dict()},
+    )
+    info = load_served_model(str(old), expected_pass_mark=50.0).info()
+    assert info.HasField("score_interval") and info.score_interval.coverage > 0
+    assert info.HasField("group_quality") and not info.group_quality.HasField("stated_coverage")
+    assert not any(
+        "interval_coverage" in g.figures for a in info.group_quality.attributes for g in a.groups
+    )
 
 
 def test_a_version_without_figures_or_with_broken_ones_still_serves(
