@@ -4,8 +4,12 @@ A grpc.aio server answers on one core; N workers use N. As in grpc's multiproces
 the supervisor (this process) binds the port with SO_REUSEPORT without listening, which reserves
 it (and picks it, for port 0) for as long as it runs, and starts the workers, each of which
 builds its own server on that port with `grpc.so_reuseport`: the kernel spreads connections
-over them. Workers are spawned (fresh interpreters, not forks) and this process never imports
-grpc, so no gRPC state is ever shared or inherited.
+over them. SO_REUSEPORT would let a second service with workers share the port too, so the
+supervisor also holds the port's lock (inference_service.port_lock): a second live supervisor
+fails to take it and refuses to start, while a killed one's dies with it, so a service restarted
+at once starts beside the old workers still finishing their calls. Workers are spawned (fresh
+interpreters, not forks) and this process never imports grpc, so no gRPC state is ever shared
+or inherited.
 
 Each worker is a whole service (inference_service.server): its own model, Kafka producer and spool
 folder, `<spool_dir>/worker-<i>` for slot i (inference_service.spool_folders), and runs on the loop
@@ -64,6 +68,7 @@ from prometheus_client.registry import Collector
 
 from inference_service import event_loop
 from inference_service.metrics import PREFIX
+from inference_service.port_lock import hold_port
 from inference_service.settings import Settings
 from inference_service.spool_folders import gather_orphans, slot_folder
 from inference_service.stop_bound import longest_stop_s
@@ -237,7 +242,8 @@ class Slot:
 @contextlib.contextmanager
 def reserve_port(listen_address: str) -> Iterator[str]:
     """Binds (without listening) the address's port with SO_REUSEPORT, so only processes of
-    this user that also set it (the workers) can bind it meanwhile; yields host:port."""
+    this user that also set it (the workers; another service's are kept out by
+    inference_service.port_lock) can bind it meanwhile; yields host:port."""
     host, _, port = listen_address.rpartition(":")
     try:
         found = socket.getaddrinfo(
@@ -271,10 +277,12 @@ class Supervisor:
         # folder refuses to start.
         lock = await asyncio.to_thread(hold_folder_lock, spool_dir, "spool folder")
         try:
-            await asyncio.to_thread(
-                gather_orphans, spool_dir, self.settings.workers, _stop_bound_s(self.settings)
-            )
-            with reserve_port(self.settings.listen_address) as address:
+            # The port before the orphans: a start refused for an address another service
+            # with workers holds is refused at once, before it moves any spool segment.
+            with reserve_port(self.settings.listen_address) as address, hold_port(address):
+                await asyncio.to_thread(
+                    gather_orphans, spool_dir, self.settings.workers, _stop_bound_s(self.settings)
+                )
                 return await self._supervise(address)
         finally:
             os.close(lock)
