@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 import pytest
 
@@ -99,3 +100,75 @@ async def test_small_requests_never_wait_nor_hold_any_of_the_budget() -> None:
     gate.set()
     await asyncio.gather(holder, queued)
     assert budget.used == 0
+
+
+def test_the_least_budget_is_one_byte_and_small_means_at_most() -> None:
+    assert InFlightBytes(1).limit == 1
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        InFlightBytes(0)
+    budget = InFlightBytes(10, small=2)
+    assert budget.is_small(2) and not budget.is_small(3)
+
+
+async def held(budget: InFlightBytes, size: int) -> contextlib.AbstractAsyncContextManager[None]:
+    holder = budget.hold(size)
+    await holder.__aenter__()
+    return holder
+
+
+async def test_a_waiter_that_fits_exactly_what_is_freed_goes_ahead() -> None:
+    budget = InFlightBytes(10)
+    first, second = await held(budget, 6), await held(budget, 4)
+    waiter = asyncio.create_task(held(budget, 4))
+    await asyncio.sleep(0)
+    assert budget.waiting == 1
+    await second.__aexit__(None, None, None)
+    await asyncio.sleep(0)
+    assert waiter.done() and budget.used == 10, "6 + 4 fills the budget: no need to wait"
+    await (await waiter).__aexit__(None, None, None)
+    await first.__aexit__(None, None, None)
+
+
+async def test_the_first_waiter_cancelled_lets_those_behind_it_go_when_they_fit() -> None:
+    budget = InFlightBytes(10)
+    holder = await held(budget, 6)
+    big = asyncio.create_task(held(budget, 8))
+    small = asyncio.create_task(held(budget, 3))
+    await asyncio.sleep(0)
+    assert budget.waiting == 2  # 3 fits, but does not pass the 8 ahead of it
+    big.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await big
+    await asyncio.sleep(0)
+    assert small.done() and budget.used == 9, "nothing is ahead of it any more"
+    await (await small).__aexit__(None, None, None)
+    await holder.__aexit__(None, None, None)
+
+
+async def test_a_waiter_cancelled_in_the_turn_the_bytes_are_freed_passes_them_on() -> None:
+    budget = InFlightBytes(10)
+    holder = await held(budget, 10)
+    first = asyncio.create_task(held(budget, 5))
+    second = asyncio.create_task(held(budget, 5))
+    await asyncio.sleep(0)
+    first.cancel()  # its future is cancelled now, its own clean-up runs next turn
+    await holder.__aexit__(None, None, None)
+    assert budget.used == 5, "the freed bytes went to the next waiter at once"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await (await asyncio.wait_for(second, 1)).__aexit__(None, None, None)
+    assert budget.used == 0 and budget.waiting == 0
+
+
+async def test_a_waiter_granted_keeps_no_later_call_waiting() -> None:
+    budget = InFlightBytes(10)
+    holder = await held(budget, 8)
+    waiter = asyncio.create_task(held(budget, 4))
+    await asyncio.sleep(0)
+    await holder.__aexit__(None, None, None)
+    granted = await waiter
+    later = asyncio.create_task(held(budget, 3))
+    await asyncio.sleep(0)
+    assert later.done() and budget.used == 7, "4 + 3 fit and nobody waits"
+    await (await later).__aexit__(None, None, None)
+    await granted.__aexit__(None, None, None)
