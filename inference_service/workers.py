@@ -258,7 +258,10 @@ def reserve_port(listen_address: str) -> Iterator[str]:
         try:
             holder.bind(address)
         except OSError as error:
-            raise ConfigError(f"cannot bind {listen_address}: {error}") from None
+            raise ConfigError(
+                f"STUDENTPERF_LISTEN_ADDRESS: cannot listen on {listen_address}: "
+                f"{error.strerror}: is another service there? Stop it, or set another address"
+            ) from None
         yield f"{host}:{holder.getsockname()[1]}"
     finally:
         holder.close()
