@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -155,12 +156,16 @@ async def replay(
                 next_progress = time.monotonic() + progress_s
         return tally
     finally:
-        if conn is not None:
-            await conn.close(timeout=5)
+        # Each bounded: a client of a Kafka that stopped answering can hang in stop()
+        # (aiokafka#759), and what was sent but not committed is replayed by the next run.
+        closing = [originals.close(), letters.stop()]
         if producer is not None:
-            await producer.stop()
-        await originals.close()
-        await letters.stop()
+            closing.append(producer.stop())
+        if conn is not None:
+            closing.append(conn.close())
+        for close in closing:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close, 10)
 
 
 async def _letter_partitions(settings: Settings) -> list[TopicPartition]:
