@@ -9,7 +9,7 @@ SEED ?= 42
 PASS_MARK ?= $(or $(STUDENTPERF_PASS_MARK),50)
 export STUDENTPERF_PASS_MARK := $(PASS_MARK)
 
-.PHONY: help setup lock up demo train retrain rollback monitor import retention erase migrate test test-unit lint format proto check-proto check-buf clean
+.PHONY: help setup lock up demo train retrain rollback monitor import retention replay-dead-letters erase migrate test test-unit lint format proto check-proto check-buf clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,9 @@ import: setup ## import a Kaggle exam CSV through Kafka, wait for the recorder: 
 
 retention: setup ## once: remove predictions older than STUDENTPERF_RETENTION_DAYS (or DAYS=n), print counts per table
 	@$(BIN)/studentperf-retention $(if $(DAYS),--days $(DAYS))
+
+replay-dead-letters: setup ## after a fix: the dead letters' originals back to the topic (REASONS="future-event ..."; DRY_RUN=1); exit 1 if some are gone
+	@$(PY) -m recorder_service.replay_dead_letters $(foreach r,$(REASONS),--reason $(r)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 # The service where make up runs it (STUDENTPERF_LISTEN_ADDRESS, as make demo finds it), unless
 # TARGET or STUDENTPERF_TARGET names another.

@@ -87,8 +87,13 @@ class Settings:
         return self.dead_letter_topic or self.shared.kafka_topic + DEAD_LETTER_SUFFIX
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        shared = SharedSettings.from_env(env, DatabaseRole.RECORDER)
+    def from_env(
+        cls, env: Mapping[str, str], role: DatabaseRole = DatabaseRole.RECORDER
+    ) -> Settings:
+        """The recorder's settings; `role`: whom the default DSN connects as (the replay of
+        dead letters only reads, as the read-only analyst, unless STUDENTPERF_DATABASE_URL
+        names another)."""
+        shared = SharedSettings.from_env(env, role)
         return cls(
             shared=shared,
             consumer_group=env_str(env, "CONSUMER_GROUP", cls.consumer_group),

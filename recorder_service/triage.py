@@ -11,7 +11,7 @@ texts name the rule a record broke and never quote its values, which can be a st
 A rejected record notes the students it names and its time (`Rejected.students`, `.as_of`):
 the store skips it, rather than dead-letter it, when one of them was erased at or after that
 time (recorder_service/erasure.py), for its letter would be a new copy of the erased student's
-data. See `_named` for how a record that is no event is tied to a student and a time.
+data. See `named_by` for how a record that is no event is tied to a student and a time.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Rejected:
     reason: Reason
     error: str
     attempts: int = 1
-    # The students the record names and its time (`_named`): none for a record refused by the
+    # The students the record names and its time (`named_by`): none for a record refused by the
     # database, whose student was not erased when it was written (store.py checked first).
     students: tuple[str, ...] = ()
     as_of: datetime | None = None
@@ -135,14 +135,17 @@ _TIME_UNTRUSTED = (Reason.FUTURE_EVENT, Reason.UNKNOWN_SCHEMA_VERSION)
 
 def _rejected(record: Record, reason: Reason, error: str) -> Rejected:
     try:
-        students, as_of = _named(record, reason)
+        students, as_of = named_by(record, reason)
     except Exception:  # tied to no student: dead-lettered, as before
         students, as_of = (), None
     return Rejected(record, reason, error, students=students, as_of=as_of)
 
 
-def _named(record: Record, reason: Reason) -> tuple[tuple[str, ...], datetime | None]:
-    """The students a refused record names, and its time.
+def named_by(record: Record, reason: str) -> tuple[tuple[str, ...], datetime | None]:
+    """The students a refused record names, and its time (`reason`: why it was refused).
+
+    The replay of dead letters (replay_dead_letters.py) asks it of each letter's original too:
+    a letter of a student erased since is not put back into the topic.
 
     Every event is keyed by its student's id (studentperf.envelope), so the key names one when
     it is a student id by the rule: no other can be an erased student's, for an erasure event

@@ -1,0 +1,115 @@
+"""Dead letters read back for the replay (recorder_service/letters.py), its report and its
+refusals of bad arguments and settings (recorder_service/replay_dead_letters.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+
+from recorder_service.dead_letters import DeadLetter, dead_letter
+from recorder_service.letters import Source, read_letter
+from recorder_service.replay_dead_letters import main
+from recorder_service.replay_report import Outcome, Tally
+from recorder_service.triage import Reason, Rejected
+from tests.unit.recorder_fakes import TOPIC, FakeRecord
+
+ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [("content-type", b"x"), ("trace-id", None)]
+
+
+@dataclass(frozen=True)
+class Read:
+    """A letter as the replay's consumer reads it."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    partition: int = 2
+    offset: int = 40
+
+
+def sent(key: bytes | None, value: bytes | None) -> DeadLetter:
+    """The letter a recorder sends for a record of TOPIC[1]@9 with the original headers."""
+    record = FakeRecord(TOPIC, 1, 9, value, key=key, headers=ORIGINAL_HEADERS)
+    rejected = Rejected(record, Reason.FUTURE_EVENT, "ahead")
+    return dead_letter(rejected, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def read_back(letter: DeadLetter) -> Read:
+    return Read(letter.key, letter.value, letter.headers)
+
+
+def test_a_whole_letter_is_its_original_without_the_letter_headers() -> None:
+    letter = read_letter(read_back(sent(b"s-1", b"event")))
+    assert letter.whole
+    assert (letter.reason, letter.source) == ("future-event", Source(TOPIC, 1, 9))
+    assert (letter.partition, letter.offset) == (2, 40)
+    original = letter.original
+    assert (original.key, original.value) == (b"s-1", b"event")
+    assert list(original.headers) == ORIGINAL_HEADERS  # null values kept, ours dropped
+    assert original.timestamp == FakeRecord(TOPIC, 1, 9, b"").timestamp
+
+
+def test_a_letter_that_left_out_its_value_or_everything_is_not_whole() -> None:
+    smaller = sent(b"s-1", b"event").smaller()
+    assert smaller is not None
+    without_value = read_letter(read_back(smaller))
+    assert not without_value.whole
+    assert without_value.source == Source(TOPIC, 1, 9)
+    smallest = smaller.smaller()
+    assert smallest is not None
+    assert not read_letter(read_back(smallest)).whole
+
+
+def test_a_letter_with_neither_key_nor_value_is_not_whole() -> None:
+    # A codec letter (raw_records.py): its original's key and value were never read.
+    assert not read_letter(read_back(sent(None, None))).whole
+    assert read_letter(read_back(sent(None, b"event"))).whole  # a keyless record with a value
+
+
+def test_a_letter_whose_headers_do_not_say_where_names_no_source() -> None:
+    where = [("dead-letter-source-topic", b"t"), ("dead-letter-source-partition", b"1")]
+    assert read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"9")])).source
+    letter = read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"nine")]))
+    assert letter.source is None and letter.reason == ""
+    assert read_letter(Read(b"k", b"", [*where])).source is None
+
+
+def test_only_a_letter_not_replayable_fails_the_run() -> None:
+    tally = Tally()
+    for outcome in (Outcome.REPLAYED, Outcome.ERASED, Outcome.FILTERED, Outcome.COPY):
+        tally.add("future-event", outcome)
+    assert tally.status == 0
+    tally.add("undecodable", Outcome.NOT_REPLAYABLE)
+    assert tally.status == 1
+    assert tally.by_reason(Outcome.NOT_REPLAYABLE) == {"undecodable": 1}
+
+
+def refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_an_unknown_reason_is_refused_with_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    error = refusal(capsys, "--reason", "future")
+    assert "invalid choice: 'future'" in error and "future-event" in error
+
+
+def test_a_bad_setting_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDENTPERF_KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON")
+    assert "STUDENTPERF_KAFKA_SECURITY_PROTOCOL" in refusal(capsys, "--dry-run")
+
+
+def test_letters_are_not_replayed_into_their_own_topic(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDENTPERF_KAFKA_TOPIC", "events")
+    monkeypatch.setenv("STUDENTPERF_DEAD_LETTER_TOPIC", "events")
+    assert "STUDENTPERF_DEAD_LETTER_TOPIC names the main topic" in refusal(capsys)
