@@ -61,7 +61,7 @@ def test_a_port_taken_by_another_is_a_clear_error() -> None:
     taken.listen()
     try:
         with (
-            pytest.raises(ConfigError, match="cannot listen on .*Stop it, or set another address"),
+            pytest.raises(ConfigError, match=r"cannot listen on .*Stop it, or set another address"),
             reserve_port(f"127.0.0.1:{taken.getsockname()[1]}"),
         ):
             pass
