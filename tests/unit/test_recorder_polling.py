@@ -43,7 +43,12 @@ def build(base: int, records: list[tuple[bytes | None, list[Header]]], codec: in
 
 
 def test_parse_reads_what_aiokafka_reads_and_the_record_it_cannot() -> None:
-    good: list[Header] = [(b"schema-version", b"1"), (b"", b"empty"), (b"h" * 70_000, None)]
+    good: list[Header] = [
+        (b"schema-version", b"1"),
+        (b"", b"empty"),
+        (b"h" * 70_000, None),
+        (b"blank", b""),  # empty, not null
+    ]
     data = build(10, [(b"v0", good), (None, [(b"ok", b"1"), (BAD_NAME, b"x")]), (b"v2", [])])
     records, after = parse(data, TP, 10, budget=100)
     assert after == 13
@@ -68,6 +73,8 @@ def test_parse_reads_compressed_batches_and_stops_at_whole_batches(codec: int) -
     assert [type(r) for r in records[2:]] == [FetchedRecord, UnreadableRecord]
     assert after == 4
     assert parse(plain + packed, TP, 0, budget=1) == (records[:2], 2)  # whole batches only
+    assert parse(plain + packed, TP, 0, budget=2) == (records[:2], 2)  # none once it is reached
+    assert parse(packed[:20], TP, 2, budget=100) == ([], None)  # no whole batch: no offset
 
 
 def test_parse_hands_on_a_batch_it_cannot_decompress_as_unreadable_records(
