@@ -14,6 +14,7 @@ from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
 from recorder_service.erasure import Erasure, Named
 from recorder_service.health import RecorderHealth, State
+from recorder_service.rebalance import BatchGuard, RebalanceListener
 from recorder_service.rows import StagingRow
 from recorder_service.settings import Settings
 from recorder_service.sharding import Turn
@@ -115,6 +116,18 @@ async def test_records_polled_during_an_outage_are_put_back() -> None:
     consumer.pause = pause_then_assign_more  # type: ignore[method-assign]
     await run_until(recorder, consumer, lambda: bool(consumer.commits))
     assert consumer.seeks == [(TopicPartition(TOPIC, 5), 40)]
+
+
+async def test_a_member_is_reassigning_from_a_revocation_until_the_next_assignment() -> None:
+    """The listener marks the member reassigning from a revocation until the next assignment,
+    when the poller reads nothing raw (polling.py): the revoked partitions may already be
+    another member's. A batch fetched before the revocation is of an older epoch."""
+    guard = BatchGuard()
+    listener = RebalanceListener(guard, RecorderHealth(), wait_s=1.0)
+    await listener.on_partitions_revoked({P0})
+    assert (guard.reassigning, guard.epoch) == (True, 1)
+    await listener.on_partitions_assigned({P0, P1})
+    assert (guard.reassigning, guard.epoch) == (False, 1)
 
 
 async def test_a_revocation_waits_for_the_batch_being_written_and_its_commit() -> None:
