@@ -279,6 +279,15 @@ def test_an_erasure_event_breaking_a_rule_is_an_invalid_event(
     assert "s 1" not in rejected.error and "jane" not in rejected.error
 
 
+def test_an_erasure_event_whose_id_is_no_uuid_is_undecodable_as_any_event() -> None:
+    record = envelope.encode_erasure(erasure_event(event_id="ticket-1"))
+    found = triage([as_record(record)], now=T0)
+    assert [(r.reason, r.error) for r in found.rejected] == [
+        (Reason.UNDECODABLE, "event_id is missing or not a UUID")
+    ]
+    assert not found.erasures
+
+
 def as_record(record: KafkaRecord, offset: int = 0) -> FakeRecord:
     return FakeRecord("t", 0, offset, record.value, record.key, headers=list(record.headers))
 
