@@ -62,7 +62,12 @@ def test_a_forged_event_id_is_refused_without_being_quoted() -> None:
 
 @pytest.mark.parametrize(
     ("header", "shown"),
-    [(None, "without a value"), (b"2", "2"), (b"\xff" * 10_000, "not a version number")],
+    [
+        (None, "without a value"),
+        (b"2", "2"),
+        (b"\xff" * 10_000, "not a version number"),
+        (b"v\xff", "not a version number"),  # short, yet neither a number nor UTF-8
+    ],
 )
 def test_every_schema_version_header_is_checked_and_shown_safely(
     header: bytes | None, shown: str

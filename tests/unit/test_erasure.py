@@ -39,7 +39,7 @@ from recorder_service.erasure import (
 )
 from recorder_service.rows import STAGING_COLUMNS
 from recorder_service.settings import DEV_ERASURE_KEY, erasure_key
-from recorder_service.triage import Reason, triage
+from recorder_service.triage import Reason, triage, triage_in_steps
 from studentperf import envelope
 from studentperf.config import ConfigError
 from studentperf.envelope import KafkaRecord
@@ -229,8 +229,11 @@ def test_a_refused_record_names_its_key_s_student_and_its_event_s_placed_by_its_
         ("s-5",),
         AT_MS,
     )
-    # No time at all: tied to no student (dead-lettered as before).
+    # No time at all (Kafka's -1): tied to no student (dead-lettered as before). A time of 0
+    # is a time: its student's erasure skips it.
     assert refused(b"\x00not an event", b"s-1", timestamp=-1) == (Reason.UNDECODABLE, (), None)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert refused(b"\x00bad", b"s-1", timestamp=0) == (Reason.UNDECODABLE, ("s-1",), epoch)
 
 
 def test_the_students_of_a_batch_s_refused_records_keep_their_places() -> None:
@@ -284,6 +287,15 @@ def test_an_erasure_event_breaking_a_rule_is_an_invalid_event(
     assert "s 1" not in rejected.error and "jane" not in rejected.error
 
 
+def test_an_erasure_event_whose_id_is_no_uuid_is_undecodable_as_any_event() -> None:
+    record = envelope.encode_erasure(erasure_event(event_id="ticket-1"))
+    found = triage([as_record(record)], now=T0)
+    assert [(r.reason, r.error) for r in found.rejected] == [
+        (Reason.UNDECODABLE, "event_id is missing or not a UUID")
+    ]
+    assert not found.erasures
+
+
 def as_record(record: KafkaRecord, offset: int = 0) -> FakeRecord:
     return FakeRecord("t", 0, offset, record.value, record.key, headers=list(record.headers))
 
@@ -293,6 +305,22 @@ def test_triage_sets_erasures_apart_from_rows() -> None:
     found = triage([as_record(envelope.encode_erasure(event))], now=T0)
     assert found.rows == [] and found.rejected == []
     assert found.erasures == [Erasure(event.event_id, "s-1", T0, "registrar", "ticket-1")]
+
+
+async def test_a_batch_s_erasures_and_the_records_after_them_survive_its_steps() -> None:
+    """The consumer triages a batch in steps (triage_in_steps): every step's erasures are the
+    batch's, and an erasure does not end its step: the records after it are read too."""
+    records = [
+        as_record(envelope.encode_erasure(erasure_event()), 0),
+        FakeRecord("t", 0, 1, event_bytes("s-2"), b"s-2"),
+        as_record(envelope.encode_erasure(erasure_event(student_id="s-3")), 2),
+        FakeRecord("t", 0, 3, event_bytes("s-4"), b"s-4"),
+    ]
+    whole = triage(records, now=T0)
+    stepped = await triage_in_steps(records, max_future_skew=timedelta(minutes=5), step=2)
+    for found in (whole, stepped):
+        assert [e.student_id for e in found.erasures] == ["s-1", "s-3"]
+        assert [r.offset for r in found.sources] == [1, 3] and not found.rejected
 
 
 @pytest.mark.parametrize("form", ["{%s}", "urn:uuid:%s", "%s"])

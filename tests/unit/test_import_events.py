@@ -70,6 +70,8 @@ def broken(change: str) -> ImportEvent:
         event.outcome.term = "spring"
     elif change == "id":
         event.event_id = "not-a-uuid"
+    elif change == "no outcome":
+        event.ClearField("outcome")
     return event
 
 
@@ -83,6 +85,7 @@ def broken(change: str) -> ImportEvent:
         ("score", "final_score"),
         ("term", "term rule"),
         ("id", "not a UUID"),
+        ("no outcome", "outcome missing"),
     ],
 )
 def test_an_import_event_that_breaks_a_rule_is_refused(change: str, error: str) -> None:

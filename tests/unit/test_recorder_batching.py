@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import TopicPartition
 
 from recorder_service.batching import Chunk, collect
@@ -69,3 +70,30 @@ async def test_stop_before_any_record_gives_no_batch() -> None:
     stop = asyncio.Event()
     stop.set()
     assert await collect(poll, lambda: 0, stop, max_events=10, max_wait_s=1) is None
+
+
+@pytest.mark.parametrize("cause", ["stop", "interrupted"])
+async def test_a_begun_batch_is_handed_over_at_once_on_stop_or_interruption(cause: str) -> None:
+    """A stop, or a writer that needs the loop's attention (`interrupted`), does not wait out
+    the batch's time nor add the next chunk: what was gathered is handed over as it is."""
+    poll = ScriptedPoll({P0: records(0, [b"a"])}, {P1: records(1, [b"b"])})
+    stop = asyncio.Event()
+
+    async def polled(*, timeout_ms: int, max_records: int) -> Chunk:
+        chunk = await poll(timeout_ms=timeout_ms, max_records=max_records)
+        if cause == "stop":
+            stop.set()
+        return chunk
+
+    batch = await collect(
+        polled,
+        lambda: 0,
+        stop,
+        max_events=100,
+        max_wait_s=60.0,
+        interrupted=lambda: cause == "interrupted" and bool(poll.asked),
+        clock=lambda: poll.now,
+    )
+    assert batch is not None
+    assert [(r.partition, r.offset) for r in batch.records()] == [(0, 0)]
+    assert poll.asked == [100]

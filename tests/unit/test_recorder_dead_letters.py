@@ -39,6 +39,15 @@ def test_a_letter_too_large_loses_its_value_then_everything_but_where_and_why() 
     assert second.smaller() is None
 
 
+def test_a_letter_s_size_counts_its_key_value_and_every_header() -> None:
+    """What is compared with the size the topic refused (dead_letters.KafkaDeadLetters): a
+    letter counted smaller than it is would be sent whole again, and refused again."""
+    letter = letter_of(b"key", b"v" * 10, [("trace-id", None), ("x", b"y" * 7)])
+    headers = sum(len(name) + len(value or b"") for name, value in letter.headers)
+    assert headers > len("trace-id") + len("x") + 7  # its dead-letter-* headers too
+    assert letter.size == 3 + 10 + headers
+
+
 def test_a_letter_without_a_value_goes_straight_to_the_smallest_form() -> None:
     letter = letter_of(None, None, [("h", b"x" * 100)])
     smaller = letter.smaller()

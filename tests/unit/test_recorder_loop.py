@@ -14,6 +14,7 @@ from recorder_service import writer as writer_module
 from recorder_service.consumer import Recorder
 from recorder_service.erasure import Erasure, Named
 from recorder_service.health import RecorderHealth, State
+from recorder_service.rebalance import BatchGuard, RebalanceListener
 from recorder_service.rows import StagingRow
 from recorder_service.settings import Settings
 from recorder_service.sharding import Turn
@@ -27,6 +28,7 @@ from tests.unit.recorder_fakes import (
     event_bytes,
     records,
 )
+from tests.unit.test_producer_batches import turns
 
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
@@ -115,6 +117,40 @@ async def test_records_polled_during_an_outage_are_put_back() -> None:
     consumer.pause = pause_then_assign_more  # type: ignore[method-assign]
     await run_until(recorder, consumer, lambda: bool(consumer.commits))
     assert consumer.seeks == [(TopicPartition(TOPIC, 5), 40)]
+
+
+async def test_a_member_is_reassigning_from_a_revocation_until_the_next_assignment() -> None:
+    """The listener marks the member reassigning from a revocation until the next assignment,
+    when the poller reads nothing raw (polling.py): the revoked partitions may already be
+    another member's. A batch fetched before the revocation is of an older epoch. The health
+    counts the assignments and notes when the first with partitions came."""
+    guard, health = BatchGuard(), RecorderHealth()
+    listener = RebalanceListener(guard, health, wait_s=1.0)
+    await listener.on_partitions_assigned(set())  # a member of the group, with no partition
+    await listener.on_partitions_revoked(set())
+    assert (guard.reassigning, guard.epoch) == (True, 1)
+    await listener.on_partitions_assigned({P0, P1})
+    assert (guard.reassigning, guard.epoch) == (False, 1)
+    # Counted, and the time of the first assignment with partitions kept (benchmarks read it).
+    first = health.first_assigned_at
+    assert first > 0 and health.rebalances == 2
+    await listener.on_partitions_revoked({P0, P1})
+    await listener.on_partitions_assigned({P1})
+    assert (health.first_assigned_at, health.rebalances) == (first, 3)
+
+
+async def test_a_revocation_waits_for_the_abandoned_batch_to_end_and_then_is_over() -> None:
+    """A batch not finished within the wait is abandoned, but the transaction it may be in
+    can still commit: the partitions move on only once it ended. Then the revocation is over:
+    a later outage is waited out again rather than given up at once."""
+    guard = BatchGuard()
+    flight = guard.begin()
+    revoking = asyncio.create_task(guard.revoke(wait_s=0))
+    await turns(5)
+    assert flight.abandoned and guard.revoking and not revoking.done()
+    guard.end(flight)
+    await turns(5)
+    assert revoking.done() and not guard.revoking
 
 
 async def test_a_revocation_waits_for_the_batch_being_written_and_its_commit() -> None:

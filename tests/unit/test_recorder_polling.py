@@ -19,7 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder_service.batching import UnreadableRecord
+from recorder_service.batching import Chunk, UnreadableRecord
 from recorder_service.polling import Poller
 from recorder_service.raw_records import FetchedRecord, parse
 from tests.integration.raw_batches import RawName
@@ -43,7 +43,12 @@ def build(base: int, records: list[tuple[bytes | None, list[Header]]], codec: in
 
 
 def test_parse_reads_what_aiokafka_reads_and_the_record_it_cannot() -> None:
-    good: list[Header] = [(b"schema-version", b"1"), (b"", b"empty"), (b"h" * 70_000, None)]
+    good: list[Header] = [
+        (b"schema-version", b"1"),
+        (b"", b"empty"),
+        (b"h" * 70_000, None),
+        (b"blank", b""),  # empty, not null
+    ]
     data = build(10, [(b"v0", good), (None, [(b"ok", b"1"), (BAD_NAME, b"x")]), (b"v2", [])])
     records, after = parse(data, TP, 10, budget=100)
     assert after == 13
@@ -68,6 +73,8 @@ def test_parse_reads_compressed_batches_and_stops_at_whole_batches(codec: int) -
     assert [type(r) for r in records[2:]] == [FetchedRecord, UnreadableRecord]
     assert after == 4
     assert parse(plain + packed, TP, 0, budget=1) == (records[:2], 2)  # whole batches only
+    assert parse(plain + packed, TP, 0, budget=2) == (records[:2], 2)  # none once it is reached
+    assert parse(packed[:20], TP, 2, budget=100) == ([], None)  # no whole batch: no offset
 
 
 def test_parse_hands_on_a_batch_it_cannot_decompress_as_unreadable_records(
@@ -294,3 +301,108 @@ def test_between_a_revocation_and_the_next_assignment_only_getmany_is_called() -
         return [[r.offset for rs in chunk.values() for r in rs] for chunk in found]
 
     assert asyncio.run(polls()) == [[], [], [0, 1, 2]]
+
+
+def offsets(chunk: Chunk) -> dict[int, list[tuple[int, bool]]]:
+    """A chunk as partition: [(offset, unreadable)]."""
+    return {
+        tp.partition: [(r.offset, isinstance(r, UnreadableRecord)) for r in records]
+        for tp, records in chunk.items()
+    }
+
+
+def test_a_raw_read_that_fails_before_seeking_back_still_rewinds_on_the_next_poll() -> None:
+    """getmany() moved partition 0 past records it never handed on when it raised at partition
+    1; the raw read then fails before seeking back. The next poll must seek back and read raw,
+    not ask getmany() again, which would hand on the records that came since and skip those."""
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = AiokafkaLike({p0: [[False, False]], p1: [[True]]})
+    end_offsets, failures = consumer.end_offsets, [KafkaConnectionError("broker away")]
+
+    async def flaky_end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if failures:
+            raise failures.pop()
+        return await end_offsets(partitions)
+
+    consumer.end_offsets = flaky_end_offsets  # type: ignore[method-assign]
+    poller = Poller(consumer, lambda: 0, consumer.raw_fetch)
+
+    async def polls() -> list[dict[int, list[tuple[int, bool]]]]:
+        found = [offsets(await poller(timeout_ms=0, max_records=10))]
+        consumer.batches[p0].append((2, [False, False]))  # more records come meanwhile
+        found += [offsets(await poller(timeout_ms=0, max_records=2)) for _ in range(3)]
+        return found
+
+    assert asyncio.run(polls()) == [
+        {},
+        {0: [(0, False), (1, False)]},  # read raw from 0: none of it was handed on yet
+        {0: [(2, False), (3, False)]},
+        {1: [(0, True)]},
+    ]
+
+
+def test_once_read_raw_the_poller_goes_back_to_getmany_with_at_most_what_was_asked() -> None:
+    consumer = AiokafkaLike({TP: [[True], [False]]})
+    fetches: list[int] = []
+
+    async def fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        fetches.append(offset)
+        return await consumer.raw_fetch(tp, offset, wait_ms)
+
+    poller = Poller(consumer, lambda: 0, fetch)
+
+    async def polls() -> list[dict[int, list[tuple[int, bool]]]]:
+        return [offsets(await poller(timeout_ms=0, max_records=1)) for _ in range(2)]
+
+    # The raw read stops after the batch that reaches max_records; what follows is getmany()'s.
+    assert asyncio.run(polls()) == [{0: [(0, True)]}, {0: [(1, False)]}]
+    assert fetches == [0]
+
+
+def test_after_a_rebalance_the_raw_read_starts_where_the_new_assignment_was_handed_on() -> None:
+    """What getmany() handed on before a rebalance is forgotten (the batch holding it is
+    dropped, and the new assignment reads it again from the committed offset); what it handed
+    on since is not read again. Here an unreadable record comes after two handed on."""
+    epoch = [0]
+
+    async def polls(rebalance_first: bool) -> list[dict[int, list[tuple[int, bool]]]]:
+        consumer = AiokafkaLike({TP: [[False, False]]})
+        poller = Poller(consumer, lambda: epoch[0], consumer.raw_fetch)
+        if rebalance_first:
+            epoch[0] += 1
+        found = [offsets(await poller(timeout_ms=0, max_records=10))]
+        consumer.batches[TP].append((2, [True]))
+        if not rebalance_first:
+            epoch[0] += 1
+            consumer.position[TP] = 0  # the new assignment starts at the committed offset
+        found.append(offsets(await poller.poll(timeout_ms=0)))  # as while the store is away
+        return found
+
+    handed = {0: [(0, False), (1, False)]}
+    assert asyncio.run(polls(rebalance_first=False)) == [handed, {0: [*handed[0], (2, True)]}]
+    assert asyncio.run(polls(rebalance_first=True)) == [handed, {0: [(2, True)]}]
+
+
+def test_the_raw_read_fetches_no_partition_at_its_end_nor_past_the_records_asked_for() -> None:
+    """Each raw fetch at a partition's end waits RAW_WAIT_MS for nothing."""
+    p0, p1, p2 = (TopicPartition(TOPIC, p) for p in range(3))
+    consumer = AiokafkaLike({p0: [[False]], p1: [[True], [False]], p2: [[False]]})
+    fetches: list[tuple[int, int]] = []
+
+    async def fetch(tp: TopicPartition, offset: int, wait_ms: int) -> bytes:
+        fetches.append((tp.partition, offset))
+        return await consumer.raw_fetch(tp, offset, wait_ms)
+
+    poller = Poller(consumer, lambda: 0, fetch)
+
+    async def polls() -> list[dict[int, list[tuple[int, bool]]]]:
+        # Partition 0 is handed on to its end; then getmany() raises at partition 1, whose
+        # two batches read raw use up the two records asked for: partition 2 waits.
+        return [offsets(await poller(timeout_ms=0, max_records=m)) for m in (1, 2, 2)]
+
+    assert asyncio.run(polls()) == [
+        {0: [(0, False)]},
+        {1: [(0, True), (1, False)]},
+        {2: [(0, False)]},
+    ]
+    assert fetches == [(1, 0)]

@@ -1,15 +1,20 @@
-"""Splitting a batch by student (recorder_service/sharding.py)."""
+"""Splitting a batch by student, and the order in which batches write each shard
+(recorder_service/sharding.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pytest
+
 from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
-from recorder_service.sharding import shard_of, split
+from recorder_service.sharding import ShardTurns, TurnGivenUp, shard_of, split
+from tests.unit.test_producer_batches import turns
 
 STUDENT = STAGING_COLUMNS.index("student_id")
 
@@ -82,3 +87,47 @@ def test_a_refused_record_s_student_is_looked_up_in_that_student_s_shard() -> No
         assert {shard_of(n.student_id, 2) for n in part.named} == {part.number}
     [whole] = split([], [], 1, named)
     assert whole.named == named
+
+
+async def test_each_shard_is_written_in_the_order_the_batches_took_their_turns() -> None:
+    """A batch writes a shard only once every batch before it is done with that shard (wrote
+    it, or has none of its students there), whatever the batches between did."""
+    order = ShardTurns(2)
+    first, second, third = order.take(), order.take(), order.take()
+    await first.wait(0)  # no batch before it
+    second_at_0 = asyncio.create_task(second.wait(0))
+    await turns(5)
+    assert not second_at_0.done()  # the first is still writing shard 0
+    first.done_with(0)
+    await turns(5)
+    assert second_at_0.done()
+    # The second has none of its students in shard 1 and says so early: the third's turn
+    # there comes as soon as the first is done with it, not at the second's end.
+    second.done_with(1)
+    third_at_1 = asyncio.create_task(third.wait(1))
+    await turns(5)
+    assert not third_at_1.done()
+    first.done_with(1)
+    await turns(5)
+    assert third_at_1.done()
+
+
+async def test_a_batch_given_up_while_waiting_writes_nothing_and_its_end_frees_all() -> None:
+    """Its partitions revoked while it waited, a batch must not write when its turn comes
+    (another member may write those students by now); its end lets the batch after it write
+    every shard, though it wrote none."""
+    revoked = False
+    order = ShardTurns(2)
+    first, second, third = order.take(), order.take(lambda: revoked), order.take()
+    waiting = asyncio.create_task(second.wait(0))
+    await turns(5)
+    revoked = True
+    first.end()
+    await turns(5)
+    assert waiting.done()
+    with pytest.raises(TurnGivenUp):
+        waiting.result()
+    second.end()
+    third_waits = [asyncio.create_task(third.wait(shard)) for shard in range(2)]
+    await turns(5)
+    assert all(wait.done() for wait in third_waits)

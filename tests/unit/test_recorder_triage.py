@@ -6,8 +6,12 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from recorder_service import triage as triage_module
+from recorder_service.batching import UnreadableRecord
 from recorder_service.dead_letters import dead_letter
-from recorder_service.rows import STAGING_COLUMNS
+from recorder_service.rows import STAGING_COLUMNS, staging_row
 from recorder_service.triage import Reason, triage, triage_in_steps
 from studentperf import envelope
 from studentperf.v1.outcome_event_pb2 import OutcomeEvent
@@ -44,6 +48,37 @@ def test_each_kind_of_poison_gets_its_reason_and_the_events_their_rows() -> None
         (3, Reason.UNKNOWN_SCHEMA_VERSION),
         (4, Reason.UNKNOWN_SCHEMA_VERSION),
         (5, Reason.INVALID_EVENT),
+    ]
+
+
+def test_a_record_the_kafka_client_cannot_read_is_undecodable_and_the_rest_read_on() -> None:
+    """The poller hands on what aiokafka cannot read (polling.py) among the batch's events: it
+    is dead-lettered with the poller's own error, and the events after it are still rows."""
+    error = "a header name is not UTF-8"
+    unreadable = UnreadableRecord(TOPIC, 3, 1, error, 1_700_000_000_000, b"s-2", b"\x00raw")
+    out = triage([record(0, event_bytes("a")), unreadable, record(2, event_bytes("c"))])
+    assert [r.offset for r in out.sources] == [0, 2]
+    assert [(r.record, r.reason, r.error) for r in out.rejected] == [
+        (unreadable, Reason.UNDECODABLE, error)
+    ]
+
+
+def test_an_error_nobody_foresaw_rejects_its_record_alone_and_quotes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever one record makes triage raise is that record's `unexpected-error`, named by the
+    exception's class only (its text may quote the student); the others are read on."""
+
+    def fails_for_b(event: PredictionEvent, *args: object) -> tuple[object, ...]:
+        if event.input.profile.student_id == "b":
+            raise RuntimeError("cannot read the record of student b")
+        return staging_row(event, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(triage_module, "staging_row", fails_for_b)
+    out = triage([record(i, event_bytes(sid)) for i, sid in enumerate("abc")])
+    assert [r.offset for r in out.sources] == [0, 2]
+    assert [(r.record.offset, r.reason, r.error) for r in out.rejected] == [
+        (1, Reason.UNEXPECTED_ERROR, "RuntimeError while reading the record")
     ]
 
 
