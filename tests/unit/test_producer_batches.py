@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderFo
 from inference_service import producer_batches
 from inference_service.producer_batches import Load, OpenBatches, RecordTooLarge
 from studentperf.envelope import KafkaRecord
+from tests.unit.loop_turns import turns
 
 
 class Builder:
@@ -79,11 +80,6 @@ def record(value: str) -> KafkaRecord:
 
 def batches(producer: Producer, busy: bool = False, hold_s: float = 0.05) -> OpenBatches:
     return OpenBatches(producer, "t", load=Busy(busy), hold_s=hold_s)
-
-
-async def turns(count: int) -> None:
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 async def test_a_lone_record_leaves_at_the_end_of_its_loop_turn() -> None:

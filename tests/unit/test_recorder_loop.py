@@ -19,6 +19,7 @@ from recorder_service.rows import StagingRow
 from recorder_service.settings import Settings
 from recorder_service.sharding import Turn
 from recorder_service.store import WriteResult
+from tests.unit.loop_turns import turns
 from tests.unit.recorder_fakes import (
     TOPIC,
     FakeConsumer,
@@ -28,7 +29,6 @@ from tests.unit.recorder_fakes import (
     event_bytes,
     records,
 )
-from tests.unit.test_producer_batches import turns
 
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 

@@ -14,7 +14,7 @@ import pytest
 from recorder_service.erasure import Erasure, Named
 from recorder_service.rows import STAGING_COLUMNS, StagingRow
 from recorder_service.sharding import ShardTurns, TurnGivenUp, shard_of, split
-from tests.unit.test_producer_batches import turns
+from tests.unit.loop_turns import turns
 
 STUDENT = STAGING_COLUMNS.index("student_id")
 
