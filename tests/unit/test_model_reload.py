@@ -187,6 +187,22 @@ class Pointer(ModelFollower):
         return self.folder / version
 
 
+async def test_a_start_serves_the_pointers_version_and_links_it_for_the_next_start(
+    tmp_path: Path, models: tuple[StudentModel, StudentModel]
+) -> None:
+    """A restart while the database cannot be read serves what the link names: the version
+    the pointer brought last time, not the one the folder was left at."""
+    first, second = save(tmp_path, models[0], 1), save(tmp_path, models[1], 2)
+    set_current(tmp_path, first)
+    serving, failed = await load_at_start(
+        str(tmp_path), expected_pass_mark=50.0, follower=Pointer(second)
+    )
+    assert (serving.version, failed) == (second, None)
+    assert os.readlink(tmp_path / CURRENT) == second
+    unread, _ = await load_at_start(str(tmp_path), expected_pass_mark=50.0, follower=Pointer(None))
+    assert unread.version == second
+
+
 async def test_a_followed_version_that_cannot_load_never_becomes_what_a_restart_loads(
     tmp_path: Path,
     models: tuple[StudentModel, StudentModel],
