@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from recorder_service.batching import UnreadableRecord
 from recorder_service.dead_letters import DeadLetter, dead_letter
 from recorder_service.letters import Source, read_letter
+from recorder_service.raw_records import UNREADABLE
 from recorder_service.replay_dead_letters import main
 from recorder_service.replay_report import Outcome, Tally
 from recorder_service.triage import Reason, Rejected
@@ -66,6 +68,23 @@ def test_a_letter_with_neither_key_nor_value_is_not_whole() -> None:
     # A codec letter (raw_records.py): its original's key and value were never read.
     assert not read_letter(read_back(sent(None, None))).whole
     assert read_letter(read_back(sent(None, b"event"))).whole  # a keyless record with a value
+
+
+def test_a_letter_of_a_record_whose_header_names_were_escaped_is_not_whole() -> None:
+    # The recorder read it raw and escaped the name that is not UTF-8 (raw_records.py): the
+    # letter's headers are not the original's, whose own are read again, as for a letter
+    # without its value.
+    headers = [("content-type", b"x"), ("trace-\\xff-id", b"1")]
+    record = UnreadableRecord(TOPIC, 1, 9, UNREADABLE, 5, b"s-1", b"event", headers)
+    letter = read_letter(
+        read_back(dead_letter(Rejected(record, Reason.UNDECODABLE, UNREADABLE), datetime.now(UTC)))
+    )
+    assert not letter.whole
+    assert letter.source == Source(TOPIC, 1, 9)
+    # Another undecodable record, its headers as they were, is whole.
+    other = FakeRecord(TOPIC, 1, 9, b"event", key=b"s-1", headers=headers)
+    readable = dead_letter(Rejected(other, Reason.UNDECODABLE, "not an event"), datetime.now(UTC))
+    assert read_letter(read_back(readable)).whole
 
 
 def test_a_letter_whose_headers_do_not_say_where_names_no_source() -> None:
