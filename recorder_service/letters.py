@@ -5,9 +5,10 @@ headers (studentperf.envelope). Not every letter holds its original whole: one t
 the dead-letter topic was sent without its value (`dead-letter-omitted: value`), or with only
 the dead-letter headers; a record of a batch compressed with a codec the recorder could not
 read was lettered with no key and an empty value (raw_records.py), as was a record that had
-neither, which no producer sends; and a record with a header name that is not UTF-8 was lettered
-with that name escaped (raw_records.UNREADABLE), not as it was. Those are read again where the letter says the original is
-(`Letter.source`, originals.py); the others are rebuilt from the letter itself.
+neither, which no producer sends; a record with a header name that is not UTF-8 was lettered
+with that name escaped (raw_records.UNREADABLE), not as it was. Those are read again where the
+letter says the original is (`Letter.source`, originals.py); the others are rebuilt from the
+letter itself.
 """
 
 from __future__ import annotations
