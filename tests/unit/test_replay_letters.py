@@ -1,21 +1,28 @@
-"""Dead letters read back for the replay (recorder_service/letters.py), its report and its
-refusals of bad arguments and settings (recorder_service/replay_dead_letters.py)."""
+"""Dead letters read back for the replay (recorder_service/letters.py), what an original's codec
+the client cannot read means (originals.py), the replay's report and its refusals of bad
+arguments and settings (recorder_service/replay_dead_letters.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiokafka.codec
 import pytest
+from aiokafka.errors import UnsupportedCodecError
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from recorder_service.batching import UnreadableRecord
 from recorder_service.dead_letters import DeadLetter, dead_letter
 from recorder_service.letters import Source, read_letter
+from recorder_service.originals import NotReplayable, codec_refusal
 from recorder_service.raw_records import UNREADABLE
 from recorder_service.replay_dead_letters import main
 from recorder_service.replay_report import Outcome, Tally
 from recorder_service.triage import Reason, Rejected
+from studentperf.config import ConfigError
 from tests.unit.recorder_fakes import TOPIC, FakeRecord
+from tests.unit.test_recorder_polling import build
 
 ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [("content-type", b"x"), ("trace-id", None)]
 
@@ -93,6 +100,31 @@ def test_a_letter_whose_headers_do_not_say_where_names_no_source() -> None:
     letter = read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"nine")]))
     assert letter.source is None and letter.reason == ""
     assert read_letter(Read(b"k", b"", [*where])).source is None
+
+
+def aiokafka_refusal(batch: bytes) -> UnsupportedCodecError:
+    with pytest.raises(UnsupportedCodecError) as refused:
+        list(DefaultRecordBatch(batch))
+    return refused.value
+
+
+def test_a_missing_codec_library_stops_the_run_and_an_unknown_codec_only_its_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = Source(TOPIC, 1, 9)
+    unknown = bytearray(build(2, [(b"c", [])]))
+    unknown[22] |= 0x05  # codec 5 in the attributes: none Kafka has yet
+    refusal = codec_refusal(aiokafka_refusal(bytes(unknown)), source)
+    assert isinstance(refusal, NotReplayable)
+    assert "Unknown compression codec 0x05" in str(refusal)
+    zstd = build(0, [(b"a" * 100, [])], codec=4)
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # what aiokafka sees without it
+    refusal = codec_refusal(aiokafka_refusal(zstd), source)
+    assert isinstance(refusal, ConfigError)
+    assert str(refusal) == (
+        f"{source}: its record batch is compressed with zstd, and its library (cramjam) is not"
+        " installed: pip install 'studentperf[recorder]' brings it"
+    )
 
 
 def test_only_a_letter_not_replayable_fails_the_run() -> None:
