@@ -26,8 +26,8 @@ the read-only analyst unless STUDENTPERF_DATABASE_URL names another role, with t
 STUDENTPERF_ERASURE_KEY. `--dry-run` reads and decides the same, and sends and commits nothing.
 
 Exit status: 0 when every letter was replayed or deliberately skipped, 1 when some were not
-replayable or the run stopped early (Kafka or the database failing: run it again), 2 for bad
-arguments or settings (the message names the setting).
+replayable or the run stopped early (Kafka or the database failing or not answering in time:
+run it again), 2 for bad arguments or settings (the message names the setting).
 """
 
 from __future__ import annotations
@@ -144,13 +144,17 @@ async def replay(
             if chunk:
                 commit = await run.chunk(chunk)
                 if commit and producer is not None:
-                    await letters.commit(commit)
+                    # aiokafka retries a commit (and a position's offset fetch) for as long as
+                    # the coordinator answers with a retriable error: bounded, the run stops.
+                    async with asyncio.timeout(TIMEOUT_S):
+                        await letters.commit(commit)
                 last_read = time.monotonic()
             elif time.monotonic() - last_read > TIMEOUT_S:
                 raise TimeoutError(
                     f"no letter read from {settings.dead_letters_to} in {TIMEOUT_S} s"
                 )
-            behind = [tp for tp in behind if await letters.position(tp) < ends[tp]]
+            async with asyncio.timeout(TIMEOUT_S):
+                behind = [tp for tp in behind if await letters.position(tp) < ends[tp]]
             if time.monotonic() >= next_progress:
                 log.info("%s", tally.progress(total))
                 next_progress = time.monotonic() + progress_s

@@ -23,12 +23,13 @@ from functools import partial
 import aiokafka.codec
 import asyncpg
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from infra.devstack import KafkaBroker, PostgresServer
+from recorder_service import replay_dead_letters
 from recorder_service.dead_letters import OMITTED_HEADER
 from recorder_service.letters import Source
 from recorder_service.originals import Originals
@@ -384,3 +385,38 @@ async def test_an_original_whose_codec_library_is_missing_stops_the_run_naming_i
         " and its library (cramjam) is not installed: pip install 'studentperf[recorder]'"
         " brings it"
     )
+
+
+@pytest.mark.parametrize(("method", "answered"), [("commit", 0), ("position", 1)])
+async def test_a_commit_or_position_kafka_never_answers_stops_the_run(
+    kafka: KafkaBroker,
+    postgres: PostgresServer,
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    answered: int,
+) -> None:
+    # aiokafka retries both for as long as the coordinator answers with a retriable error; here
+    # the letters' consumer's call never returns after `answered` calls (the start's position).
+    own = await own_stack(kafka, postgres, stack, f"replayhang{method}")
+    await produce(own.shared.kafka_bootstrap_servers, own.topic, [raw(future("hang"))])
+    await record_until_done(own, "hang-recorder", letters=1)
+    real = getattr(AIOKafkaConsumer, method)
+    calls: list[str] = []
+
+    async def never_after(self: AIOKafkaConsumer, *args: object) -> object:
+        calls.append(method)
+        if len(calls) <= answered or self._group_id is None:  # the originals' consumer
+            return await real(self, *args)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(AIOKafkaConsumer, method, never_after)
+    monkeypatch.setattr(replay_dead_letters, "TIMEOUT_S", 5.0)
+    stopped: TimeoutError | None = None
+    try:
+        await replay(replayer(own), Tally())
+    except TimeoutError as error:
+        stopped = error
+    assert stopped is not None
+    assert len(calls) == answered + 1
