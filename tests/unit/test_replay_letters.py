@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 
 import aiokafka.codec
 import pytest
-from aiokafka.errors import UnsupportedCodecError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    UnsupportedCodecError,
+)
 from aiokafka.record.default_records import DefaultRecordBatch
 
+from recorder_service import replay_dead_letters
 from recorder_service.batching import UnreadableRecord
 from recorder_service.dead_letters import DeadLetter, dead_letter
 from recorder_service.letters import Source, read_letter
@@ -164,3 +171,49 @@ def test_letters_are_not_replayed_into_their_own_topic(
     monkeypatch.setenv("STUDENTPERF_KAFKA_TOPIC", "events")
     monkeypatch.setenv("STUDENTPERF_DEAD_LETTER_TOPIC", "events")
     assert "STUDENTPERF_DEAD_LETTER_TOPIC names the main topic" in refusal(capsys)
+
+
+def stopped_by(
+    error: KafkaError,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+) -> tuple[object, str]:
+    """The exit status and error output of a run whose replay raises `error`."""
+
+    async def failing(*_: object, **__: object) -> Tally:
+        raise error
+
+    monkeypatch.setenv("STUDENTPERF_KAFKA_TOPIC", "events")
+    monkeypatch.setattr(replay_dead_letters, "replay", failing)
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_an_acl_kafka_refuses_exits_2_naming_what_to_grant(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Running again changes nothing until the ACL is granted: not exit 1, "run it again".
+    code, err = stopped_by(GroupAuthorizationFailedError(), capsys, monkeypatch)
+    assert code == 2
+    assert "needs Read and Describe on group events.dead-letter.replay" in err
+    assert "run it again for the rest" not in err
+    code, err = stopped_by(TopicAuthorizationFailedError(), capsys, monkeypatch, "--dry-run")
+    assert code == 2
+    assert (
+        "needs Read and Describe on topics events.dead-letter and events, and Write on events"
+        in err
+    )
+
+
+def test_a_dry_run_that_stopped_says_it_committed_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err = stopped_by(KafkaConnectionError(), capsys, monkeypatch, "--dry-run")
+    assert code == 1
+    assert "nothing was sent or committed (a dry run): run it again" in err
+    assert "is committed" not in err
+    code, err = stopped_by(KafkaConnectionError(), capsys, monkeypatch)
+    assert code == 1
+    assert "what was replayed before is committed: run it again for the rest" in err
