@@ -5,8 +5,10 @@ headers (studentperf.envelope). Not every letter holds its original whole: one t
 the dead-letter topic was sent without its value (`dead-letter-omitted: value`), or with only
 the dead-letter headers; a record of a batch compressed with a codec the recorder could not
 read was lettered with no key and an empty value (raw_records.py), as was a record that had
-neither, which no producer sends. Those are read again where the letter says the original is
-(`Letter.source`, originals.py); the others are rebuilt from the letter itself.
+neither, which no producer sends; a record with a header name that is not UTF-8 was lettered
+with that name escaped (raw_records.UNREADABLE), not as it was. Those are read again where the
+letter says the original is (`Letter.source`, originals.py); the others are rebuilt from the
+letter itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from recorder_service.dead_letters import OMITTED_HEADER
+from recorder_service.raw_records import UNREADABLE
 from studentperf import envelope
 
 _OURS = "dead-letter-"
@@ -93,6 +96,8 @@ def read_letter(record: Read) -> Letter:
     # A letter with no key and no value cannot be told from a codec letter (raw_records.py):
     # either way only the original says what the record was.
     emptied = record.key is None and not record.value
+    # Its header names rewritten (escaped): sent as they are, it would not be the original.
+    escaped = _text(ours.get(envelope.DEAD_LETTER_ERROR_HEADER)) == UNREADABLE
     original = Original(
         source.topic if source else "",
         source.partition if source else -1,
@@ -107,7 +112,7 @@ def read_letter(record: Read) -> Letter:
         record.offset,
         _text(ours.get(envelope.DEAD_LETTER_REASON_HEADER)),
         source,
-        whole=OMITTED_HEADER not in ours and not emptied,
+        whole=OMITTED_HEADER not in ours and not emptied and not escaped,
         original=original,
     )
 

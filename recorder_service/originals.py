@@ -2,28 +2,36 @@
 seeked to its offset, in no group (it commits nothing).
 
 aiokafka reads every codec (the recorder extra brings cramjam), so a record of a batch the
-recorder could not decompress when it lettered it is read here whole. An original is gone when
-the topic's retention (or a deletion of records) has moved the partition's start past it, or
-when its offset holds no record any more (compaction): such a letter cannot be replayed, and
-the caller is told why rather than the run stopped. A Kafka that does not answer in time does
-stop the run (TimeoutError): the letter may well be readable, and is tried again next run.
+recorder could not decompress when it lettered it is read here whole. Where cramjam is missing
+here too, the run stops (ConfigError, exit 2, naming what to install): every letter of that
+codec would fail alike, and the fix is this machine's; a codec aiokafka does not know at all
+makes only that letter not replayable. An original is gone when the topic's retention (or a
+deletion of records) has moved the partition's start past it, or when its offset holds no
+record any more (compaction): such a letter cannot be replayed, and the caller is told why
+rather than the run stopped. A Kafka that does not answer in time does stop the run
+(TimeoutError): the letter may well be readable, and is tried again next run.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import OffsetOutOfRangeError, UnsupportedCodecError
 
 from recorder_service.letters import Original, Source, without_letter_headers
+from recorder_service.raw_records import codec_named, unreadable_codec
+from studentperf.config import ConfigError
 
 CLIENT_ID = "studentperf-replay-originals"
 # Records of one partition kept from a fetch: letters of neighbouring originals (a poisoned
 # burst) then cost one fetch, not one each.
 _KEPT = 500
+# aiokafka's words for a codec it knows whose library is not installed (record/*_records.py).
+_LIBRARY_MISSING = re.compile(r"Libraries for (\w+) compression codec not found")
 
 
 async def partitions(
@@ -134,6 +142,8 @@ class Originals:
                 raise NotReplayable(
                     "the Kafka client cannot read it (a header name is not UTF-8)"
                 ) from None
+            except UnsupportedCodecError as error:
+                raise codec_refusal(error, Source(tp.topic, tp.partition, offset)) from None
             records = fetched.get(tp, [])
             if records:
                 self._kept = {r.offset: r for r in records}
@@ -146,3 +156,14 @@ class Originals:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+
+
+def codec_refusal(error: UnsupportedCodecError, source: Source) -> Exception:
+    """What aiokafka's refusal of a compressed batch means for the run (see the module)."""
+    missing = _LIBRARY_MISSING.search(str(error))
+    codec = codec_named(missing.group(1)) if missing else None
+    if codec is not None:
+        return ConfigError(
+            f"{source}: its record batch is compressed with {unreadable_codec(codec)}"
+        )
+    return NotReplayable(f"the Kafka client cannot read it: {error}")

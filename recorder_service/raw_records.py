@@ -63,17 +63,25 @@ FETCH_MAX_BYTES = 1024 * 1024  # aiokafka's max_partition_fetch_bytes
 
 def undecompressable(codec: int) -> str:
     """Why a batch compressed with `codec` is not read, and what becomes of its records."""
+    return (
+        f"its record batch is compressed with {unreadable_codec(codec)};"
+        " its key, value and headers are left in the source topic"
+    )
+
+
+def unreadable_codec(codec: int) -> str:
+    """`codec`, and why this client cannot read it (with what to install, if that helps)."""
     if codec in _CODECS:
-        why = (
+        return (
             f"{_CODECS[codec].name}, and its library (cramjam) is not installed:"
             " pip install 'studentperf[recorder]' brings it"
         )
-    else:
-        why = f"codec {codec}, which this Kafka client does not know"
-    return (
-        f"its record batch is compressed with {why};"
-        " its key, value and headers are left in the source topic"
-    )
+    return f"codec {codec}, which this Kafka client does not know"
+
+
+def codec_named(name: str) -> int | None:
+    """The number of the codec aiokafka calls `name` (None: not one of Kafka's)."""
+    return next((n for n, codec in _CODECS.items() if codec.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ the read-only analyst unless STUDENTPERF_DATABASE_URL names another role, with t
 STUDENTPERF_ERASURE_KEY. `--dry-run` reads and decides the same, and sends and commits nothing.
 
 Exit status: 0 when every letter was replayed or deliberately skipped, 1 when some were not
-replayable or the run stopped early (Kafka or the database failing: run it again), 2 for bad
-arguments or settings (the message names the setting).
+replayable or the run stopped early (Kafka or the database failing or not answering in time:
+run it again), 2 for bad arguments or settings (the message names the setting), an ACL Kafka
+refused (it names the group or topic and the operation needed) or a codec library missing.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
 from recorder_service.erasure import (
     Named,
@@ -74,6 +81,13 @@ TIMEOUT_S = 30.0
 # Letters decided, sent and committed together.
 CHUNK = 500
 PROGRESS_S = 5.0
+# Kafka refusing the user an ACL: running again changes nothing until the ACL is granted.
+_REFUSED = (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
 
 def replay_group(settings: Settings) -> str:
@@ -144,13 +158,17 @@ async def replay(
             if chunk:
                 commit = await run.chunk(chunk)
                 if commit and producer is not None:
-                    await letters.commit(commit)
+                    # aiokafka retries a commit (and a position's offset fetch) for as long as
+                    # the coordinator answers with a retriable error: bounded, the run stops.
+                    async with asyncio.timeout(TIMEOUT_S):
+                        await letters.commit(commit)
                 last_read = time.monotonic()
             elif time.monotonic() - last_read > TIMEOUT_S:
                 raise TimeoutError(
                     f"no letter read from {settings.dead_letters_to} in {TIMEOUT_S} s"
                 )
-            behind = [tp for tp in behind if await letters.position(tp) < ends[tp]]
+            async with asyncio.timeout(TIMEOUT_S):
+                behind = [tp for tp in behind if await letters.position(tp) < ends[tp]]
             if time.monotonic() >= next_progress:
                 log.info("%s", tally.progress(total))
                 next_progress = time.monotonic() + progress_s
@@ -179,7 +197,11 @@ async def _letter_partitions(settings: Settings) -> list[TopicPartition]:
         (settings.shared.kafka_topic, "STUDENTPERF_KAFKA_TOPIC"),
     ):
         if topic not in topics:
-            raise ConfigError(f"topic {topic} does not exist in Kafka: check {setting}")
+            # Kafka lists only the topics the user may Describe.
+            raise ConfigError(
+                f"topic {topic} does not exist in Kafka, or its user may not Describe it:"
+                f" check {setting}"
+            )
     return [
         TopicPartition(settings.dead_letters_to, p)
         for p in sorted(topics[settings.dead_letters_to])
@@ -294,6 +316,22 @@ class _Run:
         return ack
 
 
+def refused(settings: Settings, error: KafkaError) -> str:
+    """Kafka's refusal of an ACL, with the ACLs the replay needs (docs/recorder.md)."""
+    topic, letters = settings.shared.kafka_topic, settings.dead_letters_to
+    if isinstance(error, GroupAuthorizationFailedError):
+        needed = f"Read and Describe on group {replay_group(settings)}"
+    elif isinstance(error, TopicAuthorizationFailedError):
+        needed = f"Read and Describe on topics {letters} and {topic}, and Write on {topic}"
+    else:
+        needed = "Describe and IdempotentWrite on the cluster (the producer is idempotent)"
+    user = settings.shared.kafka_security.sasl_username or "(no SASL user)"
+    return (
+        f"Kafka refused the replay ({type(error).__name__}: {error}): its Kafka user {user}"
+        f" needs {needed}; grant it (docs/recorder.md, Replaying dead letters), then run it again"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m recorder_service.replay_dead_letters",
@@ -329,11 +367,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         raise SystemExit(BAD_SETTINGS) from None
+    except _REFUSED as error:
+        print(tally.table(), file=sys.stderr)
+        print(f"{parser.prog}: error: {refused(settings, error)}", file=sys.stderr)
+        raise SystemExit(BAD_SETTINGS) from None
     except (KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         print(tally.table(), file=sys.stderr)
+        done = (
+            "nothing was sent or committed (a dry run)"
+            if tally.dry_run
+            else "what was replayed before is committed"
+        )
         print(
-            f"replay stopped: {type(error).__name__}: {error}; what was replayed before is"
-            " committed: run it again for the rest",
+            f"replay stopped: {type(error).__name__}: {error}; {done}: run it again for the rest",
             file=sys.stderr,
         )
         raise SystemExit(SOME_NOT_REPLAYABLE) from None

@@ -20,20 +20,25 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
+import aiokafka.codec
 import asyncpg
-from aiokafka import ConsumerRecord, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from infra.devstack import KafkaBroker, PostgresServer
+from recorder_service import replay_dead_letters
 from recorder_service.dead_letters import OMITTED_HEADER
+from recorder_service.letters import Source
+from recorder_service.originals import Originals
 from recorder_service.replay_dead_letters import replay, replay_group
 from recorder_service.replay_report import Outcome, Tally
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf import envelope
-from studentperf.config import DatabaseRole, SharedSettings
+from studentperf.config import ConfigError, DatabaseRole, SharedSettings
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import (
@@ -53,6 +58,7 @@ from tests.integration.recorder_support import (
     stored,
     topic_ends,
 )
+from tests.integration.test_compressed_batches import send_compressed
 
 # The dead-letter topic takes less than the main topic: a letter of BIG goes without its value.
 LETTERS_MAX_BYTES = 4_000
@@ -354,3 +360,63 @@ async def test_erased_gone_and_filtered_letters_are_skipped_named_and_left(
     assert await group_offsets(bootstrap, replay_group(replayer(own))) == {0: len(letters)}
     # Never the erased student's record, whatever ran.
     assert b"skip-erased" not in [r.key for r in await records_after(own, before)]
+
+
+async def test_an_original_whose_codec_library_is_missing_stops_the_run_naming_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every letter of that codec would fail alike: the run stops (exit 2) and says what to
+    # install, rather than report each letter not replayable, run after run.
+    bootstrap = stack.shared.kafka_bootstrap_servers
+    events = [future(f"replay-lz4-{n}") for n in range(5)]
+    ((partition, offset), *_) = await send_compressed(bootstrap, stack.topic, 0, "lz4", events)
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # what aiokafka sees without it
+    originals = Originals(bootstrap, {}, 30.0)
+    failed: ConfigError | None = None
+    try:
+        await originals.read(Source(stack.topic, partition, offset))
+    except ConfigError as error:
+        failed = error
+    finally:
+        await originals.close()
+    assert failed is not None
+    assert str(failed) == (
+        f"{stack.topic}[{partition}]@{offset}: its record batch is compressed with lz4,"
+        " and its library (cramjam) is not installed: pip install 'studentperf[recorder]'"
+        " brings it"
+    )
+
+
+@pytest.mark.parametrize(("method", "answered"), [("commit", 0), ("position", 1)])
+async def test_a_commit_or_position_kafka_never_answers_stops_the_run(
+    kafka: KafkaBroker,
+    postgres: PostgresServer,
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    answered: int,
+) -> None:
+    # aiokafka retries both for as long as the coordinator answers with a retriable error; here
+    # the letters' consumer's call never returns after `answered` calls (the start's position).
+    own = await own_stack(kafka, postgres, stack, f"replayhang{method}")
+    await produce(own.shared.kafka_bootstrap_servers, own.topic, [raw(future("hang"))])
+    await record_until_done(own, "hang-recorder", letters=1)
+    real = getattr(AIOKafkaConsumer, method)
+    calls: list[str] = []
+
+    async def never_after(self: AIOKafkaConsumer, *args: object) -> object:
+        calls.append(method)
+        if len(calls) <= answered or self._group_id is None:  # the originals' consumer
+            return await real(self, *args)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(AIOKafkaConsumer, method, never_after)
+    monkeypatch.setattr(replay_dead_letters, "TIMEOUT_S", 5.0)
+    stopped: TimeoutError | None = None
+    try:
+        await replay(replayer(own), Tally())
+    except TimeoutError as error:
+        stopped = error
+    assert stopped is not None
+    assert len(calls) == answered + 1

@@ -32,6 +32,7 @@ from inference_service.auth import parse_token_table
 from inference_service.health_endpoint import InferenceHealth
 from inference_service.settings import Settings as InferenceSettings
 from inference_service.stop_bound import longest_stop_s
+from recorder_service.replay_dead_letters import replay_group
 from recorder_service.settings import ERASURE_KEY_MIN_LENGTH
 from recorder_service.settings import Settings as RecorderSettings
 from studentperf.config import PREFIX, DatabaseRole, SharedSettings
@@ -614,6 +615,30 @@ def test_recorders_are_no_more_than_the_partitions(tmp_path: Path) -> None:
     assert settings.dead_letters_to.startswith(topic_acl["resource"]["name"])
     group_acl = next(a for a in acls if a["resource"]["type"] == "group")
     assert group_acl["resource"]["name"] == settings.consumer_group
+
+
+def test_the_kafka_user_may_replay_dead_letters(tmp_path: Path) -> None:
+    """The replay runs as the recorder's Kafka user (deploy/overlays/strimzi-cnpg/kafka.yaml):
+    it reads the dead-letter topic, reads and writes the main topic, and keeps its offsets in
+    its own group."""
+    settings, _ = settings_of("strimzi-cnpg", "Deployment", "studentperf-recorder", tmp_path)
+    assert isinstance(settings, RecorderSettings)
+    user = find("strimzi-cnpg", "KafkaUser", settings.shared.kafka_security.sasl_username)
+
+    def granted(kind: str, name: str) -> set[str]:
+        ops: set[str] = set()
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            prefix = resource.get("patternType") == "prefix"
+            if resource["type"] == kind and (
+                name.startswith(resource["name"]) if prefix else name == resource["name"]
+            ):
+                ops |= set(acl["operations"])
+        return ops
+
+    assert {"Read", "Describe"} <= granted("group", replay_group(settings))
+    assert {"Read", "Describe"} <= granted("topic", settings.dead_letters_to)
+    assert {"Read", "Describe", "Write"} <= granted("topic", settings.shared.kafka_topic)
 
 
 def test_strimzi_overlay_reaches_its_kafka_and_database(tmp_path: Path) -> None:

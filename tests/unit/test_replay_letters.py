@@ -1,19 +1,35 @@
-"""Dead letters read back for the replay (recorder_service/letters.py), its report and its
-refusals of bad arguments and settings (recorder_service/replay_dead_letters.py)."""
+"""Dead letters read back for the replay (recorder_service/letters.py), what an original's codec
+the client cannot read means (originals.py), the replay's report and its refusals of bad
+arguments and settings (recorder_service/replay_dead_letters.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiokafka.codec
 import pytest
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    UnsupportedCodecError,
+)
+from aiokafka.record.default_records import DefaultRecordBatch
 
+from recorder_service import replay_dead_letters
+from recorder_service.batching import UnreadableRecord
 from recorder_service.dead_letters import DeadLetter, dead_letter
 from recorder_service.letters import Source, read_letter
+from recorder_service.originals import NotReplayable, codec_refusal
+from recorder_service.raw_records import UNREADABLE
 from recorder_service.replay_dead_letters import main
 from recorder_service.replay_report import Outcome, Tally
 from recorder_service.triage import Reason, Rejected
+from studentperf.config import ConfigError
 from tests.unit.recorder_fakes import TOPIC, FakeRecord
+from tests.unit.test_recorder_polling import build
 
 ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [("content-type", b"x"), ("trace-id", None)]
 
@@ -68,12 +84,54 @@ def test_a_letter_with_neither_key_nor_value_is_not_whole() -> None:
     assert read_letter(read_back(sent(None, b"event"))).whole  # a keyless record with a value
 
 
+def test_a_letter_of_a_record_whose_header_names_were_escaped_is_not_whole() -> None:
+    # The recorder read it raw and escaped the name that is not UTF-8 (raw_records.py): the
+    # letter's headers are not the original's, whose own are read again, as for a letter
+    # without its value.
+    headers = [("content-type", b"x"), ("trace-\\xff-id", b"1")]
+    record = UnreadableRecord(TOPIC, 1, 9, UNREADABLE, 5, b"s-1", b"event", headers)
+    letter = read_letter(
+        read_back(dead_letter(Rejected(record, Reason.UNDECODABLE, UNREADABLE), datetime.now(UTC)))
+    )
+    assert not letter.whole
+    assert letter.source == Source(TOPIC, 1, 9)
+    # Another undecodable record, its headers as they were, is whole.
+    other = FakeRecord(TOPIC, 1, 9, b"event", key=b"s-1", headers=headers)
+    readable = dead_letter(Rejected(other, Reason.UNDECODABLE, "not an event"), datetime.now(UTC))
+    assert read_letter(read_back(readable)).whole
+
+
 def test_a_letter_whose_headers_do_not_say_where_names_no_source() -> None:
     where = [("dead-letter-source-topic", b"t"), ("dead-letter-source-partition", b"1")]
     assert read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"9")])).source
     letter = read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"nine")]))
     assert letter.source is None and letter.reason == ""
     assert read_letter(Read(b"k", b"", [*where])).source is None
+
+
+def aiokafka_refusal(batch: bytes) -> UnsupportedCodecError:
+    with pytest.raises(UnsupportedCodecError) as refused:
+        list(DefaultRecordBatch(batch))
+    return refused.value
+
+
+def test_a_missing_codec_library_stops_the_run_and_an_unknown_codec_only_its_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = Source(TOPIC, 1, 9)
+    unknown = bytearray(build(2, [(b"c", [])]))
+    unknown[22] |= 0x05  # codec 5 in the attributes: none Kafka has yet
+    refusal = codec_refusal(aiokafka_refusal(bytes(unknown)), source)
+    assert isinstance(refusal, NotReplayable)
+    assert "Unknown compression codec 0x05" in str(refusal)
+    zstd = build(0, [(b"a" * 100, [])], codec=4)
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # what aiokafka sees without it
+    refusal = codec_refusal(aiokafka_refusal(zstd), source)
+    assert isinstance(refusal, ConfigError)
+    assert str(refusal) == (
+        f"{source}: its record batch is compressed with zstd, and its library (cramjam) is not"
+        " installed: pip install 'studentperf[recorder]' brings it"
+    )
 
 
 def test_only_a_letter_not_replayable_fails_the_run() -> None:
@@ -113,3 +171,49 @@ def test_letters_are_not_replayed_into_their_own_topic(
     monkeypatch.setenv("STUDENTPERF_KAFKA_TOPIC", "events")
     monkeypatch.setenv("STUDENTPERF_DEAD_LETTER_TOPIC", "events")
     assert "STUDENTPERF_DEAD_LETTER_TOPIC names the main topic" in refusal(capsys)
+
+
+def stopped_by(
+    error: KafkaError,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+) -> tuple[object, str]:
+    """The exit status and error output of a run whose replay raises `error`."""
+
+    async def failing(*_: object, **__: object) -> Tally:
+        raise error
+
+    monkeypatch.setenv("STUDENTPERF_KAFKA_TOPIC", "events")
+    monkeypatch.setattr(replay_dead_letters, "replay", failing)
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_an_acl_kafka_refuses_exits_2_naming_what_to_grant(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Running again changes nothing until the ACL is granted: not exit 1, "run it again".
+    code, err = stopped_by(GroupAuthorizationFailedError(), capsys, monkeypatch)
+    assert code == 2
+    assert "needs Read and Describe on group events.dead-letter.replay" in err
+    assert "run it again for the rest" not in err
+    code, err = stopped_by(TopicAuthorizationFailedError(), capsys, monkeypatch, "--dry-run")
+    assert code == 2
+    assert (
+        "needs Read and Describe on topics events.dead-letter and events, and Write on events"
+        in err
+    )
+
+
+def test_a_dry_run_that_stopped_says_it_committed_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err = stopped_by(KafkaConnectionError(), capsys, monkeypatch, "--dry-run")
+    assert code == 1
+    assert "nothing was sent or committed (a dry run): run it again" in err
+    assert "is committed" not in err
+    code, err = stopped_by(KafkaConnectionError(), capsys, monkeypatch)
+    assert code == 1
+    assert "what was replayed before is committed: run it again for the rest" in err
