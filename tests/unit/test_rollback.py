@@ -180,6 +180,12 @@ def test_the_folder_rollback_refuses_a_missing_or_altered_version(
     metadata_path.write_text(json.dumps(metadata))
     with pytest.raises(ArtifactRefused, match="records no SHA-256"):
         verify_local(tmp_path, first)
+    # Nor does a forged metadata.json send the check to files outside the version's folder.
+    for name in ("sub/model.joblib", "../model.joblib", ".hidden"):
+        metadata[FILES_SHA256] = {name: "0" * 64, MODEL_FILE: "0" * 64}
+        metadata_path.write_text(json.dumps(metadata))
+        with pytest.raises(ArtifactRefused, match="names a file"):
+            verify_local(tmp_path, first)
     assert main([*args, first]) == 2 and current(tmp_path) == second
     assert main(["--source", "folder", "--models-dir", str(tmp_path / "none")]) == 2
 
@@ -192,6 +198,10 @@ def test_the_current_link_and_the_promotion_log_are_no_versions(
         [CURRENT, PROMOTIONS_FILE, first, second]
     )
     assert [v.version for v in local_versions(tmp_path)] == [first, second]
+    # A version saved but never promoted: what it replaced is not known, not "nothing".
+    unpromoted = saved(tmp_path, fitted, 3, promote=False)
+    found = {v.version: v for v in local_versions(tmp_path)}[unpromoted]
+    assert (found.promoted_at, found.replaced, found.replaced_known) == (None, None, False)
     args = ["--source", "folder", "--models-dir", str(tmp_path)]
     assert main([*args, CURRENT]) == 2
     assert f"version {CURRENT} does not exist" in capsys.readouterr().err
@@ -203,6 +213,10 @@ def test_a_torn_line_in_the_promotion_log_is_skipped(tmp_path: Path) -> None:
     with (tmp_path / PROMOTIONS_FILE).open("a") as log:
         log.write('{"version": "v2", "promo')
     assert read_promotions(tmp_path) == {"v1": at(1)}
+    with (tmp_path / PROMOTIONS_FILE).open("a") as log:
+        log.write("\n")  # a promotion after the torn line (a crash mid-write, then another)
+    note_promotion(tmp_path, "v3", replaced="v1", at=at(3))
+    assert read_promotions(tmp_path) == {"v1": at(1), "v3": at(3)}
     os.remove(tmp_path / PROMOTIONS_FILE)
     assert read_promotions(tmp_path) == {}
 
