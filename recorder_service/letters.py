@@ -15,28 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from recorder_service.batching import Record
 from recorder_service.dead_letters import OMITTED_HEADER
 from recorder_service.raw_records import UNREADABLE
 from studentperf import envelope
 
 _OURS = "dead-letter-"
-
-
-class Read(Protocol):
-    """What is read of a letter (aiokafka's ConsumerRecord has it)."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +63,7 @@ class Letter:
         return f"letter {self.partition}:{self.offset} (of {self.source or 'an unknown source'})"
 
 
-def read_letter(record: Read) -> Letter:
+def read_letter(record: Record) -> Letter:
     ours: dict[str, bytes | None] = {}
     kept: list[envelope.Header] = []
     for name, value in record.headers:

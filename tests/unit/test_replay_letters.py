@@ -4,7 +4,6 @@ arguments and settings (recorder_service/replay_dead_letters.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiokafka.codec
@@ -34,15 +33,11 @@ from tests.unit.test_recorder_polling import build
 ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [("content-type", b"x"), ("trace-id", None)]
 
 
-@dataclass(frozen=True)
-class Read:
+def letter_record(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]
+) -> FakeRecord:
     """A letter as the replay's consumer reads it."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-    partition: int = 2
-    offset: int = 40
+    return FakeRecord(f"{TOPIC}.dead-letter", 2, 40, value, key=key, headers=headers)
 
 
 def sent(key: bytes | None, value: bytes | None) -> DeadLetter:
@@ -52,8 +47,8 @@ def sent(key: bytes | None, value: bytes | None) -> DeadLetter:
     return dead_letter(rejected, datetime(2026, 1, 1, tzinfo=UTC))
 
 
-def read_back(letter: DeadLetter) -> Read:
-    return Read(letter.key, letter.value, letter.headers)
+def read_back(letter: DeadLetter) -> FakeRecord:
+    return letter_record(letter.key, letter.value, letter.headers)
 
 
 def test_a_whole_letter_is_its_original_without_the_letter_headers() -> None:
@@ -103,10 +98,12 @@ def test_a_letter_of_a_record_whose_header_names_were_escaped_is_not_whole() -> 
 
 def test_a_letter_whose_headers_do_not_say_where_names_no_source() -> None:
     where = [("dead-letter-source-topic", b"t"), ("dead-letter-source-partition", b"1")]
-    assert read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"9")])).source
-    letter = read_letter(Read(b"k", b"", [*where, ("dead-letter-source-offset", b"nine")]))
+    assert read_letter(
+        letter_record(b"k", b"", [*where, ("dead-letter-source-offset", b"9")])
+    ).source
+    letter = read_letter(letter_record(b"k", b"", [*where, ("dead-letter-source-offset", b"nine")]))
     assert letter.source is None and letter.reason == ""
-    assert read_letter(Read(b"k", b"", [*where])).source is None
+    assert read_letter(letter_record(b"k", b"", [*where])).source is None
 
 
 def aiokafka_refusal(batch: bytes) -> UnsupportedCodecError:
