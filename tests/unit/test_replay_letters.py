@@ -141,6 +141,30 @@ def test_only_a_letter_not_replayable_fails_the_run() -> None:
     assert tally.by_reason(Outcome.NOT_REPLAYABLE) == {"undecodable": 1}
 
 
+def test_the_table_counts_each_reason_and_their_total_and_a_dry_run_says_would() -> None:
+    tally = Tally()
+    for reason, outcome in [
+        ("future-event", Outcome.REPLAYED),
+        ("future-event", Outcome.REPLAYED),
+        ("future-event", Outcome.ERASED),
+        ("undecodable", Outcome.NOT_REPLAYABLE),
+    ]:
+        tally.add(reason, outcome)
+    head, *rows = tally.table().splitlines()
+    assert head.split()[:2] == ["reason", "replayed"] and "would" not in head
+    counts = {row.split()[0]: [int(n) for n in row.split()[1:]] for row in rows}
+    assert counts == {
+        "future-event": [2, 1, 0, 0, 0],
+        "undecodable": [0, 0, 0, 1, 0],
+        "total": [2, 1, 0, 1, 0],
+    }
+    assert "replayed 2" in tally.progress(4) and tally.progress(4).startswith("4 of 4")
+    dry = Tally(dry_run=True)
+    dry.add("future-event", Outcome.REPLAYED)
+    assert "would replay" in dry.table() and "would replay 1" in dry.progress(1)
+    assert "would replay" not in Tally().progress(0)
+
+
 def refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     with pytest.raises(SystemExit) as exited:
         main(list(args))
