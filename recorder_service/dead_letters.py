@@ -70,7 +70,7 @@ class DeadLetter:
 
     def smaller(self) -> DeadLetter | None:
         """The next smaller form to try when this one cannot be sent; None after the last."""
-        ours = [(k, v) for k, v in self.headers if k.startswith("dead-letter-")]
+        ours = [(k, v) for k, v in self.headers if k.startswith(envelope.DEAD_LETTER_HEADER_PREFIX)]
         if any(k == OMITTED_HEADER and v == _ALL_OMITTED for k, v in ours):
             return None
         # An empty value, not a null one: the client refuses a record with neither key nor value.

@@ -13,15 +13,12 @@ letter itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recorder_service.batching import Record
 from recorder_service.dead_letters import OMITTED_HEADER
 from recorder_service.raw_records import UNREADABLE
 from studentperf import envelope
-
-_OURS = "dead-letter-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +64,7 @@ def read_letter(record: Record) -> Letter:
     ours: dict[str, bytes | None] = {}
     kept: list[envelope.Header] = []
     for name, value in record.headers:
-        if name.startswith(_OURS):
+        if name.startswith(envelope.DEAD_LETTER_HEADER_PREFIX):
             ours.setdefault(name, value)
         else:
             kept.append((name, value))
@@ -100,11 +97,6 @@ def read_letter(record: Record) -> Letter:
         whole=OMITTED_HEADER not in ours and not emptied and not escaped,
         original=original,
     )
-
-
-def without_letter_headers(headers: Sequence[envelope.Header]) -> tuple[envelope.Header, ...]:
-    """An original's headers as the replay sends them: any `dead-letter-*` one left out."""
-    return tuple((k, v) for k, v in headers if not k.startswith(_OURS))
 
 
 def _text(value: bytes | None) -> str:

@@ -22,8 +22,9 @@ from typing import Any
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError, UnsupportedCodecError
 
-from recorder_service.letters import Original, Source, without_letter_headers
+from recorder_service.letters import Original, Source
 from recorder_service.raw_records import codec_named, unreadable_codec
+from studentperf import envelope
 from studentperf.config import ConfigError
 
 CLIENT_ID = "studentperf-replay-originals"
@@ -82,7 +83,7 @@ class Originals:
             record.timestamp,
             record.key,
             record.value,
-            without_letter_headers(list(record.headers)),
+            envelope.without_dead_letter_headers(list(record.headers)),
         )
 
     async def _started(self) -> AIOKafkaConsumer:

@@ -366,6 +366,8 @@ def _kind(headers: Sequence[Header]) -> _Kind:
     return _KINDS.get(_content_type(headers), _PREDICTION)
 
 
+# Every header the dead-letter topic adds starts so; an original's own never does.
+DEAD_LETTER_HEADER_PREFIX = "dead-letter-"
 DEAD_LETTER_REASON_HEADER = "dead-letter-reason"
 DEAD_LETTER_ERROR_HEADER = "dead-letter-error"
 DEAD_LETTER_SOURCE_TOPIC_HEADER = "dead-letter-source-topic"
@@ -376,6 +378,11 @@ DEAD_LETTER_FIRST_SEEN_HEADER = "dead-letter-first-seen-at"
 DEAD_LETTER_ATTEMPTS_HEADER = "dead-letter-attempts"
 # Longer error texts are cut: a header is for reading, the full error is in the recorder's log.
 _MAX_ERROR_BYTES = 2048
+
+
+def without_dead_letter_headers(headers: Sequence[Header]) -> tuple[Header, ...]:
+    """A record's headers less any `dead-letter-*` one: its original's, as they were sent."""
+    return tuple((k, v) for k, v in headers if not k.startswith(DEAD_LETTER_HEADER_PREFIX))
 
 
 def dead_letter_headers(
@@ -394,9 +401,8 @@ def dead_letter_headers(
     where it came from and why it could not be written; (topic, partition, offset) identifies
     it, so a reader can drop the copies a redelivery may add. `error` must name the rule the
     record broke, not quote its values."""
-    kept = [(k, v) for k, v in original if not k.startswith("dead-letter-")]
     return [
-        *kept,
+        *without_dead_letter_headers(original),
         (DEAD_LETTER_REASON_HEADER, reason.encode()),
         (DEAD_LETTER_ERROR_HEADER, error.encode()[:_MAX_ERROR_BYTES]),
         (DEAD_LETTER_SOURCE_TOPIC_HEADER, topic.encode()),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
 from trainer.pipeline import logistic, ridge
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def eventually(
@@ -150,3 +155,29 @@ INSERT INTO student_profiles (student_profile_id, student_id, age)
 INSERT INTO academic_records (academic_record_id, student_id, previous_gpa)
     VALUES ('00000000-0000-4000-8000-000000000002', 's', 3);
 """
+
+
+async def run_module(
+    module: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    unset: Collection[str] = (),
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the repository, as `make` runs it, off the event loop the
+    test's servers share: this process's environment less `unset`, plus `env`. It prints the
+    command's output, so a failing test shows it."""
+    base = {k: v for k, v in os.environ.items() if k not in unset}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", module, *args],
+        env=base | dict(env or {}),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    print(f"\n$ python -m {module} {' '.join(args)} -> {done.returncode}")
+    print(done.stdout + done.stderr)
+    return done

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -39,8 +37,8 @@ from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
 from tests import browser
-from tests.integration.conftest import REPO, Stack
-from tests.integration.helpers import count_rows, eventually
+from tests.integration.conftest import Stack
+from tests.integration.helpers import count_rows, eventually, run_module
 from trainer import synthetic
 
 pytestmark = pytest.mark.usefixtures("recorder")
@@ -154,26 +152,10 @@ async def drift_outcomes(
     return len(outcomes)
 
 
-async def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """A command of the project, off the event loop the module's servers share."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ | (env or {}),
-    )
-
-
 async def monitor(
     stack: Stack, models: Path, report: Path, *window: str
 ) -> subprocess.CompletedProcess[str]:
-    return await run(
-        "-m",
+    return await run_module(
         "trainer.monitor",
         "--database-url",
         stack.database_url_as(DatabaseRole.TRAINER),
@@ -258,8 +240,8 @@ async def test_json_says_error_when_the_database_is_unreachable(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     verdict, textfile = tmp_path / "verdict.json", tmp_path / "studentperf.prom"
-    done = await run(
-        "-m", "trainer.monitor", "--database-url", f"postgresql://nobody@127.0.0.1:{port}/none",
+    done = await run_module(
+        "trainer.monitor", "--database-url", f"postgresql://nobody@127.0.0.1:{port}/none",
         "--models-dir", str(models), "--json", str(verdict),
         "--prometheus-textfile", str(textfile),
     )  # fmt: skip
@@ -279,8 +261,8 @@ async def test_planted_drift_alerts_on_exactly_the_shifted_features(
     assert alerted_features(done.stdout) == {"study_hours_per_week", "lunch_program"}
     assert "result: 2 threshold(s) crossed" in done.stdout
     # A stricter PSI threshold from the environment is printed and used.
-    strict = await run(
-        "-m", "trainer.monitor", "--last", str(ROWS), "--models-dir", str(models),
+    strict = await run_module(
+        "trainer.monitor", "--last", str(ROWS), "--models-dir", str(models),
         "--report", str(tmp_path / "strict.html"),
         env={
             "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.TRAINER),
@@ -336,8 +318,8 @@ async def test_with_versions_in_the_database_an_empty_folder_still_measures_drif
     }
     window = ("--last", str(ROWS), "--models-dir", str(empty))
     # Not stored yet: refused, and the report says why (no reference data, no drift measured).
-    missing = await run(
-        "-m", "trainer.monitor", *window, "--report", str(tmp_path / "missing.html"),
+    missing = await run_module(
+        "trainer.monitor", *window, "--report", str(tmp_path / "missing.html"),
         env=as_trainer,
     )  # fmt: skip
     assert missing.returncode == 0, missing.stdout + missing.stderr
@@ -348,8 +330,8 @@ async def test_with_versions_in_the_database_an_empty_folder_still_measures_drif
         await store_version(trainer, models / version)
     finally:
         await trainer.close()
-    found = await run(
-        "-m", "trainer.monitor", *window, "--report", str(tmp_path / "found.html"),
+    found = await run_module(
+        "trainer.monitor", *window, "--report", str(tmp_path / "found.html"),
         env=as_trainer,
     )  # fmt: skip
     assert found.returncode == 1, found.stdout + found.stderr
@@ -397,8 +379,8 @@ async def test_retraining_refuses_too_few_recorded_rows(
     stack: Stack, models: Path, drift_outcomes: int
 ) -> None:
     before = sorted(p.name for p in models.iterdir())
-    done = await run(
-        "-m", "trainer", "--database-only",
+    done = await run_module(
+        "trainer", "--database-only",
         "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
         "--models-dir", str(models), "--min-db-rows", str(drift_outcomes + 1),
     )  # fmt: skip
@@ -416,8 +398,8 @@ async def test_retraining_on_recorded_outcomes_is_promoted_and_served(
     db: asyncpg.Pool,
 ) -> None:
     old = (models / "current").readlink().name
-    done = await run(
-        "-m", "trainer", "--database-only",
+    done = await run_module(
+        "trainer", "--database-only",
         "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
         "--models-dir", str(models), "--min-db-rows", "100",
     )  # fmt: skip

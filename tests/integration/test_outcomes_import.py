@@ -3,10 +3,6 @@ row reported; the same file twice stores nothing new; a stopped recorder delays,
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,8 +15,8 @@ from infra.devstack import KafkaBroker, free_port
 from recorder_service.settings import DEAD_LETTER_SUFFIX
 from studentperf import envelope
 from studentperf.config import DatabaseRole
-from tests.integration.conftest import REPO, RecorderProcess, Stack
-from tests.integration.helpers import count_rows, eventually, group_lag, read_all
+from tests.integration.conftest import RecorderProcess, Stack
+from tests.integration.helpers import count_rows, eventually, group_lag, read_all, run_module
 from tests.kaggle_csv import kaggle_rows, write
 from trainer import kaggle
 from trainer.import_csv import import_file, import_rows
@@ -122,21 +118,12 @@ async def test_import_command_prints_each_bad_row_and_the_counts(
     tmp_path: Path, stack: Stack
 ) -> None:
     csv = write(tmp_path / "exams.csv", [*kaggle_rows(5, seed=4), *BAD_ROWS])
-    env = os.environ | {
+    env = {
         "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": stack.shared.kafka_bootstrap_servers,
         "STUDENTPERF_KAFKA_TOPIC": stack.topic,
         "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.IMPORTER),
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "trainer.import_csv", str(csv), "--term", "2024-fall"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    print(done.stdout)
+    done = await run_module("trainer.import_csv", str(csv), "--term", "2024-fall", env=env)
     assert done.returncode == 3, done.stderr
     assert f"{csv}:7: parental level of education: unknown value 'doctor'" in done.stderr
     assert f"{csv}:8: math score: '-3' is not a number from 0 to 100" in done.stderr

@@ -11,9 +11,7 @@ skipped, a letter whose original is gone is reported, a filtered letter is left 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -42,12 +40,11 @@ from studentperf.config import ConfigError, DatabaseRole, SharedSettings
 from studentperf.v1.erasure_event_pb2 import ErasureEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import (
-    REPO,
     RecorderProcess,
     Stack,
     fresh_topic_and_database,
 )
-from tests.integration.helpers import eventually, group_lag, read_all
+from tests.integration.helpers import eventually, group_lag, read_all, run_module
 from tests.integration.recorder_support import (
     Raw,
     group_offsets,
@@ -289,26 +286,17 @@ async def delete_before(bootstrap: str, topic: str, partition: int, offset: int)
         await admin.close()
 
 
-def run_tool(own: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "recorder_service.replay_dead_letters", *args],
+async def run_tool(own: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return await run_module(
+        "recorder_service.replay_dead_letters",
+        *args,
         env={
-            **os.environ,
             "STUDENTPERF_KAFKA_BOOTSTRAP_SERVERS": own.shared.kafka_bootstrap_servers,
             "STUDENTPERF_KAFKA_TOPIC": own.topic,
             "STUDENTPERF_DATABASE_URL": own.database_url_as(DatabaseRole.ANALYST),
             **env,
         },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
-    print(
-        f"\n$ replay_dead_letters {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}"
-    )
-    return done
 
 
 async def test_erased_gone_and_filtered_letters_are_skipped_named_and_left(
@@ -329,14 +317,12 @@ async def test_erased_gone_and_filtered_letters_are_skipped_named_and_left(
     gone_partition, gone_offset = positions[3]
     await delete_before(bootstrap, own.topic, gone_partition, gone_offset + 1)
 
-    missing = await asyncio.to_thread(
-        run_tool, own, **{"STUDENTPERF_DEAD_LETTER_TOPIC": "no-such-topic"}
-    )
+    missing = await run_tool(own, **{"STUDENTPERF_DEAD_LETTER_TOPIC": "no-such-topic"})
     assert missing.returncode == 2
     assert "STUDENTPERF_DEAD_LETTER_TOPIC" in missing.stderr
 
     before = await topic_ends(bootstrap, own.topic)
-    filtered = await asyncio.to_thread(run_tool, own, "--reason", "future-event")
+    filtered = await run_tool(own, "--reason", "future-event")
     assert filtered.returncode == 1  # one letter was not replayable
     assert "future-event" in filtered.stdout
     rows = {line.split()[0]: line.split()[1:] for line in filtered.stdout.splitlines()[2:]}

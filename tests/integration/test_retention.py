@@ -4,11 +4,7 @@ profiles, academic records and bare students only they used, and keep everything
 
 from __future__ import annotations
 
-import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -21,8 +17,8 @@ from studentperf.config import DatabaseRole
 from studentperf.outcomes import OutcomeRow
 from studentperf.persistence.outcomes import store_outcomes
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
-from tests.integration.conftest import REPO, RecorderProcess, Stack
-from tests.integration.helpers import count_rows, eventually, group_lag
+from tests.integration.conftest import RecorderProcess, Stack
+from tests.integration.helpers import count_rows, eventually, group_lag, run_module
 from tests.integration.recorder_support import make_event, produce, raw
 
 pytestmark = pytest.mark.usefixtures("dead_letter_topic")
@@ -74,22 +70,16 @@ async def test_make_retention_removes_old_predictions_and_what_only_they_used(
     students = ("r-old", "r-graded", "r-mixed", "r-new")
     before = {s: await counts(db, s) for s in students}
 
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "recorder_service.retention", "--days", "365"],
+    done = await run_module(
+        "recorder_service.retention",
+        "--days",
+        "365",
         env={
-            **os.environ,
             # The recorder's own role: the one-shot runs the recorder's code with its rights.
             "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.RECORDER),
             "STUDENTPERF_RETENTION_BATCH": "2",  # several batches, as at scale
         },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
-    print(f"\n{done.stdout}")
     assert done.returncode == 0, done.stderr
     after = {s: await counts(db, s) for s in students}
     print(f"before: {before}\nafter:  {after}")
@@ -113,38 +103,22 @@ async def test_make_retention_removes_old_predictions_and_what_only_they_used(
     assert kept == shared_new.event_id
     assert await db.fetchval("SELECT count(*) FROM outcomes WHERE student_id = 'r-graded'") == 1
 
-    again = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "recorder_service.retention", "--days", "365"],
-        env={
-            **os.environ,
-            "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.RECORDER),
-        },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    again = await run_module(
+        "recorder_service.retention",
+        "--days",
+        "365",
+        env={"STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.RECORDER)},
     )
     assert again.returncode == 0, again.stderr
     assert "predictions                0 removed" in again.stdout
 
 
 async def test_make_retention_is_off_unless_given_days(stack: Stack) -> None:
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "recorder_service.retention"],
-        env={
-            **{k: v for k, v in os.environ.items() if k != "STUDENTPERF_RETENTION_DAYS"},
-            "STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.RECORDER),
-        },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = await run_module(
+        "recorder_service.retention",
+        env={"STUDENTPERF_DATABASE_URL": stack.database_url_as(DatabaseRole.RECORDER)},
+        unset={"STUDENTPERF_RETENTION_DAYS"},
     )
-    print(f"\n{done.stdout}")
     assert done.returncode == 0, done.stderr
     assert "retention is off" in done.stdout
 
@@ -182,18 +156,11 @@ async def test_make_retention_without_its_database_says_so_without_a_traceback()
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "recorder_service.retention", "--days", "365"],
-        env={
-            **os.environ,
-            "STUDENTPERF_DATABASE_URL": f"postgresql://studentperf_recorder@127.0.0.1:{port}/x",
-        },
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = await run_module(
+        "recorder_service.retention",
+        "--days",
+        "365",
+        env={"STUDENTPERF_DATABASE_URL": f"postgresql://studentperf_recorder@127.0.0.1:{port}/x"},
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "retention stopped early" in done.stderr

@@ -9,10 +9,7 @@ every one trained before intervals) serves without one: the fields unset, the co
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +26,8 @@ from studentperf.model_artifact import load_artifact, save_artifact
 from studentperf.v1 import prediction_service_pb2 as api
 from studentperf.v1 import prediction_service_pb2_grpc as api_grpc
 from studentperf.v1 import student_pb2 as pb
-from tests.integration.conftest import REPO, Stack, inference_settings, serving
-from tests.integration.helpers import count_rows, eventually
+from tests.integration.conftest import Stack, inference_settings, serving
+from tests.integration.helpers import count_rows, eventually, run_module
 from tests.integration.test_monitoring import as_student
 from trainer import synthetic
 
@@ -196,16 +193,11 @@ async def test_monitor_measures_live_coverage_near_the_stated_level_on_calm_outc
     written = count_rows(db, "SELECT count(*) FROM outcomes WHERE student_id LIKE 'calm-%'")
     assert await eventually(written, CALM_ROWS, timeout=60) == CALM_ROWS
 
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable, "-m", "trainer.monitor", "--last", str(CALM_ROWS),
-            "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
-            "--models-dir", str(stack.model_path), "--report", str(tmp_path / "calm.html"),
-        ],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+    done = await run_module(
+        "trainer.monitor", "--last", str(CALM_ROWS),
+        "--database-url", stack.database_url_as(DatabaseRole.TRAINER),
+        "--models-dir", str(stack.model_path), "--report", str(tmp_path / "calm.html"),
     )  # fmt: skip
-    print(done.stdout)
     found = re.search(
         rf"live interval coverage ([0-9.]+)% of {CALM_ROWS} outcomes \(stated 80%", done.stdout
     )
