@@ -131,7 +131,9 @@ async def apply_erasures(
     the events of the same write each erasure skips (`skipped_by_erasure`, by event id), which
     its audit row reports beside the rows removed."""
     applied: list[Applied] = []
-    async with conn.transaction():
+    # Named, not the server's default: the checks that no row is left without its parent see
+    # a reference committed meanwhile only under READ COMMITTED (migration 0026).
+    async with conn.transaction(isolation="read_committed"):
         await conn.execute(SET_ERASURE_ROLE)
         for erasure in erasures:
             if await conn.fetchval(ALREADY_APPLIED, erasure.event_id):

@@ -435,7 +435,8 @@ def _count(status: str) -> int:
 async def remove_batch(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> Removed:
     """Deletes at most `limit` predictions made before `cutoff`, the oldest first, and what
     only they referred to, in one transaction."""
-    async with conn.transaction():
+    # READ COMMITTED whatever the server's default, as the erasure (recorder_service/erasure.py).
+    async with conn.transaction(isolation="read_committed"):
         await conn.execute(SET_RETENTION_ROLE)
         gone = await conn.fetch(REMOVE_PREDICTIONS, cutoff, limit)
         if not gone:

@@ -4,18 +4,18 @@
 -- 20 us of the database's 66 us of CPU per recorded event, the largest share left.
 --
 -- The same guarantees, set by set:
--- - a statement that inserts profiles, academic records or predictions fails when any of them
---   names a parent that is not there, with the error the foreign key raised (SQLSTATE 23503,
---   the constraint's name), which the recorder's store handles as before (it retries, then
---   splits the batch and dead-letters the row);
--- - the parents it names are locked FOR KEY SHARE until commit, as the foreign key locked each:
---   a concurrent delete of one waits, and then fails (below), or it came first and the insert
---   fails;
+-- - a statement that inserts profiles, academic records or predictions fails unless it could
+--   lock FOR KEY SHARE every parent its rows name, with the error the foreign key raised
+--   (SQLSTATE 23503, the constraint's name), which the recorder's store handles as before (it
+--   retries, then splits the batch and dead-letters the row); the locks last until commit, as
+--   the foreign key's did: a concurrent delete of one waits, and then fails (below), or it came
+--   first and the insert fails;
 -- - a statement that deletes students, profiles or academic records fails when a row still
 --   refers to one of them, seen with a snapshot taken after its delete (a reference committed
 --   meanwhile is seen), which holds only under READ COMMITTED: any other isolation is refused
 --   for such a delete (the recorder's erasure and retention run under READ COMMITTED);
--- - TRUNCATE of a parent fails while a row of the table that refers to it is left;
+-- - TRUNCATE of a parent fails while a row of the table that refers to it is left (and under
+--   any isolation but READ COMMITTED, for the same reason as a delete);
 -- - the columns that refer, and the keys referred to, never change (the foreign keys allowed
 --   a change that kept the reference; nothing changes them: the ids are content-derived).
 -- Tables are named with the schema of the table the trigger is on, as the foreign keys named
@@ -39,26 +39,25 @@ DECLARE
     columns text[] := string_to_array(TG_ARGV[1], ',');
     parent text := TG_ARGV[2];
     keys text[] := string_to_array(TG_ARGV[3], ',');
+    listed text := (SELECT string_agg(format('n.%I', col), ', ') FROM unnest(columns) AS col);
     matched text := (
         SELECT string_agg(format('p.%I = n.%I', key, col), ' AND ')
         FROM unnest(keys, columns) AS pair (key, col)
     );
-    missing boolean;
+    named bigint;
+    locked bigint;
 BEGIN
-    -- Lock first, then look: a parent whose delete committed while the lock waited is then
-    -- not found, by this next statement's snapshot.
+    -- One statement locks the parents and counts those it locked: a parent passes only when
+    -- this statement holds its lock (a parent missing from its snapshot, or whose delete
+    -- committed while the lock waited, is not counted). Parent keys are unique: each named
+    -- key locks at most one row. Locked in key order, as retention deletes them.
     EXECUTE format(
-        'SELECT FROM (SELECT DISTINCT %s FROM inserted_rows) n JOIN %I.%I p ON %s '
-        'FOR KEY SHARE OF p',
-        (SELECT string_agg(format('%I', col), ', ') FROM unnest(columns) AS col),
-        TG_TABLE_SCHEMA, parent, matched
-    );
-    EXECUTE format(
-        'SELECT EXISTS (SELECT FROM inserted_rows n WHERE NOT EXISTS '
-        '(SELECT FROM %I.%I p WHERE %s))',
-        TG_TABLE_SCHEMA, parent, matched
-    ) INTO missing;
-    IF missing THEN
+        'SELECT (SELECT count(*) FROM (SELECT DISTINCT %1$s FROM inserted_rows n) d), '
+        '(SELECT count(*) FROM (SELECT FROM (SELECT DISTINCT %1$s FROM inserted_rows n) n '
+        'JOIN %2$I.%3$I p ON %4$s ORDER BY %1$s FOR KEY SHARE OF p) l)',
+        listed, TG_TABLE_SCHEMA, parent, matched
+    ) INTO named, locked;
+    IF locked < named THEN
         RAISE EXCEPTION 'a row of % refers to a row that % does not hold', TG_TABLE_NAME, parent
             USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME,
                   CONSTRAINT = constraint_name;
@@ -111,6 +110,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     referred boolean;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% is truncated under READ COMMITTED only (%), where a row referring '
+            'to it committed meanwhile is seen', TG_TABLE_NAME,
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'feature_not_supported', TABLE = TG_TABLE_NAME,
+                  CONSTRAINT = TG_ARGV[0];
+    END IF;
     EXECUTE format('SELECT EXISTS (SELECT FROM %I.%I)', TG_TABLE_SCHEMA, TG_ARGV[1])
         INTO referred;
     IF referred THEN
@@ -122,6 +128,11 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- They run as their owner: nobody else may make a trigger of them (on a temporary table of
+-- their own, say, with arguments naming a view of their own).
+REVOKE EXECUTE ON FUNCTION recorded_rows_have_parents(), recorded_rows_keep_their_parents(),
+    recorded_rows_truncate_with_their_children() FROM PUBLIC;
 
 -- BEFORE UPDATE OF the columns, FOR EACH ROW, WHEN they change. TG_ARGV: the constraint's name.
 CREATE FUNCTION recorded_rows_references_stay() RETURNS trigger

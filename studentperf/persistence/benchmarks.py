@@ -99,7 +99,8 @@ ANALYZE;
 """
 
 # The same predictions table partitioned by month: the old month, and everything after it. Its
-# foreign keys are those of predictions (migration 0016).
+# references are checked by the foreign keys predictions had before migration 0026 (which
+# checks them per statement): the comparison is of deleting rows against dropping a month.
 PARTITIONED_PREDICTIONS: Final = """
 CREATE TABLE predictions_by_month (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (predicted_at);

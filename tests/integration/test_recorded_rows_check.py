@@ -9,12 +9,17 @@ concurrent delete from leaving a row without its parent.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from infra.devstack import PostgresServer
+from recorder_service.erasure import Erasure, apply_erasures
+from recorder_service.settings import DEV_ERASURE_KEY
+from recorder_service.store import remove_batch
 from studentperf.config import DatabaseRole
 from tests.integration.conftest import migrated_database
 from tests.integration.helpers import ONE_STUDENTS_PARENTS
@@ -125,6 +130,11 @@ async def test_a_profile_or_record_of_an_unknown_student_is_refused(
 @pytest.mark.parametrize(
     ("statement", "constraint"),
     [
+        # 'p' has only a profile, 'r' only a record: each reference is checked on its own.
+        ("DELETE FROM students WHERE student_id = 'p'", "student_profiles_student_id_fkey"),
+        ("DELETE FROM students WHERE student_id = 'r'", "academic_records_student_id_fkey"),
+        ("TRUNCATE students, academic_records CASCADE", "student_profiles_student_id_fkey"),
+        ("TRUNCATE students, student_profiles CASCADE", "academic_records_student_id_fkey"),
         # Either reference of a student is named: triggers fire in the order of their names.
         ("DELETE FROM students", "academic_records_student_id_fkey"),
         ("DELETE FROM student_profiles", "predictions_student_profile_id_student_id_fkey"),
@@ -136,6 +146,8 @@ async def test_a_profile_or_record_of_an_unknown_student_is_refused(
         ("UPDATE student_profiles SET student_id = 't'",
          "predictions_student_profile_id_student_id_fkey"),
         ("UPDATE academic_records SET student_id = 't'", "academic_records_student_id_fkey"),
+        (f"UPDATE academic_records SET academic_record_id = '{PROFILE}'",
+         "predictions_academic_record_id_fkey"),
         (f"UPDATE predictions SET academic_record_id = '{PROFILE}'",
          "predictions_academic_record_id_fkey"),
         ("UPDATE predictions SET student_id = 't'",
@@ -145,7 +157,14 @@ async def test_a_profile_or_record_of_an_unknown_student_is_refused(
 async def test_a_referred_row_is_neither_removed_nor_rekeyed(
     owner: asyncpg.Connection, statement: str, constraint: str
 ) -> None:
-    await owner.execute("INSERT INTO students (student_id, profile_as_of) VALUES ('t', now())")
+    await owner.execute(
+        "INSERT INTO students (student_id, profile_as_of) VALUES ('t', now()), ('p', now()),"
+        " ('r', now());"
+        "INSERT INTO student_profiles (student_profile_id, student_id)"
+        " VALUES (gen_random_uuid(), 'p');"
+        "INSERT INTO academic_records (academic_record_id, student_id)"
+        " VALUES (gen_random_uuid(), 'r')"
+    )
     await owner.execute(INSERT_PREDICTIONS, "s", PROFILE, RECORD, IDS)
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
         await owner.execute(statement)
@@ -164,13 +183,112 @@ async def test_rows_go_children_first_as_the_erasure_removes_them(
     assert await owner.fetchval("SELECT count(*) FROM students") == 0
 
 
-async def test_a_delete_under_repeatable_read_is_refused(owner: asyncpg.Connection) -> None:
-    """Its snapshot would not see a reference committed after it began."""
+@pytest.mark.parametrize(
+    "statement", ["DELETE FROM students WHERE student_id = 't'", "TRUNCATE students CASCADE"]
+)
+async def test_a_delete_or_truncate_under_repeatable_read_is_refused(
+    postgres: PostgresServer, database: str, owner: asyncpg.Connection, statement: str
+) -> None:
+    """Its snapshot would not see a reference committed after it began: here a profile of
+    't', committed after the snapshot and before the delete."""
+    await owner.execute("DELETE FROM academic_records; DELETE FROM student_profiles")
     await owner.execute("INSERT INTO students (student_id, profile_as_of) VALUES ('t', now())")
-    with pytest.raises(asyncpg.FeatureNotSupportedError):
-        async with owner.transaction(isolation="repeatable_read"):
-            await owner.execute("DELETE FROM students WHERE student_id = 't'")
+    other = await asyncpg.connect(postgres.dsn(database))
+    try:
+        with pytest.raises(asyncpg.FeatureNotSupportedError):
+            async with owner.transaction(isolation="repeatable_read"):
+                await owner.fetchval("SELECT count(*) FROM student_profiles")  # the snapshot
+                await other.execute(
+                    "INSERT INTO student_profiles (student_profile_id, student_id)"
+                    " VALUES (gen_random_uuid(), 't')"
+                )
+                await owner.execute(statement)
+    finally:
+        await other.close()
     assert await owner.fetchval("SELECT count(*) FROM students WHERE student_id = 't'") == 1
+    assert await owner.fetchval(ORPHANS) == 0
+
+
+async def test_retention_and_erasure_delete_under_read_committed_whatever_the_default(
+    postgres: PostgresServer, database: str, owner: asyncpg.Connection
+) -> None:
+    """A database whose default isolation is REPEATABLE READ would make every erasure and
+    retention run fail on the check above, unless they name theirs."""
+    await owner.execute(INSERT_PREDICTIONS, "s", PROFILE, RECORD, IDS)
+    await owner.execute(
+        "INSERT INTO students (student_id, profile_as_of) VALUES ('t', now());"
+        "INSERT INTO student_profiles (student_profile_id, student_id)"
+        " VALUES (gen_random_uuid(), 't')"
+    )
+    await owner.execute(
+        f"ALTER DATABASE {database} SET default_transaction_isolation = 'repeatable read'"
+    )
+    recorder = await asyncpg.connect(postgres.dsn(database, user=DatabaseRole.RECORDER))
+    try:
+        assert await recorder.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        removed = await remove_batch(recorder, datetime.now(UTC) + timedelta(days=1), 10)
+        erasure = Erasure(str(uuid.uuid4()), "t", datetime.now(UTC), "test", "")
+        [applied] = await apply_erasures(recorder, [erasure], DEV_ERASURE_KEY)
+    finally:
+        await recorder.close()
+    assert (removed.predictions, removed.students) == (3, 1)
+    assert applied.new and await owner.fetchval("SELECT count(*) FROM students") == 0
+
+
+async def test_a_parent_committed_while_the_check_waits_is_not_taken_unlocked(
+    postgres: PostgresServer, database: str, owner: asyncpg.Connection
+) -> None:
+    """The insert's check waits on one parent ('s', locked by a delete that then rolls back)
+    while another ('x') is committed: only parents the check could lock pass, so 'x' (which
+    its snapshot missed) refuses the insert, and no delete of 'x' can leave an orphan."""
+    blocker = await asyncpg.connect(postgres.dsn(database))
+    inserter = await asyncpg.connect(postgres.dsn(database, user=DatabaseRole.RECORDER))
+    other = await asyncpg.connect(postgres.dsn(database))
+    try:
+        block = blocker.transaction()
+        await block.start()
+        await blocker.execute("SELECT FROM students WHERE student_id = 's' FOR UPDATE")
+        inserting = asyncio.create_task(
+            inserter.execute(
+                "INSERT INTO academic_records (academic_record_id, student_id) VALUES"
+                " ('00000000-0000-4000-8000-0000000000a1', 's'),"
+                " ('00000000-0000-4000-8000-0000000000a2', 'x')"
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not inserting.done()  # its check waits on 's'
+        await other.execute("INSERT INTO students (student_id, profile_as_of) VALUES ('x', now())")
+        await block.rollback()
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await asyncio.wait_for(inserting, 10)
+        await other.execute("DELETE FROM students WHERE student_id = 'x'")
+    finally:
+        for conn in (blocker, inserter, other):
+            await conn.close()
+    assert await owner.fetchval("SELECT count(*) FROM academic_records") == 1  # the fixture's
+    assert await owner.fetchval(ORPHANS) == 0
+
+
+async def test_no_other_role_may_make_a_trigger_of_the_checks(
+    postgres: PostgresServer, database: str, owner: asyncpg.Connection
+) -> None:
+    """They run as their owner: a trigger of the recorder's own (on a temporary table, with
+    arguments naming a view of its own) would run its code with the owner's rights."""
+    recorder = await asyncpg.connect(postgres.dsn(database, user=DatabaseRole.RECORDER))
+    try:
+        await recorder.execute("CREATE TEMPORARY TABLE bait (x int)")
+        for function, arguments in (
+            ("recorded_rows_have_parents", "'c', 'x', 'students', 'student_id'"),
+            ("recorded_rows_keep_their_parents", "'c', 'predictions', 'student_id', 'x'"),
+            ("recorded_rows_truncate_with_their_children", "'c', 'predictions'"),
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await recorder.execute(
+                    f"CREATE TRIGGER hijack AFTER TRUNCATE ON bait FOR EACH STATEMENT"
+                    f" EXECUTE FUNCTION public.{function}({arguments})"
+                )
+    finally:
+        await recorder.close()
 
 
 @pytest.mark.parametrize("first", ["insert", "delete"])
