@@ -100,8 +100,11 @@ ANALYZE;
 
 # The same predictions table partitioned by month: the old month, and everything after it. Its
 # references are checked by the foreign keys predictions had before migration 0026 (which
-# checks them per statement): the comparison is of deleting rows against dropping a month.
+# checks them per statement), with the unique index the one on the profile and its student
+# refers to (migration 0027 dropped it): the comparison is of deleting rows against dropping a
+# month.
 PARTITIONED_PREDICTIONS: Final = """
+ALTER TABLE student_profiles ADD UNIQUE (student_profile_id, student_id);
 CREATE TABLE predictions_by_month (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (predicted_at);
 ALTER TABLE predictions_by_month ADD PRIMARY KEY (prediction_id, predicted_at),
