@@ -46,7 +46,8 @@ TIMEOUT_S = 300.0
 
 def make_events(count: int, students: int, seed: int = 7) -> list[envelope.KafkaRecord]:
     """Events like the service's: a few thousand students, every feature varied, some left
-    out (and listed as imputed)."""
+    out (and listed as imputed), each with the trace id of its call (the service gives every
+    call one, and the recorder checks and indexes it)."""
     rng = random.Random(seed)
     base = time.time()
     made = []
@@ -84,7 +85,7 @@ def make_events(count: int, students: int, seed: int = 7) -> list[envelope.Kafka
             ),
         )
         event.occurred_at.FromNanoseconds(int((base + i * 1e-4) * 1e9))
-        made.append(envelope.encode(event))
+        made.append(envelope.encode(event, trace_id=f"{rng.getrandbits(128) | 1:032x}"))
     return made
 
 
