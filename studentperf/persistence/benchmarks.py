@@ -101,8 +101,8 @@ ANALYZE;
 # The same predictions table partitioned by month: the old month, and everything after it. Its
 # references are checked by the foreign keys predictions had before migration 0026 (which
 # checks them per statement), with the unique index the one on the profile and its student
-# refers to (migration 0027 dropped it): the comparison is of deleting rows against dropping a
-# month.
+# refers to (migration 0027 dropped it), and the reverse lookups hashed as 0032 hashes them: the
+# comparison is of deleting rows against dropping a month.
 PARTITIONED_PREDICTIONS: Final = """
 ALTER TABLE student_profiles ADD UNIQUE (student_profile_id, student_id);
 CREATE TABLE predictions_by_month (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
@@ -114,8 +114,8 @@ ALTER TABLE predictions_by_month ADD PRIMARY KEY (prediction_id, predicted_at),
     ADD FOREIGN KEY (model_version) REFERENCES model_versions;
 CREATE INDEX ON predictions_by_month (student_id, predicted_at);
 CREATE INDEX ON predictions_by_month (model_version, predicted_at);
-CREATE INDEX ON predictions_by_month (academic_record_id);
-CREATE INDEX ON predictions_by_month (student_profile_id);
+CREATE INDEX ON predictions_by_month USING hash (academic_record_id);
+CREATE INDEX ON predictions_by_month USING hash (student_profile_id);
 CREATE TABLE predictions_2025_01 PARTITION OF predictions_by_month
     FOR VALUES FROM ('2025-01-01') TO ('2025-02-01');
 CREATE TABLE predictions_recent PARTITION OF predictions_by_month
