@@ -5,6 +5,6 @@
 -- (monitor.py) start from predictions and find each one's outcome by the outcomes' primary
 -- key; the erasure and retention read a student's predictions by predictions_student_id_
 -- predicted_at_idx. Nothing reads this index, and every recorded prediction paid for an entry
--- in it at a random place: about 3.9 us of the database's CPU per recorded event with two
--- write shards (four interleaved rounds, docs/recorder.md), 46 bytes per prediction on disk.
+-- in it at a random place: about 3.8 us of the database's CPU per recorded event with two
+-- write shards (five interleaved rounds, docs/recorder.md), 46 bytes per prediction on disk.
 DROP INDEX predictions_student_id_term_idx;
