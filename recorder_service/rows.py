@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -64,28 +65,40 @@ STAGING_COLUMNS: tuple[str, ...] = (
 )
 
 
+class _CategoryNames(dict[int, str | None]):
+    """An enum's category names by number: 0 (not given) is None, and a number the schema does
+    not know stays visible rather than dropped (the CHECK constraint refuses it)."""
+
+    def __missing__(self, number: int) -> str:
+        return f"unknown enum number {number}"
+
+
 class _Fields:
     """Reads a message's features as stored: None when not given, enum numbers as their
     category names. One attrgetter reads them all; the presence bit is asked only of a zero,
-    since an optional field holding anything else is given (this runs twice per event)."""
+    since an optional field holding anything else is given. Enums and the others are put
+    right in two loops of their own, with no test per field of which it is: this runs twice
+    per event (3.2 us per event for both against 4.8 with one loop asking of each field which
+    it is; the recorder's whole triage 14.0 against 16.3 us, medians of four alternating runs)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self._get = attrgetter(*names)
-        self._plan = tuple((name, CATEGORY_BY_NUMBER.get(name)) for name in names)
+        self._enums: list[tuple[int, _CategoryNames]] = []
+        self._others: list[tuple[int, str]] = []
+        for place, name in enumerate(names):
+            categories = CATEGORY_BY_NUMBER.get(name)
+            if categories is None:
+                self._others.append((place, name))
+            else:
+                self._enums.append((place, _CategoryNames({**categories, 0: None})))
 
     def __call__(self, message: Message) -> list[Value]:
-        values: list[Value] = []
-        for (name, categories), value in zip(self._plan, self._get(message), strict=True):
-            if categories is not None:
-                # An unknown number stays visible rather than dropped; the CHECK constraint
-                # refuses it.
-                values.append(
-                    categories.get(value, f"unknown enum number {value}") if value else None
-                )
-            elif value or message.HasField(name):
-                values.append(value)
-            else:
-                values.append(None)
+        values: list[Any] = list(self._get(message))  # each field's type is its own
+        for place, names in self._enums:
+            values[place] = names[values[place]]
+        for place, name in self._others:
+            if not values[place] and not message.HasField(name):
+                values[place] = None
         return values
 
 
@@ -121,7 +134,8 @@ def occurred_at(event: PredictionEvent | OutcomeEvent | ImportEvent | ErasureEve
     stamp = event.occurred_at
     if not 0 <= stamp.nanos < 1_000_000_000:
         raise ValueError(f"occurred_at.nanos {stamp.nanos} out of range")
-    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    # Positional (days, seconds, microseconds): keywords cost half as much again.
+    return _EPOCH + timedelta(0, stamp.seconds, stamp.nanos // 1000)
 
 
 def staging_row(
