@@ -1,9 +1,10 @@
-"""The recorded rows keep their references (migration 0026).
+"""The recorded rows keep their references (migrations 0026 and 0033).
 
 The four foreign keys of profiles, academic records and predictions checked and locked one
 parent per row; their statement-level replacements must refuse the same things with the same
 error the recorder's store handles (SQLSTATE 23503 and the constraint's name), and keep a
-concurrent delete from leaving a row without its parent.
+concurrent delete from leaving a row without its parent. A prediction names its profile and its
+academic record each with its student: neither may be another student's (0033 for the record).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from recorder_service.erasure import Erasure, apply_erasures
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.store import remove_batch
 from studentperf.config import DatabaseRole
+from studentperf.migrate import apply_migrations, migration_files
 from tests.integration.conftest import migrated_database
 from tests.integration.helpers import ONE_STUDENTS_PARENTS
 
@@ -46,7 +48,15 @@ SELECT (SELECT count(*) FROM student_profiles c
      + (SELECT count(*) FROM predictions c WHERE NOT EXISTS (SELECT FROM student_profiles p
         WHERE p.student_profile_id = c.student_profile_id AND p.student_id = c.student_id))
      + (SELECT count(*) FROM predictions c WHERE NOT EXISTS (SELECT FROM academic_records p
-        WHERE p.academic_record_id = c.academic_record_id))
+        WHERE p.academic_record_id = c.academic_record_id AND p.student_id = c.student_id))
+"""
+# A profile and an academic record of the student 't'.
+PROFILE_T = "00000000-0000-4000-8000-000000000003"
+RECORD_T = "00000000-0000-4000-8000-000000000004"
+STUDENT_T = f"""
+INSERT INTO students (student_id, profile_as_of) VALUES ('t', now());
+INSERT INTO student_profiles (student_profile_id, student_id) VALUES ('{PROFILE_T}', 't');
+INSERT INTO academic_records (academic_record_id, student_id) VALUES ('{RECORD_T}', 't');
 """
 
 
@@ -77,15 +87,18 @@ async def test_rows_naming_their_parents_are_stored(owner: asyncpg.Connection) -
         ("s", "00000000-0000-4000-8000-00000000000f", RECORD,
          "predictions_student_profile_id_student_id_fkey"),
         # The profile is there, but it is another student's: the pair is what is checked.
-        ("t", PROFILE, RECORD, "predictions_student_profile_id_student_id_fkey"),
+        ("t", PROFILE, RECORD_T, "predictions_student_profile_id_student_id_fkey"),
         ("s", PROFILE, "00000000-0000-4000-8000-00000000000f",
-         "predictions_academic_record_id_fkey"),
+         "predictions_academic_record_id_student_id_fkey"),
+        # The record is there, but it is another student's (migration 0033).
+        ("t", PROFILE_T, RECORD, "predictions_academic_record_id_student_id_fkey"),
+        ("s", PROFILE, RECORD_T, "predictions_academic_record_id_student_id_fkey"),
     ],
 )  # fmt: skip
 async def test_one_prediction_without_its_parent_refuses_the_statement(
     owner: asyncpg.Connection, student: str, profile: str, record: str, constraint: str
 ) -> None:
-    await owner.execute("INSERT INTO students (student_id, profile_as_of) VALUES ('t', now())")
+    await owner.execute(STUDENT_T)
     # One statement: a good row, then a bad one.
     rows = [("s", PROFILE, RECORD, IDS[0]), (student, profile, record, IDS[1])]
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
@@ -138,18 +151,18 @@ async def test_a_profile_or_record_of_an_unknown_student_is_refused(
         # Either reference of a student is named: triggers fire in the order of their names.
         ("DELETE FROM students", "academic_records_student_id_fkey"),
         ("DELETE FROM student_profiles", "predictions_student_profile_id_student_id_fkey"),
-        ("DELETE FROM academic_records", "predictions_academic_record_id_fkey"),
+        ("DELETE FROM academic_records", "predictions_academic_record_id_student_id_fkey"),
         ("TRUNCATE students CASCADE", "academic_records_student_id_fkey"),
         ("TRUNCATE student_profiles", "predictions_student_profile_id_student_id_fkey"),
-        ("TRUNCATE academic_records", "predictions_academic_record_id_fkey"),
+        ("TRUNCATE academic_records", "predictions_academic_record_id_student_id_fkey"),
         ("UPDATE students SET student_id = 'u'", "student_profiles_student_id_fkey"),
         ("UPDATE student_profiles SET student_id = 't'",
          "predictions_student_profile_id_student_id_fkey"),
         ("UPDATE academic_records SET student_id = 't'", "academic_records_student_id_fkey"),
         (f"UPDATE academic_records SET academic_record_id = '{PROFILE}'",
-         "predictions_academic_record_id_fkey"),
+         "predictions_academic_record_id_student_id_fkey"),
         (f"UPDATE predictions SET academic_record_id = '{PROFILE}'",
-         "predictions_academic_record_id_fkey"),
+         "predictions_academic_record_id_student_id_fkey"),
         ("UPDATE predictions SET student_id = 't'",
          "predictions_student_profile_id_student_id_fkey"),
     ],
@@ -360,3 +373,40 @@ async def test_a_temporary_table_cannot_stand_in_for_a_parent(
     finally:
         await recorder.close()
     assert await owner.fetchval(ORPHANS) == 0
+
+
+async def test_the_migration_refuses_a_prediction_naming_another_students_record(
+    postgres: PostgresServer,
+) -> None:
+    """0033 checks the rows written before it: a prediction of 't' made from the record of 's'
+    stops it, with a count and the query that finds them, and leaves the schema as it was; once
+    that row is gone, it applies."""
+    name = f"crossed{uuid.uuid4().hex[:12]}"
+    await postgres.ensure_database(name)
+    conn = await asyncpg.connect(postgres.dsn(name))
+    try:
+        # As studentperf.migrate lays it out: 0004's grants name the table.
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+        migrations = dict(migration_files())
+        for version, sql in migrations.items():
+            if version < "0033":
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
+        await conn.execute(PARENTS + STUDENT_T)
+        await conn.execute(INSERT_PREDICTIONS, "s", PROFILE, RECORD, IDS[:2])
+        await conn.execute(INSERT_PREDICTIONS, "t", PROFILE_T, RECORD, IDS[2:])
+        with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+            await apply_migrations(conn)
+        crossed = "predictions naming an academic record of another student: 1"
+        assert refused.value.message == crossed
+        assert "SELECT p.prediction_id FROM predictions p" in (refused.value.hint or "")
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") < "0033"
+        # Its trigger is still the old one, which lets the crossed row stand.
+        await conn.execute(INSERT_PREDICTIONS, "t", PROFILE_T, RECORD, [str(uuid.uuid4())])
+
+        await conn.execute("DELETE FROM predictions WHERE student_id = 't'")
+        assert "0033_predictions_records_of_their_own_student" in await apply_migrations(conn)
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(INSERT_PREDICTIONS, "t", PROFILE_T, RECORD, [str(uuid.uuid4())])
+    finally:
+        await conn.close()
