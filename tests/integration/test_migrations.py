@@ -70,7 +70,7 @@ async def test_a_prediction_must_name_the_student_its_profile_belongs_to(
     conn = await asyncpg.connect(await fresh_database(postgres))
     try:
         await apply_migrations(conn)
-        profile, record = uuid.uuid4(), uuid.uuid4()
+        profile, record, records_of_b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         await conn.execute(
             "INSERT INTO students (student_id, profile_as_of) VALUES ('a', now()), ('b', now());"
             "INSERT INTO model_versions (model_version) VALUES ('v1')"
@@ -80,7 +80,10 @@ async def test_a_prediction_must_name_the_student_its_profile_belongs_to(
             profile,
         )
         await conn.execute(
-            "INSERT INTO academic_records (academic_record_id, student_id) VALUES ($1, 'a')", record
+            "INSERT INTO academic_records (academic_record_id, student_id) VALUES ($1, 'a'),"
+            " ($2, 'b')",
+            record,
+            records_of_b,
         )
         insert = """
             INSERT INTO predictions (prediction_id, student_id, student_profile_id,
@@ -89,7 +92,9 @@ async def test_a_prediction_must_name_the_student_its_profile_belongs_to(
             VALUES ($1, $2, $3, $4, 'v1', 70, 0.8, true, 50, now(), 1)"""
         await conn.execute(insert, uuid.uuid4(), "a", profile, record)
         try:
-            await conn.execute(insert, uuid.uuid4(), "b", profile, record)
+            # b's own record: only the profile is another student's (migration 0033 checks
+            # the record's pair too).
+            await conn.execute(insert, uuid.uuid4(), "b", profile, records_of_b)
         except asyncpg.ForeignKeyViolationError as refused:
             assert refused.constraint_name == "predictions_student_profile_id_student_id_fkey"
         else:
