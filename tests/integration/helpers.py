@@ -15,7 +15,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from studentperf.migrate import migration_files
 from studentperf.model_artifact import save_artifact
+from studentperf.persistence.schema import CREATE_MIGRATIONS_TABLE, NOTE_APPLIED
 from studentperf.v1.student_pb2 import AcademicRecord, Student, StudentProfile
 from trainer import synthetic
 from trainer.fit import fit_and_evaluate
@@ -181,3 +183,15 @@ async def run_module(
     print(f"\n$ python -m {module} {' '.join(args)} -> {done.returncode}")
     print(done.stdout + done.stderr)
     return done
+
+
+async def migrate_before(conn: asyncpg.Connection, version: str) -> None:
+    """Lays the schema out as studentperf.migrate would have before `version`: every earlier
+    migration applied and noted as applied (0004's grants name schema_migrations), so a test
+    can write what an old schema held and then migrate on."""
+    await conn.execute(CREATE_MIGRATIONS_TABLE)
+    for earlier, sql in migration_files():
+        if earlier >= version:
+            break
+        await conn.execute(sql)
+        await conn.execute(NOTE_APPLIED, earlier)

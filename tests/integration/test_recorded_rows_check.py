@@ -22,9 +22,9 @@ from recorder_service.erasure import Erasure, apply_erasures
 from recorder_service.settings import DEV_ERASURE_KEY
 from recorder_service.store import remove_batch
 from studentperf.config import DatabaseRole
-from studentperf.migrate import apply_migrations, migration_files
+from studentperf.migrate import apply_migrations
 from tests.integration.conftest import migrated_database
-from tests.integration.helpers import ONE_STUDENTS_PARENTS
+from tests.integration.helpers import ONE_STUDENTS_PARENTS, migrate_before
 
 PROFILE = "00000000-0000-4000-8000-000000000001"
 RECORD = "00000000-0000-4000-8000-000000000002"
@@ -385,13 +385,7 @@ async def test_the_migration_refuses_a_prediction_naming_another_students_record
     await postgres.ensure_database(name)
     conn = await asyncpg.connect(postgres.dsn(name))
     try:
-        # As studentperf.migrate lays it out: 0004's grants name the table.
-        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
-        migrations = dict(migration_files())
-        for version, sql in migrations.items():
-            if version < "0033":
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
+        await migrate_before(conn, "0033")
         await conn.execute(PARENTS + STUDENT_T)
         await conn.execute(INSERT_PREDICTIONS, "s", PROFILE, RECORD, IDS[:2])
         await conn.execute(INSERT_PREDICTIONS, "t", PROFILE_T, RECORD, IDS[2:])

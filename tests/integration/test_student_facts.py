@@ -25,7 +25,7 @@ from studentperf.v1 import student_pb2 as pb
 from studentperf.v1.import_event_pb2 import ImportEvent
 from studentperf.v1.prediction_event_pb2 import PredictionEvent
 from tests.integration.conftest import Stack
-from tests.integration.helpers import count_rows, eventually, read_all
+from tests.integration.helpers import count_rows, eventually, migrate_before, read_all
 from tests.integration.recorder_support import (
     Raw,
     make_event,
@@ -322,11 +322,7 @@ async def test_the_migration_restores_erased_facts_from_the_history(
     await postgres.ensure_database(name)
     conn = await asyncpg.connect(postgres.dsn(name))
     try:
-        # As studentperf.migrate lays it out: 0004's grants name the table.
-        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
-        for version, sql in migration_files():
-            if version < "0005":
-                await conn.execute(sql)
+        await migrate_before(conn, "0005")
         # What the old rule left: a sparse event (t2) erased the age given at t1, and the
         # record of t2 is the one that counts, whatever order they arrived in.
         await conn.execute(
